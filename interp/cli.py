@@ -1,0 +1,61 @@
+"""The `interp` command line: a thin typer layer over library calls.
+
+Subcommands are defined in `interp.commands.*` and registered here. Every InterpError is
+printed as one clear line with exit code 2 (bad input), never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from interp.errors import InterpError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic interpretability of attention.")
+score = typer.Typer(no_args_is_help=True, help="Score heads: retrieval, sinks, preplan.")
+calibrate = typer.Typer(no_args_is_help=True, help="Training-free attention calibrations (ACT, ZeroTuning).")
+patch = typer.Typer(no_args_is_help=True, help="Circuit patching on IOI and Colored Objects.")
+app.add_typer(score, name="score")
+app.add_typer(calibrate, name="calibrate")
+app.add_typer(patch, name="patch")
+
+_GROUPS = {"app": app, "score": score, "calibrate": calibrate, "patch": patch}
+_COMMAND_MODULES = ("demo", "retrieval", "sinks", "patching", "preplan", "report")
+
+for _name in _COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(f"interp.commands.{_name}")
+    except ModuleNotFoundError as _err:
+        if _err.name != f"interp.commands.{_name}":
+            raise
+        continue
+    _mod.register(_GROUPS)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning InterpError into a clear message and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except InterpError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted: finished samples are saved; re-run the same command to resume", err=True)
+        sys.exit(130)
+    except Exception as err:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

