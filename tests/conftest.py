@@ -17,7 +17,7 @@ def _tiny_llama(n_heads: int, n_kv: int, seed: int = 0, layers: int = 3):
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=97,
-        hidden_size=32,
+        hidden_size=48,
         intermediate_size=64,
         num_hidden_layers=layers,
         num_attention_heads=n_heads,

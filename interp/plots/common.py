@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["head_grid", "token_trace"]
+__all__ = ["head_grid", "token_trace", "position_grid"]
 
 
 def head_grid(
@@ -108,4 +108,56 @@ def token_trace(
                 )
             )
     fig.update_layout(title=title, xaxis_title="position", hovermode="closest")
+    return fig
+
+
+def position_grid(
+    values,
+    *,
+    rows: Sequence[str],
+    tokens: Sequence[str],
+    title: str,
+    colorbar: str = "score",
+    row_title: str = "",
+    zmid: Optional[float] = None,
+    colorscale: str = "RdBu",
+) -> go.Figure:
+    """Heatmap of a [row, pos] array (e.g. patching score per layer and position) with token hover.
+
+    Args:
+        values: array-like [n_rows, n_pos] (NaN cells are left blank).
+        rows: label per row (e.g. "layer 3", "L3 H2").
+        tokens: display string per position; shown as the x tick labels ("pos 'tok'").
+        zmid: centre of a diverging colour scale (e.g. 0 for patching scores); None = auto.
+    """
+    import html as _html
+
+    z = np.asarray(values, dtype=float)
+    if z.shape != (len(rows), len(tokens)):
+        from interp.errors import InterpError
+
+        raise InterpError(
+            f"values have shape {z.shape} but got {len(rows)} row labels and {len(tokens)} tokens: pass one label per row "
+            "and one token per position"
+        )
+    xs = [f"{i} {_html.escape(repr(t), quote=False)}" for i, t in enumerate(tokens)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=xs,
+            y=list(rows),
+            zmid=zmid,
+            colorscale=colorscale,
+            reversescale=colorscale == "RdBu",
+            colorbar={"title": {"text": colorbar}},
+            hovertemplate="%{y}<br>token %{x}<br>" + colorbar + ": %{z:.4g}<extra></extra>",
+            hoverongaps=False,
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "position", "type": "category", "tickangle": -60, "showticklabels": len(xs) <= 80},
+        yaxis={"title": row_title, "type": "category", "autorange": "reversed"},
+        height=max(350, 16 * len(rows) + 180),
+    )
     return fig

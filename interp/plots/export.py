@@ -1,27 +1,195 @@
-"""Export of figures: self-contained HTML (works offline), PNG where an image backend exists."""
+"""Export of figures: self-contained HTML (works offline), PNG where an image backend exists.
+
+`save_figure` writes one figure as one HTML file with plotly.js inside (or pointing at a shared
+copy, for folders of many figures). `save_page` writes one page holding many figures, with
+plotly.js inlined once, so a whole report is a single file that opens with no network.
+"""
 
 from __future__ import annotations
 
+import html
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Sequence, Union
 
 from interp.runs import atomic_write_text
 
-__all__ = ["save_figure"]
+__all__ = [
+    "save_figure",
+    "save_png",
+    "save_plotlyjs",
+    "figure_div",
+    "is_static",
+    "image_backend_available",
+    "PageSection",
+    "save_page",
+]
+
+_CONFIG = {"displaylogo": False, "responsive": True}
 
 
-def save_figure(fig, path: str | os.PathLike, *, png: bool = False) -> Path:
+def save_figure(
+    fig, path: str | os.PathLike, *, png: bool = False, include_plotlyjs: Union[bool, str] = True
+) -> Path:
     """Write ``fig`` to ``path`` as one HTML file with plotly.js embedded (no network needed).
 
-    With ``png=True`` also write ``path.with_suffix('.png')`` if kaleido is installed (skipped
-    silently otherwise: the HTML is the primary output).
+    Args:
+        fig: a plotly Figure.
+        path: the .html file to write.
+        png: also write ``path.with_suffix('.png')`` when the figure is static (see
+            :func:`is_static`) and an image backend (kaleido) works; skipped silently otherwise:
+            the HTML is the primary output.
+        include_plotlyjs: True embeds plotly.js (self-contained); a relative path ending in
+            ".js" references a shared copy instead (see :func:`save_plotlyjs`), for folders of
+            many figures.
     """
     path = Path(path)
-    html = fig.to_html(full_html=True, include_plotlyjs=True, config={"displaylogo": False, "responsive": True})
-    atomic_write_text(path, html)
+    html_text = fig.to_html(full_html=True, include_plotlyjs=include_plotlyjs, config=_CONFIG)
+    atomic_write_text(path, html_text)
     if png:
-        try:
-            fig.write_image(str(path.with_suffix(".png")))
-        except Exception:  # no image backend: the HTML is the deliverable
-            pass
+        save_png(fig, path.with_suffix(".png"))
     return path
+
+
+def save_plotlyjs(path: str | os.PathLike) -> Path:
+    """Write plotly.js (the bundled, offline copy) to ``path``, for figures that reference it."""
+    from plotly.offline import get_plotlyjs
+
+    return atomic_write_text(path, get_plotlyjs())
+
+
+def is_static(fig) -> bool:
+    """True when a picture shows everything: no animation frames, sliders or menus."""
+    layout = fig.layout
+    return not (getattr(fig, "frames", None) or layout.sliders or layout.updatemenus)
+
+
+def image_backend_available() -> bool:
+    """True when plotly can write images (kaleido installed and able to start)."""
+    import importlib.util
+
+    return importlib.util.find_spec("kaleido") is not None
+
+
+def save_png(fig, path: str | os.PathLike, *, scale: float = 2.0) -> Optional[Path]:
+    """Write a PNG of a static ``fig`` if an image backend works; None when it was not written."""
+    if not is_static(fig) or not image_backend_available():
+        return None
+    path = Path(path)
+    try:
+        fig.write_image(str(path), scale=scale)
+    except Exception:  # kaleido present but unable to run (e.g. no browser for kaleido>=1)
+        return None
+    return path if path.is_file() else None
+
+
+def figure_div(fig, div_id: str) -> str:
+    """The HTML ``<div>`` and script that draw ``fig``, without plotly.js (for :func:`save_page`)."""
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=_CONFIG)
+
+
+@dataclass
+class PageSection:
+    """One section of a page: a heading, a summary (HTML), figures and links.
+
+    Attributes:
+        title: the heading.
+        summary_html: trusted HTML (escape user text with ``html.escape`` before putting it here).
+        figures: (name, Figure) pairs drawn in order.
+        links: (label, relative href) pairs, e.g. to the section's tables.
+        anchor: the section's id (default: from the title).
+    """
+
+    title: str
+    summary_html: str = ""
+    figures: Sequence[tuple] = field(default_factory=list)
+    links: Sequence[tuple] = field(default_factory=list)
+    anchor: Optional[str] = None
+
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1f2328; }
+header { background: #24292f; color: #fff; padding: 18px 32px; }
+header h1 { margin: 0 0 6px 0; font-size: 24px; }
+header p { margin: 0; color: #d0d7de; }
+nav { padding: 8px 32px; border-bottom: 1px solid #d0d7de; background: #f6f8fa; }
+nav a { margin-right: 18px; }
+main { padding: 0 32px 48px 32px; max-width: 1400px; }
+section { border-bottom: 1px solid #d0d7de; padding: 12px 0 24px 0; }
+.summary { max-width: 1000px; line-height: 1.5; }
+.links a { margin-right: 14px; font-size: 14px; }
+.figure { margin: 12px 0; }
+table.facts { border-collapse: collapse; margin: 8px 0; }
+table.facts td, table.facts th { border: 1px solid #d0d7de; padding: 3px 10px; text-align: left; }
+"""
+
+
+def _anchor(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+def save_page(
+    path: str | os.PathLike,
+    sections: Sequence[PageSection],
+    *,
+    title: str,
+    intro_html: str = "",
+    extra_css: str = "",
+) -> Path:
+    """Write one self-contained HTML page: plotly.js inlined once, every section's figures drawn.
+
+    Args:
+        path: the .html file.
+        sections: the page's sections, in order.
+        title: page title and heading.
+        intro_html: trusted HTML under the heading.
+        extra_css: more CSS for the page (e.g. for HTML fragments in the summaries).
+
+    Returns:
+        ``path``.
+    """
+    from plotly.offline import get_plotlyjs
+
+    parts = []
+    nav = []
+    n_fig = 0
+    for sec in sections:
+        anchor = sec.anchor or _anchor(sec.title)
+        nav.append(f'<a href="#{anchor}">{html.escape(sec.title)}</a>')
+        body = [f'<section id="{anchor}">', f"<h2>{html.escape(sec.title)}</h2>"]
+        if sec.summary_html:
+            body.append(f'<div class="summary">{sec.summary_html}</div>')
+        if sec.links:
+            body.append(
+                '<p class="links">'
+                + "".join(f'<a href="{html.escape(href)}">{html.escape(label)}</a>' for label, href in sec.links)
+                + "</p>"
+            )
+        for name, fig in sec.figures:
+            n_fig += 1
+            body.append(f'<div class="figure" data-figure="{html.escape(str(name))}">')
+            body.append(figure_div(fig, f"fig-{anchor}-{n_fig}"))
+            body.append("</div>")
+        body.append("</section>")
+        parts.append("\n".join(body))
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>{_STYLE}{extra_css}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head>
+<body>
+<header><h1>{html.escape(title)}</h1><p>{intro_html}</p></header>
+<nav>{''.join(nav)}</nav>
+<main>
+{chr(10).join(parts)}
+</main>
+</body>
+</html>
+"""
+    return atomic_write_text(path, page)

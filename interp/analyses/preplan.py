@@ -1,0 +1,656 @@
+"""Preplan and anchor tokens: the reasoning rhythm read off local and global attention heads.
+
+Li et al. 2025, "Attention Illuminates LLM Reasoning: The Preplan-and-Anchor Rhythm Enables
+Fine-Grained Policy Optimization" (arXiv 2510.13554); definitions in METRICS.md, "Preplan and
+anchor". Over the response positions R of a prompt + response:
+
+- every head (l, h) of the chosen layers gets a span d(l, h) = mean over t in R of dist_t; the
+  heads in the lowest `local_quantile` of d are *local*, those in the highest
+  `global_quantile` are *global*;
+- WAAD_t = mean over local heads of waad_t(W) (windowed attention distance: how far back the
+  token that is being written reaches, clipped at W);
+- FAI_s = mean over global heads of band_s(lo, hi) (how much attention token s receives from
+  the tokens lo..hi after it);
+- preplan tokens: Delta_t = |WAAD_t - WAAD_{t+1}| in its top `preplan_quantile` (a jump in
+  the local rhythm: a phrase ends and the next one reaches further back);
+- anchor tokens: FAI_s in its top `anchor_quantile` (tokens later reasoning keeps returning to);
+- coupling: an anchor t is *locally dominated* when WAAD_t <= tau_waad and a preplan token lies
+  in the k tokens before it.
+
+Every attention number comes from `interp.kernels.attention_stats` (row statistics dist and
+waad on the response rows, column statistic band), computed layer by layer inside the forward
+pass (`interp.hooks.capture(on_layer=...)`): only [layer, head, response] statistics are kept,
+so memory is linear in T. No [T, T] attention is built here.
+
+The module has three parts: pure functions over statistics (`default_layers`,
+`bottom_quantile`, `top_quantile`, `head_groups`, `waad_jumps`, `couple_anchors`, `analyse`),
+the frozen `PreplanConfig` / `PreplanResult`, and the thin model driver `score_preplan`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from interp.errors import InterpError
+
+__all__ = [
+    "PreplanConfig",
+    "PreplanResult",
+    "PreplanStats",
+    "default_layers",
+    "default_prompts",
+    "load_prompts",
+    "bottom_quantile",
+    "top_quantile",
+    "head_groups",
+    "waad_jumps",
+    "couple_anchors",
+    "layer_statistics",
+    "analyse",
+    "greedy_response",
+    "score_preplan",
+    "score_preplan_ids",
+]
+
+_BACKENDS = ("auto", "reference", "torch", "triton")
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreplanConfig:
+    """Settings of the preplan-and-anchor analysis (defaults: Li et al. 2025).
+
+    Attributes:
+        layers: layers whose heads are grouped; None = `n_default_layers` layers evenly spaced in
+            [floor(L/3), floor(2L/3)] (the paper's choice, see `default_layers`).
+        n_default_layers: how many layers the default picks.
+        window: W of waad_t(W), the WAAD clip in tokens.
+        band: (lo, hi) of band_s: FAI_s averages A_is over queries s+lo <= i <= min(T-1, s+hi).
+        local_quantile: share of heads with the lowest span called local.
+        global_quantile: share of heads with the highest span called global.
+        preplan_quantile: share of response tokens, by Delta_t = |WAAD_t - WAAD_{t+1}|, marked
+            preplan. METRICS.md says only "top quantile"; 0.4 is the share the paper uses for
+            its token selections (the same 40% as for anchors). The paper text was not at hand
+            when this was written: check it and set this explicitly when reproducing its
+            numbers.
+        anchor_quantile: share of response tokens, by FAI, marked anchor (top 40%, METRICS.md).
+        tau_waad: an anchor with WAAD_t <= tau_waad counts as locally dominated. None (default)
+            = the median WAAD over the response, a scale-free cut (METRICS.md gives no number).
+        coupling_k: a preplan token must lie in the k tokens before a locally dominated anchor.
+        max_new_tokens: greedy generation length when no response is given.
+        chat: wrap the prompt in the model's chat template (with the assistant turn opened).
+        backend: `interp.kernels` backend ("auto", "reference" = float64 materialised, "torch",
+            "triton").
+        chunk_size: query rows per kernel chunk (None = the kernel's choice).
+    """
+
+    layers: Optional[tuple[int, ...]] = None  # None: 5 evenly spaced in [L/3, 2L/3]
+    n_default_layers: int = 5  # layers in the default choice (paper: 5)
+    window: int = 10  # W of WAAD (paper: 10)
+    band: tuple[int, int] = (10, 100)  # (lo, hi) of FAI (paper: 10, 100)
+    local_quantile: float = 0.3  # lowest 30% of spans = local heads (paper)
+    global_quantile: float = 0.3  # highest 30% of spans = global heads (paper)
+    preplan_quantile: float = 0.4  # top 40% of WAAD jumps = preplan tokens
+    anchor_quantile: float = 0.4  # top 40% of FAI = anchor tokens (paper)
+    tau_waad: Optional[float] = None  # None: median WAAD of the response
+    coupling_k: int = 3  # preplan within k tokens before the anchor (paper: k <= 3)
+    max_new_tokens: int = 128  # greedy tokens when no response is given
+    chat: bool = True  # wrap the prompt in the chat template
+    backend: str = "auto"  # interp.kernels backend
+    chunk_size: Optional[int] = None  # kernel query chunk (None: kernel default)
+
+    def __post_init__(self) -> None:
+        for name in ("local_quantile", "global_quantile", "preplan_quantile", "anchor_quantile"):
+            q = getattr(self, name)
+            if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < float(q) < 1.0:
+                raise InterpError(f"{name} must be a share strictly between 0 and 1 (e.g. 0.3), got {q!r}")
+        if self.local_quantile + self.global_quantile > 1.0:
+            raise InterpError(
+                f"local_quantile + global_quantile = {self.local_quantile + self.global_quantile:g} > 1: "
+                "a head would be both local and global; keep the sum at most 1 (paper: 0.3 + 0.3)"
+            )
+        band = self.band
+        if not (isinstance(band, (tuple, list)) and len(band) == 2 and all(_is_int(x) for x in band)):
+            raise InterpError(f"band must be a pair of ints (lo, hi), e.g. (10, 100); got {band!r}")
+        lo, hi = int(band[0]), int(band[1])
+        if lo > hi:
+            raise InterpError(f"band lo={lo} > hi={hi}: FAI averages queries s+lo..s+hi, pass lo <= hi (e.g. 10, 100)")
+        if lo < 0:
+            raise InterpError(f"band lo={lo} < 0: queries before a key cannot attend to it; pass lo >= 0 (e.g. 10)")
+        object.__setattr__(self, "band", (lo, hi))
+        for name, least in (("window", 1), ("n_default_layers", 1), ("coupling_k", 1), ("max_new_tokens", 1)):
+            v = getattr(self, name)
+            if not _is_int(v) or v < least:
+                raise InterpError(f"{name} must be an int >= {least}, got {v!r}")
+        if self.tau_waad is not None and (
+            isinstance(self.tau_waad, bool) or not isinstance(self.tau_waad, (int, float)) or not math.isfinite(self.tau_waad)
+        ):
+            raise InterpError(f"tau_waad must be a finite number or None (median WAAD), got {self.tau_waad!r}")
+        if self.layers is not None:
+            layers = tuple(self.layers)
+            if not layers or not all(_is_int(x) for x in layers):
+                raise InterpError(f"layers must be a non-empty list of ints (or None for the default), got {self.layers!r}")
+            object.__setattr__(self, "layers", tuple(sorted(set(int(x) for x in layers))))
+        if self.backend not in _BACKENDS:
+            raise InterpError(f"unknown kernel backend '{self.backend}': use one of {', '.join(_BACKENDS)}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["band"] = list(self.band)
+        d["layers"] = None if self.layers is None else list(self.layers)
+        return d
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Shipped prompts
+# --------------------------------------------------------------------------------------------
+
+
+def load_prompts(path: str | Path) -> list[dict]:
+    """Read a JSONL prompt file: one ``{"id": ..., "prompt": ..., "response": optional}`` per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InterpError(f"prompt file {path} not found: pass a JSONL file with one {{\"prompt\": ...}} per line")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InterpError(f"{path} line {n} is not JSON ({err.msg}): write one JSON object per line") from err
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise InterpError(f"{path} line {n} has no \"prompt\" text: each line needs {{\"prompt\": \"...\"}}")
+        if row.get("response") is not None and not isinstance(row["response"], str):
+            raise InterpError(f"{path} line {n}: \"response\" must be a string when given")
+        rows.append({"id": str(row.get("id", f"p{len(rows)}")), "prompt": row["prompt"], "response": row.get("response")})
+    if not rows:
+        raise InterpError(f"{path} holds no prompts: write one {{\"prompt\": ...}} per line")
+    return rows
+
+
+def default_prompts() -> list[dict]:
+    """The short math word problems shipped with interp (``interp/data/math_prompts.jsonl``)."""
+    with resources.as_file(resources.files("interp") / "data" / "math_prompts.jsonl") as path:
+        return load_prompts(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure functions over statistics
+# --------------------------------------------------------------------------------------------
+
+
+def default_layers(n_layers: int, count: int = 5) -> list[int]:
+    """``count`` layers evenly spaced in [floor(L/3), floor(2L/3)] (Li et al. 2025).
+
+    Fractional positions round half up (L = 30: 10, 13, 15, 18, 20); duplicates (small L) are
+    dropped.
+    """
+    if n_layers < 1:
+        raise InterpError(f"the model has {n_layers} layers: need at least one")
+    lo, hi = n_layers // 3, (2 * n_layers) // 3
+    points = np.floor(np.linspace(lo, hi, count) + 0.5).astype(int)
+    return sorted(set(int(p) for p in points))
+
+
+def bottom_quantile(values: np.ndarray, q: float) -> np.ndarray:
+    """Mask of the finite entries at or below the q-quantile of the finite entries (NaN: False)."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(values.shape, dtype=bool)
+    return finite & (values <= np.quantile(values[finite], q))
+
+
+def top_quantile(values: np.ndarray, q: float) -> np.ndarray:
+    """Mask of the finite entries at or above the (1-q)-quantile: the top share q (NaN: False)."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(values.shape, dtype=bool)
+    return finite & (values >= np.quantile(values[finite], 1.0 - q))
+
+
+def head_groups(span: np.ndarray, local_quantile: float = 0.3, global_quantile: float = 0.3):
+    """Local and global heads from their spans.
+
+    Args:
+        span: [layer, head] mean attention distance over the response (any shape works).
+        local_quantile: share of heads with the lowest span that are local.
+        global_quantile: share with the highest span that are global.
+
+    Returns:
+        (local, global_) boolean masks of span's shape.
+    """
+    local = bottom_quantile(span, local_quantile)
+    global_ = top_quantile(span, global_quantile)
+    if (local & global_).any():
+        raise InterpError(
+            "some heads are both local and global (all spans equal?): the head spans do not separate; "
+            "use more layers or a longer response"
+        )
+    return local, global_
+
+
+def waad_jumps(waad: np.ndarray) -> np.ndarray:
+    """Delta_t = |WAAD_t - WAAD_{t+1}| per response token, [resp]; NaN for the last token."""
+    waad = np.asarray(waad, dtype=float)
+    delta = np.full(waad.shape, np.nan)
+    delta[:-1] = np.abs(waad[:-1] - waad[1:])
+    return delta
+
+
+def couple_anchors(
+    anchor: np.ndarray, preplan: np.ndarray, waad: np.ndarray, tau_waad: float, k: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anchors that are locally dominated and the preplan token that sets them up.
+
+    An anchor t is locally dominated when WAAD_t <= tau_waad and a preplan token lies among
+    t-k .. t-1 (within the response).
+
+    Args:
+        anchor, preplan: [resp] bool masks.
+        waad: [resp] WAAD per token.
+        tau_waad: WAAD cut.
+        k: how many tokens before the anchor to search.
+
+    Returns:
+        (dominated [resp] bool, link [resp] int: response index of the nearest preplan token
+        before a dominated anchor, -1 elsewhere).
+    """
+    anchor, preplan = np.asarray(anchor, bool), np.asarray(preplan, bool)
+    waad = np.asarray(waad, dtype=float)
+    dominated = np.zeros(anchor.shape, dtype=bool)
+    link = np.full(anchor.shape, -1, dtype=np.int64)
+    for t in np.flatnonzero(anchor & (waad <= tau_waad)):
+        before = np.flatnonzero(preplan[max(0, t - k) : t])
+        if before.size:
+            dominated[t] = True
+            link[t] = max(0, t - k) + int(before[-1])
+    return dominated, link
+
+
+@dataclass(frozen=True, eq=False)
+class PreplanStats:
+    """Kernel statistics kept from the forward pass (all float64 numpy).
+
+    Attributes:
+        layers: the chosen layers.
+        dist: [layer, head, resp] dist_t of each response row.
+        waad: [layer, head, resp] waad_t(W) of each response row.
+        band: [layer, head, resp] band_s(lo, hi) of each response key (NaN without band queries).
+    """
+
+    layers: tuple[int, ...]
+    dist: np.ndarray
+    waad: np.ndarray
+    band: np.ndarray
+
+
+def layer_statistics(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    scale: float,
+    n_prompt: int,
+    config: PreplanConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dist, waad and band of one layer from its q and k, via `interp.kernels.attention_stats`.
+
+    Args:
+        q: [1, head, pos, d_head] post-RoPE queries of prompt + response.
+        k: [1, kv_head, pos, d_head] post-RoPE keys (not repeated).
+        scale: the model's softmax scale.
+        n_prompt: prompt length P; the response is positions P .. pos-1.
+        config: window, band, backend.
+
+    Returns:
+        (dist, waad, band), each [head, resp] float64: row statistics of the response rows and
+        the band column statistic of the response keys.
+    """
+    from interp.kernels import attention_stats
+
+    pos = q.shape[2]
+    rows = torch.arange(n_prompt, pos, device=q.device)
+    st = attention_stats(
+        q,
+        k,
+        scale=scale,
+        window=config.window,
+        band=config.band,
+        query_rows=rows,
+        columns=True,
+        backend=config.backend,
+        chunk_size=config.chunk_size,
+    )
+    as_np = lambda t: t[0].detach().to(torch.float64).cpu().numpy()  # noqa: E731
+    return as_np(st.dist), as_np(st.waad), as_np(st.band[:, :, n_prompt:])
+
+
+def analyse(stats: PreplanStats, config: PreplanConfig) -> dict:
+    """Everything the analysis finds from the kept statistics (pure; no model).
+
+    Returns:
+        dict with span [layer, head], local / global_ [layer, head] masks, waad, fai, delta
+        [resp], preplan / anchor / dominated [resp] masks, link [resp], tau_waad and the
+        thresholds used.
+    """
+    span = np.nanmean(stats.dist, axis=-1)  # d(l, h) = mean over response rows of dist_t
+    local, global_ = head_groups(span, config.local_quantile, config.global_quantile)
+    waad = stats.waad[local].mean(axis=0)  # [resp]: mean over local heads
+    with np.errstate(invalid="ignore"):
+        fai = stats.band[global_].mean(axis=0)  # [resp]: NaN where no query lies in the band
+    delta = waad_jumps(waad)
+    preplan = top_quantile(delta, config.preplan_quantile)
+    anchor = top_quantile(fai, config.anchor_quantile)
+    tau = float(np.median(waad)) if config.tau_waad is None else float(config.tau_waad)
+    dominated, link = couple_anchors(anchor, preplan, waad, tau, config.coupling_k)
+    return {
+        "span": span,
+        "local": local,
+        "global_": global_,
+        "waad": waad,
+        "fai": fai,
+        "delta": delta,
+        "preplan": preplan,
+        "anchor": anchor,
+        "dominated": dominated,
+        "link": link,
+        "tau_waad": tau,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PreplanResult:
+    """Preplan and anchor tokens of one prompt + response.
+
+    Arrays over the response are [resp] (response index r sits at absolute position
+    ``n_prompt + r``); head arrays are [layer, head] over ``layers``.
+    """
+
+    config: PreplanConfig
+    model: str
+    prompt: str
+    response: str
+    generated: bool
+    n_prompt: int
+    tokens: tuple[str, ...]
+    token_ids: np.ndarray
+    layers: tuple[int, ...]
+    span: np.ndarray
+    local: np.ndarray
+    global_: np.ndarray
+    waad: np.ndarray
+    fai: np.ndarray
+    delta: np.ndarray
+    preplan: np.ndarray
+    anchor: np.ndarray
+    dominated: np.ndarray
+    link: np.ndarray
+    tau_waad: float
+    prompt_tokens: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """[resp] absolute position of each response token."""
+        return self.n_prompt + np.arange(len(self.tokens))
+
+    @property
+    def n_local(self) -> int:
+        return int(self.local.sum())
+
+    @property
+    def n_global(self) -> int:
+        return int(self.global_.sum())
+
+    def to_dataframe(self):
+        """One row per response token: pos, index, token, token_id, waad, delta, fai, preplan,
+        anchor, dominated, preplan_link (absolute position of the coupled preplan token, -1)."""
+        import pandas as pd
+
+        pos = self.positions
+        return pd.DataFrame(
+            {
+                "pos": pos,
+                "index": np.arange(len(self.tokens)),
+                "token": list(self.tokens),
+                "token_id": self.token_ids,
+                "waad": self.waad,
+                "delta": self.delta,
+                "fai": self.fai,
+                "preplan": self.preplan,
+                "anchor": self.anchor,
+                "dominated": self.dominated,
+                "preplan_link": np.where(self.link >= 0, self.n_prompt + self.link, -1),
+            }
+        )
+
+    def heads_dataframe(self):
+        """One row per head of the chosen layers: layer, head, span, group (local/global/other)."""
+        import pandas as pd
+
+        rows = []
+        for i, layer in enumerate(self.layers):
+            for h in range(self.span.shape[1]):
+                group = "local" if self.local[i, h] else "global" if self.global_[i, h] else "other"
+                rows.append({"layer": layer, "head": h, "span": float(self.span[i, h]), "group": group})
+        return pd.DataFrame(rows)
+
+    def summary(self) -> dict:
+        """Counts and cut-offs for run.json."""
+        heads = lambda m: [[self.layers[i], int(h)] for i, h in zip(*np.nonzero(m))]  # noqa: E731
+        return {
+            "model": self.model,
+            "prompt": self.prompt,
+            "response": self.response,
+            "generated": self.generated,
+            "n_prompt_tokens": self.n_prompt,
+            "n_response_tokens": len(self.tokens),
+            "layers": list(self.layers),
+            "local_heads": heads(self.local),
+            "global_heads": heads(self.global_),
+            "tau_waad": self.tau_waad,
+            "n_preplan": int(self.preplan.sum()),
+            "n_anchor": int(self.anchor.sum()),
+            "n_dominated_anchors": int(self.dominated.sum()),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Driver: the model runs here
+# --------------------------------------------------------------------------------------------
+
+
+def _eos_ids(lm) -> set[int]:
+    ids: set[int] = set()
+    for src in (getattr(lm.tokenizer, "eos_token_id", None), getattr(lm.hf_model.generation_config, "eos_token_id", None)):
+        if src is None:
+            continue
+        ids.update([src] if isinstance(src, int) else list(src))
+    return ids
+
+
+@torch.no_grad()
+def greedy_response(lm, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """Greedy decoding with a KV cache, stopping at an end-of-sequence token (kept).
+
+    Args:
+        prompt_ids: [1, pos] prompt token ids.
+        max_new_tokens: most tokens to generate.
+
+    Returns:
+        [1, new] generated ids.
+    """
+    from tqdm.auto import tqdm
+
+    eos = _eos_ids(lm)
+    model = lm.hf_model
+    out = model(input_ids=prompt_ids, use_cache=True)
+    new: list[int] = []
+    for step in tqdm(range(max_new_tokens), desc="generating", unit="tok", leave=False, disable=None):
+        nxt = out.logits[:, -1].argmax(-1)  # [1]
+        new.append(int(nxt))
+        if new[-1] in eos or step == max_new_tokens - 1:
+            break
+        out = model(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
+    return torch.tensor([new], dtype=torch.long, device=prompt_ids.device)
+
+
+def collect_statistics(lm, ids: torch.Tensor, n_prompt: int, layers: Sequence[int], config: PreplanConfig) -> PreplanStats:
+    """One forward pass; each chosen layer's q/k is reduced to statistics as it runs.
+
+    Args:
+        ids: [1, pos] prompt + response ids.
+        n_prompt: prompt length P.
+        layers: the chosen layers.
+    """
+    from interp.hooks import capture
+
+    kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def on_layer(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        kept[layer] = layer_statistics(q, k, scale=lm.arch.scale, n_prompt=n_prompt, config=config)
+
+    with capture(lm, layers=layers, keep=(), on_layer=on_layer):
+        lm.forward(ids)
+    missing = [layer for layer in layers if layer not in kept]
+    if missing:
+        raise InterpError(f"no attention statistics for layers {missing}: the capture hooks did not fire")
+    stack = lambda i: np.stack([kept[layer][i] for layer in layers])  # noqa: E731
+    return PreplanStats(layers=tuple(layers), dist=stack(0), waad=stack(1), band=stack(2))
+
+
+def score_preplan_ids(
+    lm,
+    config: PreplanConfig,
+    prompt_ids: torch.Tensor,
+    response_ids: Optional[torch.Tensor] = None,
+    *,
+    prompt: str = "",
+    response: Optional[str] = None,
+) -> PreplanResult:
+    """`score_preplan` on token ids (no tokenizer needed when both ids are given).
+
+    Args:
+        prompt_ids: [1, P] prompt ids (chat template already applied if wanted).
+        response_ids: [1, R] response ids, or None to generate ``config.max_new_tokens`` greedily.
+        prompt, response: texts stored in the result (decoded from ids when None and a
+            tokenizer exists).
+    """
+    arch = lm.arch
+    prompt_ids = torch.as_tensor(prompt_ids).reshape(1, -1).to(lm.device)
+    n_prompt = int(prompt_ids.shape[1])
+    if n_prompt == 0:
+        raise InterpError("prompt is empty: give at least one token of prompt text")
+    layers = list(config.layers) if config.layers is not None else default_layers(arch.n_layers, config.n_default_layers)
+    for layer in layers:
+        arch.check_layer(int(layer))
+    generated = response_ids is None
+    if generated:
+        if n_prompt + config.max_new_tokens > arch.n_ctx:
+            raise InterpError(
+                f"prompt ({n_prompt} tokens) + max_new_tokens ({config.max_new_tokens}) exceed the context of "
+                f"{arch.n_ctx} tokens: lower --max-new-tokens or shorten the prompt"
+            )
+        response_ids = greedy_response(lm, prompt_ids, config.max_new_tokens)
+    response_ids = torch.as_tensor(response_ids).reshape(1, -1).to(lm.device)
+    n_resp = int(response_ids.shape[1])
+    if n_resp == 0:
+        raise InterpError("the response is empty: give response text (or omit it to generate one)")
+    if n_resp < 2:
+        raise InterpError(
+            "the response has 1 token: WAAD jumps need at least 2 response tokens; give a longer response "
+            "(or raise --max-new-tokens)"
+        )
+    if n_prompt + n_resp > arch.n_ctx:
+        raise InterpError(
+            f"prompt ({n_prompt} tokens) + response ({n_resp} tokens) = {n_prompt + n_resp} tokens exceed the "
+            f"context of {arch.n_ctx} tokens of {lm.name}: shorten the response or the prompt"
+        )
+    ids = torch.cat([prompt_ids, response_ids], dim=1)
+    stats = collect_statistics(lm, ids, n_prompt, layers, config)
+    found = analyse(stats, config)
+    tok = lm.tokenizer
+    resp_list = response_ids[0].tolist()
+    if tok is not None:
+        tokens = tuple(lm.token_strings(resp_list))
+        prompt_tokens = tuple(lm.token_strings(prompt_ids[0].tolist()))
+        if response is None:
+            response = lm.decode(resp_list)
+    else:
+        tokens, prompt_tokens = tuple(str(i) for i in resp_list), tuple(str(i) for i in prompt_ids[0].tolist())
+        response = response if response is not None else " ".join(tokens)
+    return PreplanResult(
+        config=config,
+        model=lm.name,
+        prompt=prompt,
+        response=response,
+        generated=generated,
+        n_prompt=n_prompt,
+        tokens=tokens,
+        token_ids=np.asarray(resp_list, dtype=np.int64),
+        layers=tuple(layers),
+        prompt_tokens=prompt_tokens,
+        **found,
+    )
+
+
+def score_preplan(
+    lm,
+    config: PreplanConfig = PreplanConfig(),
+    *,
+    prompt: Optional[str] = None,
+    response: Optional[str] = None,
+) -> PreplanResult:
+    """Preplan and anchor tokens of a response (Li et al. 2025; METRICS.md "Preplan and anchor").
+
+    Args:
+        lm: a `interp.models.LoadedModel`.
+        config: thresholds and layers (`PreplanConfig`; paper defaults).
+        prompt: the user's question; None = the first shipped math word problem. Wrapped in the
+            chat template when ``config.chat``.
+        response: the assistant's answer to score; None = greedy generation of up to
+            ``config.max_new_tokens`` tokens.
+
+    Returns:
+        A `PreplanResult` (`.to_dataframe()` per token, `.heads_dataframe()` per head).
+
+    Raises:
+        InterpError: empty prompt or response, prompt + response longer than the context,
+            layers out of range.
+    """
+    if prompt is None:
+        prompt = default_prompts()[0]["prompt"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InterpError("the prompt is empty: give the question text")
+    if response is not None and not response.strip():
+        raise InterpError("the response is empty: give response text (or omit it to generate one)")
+    if lm.tokenizer is None:
+        raise InterpError(f"{lm.name} has no tokenizer: use score_preplan_ids with token ids")
+    text = lm.chat_prompt(prompt) if config.chat else prompt
+    prompt_ids = lm.encode(text)
+    response_ids = None
+    if response is not None:
+        response_ids = lm.encode(response, check=False)
+    return score_preplan_ids(lm, config, prompt_ids, response_ids, prompt=prompt, response=response)

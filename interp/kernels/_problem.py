@@ -1,0 +1,272 @@
+"""Validated, normalised inputs of one `attention_stats` call, and what a backend returns.
+
+`prepare` turns the user's arguments into a `Problem` (every check that can fail happens
+here, with an `InterpError` that says what to do), so the backends can assume clean input.
+The streaming backends return `RawStats`: row statistics for the requested rows and the
+column *sums*; `finalize` (in `stats.py`) divides the sums by the query counts computed here
+and writes NaN where a statistic is undefined. The float64 reference computes everything
+itself, as an independent check of that bookkeeping.
+
+Index conventions used everywhere in `interp.kernels`:
+- query row r of q sits at key index `a_r = key_pos - query_pos + r` (end-aligned, KV cache);
+- under padding, the position of key index j is `j - first_real` where `first_real` is the
+  index of the batch element's first real token; only differences of positions (which equal
+  differences of indices) and the sink range `[first_real, first_real + sink_tokens)` matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from interp.errors import InterpError
+
+__all__ = ["Problem", "RawStats", "prepare", "column_counts"]
+
+BACKENDS = ("auto", "reference", "torch", "triton")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Clean inputs. Shapes: q [batch, head, query_pos, d_head], k [batch, kv_head, key_pos, d_head]."""
+
+    q: Tensor
+    k: Tensor
+    scale: float
+    causal: bool
+    softcap: float | None  # s = softcap * tanh(s / softcap) before masking (Gemma 2)
+    sliding_window: int | None  # query a sees keys j with a - sliding_window < j
+    sink_tokens: int
+    window: int  # W of waad
+    band: tuple[int, int]
+    segments: Tensor | None  # [batch, key_pos] int64, -1 = no segment
+    n_segments: int
+    key_real: Tensor  # [batch, key_pos] bool, True = real token
+    first_real: Tensor  # [batch] int64, index of the first real token (key_pos if none)
+    rows: Tensor  # [n_rows] int64, indices into q's query_pos for the row statistics
+    columns: bool
+    padded: bool  # whether any key is padding
+
+    @property
+    def batch(self) -> int:
+        return self.q.shape[0]
+
+    @property
+    def heads(self) -> int:
+        return self.q.shape[1]
+
+    @property
+    def kv_heads(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def group(self) -> int:
+        return self.heads // self.kv_heads
+
+    @property
+    def query_pos(self) -> int:
+        return self.q.shape[2]
+
+    @property
+    def key_pos(self) -> int:
+        return self.k.shape[2]
+
+    @property
+    def offset(self) -> int:
+        """Key index of query row 0."""
+        return self.key_pos - self.query_pos
+
+    def query_real(self) -> Tensor:
+        """[batch, query_pos] bool: whether each query row is a real token."""
+        return self.key_real[:, self.offset :]
+
+
+@dataclass(frozen=True)
+class RawStats:
+    """What a streaming backend returns; `finalize` turns it into `AttentionStats`.
+
+    Row statistics are [batch, head, n_rows] for `Problem.rows` (values of padded rows are
+    ignored); column sums are [batch, head, key_pos] sums of A_ij over real queries, all
+    queries for `recv_sum`, the band queries for `band_sum` (None when columns=False).
+    """
+
+    lse: Tensor
+    top1: Tensor
+    top1p: Tensor
+    entropy: Tensor
+    sink: Tensor
+    dist: Tensor
+    waad: Tensor
+    seg: Tensor | None  # [batch, head, n_rows, n_segments]
+    recv_sum: Tensor | None
+    band_sum: Tensor | None
+
+
+def column_counts(problem: Problem) -> tuple[Tensor, Tensor]:
+    """Number of real queries that each key's column statistics average over.
+
+    Returns:
+        (recv_count, band_count), both [batch, key_pos] int64: recv_count_j counts real
+        queries that may see key j (a_i >= j when causal, all real queries otherwise);
+        band_count_j counts real queries with lo <= a_i - j <= hi.
+    """
+    real = problem.query_real().to(torch.int64)  # [batch, query_pos]
+    # below[b, x] = number of real queries with key index a_i < x, for x = 0..key_pos
+    below = torch.zeros(problem.batch, problem.key_pos + 1, dtype=torch.int64, device=real.device)
+    below[:, problem.offset + 1 :] = real.cumsum(1)
+    total = below[:, -1:]
+
+    j = torch.arange(problem.key_pos, device=real.device).expand(problem.batch, -1)
+    recv_count = total - below[:, :-1] if problem.causal else total.expand(-1, problem.key_pos)
+    lo, hi = problem.band
+    first = (j + lo).clamp(0, problem.key_pos)
+    stop = (j + hi + 1).clamp(0, problem.key_pos)
+    band_count = (below.gather(1, stop) - below.gather(1, first)).clamp_min(0)
+    return recv_count, band_count
+
+
+def prepare(
+    q: Tensor,
+    k: Tensor,
+    *,
+    scale: float,
+    causal: bool,
+    softcap: float | None,
+    sliding_window: int | None,
+    sink_tokens: int,
+    window: int,
+    band: tuple[int, int],
+    segments: Tensor | None,
+    n_segments: int | None,
+    key_padding_mask: Tensor | None,
+    query_rows: Tensor | Sequence[int] | None,
+    columns: bool,
+) -> Problem:
+    """Check every argument of `attention_stats` and normalise it. Raises InterpError."""
+    _check_qk(q, k)
+    batch, heads, query_pos, _ = q.shape
+    key_pos = k.shape[2]
+    device = q.device
+    if not (isinstance(scale, (int, float)) and scale > 0 and scale != float("inf")):
+        raise InterpError(f"scale must be a positive finite number (1/sqrt(d_head) for Llama), got {scale!r}")
+    if softcap is not None and not (isinstance(softcap, (int, float)) and softcap > 0):
+        raise InterpError(f"softcap must be None or a positive number (Gemma 2 uses 50.0), got {softcap!r}")
+    if sliding_window is not None and not (_is_int(sliding_window) and sliding_window >= 1):
+        raise InterpError(f"sliding_window must be None or an int >= 1, got {sliding_window!r}")
+    if not (_is_int(sink_tokens) and 0 <= sink_tokens <= key_pos):
+        raise InterpError(f"sink_tokens must be an int in 0..key_pos={key_pos}, got {sink_tokens!r}")
+    if not (_is_int(window) and window >= 1):
+        raise InterpError(f"window (W of waad) must be an int >= 1, got {window!r}")
+    if not (isinstance(band, (tuple, list)) and len(band) == 2 and all(_is_int(x) for x in band)):
+        raise InterpError(f"band must be a pair of ints (lo, hi), got {band!r}")
+    lo, hi = int(band[0]), int(band[1])
+    if lo > hi:
+        raise InterpError(f"band lo={lo} > hi={hi}: pass (lo, hi) with lo <= hi, e.g. (10, 100)")
+
+    key_real = _key_real(key_padding_mask, batch, key_pos, device)
+    has_real = key_real.any(1)
+    first_real = torch.where(has_real, key_real.to(torch.int8).argmax(1), key_pos).to(torch.int64)
+    segs, n_seg = _segments(segments, n_segments, batch, key_pos, device)
+    rows = _rows(query_rows, query_pos, device)
+    return Problem(
+        q=q,
+        k=k,
+        scale=float(scale),
+        causal=bool(causal),
+        softcap=None if softcap is None else float(softcap),
+        sliding_window=None if sliding_window is None else int(sliding_window),
+        sink_tokens=int(sink_tokens),
+        window=int(window),
+        band=(lo, hi),
+        segments=segs,
+        n_segments=n_seg,
+        key_real=key_real,
+        first_real=first_real,
+        rows=rows,
+        columns=bool(columns),
+        padded=key_padding_mask is not None and not bool(key_real.all()),
+    )
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_qk(q: Tensor, k: Tensor) -> None:
+    for name, t, axes in (("q", q, "[batch, head, query_pos, d_head]"), ("k", k, "[batch, kv_head, key_pos, d_head]")):
+        if not isinstance(t, Tensor) or t.ndim != 4:
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise InterpError(f"{name} must be a 4-d tensor {axes}, got {got}")
+        if not t.is_floating_point():
+            raise InterpError(f"{name} must be a floating tensor, got {t.dtype}")
+    if q.dtype != k.dtype or q.device != k.device:
+        raise InterpError(f"q and k must share dtype and device, got q {q.dtype} on {q.device}, k {k.dtype} on {k.device}")
+    (bq, h, nq, dq), (bk, kvh, nk, dk) = q.shape, k.shape
+    if bq != bk or dq != dk:
+        raise InterpError(
+            f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on batch or d_head; "
+            "q is [batch, head, query_pos, d_head] and k is [batch, kv_head, key_pos, d_head]"
+        )
+    if kvh == 0 or h % kvh != 0:
+        raise InterpError(f"head={h} is not a multiple of kv_head={kvh}: pass k un-repeated, one slice per kv head")
+    if nq == 0 or nk == 0 or nq > nk:
+        raise InterpError(
+            f"need 1 <= query_pos <= key_pos, got query_pos={nq}, key_pos={nk} "
+            "(queries are the last query_pos positions of the key sequence)"
+        )
+    for name, t in (("q", q), ("k", k)):
+        if not bool(torch.isfinite(t).all()):
+            raise InterpError(f"{name} contains NaN or inf: check the captured activations (overflow in fp16?)")
+
+
+def _key_real(mask: Tensor | None, batch: int, key_pos: int, device: torch.device) -> Tensor:
+    if mask is None:
+        return torch.ones(batch, key_pos, dtype=torch.bool, device=device)
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != (batch, key_pos):
+        got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise InterpError(f"key_padding_mask must be [batch, key_pos] = {(batch, key_pos)}, got {got}")
+    if mask.dtype != torch.bool:
+        if mask.is_floating_point() or mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+            raise InterpError("key_padding_mask must be bool or 0/1 integers (HF attention_mask), True/1 = real token")
+        mask = mask != 0
+    return mask.to(device)
+
+
+def _segments(
+    segments: Tensor | None, n_segments: int | None, batch: int, key_pos: int, device: torch.device
+) -> tuple[Tensor | None, int]:
+    if segments is None:
+        if n_segments is not None:
+            raise InterpError("n_segments was given without segments: pass segments [batch, key_pos] too")
+        return None, 0
+    if not isinstance(segments, Tensor) or tuple(segments.shape) != (batch, key_pos):
+        got = tuple(segments.shape) if isinstance(segments, Tensor) else type(segments).__name__
+        raise InterpError(f"segments must be a LongTensor [batch, key_pos] = {(batch, key_pos)}, got {got}")
+    if segments.is_floating_point() or segments.dtype == torch.bool:
+        raise InterpError(f"segments must hold integer labels (-1 = none, 0..C-1), got {segments.dtype}")
+    segments = segments.to(device=device, dtype=torch.int64)
+    top = int(segments.max()) + 1
+    if int(segments.min()) < -1:
+        raise InterpError("segments labels must be -1 (no segment) or 0..n_segments-1")
+    if n_segments is None:
+        n_segments = top
+    if not (_is_int(n_segments) and n_segments >= top and n_segments >= 0):
+        raise InterpError(f"n_segments={n_segments!r} but segments holds labels up to {top - 1}: pass n_segments >= {top}")
+    return segments, int(n_segments)
+
+
+def _rows(query_rows: Tensor | Sequence[int] | None, query_pos: int, device: torch.device) -> Tensor:
+    if query_rows is None:
+        return torch.arange(query_pos, device=device)
+    rows = torch.as_tensor(query_rows, device=device)
+    if rows.ndim != 1 or rows.is_floating_point() or rows.dtype == torch.bool:
+        raise InterpError(f"query_rows must be a 1-d LongTensor of row indices, got {rows.dtype} {tuple(rows.shape)}")
+    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= query_pos):
+        raise InterpError(
+            f"query_rows out of range: q has query_pos={query_pos} rows (0-{query_pos - 1}), "
+            f"got values {int(rows.min())}..{int(rows.max())}"
+        )
+    return rows.to(torch.int64)

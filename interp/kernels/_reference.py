@@ -1,0 +1,96 @@
+"""The float64 reference: materialise the full attention matrix and apply METRICS.md literally.
+
+This is the definition the fast backends are tested against, so it is written for the reader,
+not for speed: every statistic is one line over the dense A [batch, head, query_pos, key_pos]
+(memory O(T^2) per head; for tests and small inputs only). It shares nothing with the
+streaming backends beyond the validated `Problem`, including the query counts and the NaN
+conventions, which it derives again from the masks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from interp.kernels._problem import Problem
+
+__all__ = ["reference_probs", "reference_stats"]
+
+
+def reference_probs(problem: Problem, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """Scores and attention of every query row, computed in `dtype`.
+
+    Returns:
+        (s, A), both [batch, head, query_pos, key_pos]: s is the masked score (-inf where
+        key j is invisible to query i), A the softmax over visible keys, with A = 0 on
+        invisible keys and on padded query rows.
+    """
+    q = problem.q.to(dtype)
+    k = problem.k.to(dtype).repeat_interleave(problem.group, dim=1)  # HF repeat_kv order
+    s = (q @ k.transpose(-1, -2)) * problem.scale
+    if problem.softcap is not None:
+        s = problem.softcap * torch.tanh(s / problem.softcap)
+    visible = _visible(problem)[:, None]  # [batch, 1, query_pos, key_pos]
+    s = s.masked_fill(~visible, float("-inf"))
+    a = torch.softmax(s, dim=-1).nan_to_num(0.0)  # rows with no visible key give 0/0
+    a = a * problem.query_real()[:, None, :, None]
+    return s, a
+
+
+def reference_stats(problem: Problem, dtype: torch.dtype = torch.float64) -> dict[str, Tensor | None]:
+    """All statistics of `AttentionStats` (row stats for `problem.rows`), in `dtype`."""
+    s, a = reference_probs(problem, dtype)
+    rows = problem.rows
+    a_pos = (problem.offset + torch.arange(problem.query_pos, device=s.device))[:, None]  # a_i
+    j = torch.arange(problem.key_pos, device=s.device)[None, :]
+    lag = (a_pos - j).to(dtype)  # a_i - j = position difference, padding or not
+
+    ar, sr, lagr = a[:, :, rows], s[:, :, rows], lag[rows]
+    top1p, top1 = ar.max(dim=-1)
+    sink_keys = j < (problem.first_real[:, None] + problem.sink_tokens)  # [batch, key_pos]
+    out: dict[str, Tensor | None] = {
+        "lse": torch.logsumexp(sr, dim=-1),
+        "top1": top1,
+        "top1p": top1p,
+        "entropy": torch.special.entr(ar).sum(-1),  # -sum A log A, with 0 log 0 = 0
+        "sink": (ar * sink_keys[:, None, None, :]).sum(-1),
+        "dist": (ar * lagr).sum(-1),
+        "waad": (ar * lagr.clamp(max=problem.window)).sum(-1),
+        "seg": None,
+    }
+    if problem.segments is not None:
+        onehot = torch.nn.functional.one_hot(problem.segments + 1, problem.n_segments + 1)[..., 1:]
+        out["seg"] = torch.einsum("bhik,bkc->bhic", ar, onehot.to(dtype))
+    row_real = problem.query_real()[:, rows][:, None, :]
+    for name in ("lse", "top1p", "entropy", "sink", "dist", "waad"):
+        out[name] = out[name].masked_fill(~row_real, float("nan"))
+    out["top1"] = out["top1"].masked_fill(~row_real, -1)
+    if out["seg"] is not None:
+        out["seg"] = out["seg"].masked_fill(~row_real[..., None], float("nan"))
+
+    out.update(recv=None, recv_mean=None, band=None)
+    if problem.columns:
+        real_q = problem.query_real()[:, :, None]  # [batch, query_pos, 1]
+        sees = real_q & ((a_pos >= j) if problem.causal else torch.ones_like(lag, dtype=torch.bool))
+        lo, hi = problem.band
+        in_band = real_q & (lag >= lo) & (lag <= hi)
+        recv = a.sum(dim=-2)
+        band_sum = (a * in_band[:, None]).sum(dim=-2)
+        key_pad = ~problem.key_real[:, None, :]
+        out["recv"] = recv.masked_fill(key_pad, float("nan"))
+        out["recv_mean"] = (recv / sees.sum(1)[:, None].to(dtype)).masked_fill(key_pad, float("nan"))
+        out["band"] = (band_sum / in_band.sum(1)[:, None].to(dtype)).masked_fill(key_pad, float("nan"))
+    return out
+
+
+def _visible(problem: Problem) -> Tensor:
+    """[batch, query_pos, key_pos] bool: key j is visible to query row i."""
+    device = problem.q.device
+    a_pos = (problem.offset + torch.arange(problem.query_pos, device=device))[:, None]
+    j = torch.arange(problem.key_pos, device=device)[None, :]
+    visible = torch.ones(problem.query_pos, problem.key_pos, dtype=torch.bool, device=device)
+    if problem.causal:
+        visible &= j <= a_pos
+    if problem.sliding_window is not None:
+        visible &= j > a_pos - problem.sliding_window
+    return visible[None] & problem.key_real[:, None, :]

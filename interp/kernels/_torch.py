@@ -1,0 +1,242 @@
+"""Row-chunked streaming statistics in plain torch (the CPU default).
+
+The idea: a chunk of query rows holds *complete* softmax rows, so every row statistic is
+exact within the chunk and every column statistic is a sum over rows that can be
+accumulated chunk by chunk, in one pass over the keys. Per batch element, a chunk takes c
+query rows of all heads at once, grouped by kv head ([kv_head, group * c, d_head] against
+the un-repeated keys [kv_head, key_pos, d_head]), so grouped-query attention never repeats k.
+Memory is O(heads * c * key_pos) for the score tile; c is chosen so that the tile stays
+around `TILE_BYTES`, which keeps it close to the CPU's last-level cache.
+
+Inside a chunk (s = scores, p = softmax; only keys that some row of the chunk can see are
+computed, so a causal chunk of rows ending at key index a only touches keys 0..a):
+- lse and top1 come from the row max m and its argmax: lse = m - log(max p);
+- entropy = lse - p . s (one batched dot);
+- dist, sink and seg are one narrow matmul p @ V with V = [a_ref - j, sink indicator,
+  segment one-hots]; dist_i = (a_i - a_ref) + (p @ V)_0 keeps the numbers small;
+- waad = W - sum p_ij * max(W - (a_i - j), 0): only the last W keys of each row differ from W,
+  so it is a product over a narrow diagonal band of the tile;
+- recv adds (real-row indicator) @ p, band adds the band-masked p, both over rows.
+fp16/bf16 inputs are upcast per chunk; everything accumulates in float32 (float64 input:
+float64), column sums in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from interp.kernels._problem import Problem, RawStats
+
+__all__ = ["torch_stats", "tile_stats", "TILE_BYTES"]
+
+TILE_BYTES = 8 * 2**20  # bytes of one [heads, c, keys] score tile; s and p make two of them
+_MASKED = -1e30  # finite "minus infinity": p = 0 there and p * s stays 0 (never NaN)
+
+
+def tile_stats(
+    qc: Tensor,
+    kt: Tensor,
+    softcap: float | None,
+    vis: Tensor,
+    vis_start: int,
+    v: Tensor,
+    waad_w: Tensor,
+    waad_start: int,
+    band_w: Tensor | None,
+    band_start: int,
+    row_w: Tensor | None,
+) -> tuple[Tensor | None, ...]:
+    """Statistics of one chunk of complete rows (the hot loop; `torch.compile`-able).
+
+    Args:
+        qc: [kv_head, group * c, d_head] scaled queries of the chunk, compute dtype.
+        kt: [kv_head, d_head, n_keys] keys of the chunk's key range, transposed.
+        softcap: None, or the cap of s = cap * tanh(s / cap).
+        vis: [c, n_vis] bool visibility of the only tile columns where some row of the
+            chunk cannot see the key, starting at column `vis_start`.
+        v: [n_keys, 2 + n_segments] right-hand side of the row matmul (see module doc).
+        waad_w: [c, n_w] weights max(W - (a_i - j), 0) of tile columns from `waad_start`.
+        band_w: [c, n_b] 0/1 band membership of real rows for tile columns from `band_start`
+            (None: no column statistics or an empty band).
+        row_w: [c] 1.0 for real query rows, 0.0 for padded rows (None: no column stats).
+
+    Returns:
+        top1 (tile column), top1p, lse, entropy, all [kv, g*c]; p @ v [kv, g*c, 2 + C];
+        waad's band sum [kv, g*c]; recv [kv, g, n_keys] and band [kv, g, n_b] or None.
+    """
+    kv, gc, _ = qc.shape
+    c = vis.shape[0]
+    s = torch.bmm(qc, kt)  # [kv, g*c, n_keys]
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
+    if vis.shape[1]:
+        s4 = s.view(kv, gc // c, c, -1)
+        s4[..., vis_start : vis_start + vis.shape[1]].masked_fill_(~vis, _MASKED)
+    m, top1 = s.max(dim=-1)  # ties: the first maximal index, as torch.argmax
+    p = torch.softmax(s, dim=-1)
+    top1p = p.gather(-1, top1[..., None])[..., 0]  # = exp(m - lse) = 1 / sum_j exp(s_j - m)
+    lse = m - torch.log(top1p)
+    entropy = lse - torch.matmul(p[..., None, :], s[..., :, None])[..., 0, 0]
+    rowdot = torch.matmul(p, v)
+    p4 = p.view(kv, gc // c, c, -1)
+    waad_part = (p4[..., waad_start : waad_start + waad_w.shape[1]] * waad_w).sum(-1).view(kv, gc)
+    recv = band = None
+    if row_w is not None:
+        recv = torch.matmul(row_w, p4)  # sum over real rows: [kv, g, n_keys]
+        if band_w is not None:
+            band = (p4[..., band_start : band_start + band_w.shape[1]] * band_w).sum(-2)
+    return top1, top1p, lse, entropy, rowdot, waad_part, recv, band
+
+
+def torch_stats(
+    problem: Problem,
+    chunk_size: int | None = None,
+    tile_fn: Callable[..., tuple[Tensor | None, ...]] = tile_stats,
+) -> RawStats:
+    """Streaming statistics of `problem`; see the module docstring for the algorithm.
+
+    Args:
+        chunk_size: query rows per chunk; None picks it so a score tile is ~TILE_BYTES.
+        tile_fn: the per-chunk function (the benchmark passes a torch.compile'd one).
+    """
+    pb = problem
+    cdtype = torch.float64 if pb.q.dtype == torch.float64 else torch.float32
+    device = pb.q.device
+    heads, kvh, group, window = pb.heads, pb.kv_heads, pb.group, pb.window
+    # Rows we stream over: all of them when column statistics need every row.
+    work_rows = torch.arange(pb.query_pos) if pb.columns else pb.rows.cpu()
+    rows_host = work_rows.tolist()
+    n_work = len(rows_host)
+    out = {
+        name: torch.full((pb.batch, heads, n_work), float("nan"), dtype=torch.float32, device=device)
+        for name in ("lse", "top1p", "entropy", "sink", "dist", "waad")
+    }
+    out["top1"] = torch.full((pb.batch, heads, n_work), -1, dtype=torch.int64, device=device)
+    seg = None
+    if pb.segments is not None:
+        seg = torch.full((pb.batch, heads, n_work, pb.n_segments), float("nan"), dtype=torch.float32, device=device)
+    recv_sum = band_sum = None
+    if pb.columns:
+        recv_sum = torch.zeros(pb.batch, heads, pb.key_pos, dtype=torch.float64, device=device)
+        band_sum = torch.zeros_like(recv_sum)
+    first_real = pb.first_real.tolist()
+    query_real = pb.query_real()
+    lo, hi = pb.band
+
+    for b in range(pb.batch):
+        kb = pb.k[b].to(cdtype)  # [kv, key_pos, d]: upcast once per batch element
+        qb = pb.q[b]
+        start = 0
+        while start < n_work:
+            stop = min(start + (chunk_size or _auto_chunk(pb, rows_host[start], cdtype)), n_work)
+            c = stop - start
+            idx = work_rows[start:stop]
+            a_min = pb.offset + min(rows_host[start:stop])
+            a_max = pb.offset + max(rows_host[start:stop])
+            # Key range [k0, k1) of the chunk: nothing before the first real token, nothing
+            # after the last row's own position when causal, nothing before the window.
+            k0 = first_real[b]
+            if pb.sliding_window is not None:
+                k0 = max(k0, a_min - pb.sliding_window + 1)
+            k1 = a_max + 1 if pb.causal else pb.key_pos
+            if k1 <= k0:  # no row of the chunk sees any key: they are all padded rows
+                start = stop
+                continue
+            idx_d = idx.to(device)
+            a = (pb.offset + idx_d)[:, None]  # [c, 1] key index of each row
+            j = torch.arange(k0, k1, device=device)[None, :]  # [1, n_keys]
+            vis, vis_start = _partial_visibility(pb, b, a, j)
+            qc = (qb.index_select(1, idx_d).to(cdtype) * pb.scale).reshape(kvh, group * c, -1)
+            kt = kb[:, k0:k1].transpose(1, 2)
+            v = _row_rhs(pb, b, first_real[b], a_min, j[0], cdtype)
+            waad_start = max(a_min - window + 1, k0) - k0
+            waad_w = (window - (a - j[:, waad_start:])).clamp(min=0).to(cdtype)
+            band_w = row_w = None
+            band_start = 0
+            if pb.columns:
+                row_w = query_real[b, idx_d].to(cdtype)
+                b0, b1 = max(a_min - hi, k0), min(a_max - lo + 1, k1)
+                if b1 > b0:
+                    band_start = b0 - k0
+                    lag = a - j[:, band_start : b1 - k0]
+                    band_w = ((lag >= lo) & (lag <= hi)).to(cdtype) * row_w[:, None]
+            top1, top1p, lse, ent, rowdot, waad_part, recv, band = tile_fn(
+                qc, kt, pb.softcap, vis, vis_start, v, waad_w, waad_start, band_w, band_start, row_w
+            )
+
+            def put(x: Tensor) -> Tensor:  # [kv, g*c, ...] -> [head, c, ...]
+                return x.reshape(heads, c, *x.shape[2:])
+
+            rows = slice(start, stop)
+            out["top1"][b, :, rows] = put(top1) + k0
+            out["top1p"][b, :, rows] = put(top1p).float()
+            out["lse"][b, :, rows] = put(lse).float()
+            out["entropy"][b, :, rows] = put(ent).float()
+            out["dist"][b, :, rows] = (put(rowdot[..., 0]) + (a[:, 0] - a_min)).float()
+            out["sink"][b, :, rows] = put(rowdot[..., 1]).float()
+            out["waad"][b, :, rows] = (window - put(waad_part)).float()
+            if seg is not None:
+                seg[b, :, rows] = put(rowdot[..., 2:]).float()
+            if recv_sum is not None:
+                recv_sum[b, :, k0:k1] += recv.reshape(heads, -1)
+                if band is not None:
+                    b0 = k0 + band_start
+                    band_sum[b, :, b0 : b0 + band.shape[-1]] += band.reshape(heads, -1)
+            start = stop
+
+    if pb.columns:  # we streamed over all rows; keep the requested ones
+        out = {name: t[:, :, pb.rows] for name, t in out.items()}
+        seg = seg[:, :, pb.rows] if seg is not None else None
+    return RawStats(seg=seg, recv_sum=recv_sum, band_sum=band_sum, **out)
+
+
+def _auto_chunk(pb: Problem, first_row: int, cdtype: torch.dtype) -> int:
+    """Rows per chunk so that a [heads, c, n_keys] tile holds about TILE_BYTES.
+
+    A causal chunk starting at key index a0 spans about a0 + 1 + c keys, so early chunks
+    can take more rows: solve heads * bytes * c * (width0 + c) = TILE_BYTES for c.
+    """
+    per_key = pb.heads * torch.finfo(cdtype).bits // 8
+    budget = TILE_BYTES / per_key
+    if not (pb.causal and pb.columns):  # rows may be anywhere: assume full-width rows
+        return max(1, int(budget / pb.key_pos))
+    width0 = min(pb.key_pos, pb.offset + first_row + 1)
+    if pb.sliding_window is not None:
+        width0 = min(width0, pb.sliding_window)
+    return max(1, int((-width0 + math.sqrt(width0 * width0 + 4 * budget)) / 2))
+
+
+def _partial_visibility(pb: Problem, b: int, a: Tensor, j: Tensor) -> tuple[Tensor, int]:
+    """Visibility of the tile's columns that are not seen by every row of the chunk.
+
+    Returns:
+        (vis [c, n_vis] bool, first column): a causal chunk only has its diagonal block
+        here; left padding is already cut off by the key range; holes in a padding mask
+        widen the block to cover them.
+    """
+    vis = pb.key_real[b, j[0]][None, :].expand(a.shape[0], -1)
+    if pb.causal:
+        vis = vis & (j <= a)
+    if pb.sliding_window is not None:
+        vis = vis & (j > a - pb.sliding_window)
+    partial = torch.nonzero((~vis).any(0))
+    if partial.numel() == 0:
+        return vis[:, :0], 0
+    first, last = int(partial[0]), int(partial[-1])
+    return vis[:, first : last + 1], first
+
+
+def _row_rhs(pb: Problem, b: int, first_real: int, a_ref: int, j: Tensor, cdtype: torch.dtype) -> Tensor:
+    """V = [a_ref - j, j is a sink key, segment one-hots]: [n_keys, 2 + n_segments]."""
+    v = torch.zeros(j.shape[0], 2 + pb.n_segments, dtype=cdtype, device=j.device)
+    v[:, 0] = a_ref - j
+    v[:, 1] = j < first_real + pb.sink_tokens
+    if pb.segments is not None:
+        labels = pb.segments[b, j]
+        hit = labels >= 0
+        v[hit.nonzero()[:, 0], 2 + labels[hit]] = 1.0
+    return v

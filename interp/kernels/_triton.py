@@ -1,0 +1,298 @@
+"""Fused two-pass Triton kernel for the attention statistics (the CUDA default).
+
+Pass 1, the row pass, is flash attention's forward loop without the value matmul: a program
+owns BLOCK_M query rows of one head and walks over the key tiles they can see. The running
+max m and normaliser l are kept in registers (online softmax); every row statistic is a sum
+of p * x, so it is rescaled by alpha = exp(m_old - m_new) whenever the max grows, exactly as
+flash attention rescales its output accumulator. It stores lse and the row statistics.
+
+Pass 2, the column pass, swaps the roles: a program owns BLOCK_N keys of one head and walks
+over the query tiles that can see them. It recomputes p = exp(s - lse) from the lse stored
+by pass 1, so each column sum is complete inside one program: no atomics.
+
+Grouped-query attention: query head h loads the keys of kv head h // GROUP; nothing is
+repeated in memory. On a GPU both passes are autotuned over the config lists below; under
+Triton's interpreter (TRITON_INTERPRET=1, used by the CPU tests) one fixed config runs, and
+bf16 inputs are upcast on the host because the interpreter's bf16 `tl.dot` is wrong.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from interp.kernels._problem import Problem, RawStats
+
+__all__ = ["triton_stats"]
+
+_INTERPRET = triton.knobs.runtime.interpret  # read when this module is imported
+
+# Autotune search spaces (GPU only). BLOCK_M: query rows per program, BLOCK_N: keys per tile.
+_ROW_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+    for bm, bn, w, s in [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 32, 4, 3), (64, 32, 4, 3)]
+]
+_COL_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+    for bm, bn, w, s in [(64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (32, 128, 4, 3), (32, 64, 4, 3)]
+]
+_INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64}
+
+
+@triton.jit
+def _softcap(s, cap):
+    """cap * tanh(s / cap), via exp of a non-positive number so it cannot overflow."""
+    x = s / cap
+    t = tl.exp(-2.0 * tl.abs(x))
+    th = (1.0 - t) / (1.0 + t)
+    return cap * tl.where(x < 0, -th, th)
+
+
+@triton.jit
+def _row_pass(
+    Q, K, KeyReal, Seg, Rows, FirstReal,  # inputs
+    Lse, Top1, Top1p, Ent, Sink, Dist, Waad, SegOut,  # outputs, [batch, head, n_rows] (+ [n_seg])
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    n_rows, n_heads, group, n_keys, offset, n_seg,
+    scale, cap, sliding, sink_tokens, window,
+    HEAD_DIM: tl.constexpr, SEG_PAD: tl.constexpr,
+    CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, SLIDING: tl.constexpr, HAS_SEG: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // n_heads
+    h = pid_bh % n_heads
+    kv = h // group
+    # -- this program's query rows; a = their key index (the row's own position) --
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < n_rows
+    rows = tl.load(Rows + offs_m, mask=row_ok, other=0)
+    a = offset + rows
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+        mask=row_ok[:, None],
+        other=0.0,
+    )
+    first_real = tl.load(FirstReal + b)
+    # -- running max m_i (with its argmax) and normaliser l_i live in registers; each
+    #    statistic accumulates sum_j p_ij x_ij with p relative to the running max --
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    top1 = tl.zeros([BLOCK_M], tl.int32)
+    acc_s = tl.zeros([BLOCK_M], tl.float32)  # sum p s    -> entropy = lse - acc_s / l
+    acc_sink = tl.zeros([BLOCK_M], tl.float32)  # sum p [j < first_real + n]
+    acc_dist = tl.zeros([BLOCK_M], tl.float32)  # sum p (a - j)
+    acc_waad = tl.zeros([BLOCK_M], tl.float32)  # sum p min(a - j, W)
+    acc_seg = tl.zeros([BLOCK_M, SEG_PAD], tl.float32)  # sum p [seg_j == c]
+    # -- the keys these rows can see: from the first real token (and the window start)
+    #    up to the last row's own position when causal --
+    lo = first_real
+    if SLIDING:
+        lo = tl.maximum(lo, tl.min(tl.where(row_ok, a, n_keys)) - sliding + 1)
+    hi = n_keys
+    if CAUSAL:
+        hi = tl.max(tl.where(row_ok, a, 0)) + 1
+    k_base = K + b * stride_kb + kv * stride_kh
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        key_ok = offs_n < n_keys
+        k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=key_ok[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        if SOFTCAP:
+            s = _softcap(s, cap)
+        key_real = tl.load(KeyReal + b * n_keys + offs_n, mask=key_ok, other=0)
+        # -- visible: the key exists, is a real token, and the query may see it --
+        vis = (key_real != 0)[None, :] & key_ok[None, :]
+        if CAUSAL:
+            vis = vis & (offs_n[None, :] <= a[:, None])
+        if SLIDING:
+            vis = vis & (offs_n[None, :] > a[:, None] - sliding)
+        s = tl.where(vis, s, float("-inf"))
+        # -- top-1: the tile's max and its smallest index; a later tile wins only when
+        #    strictly larger, so ties go to the smallest j as in torch.argmax --
+        tile_max = tl.max(s, 1)
+        tile_arg = tl.min(tl.where(s == tile_max[:, None], offs_n[None, :], n_keys), 1)
+        top1 = tl.where(tile_max > m_i, tile_arg, top1)
+        # -- online softmax: rescale everything accumulated so far to the new max --
+        m_new = tl.maximum(m_i, tile_max)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])  # 0 on invisible keys
+        lag = (a[:, None] - offs_n[None, :]).to(tl.float32)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc_s = acc_s * alpha + tl.sum(p * tl.where(vis, s, 0.0), 1)
+        acc_dist = acc_dist * alpha + tl.sum(p * lag, 1)
+        acc_waad = acc_waad * alpha + tl.sum(p * tl.minimum(lag, window), 1)
+        is_sink = offs_n < first_real + sink_tokens
+        acc_sink = acc_sink * alpha + tl.sum(tl.where(is_sink[None, :], p, 0.0), 1)
+        if HAS_SEG:
+            labels = tl.load(Seg + b * n_keys + offs_n, mask=key_ok, other=-1)
+            onehot = (labels[:, None] == tl.arange(0, SEG_PAD)[None, :]).to(tl.float32)
+            acc_seg = acc_seg * alpha[:, None] + tl.dot(p, onehot, input_precision="ieee")
+        m_i = m_new
+    # -- epilogue: lse = m + log l; every mean is its accumulator over l --
+    #    (a padded row may see no key at all: l = 0; its values are discarded later)
+    l_i = tl.where(l_i > 0, l_i, 1.0)
+    lse = m_i + tl.log(l_i)
+    inv_l = 1.0 / l_i
+    out = pid_bh * n_rows + offs_m
+    tl.store(Lse + out, lse, mask=row_ok)
+    tl.store(Top1 + out, top1, mask=row_ok)
+    tl.store(Top1p + out, inv_l, mask=row_ok)  # max_j p_ij = exp(m - lse) = 1 / l
+    tl.store(Ent + out, lse - acc_s * inv_l, mask=row_ok)
+    tl.store(Sink + out, acc_sink * inv_l, mask=row_ok)
+    tl.store(Dist + out, acc_dist * inv_l, mask=row_ok)
+    tl.store(Waad + out, acc_waad * inv_l, mask=row_ok)
+    if HAS_SEG:
+        offs_c = tl.arange(0, SEG_PAD)
+        tl.store(
+            SegOut + out[:, None] * n_seg + offs_c[None, :],
+            acc_seg * inv_l[:, None],
+            mask=row_ok[:, None] & (offs_c < n_seg)[None, :],
+        )
+
+
+@triton.jit
+def _column_pass(
+    Q, K, KeyReal, Lse,  # inputs; Lse [batch, head, query_pos] from the row pass
+    Recv, Band,  # outputs, [batch, head, key_pos]: sums over real query rows
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    n_queries, n_heads, group, n_keys, offset,
+    scale, cap, sliding, band_lo, band_hi,
+    HEAD_DIM: tl.constexpr,
+    CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, SLIDING: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // n_heads
+    h = pid_bh % n_heads
+    kv = h // group
+    # -- this program's keys, loaded once --
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    key_ok = offs_n < n_keys
+    offs_d = tl.arange(0, HEAD_DIM)
+    k = tl.load(
+        K + b * stride_kb + kv * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+        mask=key_ok[:, None],
+        other=0.0,
+    )
+    key_real = tl.load(KeyReal + b * n_keys + offs_n, mask=key_ok, other=0)
+    recv = tl.zeros([BLOCK_N], tl.float32)
+    band = tl.zeros([BLOCK_N], tl.float32)
+    # -- the query rows that can see these keys: from the first key's own row when causal,
+    #    up to the last key's window end when sliding --
+    lo = 0
+    if CAUSAL:
+        lo = tl.maximum(pid_n * BLOCK_N - offset, 0)
+    hi = n_queries
+    if SLIDING:
+        hi = tl.minimum(hi, pid_n * BLOCK_N + BLOCK_N - 1 + sliding - offset)
+    q_base = Q + b * stride_qb + h * stride_qh
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < n_queries
+        a = offset + offs_m
+        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
+        lse = tl.load(Lse + pid_bh * n_queries + offs_m, mask=row_ok, other=0.0)
+        query_real = tl.load(KeyReal + b * n_keys + a, mask=row_ok, other=0) != 0
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        if SOFTCAP:
+            s = _softcap(s, cap)
+        # -- p recomputed from the stored lse: the row's final normaliser is known --
+        vis = (key_real != 0)[None, :] & key_ok[None, :] & (query_real & row_ok)[:, None]
+        if CAUSAL:
+            vis = vis & (offs_n[None, :] <= a[:, None])
+        if SLIDING:
+            vis = vis & (offs_n[None, :] > a[:, None] - sliding)
+        p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
+        recv += tl.sum(p, 0)
+        lag = a[:, None] - offs_n[None, :]
+        band += tl.sum(tl.where((lag >= band_lo) & (lag <= band_hi), p, 0.0), 0)
+    out = pid_bh * n_keys + offs_n
+    tl.store(Recv + out, recv, mask=key_ok)
+    tl.store(Band + out, band, mask=key_ok)
+
+
+if _INTERPRET:
+    _row_launch, _column_launch = _row_pass, _column_pass
+else:
+    _row_launch = triton.autotune(_ROW_CONFIGS, key=["HEAD_DIM", "SEG_PAD", "CAUSAL", "PRECISION"])(_row_pass)
+    _column_launch = triton.autotune(_COL_CONFIGS, key=["HEAD_DIM", "CAUSAL", "PRECISION"])(_column_pass)
+
+
+def triton_stats(problem: Problem) -> RawStats:
+    """Row statistics and column sums of `problem` with the two Triton passes."""
+    pb = problem
+    q, k = pb.q, pb.k
+    if _INTERPRET and q.dtype == torch.bfloat16:  # the interpreter's bf16 tl.dot is wrong
+        q, k = q.float(), k.float()
+    head_dim = max(16, triton.next_power_of_2(q.shape[-1]))  # tl.dot wants >= 16, arange a power of 2
+    if head_dim != q.shape[-1]:  # zero-padding d_head leaves every q . k unchanged
+        q = torch.nn.functional.pad(q, (0, head_dim - q.shape[-1]))
+        k = torch.nn.functional.pad(k, (0, head_dim - k.shape[-1]))
+    device = q.device
+    rows = torch.arange(pb.query_pos, device=device) if pb.columns else pb.rows
+    n_rows = rows.numel()
+    shape = (pb.batch, pb.heads, n_rows)
+    f32 = dict(dtype=torch.float32, device=device)
+    lse, top1p, ent, sink, dist, waad = (torch.empty(shape, **f32) for _ in range(6))
+    top1 = torch.empty(shape, dtype=torch.int32, device=device)
+    n_seg = pb.n_segments
+    seg_out = torch.empty(*shape, max(n_seg, 1), **f32)
+    labels = (pb.segments if pb.segments is not None else torch.full((1,), -1, device=device)).to(torch.int32)
+    key_real = pb.key_real.to(torch.int8).contiguous()
+    first_real = pb.first_real.to(torch.int32)
+    common = dict(
+        HEAD_DIM=head_dim,
+        CAUSAL=pb.causal,
+        SOFTCAP=pb.softcap is not None,
+        SLIDING=pb.sliding_window is not None,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 data: no tf32 rounding
+    )
+    fixed = _INTERPRETER_CONFIG if _INTERPRET else {}
+    if n_rows:
+        _row_launch[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]), pb.batch * pb.heads)](
+            q, k, key_real, labels.contiguous(), rows.to(torch.int32).contiguous(), first_real,
+            lse, top1, top1p, ent, sink, dist, waad, seg_out,
+            *q.stride(), *k.stride(),
+            n_rows, pb.heads, pb.group, pb.key_pos, pb.offset, max(n_seg, 1),
+            pb.scale, pb.softcap or 1.0, pb.sliding_window or 1, pb.sink_tokens, pb.window,
+            SEG_PAD=max(16, triton.next_power_of_2(n_seg)), HAS_SEG=pb.segments is not None,
+            **common, **fixed,
+        )  # fmt: skip
+    recv = band = None
+    if pb.columns:
+        recv = torch.empty(pb.batch, pb.heads, pb.key_pos, **f32)
+        band = torch.empty_like(recv)
+        _column_launch[lambda meta: (triton.cdiv(pb.key_pos, meta["BLOCK_N"]), pb.batch * pb.heads)](
+            q, k, key_real, lse,
+            recv, band,
+            *q.stride(), *k.stride(),
+            pb.query_pos, pb.heads, pb.group, pb.key_pos, pb.offset,
+            pb.scale, pb.softcap or 1.0, pb.sliding_window or 1, pb.band[0], pb.band[1],
+            **common, **fixed,
+        )  # fmt: skip
+        keep = pb.rows
+        lse, top1, top1p, ent, sink, dist, waad = (t[:, :, keep] for t in (lse, top1, top1p, ent, sink, dist, waad))
+        seg_out = seg_out[:, :, keep]
+    return RawStats(
+        lse=lse,
+        top1=top1.to(torch.int64),
+        top1p=top1p,
+        entropy=ent,
+        sink=sink,
+        dist=dist,
+        waad=waad,
+        seg=seg_out if pb.segments is not None else None,
+        recv_sum=recv,
+        band_sum=band,
+    )

@@ -1,0 +1,315 @@
+"""Attention-pattern viewer for one head: exact up to 1024 tokens, block-pooled above.
+
+The pattern is computed here from one head's captured q and k (arrays, never a model, never
+``output_attentions``): query rows are processed in chunks of ``chunk_size``, so the largest
+temporary is ``[chunk_size, key_pos]``. Up to ``max_exact`` tokens the figure shows the attention
+matrix A itself (the only [T, T] array ever built, and only for T <= 1024). Above that, each shown
+cell is one block of A pooled over ``block x block`` tokens (the mean over the causal cells of the
+block, or their max), accumulated chunk by chunk, so neither [head, T, T] nor [T, T] exists.
+
+Definitions follow /shared/METRICS.md: ``s_ij = scale * q_i . k_j`` (optionally soft-capped and
+windowed), ``A_ij = softmax_{j <= i} s_ij``; when q has fewer rows than k, query row i sits at
+absolute position ``key_pos - query_pos + i`` (end-aligned, as with a KV cache).
+
+Typical use (capture one layer's q and k, pick the head and the key head it reads)::
+
+    with interp.hooks.capture(lm, layers=[L], keep=("q", "k")) as cap:
+        lm.forward(ids)
+    q = cap["q", L][0, h]                        # [query_pos, d_head]
+    k = cap["k", L][0, lm.arch.kv_map[h]]        # [key_pos, d_head]
+    fig = attention_view(q, k, lm.token_strings(ids[0]), scale=lm.arch.scale, layer=L, head=h)
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from interp.errors import InterpError
+
+__all__ = ["HeadPattern", "head_pattern", "pattern_figure", "attention_view", "token_label"]
+
+MAX_EXACT = 1024  # longest sequence shown cell by cell; above it, block-pooled
+
+
+@dataclass(frozen=True)
+class HeadPattern:
+    """One head's attention pattern, exact or block-pooled.
+
+    Attributes:
+        values: float32 [n_row_blocks, n_key_blocks]; exact A when ``block == 1``, else the pooled
+            block value. NaN where a cell (block) holds no visible key (above the diagonal).
+        block: tokens per block side (1 = exact).
+        n_query: query rows of q.
+        n_key: keys of k.
+        pool: "mean" (mean of A over the block's causal cells) or "max"; "exact" when block == 1.
+    """
+
+    values: np.ndarray
+    block: int
+    n_query: int
+    n_key: int
+    pool: str
+
+    @property
+    def exact(self) -> bool:
+        return self.block == 1
+
+    @property
+    def query_offset(self) -> int:
+        """Absolute position of query row 0 (queries are end-aligned with the keys)."""
+        return self.n_key - self.n_query
+
+    def row_span(self, r: int) -> tuple[int, int]:
+        """Absolute query positions [start, stop) of displayed row ``r``."""
+        start = r * self.block
+        return self.query_offset + start, self.query_offset + min(start + self.block, self.n_query)
+
+    def col_span(self, c: int) -> tuple[int, int]:
+        """Key positions [start, stop) of displayed column ``c``."""
+        start = c * self.block
+        return start, min(start + self.block, self.n_key)
+
+
+def token_label(pos: int, token: str) -> str:
+    """'12 'the'' style label, safe to show in plotly's pseudo-HTML hover and tick text."""
+    return f"{pos} {html.escape(repr(token), quote=False)}"
+
+
+def _as_tensor(x, name: str, dims: int) -> torch.Tensor:
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    while t.dim() > dims and t.shape[0] == 1:  # accept [1, pos, d] or [1, 1, pos, d]
+        t = t[0]
+    if t.dim() != dims:
+        raise InterpError(
+            f"{name} must be one head's [pos, d_head] array, got shape {tuple(t.shape)}: "
+            f"index the captured [batch, head, pos, d_head] tensor as cap['{name}', L][b, h]"
+        )
+    return t.to(device="cpu", dtype=torch.float32)
+
+
+def _scores(q_rows: torch.Tensor, k: torch.Tensor, scale: float, softcap: Optional[float]) -> torch.Tensor:
+    """Scores of a chunk of query rows against every key: [rows, key_pos]."""
+    s = (q_rows @ k.T) * scale
+    if softcap:
+        s = softcap * torch.tanh(s / softcap)
+    return s
+
+
+def _chunk_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    start: int,
+    stop: int,
+    *,
+    scale: float,
+    causal: bool,
+    window: Optional[int],
+    softcap: Optional[float],
+    key_mask: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, visible) for query rows [start, stop): both [rows, key_pos]; A is 0 where not visible."""
+    n_query, n_key = q.shape[0], k.shape[0]
+    s = _scores(q[start:stop], k, scale, softcap)
+    abs_i = torch.arange(start, stop).unsqueeze(1) + (n_key - n_query)
+    j = torch.arange(n_key).unsqueeze(0)
+    visible = torch.ones_like(s, dtype=torch.bool)
+    if causal:
+        visible &= j <= abs_i
+    if window is not None:
+        visible &= (abs_i - j) < window
+    if key_mask is not None:
+        visible &= key_mask.unsqueeze(0)
+    s = s.masked_fill(~visible, float("-inf"))
+    a = torch.softmax(s, dim=-1)
+    a = torch.nan_to_num(a, nan=0.0)  # a row with no visible key (a padded query) is all zero
+    return a, visible
+
+
+def head_pattern(
+    q,
+    k,
+    *,
+    scale: float,
+    causal: bool = True,
+    window: Optional[int] = None,
+    softcap: Optional[float] = None,
+    key_mask=None,
+    max_exact: int = MAX_EXACT,
+    blocks: int = 256,
+    pool: str = "mean",
+    chunk_size: int = 256,
+) -> HeadPattern:
+    """Attention pattern of one head from its q and k, computed in row chunks.
+
+    Args:
+        q: [query_pos, d_head] post-RoPE queries of the head (torch or numpy; a leading batch or
+            head axis of size 1 is dropped).
+        k: [key_pos, d_head] post-RoPE keys of the kv head it reads (``lm.arch.kv_map[h]``).
+        scale: the model's softmax scale (``lm.arch.scale``).
+        causal: mask keys after the query (j > i).
+        window: sliding-window size (keys with i - j >= window are masked); None = full.
+        softcap: attention logit soft-cap (Gemma 2); None = none.
+        key_mask: optional bool [key_pos], True = real token (left padding is False).
+        max_exact: longest sequence (max of query_pos, key_pos) shown exactly; above, pooled.
+        blocks: about how many blocks per side when pooled.
+        pool: "mean" (mean of A over the block's visible cells) or "max".
+        chunk_size: query rows per chunk (the largest temporary is [chunk_size, key_pos]).
+
+    Returns:
+        A :class:`HeadPattern`.
+
+    Raises:
+        InterpError: shapes that do not fit, an unknown pool, or non-positive sizes.
+    """
+    q = _as_tensor(q, "q", 2)
+    k = _as_tensor(k, "k", 2)
+    if q.shape[1] != k.shape[1]:
+        raise InterpError(f"q has d_head {q.shape[1]} but k has {k.shape[1]}: pass one head's q and its kv head's k")
+    n_query, n_key = q.shape[0], k.shape[0]
+    if n_query == 0 or n_key == 0:
+        raise InterpError("empty q or k: capture at least one token")
+    if n_query > n_key:
+        raise InterpError(f"q has {n_query} rows but k only {n_key} keys: queries cannot outnumber keys")
+    if pool not in ("mean", "max"):
+        raise InterpError(f"unknown pool '{pool}': use 'mean' or 'max'")
+    if max_exact < 1 or blocks < 1 or chunk_size < 1:
+        raise InterpError("max_exact, blocks and chunk_size must be positive")
+    mask = None
+    if key_mask is not None:
+        mask = torch.as_tensor(np.asarray(key_mask.cpu() if isinstance(key_mask, torch.Tensor) else key_mask))
+        mask = mask.reshape(-1).to(torch.bool)
+        if mask.shape[0] != n_key:
+            raise InterpError(f"key_mask has {mask.shape[0]} entries but k has {n_key} keys")
+    kw = dict(scale=float(scale), causal=causal, window=window, softcap=softcap, key_mask=mask)
+
+    if max(n_query, n_key) <= max_exact:
+        out = np.empty((n_query, n_key), dtype=np.float32)
+        for start in range(0, n_query, chunk_size):
+            stop = min(start + chunk_size, n_query)
+            a, visible = _chunk_attention(q, k, start, stop, **kw)
+            out[start:stop] = a.masked_fill(~visible, float("nan")).numpy()
+        return HeadPattern(values=out, block=1, n_query=n_query, n_key=n_key, pool="exact")
+
+    block = math.ceil(max(n_query, n_key) / blocks)
+    nb_q, nb_k = math.ceil(n_query / block), math.ceil(n_key / block)
+    pad = nb_k * block - n_key
+    acc = torch.zeros(nb_q, nb_k, dtype=torch.float64)
+    count = torch.zeros(nb_q, nb_k, dtype=torch.float64)
+    if pool == "max":
+        acc.fill_(float("-inf"))
+    for start in range(0, n_query, chunk_size):
+        stop = min(start + chunk_size, n_query)
+        a, visible = _chunk_attention(q, k, start, stop, **kw)
+        rows = stop - start
+        # pool keys inside the chunk: [rows, key_pos] -> [rows, nb_k]
+        a = torch.nn.functional.pad(a, (0, pad)).view(rows, nb_k, block)
+        vis = torch.nn.functional.pad(visible, (0, pad)).view(rows, nb_k, block)
+        row_block = (torch.arange(start, stop) // block).unsqueeze(1).expand(rows, nb_k)
+        count.scatter_add_(0, row_block, vis.sum(-1).double())
+        if pool == "mean":
+            acc.scatter_add_(0, row_block, a.sum(-1).double())
+        else:
+            part = a.masked_fill(~vis, float("-inf")).amax(-1).double()
+            acc.scatter_reduce_(0, row_block, part, reduce="amax")
+    if pool == "mean":
+        values = torch.where(count > 0, acc / count.clamp_min(1), torch.full_like(acc, float("nan")))
+    else:
+        values = torch.where(count > 0, acc, torch.full_like(acc, float("nan")))
+    return HeadPattern(values=values.float().numpy(), block=block, n_query=n_query, n_key=n_key, pool=pool)
+
+
+def _span_label(start: int, stop: int, tokens: Sequence[str]) -> str:
+    first = html.escape(repr(tokens[start]), quote=False)
+    last = html.escape(repr(tokens[stop - 1]), quote=False)
+    return f"{start}-{stop - 1} {first}…{last}" if stop - start > 1 else token_label(start, tokens[start])
+
+
+def pattern_figure(
+    pattern: HeadPattern,
+    tokens: Sequence[str],
+    *,
+    title: Optional[str] = None,
+    layer: Optional[int] = None,
+    head: Optional[int] = None,
+    colorscale: str = "Viridis",
+    zmax: Optional[float] = None,
+) -> go.Figure:
+    """Heatmap of a :class:`HeadPattern` with query and key tokens in the hover.
+
+    Args:
+        pattern: from :func:`head_pattern`.
+        tokens: display string per key position (length ``pattern.n_key``).
+        title: figure title (default names the layer/head and whether the view is exact).
+        layer, head: shown in the default title.
+        zmax: top of the colour scale (default: the largest value).
+    """
+    if len(tokens) != pattern.n_key:
+        raise InterpError(f"got {len(tokens)} tokens for a pattern over {pattern.n_key} keys: pass one per key")
+    nb_q, nb_k = pattern.values.shape
+    if pattern.exact:
+        ys = [token_label(pattern.query_offset + r, tokens[pattern.query_offset + r]) for r in range(nb_q)]
+        xs = [token_label(c, tokens[c]) for c in range(nb_k)]
+        what = "attention"
+        how = f"exact, {pattern.n_key} tokens"
+    else:
+        ys = [_span_label(*pattern.row_span(r), tokens) for r in range(nb_q)]
+        xs = [_span_label(*pattern.col_span(c), tokens) for c in range(nb_k)]
+        what = f"{pattern.pool} attention"
+        how = f"{pattern.pool} over {pattern.block}x{pattern.block}-token blocks, {pattern.n_key} tokens"
+    name = " ".join(p for p in (f"layer {layer}" if layer is not None else "", f"head {head}" if head is not None else "") if p)
+    if title is None:
+        title = f"{name + ': ' if name else ''}attention pattern ({how})"
+    finite = pattern.values[np.isfinite(pattern.values)]
+    top = zmax if zmax is not None else (float(finite.max()) if finite.size else 1.0)
+    fig = go.Figure(
+        go.Heatmap(
+            z=pattern.values,
+            x=xs,
+            y=ys,
+            zmin=0.0,
+            zmax=top,
+            colorscale=colorscale,
+            colorbar={"title": {"text": what}},
+            hovertemplate="query %{y}<br>key %{x}<br>" + what + ": %{z:.4f}<extra></extra>",
+            hoverongaps=False,
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "key", "type": "category", "showticklabels": nb_k <= 64, "constrain": "domain"},
+        yaxis={"title": "query", "type": "category", "autorange": "reversed", "showticklabels": nb_q <= 64},
+        height=max(450, min(900, 12 * nb_q + 160)),
+    )
+    return fig
+
+
+def attention_view(
+    q,
+    k,
+    tokens: Sequence[str],
+    *,
+    scale: float,
+    layer: Optional[int] = None,
+    head: Optional[int] = None,
+    title: Optional[str] = None,
+    **pattern_kw,
+) -> go.Figure:
+    """:func:`head_pattern` then :func:`pattern_figure`: one head's pattern with token hover.
+
+    Args:
+        q: [query_pos, d_head] one head's post-RoPE queries.
+        k: [key_pos, d_head] the keys of the kv head it reads.
+        tokens: display string per key position.
+        scale: the model's softmax scale.
+        pattern_kw: passed to :func:`head_pattern` (causal, window, softcap, key_mask, max_exact,
+            blocks, pool, chunk_size).
+    """
+    pattern = head_pattern(q, k, scale=scale, **pattern_kw)
+    return pattern_figure(pattern, tokens, title=title, layer=layer, head=head)

@@ -1,0 +1,518 @@
+"""The one-command report: every analysis at small sizes, one page that shows what was found.
+
+`run_report` runs the analyses in turn on one model (retrieval heads, attention sinks,
+preplan/anchor tokens, IOI circuit patching) and then draws the attention patterns of the heads
+they found. Each stage writes its tables (CSV) and figures (HTML sharing one ``plotly.min.js``,
+plus PNG where the figure is static and an image backend exists) under ``DIR/<stage>/``; when
+every stage has finished, ``DIR/index.html`` is written: one self-contained page (plotly.js
+inlined once, opens with no network) that embeds every figure under a short summary of each
+finding, and links the tables.
+
+Everything that can be checked cheaply is checked before any long work starts: the output
+folder (`interp.runs.prepare_out_dir`), that the model has a hook adapter (from its config,
+before its weights are loaded), and the stage settings. A stage that fails fails the whole run:
+``index.html`` is only written when every stage finished, so a report is never silently partial.
+
+The report is a thin layer: every number comes from the analyses' own functions and every
+figure from `interp.plots`.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from interp.errors import InterpError
+
+__all__ = ["ReportConfig", "StageReport", "Report", "STAGES", "stage_configs", "check_model_supported", "run_report", "report"]
+
+STAGES = ("retrieval", "sinks", "preplan", "patching", "attention")  # in run order
+
+_TITLES = {
+    "retrieval": "Retrieval heads",
+    "sinks": "Attention sinks",
+    "preplan": "Preplan and anchor tokens",
+    "patching": "IOI circuit patching",
+    "attention": "Attention patterns of the heads found",
+}
+
+# The text shown in the attention viewer: a sentence of rare words, said twice. A head that copies
+# from context attends, on the second copy, to the token after the first occurrence of the current
+# token (the off-diagonal stripe), which is what retrieval heads do with a needle.
+_REPEAT_TEXT = (
+    "The violet lighthouse keeper Marguerite counted forty-seven copper gulls over the Baltic shore at dawn. "
+)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Settings of `run_report`. Each analysis config left as None gets the report's small default.
+
+    Attributes:
+        quick: use the smallest sizes (a first look in about a minute; noisier numbers). The
+            defaults are sized so `make demo` finishes within 10 minutes on 2 CPU cores.
+        stages: which stages to run, a subset of `STAGES` (all by default). "attention" draws
+            the heads found by "retrieval" and "patching", so it needs them.
+        retrieval: a `RetrievalConfig`, or None for the report default.
+        sinks: a `SinkConfig`, or None for the report default.
+        preplan: a `PreplanConfig`, or None for the report default.
+        patching: a `PatchConfig`, or None for the report default (IOI).
+        repeats: how many times the attention viewer's sentence is repeated.
+        png: also write PNGs of static figures when an image backend (kaleido) works.
+    """
+
+    quick: bool = False  # smallest sizes (tests, a first look)
+    stages: tuple[str, ...] = STAGES  # all analyses
+    retrieval: Any = None  # RetrievalConfig; None = report default
+    sinks: Any = None  # SinkConfig; None = report default
+    preplan: Any = None  # PreplanConfig; None = report default
+    patching: Any = None  # PatchConfig; None = report default (task "ioi")
+    repeats: int = 2  # copies of the attention viewer's sentence
+    png: bool = True  # PNGs of static figures where an image backend exists
+
+    def __post_init__(self) -> None:
+        stages = tuple(self.stages)
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown or not stages:
+            raise InterpError(f"unknown report stages {unknown or '(none given)'}: choose from {', '.join(STAGES)}")
+        if "attention" in stages and not {"retrieval", "patching"} <= set(stages):
+            raise InterpError("the attention stage draws the heads found by retrieval and patching: include both stages")
+        object.__setattr__(self, "stages", tuple(s for s in STAGES if s in stages))
+        if not isinstance(self.repeats, int) or self.repeats < 2:
+            raise InterpError(f"repeats must be an int >= 2 (the viewer shows copying from the first copy), got {self.repeats!r}")
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What one stage found and wrote.
+
+    Attributes:
+        name: the stage (also its folder under the report).
+        title: its heading.
+        summary: the finding in one or two plain sentences.
+        seconds: wall time of the stage.
+        tables: file names of its CSV tables (relative to the stage folder).
+        figures: file names of its figure pages (relative to the stage folder).
+    """
+
+    name: str
+    title: str
+    summary: str
+    seconds: float
+    tables: tuple[str, ...]
+    figures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    """A finished report: ``index`` is the page, ``stages`` what each stage found."""
+
+    out_dir: Path
+    index: Path
+    model: str
+    stages: tuple[StageReport, ...]
+    seconds: float
+
+    def to_dataframe(self):
+        """One row per stage: stage, title, seconds, n_tables, n_figures, summary."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            [
+                {
+                    "stage": s.name,
+                    "title": s.title,
+                    "seconds": s.seconds,
+                    "n_tables": len(s.tables),
+                    "n_figures": len(s.figures),
+                    "summary": s.summary,
+                }
+                for s in self.stages
+            ]
+        )
+
+
+@dataclass
+class _Output:
+    """A stage's results before they are written."""
+
+    summary: str  # plain text
+    summary_html: str  # trusted HTML (escaped)
+    tables: dict = field(default_factory=dict)  # name -> DataFrame
+    figures: list = field(default_factory=list)  # (name, Figure)
+    json: dict = field(default_factory=dict)  # name -> JSON-able object
+    result: Any = None
+
+
+# --------------------------------------------------------------------------------------------
+# Stage settings
+# --------------------------------------------------------------------------------------------
+
+
+def stage_configs(config: ReportConfig) -> dict[str, Any]:
+    """The analysis config each chosen stage runs with (the report's small defaults where None).
+
+    Building them validates every setting before any long work starts.
+    """
+    out: dict[str, Any] = {}
+    quick = config.quick
+    if "retrieval" in config.stages:
+        from interp.analyses.retrieval import RetrievalConfig
+
+        out["retrieval"] = config.retrieval or RetrievalConfig(**_RETRIEVAL_SIZES[quick])
+    if "sinks" in config.stages:
+        from interp.analyses.sinks import SinkConfig
+
+        out["sinks"] = config.sinks or SinkConfig(**_SINK_SIZES[quick])
+    if "preplan" in config.stages:
+        from interp.analyses.preplan import PreplanConfig
+
+        out["preplan"] = config.preplan or PreplanConfig(**_PREPLAN_SIZES[quick])
+    if "patching" in config.stages:
+        from interp.analyses.patching import PatchConfig
+
+        out["patching"] = config.patching or PatchConfig(**_PATCH_SIZES[quick])
+    return out
+
+
+# Small sizes per stage: {quick: kwargs}. Chosen so the full report takes about 5 minutes on two
+# free CPU cores with the embedded 135M model, and `quick` about one minute.
+_RETRIEVAL_SIZES = {False: {}, True: {}}
+_SINK_SIZES = {False: {}, True: {}}
+_PREPLAN_SIZES = {False: {"max_new_tokens": 96}, True: {"max_new_tokens": 24}}
+_PATCH_SIZES = {False: {"task": "ioi", "n": 16}, True: {"task": "ioi", "n": 4}}
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-flight checks (cheap; before any long work)
+# --------------------------------------------------------------------------------------------
+
+
+def check_model_supported(name: Optional[str]) -> None:
+    """Raise when the model named ``name`` has no hook adapter, reading only its config.
+
+    The embedded model is always supported. A name whose config cannot be read is left to
+    `interp.models.load_model`, which explains how to get the model.
+    """
+    from interp.hooks.adapters import adapter_for
+    from interp.models import _EMBEDDED_ALIASES
+
+    if name is None or str(name).strip().lower() in _EMBEDDED_ALIASES:
+        return
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(name)
+    except Exception:  # not found / no network: load_model gives the full explanation
+        return
+    text = getattr(cfg, "text_config", None) or cfg
+    adapter_for(str(getattr(text, "model_type", cfg.model_type)))
+
+
+def _check_lm(lm) -> None:
+    if getattr(lm, "adapter", None) is None or getattr(lm, "arch", None) is None:
+        raise InterpError(
+            f"model {getattr(lm, 'name', lm)!r} has no hook adapter: load it with interp.load_model (or "
+            "interp.models.wrap_model) so the report can capture its attention"
+        )
+    if getattr(lm, "tokenizer", None) is None:
+        raise InterpError(f"model {lm.name!r} has no tokenizer: the report builds text prompts; load it with its tokenizer")
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=False)
+
+
+def _heads_text(pairs: Sequence[tuple[int, int]]) -> str:
+    return ", ".join(f"L{int(l)}H{int(h)}" for l, h in pairs)
+
+
+def _stage_preplan(lm, cfg, ctx: dict) -> _Output:
+    from interp.analyses.preplan import score_preplan
+    from interp.plots import preplan as pp
+
+    result = score_preplan(lm, cfg)
+    s = result.summary()
+    text = (
+        f"{s['n_response_tokens']} response tokens of a greedy answer to a math word problem, layers {s['layers']}: "
+        f"{result.n_local} local and {result.n_global} global heads; {s['n_preplan']} preplan tokens "
+        f"(largest WAAD jumps), {s['n_anchor']} anchor tokens (highest FAI), {s['n_dominated_anchors']} of them "
+        f"locally dominated (a preplan token in the {cfg.coupling_k} tokens before)."
+    )
+    body = (
+        f"<p>{_esc(text)}</p><p>Prompt: <i>{_esc(result.prompt)}</i></p>"
+        '<p class="legend"><span class="tok preplan">preplan</span> <span class="tok anchor">anchor</span> '
+        '<span class="tok both">both</span> <span class="tok anchor dom">locally dominated anchor</span> '
+        "(hover a token for its numbers)</p>" + pp.highlighted_text_html(result)
+    )
+    return _Output(
+        summary=text,
+        summary_html=body,
+        tables={"tokens": result.to_dataframe(), "heads": result.heads_dataframe()},
+        figures=[("waad", pp.waad_figure(result)), ("fai", pp.fai_figure(result)), ("spans", pp.span_figure(result))],
+        json={"summary": s},
+        result=result,
+    )
+
+
+def _stage_retrieval(lm, cfg, ctx: dict) -> _Output:
+    from interp.analyses.retrieval import score_retrieval
+    from interp.plots import retrieval as rp
+
+    result = score_retrieval(lm, cfg, out_dir=None)
+    df = result.to_dataframe()
+    return _generic_output(result, df, rp, "retrieval score")
+
+
+def _stage_sinks(lm, cfg, ctx: dict) -> _Output:
+    from interp.analyses.sinks import detect_sinks
+    from interp.plots import sinks as sp
+
+    result = detect_sinks(lm, cfg)
+    return _generic_output(result, result.to_dataframe(), sp, "sink")
+
+
+def _stage_patching(lm, cfg, ctx: dict) -> _Output:
+    from interp.analyses.patching import run_patching
+    from interp.plots import patching as pt
+
+    result = run_patching(lm, cfg)
+    return _generic_output(result, result.to_dataframe(), pt, "patching score")
+
+
+def _generic_output(result, df, module, what: str) -> _Output:
+    """Placeholder until each analysis's summary is wired: every public figure function of
+    ``module`` that takes the result."""
+    import inspect
+
+    figures = []
+    for name in getattr(module, "__all__", []):
+        fn = getattr(module, name)
+        if name.endswith("_figure") and callable(fn):
+            params = [p for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
+            if len(params) == 1:
+                figures.append((name.removesuffix("_figure"), fn(result)))
+    text = f"{len(df)} rows of {what}."
+    return _Output(summary=text, summary_html=f"<p>{_esc(text)}</p>", tables={"table": df}, figures=figures, result=result)
+
+
+def _capture_head(lm, ids, layer: int, head: int):
+    """(q, k) of one head on ``ids`` [1, pos]: [pos, d_head] each."""
+    from interp.hooks import capture
+
+    with capture(lm, layers=[layer], keep=("q", "k")) as cap:
+        lm.forward(ids)
+    return cap["q", layer][0, head], cap["k", layer][0, lm.arch.kv_map[head]]
+
+
+def _stage_attention(lm, cfg, ctx: dict) -> _Output:
+    from interp.plots.attention import attention_view
+
+    picks = ctx["attention_heads"]  # [(label, layer, head, text, why)]
+    figures = []
+    lines = []
+    for label, layer, head, text, why in picks:
+        ids = lm.encode(text)
+        q, k = _capture_head(lm, ids, layer, head)
+        fig = attention_view(q, k, lm.token_strings(ids[0]), scale=lm.arch.scale, layer=layer, head=head)
+        fig.update_layout(title=f"{why}: layer {layer} head {head} ({ids.shape[1]} tokens, exact)")
+        figures.append((f"{label}_L{layer}H{head}", fig))
+        lines.append(f"{why}: layer {layer} head {head}")
+    text = "; ".join(lines) + "."
+    body = (
+        f"<p>{_esc(text)}</p><p>Each pattern is computed exactly from the head's captured q and k. The copy text is "
+        "one sentence said twice: a head that copies from context attends, on the second copy, to the token after "
+        "the current token's first occurrence (a stripe parallel to the diagonal). Hover a cell for the query and "
+        "key tokens.</p>"
+    )
+    return _Output(summary=text, summary_html=body, figures=figures)
+
+
+_RUNNERS: dict[str, Callable] = {
+    "retrieval": _stage_retrieval,
+    "sinks": _stage_sinks,
+    "preplan": _stage_preplan,
+    "patching": _stage_patching,
+    "attention": _stage_attention,
+}
+
+
+def _pick_attention_heads(lm, config: ReportConfig, outputs: dict[str, _Output]) -> list:
+    """Heads for the viewer: the top retrieval head on repeated text, the top patching head on IOI."""
+    picks = []
+    copy_text = _REPEAT_TEXT * config.repeats
+    ret = outputs["retrieval"].tables.get("table")
+    layer, head = _top_head(ret, "score")
+    picks.append(("retrieval", layer, head, copy_text, "Top retrieval head on repeated text"))
+    pat = outputs["patching"].tables.get("table")
+    layer, head = _top_head(pat, "score")
+    ioi = "When Mary and John went to the store, John gave a drink to"
+    picks.append(("patching", layer, head, ioi, "Top IOI patching head"))
+    return picks
+
+
+def _top_head(df, column: str) -> tuple[int, int]:
+    if df is None or not {"layer", "head", column} <= set(df.columns):
+        raise InterpError(f"cannot pick a head for the attention viewer: the table has no layer/head/{column} columns")
+    row = df.loc[df[column].astype(float).abs().idxmax()]
+    return int(row["layer"]), int(row["head"])
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+_PAGE_CSS_NOTE = "Figures are interactive: hover for values, drag to zoom, double-click to reset."
+
+
+def _write_stage(out_dir: Path, name: str, title: str, output: _Output, seconds: float, png: bool) -> StageReport:
+    from interp.plots.export import save_figure, save_png
+    from interp.runs import atomic_write_csv, atomic_write_json
+
+    folder = out_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    tables, figures = [], []
+    for tname, df in output.tables.items():
+        atomic_write_csv(folder / f"{tname}.csv", df)
+        tables.append(f"{tname}.csv")
+    for fname, fig in output.figures:
+        save_figure(fig, folder / f"{fname}.html", include_plotlyjs="../plotly.min.js")
+        if png:
+            save_png(fig, folder / f"{fname}.png")
+        figures.append(f"{fname}.html")
+    for jname, obj in output.json.items():
+        atomic_write_json(folder / f"{jname}.json", obj)
+    return StageReport(
+        name=name, title=title, summary=output.summary, seconds=round(seconds, 2), tables=tuple(tables), figures=tuple(figures)
+    )
+
+
+_EXTRA_CSS = """
+.resp { font-family: ui-monospace, monospace; line-height: 1.9; white-space: pre-wrap; border: 1px solid #eee;
+        padding: .8em; max-width: 1100px; }
+.tok { border-radius: 3px; padding: 0 1px; }
+.tok:hover { outline: 1px solid #333; }
+.preplan { background: #f4a261; } .anchor { background: #8ecae6; } .both { background: #c77dff; }
+.dom { box-shadow: 0 0 0 2px #d00000; }
+"""
+
+
+def _write_index(out_dir: Path, lm, config: ReportConfig, stages: list[StageReport], outputs: dict, seconds: float) -> Path:
+    from interp.plots.export import PageSection, save_page
+
+    rows = "".join(
+        f'<tr><td><a href="#{s.name}">{_esc(s.title)}</a></td><td>{_esc(s.summary)}</td><td>{s.seconds:.0f} s</td></tr>'
+        for s in stages
+    )
+    overview = (
+        '<table class="facts"><tr><th>analysis</th><th>finding</th><th>time</th></tr>' + rows + "</table>"
+        f"<p>{_esc(_PAGE_CSS_NOTE)} Tables (CSV) and one page per figure are in the folder of each analysis.</p>"
+    )
+    a = lm.arch
+    sections = [PageSection("Overview", overview, anchor="overview")]
+    for s in stages:
+        links = [(t, f"{s.name}/{t}") for t in s.tables] + [(f, f"{s.name}/{f}") for f in s.figures]
+        sections.append(
+            PageSection(s.title, outputs[s.name].summary_html, figures=outputs[s.name].figures, links=links, anchor=s.name)
+        )
+    intro = (
+        f"{_esc(lm.name)}: {a.n_layers} layers, {a.n_heads} query heads, {a.n_kv_heads} kv heads, d_head {a.d_head}. "
+        f"{len(stages)} analyses in {seconds:.0f} s{' (quick sizes)' if config.quick else ''}; written "
+        f"{time.strftime('%Y-%m-%d %H:%M')}."
+    )
+    return save_page(out_dir / "index.html", sections, title="interp report", intro_html=intro, extra_css=_EXTRA_CSS)
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------
+
+
+def run_report(lm, out_dir, config: ReportConfig = ReportConfig(), *, console=None) -> Report:
+    """Run every chosen analysis on ``lm`` and write the report under ``out_dir``.
+
+    Args:
+        lm: a `interp.models.LoadedModel`.
+        out_dir: the report folder (created; must be writable). ``index.html`` is the page.
+        config: `ReportConfig` (small default sizes).
+        console: a rich Console for progress (default: a new one on stderr).
+
+    Returns:
+        A `Report`.
+
+    Raises:
+        InterpError: an output folder that is a file or not writable, a model without a hook
+            adapter or tokenizer, or bad stage settings (all before any long work); any stage's
+            failure fails the run and ``index.html`` is not written.
+    """
+    from rich.console import Console
+
+    from interp.plots.export import save_plotlyjs
+    from interp.runs import atomic_write_json, prepare_out_dir, run_info
+
+    started = time.time()
+    out = prepare_out_dir(out_dir)
+    _check_lm(lm)
+    configs = stage_configs(config)
+    console = console or Console(stderr=True)
+    stale = out / "index.html"
+    if stale.is_file():  # a failed run must not leave an older, complete-looking page behind
+        stale.unlink()
+    save_plotlyjs(out / "plotly.min.js")
+
+    outputs: dict[str, _Output] = {}
+    reports: list[StageReport] = []
+    ctx: dict[str, Any] = {}
+    n = len(config.stages)
+    for i, name in enumerate(config.stages, 1):
+        title = _TITLES[name]
+        console.rule(f"[bold]{i}/{n} {title}")
+        if name == "attention":
+            ctx["attention_heads"] = _pick_attention_heads(lm, config, outputs)
+        t0 = time.time()
+        try:
+            output = _RUNNERS[name](lm, configs.get(name), ctx)
+        except Exception as err:
+            console.print(f"[red]x {title} failed after {time.time() - t0:.0f} s; no index.html written[/]")
+            if isinstance(err, InterpError):
+                raise InterpError(f"report stage '{name}' failed: {err}") from err
+            raise
+        seconds = time.time() - t0
+        outputs[name] = output
+        reports.append(_write_stage(out, name, title, output, seconds, config.png))
+        console.print(f"[green]done[/] in {seconds:.0f} s: {output.summary}")
+    seconds = time.time() - started
+    settings = {name: (c.to_dict() if hasattr(c, "to_dict") else repr(c)) for name, c in configs.items()}
+    settings["report"] = {"quick": config.quick, "stages": list(config.stages), "repeats": config.repeats}
+    info = run_info(lm, settings, started)
+    info["stages"] = [{"name": s.name, "seconds": s.seconds, "summary": s.summary} for s in reports]
+    atomic_write_json(out / "run.json", info)
+    index = _write_index(out, lm, config, reports, outputs, seconds)
+    console.print(f"[bold green]report written[/]: {index} ({index.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s")
+    return Report(out_dir=out, index=index, model=lm.name, stages=tuple(reports), seconds=round(seconds, 2))
+
+
+def report(model: Optional[str] = None, out_dir="out/report", config: ReportConfig = ReportConfig(), *, console=None) -> Report:
+    """Load ``model`` (None = the embedded SmolLM2) and `run_report` it into ``out_dir``.
+
+    The output folder, the model's adapter (from its config, before loading weights) and the
+    settings are checked first.
+    """
+    from interp.models import load_model
+    from interp.runs import prepare_out_dir
+
+    prepare_out_dir(out_dir)
+    check_model_supported(model)
+    stage_configs(config)
+    lm = load_model(model)
+    return run_report(lm, out_dir, config, console=console)
