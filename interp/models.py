@@ -130,6 +130,14 @@ class LoadedModel:
     name: str
     hf_model: Any = field(repr=False, default=None)
 
+    def __repr__(self) -> str:
+        a = self.arch
+        return (
+            f"LoadedModel({self.name!r}, backend={self.backend!r}, {a.model_type}: {a.n_layers} layers x "
+            f"{a.n_heads} heads ({a.n_kv_heads} kv), d_head={a.d_head}, n_ctx={a.n_ctx}, "
+            f"attention={self.hf_model.config._attn_implementation!r}, device={self.device})"
+        )
+
     @property
     def device(self) -> torch.device:
         return next(self.hf_model.parameters()).device

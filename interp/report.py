@@ -29,7 +29,17 @@ import numpy as np
 
 from interp.errors import InterpError
 
-__all__ = ["ReportConfig", "StageReport", "Report", "STAGES", "stage_configs", "check_model_supported", "run_report", "report"]
+__all__ = [
+    "ReportConfig",
+    "StageReport",
+    "Report",
+    "STAGES",
+    "stage_configs",
+    "figures_for",
+    "check_model_supported",
+    "run_report",
+    "report",
+]
 
 STAGES = ("retrieval", "sinks", "preplan", "patching", "attention")  # in run order
 
@@ -169,6 +179,7 @@ def stage_configs(config: ReportConfig) -> dict[str, Any]:
         from interp.analyses.sinks import SinkConfig
 
         out["sinks"] = config.sinks or SinkConfig(**_SINK_SIZES[quick])
+        out["sinks"].validate()
     if "preplan" in config.stages:
         from interp.analyses.preplan import PreplanConfig
 
@@ -183,7 +194,7 @@ def stage_configs(config: ReportConfig) -> dict[str, Any]:
 # Small sizes per stage: {quick: kwargs}. Chosen so the full report takes about 5 minutes on two
 # free CPU cores with the embedded 135M model, and `quick` about one minute.
 _RETRIEVAL_SIZES = {False: {}, True: {}}
-_SINK_SIZES = {False: {}, True: {}}
+_SINK_SIZES = {False: {"length": 256, "max_texts": 6}, True: {"length": 128, "max_texts": 2}}
 _PREPLAN_SIZES = {False: {"max_new_tokens": 96}, True: {"max_new_tokens": 24}}
 _PATCH_SIZES = {False: {"task": "ioi", "n": 16}, True: {"task": "ioi", "n": 4}}
 
@@ -259,10 +270,16 @@ def _stage_preplan(lm, cfg, ctx: dict) -> _Output:
         summary=text,
         summary_html=body,
         tables={"tokens": result.to_dataframe(), "heads": result.heads_dataframe()},
-        figures=[("waad", pp.waad_figure(result)), ("fai", pp.fai_figure(result)), ("spans", pp.span_figure(result))],
+        figures=figures_for("preplan", result),
         json={"summary": s},
         result=result,
     )
+
+
+def _preplan_figures(result) -> list:
+    from interp.plots import preplan as pp
+
+    return [("waad", pp.waad_figure(result)), ("fai", pp.fai_figure(result)), ("spans", pp.span_figure(result))]
 
 
 def _stage_retrieval(lm, cfg, ctx: dict) -> _Output:
@@ -276,10 +293,42 @@ def _stage_retrieval(lm, cfg, ctx: dict) -> _Output:
 
 def _stage_sinks(lm, cfg, ctx: dict) -> _Output:
     from interp.analyses.sinks import detect_sinks
-    from interp.plots import sinks as sp
 
     result = detect_sinks(lm, cfg)
-    return _generic_output(result, result.to_dataframe(), sp, "sink")
+    s = result.summary()
+    heads = result.to_dataframe()
+    top = heads.sort_values("first_token_mass", ascending=False).iloc[0]
+    types = [f"{k} ({v['share']:.0%})" for k, v in list(s["hidden_token_types"].items())[:3]]
+    text = (
+        f"Sink rate at the first token: {heads['sink_rate_pct'].mean():.1f}% of (text, layer, head) have alpha_0 > "
+        f"{cfg.eps} (Gu et al. 2024) over {s['n_texts']} texts of {s['tokens_per_text']} tokens; mean first-token mass "
+        f"{s['mean_first_token_mass']:.2f}, highest in layer {int(top['layer'])} head {int(top['head'])} "
+        f"({top['first_token_mass']:.2f}). {s['n_hidden_sinks']} hidden sinks (recv_mean > {cfg.tau}, Yu et al. 2024)"
+        + (f", mostly {', '.join(types)} tokens." if types else ".")
+    )
+    return _Output(
+        summary=text,
+        summary_html=f"<p>{_esc(text)}</p>",
+        tables={
+            "heads": heads,
+            "sinks": result.sinks_dataframe(),
+            "layers": result.layer_sink_rates(),
+            "token_types": result.token_type_table(),
+        },
+        figures=figures_for("sinks", result),
+        json={"summary": s},
+        result=result,
+    )
+
+
+def _sinks_figures(result) -> list:
+    from interp.plots import sinks as sp
+
+    return [
+        ("first_token_mass", sp.first_token_mass_grid(result)),
+        ("layer_sink_rates", sp.layer_sink_rates(result)),
+        ("hidden_sink_types", sp.hidden_sink_types(result)),
+    ]
 
 
 def _stage_patching(lm, cfg, ctx: dict) -> _Output:
@@ -336,6 +385,24 @@ def _stage_attention(lm, cfg, ctx: dict) -> _Output:
         "key tokens.</p>"
     )
     return _Output(summary=text, summary_html=body, figures=figures)
+
+
+_FIGURES: dict[str, Callable] = {
+    "sinks": _sinks_figures,
+    "preplan": _preplan_figures,
+}
+
+
+def figures_for(stage: str, result) -> list:
+    """The (name, Figure) pairs the report draws for one analysis's result.
+
+    Args:
+        stage: "retrieval", "sinks", "preplan" or "patching".
+        result: that analysis's result object.
+    """
+    if stage not in _FIGURES:
+        raise InterpError(f"no figures for stage '{stage}': choose from {', '.join(_FIGURES)}")
+    return _FIGURES[stage](result)
 
 
 _RUNNERS: dict[str, Callable] = {

@@ -49,3 +49,29 @@ def embedded():
     from interp.models import load_model
 
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def quick_report(tmp_path_factory):
+    """`interp report --quick` run once through the CLI (a subprocess, as a user runs it), shared
+    by tests/acceptance/test_report.py and test_report_browser.py.
+
+    Returns (out_dir, completed process, wall seconds). A failed run fails the tests that use it.
+    """
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path_factory.mktemp("report") / "report"
+    started = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "interp.cli", "report", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    seconds = time.time() - started
+    if proc.returncode != 0:
+        pytest.fail(f"interp report --quick failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return out, proc, seconds

@@ -54,6 +54,7 @@ __all__ = [
     "waad_jumps",
     "couple_anchors",
     "layer_statistics",
+    "collect_statistics",
     "analyse",
     "greedy_response",
     "score_preplan",

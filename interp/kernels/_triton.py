@@ -22,12 +22,17 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.runtime.interpreter import InterpretedFunction
 
+from interp.errors import InterpError
 from interp.kernels._problem import Problem, RawStats
 
 __all__ = ["triton_stats"]
 
 _INTERPRET = triton.knobs.runtime.interpret  # read when this module is imported
+# Triton builds its own jit helpers (tl.zeros, ...) when it is first imported, so the
+# interpreter only works when TRITON_INTERPRET=1 was set before that first import.
+_INTERPRET_BROKEN = _INTERPRET and not isinstance(tl.zeros, InterpretedFunction)
 
 # Autotune search spaces (GPU only). BLOCK_M: query rows per program, BLOCK_N: keys per tile.
 _ROW_CONFIGS = [
@@ -231,6 +236,11 @@ else:
 
 def triton_stats(problem: Problem) -> RawStats:
     """Row statistics and column sums of `problem` with the two Triton passes."""
+    if _INTERPRET_BROKEN:
+        raise InterpError(
+            "TRITON_INTERPRET=1 was set after triton was imported; set it before the first "
+            "`import triton` (e.g. in the shell), or use backend='torch'"
+        )
     pb = problem
     q, k = pb.q, pb.k
     if _INTERPRET and q.dtype == torch.bfloat16:  # the interpreter's bf16 tl.dot is wrong

@@ -1,9 +1,41 @@
 """Plots: plotly figures drawn from result objects (never from a model), and their export.
 
-Each analysis module has its figure functions here; `export.save_figure` writes a self-contained
-HTML file (plotly's JavaScript inside, so it opens with no network).
+- `common`: layer x head grids, [row, position] grids and token traces shared by every analysis.
+- `attention`: one head's attention pattern with token hover (exact up to 1024 tokens, block-pooled
+  above), computed from captured q/k in row chunks.
+- `export`: `save_figure` writes a self-contained HTML file (plotly's JavaScript inside, so it
+  opens with no network) and a PNG where the figure is static and an image backend exists;
+  `save_page` writes many figures into one offline page.
+- `retrieval`, `sinks`, `patching`, `preplan`: each analysis's figures (import the submodule).
 """
 
-from interp.plots.export import save_figure
+from interp.plots.attention import HeadPattern, attention_view, head_pattern, pattern_figure
+from interp.plots.common import head_grid, position_grid, token_trace
+from interp.plots.export import (
+    PageSection,
+    figure_div,
+    image_backend_available,
+    is_static,
+    save_figure,
+    save_page,
+    save_plotlyjs,
+    save_png,
+)
 
-__all__ = ["save_figure"]
+__all__ = [
+    "save_figure",
+    "save_png",
+    "save_plotlyjs",
+    "save_page",
+    "figure_div",
+    "is_static",
+    "image_backend_available",
+    "PageSection",
+    "head_grid",
+    "position_grid",
+    "token_trace",
+    "HeadPattern",
+    "head_pattern",
+    "pattern_figure",
+    "attention_view",
+]

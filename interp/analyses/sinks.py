@@ -1,0 +1,611 @@
+"""Attention sinks: first-token sinks (Gu et al. 2024) and hidden sinks (Yu et al. 2024).
+
+Everything here is computed from the column and row statistics of `interp.kernels`, one layer
+at a time, so a long text (8k tokens) never needs a [T, T] attention matrix:
+
+- alpha_j = recv_mean_j, the attention key j receives averaged over the queries that may see
+  it (Gu et al. 2024, "When Attention Sink Emerges in Language Models"). A (text, layer, head)
+  counts as a sink at position j when alpha_j > eps (eps = 0.3); the *sink rate* is the
+  percentage of (text, layer, head) that do, reported for j = 0 and, as a profile, for every j.
+- first-token mass: sink_i(n) (the mass of query i on the first n tokens) averaged over the
+  query rows that can see more than the first n tokens (i >= n). With n = 1 it is alpha_0
+  without the trivial row 0 (which can only attend to itself):
+  alpha_0 = (1 + (T - 1) * first_token_mass) / T.
+- hidden sinks (Yu et al. 2024, "Unveiling and Harnessing Hidden Attention Sinks", ACT): per
+  head S = {j : recv_mean_j > tau} (tau = 0.1); the first member of S (nearly always
+  position 0) is the ordinary sink and is not counted as hidden.
+
+Keys near the end of a text are averaged over very few queries (the last key over one: its
+alpha is the last query's self-attention), so they cross tau by chance. ``min_queries``
+(default 16) keeps only keys seen by at least that many queries as candidate sinks;
+``min_queries=1`` is METRICS.md / Yu et al. exactly.
+
+`detect_sinks` is the thin driver: it runs the model once per text with
+``interp.hooks.capture(on_layer=...)`` and keeps only per-head vectors. The pure functions
+(`first_token_mass`, `sink_rate`, `sink_members`, `token_type`, ...) work on synthetic
+statistics and are what the tests check.
+
+The shipped text set `interp/data/sink_texts.txt` holds 32 excerpts (about 400 tokens each,
+13k tokens in all) of Python standard-library docstrings (PSF licence): prose, code, lists and
+indentation, so punctuation, newline and stopword tokens all occur.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.errors import InterpError
+
+__all__ = [
+    "SinkConfig",
+    "SinkResult",
+    "TOKEN_TYPES",
+    "detect_sinks",
+    "default_texts",
+    "read_texts",
+    "split_texts",
+    "prepare_windows",
+    "first_token_mass",
+    "sink_rate",
+    "sink_members",
+    "hidden_sinks",
+    "token_type",
+]
+
+TEXT_SEPARATOR = "---"  # a line holding only this separates texts in a texts file
+TOKEN_TYPES = ("special", "newline", "whitespace", "punctuation", "number", "stopword", "other")
+_STOPWORDS = frozenset(
+    """a an the and or but if then else of to in on at by for with from as into onto over under
+    is are was were be been being am do does did has have had it its this that these those he she
+    they we you i me my our your their his her him them us not no nor so than there here which who
+    whom whose what when where why how all any each both some such only own same too very can will
+    just should would could may might must shall""".split()
+)
+
+
+# --------------------------------------------------------------------------------------------
+# configuration and result
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """What `detect_sinks` measures, on which texts.
+
+    Attributes:
+        texts: the texts to analyse; None = the shipped `interp/data/sink_texts.txt`.
+        length: tokens of each text analysed (the sink window). Longer texts are cut to their
+            first ``length`` tokens; a shorter text raises (lower it, or use ``pack``).
+        pack: join all texts (blank line between) and cut the token stream into consecutive
+            windows of ``length`` tokens (how Gu et al. sample fixed-length sequences).
+        max_texts: analyse only the first this many texts (windows); None = all.
+        eps: Gu et al. 2024 sink threshold on alpha_j.
+        tau: Yu et al. 2024 (ACT) hidden-sink threshold on recv_mean_j.
+        min_queries: a key is a candidate sink only when at least this many queries see it
+            (see module docstring); 1 reproduces METRICS.md / Yu et al. exactly.
+        sink_tokens: n of the first-token mass sink_i(n).
+        layers: layers to analyse; None = all.
+        backend: `interp.kernels.attention_stats` backend ("auto", "torch", "triton", "reference").
+    """
+
+    texts: Optional[tuple[str, ...]] = None  # None: the shipped sink_texts.txt
+    length: int = 256  # tokens per text (window)
+    pack: bool = False  # join texts and cut into windows of `length`
+    max_texts: Optional[int] = None  # None: every text
+    eps: float = 0.3  # Gu et al. 2024
+    tau: float = 0.1  # Yu et al. 2024
+    min_queries: int = 16  # 1 = METRICS.md exactly
+    sink_tokens: int = 1  # first-token mass over the first n tokens
+    layers: Optional[tuple[int, ...]] = None  # None: all layers
+    backend: str = "auto"  # kernel backend
+
+    def validate(self) -> None:
+        """Raise `InterpError` on settings outside their range."""
+        if not 0.0 < self.eps < 1.0:
+            raise InterpError(f"eps must lie in (0, 1), got {self.eps} (Gu et al. use 0.3)")
+        if not 0.0 < self.tau < 1.0:
+            raise InterpError(f"tau must lie in (0, 1), got {self.tau} (Yu et al. use 0.1)")
+        if not (isinstance(self.sink_tokens, int) and self.sink_tokens >= 1):
+            raise InterpError(f"sink_tokens must be an int >= 1, got {self.sink_tokens!r}")
+        if not (isinstance(self.min_queries, int) and self.min_queries >= 1):
+            raise InterpError(f"min_queries must be an int >= 1, got {self.min_queries!r} (1 = no tail guard)")
+        if not (isinstance(self.length, int) and self.length > self.sink_tokens):
+            raise InterpError(
+                f"length must be an int larger than sink_tokens ({self.sink_tokens}), got {self.length!r}: "
+                "the window needs tokens after the sink"
+            )
+        if self.max_texts is not None and not (isinstance(self.max_texts, int) and self.max_texts >= 1):
+            raise InterpError(f"max_texts must be None or an int >= 1, got {self.max_texts!r}")
+
+    def settings(self) -> dict:
+        """JSON-friendly settings (texts summarised by count and total characters)."""
+        out = asdict(self)
+        texts = out.pop("texts")
+        out["texts"] = "shipped sink_texts.txt" if texts is None else f"{len(texts)} texts, {sum(map(len, texts))} chars"
+        return out
+
+
+@dataclass(frozen=True)
+class SinkResult:
+    """Sink measurements of one model on one text set.
+
+    Arrays are indexed [text, layer index, head] where layer index i is ``layers[i]``.
+
+    Attributes:
+        config: the settings used.
+        model: model name.
+        layers: the analysed layers.
+        n_heads: query heads per layer.
+        tokens: per text, the display string of each analysed token.
+        token_types: per text, `token_type` of each token.
+        first_token_mass: [text, layer, head] mean sink_i(n) over rows i >= n.
+        alpha0: [text, layer, head] alpha_0 = recv_mean_0 (Gu et al. 2024).
+        position_count: [length] number of (text, layer, head) with alpha_j > eps at each j.
+        hits: [n_hits, 4] int (text, layer, head, position) of every member of S (recv_mean > tau
+            among keys seen by >= min_queries queries).
+        hit_alpha: [n_hits] recv_mean at the hit.
+        hit_hidden: [n_hits] bool, False for the first member of S of its (text, layer, head).
+    """
+
+    config: SinkConfig
+    model: str
+    layers: tuple[int, ...]
+    n_heads: int
+    tokens: tuple[tuple[str, ...], ...]
+    token_types: tuple[tuple[str, ...], ...]
+    first_token_mass: np.ndarray
+    alpha0: np.ndarray
+    position_count: np.ndarray
+    hits: np.ndarray
+    hit_alpha: np.ndarray
+    hit_hidden: np.ndarray
+
+    @property
+    def n_texts(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def sink_rate(self) -> float:
+        """Gu et al. sink rate at position 0 in percent, over every (text, layer, head)."""
+        return sink_rate(self.alpha0, self.config.eps)
+
+    def layer_sink_rates(self) -> pd.DataFrame:
+        """Per layer: sink rate (percent of (text, head) with alpha_0 > eps) and mean alpha_0."""
+        return pd.DataFrame(
+            {
+                "layer": list(self.layers),
+                "sink_rate_pct": [sink_rate(self.alpha0[:, i], self.config.eps) for i in range(len(self.layers))],
+                "alpha0": self.alpha0.mean(axis=(0, 2)),
+                "first_token_mass": self.first_token_mass.mean(axis=(0, 2)),
+            }
+        )
+
+    def position_sink_rate(self) -> np.ndarray:
+        """[length] percent of (text, layer, head) with alpha_j > eps, per position j."""
+        return 100.0 * self.position_count / (self.n_texts * len(self.layers) * self.n_heads)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per (layer, head), averaged over texts (this is heads.csv).
+
+        Columns: layer, head, first_token_mass, alpha0, sink_rate_pct (percent of texts with
+        alpha_0 > eps), n_hidden_sinks (hidden sinks summed over texts), hidden_per_text,
+        hidden_mass (mean over texts of the summed recv_mean of the head's hidden sinks).
+        """
+        n_layers = len(self.layers)
+        hidden = self.hits[self.hit_hidden]
+        counts = np.zeros((n_layers, self.n_heads), dtype=np.int64)
+        mass = np.zeros((n_layers, self.n_heads))
+        index = {layer: i for i, layer in enumerate(self.layers)}
+        for (text, layer, head, _), a in zip(hidden, self.hit_alpha[self.hit_hidden]):
+            counts[index[int(layer)], head] += 1
+            mass[index[int(layer)], head] += a
+        li, hi = np.meshgrid(np.arange(n_layers), np.arange(self.n_heads), indexing="ij")
+        li, hi = li.ravel(), hi.ravel()
+        return pd.DataFrame(
+            {
+                "layer": np.asarray(self.layers)[li],
+                "head": hi,
+                "first_token_mass": self.first_token_mass.mean(0)[li, hi],
+                "alpha0": self.alpha0.mean(0)[li, hi],
+                "sink_rate_pct": 100.0 * (self.alpha0 > self.config.eps).mean(0)[li, hi],
+                "n_hidden_sinks": counts[li, hi],
+                "hidden_per_text": counts[li, hi] / self.n_texts,
+                "hidden_mass": mass[li, hi] / self.n_texts,
+            }
+        )
+
+    def sinks_dataframe(self) -> pd.DataFrame:
+        """One row per member of S (this is sinks.csv): text, layer, head, position, token,
+        token_type, alpha (recv_mean), hidden (False for the first hit of the head)."""
+        h = self.hits
+        return pd.DataFrame(
+            {
+                "text": h[:, 0],
+                "layer": h[:, 1],
+                "head": h[:, 2],
+                "position": h[:, 3],
+                "token": [self.tokens[t][p] for t, p in zip(h[:, 0], h[:, 3])],
+                "token_type": [self.token_types[t][p] for t, p in zip(h[:, 0], h[:, 3])],
+                "alpha": self.hit_alpha,
+                "hidden": self.hit_hidden,
+            }
+        )
+
+    def token_type_table(self) -> pd.DataFrame:
+        """Which token types become hidden sinks, and how often relative to how common they are.
+
+        Columns: token_type, n_hidden ((text, layer, head, position) hits), n_positions
+        (distinct (text, position) that are a hidden sink in at least one head), share (of
+        hidden hits), base_share (of analysed tokens past position 0), enrichment
+        (share / base_share; > 1: the type becomes a sink more often than its frequency).
+        """
+        hidden = self.hits[self.hit_hidden]
+        types = [self.token_types[t][p] for t, p in zip(hidden[:, 0], hidden[:, 3])]
+        n_hidden = pd.Series(types, dtype=object).value_counts()
+        distinct = {(int(t), int(p)) for t, p in zip(hidden[:, 0], hidden[:, 3])}
+        n_pos = pd.Series([self.token_types[t][p] for t, p in distinct], dtype=object).value_counts()
+        base = pd.Series([ty for tt in self.token_types for ty in tt[1:]], dtype=object).value_counts()
+        rows = []
+        total_hidden = max(len(types), 1)
+        total_base = max(int(base.sum()), 1)
+        for ty in TOKEN_TYPES:
+            share = n_hidden.get(ty, 0) / total_hidden
+            base_share = base.get(ty, 0) / total_base
+            rows.append(
+                {
+                    "token_type": ty,
+                    "n_hidden": int(n_hidden.get(ty, 0)),
+                    "n_positions": int(n_pos.get(ty, 0)),
+                    "share": share,
+                    "base_share": base_share,
+                    "enrichment": share / base_share if base_share > 0 else float("nan"),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def top_hidden_tokens(self, n: int = 15) -> pd.DataFrame:
+        """The tokens that are hidden sinks most often: token, token_type, n_hidden, n_heads
+        (distinct (layer, head)), mean_alpha."""
+        df = self.sinks_dataframe()
+        df = df[df["hidden"]]
+        if df.empty:
+            return pd.DataFrame(columns=["token", "token_type", "n_hidden", "n_heads", "mean_alpha"])
+        g = df.groupby(["token", "token_type"])
+        out = pd.DataFrame(
+            {
+                "n_hidden": g.size(),
+                "n_heads": g.apply(lambda x: len(set(zip(x["layer"], x["head"]))), include_groups=False),
+                "mean_alpha": g["alpha"].mean(),
+            }
+        ).reset_index()
+        return out.sort_values(["n_hidden", "n_heads"], ascending=False).head(n).reset_index(drop=True)
+
+    def summary(self) -> dict:
+        """Headline numbers (for run.json and the README)."""
+        types = self.token_type_table()
+        top = types.sort_values("n_hidden", ascending=False)
+        layer_rates = self.layer_sink_rates()
+        return {
+            "n_texts": self.n_texts,
+            "tokens_per_text": int(self.position_count.shape[0]),
+            "sink_rate_pct": round(self.sink_rate, 2),
+            "mean_alpha0": round(float(self.alpha0.mean()), 4),
+            "mean_first_token_mass": round(float(self.first_token_mass.mean()), 4),
+            "layer_sink_rate_pct": {int(r.layer): round(float(r.sink_rate_pct), 1) for r in layer_rates.itertuples()},
+            "n_hidden_sinks": int(self.hit_hidden.sum()),
+            "hidden_per_head_per_text": round(float(self.hit_hidden.sum()) / (self.n_texts * len(self.layers) * self.n_heads), 3),
+            "hidden_token_types": {
+                r.token_type: {"share": round(r.share, 3), "enrichment": round(r.enrichment, 2)}
+                for r in top.itertuples()
+                if r.n_hidden > 0
+            },
+            "top_hidden_tokens": [
+                {"token": r.token, "n_hidden": int(r.n_hidden), "n_heads": int(r.n_heads)}
+                for r in self.top_hidden_tokens(10).itertuples()
+            ],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# pure functions
+# --------------------------------------------------------------------------------------------
+
+
+def first_token_mass(sink: Float[Tensor, "*batch head query_pos"], sink_tokens: int = 1) -> Tensor:
+    """Mean of sink_i(n) over the query rows i >= n (rows that see more than the sink).
+
+    Args:
+        sink: the kernel's row statistic ``sink`` for every query row (padded rows NaN).
+        sink_tokens: n, the number of first tokens the statistic counts.
+
+    Returns:
+        [*batch, head] float64, NaN-rows ignored.
+    """
+    rows = sink[..., sink_tokens:].double()
+    return torch.nanmean(rows, dim=-1)
+
+
+def sink_rate(alpha: np.ndarray | Tensor, eps: float = 0.3) -> float:
+    """Gu et al. 2024 sink rate: percent of entries (sample, layer, head) with alpha > eps."""
+    a = torch.as_tensor(np.asarray(alpha, dtype=float) if not isinstance(alpha, Tensor) else alpha)
+    if a.numel() == 0:
+        raise InterpError("no alpha values to compute a sink rate from")
+    return float(100.0 * (a > eps).double().mean())
+
+
+def sink_members(
+    recv_mean: Float[Tensor, "*batch key_pos"], tau: float = 0.1, min_queries: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Sink set S and its hidden part, per head (Yu et al. 2024).
+
+    S = {j : recv_mean_j > tau and at least ``min_queries`` queries see j}; the hidden sinks
+    are S without its first member (the ordinary sink, usually position 0). With causal
+    attention the keys seen by fewer than m queries are the last m - 1 key indices (left
+    padding does not change that). NaN (padded keys) is never in S.
+
+    Args:
+        recv_mean: the kernel's column statistic.
+        tau: threshold.
+        min_queries: 1 = METRICS.md exactly.
+
+    Returns:
+        (member, hidden): bool tensors shaped like ``recv_mean``.
+    """
+    key_pos = recv_mean.shape[-1]
+    eligible = torch.arange(key_pos, device=recv_mean.device) <= key_pos - min_queries
+    member = (recv_mean > tau) & eligible
+    first = member.int().cumsum(-1) == 1  # true from the first hit until the second
+    hidden = member & ~(first & member)
+    return member, hidden
+
+
+def hidden_sinks(recv_mean: Float[Tensor, "*batch key_pos"], tau: float = 0.1, min_queries: int = 1) -> Tensor:
+    """Bool mask of the hidden sinks: S without its first member (see `sink_members`)."""
+    return sink_members(recv_mean, tau, min_queries)[1]
+
+
+def token_type(token: str, special: bool = False) -> str:
+    """Coarse type of a token string, one of `TOKEN_TYPES`.
+
+    "special" (tokenizer special tokens, e.g. BOS), "newline" (only whitespace, with a line
+    break), "whitespace", "punctuation" (only punctuation or symbol characters), "number"
+    (digits), "stopword" (a short English function word, case-insensitive), "other".
+    """
+    if special:
+        return "special"
+    stripped = token.strip()
+    if not stripped:
+        return "newline" if ("\n" in token or "\r" in token) else "whitespace"
+    if all(unicodedata.category(c)[0] in "PS" for c in stripped):
+        return "punctuation"
+    if stripped.isdigit():
+        return "number"
+    if stripped.lower() in _STOPWORDS:
+        return "stopword"
+    return "other"
+
+
+def split_texts(raw: str) -> list[str]:
+    """Texts of a texts file: blocks separated by a line holding only ``---``; empty blocks dropped."""
+    blocks, current = [], []
+    for line in raw.splitlines():
+        if line.strip() == TEXT_SEPARATOR:
+            blocks.append("\n".join(current))
+            current = []
+        else:
+            current.append(line)
+    blocks.append("\n".join(current))
+    return [b.strip("\n") for b in blocks if b.strip()]
+
+
+def read_texts(path: str | Path) -> tuple[str, ...]:
+    """Read a texts file (UTF-8, texts separated by lines holding only ``---``).
+
+    Raises:
+        InterpError: missing, unreadable or empty file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InterpError(f"texts file {p} not found: pass a UTF-8 text file (texts separated by lines '---')")
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InterpError(f"cannot read texts file {p} ({err}): pass a UTF-8 text file") from err
+    texts = split_texts(raw)
+    if not texts:
+        raise InterpError(f"texts file {p} is empty: put at least one text in it (texts separated by lines '---')")
+    return tuple(texts)
+
+
+def default_texts() -> tuple[str, ...]:
+    """The shipped text set (`interp/data/sink_texts.txt`)."""
+    raw = resources.files("interp").joinpath("data/sink_texts.txt").read_text(encoding="utf-8")
+    return tuple(split_texts(raw))
+
+
+def prepare_windows(lm, config: SinkConfig) -> list[Tensor]:
+    """Token ids [1, length] of every window analysed.
+
+    Without ``pack`` each text gives one window (its first ``length`` tokens); with ``pack``
+    the texts are joined by blank lines and the stream is cut into consecutive windows (the
+    incomplete last one is dropped).
+
+    Raises:
+        InterpError: no texts, a text shorter than ``length`` (without pack), too few tokens
+            in all (with pack), or ``length`` beyond the model's context.
+    """
+    config.validate()
+    texts = default_texts() if config.texts is None else tuple(config.texts)
+    if not texts or not any(t.strip() for t in texts):
+        raise InterpError("no texts to analyse: pass at least one non-empty text (or omit texts for the shipped set)")
+    if config.length > lm.arch.n_ctx:
+        raise InterpError(
+            f"length {config.length} exceeds the context of {lm.name} ({lm.arch.n_ctx} tokens): lower --length"
+        )
+    if config.pack:
+        ids = lm.encode("\n\n".join(texts), check=False)[0]
+        n = ids.shape[0] // config.length
+        if n == 0:
+            raise InterpError(
+                f"the texts hold {ids.shape[0]} tokens in all, fewer than one window of {config.length} "
+                "tokens (--length): lower --length or add text"
+            )
+        windows = [ids[i * config.length : (i + 1) * config.length][None] for i in range(n)]
+    else:
+        windows = []
+        for i, text in enumerate(texts):
+            ids = lm.encode(text, check=False)
+            if ids.shape[1] < config.length:
+                raise InterpError(
+                    f"text {i + 1} of {len(texts)} has {ids.shape[1]} tokens, fewer than the sink window of "
+                    f"{config.length} tokens (--length): lower --length, lengthen or drop that text, "
+                    "or pass --pack to join the texts into windows"
+                )
+            windows.append(ids[:, : config.length])
+    if config.max_texts is not None:
+        windows = windows[: config.max_texts]
+    return windows
+
+
+# --------------------------------------------------------------------------------------------
+# driver
+# --------------------------------------------------------------------------------------------
+
+
+class _LastLayerDone(Exception):
+    """Raised by the streaming callback after the last analysed layer: the rest of the forward
+    pass (later MLPs, the [T, vocab] logits: 1.6 GB at 8k tokens for SmolLM2) is not needed."""
+
+
+def scan_window(lm, ids: Tensor, config: SinkConfig, layers: Sequence[int]) -> dict:
+    """Run one window through the model and reduce every analysed layer to sink statistics.
+
+    Returns a JSON-friendly record: first_token_mass and alpha0 ([layer][head] lists),
+    position_count ([length]: number of (layer, head) with alpha_j > eps), hits (list of
+    [layer, head, position, alpha, hidden]).
+    """
+    from interp.hooks import capture
+    from interp.kernels import attention_stats
+
+    n_layers, n_heads, length = len(layers), lm.arch.n_heads, ids.shape[1]
+    index = {layer: i for i, layer in enumerate(layers)}
+    ftm = np.full((n_layers, n_heads), np.nan)
+    a0 = np.full((n_layers, n_heads), np.nan)
+    pos_count = np.zeros(length, dtype=np.int64)
+    hits: list[list] = []
+    seen: set[int] = set()
+    last = max(layers)
+
+    def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+        st = attention_stats(
+            q, k, scale=lm.arch.scale, sink_tokens=config.sink_tokens, columns=True, backend=config.backend
+        )
+        rm = st.recv_mean[0].double().cpu()  # [head, key_pos]
+        i = index[layer]
+        ftm[i] = first_token_mass(st.sink[0].cpu(), config.sink_tokens).numpy()
+        a0[i] = rm[:, 0].numpy()
+        pos_count[:] += (rm > config.eps).sum(0).numpy()
+        member, hidden = sink_members(rm, config.tau, config.min_queries)
+        for h, j in member.nonzero().tolist():
+            hits.append([layer, h, j, float(rm[h, j]), bool(hidden[h, j])])
+        seen.add(layer)
+        if layer == last:
+            raise _LastLayerDone
+
+    try:
+        with capture(lm, layers=layers, keep=(), on_layer=on_layer):
+            lm.forward(ids)
+    except _LastLayerDone:
+        pass
+    missing = sorted(set(layers) - seen)
+    if missing:
+        raise InterpError(f"no attention statistics for layers {missing}: the hooks did not fire on this model")
+    return {
+        "length": int(length),
+        "first_token_mass": ftm.tolist(),
+        "alpha0": a0.tolist(),
+        "position_count": pos_count.tolist(),
+        "hits": hits,
+    }
+
+
+def combine(lm_name: str, config: SinkConfig, layers: Sequence[int], n_heads: int, windows_tokens, records) -> SinkResult:
+    """Assemble per-window records (from `scan_window`) and their tokens into a `SinkResult`.
+
+    Args:
+        windows_tokens: per window, (token strings, special flags).
+        records: per window, the record of `scan_window`, in the same order.
+    """
+    hits, alphas, hidden = [], [], []
+    for t, rec in enumerate(records):
+        for layer, head, pos, alpha, hid in rec["hits"]:
+            hits.append((t, layer, head, pos))
+            alphas.append(alpha)
+            hidden.append(hid)
+    tokens = tuple(tuple(toks) for toks, _ in windows_tokens)
+    types = tuple(tuple(token_type(s, sp) for s, sp in zip(toks, special)) for toks, special in windows_tokens)
+    return SinkResult(
+        config=config,
+        model=lm_name,
+        layers=tuple(layers),
+        n_heads=n_heads,
+        tokens=tokens,
+        token_types=types,
+        first_token_mass=np.asarray([r["first_token_mass"] for r in records], dtype=float),
+        alpha0=np.asarray([r["alpha0"] for r in records], dtype=float),
+        position_count=np.sum([np.asarray(r["position_count"]) for r in records], axis=0),
+        hits=np.asarray(hits, dtype=np.int64).reshape(-1, 4),
+        hit_alpha=np.asarray(alphas, dtype=float),
+        hit_hidden=np.asarray(hidden, dtype=bool),
+    )
+
+
+def detect_sinks(lm, config: SinkConfig = SinkConfig(), *, log=None, progress: bool = True) -> SinkResult:
+    """Measure first-token and hidden sinks of every head over a text set.
+
+    One forward pass per window; each layer's q and k are reduced by `interp.kernels` as the
+    layer runs (streaming), so memory grows with T, never T^2.
+
+    Args:
+        lm: a `interp.models.LoadedModel`.
+        config: what to measure (`SinkConfig`).
+        log: optional `interp.runs.SampleLog`; finished windows are stored and skipped on re-run.
+        progress: show a progress bar.
+
+    Returns:
+        `SinkResult`.
+
+    Raises:
+        InterpError: bad settings or texts (see `prepare_windows`), layers out of range.
+    """
+    from tqdm.auto import tqdm
+
+    from interp.hooks import check_layers
+
+    config.validate()
+    layers = check_layers(lm, config.layers)
+    windows = prepare_windows(lm, config)
+    special = set(getattr(lm.tokenizer, "all_special_ids", []) or [])
+    records, tokens = [], []
+    for n, ids in enumerate(tqdm(windows, desc="sinks: texts", unit="text", disable=not progress)):
+        key = f"text-{n:05d}"
+        if log is not None and log.done(key):
+            rec = log.records[key]
+        else:
+            rec = scan_window(lm, ids, config, layers)
+            if log is not None:
+                log.add(key, rec)
+        records.append(rec)
+        id_list = ids[0].tolist()
+        tokens.append((lm.token_strings(id_list), [i in special for i in id_list]))
+    return combine(lm.name, config, layers, lm.arch.n_heads, tokens, records)

@@ -1,0 +1,207 @@
+"""Write the notebooks in this folder from the cell sources below (run: python notebooks/_build.py).
+
+The notebooks are generated so they stay reviewable: edit the cells here, re-run this script,
+and commit both. Outputs are never committed (every cell is written without outputs and with a
+fixed cell id, so re-running gives the same files). tests/acceptance/test_notebooks.py executes
+every notebook top to bottom on the embedded model and checks the files match this script.
+
+Each notebook runs at small sizes (a minute or so on a laptop CPU); the comments say which
+knob to raise for real numbers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+SETUP = """\
+import warnings
+warnings.filterwarnings("ignore", category=FutureWarning)
+import interp
+lm = interp.load_model()  # the embedded SmolLM2-135M-Instruct (no download)
+lm.arch"""
+
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
+
+NOTEBOOKS["00_quickstart"] = [
+    ("md", """\
+# interp quick start
+
+Load the embedded model, capture one layer's queries and keys, reduce every layer's attention to
+per-head statistics without building the attention matrix, and look at one head's pattern.
+Everything here runs on a laptop CPU in well under a minute."""),
+    ("code", SETUP),
+    ("md", "## Next-token guesses\n`lm.forward` returns logits `[batch, pos, vocab]`."),
+    ("code", """\
+import torch
+ids = lm.encode("The capital of France is")
+logits = lm.forward(ids)
+top = torch.softmax(logits[0, -1], -1).topk(5)
+[(lm.decode([int(i)]), round(float(p), 3)) for p, i in zip(top.values, top.indices)]"""),
+    ("md", """\
+## Per-head statistics of every layer, streamed
+`interp.hooks.capture(on_layer=...)` hands each layer's post-RoPE q and k to a callback while the
+model runs; `interp.kernels.attention_stats` reduces them to row and column statistics
+(METRICS.md). Here: the mean attention each head puts on the first token (its *sink* mass)."""),
+    ("code", """\
+from interp.hooks import capture
+from interp.kernels import attention_stats
+
+text = "Attention heads read from earlier tokens. " * 6
+ids = lm.encode(text)
+sink = torch.zeros(lm.arch.n_layers, lm.arch.n_heads)
+
+def on_layer(layer, q, k, v):
+    st = attention_stats(q, k, scale=lm.arch.scale, columns=False)
+    sink[layer] = st.sink[0, :, 1:].mean(-1)  # rows after the first see more than token 0
+
+with capture(lm, keep=(), on_layer=on_layer):
+    lm.forward(ids)
+print(f"{ids.shape[1]} tokens; mean first-token mass {sink.mean():.2f}")"""),
+    ("code", """\
+from interp.plots import head_grid
+head_grid(sink.numpy(), title="mass on the first token, per head", colorbar="sink mass")"""),
+    ("md", """\
+## One head's attention pattern
+A sentence said twice: a head that copies from context attends, on the second copy, to the token
+after the first occurrence of the current token. Hover a cell for the query and key tokens.
+`attention_view` takes arrays, never the model: exact up to 1024 tokens, block-pooled above."""),
+    ("code", """\
+from interp.plots import attention_view
+
+layer, head = 3, int(sink[3].argmin())  # the head of layer 3 that sinks least
+text = "The violet lighthouse keeper counted forty-seven copper gulls at dawn. " * 2
+ids = lm.encode(text)
+with capture(lm, layers=[layer], keep=("q", "k")) as cap:
+    lm.forward(ids)
+q = cap["q", layer][0, head]                   # [pos, d_head]
+k = cap["k", layer][0, lm.arch.kv_map[head]]   # the kv head this query head reads
+attention_view(q, k, lm.token_strings(ids[0]), scale=lm.arch.scale, layer=layer, head=head)"""),
+    ("md", """\
+## Save a figure
+`save_figure` writes one HTML file with plotly.js inside: it opens with no network. The whole
+report of every analysis is one command: `interp report --out out/report`."""),
+    ("code", """\
+import tempfile, pathlib
+from interp.plots import save_figure
+path = save_figure(head_grid(sink.numpy(), title="sink mass"), pathlib.Path(tempfile.mkdtemp()) / "sinks.html")
+print(path, path.stat().st_size // 1024, "KiB")"""),
+]
+
+NOTEBOOKS["01_retrieval"] = [
+    ("md", """\
+# Retrieval heads (Wu et al. 2024)
+
+Needle-in-a-haystack prompts; a head earns credit when the token it attends to most is the needle
+token the model copies next. Heads scoring above 0.1 are retrieval heads. Small sizes here: raise
+the lengths and depths for real numbers."""),
+    ("code", SETUP),
+    ("code", """\
+from interp.analyses.retrieval import RetrievalConfig, score_retrieval
+from interp.report import stage_configs, ReportConfig
+config = stage_configs(ReportConfig(quick=True, stages=("retrieval",)))["retrieval"]  # the report's quick sizes
+config"""),
+    ("code", """\
+result = score_retrieval(lm, config)
+df = result.to_dataframe()
+df.sort_values(df.columns[-1] if "score" not in df.columns else "score", ascending=False).head(10)"""),
+    ("code", """\
+from interp.report import figures_for
+for name, fig in figures_for("retrieval", result):
+    fig.show()"""),
+]
+
+NOTEBOOKS["02_sinks"] = [
+    ("md", """\
+# Attention sinks (Gu et al. 2024; Yu et al. 2024)
+
+How much attention each head puts on the first token (the *sink rate*: share of heads with
+alpha_0 > 0.3), and which other tokens become *hidden* sinks (received attention > 0.1). Small
+sizes here: raise `length` and `max_texts` for real numbers."""),
+    ("code", SETUP),
+    ("code", """\
+from interp.analyses.sinks import SinkConfig, detect_sinks
+config = SinkConfig(length=128, max_texts=2)  # raise for real numbers (defaults: 256 tokens, all 32 texts)
+result = detect_sinks(lm, config)
+print(f"sink rate at position 0: {result.sink_rate:.1f}% of (text, layer, head)")
+result.to_dataframe().head()"""),
+    ("code", "result.layer_sink_rates().head(10)"),
+    ("code", "result.token_type_table()"),
+    ("code", """\
+from interp.report import figures_for
+for name, fig in figures_for("sinks", result):
+    fig.show()"""),
+]
+
+NOTEBOOKS["03_patching"] = [
+    ("md", """\
+# IOI circuit patching (Wang et al. 2022)
+
+Indirect-object identification: "When Mary and John went to the store, John gave a drink to" ->
+" Mary". Patch each head's clean output into the corrupted run and measure how much of the clean
+logit difference comes back (1 = all of it). Small sizes here: raise `n` for real numbers."""),
+    ("code", SETUP),
+    ("code", """\
+from interp.analyses.patching import PatchConfig, run_patching
+from interp.report import stage_configs, ReportConfig
+config = stage_configs(ReportConfig(quick=True, stages=("patching",)))["patching"]  # the report's quick sizes
+result = run_patching(lm, config)
+result.to_dataframe().head(10)"""),
+    ("code", """\
+from interp.report import figures_for
+for name, fig in figures_for("patching", result):
+    fig.show()"""),
+]
+
+NOTEBOOKS["04_preplan"] = [
+    ("md", """\
+# Preplan and anchor tokens (Li et al. 2025)
+
+Local heads (short attention span) show a rhythm in WAAD, the windowed attention distance: its
+jumps mark *preplan* tokens. Global heads show which tokens later text keeps returning to (FAI):
+the *anchors*. Small sizes here: raise `max_new_tokens` for a longer answer."""),
+    ("code", SETUP),
+    ("code", """\
+from interp.analyses.preplan import PreplanConfig, score_preplan
+result = score_preplan(lm, PreplanConfig(max_new_tokens=32))  # raise for a longer answer
+print(result.response)
+result.summary()"""),
+    ("code", "result.to_dataframe().head(12)"),
+    ("code", """\
+from IPython.display import HTML
+from interp.plots.preplan import highlighted_text_html, waad_figure, fai_figure, span_figure
+css = "<style>.preplan{background:#f4a261}.anchor{background:#8ecae6}.both{background:#c77dff}.dom{box-shadow:0 0 0 2px #d00000}.resp{white-space:pre-wrap;font-family:monospace}</style>"
+HTML(css + highlighted_text_html(result))"""),
+    ("code", "waad_figure(result)"),
+    ("code", "fai_figure(result)"),
+    ("code", "span_figure(result)"),
+]
+
+
+def build(folder: Path = HERE) -> list[Path]:
+    """Write every notebook into ``folder``; return their paths."""
+    written = []
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
+        for i, (kind, source) in enumerate(cells):
+            cell = new_markdown_cell(source) if kind == "md" else new_code_cell(source)
+            cell.id = f"{name.replace('_', '-')}-{i:02d}"
+            nb.cells.append(cell)
+        nbformat.validate(nb)
+        path = folder / f"{name}.ipynb"
+        path.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    for p in build(target):
+        print(p)

@@ -1,0 +1,173 @@
+"""`interp report`: the shared quick run writes every stage's tables and figures and one offline
+page; bad input fails with a clear message before any long work starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from interp.errors import InterpError
+from interp.report import STAGES, ReportConfig, run_report
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "interp.cli", "report", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared quick run (one `interp report --quick`, see tests/conftest.py)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_report_writes_every_stage_and_one_offline_page(quick_report):
+    from plotly.offline import get_plotlyjs
+
+    out, proc, seconds = quick_report
+    index = out / "index.html"
+    assert proc.stdout.strip().splitlines()[-1] == str(index)
+    text = index.read_text(encoding="utf-8")
+    # self-contained: plotly.js inlined exactly once, no script from the network
+    assert text.count(get_plotlyjs()[:300]) == 1
+    assert not re.search(r"<script[^>]+src=", text)
+    # progress: one numbered header per stage, then the closing line
+    for i, name in enumerate(STAGES, 1):
+        assert re.search(rf"{i}/{len(STAGES)} \S", proc.stderr), f"no progress header for stage {i}"
+    assert "report written" in proc.stderr
+
+    info = json.loads((out / "run.json").read_text())
+    assert [s["name"] for s in info["stages"]] == list(STAGES)
+    assert info["settings"]["report"]["quick"] is True
+    for s in info["stages"]:
+        assert s["summary"].strip() and s["seconds"] > 0
+        assert f'<section id="{s["name"]}">' in text
+
+    # every figure page under DIR/<stage>/ is embedded in the index, and every link resolves
+    pages = sorted(out.glob("*/*.html"))
+    assert len(pages) == text.count('class="figure"') >= len(STAGES)
+    for href in re.findall(r'href="([^"#][^"]*)"', text):
+        assert (out / href).is_file(), f"index.html links a missing file: {href}"
+    for page in pages:
+        assert 'src="../plotly.min.js"' in page.read_text(encoding="utf-8")
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000
+    for stage in ("retrieval", "sinks", "preplan", "patching"):
+        tables = list((out / stage).glob("*.csv"))
+        assert tables, f"{stage} wrote no table"
+        for t in tables:
+            assert len(t.read_text().splitlines()) >= 1, f"{t} is empty"
+        assert any(len(pd.read_csv(t)) > 0 for t in tables), f"every {stage} table is empty"
+    assert 4.5e6 < index.stat().st_size < 40e6
+    print(f"\nquick report: {seconds:.0f} s, index.html {index.stat().st_size / 1e6:.1f} MB, {len(pages)} figures")
+
+
+@pytest.mark.slow
+def test_report_tables_agree_with_the_page(quick_report):
+    out, _, _ = quick_report
+    info = json.loads((out / "run.json").read_text())
+    arch = info["arch"]
+    n_heads_total = arch["n_layers"] * arch["n_heads"]
+    heads = pd.read_csv(out / "sinks" / "heads.csv")
+    assert len(heads) == n_heads_total and heads[["layer", "head"]].drop_duplicates().shape[0] == n_heads_total
+    # the page's sink rate is the mean of the per-head rates in the table (same texts per head)
+    rate = heads["sink_rate_pct"].mean()
+    summary = next(s["summary"] for s in info["stages"] if s["name"] == "sinks")
+    assert f"{rate:.1f}%" in summary
+    tokens = pd.read_csv(out / "preplan" / "tokens.csv", keep_default_na=False)
+    summary = next(s["summary"] for s in info["stages"] if s["name"] == "preplan")
+    assert f"{len(tokens)} response tokens" in summary
+    assert f"{int(tokens['anchor'].sum())} anchor tokens" in summary
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: clear errors before any long work
+# ---------------------------------------------------------------------------------------------
+
+
+def test_out_folder_that_is_a_file(tmp_path):
+    target = tmp_path / "report.html"
+    target.write_text("not a folder")
+    started = time.time()
+    proc = _cli("--out", str(target))
+    assert proc.returncode == 2, proc.stderr
+    assert "is a file" in proc.stderr and "--out" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.time() - started < 60  # no model was loaded, no stage ran
+    assert target.read_text() == "not a folder"
+
+
+def test_out_folder_not_writable(tmp_path):
+    if os.geteuid() == 0:  # permissions do not stop root: use a file system no one can write
+        if not Path("/sys").is_dir() or _writable("/sys"):
+            pytest.skip("running as root with no unwritable folder to test against")
+        target = Path("/sys/interp-report-test")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        target = locked / "report"
+    proc = _cli("--out", str(target))
+    assert proc.returncode == 2, proc.stderr
+    assert "not writable" in proc.stderr and "--out" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _writable(folder: str) -> bool:
+    try:
+        os.mkdir(os.path.join(folder, f"interp-probe-{os.getpid()}"))
+    except OSError:
+        return False
+    os.rmdir(os.path.join(folder, f"interp-probe-{os.getpid()}"))
+    return True
+
+
+def test_model_without_adapter_fails_before_loading(tmp_path):
+    from transformers import GPTNeoXConfig
+
+    model_dir = tmp_path / "neox"
+    GPTNeoXConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=100).save_pretrained(
+        model_dir
+    )  # a config alone: the check must not need weights
+    out = tmp_path / "out"
+    proc = _cli("--model", str(model_dir), "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert "no hook adapter for model type 'gpt_neox'" in proc.stderr and "_HF_LAYOUTS" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "plotly.min.js").exists() and not (out / "index.html").exists()
+
+
+def test_library_checks_model_and_settings_first(tmp_path):
+    no_adapter = SimpleNamespace(name="bare", adapter=None, arch=None, tokenizer=object())
+    with pytest.raises(InterpError, match="no hook adapter"):
+        run_report(no_adapter, tmp_path / "a", ReportConfig(stages=("preplan",)))
+    assert list((tmp_path / "a").iterdir()) == []  # nothing written
+    with pytest.raises(InterpError, match="unknown report stages"):
+        ReportConfig(stages=("retrieval", "bogus"))
+    with pytest.raises(InterpError, match="include both"):
+        ReportConfig(stages=("attention", "retrieval"))
+
+
+def test_failed_stage_fails_the_run_and_leaves_no_page(tmp_path, monkeypatch):
+    import interp.report as rep
+
+    def broken(lm, cfg, ctx):
+        raise InterpError("boom")
+
+    monkeypatch.setitem(rep._RUNNERS, "preplan", broken)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text("an older report")
+    lm = SimpleNamespace(name="stub", adapter=object(), arch=object(), tokenizer=object())
+    with pytest.raises(InterpError, match="report stage 'preplan' failed: boom"):
+        run_report(lm, out, ReportConfig(stages=("preplan",)))
+    assert not (out / "index.html").exists()  # no complete-looking page from an earlier run either

@@ -1,0 +1,361 @@
+"""interp.kernels.attention_stats: every backend against the float64 reference, and known answers.
+
+Numerical rule (flash-attention's): |kernel - ref64| <= 2 |plain same-dtype torch - ref64| + tol,
+where "plain same-dtype torch" is the dense reference run in the input dtype. Inputs are fresh
+random tensors drawn from a hypothesis-chosen seed, so a failure is reproducible.
+
+The Triton kernel runs under Triton's interpreter on CPU (in a TRITON_INTERPRET=1 subprocess,
+see `test_triton_under_interpreter`) in fp32 and fp16 at T <= 512; on a CUDA machine the GPU
+tests run it natively as well.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from interp.kernels import AttentionStats, attention_stats
+from interp.kernels._problem import prepare
+from interp.kernels._reference import reference_probs, reference_stats
+
+FLOAT_STATS = ("lse", "top1p", "entropy", "sink", "dist", "waad", "seg", "recv", "recv_mean", "band")
+TOL = 2e-5  # float32 accumulation tolerance, absolute and relative
+
+
+@dataclass
+class Case:
+    """One random problem: tensors plus the keyword arguments of attention_stats."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    kwargs: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # hypothesis prints this on failure
+        return f"Case(q={tuple(self.q.shape)} {self.q.dtype}, k={tuple(self.k.shape)}, kwargs={self.kwargs})"
+
+
+@st.composite
+def cases(draw, max_t: int = 96, max_heads: int = 16, dtype: torch.dtype = torch.float32) -> Case:
+    """Shapes that stress the tiling: T below/above a tile, GQA 1/3/8, padding, query_pos < key_pos."""
+    batch = draw(st.integers(1, 2))
+    ratio = draw(st.sampled_from([1, 3, 8]))
+    kv = draw(st.integers(1, max(1, min(2, max_heads // ratio))))
+    t = draw(st.integers(1, max_t))
+    n_q = draw(st.one_of(st.just(t), st.integers(1, t)))
+    d = draw(st.sampled_from([8, 16, 24, 64]))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    spread = draw(st.sampled_from([0.5, 1.0, 3.0]))  # larger = peakier attention
+    q = (torch.randn(batch, kv * ratio, n_q, d, generator=gen) * spread).to(dtype)
+    k = torch.randn(batch, kv, t, d, generator=gen).to(dtype)
+    lo = draw(st.integers(0, 6))
+    kwargs = dict(
+        scale=d**-0.5,
+        sink_tokens=draw(st.integers(0, min(4, t))),
+        window=draw(st.integers(1, 12)),
+        band=(lo, lo + draw(st.integers(0, 40))),
+        causal=draw(st.sampled_from([True, True, True, False])),
+    )
+    if draw(st.booleans()):  # left padding, a different amount per batch element
+        pads = [draw(st.integers(0, t - 1)) for _ in range(batch)]
+        kwargs["key_padding_mask"] = torch.arange(t)[None, :] >= torch.tensor(pads)[:, None]
+    if draw(st.booleans()):
+        kwargs["segments"] = torch.randint(-1, 3, (batch, t), generator=gen)
+    if draw(st.booleans()):
+        kwargs["query_rows"] = torch.randint(0, n_q, (draw(st.integers(1, 5)),), generator=gen)
+        kwargs["columns"] = draw(st.booleans())
+    if draw(st.integers(0, 3)) == 0:
+        kwargs["softcap"] = draw(st.sampled_from([1.0, 5.0]))
+    if draw(st.integers(0, 3)) == 0:
+        kwargs["sliding_window"] = draw(st.integers(1, t + 2))
+    return Case(q, k, kwargs)
+
+
+def check_against_reference(case: Case, backend: str, **extra) -> None:
+    """Every statistic of `backend` within the flash-attention tolerance of float64."""
+    got = attention_stats(case.q, case.k, backend=backend, **case.kwargs, **extra)
+    problem = prepare(case.q, case.k, **_prepare_kwargs(case.kwargs))
+    ref = reference_stats(problem, torch.float64)
+    base = reference_stats(problem, case.q.dtype)  # the plain same-dtype computation
+    for name in FLOAT_STATS:
+        g, r, b = getattr(got, name), ref[name], base[name]
+        if r is None:
+            assert g is None, name
+            continue
+        assert g.shape == r.shape and g.dtype == torch.float32, name
+        g, b = g.double(), b.double()
+        assert torch.equal(g.isnan(), r.isnan()), f"{name}: NaN pattern differs"
+        err = (g - r).abs().nan_to_num(0.0)
+        bound = 2 * (b - r).abs().nan_to_num(0.0) + TOL + TOL * r.abs().nan_to_num(0.0)
+        worst = (err - bound).max() if err.numel() else 0.0
+        assert worst <= 0, f"{name}: error {err.max():.3g} exceeds the bound by {worst:.3g} ({case})"
+    _check_top1(got, ref, base, problem)
+
+
+def _check_top1(got: AttentionStats, ref: dict, base: dict, problem) -> None:
+    """top1 agrees with float64 except at near-ties, where both keys carry the max mass."""
+    assert got.top1.dtype == torch.int64
+    differ = got.top1 != ref["top1"]
+    if not differ.any():
+        return
+    assert (ref["top1"][differ] >= 0).all() and (got.top1[differ] >= 0).all(), "padding flags differ"
+    _, a64 = reference_probs(problem)
+    a64 = a64[:, :, problem.rows]
+    p_got = a64.gather(-1, got.top1.clamp(min=0)[..., None])[..., 0]
+    slack = TOL + 2 * (base["top1p"].double() - ref["top1p"]).abs().nan_to_num(0.0)
+    assert (ref["top1p"] - p_got <= slack)[differ].all(), "top1 differs away from a near-tie"
+
+
+def _prepare_kwargs(kwargs: dict) -> dict:
+    full = dict(
+        causal=True, softcap=None, sliding_window=None, sink_tokens=1, window=10, band=(10, 100),
+        segments=None, n_segments=None, key_padding_mask=None, query_rows=None, columns=True,
+    )  # fmt: skip
+    full.update(kwargs)
+    return full
+
+
+# ---------------------------------------------------------------- torch backend vs reference
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=cases())
+def test_torch_matches_reference(case: Case) -> None:
+    check_against_reference(case, "torch")
+
+
+@settings(max_examples=15, deadline=None)
+@given(case=cases(max_t=64), chunk=st.integers(1, 9))
+def test_torch_small_chunks_match_reference(case: Case, chunk: int) -> None:
+    check_against_reference(case, "torch", chunk_size=chunk)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_torch_half_inputs_match_reference(dtype: torch.dtype, data) -> None:
+    check_against_reference(data.draw(cases(dtype=dtype)), "torch")
+
+
+def test_torch_long_rows_match_reference() -> None:
+    """A few hundred keys with several chunks per batch element and GQA 4."""
+    gen = torch.Generator().manual_seed(1)
+    q, k = torch.randn(1, 8, 300, 32, generator=gen) * 2, torch.randn(1, 2, 700, 32, generator=gen)
+    case = Case(q, k, dict(scale=32**-0.5, segments=torch.randint(-1, 4, (1, 700), generator=gen), sink_tokens=4))
+    check_against_reference(case, "torch", chunk_size=37)
+
+
+# ---------------------------------------------------------------- answers known in closed form
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_zero_queries_give_uniform_attention(backend: str) -> None:
+    """q = 0: A_ij = 1/(i+1), so every statistic has a closed form."""
+    t, lo, hi, w, n = 40, 3, 9, 5, 2
+    q = torch.zeros(1, 2, t, 16)
+    k = torch.randn(1, 1, t, 16, generator=torch.Generator().manual_seed(2))
+    st_ = attention_stats(q, k, scale=0.25, band=(lo, hi), window=w, sink_tokens=n, backend=backend)
+    _assert_uniform(st_, t, lo, hi, w, n)
+
+
+def _assert_uniform(st_: AttentionStats, t: int, lo: int, hi: int, w: int, n: int) -> None:
+    i = torch.arange(t, dtype=torch.float64)
+    count = i + 1
+    expect = {
+        "lse": torch.log(count),
+        "entropy": torch.log(count),
+        "top1p": 1 / count,
+        "dist": i / 2,
+        "sink": torch.clamp(count, max=n) / count,
+        "waad": torch.tensor([sum(min(d, w) for d in range(r + 1)) / (r + 1) for r in range(t)], dtype=torch.float64),
+    }
+    harmonic = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(1 / count, 0)])  # H_0..H_t
+    recv = harmonic[t] - harmonic[:t]  # sum_{i >= j} 1/(i+1)
+    expect["recv"] = recv
+    expect["recv_mean"] = recv / (t - i)
+    band = []
+    for j in range(t):
+        rows = range(j + lo, min(t - 1, j + hi) + 1)
+        band.append(sum(1 / (r + 1) for r in rows) / len(rows) if len(rows) else math.nan)
+    expect["band"] = torch.tensor(band, dtype=torch.float64)
+    for name, want in expect.items():
+        got = getattr(st_, name).double()
+        torch.testing.assert_close(got, want.expand_as(got), rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
+    assert (st_.top1 == 0).all()  # all keys tie: the smallest index wins
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_dominating_key_is_top1(backend: str) -> None:
+    """A key aligned with every query and much longer than the rest takes nearly all mass."""
+    gen = torch.Generator().manual_seed(3)
+    t, star = 50, 17
+    u = torch.randn(16, generator=gen)
+    q = u * torch.rand(1, 3, t, 1, generator=gen).add(0.5)  # all queries point along u
+    k = torch.randn(1, 1, t, 16, generator=gen) * 0.1
+    k[0, 0, star] = 40 * u / u.norm() ** 2
+    st_ = attention_stats(q, k, scale=1.0, backend=backend)
+    after = slice(star, None)
+    assert (st_.top1[..., after] == star).all()
+    assert (st_.top1p[..., after] > 0.99).all()
+    assert (st_.top1[..., :star] != star).all()  # causal: rows before the key cannot see it
+    assert torch.allclose(st_.dist[..., after].double(), (torch.arange(star, t) - star).double(), atol=0.05 * t)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_left_padding_is_invisible(backend: str) -> None:
+    """Left-padding a sequence changes nothing for its real tokens; padded slots are NaN / -1."""
+    gen = torch.Generator().manual_seed(4)
+    t, pad = 30, 7
+    q, k = torch.randn(1, 4, t, 16, generator=gen), torch.randn(1, 2, t, 16, generator=gen)
+    segs = torch.randint(-1, 2, (1, t), generator=gen)
+    kw = dict(scale=0.25, band=(2, 9), sink_tokens=3, backend=backend)
+    plain = attention_stats(q, k, segments=segs, n_segments=2, **kw)
+    qp = torch.cat([torch.randn(1, 4, pad, 16, generator=gen), q], 2)
+    kp = torch.cat([torch.randn(1, 2, pad, 16, generator=gen), k], 2)
+    mask = torch.arange(t + pad)[None] >= pad
+    segp = torch.cat([torch.full((1, pad), 1), segs], 1)  # labels on padding must not count
+    padded = attention_stats(qp, kp, segments=segp, n_segments=2, key_padding_mask=mask.long(), **kw)
+    for name in (*FLOAT_STATS, "top1"):
+        a, b = getattr(plain, name), getattr(padded, name)
+        torch.testing.assert_close(b[:, :, pad:], a + (pad if name == "top1" else 0), rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
+        if name == "top1":
+            assert (b[:, :, :pad] == -1).all()
+        else:
+            assert b[:, :, :pad].isnan().all(), name
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_gqa_equals_repeated_keys(backend: str) -> None:
+    gen = torch.Generator().manual_seed(5)
+    q, k = torch.randn(2, 6, 20, 8, generator=gen), torch.randn(2, 2, 20, 8, generator=gen)
+    grouped = attention_stats(q, k, scale=0.3, backend=backend)
+    repeated = attention_stats(q, k.repeat_interleave(3, dim=1), scale=0.3, backend=backend)
+    for name in (*FLOAT_STATS, "top1"):
+        a, b = getattr(grouped, name), getattr(repeated, name)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_query_rows_and_kv_cache_select_rows_of_the_full_result(backend: str) -> None:
+    gen = torch.Generator().manual_seed(6)
+    q, k = torch.randn(1, 3, 25, 8, generator=gen), torch.randn(1, 1, 25, 8, generator=gen)
+    full = attention_stats(q, k, scale=0.4, backend=backend)
+    rows = torch.tensor([24, 3, 3, 10])
+    picked = attention_stats(q, k, scale=0.4, query_rows=rows, columns=False, backend=backend)
+    tail = attention_stats(q[:, :, -5:], k, scale=0.4, backend=backend)  # queries end-aligned
+    assert picked.recv is None and torch.equal(picked.query_rows, rows)
+    assert torch.equal(tail.query_rows, torch.arange(20, 25))
+    for name in ("lse", "top1", "entropy", "dist", "waad", "sink"):
+        torch.testing.assert_close(getattr(picked, name), getattr(full, name)[..., rows], msg=name)
+        torch.testing.assert_close(getattr(tail, name), getattr(full, name)[..., -5:], msg=name)
+
+
+def test_to_dataframe_long_format() -> None:
+    gen = torch.Generator().manual_seed(7)
+    q, k = torch.randn(2, 3, 6, 8, generator=gen), torch.randn(2, 3, 6, 8, generator=gen)
+    st_ = attention_stats(q, k, scale=0.3, segments=torch.zeros(2, 6, dtype=torch.long), backend="torch")
+    rows = st_.to_dataframe()
+    assert len(rows) == 2 * 3 * 6 and {"batch", "head", "row", "lse", "top1", "seg_0"} <= set(rows.columns)
+    one = rows[(rows["batch"] == 1) & (rows["head"] == 2) & (rows["row"] == 4)]
+    assert one.entropy.item() == pytest.approx(st_.entropy[1, 2, 4].item())
+    cols = st_.to_dataframe("columns")
+    assert len(cols) == 2 * 3 * 6 and cols.recv.sum() == pytest.approx(2 * 3 * 6, rel=1e-5)  # rows sum to 1
+
+
+# ---------------------------------------------------------------- Triton (interpreter on CPU)
+
+
+def _interpreter_active() -> bool:
+    """Whether this process runs Triton's interpreter: TRITON_INTERPRET=1 before `import triton`."""
+    if os.environ.get("TRITON_INTERPRET") != "1" or importlib.util.find_spec("triton") is None:
+        return False
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.zeros, InterpretedFunction)  # triton's own jit helpers are interpreted too
+
+
+interpreted = pytest.mark.skipif(
+    not _interpreter_active(), reason="runs in the TRITON_INTERPRET=1 subprocess of test_triton_under_interpreter"
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@pytest.mark.skipif(_interpreter_active(), reason="this process already runs the interpreter tests itself")
+def test_triton_under_interpreter() -> None:
+    """Run this module's interpreter tests in a fresh process with TRITON_INTERPRET=1.
+
+    Triton reads the variable when it is first imported (its own jit helpers such as
+    tl.zeros are built then), so it cannot be switched on inside a running test session.
+    """
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    cmd = [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-p", "no:cacheprovider", "-k", "interpreted_triton"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
+
+
+@interpreted
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_interpreted_triton_matches_reference(dtype: torch.dtype, data) -> None:
+    check_against_reference(data.draw(cases(max_t=150, max_heads=3, dtype=dtype)), "triton")
+
+
+@interpreted
+def test_interpreted_triton_long_sequence_matches_reference() -> None:
+    """T = 512: many tiles per row and per column, fp16, GQA 2, two segments, left padding."""
+    gen = torch.Generator().manual_seed(8)
+    q = (torch.randn(1, 2, 512, 16, generator=gen) * 2).half()
+    k = torch.randn(1, 1, 512, 16, generator=gen).half()
+    mask = torch.arange(512)[None] >= 5
+    case = Case(q, k, dict(scale=0.25, key_padding_mask=mask, segments=torch.randint(-1, 2, (1, 512), generator=gen)))
+    check_against_reference(case, "triton")
+
+
+@interpreted
+def test_interpreted_triton_uniform_attention() -> None:
+    t, lo, hi, w, n = 70, 3, 9, 5, 2
+    q = torch.zeros(1, 1, t, 16)
+    k = torch.randn(1, 1, t, 16, generator=torch.Generator().manual_seed(9))
+    st_ = attention_stats(q, k, scale=0.25, band=(lo, hi), window=w, sink_tokens=n, backend="triton")
+    _assert_uniform(st_, t, lo, hi, w, n)
+
+
+# ---------------------------------------------------------------- Triton on a real GPU
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_triton_gpu_matches_reference(dtype: torch.dtype, data) -> None:
+    case = data.draw(cases(max_t=700, dtype=dtype))
+    case = Case(case.q.cuda(), case.k.cuda(), {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in case.kwargs.items()})
+    check_against_reference(case, "triton")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_auto_backend_is_triton_on_gpu_and_agrees_with_torch() -> None:
+    gen = torch.Generator().manual_seed(10)
+    q = torch.randn(1, 8, 2000, 64, generator=gen).cuda().half()
+    k = torch.randn(1, 2, 2000, 64, generator=gen).cuda().half()
+    auto = attention_stats(q, k, scale=0.125)
+    streamed = attention_stats(q, k, scale=0.125, backend="torch")
+    for name in ("lse", "entropy", "dist", "waad", "recv", "band"):
+        torch.testing.assert_close(getattr(auto, name), getattr(streamed, name), rtol=1e-4, atol=1e-4, equal_nan=True)

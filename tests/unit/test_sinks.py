@@ -1,0 +1,220 @@
+"""Sink detection: pure functions on synthetic statistics with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from interp.analyses.sinks import (
+    TOKEN_TYPES,
+    SinkConfig,
+    combine,
+    default_texts,
+    first_token_mass,
+    hidden_sinks,
+    read_texts,
+    sink_members,
+    sink_rate,
+    split_texts,
+    token_type,
+)
+from interp.errors import InterpError
+from interp.kernels import attention_stats
+
+
+def test_first_token_mass_skips_the_sink_rows_and_nan():
+    sink = torch.tensor([[1.0, 0.5, 0.25, float("nan")], [1.0, 1.0, 0.0, 0.2]])
+    out = first_token_mass(sink, sink_tokens=1)
+    assert out.tolist() == pytest.approx([0.375, 0.4])
+    out2 = first_token_mass(sink, sink_tokens=2)
+    assert out2.tolist() == pytest.approx([0.25, 0.1])
+
+
+def test_sink_rate_is_a_percentage_over_all_entries():
+    alpha = np.array([[0.31, 0.30, 0.9], [0.0, 0.5, 0.1]])
+    assert sink_rate(alpha, 0.3) == pytest.approx(100 * 3 / 6)
+    assert sink_rate(torch.tensor(alpha), 0.6) == pytest.approx(100 / 6)
+    with pytest.raises(InterpError):
+        sink_rate(np.array([]), 0.3)
+
+
+def test_sink_members_first_hit_is_not_hidden():
+    rm = torch.tensor(
+        [
+            [0.5, 0.05, 0.2, 0.15, 0.3],  # S = {0, 2, 3, 4}; hidden {2, 3, 4}
+            [0.05, 0.2, 0.01, 0.3, 0.02],  # first hit at 1 (not 0): hidden {3}
+            [float("nan"), 0.4, 0.01, 0.09, 0.11],  # padded key 0 never in S
+        ]
+    )
+    member, hidden = sink_members(rm, tau=0.1, min_queries=1)
+    assert member.tolist() == [
+        [True, False, True, True, True],
+        [False, True, False, True, False],
+        [False, True, False, False, True],
+    ]
+    assert hidden.tolist() == [
+        [False, False, True, True, True],
+        [False, False, False, True, False],
+        [False, False, False, False, True],
+    ]
+    # keys seen by fewer than 2 queries (the last one) are not candidates
+    member2, hidden2 = sink_members(rm, tau=0.1, min_queries=2)
+    assert member2[:, -1].tolist() == [False, False, False]
+    assert hidden2[0].tolist() == [False, False, True, True, False]
+    assert torch.equal(hidden_sinks(rm, 0.1, 1), hidden)
+
+
+def test_sink_members_threshold_is_strict():
+    member, _ = sink_members(torch.tensor([0.1, 0.1000001]), tau=0.1)
+    assert member.tolist() == [False, True]
+
+
+@pytest.mark.parametrize(
+    "tok,special,expected",
+    [
+        ("<|im_start|>", True, "special"),
+        ("\n", False, "newline"),
+        ("\n\n   ", False, "newline"),
+        ("   ", False, "whitespace"),
+        (",", False, "punctuation"),
+        (" .)", False, "punctuation"),
+        ("==", False, "punctuation"),
+        (" 42", False, "number"),
+        (" The", False, "stopword"),
+        (" of", False, "stopword"),
+        (" parser", False, "other"),
+        ("x1", False, "other"),
+    ],
+)
+def test_token_type(tok, special, expected):
+    assert token_type(tok, special) == expected
+    assert expected in TOKEN_TYPES
+
+
+def test_split_and_read_texts(tmp_path):
+    assert split_texts("a\nb\n---\n\nc\n---\n   \n---\n") == ["a\nb", "c"]
+    assert split_texts("one text\n\nwith --- inside") == ["one text\n\nwith --- inside"]
+    f = tmp_path / "t.txt"
+    f.write_text("first\n---\nsecond\n", encoding="utf-8")
+    assert read_texts(f) == ("first", "second")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n---\n  \n", encoding="utf-8")
+    with pytest.raises(InterpError, match="empty"):
+        read_texts(empty)
+    with pytest.raises(InterpError, match="not found"):
+        read_texts(tmp_path / "missing.txt")
+
+
+def test_shipped_texts_are_many_and_long():
+    texts = default_texts()
+    assert len(texts) >= 20
+    assert all(len(t) > 1000 for t in texts)  # ~400 tokens each: the default 256-token window fits
+    assert sum(len(t) for t in texts) > 8192 * 3  # enough for one packed 8k window
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"eps": 0.0}, "eps"),
+        ({"eps": 1.0}, "eps"),
+        ({"tau": -0.1}, "tau"),
+        ({"length": 1}, "length"),
+        ({"min_queries": 0}, "min_queries"),
+        ({"sink_tokens": 0}, "sink_tokens"),
+        ({"max_texts": 0}, "max_texts"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(InterpError, match=match):
+        SinkConfig(**kwargs).validate()
+
+
+def test_kernel_first_token_mass_matches_float64_and_alpha0_identity():
+    """first-token mass from the kernel's row stat equals a materialised float64 computation,
+    and alpha_0 (column stat) = (1 + (T - 1) * first_token_mass) / T."""
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 4, 24, 8, generator=g) * 2
+    k = torch.randn(1, 2, 24, 8, generator=g) * 2
+    scale = 8**-0.5
+    st = attention_stats(q, k, scale=scale, backend="torch")
+    ftm = first_token_mass(st.sink[0], 1)
+    s = (q.double() @ k.double().repeat_interleave(2, 1).transpose(-1, -2))[0] * scale
+    s = s.masked_fill(torch.ones(24, 24, dtype=torch.bool).triu(1), float("-inf"))
+    a = torch.softmax(s, -1)
+    expected = a[:, 1:, 0].mean(-1)
+    assert torch.allclose(ftm, expected, atol=1e-5)
+    alpha0 = st.recv_mean[0, :, 0].double()
+    assert torch.allclose(alpha0, (1 + 23 * ftm) / 24, atol=1e-5)
+
+
+def _synthetic_result():
+    # 2 texts x 5 tokens, 2 layers (3 and 7) x 2 heads
+    tokens = [(["A", " the", ",", "\n", " cat"], [True, False, False, False, False]),
+              (["B", " x", ".", " of", "\n"], [False, False, False, False, False])]
+    rec0 = {
+        "first_token_mass": [[0.9, 0.1], [0.5, 0.2]],
+        "alpha0": [[0.92, 0.28], [0.6, 0.36]],
+        "position_count": [3, 0, 1, 0, 0],
+        "hits": [[3, 0, 0, 0.92, False], [3, 0, 2, 0.2, True], [7, 1, 3, 0.15, True], [7, 1, 0, 0.36, False]],
+    }
+    rec1 = {
+        "first_token_mass": [[0.8, 0.0], [0.4, 0.3]],
+        "alpha0": [[0.85, 0.05], [0.5, 0.2]],
+        "position_count": [3, 1, 0, 0, 0],
+        "hits": [[3, 0, 0, 0.85, False], [3, 0, 2, 0.3, True], [3, 1, 4, 0.2, True]],
+    }
+    cfg = SinkConfig(texts=("a", "b"), length=5)
+    return combine("toy", cfg, [3, 7], 2, tokens, [rec0, rec1])
+
+
+def test_result_tables_from_synthetic_records():
+    r = _synthetic_result()
+    heads = r.to_dataframe()
+    assert list(heads.columns[:5]) == ["layer", "head", "first_token_mass", "alpha0", "sink_rate_pct"]
+    row = heads[(heads.layer == 3) & (heads["head"] == 0)].iloc[0]
+    assert row.first_token_mass == pytest.approx(0.85)
+    assert row.alpha0 == pytest.approx((0.92 + 0.85) / 2)
+    assert row.sink_rate_pct == pytest.approx(100.0)
+    assert row.n_hidden_sinks == 2 and row.hidden_mass == pytest.approx(0.25)
+    assert heads[(heads.layer == 7) & (heads["head"] == 1)].iloc[0].sink_rate_pct == pytest.approx(50.0)
+    # sink rate over all 8 (text, layer, head): alpha0 > 0.3 for 0.92, 0.6, 0.36, 0.85, 0.5
+    assert r.sink_rate == pytest.approx(100 * 5 / 8)
+    layers = r.layer_sink_rates()
+    assert layers.sink_rate_pct.tolist() == pytest.approx([50.0, 75.0])
+    sinks = r.sinks_dataframe()
+    assert len(sinks) == 7 and sinks.hidden.sum() == 4
+    assert sinks[sinks.hidden].token.tolist() == [",", "\n", ".", "\n"]
+    assert r.position_sink_rate().tolist() == pytest.approx([100 * 6 / 8, 100 / 8, 100 / 8, 0, 0])
+
+
+def test_token_type_table_shares_and_enrichment():
+    r = _synthetic_result()
+    t = r.token_type_table().set_index("token_type")
+    assert t.loc["punctuation", "n_hidden"] == 2 and t.loc["newline", "n_hidden"] == 2
+    assert t.share.sum() == pytest.approx(1.0)
+    assert t.base_share.sum() == pytest.approx(1.0)
+    # base: tokens after position 0 = 8: ' the', ',', '\n', ' cat', ' x', '.', ' of', '\n'
+    assert t.loc["newline", "base_share"] == pytest.approx(2 / 8)
+    assert t.loc["newline", "enrichment"] == pytest.approx(0.5 / 0.25)
+    assert t.loc["newline", "n_positions"] == 2
+    top = r.top_hidden_tokens()
+    assert set(top.token[:2]) == {"\n", ","} and top.n_hidden.iloc[0] == 2
+    s = r.summary()
+    assert s["n_hidden_sinks"] == 4 and math.isclose(s["sink_rate_pct"], 62.5)
+
+
+def test_sinks_figure_shows_the_measurements():
+    from interp.plots.sinks import sinks_figure
+
+    r = _synthetic_result()
+    fig = sinks_figure(r)
+    heat = fig.data[0]
+    assert np.allclose(np.asarray(heat.z, float), r.first_token_mass.mean(0))
+    bars = [tr for tr in fig.data if tr.type == "bar"]
+    names = {tr.name for tr in bars}
+    assert {"share of hidden sinks", "share of tokens"} <= names
+    share = next(tr for tr in bars if tr.name == "share of hidden sinks")
+    assert sum(share.y) == pytest.approx(1.0)
