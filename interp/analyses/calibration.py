@@ -61,6 +61,7 @@ __all__ = [
     "zerotune_edits",
     "first_token_keys",
     "check_heads",
+    "choice_token_ids",
     "score_task",
     "rank_act_candidates",
     "wilson_interval",

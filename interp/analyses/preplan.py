@@ -38,6 +38,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from interp.errors import InterpError
 
@@ -166,10 +168,15 @@ def _is_int(x: object) -> bool:
 def load_prompts(path: str | Path) -> list[dict]:
     """Read a JSONL prompt file: one ``{"id": ..., "prompt": ..., "response": optional}`` per line."""
     path = Path(path)
-    if not path.is_file():
-        raise InterpError(f"prompt file {path} not found: pass a JSONL file with one {{\"prompt\": ...}} per line")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InterpError(
+            f"cannot read prompt file {path} ({getattr(err, 'strerror', None) or err}): "
+            "pass a UTF-8 JSONL file with one {\"prompt\": ...} per line"
+        ) from err
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -305,8 +312,8 @@ class PreplanStats:
 
 
 def layer_statistics(
-    q: torch.Tensor,
-    k: torch.Tensor,
+    q: Float[Tensor, "1 head pos d_head"],
+    k: Float[Tensor, "1 kv_head pos d_head"],
     *,
     scale: float,
     n_prompt: int,

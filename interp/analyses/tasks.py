@@ -11,8 +11,8 @@ logit difference is the patching metric (METRICS.md, "Circuit patching").
   corrupted prompt is the "ABC" distribution: the same template with three *other* names, so
   neither answer appears in it and the model has no reason to prefer one.
 - **Colored Objects** (Ippolito & Callison-Burch 2023; as used by Merullo et al. 2023, "Circuit
-  component reuse across tasks"): "On the table, I see a red pen, a blue cup and a green hat.
-  What color is the cup? The cup is" -> " blue". The wrong answer is the colour of another item
+  component reuse across tasks"): "On the desk there is a red pen, a blue cup and a green hat.
+  Which color is the cup? It is" -> " blue". The wrong answer is the colour of another item
   on the table. The corrupted prompt keeps the objects and the question but gives the items
   other colours, none of them a clean colour -- the analogue of IOI's ABC corruption.
 
@@ -79,7 +79,8 @@ OBJECTS: tuple[str, ...] = tuple(
 )
 
 # Colored Objects: {items} is the list "a red pen, a blue cup and a green hat", {query} the asked object.
-CO_TEMPLATE = "On the table, I see {items}. What color is the {query}? The {query} is"
+# (On the embedded SmolLM2-135M this question form scored best of the zero-shot phrasings tried.)
+CO_TEMPLATE = "On the desk there is {items}. Which color is the {query}? It is"
 CO_OBJECTS: tuple[str, ...] = tuple(
     "pen book cup ball hat key bag box lamp phone shoe plate bottle chair clock sock toy car bike "
     "coat shirt pencil".split()
@@ -102,8 +103,9 @@ class TaskBatch:
         order: per prompt, "ABBA" or "BABA" for IOI; "" otherwise.
         roles: role name -> LongTensor [batch] of that role's position in each prompt
             (IOI: IO, S1, S2, end; Colored Objects: item, colour, query, end).
-        pos_labels: one label per position: the token where all prompts agree, else the role
-            that sits there in every prompt, else the roles seen there joined by "|".
+        pos_labels: one label per position: the token where all prompts agree, else the
+            template slot that sits there in every prompt (e.g. "N1", "S2", "colour2"), else the
+            distinct tokens seen there joined by "/" (up to three), else "pos P".
         dropped: default words or templates left out because they are not single tokens /
             not of the common length for this tokenizer.
     """
@@ -233,6 +235,7 @@ def task_from_prompts(
     task: str = "custom",
     order: Optional[Sequence[str]] = None,
     roles: Optional[dict] = None,
+    slots: Optional[dict] = None,
     dropped: Sequence[str] = (),
 ) -> TaskBatch:
     """Tokenize prompt pairs into a :class:`TaskBatch`, checking what patching needs.
@@ -244,7 +247,10 @@ def task_from_prompts(
             with a leading space).
         task: a name for the task.
         order: optional per-example tag (e.g. "ABBA").
-        roles: optional role name -> positions per example.
+        roles: optional role name -> positions per example (e.g. IO, S1, S2 for IOI).
+        slots: optional template slot name -> positions per example, used to label positions
+            where the prompts hold different words (default: ``roles``).
+        dropped: default words left out by a generator (recorded in the batch).
 
     Raises:
         InterpError: empty or mismatched lists, a clean and corrupted prompt of different token
@@ -298,23 +304,26 @@ def task_from_prompts(
         answers=tuple(zip(correct, wrong)),
         order=tuple(order) if order is not None else ("",) * n,
         roles=roles_t,
-        pos_labels=_pos_labels(tokenizer, clean_t, roles_t),
+        pos_labels=_pos_labels(
+            tokenizer, clean_t, {k: torch.as_tensor(v) for k, v in slots.items()} if slots else roles_t
+        ),
         dropped=tuple(dropped),
     )
 
 
-def _pos_labels(tokenizer, clean: torch.Tensor, roles: dict) -> tuple[str, ...]:
+def _pos_labels(tokenizer, clean: torch.Tensor, slots: dict) -> tuple[str, ...]:
+    """Label per position: the shared token, else the slot there in every prompt, else the tokens seen."""
     labels = []
     for p in range(clean.shape[1]):
         col = clean[:, p]
-        here = [name for name, where in roles.items() if bool((where == p).any())]
-        everywhere = [name for name, where in roles.items() if bool((where == p).all())]
-        if everywhere:
-            labels.append("|".join(everywhere))
-        elif bool((col == col[0]).all()):
-            labels.append(tokenizer.decode([int(col[0])]))
-        elif here:
-            labels.append("|".join(here))
+        slot = [name for name, where in slots.items() if bool((where == p).all())]
+        distinct = list(dict.fromkeys(col.tolist()))
+        if len(distinct) == 1:
+            labels.append(tokenizer.decode([distinct[0]]))
+        elif slot:
+            labels.append("|".join(slot))
+        elif len(distinct) <= 3:
+            labels.append("/".join(tokenizer.decode([t]).strip() for t in distinct))
         else:
             labels.append(f"pos {p}")
     return tuple(labels)
@@ -386,6 +395,7 @@ def ioi(tokenizer, config: IOIConfig = IOIConfig()) -> TaskBatch:
     rng = random.Random(config.seed)
     clean, corrupt, correct, wrong, order = [], [], [], [], []
     roles: dict[str, list[int]] = {"IO": [], "S1": [], "S2": [], "end": []}
+    slots: dict[str, list[int]] = {"N1": [], "N2": [], "S2": [], "place": [], "object": []}
     for i in range(config.n):
         template = rng.choice(templates)
         io, s = rng.sample(names, 2)
@@ -404,8 +414,14 @@ def ioi(tokenizer, config: IOIConfig = IOIConfig()) -> TaskBatch:
         roles["S1"].append(_position(ids, name_id[s], 0))
         roles["S2"].append(_position(ids, name_id[s], 1))
         roles["end"].append(len(ids) - 1)
+        slots["N1"].append(_position(ids, name_id[n1]))
+        slots["N2"].append(_position(ids, name_id[n2]))
+        slots["S2"].append(roles["S2"][-1])
+        for key in ("place", "object"):
+            at = [_position(ids, t) for t in (_single_token(tokenizer, " " + fill[key]),) if t in ids]
+            slots[key].append(at[0] if at else -1)
     return task_from_prompts(
-        tokenizer, clean, corrupt, correct, wrong, task="ioi", order=order, roles=roles,
+        tokenizer, clean, corrupt, correct, wrong, task="ioi", order=order, roles=roles, slots=slots,
         dropped=dropped_t + d1 + d2 + d3,
     )
 
@@ -451,6 +467,8 @@ def colored_objects(tokenizer, config: ColoredObjectsConfig = ColoredObjectsConf
     rng = random.Random(config.seed)
     clean, corrupt, correct, wrong = [], [], [], []
     roles: dict[str, list[int]] = {"item": [], "colour": [], "query": [], "end": []}
+    slots: dict[str, list[int]] = {f"{kind}{j + 1}": [] for j in range(config.n_items) for kind in ("colour", "object")}
+    slots["query"] = []
     for _ in range(config.n):
         objs = rng.sample(objects, config.n_items)
         cols = rng.sample(colours, config.n_items)
@@ -469,8 +487,13 @@ def colored_objects(tokenizer, config: ColoredObjectsConfig = ColoredObjectsConf
         roles["colour"].append(_position(ids, col_id, 0))
         roles["query"].append(_position(ids, obj_id, 1))
         roles["end"].append(len(ids) - 1)
+        for j in range(config.n_items):
+            slots[f"colour{j + 1}"].append(_position(ids, _single_token(tokenizer, " " + cols[j])))
+            slots[f"object{j + 1}"].append(_position(ids, _single_token(tokenizer, " " + objs[j])))
+        slots["query"].append(roles["query"][-1])
     return task_from_prompts(
-        tokenizer, clean, corrupt, correct, wrong, task="colored-objects", roles=roles, dropped=d1 + d2
+        tokenizer, clean, corrupt, correct, wrong, task="colored-objects", roles=roles, slots=slots,
+        dropped=d1 + d2,
     )
 
 

@@ -58,7 +58,7 @@ def tile_stats(
         softcap: None, or the cap of s = cap * tanh(s / cap).
         vis: [c, n_vis] bool visibility of the only tile columns where some row of the
             chunk cannot see the key, starting at column `vis_start`.
-        v: [n_keys, 2 + n_segments] right-hand side of the row matmul (see module doc).
+        v: [2 + n_segments, n_keys] the columns of the row matmul's V (see module doc).
         waad_w: [c, n_w] weights max(W - (a_i - j), 0) of tile columns from `waad_start`.
         band_w: [c, n_b] 0/1 band membership of real rows for tile columns from `band_start`
             (None: no column statistics or an empty band).
@@ -81,7 +81,8 @@ def tile_stats(
     top1p = p.gather(-1, top1[..., None])[..., 0]  # = exp(m - lse) = 1 / sum_j exp(s_j - m)
     lse = m - torch.log(top1p)
     entropy = lse - torch.matmul(p[..., None, :], s[..., :, None])[..., 0, 0]
-    rowdot = torch.matmul(p, v)
+    flat = p.view(-1, p.shape[-1])
+    rowdot = torch.stack([torch.mv(flat, col) for col in v], dim=-1).view(kv, gc, -1)  # gemv beats a narrow gemm
     p4 = p.view(kv, gc // c, c, -1)
     waad_part = (p4[..., waad_start : waad_start + waad_w.shape[1]] * waad_w).sum(-1).view(kv, gc)
     recv = band = None
@@ -124,6 +125,8 @@ def torch_stats(
         recv_sum = torch.zeros(pb.batch, heads, pb.key_pos, dtype=torch.float64, device=device)
         band_sum = torch.zeros_like(recv_sum)
     first_real = pb.first_real.tolist()
+    # a padding mask with holes (not left padding) must be applied to every column
+    holes = [not bool(pb.key_real[b, fr:].all()) for b, fr in enumerate(first_real)]
     query_real = pb.query_real()
     lo, hi = pb.band
 
@@ -149,7 +152,7 @@ def torch_stats(
             idx_d = idx.to(device)
             a = (pb.offset + idx_d)[:, None]  # [c, 1] key index of each row
             j = torch.arange(k0, k1, device=device)[None, :]  # [1, n_keys]
-            vis, vis_start = _partial_visibility(pb, b, a, j)
+            vis, vis_start = _partial_visibility(pb, b, holes[b], a, a_min, a_max, k0, k1)
             qc = (qb.index_select(1, idx_d).to(cdtype) * pb.scale).reshape(kvh, group * c, -1)
             kt = kb[:, k0:k1].transpose(1, 2)
             v = _row_rhs(pb, b, first_real[b], a_min, j[0], cdtype)
@@ -210,33 +213,42 @@ def _auto_chunk(pb: Problem, first_row: int, cdtype: torch.dtype) -> int:
     return max(1, int((-width0 + math.sqrt(width0 * width0 + 4 * budget)) / 2))
 
 
-def _partial_visibility(pb: Problem, b: int, a: Tensor, j: Tensor) -> tuple[Tensor, int]:
-    """Visibility of the tile's columns that are not seen by every row of the chunk.
+def _partial_visibility(pb: Problem, b: int, holes: bool, a: Tensor, a_min: int, a_max: int, k0: int, k1: int) -> tuple[Tensor, int]:
+    """Visibility of the only tile columns that some row of the chunk cannot see.
+
+    Causal: keys after the first row's position, [a_min + 1, k1). Sliding window: keys
+    before the last row's window, [k0, a_max - window + 1). Left padding is already cut off
+    by k0; a padding mask with holes needs every column.
 
     Returns:
-        (vis [c, n_vis] bool, first column): a causal chunk only has its diagonal block
-        here; left padding is already cut off by the key range; holes in a padding mask
-        widen the block to cover them.
+        (vis [c, n_vis] bool, first tile column of vis).
     """
-    vis = pb.key_real[b, j[0]][None, :].expand(a.shape[0], -1)
+    lo, hi = k1, k0  # empty span
+    if pb.causal:
+        lo, hi = min(lo, a_min + 1), max(hi, k1)
+    if pb.sliding_window is not None:
+        lo, hi = min(lo, k0), max(hi, min(k1, a_max - pb.sliding_window + 1))
+    if holes:
+        lo, hi = k0, k1
+    lo = max(lo, k0)
+    if hi <= lo:
+        return torch.ones(a.shape[0], 0, dtype=torch.bool, device=a.device), 0
+    j = torch.arange(lo, hi, device=a.device)[None, :]
+    vis = pb.key_real[b, lo:hi][None, :] if holes else torch.ones_like(j, dtype=torch.bool)
     if pb.causal:
         vis = vis & (j <= a)
     if pb.sliding_window is not None:
         vis = vis & (j > a - pb.sliding_window)
-    partial = torch.nonzero((~vis).any(0))
-    if partial.numel() == 0:
-        return vis[:, :0], 0
-    first, last = int(partial[0]), int(partial[-1])
-    return vis[:, first : last + 1], first
+    return vis, lo - k0
 
 
 def _row_rhs(pb: Problem, b: int, first_real: int, a_ref: int, j: Tensor, cdtype: torch.dtype) -> Tensor:
-    """V = [a_ref - j, j is a sink key, segment one-hots]: [n_keys, 2 + n_segments]."""
-    v = torch.zeros(j.shape[0], 2 + pb.n_segments, dtype=cdtype, device=j.device)
-    v[:, 0] = a_ref - j
-    v[:, 1] = j < first_real + pb.sink_tokens
+    """V^T = [a_ref - j, j is a sink key, segment one-hots]: [2 + n_segments, n_keys]."""
+    v = torch.zeros(2 + pb.n_segments, j.shape[0], dtype=cdtype, device=j.device)
+    v[0] = a_ref - j
+    v[1] = j < first_real + pb.sink_tokens
     if pb.segments is not None:
         labels = pb.segments[b, j]
         hit = labels >= 0
-        v[hit.nonzero()[:, 0], 2 + labels[hit]] = 1.0
+        v[2 + labels[hit], hit.nonzero()[:, 0]] = 1.0
     return v

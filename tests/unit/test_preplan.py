@@ -35,14 +35,15 @@ def test_default_layers_thirty_layers_by_hand():
     assert default_layers(30) == [10, 13, 15, 18, 20]
 
 
-@pytest.mark.parametrize("n_layers", range(1, 70))
-def test_default_layers_lie_in_middle_third(n_layers):
-    got = default_layers(n_layers)
-    lo, hi = n_layers // 3, (2 * n_layers) // 3
-    assert got == sorted(set(got))
-    assert got[0] == lo and got[-1] == hi
-    assert all(lo <= x <= hi for x in got)
-    assert len(got) == min(5, hi - lo + 1)
+def test_default_layers_lie_in_middle_third():
+    for n_layers in range(1, 130):
+        got = default_layers(n_layers)
+        lo, hi = n_layers // 3, (2 * n_layers) // 3
+        assert got == sorted(set(got)), n_layers
+        assert got[0] == lo and got[-1] == hi, n_layers
+        assert len(got) == min(5, hi - lo + 1), n_layers
+        steps = np.diff(got)
+        assert len(got) < 5 or steps.max() - steps.min() <= 1, n_layers  # evenly spaced up to rounding
 
 
 def test_quantile_masks_on_hand_arrays():
@@ -124,7 +125,7 @@ def test_shipped_prompts_and_prompt_file(tmp_path):
     bad.write_text('{"prompt": "ok"}\n{"nope": 1}\n')
     with pytest.raises(InterpError, match="line 2"):
         load_prompts(bad)
-    with pytest.raises(InterpError, match="not found"):
+    with pytest.raises(InterpError, match="cannot read prompt file"):
         load_prompts(tmp_path / "missing.jsonl")
 
 
