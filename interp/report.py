@@ -175,6 +175,7 @@ def stage_configs(config: ReportConfig) -> dict[str, Any]:
         from interp.analyses.retrieval import RetrievalConfig
 
         out["retrieval"] = config.retrieval or RetrievalConfig(**_RETRIEVAL_SIZES[quick])
+        out["retrieval"].validate()
     if "sinks" in config.stages:
         from interp.analyses.sinks import SinkConfig
 
@@ -193,7 +194,10 @@ def stage_configs(config: ReportConfig) -> dict[str, Any]:
 
 # Small sizes per stage: {quick: kwargs}. Chosen so the full report takes about 5 minutes on two
 # free CPU cores with the embedded 135M model, and `quick` about one minute.
-_RETRIEVAL_SIZES = {False: {}, True: {}}
+_RETRIEVAL_SIZES = {
+    False: {"lengths": (256, 512), "depths": (0.25, 0.75), "seeds": (0, 1)},
+    True: {"lengths": (192,), "depths": (0.5,), "mask": False},
+}
 _SINK_SIZES = {False: {"length": 256, "max_texts": 6}, True: {"length": 128, "max_texts": 2}}
 _PREPLAN_SIZES = {False: {"max_new_tokens": 96}, True: {"max_new_tokens": 24}}
 _PATCH_SIZES = {False: {"task": "ioi", "n": 16}, True: {"task": "ioi", "n": 4}}
@@ -284,11 +288,61 @@ def _preplan_figures(result) -> list:
 
 def _stage_retrieval(lm, cfg, ctx: dict) -> _Output:
     from interp.analyses.retrieval import score_retrieval
-    from interp.plots import retrieval as rp
 
     result = score_retrieval(lm, cfg, out_dir=None)
-    df = result.to_dataframe()
-    return _generic_output(result, df, rp, "retrieval score")
+    s = result.summary()
+    n_total = result.scores.size
+    n_ret = int((result.scores > cfg.threshold).sum())
+    top = result.top(5)
+    grid = f"{len(cfg.lengths)} lengths ({', '.join(map(str, cfg.lengths))} tokens) x {len(cfg.depths)} depths"
+    text = (
+        f"{n_ret} of {n_total} heads ({result.share:.1%}) are retrieval heads (copy score > {cfg.threshold}; Wu et al. "
+        f"2024 report under 5%), over {result.n_samples} of {len(result.samples)} needle samples the model answered "
+        f"({grid}, mean recall {s['mean_recall']:.2f})."
+    )
+    if top:
+        text += " Top heads: " + ", ".join(f"L{l}H{h} ({v:.2f})" for l, h, v in top) + "."
+    m = result.masking
+    if m is not None:
+        text += (
+            f" Masking the top {m.k_top} heads drops needle recall from {m.recall_unmasked:.2f} to {m.recall_top:.2f}; "
+            f"masking {m.k_random} random heads gives {m.recall_random_mean:.2f}"
+            + (f" (sd {m.recall_random_std:.2f} over {len(m.seeds)} seeds)." if len(m.seeds) > 1 else ".")
+        )
+    tables = {"heads": result.to_dataframe(), "samples": result.samples_dataframe()}
+    if m is not None:
+        tables["masking"] = m.to_dataframe()
+    ctx["retrieval_top"] = [(l, h) for l, h, _ in top]
+    return _Output(
+        summary=text,
+        summary_html=f"<p>{_esc(text)}</p>",
+        tables=tables,
+        figures=figures_for("retrieval", result),
+        json={"summary": s},
+        result=result,
+    )
+
+
+def _retrieval_figures(result) -> list:
+    from interp.plots import retrieval as rp
+
+    return _all_figures(rp, result)
+
+
+def _all_figures(module, result) -> list:
+    """Placeholder: every public one-argument figure function of ``module``."""
+    import inspect
+
+    figures = []
+    for name in getattr(module, "__all__", []):
+        fn = getattr(module, name)
+        if callable(fn) and not name.startswith("save"):
+            params = [p for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
+            if len(params) == 1:
+                out = fn(result)
+                if hasattr(out, "to_html"):
+                    figures.append((name.removesuffix("_figure"), out))
+    return figures
 
 
 def _stage_sinks(lm, cfg, ctx: dict) -> _Output:
@@ -388,6 +442,7 @@ def _stage_attention(lm, cfg, ctx: dict) -> _Output:
 
 
 _FIGURES: dict[str, Callable] = {
+    "retrieval": _retrieval_figures,
     "sinks": _sinks_figures,
     "preplan": _preplan_figures,
 }

@@ -730,6 +730,7 @@ def patch_task(
     base, clean_logits, corrupt_logits = task_baseline(lm, batch)
     fn, metric_name = _resolve_metric(metric, batch, clean_logits, corrupt_logits)
     _evaluate(fn, clean_logits, batch.n)  # a bad metric fails here, before the sweep
+    m_corrupt = float(_evaluate(fn, corrupt_logits, batch.n).double().mean())
     del clean_logits, corrupt_logits
     common = dict(
         task=batch.task, target=target, metric=metric_name, axes=axes, baseline=base,
@@ -746,8 +747,7 @@ def patch_task(
     estimate = attribution_patching(lm, batch.clean, batch.corrupt, site, index, fn)
     if act_result is None:
         return PatchResult(method="attribution", scores=_dense(index, estimate, axes, shape), **common)
-    # compare estimate with the activation effect M(patched) - M(corrupt)
-    m_corrupt = float(_evaluate(fn, lm.forward(batch.corrupt.to(lm.device)), batch.n).double().mean())
+    # compare the estimate with the activation effect M(patched) - M(corrupt)
     effect = replace(act_result, scores=act_result.scores - m_corrupt)
     attr = PatchResult(method="attribution", scores=_dense(index, estimate, axes, shape), activation=act_result, **common)
     return replace(attr, correlation=method_correlation(attr, effect))
@@ -898,7 +898,7 @@ def circuit_overlap(a: PatchResult, b: PatchResult, top: int = 10) -> CircuitOve
         InterpError: results without heads, or of models with different layer/head counts.
     """
     sa, sb = head_scores(a), head_scores(b)
-    if sa.shape != sb.shape:
+    if sa.shape != sb.shape or (a.head_axis or "head") != (b.head_axis or "head"):
         raise InterpError(
             f"the two runs have different layer x head grids {sa.shape} and {sb.shape}: compare runs of the same "
             "model and the same head kind (k/v runs are per kv head)"

@@ -133,6 +133,33 @@ class TaskBatch:
         """Tokens per prompt."""
         return int(self.clean.shape[1])
 
+    @classmethod
+    def from_tokens(
+        cls, clean: torch.Tensor, corrupt: torch.Tensor, correct, wrong, *, task: str = "custom"
+    ) -> "TaskBatch":
+        """A batch from token ids directly: clean/corrupt [batch, pos], correct/wrong [batch].
+
+        Raises:
+            InterpError: shapes that do not match (the message says how to fix them).
+        """
+        clean, corrupt = torch.as_tensor(clean, dtype=torch.long), torch.as_tensor(corrupt, dtype=torch.long)
+        if clean.dim() != 2 or clean.shape != corrupt.shape:
+            raise InterpError(
+                f"clean {tuple(clean.shape)} and corrupted {tuple(corrupt.shape)} must both be [batch, pos] of the same "
+                "shape: each corrupted prompt must have as many tokens as its clean prompt"
+            )
+        correct = torch.as_tensor(correct, dtype=torch.long).reshape(-1)
+        wrong = torch.as_tensor(wrong, dtype=torch.long).reshape(-1)
+        n = clean.shape[0]
+        if correct.shape != (n,) or wrong.shape != (n,):
+            raise InterpError(f"give one correct and one wrong answer token per prompt ({n} prompts)")
+        return cls(
+            task=task, clean=clean, corrupt=corrupt, correct=correct, wrong=wrong,
+            clean_text=("",) * n, corrupt_text=("",) * n, answers=(("", ""),) * n, order=("",) * n,
+            roles={"end": torch.full((n,), clean.shape[1] - 1, dtype=torch.long)},
+            pos_labels=tuple(f"pos {p}" for p in range(clean.shape[1])),
+        )
+
     def to(self, device) -> "TaskBatch":
         """The same batch with its tensors on ``device``."""
         from dataclasses import replace

@@ -1,0 +1,255 @@
+"""Patching on tiny random Llamas (MHA and GQA): batched = slow per-patch loop, the exact
+invariants (full residual -> 1, no-op -> 0), attribution = finite differences, path patching =
+an independent construction, and our patching = transformer-lens's own on a TransformerBridge."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.analyses.patching import (
+    activation_patching,
+    attribution_patching,
+    logit_diff,
+    make_metric,
+    patch_task,
+    path_patching,
+    target_index,
+    task_baseline,
+)
+from interp.analyses.tasks import TaskBatch
+from interp.hooks import Edit, capture, intervene
+from interp.models import wrap_model
+
+
+def _model(n_heads: int, n_kv: int, *, vocab: int = 97, layers: int = 3, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv,
+        head_dim=8,
+        max_position_embeddings=64,
+        attn_implementation="sdpa",
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module", params=[(4, 4), (6, 2)], ids=["mha", "gqa"])
+def lm64(request):
+    """Tiny random Llama in float64 (so batched and serial runs agree to ~1e-12)."""
+    return wrap_model(_model(*request.param).double(), None, name="tiny64")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(1)
+    clean = torch.randint(0, 97, (3, 7), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, [1, 4]] = torch.randint(0, 97, (3, 2), generator=g)
+    correct = torch.randint(0, 97, (3,), generator=g)
+    wrong = (correct + 1 + torch.randint(0, 90, (3,), generator=g)) % 97
+    return TaskBatch.from_tokens(clean, corrupt, correct, wrong)
+
+
+def _ld(b):
+    return lambda logits: logit_diff(logits, b.correct, b.wrong)
+
+
+def _slow_patch(lm, b, site, layer, head, pos):
+    """One forward per patch, written independently of the batched code."""
+    with capture(lm, layers=[layer], keep=(site,)) as cap:
+        lm.forward(b.clean)
+    clean_act = cap[site, layer]
+
+    def fn(x):
+        x = x.clone()
+        p = slice(None) if pos < 0 else pos
+        if site in ("q", "k", "v", "z"):
+            x[:, head, p] = clean_act[:, head, p]
+        else:
+            x[:, p] = clean_act[:, p]
+        return x
+
+    with intervene(lm, [Edit(site, layer, fn)]):
+        return float(logit_diff(lm.forward(b.corrupt), b.correct, b.wrong).mean())
+
+
+@pytest.mark.parametrize(
+    "target,by_pos", [("head_out", True), ("q", False), ("k", True), ("v", False), ("resid_pre", True), ("mlp_out", False)]
+)
+def test_batched_patching_equals_slow_loop(lm64, batch, target, by_pos):
+    site, index, *_ = target_index(lm64, target, batch.n_pos, by_pos=by_pos, layers=[0, 2])
+    got = activation_patching(lm64, batch.clean, batch.corrupt, site, index, _ld(batch), batch_rows=7, progress=False)
+    pick = torch.linspace(0, len(index) - 1, 6).long()  # a spread of patches, checked one forward each
+    for i in pick.tolist():
+        layer, head, pos = index[i].tolist()
+        want = _slow_patch(lm64, batch, site, layer, head, pos)
+        assert got[i].item() == pytest.approx(want, abs=1e-9), (target, layer, head, pos)
+    if site in ("k", "v"):
+        assert int(index[:, 1].max()) == lm64.arch.n_kv_heads - 1  # k/v patches are per kv head
+
+
+def test_full_residual_restores_clean_and_noop_gives_zero(lm64, batch):
+    res = patch_task(lm64, batch, target="resid_pre", by_pos=False, progress=False)
+    assert res.axes == ("layer",)
+    assert res.scores == pytest.approx([1.0] * lm64.arch.n_layers, abs=1e-9)
+    # positions where clean and corrupted tokens agree: the layer-0 residual is the same there
+    same = [p for p in range(batch.n_pos) if bool((batch.clean[:, p] == batch.corrupt[:, p]).all())]
+    by_pos = patch_task(lm64, batch, target="resid_pre", by_pos=True, layers=[0], progress=False)
+    assert len(same) >= 3
+    assert by_pos.scores[0, same] == pytest.approx([0.0] * len(same), abs=1e-9)
+    assert abs(by_pos.scores[0, 1]) > 1e-6  # a corrupted position does something
+
+
+def test_attribution_equals_finite_differences(lm64, batch):
+    base, clean_logits, corrupt_logits = task_baseline(lm64, batch)
+    metric = make_metric("score", batch, clean_logits, corrupt_logits)
+    site, index, *_ = target_index(lm64, "head_out", batch.n_pos, by_pos=False, layers=[1])
+    est = attribution_patching(lm64, batch.clean, batch.corrupt, site, index, metric)
+    with capture(lm64, layers=[1], keep=("z",)) as cap:
+        lm64.forward(batch.clean)
+    z_clean = cap["z", 1]
+    with capture(lm64, layers=[1], keep=("z",)) as cap:
+        lm64.forward(batch.corrupt)
+    z_corrupt = cap["z", 1]
+
+    def f(head, eps):
+        def fn(x):
+            x = x.clone()
+            x[:, head] = z_corrupt[:, head] + eps * (z_clean[:, head] - z_corrupt[:, head])
+            return x
+
+        with intervene(lm64, [Edit("z", 1, fn)]):
+            return float(metric(lm64.forward(batch.corrupt)).mean())
+
+    eps = 1e-4
+    for i, (_, head, _) in enumerate(index.tolist()):
+        fd = (f(head, eps) - f(head, -eps)) / (2 * eps)
+        assert est[i].item() == pytest.approx(fd, rel=1e-5, abs=1e-9)
+    assert est.abs().max() > 1e-4  # the test is not comparing zeros
+
+
+def test_attribution_by_position_sums_to_all_positions(lm64, batch):
+    by_pos = patch_task(lm64, batch, target="resid_pre", method="attribution", by_pos=True, layers=[1], progress=False)
+    whole = patch_task(lm64, batch, target="resid_pre", method="attribution", by_pos=False, layers=[1], progress=False)
+    assert by_pos.scores[1].sum() == pytest.approx(whole.scores[1], rel=1e-9)
+
+
+@pytest.mark.parametrize("freeze_mlps", [True, False])
+def test_path_patching_matches_independent_construction(lm64, batch, freeze_mlps):
+    metric = _ld(batch)
+    receivers = [(2, 0), (2, 1)]  # query heads of layer 2
+    senders = torch.tensor([(0, 0), (0, lm64.arch.n_heads - 1), (1, 1), (2, 0)])
+    got = path_patching(
+        lm64, batch.clean, batch.corrupt, senders, receivers, "q", metric,
+        freeze_mlps=freeze_mlps, batch_rows=6, progress=False,
+    )
+    layers = [0, 1]
+    with capture(lm64, layers=layers, keep=("z", "mlp_out")) as cap:
+        lm64.forward(batch.corrupt)
+    zc = {L: cap["z", L] for L in layers}
+    mc = {L: cap["mlp_out", L] for L in layers}
+    with capture(lm64, layers=layers, keep=("z",)) as cap:
+        lm64.forward(batch.clean)
+    zk = {L: cap["z", L] for L in layers}
+    with capture(lm64, layers=[2], keep=("q", "resid_pre")) as cap:
+        lm64.forward(batch.corrupt)
+    q_corrupt, resid_corrupt = cap["q", 2], cap["resid_pre", 2]
+    d = lm64.arch.d_head
+    for i, (sl, sh) in enumerate(senders.tolist()):
+        if sl >= 2:
+            want = float(metric(lm64.forward(batch.corrupt)).mean())  # no path to layer 2 from layer 2
+        else:
+            if freeze_mlps:
+                # everything frozen: the receivers' residual is the corrupted one plus the sender's o_proj delta
+                w_o = lm64.hf_model.model.layers[sl].self_attn.o_proj.weight[:, sh * d : (sh + 1) * d]
+                delta = (zk[sl][:, sh] - zc[sl][:, sh]) @ w_o.T
+                edits = [Edit("resid_pre", 2, lambda x, delta=delta: resid_corrupt + delta)]
+            else:
+                def z_fn(L):
+                    def fn(x):
+                        x = zc[L].clone()
+                        if L == sl:
+                            x[:, sh] = zk[L][:, sh]
+                        return x
+                    return fn
+                edits = [Edit("z", L, z_fn(L)) for L in layers]
+            with intervene(lm64, edits), capture(lm64, layers=[2], keep=("q",)) as cap:
+                lm64.forward(batch.corrupt)
+            q_new = cap["q", 2]
+
+            def recv(x, q_new=q_new):
+                x = x.clone()
+                x[:, [0, 1]] = q_new[:, [0, 1]]
+                return x
+
+            with intervene(lm64, [Edit("q", 2, recv)]):
+                want = float(metric(lm64.forward(batch.corrupt)).mean())
+            assert not torch.allclose(q_new, q_corrupt)  # the sender reaches the receivers
+        assert got[i].item() == pytest.approx(want, abs=1e-9), (sl, sh)
+
+
+def test_metric_must_return_one_value_per_prompt(lm64, batch):
+    from interp.errors import InterpError
+
+    with pytest.raises(InterpError, match="one scalar per prompt"):
+        patch_task(lm64, batch, metric=lambda logits: logits[:, -1], layers=[0], progress=False)
+    with pytest.raises(InterpError, match="unknown target"):
+        patch_task(lm64, batch, target="attn_pattern", progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# transformer-lens cross-check (float32, a bridge over the same weights)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_tiny(tmp_path_factory):
+    """A tiny random GQA Llama with the SmolLM2 tokenizer, saved as a HF folder."""
+    from transformers import AutoTokenizer
+
+    from interp.models import _embedded_weights_dir
+
+    tok = AutoTokenizer.from_pretrained(_embedded_weights_dir())
+    path = tmp_path_factory.mktemp("tiny-smol")
+    _model(6, 2, vocab=len(tok), layers=2, seed=3).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _load(path, backend):
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(path, attn_implementation="sdpa").eval()
+    return wrap_model(model, AutoTokenizer.from_pretrained(path), name=str(path), backend=backend)
+
+
+def test_matches_transformer_lens_patching(saved_tiny):
+    from transformer_lens import patching as tlp
+
+    from interp.analyses.tasks import IOIConfig, ioi
+
+    hf, tl = _load(saved_tiny, "hf"), _load(saved_tiny, "tl")
+    b = ioi(hf.tokenizer, IOIConfig(n=3, seed=5))
+    bridge = tl.model
+    _, clean_cache = bridge.run_with_cache(b.clean)
+
+    def tl_metric(logits):
+        return logit_diff(logits, b.correct, b.wrong).mean()
+
+    for target, fn, order in [
+        ("head_out", tlp.get_act_patch_attn_head_out_by_pos, (0, 2, 1)),  # TL: [layer, pos, head]
+        ("resid_pre", tlp.get_act_patch_resid_pre, (0, 1)),
+    ]:
+        theirs = fn(bridge, b.corrupt, clean_cache, tl_metric).permute(*order)
+        ours_hf = patch_task(hf, b, target=target, by_pos=True, metric="logit_diff", progress=False)
+        ours_tl = patch_task(tl, b, target=target, by_pos=True, metric="logit_diff", progress=False)
+        assert torch.from_numpy(ours_hf.scores).float() == pytest.approx(theirs.float(), abs=1e-4), target
+        assert ours_tl.scores == pytest.approx(ours_hf.scores, abs=1e-4), target
+        assert theirs.abs().max() > 1e-3  # non-trivial effects were compared
