@@ -20,7 +20,8 @@ attention matrix is never built):
   answer (``response="answer"``).
 - ``mode="decode"``: the paper's loop (the last prompt token is fed as the first step, then
   greedy steps with a KV cache, stopping after a newline or end-of-sequence token, at most 50
-  steps); each step computes the one new row against all keys.
+  steps); the kernel computes only the decode rows (each step's new query against the keys
+  it sees; the rows are collected and reduced in one kernel call per layer after the loop).
 
 The causal check masks heads by making their attention uniform (`interp.hooks.uniform_attention`,
 query set to zero) and re-runs the needle task: recall unmasked, with the top-K heads masked,
@@ -73,6 +74,8 @@ __all__ = [
     "decode_trace",
     "score_trace",
     "needle_recall",
+    "paper_decode_trace",
+    "stop_token_ids",
     "greedy_decode",
     "copy_events",
     "sample_scores",
@@ -432,24 +435,36 @@ def greedy_decode(lm, prompt_ids: Sequence[int], *, max_new_tokens: int = 50, on
 
 
 def decode_trace(lm, sample: NeedleSample, *, max_new_tokens: int = 50, backend: str = "auto", edits: Sequence = ()) -> RowTrace:
-    """The paper's greedy loop; each step's one new row against all keys goes to the kernel."""
+    """The paper's greedy loop; the kernel computes the decode rows only.
+
+    Each step's query row (the new token's q) is kept per layer, and the keys seen at the last
+    step (the whole cache) too; after the loop one kernel call per layer computes all decode
+    rows at once: row r of the stacked queries sits at key index key_pos - n_steps + r, which
+    is exactly the step's position, and causality hides the keys that step had not seen yet.
+    The same q and k as step by step, with one kernel call per layer instead of one per step.
+    """
     from interp.hooks import capture, intervene
 
-    steps: list[dict[int, Tensor]] = []
+    n_layers = lm.arch.n_layers
+    q_rows: dict[int, list[Tensor]] = {layer: [] for layer in range(n_layers)}
+    last_k: dict[int, Tensor] = {}
+    decoding = [False]
 
     def on_step(step: int) -> None:
-        steps.append({})
+        decoding[0] = True
 
     def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
-        if steps:  # the prefill runs before the first step: no rows are needed there
-            steps[-1][layer] = _stats_top1(lm, q, k, None, backend)[:, -1].cpu()
+        if decoding[0]:  # the prefill runs before the first step: no rows are needed there
+            q_rows[layer].append(q[:, :, -1:])
+            last_k[layer] = k
 
     with intervene(lm, list(edits)), capture(lm, keep=(), on_layer=on_layer):
         emitted, stopped = greedy_decode(lm, sample.prompt_ids, max_new_tokens=max_new_tokens, on_step=on_step)
-    n_layers = lm.arch.n_layers
-    if any(len(s) != n_layers for s in steps):
-        raise InterpError("the kernel did not run on every layer of every decode step: the hooks did not fire")
-    top1 = torch.stack([torch.stack([s[layer] for s in steps], dim=-1) for layer in range(n_layers)])
+    if any(len(q_rows[layer]) != len(emitted) for layer in range(n_layers)) or len(last_k) != n_layers:
+        raise InterpError("the hooks did not fire on every layer of every decode step")
+    top1 = torch.stack(
+        [_stats_top1(lm, torch.cat(q_rows[layer], dim=2), last_k[layer], None, backend).cpu() for layer in range(n_layers)]
+    )
     n_prompt = sample.n_prompt
     return RowTrace(
         positions=torch.arange(n_prompt - 1, n_prompt - 1 + len(emitted)),
@@ -869,3 +884,56 @@ def score_retrieval(
             info["masking"] = masking.to_dataframe().to_dict(orient="records")
         atomic_write_json(folder / "run.json", info)
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# REFERENCE PATH, for tests and benchmarks only: Wu et al.'s own way of reading j*.
+# It materialises attention (eager attention, output_attentions=True) and must never be used
+# by the analysis itself; it exists so tests and benchmarks/retrieval.py can check that the
+# kernel rows give the same events.
+# --------------------------------------------------------------------------------------------
+
+
+def paper_decode_trace(eager_model, tokenizer, sample: NeedleSample, *, max_new_tokens: int = 50) -> RowTrace:
+    """Wu et al.'s loop on a separately loaded eager HF model (reference for tests/benchmarks).
+
+    Prefill ``prompt[:-1]`` with a KV cache, feed the last prompt token, then greedy steps with
+    ``output_attentions=True``; j* is the argmax of each head's materialised attention row
+    (the paper's ``topk(1)``). Stops after a newline or end-of-sequence token, or the limit.
+
+    Args:
+        eager_model: an HF causal LM loaded with ``attn_implementation="eager"``.
+        tokenizer: its tokenizer (for the newline stop rule).
+    """
+    stops: set[int] = set()
+    for source in (getattr(tokenizer, "eos_token_id", None), getattr(getattr(eager_model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(source, int):
+            stops.add(source)
+        elif isinstance(source, (list, tuple)):
+            stops.update(int(x) for x in source)
+    ids = torch.tensor([list(sample.prompt_ids)], dtype=torch.long)
+    emitted: list[int] = []
+    rows: list[Tensor] = []
+    stopped = False
+    with torch.no_grad():
+        past = eager_model(input_ids=ids[:, :-1], use_cache=True).past_key_values
+        token = ids[:, -1:]
+        for _ in range(max_new_tokens):
+            out = eager_model(input_ids=token, past_key_values=past, use_cache=True, output_attentions=True)
+            past = out.past_key_values
+            nxt = int(out.logits[0, -1].argmax())
+            emitted.append(nxt)
+            rows.append(torch.stack([att[0, :, -1].argmax(-1) for att in out.attentions]))  # [layer, head]
+            if nxt in stops or "\n" in tokenizer.decode([nxt]):
+                stopped = True
+                break
+            token = torch.tensor([[nxt]], dtype=torch.long)
+    n_prompt = sample.n_prompt
+    return RowTrace(
+        positions=torch.arange(n_prompt - 1, n_prompt - 1 + len(emitted)),
+        top1=torch.stack(rows, dim=-1),
+        emitted=torch.tensor(emitted, dtype=torch.long),
+        reference=None,
+        tokens=torch.tensor(list(sample.prompt_ids) + emitted, dtype=torch.long),
+        stopped=stopped,
+    )

@@ -146,7 +146,8 @@ def _calibrate(method: str, *, model, task, out, heads, fresh, **kwargs) -> None
     s = info["summary"]
     b, a = s["heldout_accuracy"]["before"], s["heldout_accuracy"]["after"]
     console.print(
-        f"[bold]{method}[/] on {s['task']}: heads {', '.join(s['heads']) or 'none'}"
+        f"[bold]{method}[/] on {s['task']}: heads "
+        + (", ".join(s["heads"]) if len(s["heads"]) <= 10 else f"{len(s['heads'])} heads") + (" none" if not s["heads"] else "")
         + (f", gamma {s['gamma']:g}" if s["gamma"] is not None else "")
         + f"; held-out accuracy {b['accuracy']:.1%} [{b['ci'][0]:.1%}, {b['ci'][1]:.1%}] -> "
         f"{a['accuracy']:.1%} [{a['ci'][0]:.1%}, {a['ci'][1]:.1%}] (n={s['heldout_n']}, diff {s['difference']:+.1%}, "

@@ -33,7 +33,7 @@ from interp.kernels._problem import Problem, RawStats
 
 __all__ = ["torch_stats", "tile_stats", "TILE_BYTES"]
 
-TILE_BYTES = 8 * 2**20  # bytes of one [heads, c, keys] score tile; s and p make two of them
+TILE_BYTES = 16 * 2**20  # bytes of one [heads, c, keys] score tile; s and p make two of them
 _MASKED = -1e30  # finite "minus infinity": p = 0 there and p * s stays 0 (never NaN)
 
 

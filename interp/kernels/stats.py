@@ -144,7 +144,7 @@ def attention_stats(
         columns: compute column statistics (every row of q contributes).
         backend: "auto" (Triton on CUDA when it imports, else torch), "torch", "triton"
             or "reference" (dense float64, for tests and small inputs).
-        chunk_size: query rows per chunk of the torch backend (default: ~8 MiB tiles).
+        chunk_size: query rows per chunk of the torch backend (default: ~16 MiB score tiles).
         softcap: attention logit soft-capping (Gemma 2), or None.
         sliding_window: sliding-window size (Mistral, Gemma 2 local layers), or None.
 
