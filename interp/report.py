@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -189,6 +189,7 @@ def stage_configs(config: ReportConfig) -> dict[str, Any]:
         from interp.analyses.patching import PatchConfig
 
         out["patching"] = config.patching or PatchConfig(**_PATCH_SIZES[quick])
+        out["patching"].validate()
     return out
 
 
@@ -200,7 +201,7 @@ _RETRIEVAL_SIZES = {
 }
 _SINK_SIZES = {False: {"length": 256, "max_texts": 6}, True: {"length": 128, "max_texts": 2}}
 _PREPLAN_SIZES = {False: {"max_new_tokens": 96}, True: {"max_new_tokens": 24}}
-_PATCH_SIZES = {False: {"task": "ioi", "n": 16}, True: {"task": "ioi", "n": 4}}
+_PATCH_SIZES = {False: {"task": "ioi", "n": 8, "progress": True}, True: {"task": "ioi", "n": 2, "progress": True}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,22 +327,9 @@ def _stage_retrieval(lm, cfg, ctx: dict) -> _Output:
 def _retrieval_figures(result) -> list:
     from interp.plots import retrieval as rp
 
-    return _all_figures(rp, result)
-
-
-def _all_figures(module, result) -> list:
-    """Placeholder: every public one-argument figure function of ``module``."""
-    import inspect
-
-    figures = []
-    for name in getattr(module, "__all__", []):
-        fn = getattr(module, name)
-        if callable(fn) and not name.startswith("save"):
-            params = [p for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
-            if len(params) == 1:
-                out = fn(result)
-                if hasattr(out, "to_html"):
-                    figures.append((name.removesuffix("_figure"), out))
+    figures = [("retrieval_scores", rp.figure(result))]
+    if result.masking is not None:
+        figures.append(("masking_check", rp.masking_figure(result)))
     return figures
 
 
@@ -386,27 +374,49 @@ def _sinks_figures(result) -> list:
 
 
 def _stage_patching(lm, cfg, ctx: dict) -> _Output:
-    from interp.analyses.patching import run_patching
-    from interp.plots import patching as pt
+    from dataclasses import replace as _replace
 
-    result = run_patching(lm, cfg)
-    return _generic_output(result, result.to_dataframe(), pt, "patching score")
+    from interp.analyses.patching import run_patching, top_heads
+
+    heads = run_patching(lm, cfg)
+    resid = run_patching(lm, _replace(cfg, target="resid_pre", by_pos=True))
+    b = heads.baseline
+    top = top_heads(heads, 5)
+    text = (
+        f"IOI on {cfg.n} prompts (Wang et al. 2022): the model prefers the indirect object on "
+        f"{b.clean_accuracy:.0%} of clean prompts (logit difference {b.clean_logit_diff:.2f}; corrupted "
+        f"{b.corrupt_logit_diff:.2f}). Patching each head's clean output into the corrupted run, the heads that "
+        "restore most of the clean logit difference (normalised score; 1 = all of it): "
+        + ", ".join(f"L{l}H{h} ({v:+.2f})" for l, h, v in top)
+        + "."
+    )
+    r = np.asarray(resid.scores, dtype=float)
+    if np.isfinite(r).any():
+        layer, pos = np.unravel_index(np.nanargmax(np.abs(r)), r.shape)
+        label = resid.pos_labels[pos] if resid.pos_labels else str(pos)
+        text += (
+            f" Patching the residual stream by position, the strongest single patch is layer {layer} at "
+            f"'{label}' ({r[layer, pos]:+.2f})."
+        )
+    ctx["patching_top"] = [(l, h) for l, h, _ in top]
+    return _Output(
+        summary=text,
+        summary_html=f"<p>{_esc(text)}</p>",
+        tables={"heads": heads.to_dataframe(), "resid_pre": resid.to_dataframe()},
+        figures=figures_for("patching", heads) + [("resid_pre_by_position", _patch_plots().patch_figure(resid))],
+        json={"baseline": b.as_dict(), "heads_meta": heads.meta(), "resid_pre_meta": resid.meta()},
+        result=heads,
+    )
 
 
-def _generic_output(result, df, module, what: str) -> _Output:
-    """Placeholder until each analysis's summary is wired: every public figure function of
-    ``module`` that takes the result."""
-    import inspect
+def _patch_plots():
+    from interp.plots import patching
 
-    figures = []
-    for name in getattr(module, "__all__", []):
-        fn = getattr(module, name)
-        if name.endswith("_figure") and callable(fn):
-            params = [p for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
-            if len(params) == 1:
-                figures.append((name.removesuffix("_figure"), fn(result)))
-    text = f"{len(df)} rows of {what}."
-    return _Output(summary=text, summary_html=f"<p>{_esc(text)}</p>", tables={"table": df}, figures=figures, result=result)
+    return patching
+
+
+def _patching_figures(result) -> list:
+    return [(f"{result.target}_{'by_position' if 'pos' in result.axes else 'grid'}", _patch_plots().patch_figure(result))]
 
 
 def _capture_head(lm, ids, layer: int, head: int):
@@ -445,6 +455,7 @@ _FIGURES: dict[str, Callable] = {
     "retrieval": _retrieval_figures,
     "sinks": _sinks_figures,
     "preplan": _preplan_figures,
+    "patching": _patching_figures,
 }
 
 
@@ -469,25 +480,27 @@ _RUNNERS: dict[str, Callable] = {
 }
 
 
-def _pick_attention_heads(lm, config: ReportConfig, outputs: dict[str, _Output]) -> list:
-    """Heads for the viewer: the top retrieval head on repeated text, the top patching head on IOI."""
+def _pick_attention_heads(lm, config: ReportConfig, configs: dict, ctx: dict) -> list:
+    """Heads for the viewer: the top retrieval head on repeated text, the top IOI head on an IOI prompt.
+
+    Returns:
+        [(label, layer, head, text, why)].
+    """
+    from interp.analyses.tasks import make_task
+
     picks = []
     copy_text = _REPEAT_TEXT * config.repeats
-    ret = outputs["retrieval"].tables.get("table")
-    layer, head = _top_head(ret, "score")
-    picks.append(("retrieval", layer, head, copy_text, "Top retrieval head on repeated text"))
-    pat = outputs["patching"].tables.get("table")
-    layer, head = _top_head(pat, "score")
-    ioi = "When Mary and John went to the store, John gave a drink to"
-    picks.append(("patching", layer, head, ioi, "Top IOI patching head"))
+    if ctx.get("retrieval_top"):
+        layer, head = ctx["retrieval_top"][0]
+        picks.append(("retrieval", layer, head, copy_text, "Top retrieval head on repeated text"))
+    else:  # no needle sample was answered, so no head scored: show a mid-depth head instead
+        layer = lm.arch.n_layers // 2
+        picks.append(("retrieval", layer, 0, copy_text, "No retrieval head scored; a middle-layer head on repeated text"))
+    task = configs["patching"]
+    ioi = make_task(lm.tokenizer, task.task, n=1, seed=task.seed).clean_text[0]
+    layer, head = ctx["patching_top"][0]
+    picks.append(("patching", layer, head, ioi, f"Top {task.task.upper()} patching head on a clean prompt"))
     return picks
-
-
-def _top_head(df, column: str) -> tuple[int, int]:
-    if df is None or not {"layer", "head", column} <= set(df.columns):
-        raise InterpError(f"cannot pick a head for the attention viewer: the table has no layer/head/{column} columns")
-    row = df.loc[df[column].astype(float).abs().idxmax()]
-    return int(row["layer"]), int(row["head"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,7 +613,7 @@ def run_report(lm, out_dir, config: ReportConfig = ReportConfig(), *, console=No
         title = _TITLES[name]
         console.rule(f"[bold]{i}/{n} {title}")
         if name == "attention":
-            ctx["attention_heads"] = _pick_attention_heads(lm, config, outputs)
+            ctx["attention_heads"] = _pick_attention_heads(lm, config, configs, ctx)
         t0 = time.time()
         try:
             output = _RUNNERS[name](lm, configs.get(name), ctx)

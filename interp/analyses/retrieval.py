@@ -41,7 +41,7 @@ import math
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -683,7 +683,7 @@ def prepare_samples(lm, config: RetrievalConfig) -> tuple[list[NeedleSample], di
         return lm.tokenizer(texts, add_special_tokens=False).input_ids
 
     haystack = Haystack.tokenize(sentences, encode_many, hay_name)
-    template = PromptTemplate.from_chat(lm.chat_prompt if getattr(lm.tokenizer, "chat_template", None) else None)
+    template = PromptTemplate.from_chat(lm.chat_prompt)  # plain prompt when there is no chat template
     samples = build_samples(
         lambda text: encode_many([text])[0],
         template,
@@ -882,6 +882,8 @@ def score_retrieval(
         info["summary"] = result.summary()
         if masking is not None:
             info["masking"] = masking.to_dataframe().to_dict(orient="records")
+        elif config.mask:
+            info["masking"] = "skipped: no sample counted, so there are no top heads to mask"
         atomic_write_json(folder / "run.json", info)
     return result
 

@@ -119,7 +119,9 @@ def score_sinks(
 def _calibrate(method: str, *, model, task, out, heads, fresh, **kwargs) -> None:
     from rich.console import Console
 
-    from interp.analyses.calibration import CalibrationConfig, calibrate
+    import hashlib
+
+    from interp.analyses.calibration import CalibrationConfig, calibrate, load_task
     from interp.models import load_model
     from interp.plots.export import save_figure
     from interp.plots.sinks import calibration_figure
@@ -128,11 +130,13 @@ def _calibrate(method: str, *, model, task, out, heads, fresh, **kwargs) -> None
     started = time.time()
     config = CalibrationConfig(method=method, task=task, heads=_parse_heads(heads), **kwargs)
     config.validate()
+    items = load_task(task)  # a bad task fails before the model loads
+    digest = hashlib.sha256(repr((items.choices, items.items)).encode()).hexdigest()[:16]
     folder = prepare_out_dir(out)
     console = Console(stderr=True)
     lm = load_model(model)
     config.validate(lm)
-    settings = {**config.settings(), "model": lm.name}
+    settings = {**config.settings(), "task_sha256": digest, "model": lm.name}
     log = SampleLog(folder / "samples.jsonl", settings, fresh=fresh)
     result = calibrate(lm, config, log=log)
     atomic_write_csv(folder / "heads.csv", result.heads_dataframe())
@@ -147,7 +151,7 @@ def _calibrate(method: str, *, model, task, out, heads, fresh, **kwargs) -> None
     b, a = s["heldout_accuracy"]["before"], s["heldout_accuracy"]["after"]
     console.print(
         f"[bold]{method}[/] on {s['task']}: heads "
-        + (", ".join(s["heads"]) if len(s["heads"]) <= 10 else f"{len(s['heads'])} heads") + (" none" if not s["heads"] else "")
+        + ((", ".join(s["heads"]) if len(s["heads"]) <= 10 else f"{len(s['heads'])} heads") or "none")
         + (f", gamma {s['gamma']:g}" if s["gamma"] is not None else "")
         + f"; held-out accuracy {b['accuracy']:.1%} [{b['ci'][0]:.1%}, {b['ci'][1]:.1%}] -> "
         f"{a['accuracy']:.1%} [{a['ci'][0]:.1%}, {a['ci'][1]:.1%}] (n={s['heldout_n']}, diff {s['difference']:+.1%}, "

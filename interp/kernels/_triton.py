@@ -18,6 +18,8 @@ bf16 inputs are upcast on the host because the interpreter's bf16 `tl.dot` is wr
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -29,7 +31,8 @@ from interp.kernels._problem import Problem, RawStats
 
 __all__ = ["triton_stats"]
 
-_INTERPRET = triton.knobs.runtime.interpret  # read when this module is imported
+_KNOBS = getattr(triton, "knobs", None)  # triton >= 3.4; older versions read the variable directly
+_INTERPRET = bool(_KNOBS.runtime.interpret) if _KNOBS else os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Triton builds its own jit helpers (tl.zeros, ...) when it is first imported, so the
 # interpreter only works when TRITON_INTERPRET=1 was set before that first import.
 _INTERPRET_BROKEN = _INTERPRET and not isinstance(tl.zeros, InterpretedFunction)
@@ -70,8 +73,8 @@ def _row_pass(
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // n_heads
-    h = pid_bh % n_heads
+    b = (pid_bh // n_heads).to(tl.int64)  # 64-bit: batch * stride can pass 2^31
+    h = (pid_bh % n_heads).to(tl.int64)
     kv = h // group
     # -- this program's query rows; a = their key index (the row's own position) --
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -178,8 +181,8 @@ def _column_pass(
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // n_heads
-    h = pid_bh % n_heads
+    b = (pid_bh // n_heads).to(tl.int64)
+    h = (pid_bh % n_heads).to(tl.int64)
     kv = h // group
     # -- this program's keys, loaded once --
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -266,7 +269,7 @@ def triton_stats(problem: Problem) -> RawStats:
         CAUSAL=pb.causal,
         SOFTCAP=pb.softcap is not None,
         SLIDING=pb.sliding_window is not None,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 data: no tf32 rounding
+        PRECISION="ieee" if q.dtype == torch.float32 else None,  # fp32 data: no tf32 rounding
     )
     fixed = _INTERPRETER_CONFIG if _INTERPRET else {}
     if n_rows:

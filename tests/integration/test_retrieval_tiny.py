@@ -40,7 +40,7 @@ def _config(tokenizer, n_heads, n_kv, attn="sdpa", init=1.0):
 
     # initializer_range 1.0 makes attention peaked, so top-1 is well separated (no near-ties)
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=8 * n_heads, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=n_heads, num_key_value_heads=n_kv, head_dim=8, max_position_embeddings=1024,
         initializer_range=init, attn_implementation=attn, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,

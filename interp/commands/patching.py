@@ -1,0 +1,181 @@
+"""`interp patch ioi|colored-objects|overlap`: circuit patching from the command line.
+
+Thin typer layer: flags map onto `interp.analyses.patching.PatchConfig`, one call to
+`run_patching`, then patch.csv (layer, head, pos, pos_label, score; head/pos empty where they do
+not apply), run.json (task accuracy, clean/corrupted logit differences, settings) and patch.html
+(heatmaps) are written into --out. `overlap` reads two such folders and compares their circuits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["register", "patch_ioi", "patch_colored_objects", "patch_overlap", "parse_layers", "load_run"]
+
+_MODEL = typer.Option(None, "--model", help="HF hub id or local folder (default: embedded SmolLM2-135M-Instruct).")
+_N = typer.Option(16, "--n", help="Prompts (the metric is averaged over them).")
+_SEED = typer.Option(0, "--seed", help="Task generator seed.")
+_TARGET = typer.Option("head_out", "--target", help="head_out | q | k | v | resid_pre | attn_out | mlp_out.")
+_METHOD = typer.Option("activation", "--method", help="activation | attribution.")
+_METRIC = typer.Option("score", "--metric", help="score (normalised logit difference) | logit_diff | kl.")
+_BY_POS = typer.Option(None, "--by-pos/--all-pos", help="Patch each position separately (default: yes for resid/attn/mlp, no for heads).")
+_LAYERS = typer.Option(None, "--layers", help="Layers to patch, e.g. 0-5,10 (default: all).")
+_ROWS = typer.Option(None, "--batch-rows", help="Rows (patch copies x prompts) per forward pass (default: fit the logits in 256 MiB).")
+_COMPARE = typer.Option(False, "--compare", help="With --method attribution: also run activation patching and report their correlation.")
+_BACKEND = typer.Option("hf", "--backend", help="hf, or tl (TransformerLens bridge; slower).")
+
+
+def parse_layers(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    """'0-3,10' -> (0, 1, 2, 3, 10); None -> None."""
+    from interp.errors import InterpError
+
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError as err:
+            raise InterpError(f"--layers takes layers and ranges like 0-5,10; got {part!r}") from err
+    if not out:
+        raise InterpError("--layers is empty: give layers like 0-5,10, or omit it for all layers")
+    return tuple(out)
+
+
+def _run(task: str, *, model, n, seed, target, method, metric, by_pos, layers, batch_rows, compare, out, backend) -> None:
+    from rich.console import Console
+
+    from interp.analyses.patching import PatchConfig, run_patching, top_heads
+    from interp.models import load_model
+    from interp.plots.patching import figures_html, patch_figure, position_heatmap
+    from interp.runs import atomic_write_csv, atomic_write_json, atomic_write_text, prepare_out_dir, run_info
+
+    started = time.time()
+    config = PatchConfig(
+        task=task, n=n, seed=seed, target=target, method=method, metric=metric, by_pos=by_pos,
+        layers=parse_layers(layers), batch_rows=batch_rows, compare=compare,
+    )
+    config.validate()  # bad flags fail before the model loads
+    folder = prepare_out_dir(out)
+    console = Console(stderr=True)
+    lm = load_model(model, backend=backend)
+    result = run_patching(lm, config)
+    figures = [patch_figure(result)] + ([position_heatmap(result)] if "pos" in result.axes else [])
+    if result.activation is not None:
+        figures.append(patch_figure(result.activation))
+    atomic_write_csv(folder / "patch.csv", result.to_dataframe())
+    if result.activation is not None:
+        atomic_write_csv(folder / "patch_activation.csv", result.activation.to_dataframe())
+    atomic_write_text(folder / "patch.html", figures_html(figures, title=f"interp patch {task}"))
+    settings = {k: getattr(config, k) for k in config.__dataclass_fields__ if k != "progress"}
+    info = run_info(lm, settings=settings, started=started)
+    info["result"] = result.meta()
+    if "head" in result.axes:
+        info["top_heads"] = [{"layer": a, "head": b, "score": s} for a, b, s in top_heads(result, 10)]
+    atomic_write_json(folder / "run.json", info)
+    b = result.baseline
+    console.print(
+        f"[bold]{lm.name}[/] {task} (n={b.n}): clean accuracy {b.clean_accuracy:.0%} (LD > 0; top-1 {b.clean_top1:.0%}), "
+        f"mean LD clean {b.clean_logit_diff:.3f}, corrupted {b.corrupt_logit_diff:.3f}"
+    )
+    if "head" in result.axes:
+        tops = ", ".join(f"L{a}H{h} {s:+.3f}" for a, h, s in top_heads(result, 5))
+        console.print(f"top heads ({result.method}, {result.metric}): {tops}")
+    if result.correlation is not None:
+        console.print(f"correlation attribution vs activation: r = {result.correlation:.3f}")
+    console.print(f"wrote patch.csv, run.json, patch.html to {folder} ({info['wall_seconds']} s)")
+
+
+def patch_ioi(
+    model: Optional[str] = _MODEL, n: int = _N, seed: int = _SEED, target: str = _TARGET, method: str = _METHOD,
+    metric: str = _METRIC, by_pos: Optional[bool] = _BY_POS, layers: Optional[str] = _LAYERS,
+    batch_rows: Optional[int] = _ROWS, compare: bool = _COMPARE,
+    out: Path = typer.Option(Path("runs/patch-ioi"), "--out", help="Output folder."), backend: str = _BACKEND,
+) -> None:
+    """Patch the IOI task (Wang et al. 2022): writes patch.csv, run.json and patch.html into OUT."""
+    _run("ioi", model=model, n=n, seed=seed, target=target, method=method, metric=metric, by_pos=by_pos,
+         layers=layers, batch_rows=batch_rows, compare=compare, out=out, backend=backend)
+
+
+def patch_colored_objects(
+    model: Optional[str] = _MODEL, n: int = _N, seed: int = _SEED, target: str = _TARGET, method: str = _METHOD,
+    metric: str = _METRIC, by_pos: Optional[bool] = _BY_POS, layers: Optional[str] = _LAYERS,
+    batch_rows: Optional[int] = _ROWS, compare: bool = _COMPARE,
+    out: Path = typer.Option(Path("runs/patch-colored-objects"), "--out", help="Output folder."), backend: str = _BACKEND,
+) -> None:
+    """Patch the Colored Objects task (Merullo et al. 2023): writes patch.csv, run.json and patch.html into OUT."""
+    _run("colored-objects", model=model, n=n, seed=seed, target=target, method=method, metric=metric, by_pos=by_pos,
+         layers=layers, batch_rows=batch_rows, compare=compare, out=out, backend=backend)
+
+
+def load_run(folder: Path):
+    """The `PatchResult` stored in a folder written by `interp patch ioi|colored-objects`."""
+    import pandas as pd
+
+    from interp.analyses.patching import PatchResult
+    from interp.errors import InterpError
+
+    folder = Path(folder)
+    csv, meta = folder / "patch.csv", folder / "run.json"
+    if not csv.is_file() or not meta.is_file():
+        raise InterpError(f"{folder} has no patch.csv and run.json: pass a folder written by `interp patch ioi` or `colored-objects`")
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        result_meta = info["result"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise InterpError(f"{meta} is not the run.json of a patching run: re-run `interp patch` into that folder") from err
+    return PatchResult.from_dataframe(pd.read_csv(csv), result_meta)
+
+
+def patch_overlap(
+    run_a: Path = typer.Argument(..., help="Folder of the first patching run."),
+    run_b: Path = typer.Argument(..., help="Folder of the second patching run."),
+    top: int = typer.Option(10, "--top", min=1, help="Circuit size: the top-K heads by |score| of each run."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Optional folder for overlap.csv, overlap.json and overlap.html."),
+) -> None:
+    """Overlap of two runs' circuits (Merullo et al. 2023): the share of top-K heads found in both."""
+    from rich.console import Console
+
+    from interp.analyses.patching import circuit_overlap, head_scores
+    from interp.errors import InterpError
+    from interp.plots.export import save_figure
+    from interp.plots.patching import overlap_figure
+    from interp.runs import atomic_write_csv, atomic_write_json, prepare_out_dir
+
+    a, b = load_run(run_a), load_run(run_b)
+    if a.model and b.model and a.model != b.model:
+        raise InterpError(f"the runs are of different models ({a.model} vs {b.model}): compare runs of one model")
+    ov = circuit_overlap(a, b, top=top)
+    console = Console()
+    console.print(
+        f"top-{top} circuits of {a.task} ({run_a}) and {b.task} ({run_b}): {len(ov.shared)} shared heads, "
+        f"share {ov.share:.0%}, Jaccard {ov.jaccard:.2f}"
+    )
+    console.print("shared: " + (", ".join(f"L{layer}H{head}" for layer, head in ov.shared) or "none"))
+    if out is not None:
+        folder = prepare_out_dir(out)
+        atomic_write_csv(folder / "overlap.csv", ov.to_dataframe())
+        atomic_write_json(folder / "overlap.json", {
+            "run_a": str(run_a), "run_b": str(run_b), "task_a": ov.task_a, "task_b": ov.task_b, "top": top,
+            "share": ov.share, "jaccard": ov.jaccard, "shared": [list(h) for h in ov.shared],
+            "heads_a": [list(h) for h in ov.heads_a], "heads_b": [list(h) for h in ov.heads_b],
+        })
+        save_figure(overlap_figure(ov, head_scores(a), head_scores(b)), folder / "overlap.html")
+        console.print(f"wrote overlap.csv, overlap.json, overlap.html to {folder}")
+
+
+def register(groups) -> None:
+    groups["patch"].command("ioi")(patch_ioi)
+    groups["patch"].command("colored-objects")(patch_colored_objects)
+    groups["patch"].command("overlap")(patch_overlap)

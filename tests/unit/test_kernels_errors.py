@@ -1,0 +1,130 @@
+"""interp.kernels.attention_stats: every bad input raises InterpError with a message that says what to do.
+
+Under the jaxtyping import hook (pytest --jaxtyping-packages=interp,...) a shape that
+contradicts the annotations is rejected by the hook before our own check; both are accepted
+for those cases.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from interp.errors import InterpError
+from interp.kernels import attention_stats
+
+try:  # the hook's error type, when jaxtyping checks the annotations
+    from jaxtyping import TypeCheckError
+
+    SHAPE_ERRORS: tuple[type[Exception], ...] = (InterpError, TypeCheckError)
+except ImportError:  # pragma: no cover
+    SHAPE_ERRORS = (InterpError,)
+
+GEN = torch.Generator().manual_seed(0)
+Q = torch.randn(2, 4, 6, 8, generator=GEN)
+K = torch.randn(2, 2, 6, 8, generator=GEN)
+
+
+@contextmanager
+def shape_error(match: str):
+    """InterpError matching `match`, or the jaxtyping hook's TypeCheckError (checked first)."""
+    with pytest.raises(SHAPE_ERRORS) as caught:
+        yield
+    if isinstance(caught.value, InterpError):
+        assert re.search(match, str(caught.value)), str(caught.value)
+
+
+def call(q=Q, k=K, **kwargs):
+    kwargs.setdefault("scale", 0.35)
+    kwargs.setdefault("backend", "torch")
+    return attention_stats(q, k, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("q", "k", "match"),
+    [
+        (Q[0], K, "q must be a 4-d tensor"),
+        (Q, K[:1], "batch or d_head"),
+        (Q, K[..., :4], "batch or d_head"),
+        (Q, torch.randn(2, 3, 6, 8), "not a multiple of kv_head"),
+        (torch.randn(2, 4, 7, 8), K, "query_pos <= key_pos"),
+    ],
+)
+def test_shape_mismatch(q, k, match) -> None:
+    with shape_error(match):
+        call(q, k)
+
+
+def test_dtype_mismatch() -> None:
+    with pytest.raises(InterpError, match="share dtype"):
+        call(Q.half(), K)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("which", ["q", "k"])
+def test_non_finite_inputs(bad: float, which: str) -> None:
+    q, k = Q.clone(), K.clone()
+    (q if which == "q" else k)[1, 1, 3, 2] = bad
+    with pytest.raises(InterpError, match=f"{which} contains NaN or inf"):
+        call(q, k)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(window=0), "window"),
+        (dict(band=(5, 4)), "lo=5 > hi=4"),
+        (dict(sink_tokens=-1), "sink_tokens"),
+        (dict(sink_tokens=7), "sink_tokens"),
+        (dict(scale=0.0), "scale"),
+        (dict(softcap=-1.0), "softcap"),
+        (dict(sliding_window=0), "sliding_window"),
+        (dict(chunk_size=0), "chunk_size"),
+        (dict(backend="cuda"), "unknown backend"),
+        (dict(n_segments=2), "without segments"),
+        (dict(segments=torch.full((2, 6), 3), n_segments=2), "n_segments=2"),
+        (dict(segments=torch.full((2, 6), -2)), "-1"),
+        (dict(key_padding_mask=torch.full((2, 6), 2)), "0/1"),
+        (dict(query_rows=torch.tensor([0, 6])), "query_rows out of range"),
+        (dict(query_rows=torch.tensor([-1])), "query_rows out of range"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(InterpError, match=match):
+        call(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(segments=torch.zeros(2, 5, dtype=torch.long)), "segments must be"),
+        (dict(key_padding_mask=torch.ones(1, 6, dtype=torch.bool)), "key_padding_mask must be"),
+    ],
+)
+def test_mask_and_segment_shapes(kwargs: dict, match: str) -> None:
+    with shape_error(match):
+        call(**kwargs)
+
+
+def test_triton_on_cpu_says_what_to_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(InterpError, match="backend='torch'"):
+        call(backend="triton")
+
+
+def test_dataframe_of_missing_columns() -> None:
+    stats = call(columns=False)
+    with pytest.raises(InterpError, match="columns=True"):
+        stats.to_dataframe("columns")
+
+
+def test_hf_integer_mask_is_accepted() -> None:
+    """HF's attention_mask is a 0/1 LongTensor; it means the same as the bool mask."""
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[0, :2] = 0
+    a, b = call(key_padding_mask=mask), call(key_padding_mask=mask.bool())
+    torch.testing.assert_close(a.entropy, b.entropy, equal_nan=True)
+    assert a.entropy[0, :, :2].isnan().all() and not a.entropy[0, :, 2:].isnan().any()
