@@ -201,7 +201,7 @@ _RETRIEVAL_SIZES = {
 }
 _SINK_SIZES = {False: {"length": 256, "max_texts": 6}, True: {"length": 128, "max_texts": 2}}
 _PREPLAN_SIZES = {False: {"max_new_tokens": 96}, True: {"max_new_tokens": 24}}
-_PATCH_SIZES = {False: {"task": "ioi", "n": 8, "progress": True}, True: {"task": "ioi", "n": 2, "progress": True}}
+_PATCH_SIZES = {False: {"task": "ioi", "n": 8}, True: {"task": "ioi", "n": 4, "method": "attribution"}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,23 +379,27 @@ def _stage_patching(lm, cfg, ctx: dict) -> _Output:
     from interp.analyses.patching import run_patching, top_heads
 
     heads = run_patching(lm, cfg)
-    resid = run_patching(lm, _replace(cfg, target="resid_pre", by_pos=True))
+    # the layer x position map of the residual stream by attribution patching: one forward and one
+    # backward pass, where activation patching would need layers x positions patched runs
+    resid = run_patching(lm, _replace(cfg, target="resid_pre", by_pos=True, method="attribution", compare=False))
     b = heads.baseline
     top = top_heads(heads, 5)
+    how = (
+        "Patching each head's clean output into the corrupted run"
+        if cfg.method == "activation"
+        else "Estimating each head's clean-output patch by attribution patching (first order)"
+    )
     text = (
-        f"IOI on {cfg.n} prompts (Wang et al. 2022): the model prefers the indirect object on "
-        f"{b.clean_accuracy:.0%} of clean prompts (logit difference {b.clean_logit_diff:.2f}; corrupted "
-        f"{b.corrupt_logit_diff:.2f}). Patching each head's clean output into the corrupted run, the heads that "
-        "restore most of the clean logit difference (normalised score; 1 = all of it): "
-        + ", ".join(f"L{l}H{h} ({v:+.2f})" for l, h, v in top)
-        + "."
+        f"{cfg.task.upper()} on {cfg.n} prompts (Wang et al. 2022): the model prefers the right name on "
+        f"{b.clean_accuracy:.0%} of clean prompts (mean logit difference {b.clean_logit_diff:.2f}; corrupted "
+        f"{b.corrupt_logit_diff:.2f}). {how}, the heads with the largest |{cfg.metric}| ({_METRIC_NOTE.get(cfg.metric, cfg.metric)}): " + ", ".join(f"L{l}H{h} ({v:+.2f})" for l, h, v in top) + "."
     )
     r = np.asarray(resid.scores, dtype=float)
     if np.isfinite(r).any():
         layer, pos = np.unravel_index(np.nanargmax(np.abs(r)), r.shape)
         label = resid.pos_labels[pos] if resid.pos_labels else str(pos)
         text += (
-            f" Patching the residual stream by position, the strongest single patch is layer {layer} at "
+            f" In the residual stream (attribution patching by position) the strongest patch is layer {layer} at "
             f"'{label}' ({r[layer, pos]:+.2f})."
         )
     ctx["patching_top"] = [(l, h) for l, h, _ in top]
@@ -407,6 +411,13 @@ def _stage_patching(lm, cfg, ctx: dict) -> _Output:
         json={"baseline": b.as_dict(), "heads_meta": heads.meta(), "resid_pre_meta": resid.meta()},
         result=heads,
     )
+
+
+_METRIC_NOTE = {
+    "score": "normalised: 1 = restores the clean logit difference, 0 = no effect",
+    "logit_diff": "logit difference after the patch",
+    "kl": "KL divergence from the clean next-token distribution",
+}
 
 
 def _patch_plots():

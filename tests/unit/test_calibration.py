@@ -163,3 +163,36 @@ def test_task_file_errors(tmp_path):
 def test_config_validation(kwargs, match):
     with pytest.raises(InterpError, match=match):
         CalibrationConfig(**kwargs).validate()
+
+
+def _result(before, after, heads=((3, 1), (12, 4))):
+    from interp.analyses.calibration import CalibrationResult
+
+    n = len(before)
+    return CalibrationResult(
+        config=CalibrationConfig(method="act"), model="toy", task="toy", heads=tuple(heads), gamma=None,
+        search=({"step": "baseline", "accuracy": 0.5, "mean_logp": -0.7},), calib_before=0.5, calib_after=0.6,
+        item_ids=tuple(str(i) for i in range(n)), before=np.asarray(before, bool), after=np.asarray(after, bool),
+        logp_before=np.full(n, -0.7), logp_after=np.full(n, -0.6),
+    )
+
+
+def test_result_tables_and_figure():
+    from interp.plots.sinks import calibration_figure
+
+    before = [1, 0, 1, 0, 0, 1, 0, 0, 1, 0]
+    after = [1, 1, 1, 0, 1, 1, 0, 1, 1, 0]
+    r = _result(before, after)
+    acc = r.to_dataframe().set_index("condition")
+    assert acc.loc["before", "correct"] == 4 and acc.loc["after", "correct"] == 7
+    assert (acc.loc["after", "ci_low"], acc.loc["after", "ci_high"]) == pytest.approx(wilson_interval(7, 10))
+    s = r.summary()
+    assert s["difference"] == pytest.approx(0.3) and s["heads"] == ["3.1", "12.4"]
+    assert s["mcnemar_p"] == pytest.approx(0.25)  # 0 vs 3 discordant: 2 / 2**3
+    lo, hi = s["difference_ci"]
+    assert lo <= 0.3 <= hi
+    heads = r.heads_dataframe()
+    assert heads[["layer", "head"]].values.tolist() == [[3, 1], [12, 4]] and (heads.beta == 0.4).all()
+    fig = calibration_figure(r)
+    assert list(fig.data[0].y) == pytest.approx([0.4, 0.7])
+    assert "3.1, 12.4" in fig.layout.title.text
