@@ -23,7 +23,7 @@ import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -249,10 +249,6 @@ def _esc(x: Any) -> str:
     return html.escape(str(x), quote=False)
 
 
-def _heads_text(pairs: Sequence[tuple[int, int]]) -> str:
-    return ", ".join(f"L{int(l)}H{int(h)}" for l, h in pairs)
-
-
 def _stage_preplan(lm, cfg, ctx: dict) -> _Output:
     from interp.analyses.preplan import score_preplan
     from interp.plots import preplan as pp
@@ -342,7 +338,7 @@ def _stage_sinks(lm, cfg, ctx: dict) -> _Output:
     top = heads.sort_values("first_token_mass", ascending=False).iloc[0]
     types = [f"{k} ({v['share']:.0%})" for k, v in list(s["hidden_token_types"].items())[:3]]
     text = (
-        f"Sink rate at the first token: {heads['sink_rate_pct'].mean():.1f}% of (text, layer, head) have alpha_0 > "
+        f"Sink rate at the first token: {result.sink_rate:.1f}% of (text, layer, head) have alpha_0 > "
         f"{cfg.eps} (Gu et al. 2024) over {s['n_texts']} texts of {s['tokens_per_text']} tokens; mean first-token mass "
         f"{s['mean_first_token_mass']:.2f}, highest in layer {int(top['layer'])} head {int(top['head'])} "
         f"({top['first_token_mass']:.2f}). {s['n_hidden_sinks']} hidden sinks (recv_mean > {cfg.tau}, Yu et al. 2024)"
@@ -377,6 +373,7 @@ def _stage_patching(lm, cfg, ctx: dict) -> _Output:
     from dataclasses import replace as _replace
 
     from interp.analyses.patching import run_patching, top_heads
+    from interp.plots.patching import patch_figure
 
     heads = run_patching(lm, cfg)
     # the layer x position map of the residual stream by attribution patching: one forward and one
@@ -392,7 +389,10 @@ def _stage_patching(lm, cfg, ctx: dict) -> _Output:
     text = (
         f"{cfg.task.upper()} on {cfg.n} prompts (Wang et al. 2022): the model prefers the right name on "
         f"{b.clean_accuracy:.0%} of clean prompts (mean logit difference {b.clean_logit_diff:.2f}; corrupted "
-        f"{b.corrupt_logit_diff:.2f}). {how}, the heads with the largest |{cfg.metric}| ({_METRIC_NOTE.get(cfg.metric, cfg.metric)}): " + ", ".join(f"L{l}H{h} ({v:+.2f})" for l, h, v in top) + "."
+        f"{b.corrupt_logit_diff:.2f}). {how}, the heads with the largest |{cfg.metric}| "
+        f"({_METRIC_NOTE.get(cfg.metric, cfg.metric)}): "
+        + ", ".join(f"L{l}H{h} ({v:+.2f})" for l, h, v in top)
+        + "."
     )
     r = np.asarray(resid.scores, dtype=float)
     if np.isfinite(r).any():
@@ -407,7 +407,7 @@ def _stage_patching(lm, cfg, ctx: dict) -> _Output:
         summary=text,
         summary_html=f"<p>{_esc(text)}</p>",
         tables={"heads": heads.to_dataframe(), "resid_pre": resid.to_dataframe()},
-        figures=figures_for("patching", heads) + [("resid_pre_by_position", _patch_plots().patch_figure(resid))],
+        figures=figures_for("patching", heads) + [("resid_pre_by_position", patch_figure(resid))],
         json={"baseline": b.as_dict(), "heads_meta": heads.meta(), "resid_pre_meta": resid.meta()},
         result=heads,
     )
@@ -420,14 +420,10 @@ _METRIC_NOTE = {
 }
 
 
-def _patch_plots():
-    from interp.plots import patching
-
-    return patching
-
-
 def _patching_figures(result) -> list:
-    return [(f"{result.target}_{'by_position' if 'pos' in result.axes else 'grid'}", _patch_plots().patch_figure(result))]
+    from interp.plots.patching import patch_figure
+
+    return [(f"{result.target}_{'by_position' if 'pos' in result.axes else 'grid'}", patch_figure(result))]
 
 
 def _capture_head(lm, ids, layer: int, head: int):
@@ -442,14 +438,14 @@ def _capture_head(lm, ids, layer: int, head: int):
 def _stage_attention(lm, cfg, ctx: dict) -> _Output:
     from interp.plots.attention import attention_view
 
-    picks = ctx["attention_heads"]  # [(label, layer, head, text, why)]
+    picks = _pick_attention_heads(lm, ctx)  # [(label, layer, head, text, why)]
     figures = []
     lines = []
     for label, layer, head, text, why in picks:
         ids = lm.encode(text)
         q, k = _capture_head(lm, ids, layer, head)
         fig = attention_view(q, k, lm.token_strings(ids[0]), scale=lm.arch.scale, layer=layer, head=head)
-        fig.update_layout(title=f"{why}: layer {layer} head {head} ({ids.shape[1]} tokens, exact)")
+        fig.update_layout(title=f"{why}: {fig.layout.title.text}")
         figures.append((f"{label}_L{layer}H{head}", fig))
         lines.append(f"{why}: layer {layer} head {head}")
     text = "; ".join(lines) + "."
@@ -491,7 +487,7 @@ _RUNNERS: dict[str, Callable] = {
 }
 
 
-def _pick_attention_heads(lm, config: ReportConfig, configs: dict, ctx: dict) -> list:
+def _pick_attention_heads(lm, ctx: dict) -> list:
     """Heads for the viewer: the top retrieval head on repeated text, the top IOI head on an IOI prompt.
 
     Returns:
@@ -500,14 +496,14 @@ def _pick_attention_heads(lm, config: ReportConfig, configs: dict, ctx: dict) ->
     from interp.analyses.tasks import make_task
 
     picks = []
-    copy_text = _REPEAT_TEXT * config.repeats
+    copy_text = _REPEAT_TEXT * ctx["config"].repeats
     if ctx.get("retrieval_top"):
         layer, head = ctx["retrieval_top"][0]
         picks.append(("retrieval", layer, head, copy_text, "Top retrieval head on repeated text"))
     else:  # no needle sample was answered, so no head scored: show a mid-depth head instead
         layer = lm.arch.n_layers // 2
         picks.append(("retrieval", layer, 0, copy_text, "No retrieval head scored; a middle-layer head on repeated text"))
-    task = configs["patching"]
+    task = ctx["configs"]["patching"]
     ioi = make_task(lm.tokenizer, task.task, n=1, seed=task.seed).clean_text[0]
     layer, head = ctx["patching_top"][0]
     picks.append(("patching", layer, head, ioi, f"Top {task.task.upper()} patching head on a clean prompt"))
@@ -518,7 +514,7 @@ def _pick_attention_heads(lm, config: ReportConfig, configs: dict, ctx: dict) ->
 # Writing
 # --------------------------------------------------------------------------------------------
 
-_PAGE_CSS_NOTE = "Figures are interactive: hover for values, drag to zoom, double-click to reset."
+_HOW_TO_READ = "Figures are interactive: hover for values, drag to zoom, double-click to reset."
 
 
 def _write_stage(out_dir: Path, name: str, title: str, output: _Output, seconds: float, png: bool) -> StageReport:
@@ -562,7 +558,7 @@ def _write_index(out_dir: Path, lm, config: ReportConfig, stages: list[StageRepo
     )
     overview = (
         '<table class="facts"><tr><th>analysis</th><th>finding</th><th>time</th></tr>' + rows + "</table>"
-        f"<p>{_esc(_PAGE_CSS_NOTE)} Tables (CSV) and one page per figure are in the folder of each analysis.</p>"
+        f"<p>{_esc(_HOW_TO_READ)} Tables (CSV) and one page per figure are in the folder of each analysis.</p>"
     )
     a = lm.arch
     sections = [PageSection("Overview", overview, anchor="overview")]
@@ -582,6 +578,16 @@ def _write_index(out_dir: Path, lm, config: ReportConfig, stages: list[StageRepo
 # --------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------
+
+
+def _settings(config) -> dict:
+    """An analysis config as JSON-able settings (each analysis names this method its own way)."""
+    import dataclasses
+
+    for method in ("to_dict", "settings"):
+        if callable(getattr(config, method, None)):
+            return getattr(config, method)()
+    return dataclasses.asdict(config)
 
 
 def run_report(lm, out_dir, config: ReportConfig = ReportConfig(), *, console=None) -> Report:
@@ -618,13 +624,11 @@ def run_report(lm, out_dir, config: ReportConfig = ReportConfig(), *, console=No
 
     outputs: dict[str, _Output] = {}
     reports: list[StageReport] = []
-    ctx: dict[str, Any] = {}
+    ctx: dict[str, Any] = {"config": config, "configs": configs}  # stages add what later stages need
     n = len(config.stages)
     for i, name in enumerate(config.stages, 1):
         title = _TITLES[name]
         console.rule(f"[bold]{i}/{n} {title}")
-        if name == "attention":
-            ctx["attention_heads"] = _pick_attention_heads(lm, config, configs, ctx)
         t0 = time.time()
         try:
             output = _RUNNERS[name](lm, configs.get(name), ctx)
@@ -638,7 +642,7 @@ def run_report(lm, out_dir, config: ReportConfig = ReportConfig(), *, console=No
         reports.append(_write_stage(out, name, title, output, seconds, config.png))
         console.print(f"[green]done[/] in {seconds:.0f} s: {output.summary}")
     seconds = time.time() - started
-    settings = {name: (c.to_dict() if hasattr(c, "to_dict") else repr(c)) for name, c in configs.items()}
+    settings = {name: _settings(c) for name, c in configs.items()}
     settings["report"] = {"quick": config.quick, "stages": list(config.stages), "repeats": config.repeats}
     info = run_info(lm, settings, started)
     info["stages"] = [{"name": s.name, "seconds": s.seconds, "summary": s.summary} for s in reports]

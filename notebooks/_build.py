@@ -99,21 +99,31 @@ NOTEBOOKS["01_retrieval"] = [
 
 Needle-in-a-haystack prompts; a head earns credit when the token it attends to most is the needle
 token the model copies next. Heads scoring above 0.1 are retrieval heads. Small sizes here: raise
-the lengths and depths for real numbers."""),
+`lengths` and `depths` (and keep `mask=True`, the causal check) for real numbers."""),
     ("code", SETUP),
     ("code", """\
 from interp.analyses.retrieval import RetrievalConfig, score_retrieval
-from interp.report import stage_configs, ReportConfig
-config = stage_configs(ReportConfig(quick=True, stages=("retrieval",)))["retrieval"]  # the report's quick sizes
-config"""),
-    ("code", """\
+config = RetrievalConfig(lengths=(192,), depths=(0.5,), mask=False)  # 3 needles x 1 length x 1 depth
 result = score_retrieval(lm, config)
-df = result.to_dataframe()
-df.sort_values(df.columns[-1] if "score" not in df.columns else "score", ascending=False).head(10)"""),
+print(f"{result.share:.1%} of heads score > {config.threshold} over {result.n_samples} counted samples")
+result.to_dataframe().sort_values("rank").query("rank > 0").head(10)"""),
     ("code", """\
-from interp.report import figures_for
-for name, fig in figures_for("retrieval", result):
-    fig.show()"""),
+from interp.plots.retrieval import figure
+figure(result)"""),
+    ("md", """\
+## What the top head does
+On a sentence said twice, a copying head looks, from each token of the second copy, at the token
+that followed it in the first copy: the stripe parallel to the diagonal."""),
+    ("code", """\
+from interp.hooks import capture
+from interp.plots import attention_view
+
+layer, head, score = result.top(1)[0]
+ids = lm.encode("The violet lighthouse keeper counted forty-seven copper gulls at dawn. " * 2)
+with capture(lm, layers=[layer], keep=("q", "k")) as cap:
+    lm.forward(ids)
+attention_view(cap["q", layer][0, head], cap["k", layer][0, lm.arch.kv_map[head]], lm.token_strings(ids[0]),
+               scale=lm.arch.scale, layer=layer, head=head)"""),
 ]
 
 NOTEBOOKS["02_sinks"] = [
@@ -133,9 +143,9 @@ result.to_dataframe().head()"""),
     ("code", "result.layer_sink_rates().head(10)"),
     ("code", "result.token_type_table()"),
     ("code", """\
-from interp.report import figures_for
-for name, fig in figures_for("sinks", result):
-    fig.show()"""),
+from interp.plots.sinks import first_token_mass_grid, layer_sink_rates
+first_token_mass_grid(result)"""),
+    ("code", "layer_sink_rates(result)"),
 ]
 
 NOTEBOOKS["03_patching"] = [
@@ -144,18 +154,26 @@ NOTEBOOKS["03_patching"] = [
 
 Indirect-object identification: "When Mary and John went to the store, John gave a drink to" ->
 " Mary". Patch each head's clean output into the corrupted run and measure how much of the clean
-logit difference comes back (1 = all of it). Small sizes here: raise `n` for real numbers."""),
+logit difference comes back (normalised score: 1 = all of it, 0 = nothing). Small sizes here:
+raise `n` and patch every layer for real numbers."""),
     ("code", SETUP),
     ("code", """\
-from interp.analyses.patching import PatchConfig, run_patching
-from interp.report import stage_configs, ReportConfig
-config = stage_configs(ReportConfig(quick=True, stages=("patching",)))["patching"]  # the report's quick sizes
+from interp.analyses.patching import PatchConfig, run_patching, top_heads
+# activation patching of the head outputs of the last layers (all layers: layers=None)
+config = PatchConfig(task="ioi", n=2, layers=tuple(range(20, lm.arch.n_layers)))
 result = run_patching(lm, config)
-result.to_dataframe().head(10)"""),
+print(result.baseline)
+top_heads(result, 5)"""),
     ("code", """\
-from interp.report import figures_for
-for name, fig in figures_for("patching", result):
-    fig.show()"""),
+from interp.plots.patching import patch_figure
+patch_figure(result)"""),
+    ("md", """\
+## Where the answer is written: the residual stream by position
+Attribution patching estimates every (layer, position) patch at once from one forward and one
+backward pass."""),
+    ("code", """\
+resid = run_patching(lm, PatchConfig(task="ioi", n=2, target="resid_pre", by_pos=True, method="attribution"))
+patch_figure(resid)"""),
 ]
 
 NOTEBOOKS["04_preplan"] = [

@@ -24,7 +24,8 @@ dimension adds a bias to the scores of chosen keys inside the model's own fused 
 Evaluation (`calibrate`): the shipped tasks (`interp/data/tasks/*.jsonl`, written for this
 project) are scored by the next-token logits restricted to the answer tokens. ACT heads are
 searched greedily on the calibration split (candidates: the heads with the largest hidden-sink
-mass on the calibration prompts; each candidate is added if it raises calibration accuracy);
+mass on the calibration prompts; each candidate is added if it improves calibration accuracy,
+ties broken by the mean log-prob of the correct answer);
 ZeroTuning's gamma is chosen on a small grid. Held-out accuracy before and after is reported
 with Wilson intervals, a paired bootstrap interval of the difference and an exact McNemar test.
 """
@@ -572,6 +573,12 @@ class CalibrationResult:
         }
 
 
+def _better(rec: dict, best: dict) -> bool:
+    """Search criterion: higher calibration accuracy, or the same accuracy and a higher mean
+    log-prob of the correct answer (so a search can still move when accuracy is at 100%)."""
+    return (rec["accuracy"], rec["mean_logp"]) > (best["accuracy"], best["mean_logp"])
+
+
 def rank_act_candidates(lm, items: Sequence[TaskItem], config: CalibrationConfig) -> list[tuple[Head, float]]:
     """Heads ranked by hidden-sink mass on ``items`` (mean over prompts of sum of recv_mean over
     the hidden sinks), largest first; only heads with some hidden sink."""
@@ -601,11 +608,13 @@ def rank_act_candidates(lm, items: Sequence[TaskItem], config: CalibrationConfig
 def calibrate(lm, config: CalibrationConfig = CalibrationConfig(), *, log=None, progress: bool = True) -> CalibrationResult:
     """Choose a calibration on the task's calibration split and evaluate it on the held-out split.
 
+    Both searches compare (calibration accuracy, mean log-prob of the correct answer)
+    lexicographically: accuracy first, the log-prob only breaks ties (Yu et al. select on
+    accuracy alone, which cannot move on a calibration split already at 100%).
     ACT: greedy forward selection over the ``n_candidates`` heads with the strongest hidden
-    sinks: a head is kept when adding it to the kept set raises calibration accuracy (ties: not
-    kept). ZeroTuning: every head (or ``heads``), gamma = the grid value with the best
-    calibration accuracy (ties: the better mean log-prob of the correct answer; gamma 1 if none
-    beats the uncalibrated model).
+    sinks: a head is kept when adding it to the kept set is better than the best so far.
+    ZeroTuning: every head (or ``heads``), gamma = the best grid value, or 1 (no change) when
+    none beats the uncalibrated model.
 
     Args:
         lm: a `interp.models.LoadedModel`.
@@ -663,10 +672,10 @@ def calibrate(lm, config: CalibrationConfig = CalibrationConfig(), *, log=None, 
             for layer, head, mass in tqdm(ranked, desc="ACT head search", unit="head", disable=not progress):
                 trial = chosen + [(int(layer), int(head))]
                 rec = cached(
-                    f"cand-{layer}.{head}",
+                    "trial-" + ",".join(f"{l}.{h}" for l, h in trial),  # keyed by the whole set tried
                     lambda: calib_step(factory_for(trial), step=f"+{layer}.{head}", hidden_mass=mass),
                 )
-                kept = rec["accuracy"] > best["accuracy"]
+                kept = _better(rec, best)
                 search.append({**rec, "kept": kept})
                 if kept:
                     chosen, best = trial, rec
@@ -689,7 +698,7 @@ def calibrate(lm, config: CalibrationConfig = CalibrationConfig(), *, log=None, 
             for g in tqdm(config.gammas, desc="ZeroTuning gamma search", unit="gamma", disable=not progress):
                 rec = cached(f"gamma-{g:g}", lambda: calib_step(factory_for(g), step=f"gamma={g:g}", gamma=g))
                 search.append(rec)
-                if (rec["accuracy"], rec["mean_logp"]) > (best["accuracy"], best["mean_logp"]) and rec["accuracy"] >= base["accuracy"]:
+                if _better(rec, best):
                     gamma, best = float(g), rec
         final = factory_for(gamma) if gamma != 1.0 else None
         if final is None:

@@ -83,8 +83,8 @@ TARGETS: dict[str, tuple[str, Optional[str]]] = {
 METRICS = ("score", "logit_diff", "kl")
 METHODS = ("activation", "attribution")
 
-Metric = Callable[[torch.Tensor], torch.Tensor]  # logits [batch, pos, vocab] -> [batch]
-_LOGIT_BUDGET_BYTES = 2**28  # default rows per forward: full logits of one pass stay under 256 MiB
+Metric = Callable[[torch.Tensor], torch.Tensor]  # answer-position logits [batch, 1, vocab] -> [batch]
+_LOGIT_BUDGET_BYTES = 2**28  # default rows per forward: one pass's activations stay near 256 MiB
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,8 @@ def logit_diff(logits: torch.Tensor, correct: torch.Tensor, wrong: torch.Tensor)
 def make_metric(name: str, batch: TaskBatch, clean_logits: torch.Tensor, corrupt_logits: torch.Tensor) -> Metric:
     """A metric ``logits [batch, pos, vocab] -> [batch]`` for ``batch`` (one value per prompt).
 
+    Metrics read the last position only (the sweeps pass ``[batch, 1, vocab]``).
+
     - "logit_diff": LD per prompt.
     - "score": (LD_i - mean LD_corrupt) / (mean LD_clean - mean LD_corrupt); its mean over
       prompts is the normalised score of the mean LD (linear, so averaging commutes).
@@ -314,10 +316,11 @@ def task_baseline(lm, batch: TaskBatch) -> tuple[Baseline, torch.Tensor, torch.T
     """Clean and corrupted forward passes: the task's accuracy and logit differences.
 
     Returns:
-        (Baseline, clean logits [batch, pos, vocab], corrupted logits [batch, pos, vocab]).
+        (Baseline, clean logits [batch, 1, vocab], corrupted logits [batch, 1, vocab]) at the
+        answer position.
     """
-    clean_logits = lm.forward(batch.clean.to(lm.device))
-    corrupt_logits = lm.forward(batch.corrupt.to(lm.device))
+    clean_logits = _answer_logits(lm, batch.clean.to(lm.device))
+    corrupt_logits = _answer_logits(lm, batch.corrupt.to(lm.device))
     ld_c = logit_diff(clean_logits, batch.correct, batch.wrong)
     ld_x = logit_diff(corrupt_logits, batch.correct, batch.wrong)
     top1 = clean_logits[:, -1].argmax(-1).cpu() == batch.correct.cpu()
@@ -399,8 +402,28 @@ def _mask(index_rows: Sequence[tuple[int, int, int, int]], shape: tuple[int, ...
 
 
 def _default_rows(lm, n: int, n_pos: int) -> int:
-    vocab = int(lm.hf_model.get_output_embeddings().weight.shape[0])
-    return max(n, _LOGIT_BUDGET_BYTES // (4 * n_pos * vocab))
+    """Rows per forward so that one pass's activations stay within the budget (logits at one position)."""
+    per_row = 4 * (int(lm.hf_model.get_output_embeddings().weight.shape[0]) + 16 * n_pos * lm.arch.d_model)
+    return max(n, min(4096, _LOGIT_BUDGET_BYTES // per_row))
+
+
+def _answer_logits(lm, ids: torch.Tensor, *, grad: bool = False) -> torch.Tensor:
+    """Logits [batch, 1, vocab] at the last (answer) position.
+
+    Every metric here reads only the answer position, so on the HF backend the unembedding is
+    run on the last position alone (a pre-hook on the model's public ``get_output_embeddings()``
+    module slices its input): this saves the [batch, pos, vocab] logits, a fifth of the compute
+    of a 135M model and most of the memory of a large-vocabulary one. The TL bridge computes all
+    positions and we slice.
+    """
+    if lm.backend == "hf":
+        head = lm.hf_model.get_output_embeddings()
+        handle = head.register_forward_pre_hook(lambda mod, args: (args[0][:, -1:], *args[1:]))
+        try:
+            return lm.forward(ids, grad=grad)[:, -1:]
+        finally:
+            handle.remove()
+    return lm.forward(ids, grad=grad)[:, -1:]
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -434,9 +457,10 @@ def activation_patching(
             attn_out or mlp_out.
         index: LongTensor [n_patches, 3] of (layer, head, pos); head -1 = all heads (and must
             be -1 for residual sites), pos -1 = all positions.
-        metric: ``logits [batch, pos, vocab] -> [batch]``, one scalar per prompt.
-        batch_rows: rows (copies x prompts) per forward; default keeps one pass's logits
-            under 256 MiB.
+        metric: ``logits -> [batch]``, one scalar per prompt; it receives the logits at the
+            answer (last) position, ``[batch, 1, vocab]``, so ``logits[:, -1]`` works as in
+            transformer-lens metrics.
+        batch_rows: rows (copies x prompts) per forward; default keeps one pass near 256 MiB.
         progress: show a progress bar.
 
     Returns:
@@ -455,7 +479,7 @@ def activation_patching(
     clean, corrupt = clean.to(lm.device), corrupt.to(lm.device)
     layers = sorted(set(index[:, 0].tolist()))
     with capture(lm, layers=layers, keep=(site,)) as cap:
-        lm.forward(clean)
+        _answer_logits(lm, clean)
     clean_act = {layer: cap[site, layer] for layer in layers}
     per_pass = max(1, (batch_rows or _default_rows(lm, n, n_pos)) // n)
     out = torch.empty(len(index), dtype=torch.float64)
@@ -472,7 +496,7 @@ def activation_patching(
                 mask = _mask(rows, tuple(source.shape), n, has_head).to(act.device)
                 edits.append(Edit(site, layer, _swap(mask, source)))
             with intervene(lm, edits):
-                logits = lm.forward(corrupt.repeat(c, 1))
+                logits = _answer_logits(lm, corrupt.repeat(c, 1))
             for j in range(c):
                 out[start + j] = _evaluate(metric, logits[j * n : (j + 1) * n], n).double().mean()
             del logits
@@ -532,7 +556,7 @@ def attribution_patching(
     clean, corrupt = clean.to(lm.device), corrupt.to(lm.device)
     layers = sorted(set(index[:, 0].tolist()))
     with capture(lm, layers=layers, keep=(site,)) as cap:
-        lm.forward(clean)
+        _answer_logits(lm, clean)
     clean_act = {layer: cap[site, layer] for layer in layers}
     corrupt_act: dict[int, torch.Tensor] = {}
     deltas: dict[int, torch.Tensor] = {}
@@ -546,7 +570,7 @@ def attribution_patching(
         return fn
 
     with intervene(lm, [Edit(site, layer, probe(layer)) for layer in layers]):
-        logits = lm.forward(corrupt, grad=True)
+        logits = _answer_logits(lm, corrupt, grad=True)
     value = _evaluate(metric, logits, n).mean()
     grads = torch.autograd.grad(value, [deltas[layer] for layer in layers], allow_unused=True)
     # per layer: (clean - corrupt) . grad summed over the feature axis and prompts -> [head, pos] or [pos]
@@ -633,14 +657,14 @@ def path_patching(
         raise InterpError("receivers in layer 0 read only the embeddings: no head can send to them")
     keep = ("z", "mlp_out") if freeze_mlps else ("z",)
     with capture(lm, layers=frozen_layers, keep=keep) as cap:
-        lm.forward(corrupt)
+        _answer_logits(lm, corrupt)
     corrupt_z = {layer: cap["z", layer] for layer in frozen_layers}
     corrupt_mlp = {layer: cap["mlp_out", layer] for layer in frozen_layers} if freeze_mlps else {}
     sender_layers = sorted({s for s in senders[:, 0].tolist() if s < top})
     clean_z = {}
     if sender_layers:
         with capture(lm, layers=sender_layers, keep=("z",)) as cap:
-            lm.forward(clean)
+            _answer_logits(lm, clean)
         clean_z = {layer: cap["z", layer] for layer in sender_layers}
     per_pass = max(1, (batch_rows or _default_rows(lm, n, n_pos)) // n)
     out = torch.empty(len(senders), dtype=torch.float64)
@@ -660,10 +684,10 @@ def path_patching(
                 if freeze_mlps:
                     edits.append(Edit("mlp_out", layer, _constant(corrupt_mlp[layer].repeat(c, 1, 1))))
             with intervene(lm, edits), capture(lm, layers=sorted(recv), keep=(receiver_input,)) as cap:
-                lm.forward(corrupt.repeat(c, 1))
+                _answer_logits(lm, corrupt.repeat(c, 1))
             edits = [Edit(receiver_input, layer, _heads_from(cap[receiver_input, layer], heads)) for layer, heads in recv.items()]
             with intervene(lm, edits):
-                logits = lm.forward(corrupt.repeat(c, 1))
+                logits = _answer_logits(lm, corrupt.repeat(c, 1))
             for j in range(c):
                 out[start + j] = _evaluate(metric, logits[j * n : (j + 1) * n], n).double().mean()
             del logits
@@ -718,7 +742,8 @@ def patch_task(
         lm: a `LoadedModel`.
         batch: the task.
         target, method, by_pos, layers, batch_rows, compare, progress: see `PatchConfig`.
-        metric: a name of `METRICS` or a callable ``logits [batch, pos, vocab] -> [batch]``.
+        metric: a name of `METRICS` or a callable ``logits [batch, 1, vocab] -> [batch]`` (the
+            logits at the answer position; one value per prompt).
 
     Returns:
         A `PatchResult` (with the task's `Baseline`).

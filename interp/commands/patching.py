@@ -80,9 +80,13 @@ def _run(task: str, *, model, n, seed, target, method, metric, by_pos, layers, b
     atomic_write_text(folder / "patch.html", figures_html(figures, title=f"interp patch {task}"))
     settings = {k: getattr(config, k) for k in config.__dataclass_fields__ if k != "progress"}
     info = run_info(lm, settings=settings, started=started)
-    info["result"] = result.meta()
-    if "head" in result.axes:
-        info["top_heads"] = [{"layer": a, "head": b, "score": s} for a, b, s in top_heads(result, 10)]
+    info["summary"] = {
+        "task": task,
+        **result.baseline.as_dict(),
+        "top_heads": [{"layer": a, "head": h, "score": s} for a, h, s in top_heads(result, 10)] if "head" in result.axes else None,
+        "correlation_attribution_activation": result.correlation,
+    }
+    info["result"] = result.meta()  # what `interp patch overlap` reads back with patch.csv
     atomic_write_json(folder / "run.json", info)
     b = result.baseline
     console.print(

@@ -279,3 +279,60 @@ def test_matches_transformer_lens_patching(saved_tiny):
         )
         assert pick["score"].to_numpy() == pytest.approx(theirs.double().numpy(), abs=1e-4), target
         assert theirs.abs().max() > 1e-3  # non-trivial effects were compared
+
+
+# --------------------------------------------------------------------------------------------
+# CLI (tiny model with the SmolLM2 tokenizer, in-process)
+# --------------------------------------------------------------------------------------------
+
+
+def _cli(monkeypatch, *argv) -> int:
+    import sys
+
+    from interp.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["interp", *map(str, argv)])
+    try:
+        main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def test_cli_writes_and_compares_runs(saved_tiny, tmp_path, monkeypatch, capsys):
+    import json
+
+    import pandas as pd
+
+    a, b, r = tmp_path / "ioi", tmp_path / "co", tmp_path / "resid"
+    assert _cli(monkeypatch, "patch", "ioi", "--model", saved_tiny, "--n", 2, "--out", a) == 0
+    assert _cli(monkeypatch, "patch", "colored-objects", "--model", saved_tiny, "--n", 2, "--method", "attribution",
+                "--compare", "--out", b) == 0
+    assert _cli(monkeypatch, "patch", "ioi", "--model", saved_tiny, "--n", 2, "--target", "resid_pre",
+                "--layers", "1", "--out", r) == 0
+    df = pd.read_csv(a / "patch.csv")
+    assert list(df.columns[:5]) == ["layer", "head", "pos", "pos_label", "score"]
+    assert len(df) == 2 * 6 and df["pos"].isna().all()  # 2 layers x 6 heads, all positions
+    info = json.loads((a / "run.json").read_text())
+    base = info["result"]["baseline"]
+    assert {"clean_accuracy", "clean_logit_diff", "corrupt_logit_diff"} <= set(base)
+    assert (a / "patch.html").stat().st_size > 10_000
+    attr = json.loads((b / "run.json").read_text())["result"]
+    assert attr["method"] == "attribution" and -1 <= attr["correlation_attribution_activation"] <= 1
+    resid = pd.read_csv(r / "patch.csv")
+    assert resid["head"].isna().all() and set(resid["layer"]) == {1} and resid["pos"].notna().all()
+    capsys.readouterr()
+    assert _cli(monkeypatch, "patch", "overlap", a, b, "--top", 3, "--out", tmp_path / "ov") == 0
+    ov = json.loads((tmp_path / "ov" / "overlap.json").read_text())
+    assert len(ov["heads_a"]) == 3 and ov["share"] == len(ov["shared"]) / 3
+    # bad input: one clear line, exit code 2
+    for argv, message in [
+        (("patch", "ioi", "--target", "attn_pattern", "--out", tmp_path / "x"), "unknown target"),
+        (("patch", "ioi", "--method", "gradient", "--out", tmp_path / "x"), "unknown method"),
+        (("patch", "overlap", a, r), "no head axis"),
+        (("patch", "overlap", a, tmp_path), "no patch.csv"),
+    ]:
+        capsys.readouterr()
+        assert _cli(monkeypatch, *argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
