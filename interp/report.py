@@ -518,7 +518,7 @@ _HOW_TO_READ = "Figures are interactive: hover for values, drag to zoom, double-
 
 
 def _write_stage(out_dir: Path, name: str, title: str, output: _Output, seconds: float, png: bool) -> StageReport:
-    from interp.plots.export import save_figure, save_png
+    from interp.plots.export import save_figure, save_pngs
     from interp.runs import atomic_write_csv, atomic_write_json
 
     folder = out_dir / name
@@ -529,9 +529,9 @@ def _write_stage(out_dir: Path, name: str, title: str, output: _Output, seconds:
         tables.append(f"{tname}.csv")
     for fname, fig in output.figures:
         save_figure(fig, folder / f"{fname}.html", include_plotlyjs="../plotly.min.js")
-        if png:
-            save_png(fig, folder / f"{fname}.png")
         figures.append(f"{fname}.html")
+    if png:  # static figures as pictures too, where an image backend (kaleido) works
+        save_pngs([(fig, folder / f"{fname}.png") for fname, fig in output.figures])
     for jname, obj in output.json.items():
         atomic_write_json(folder / f"{jname}.json", obj)
     return StageReport(

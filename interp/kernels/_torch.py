@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -106,95 +107,124 @@ def torch_stats(
     """
     pb = problem
     cdtype = torch.float64 if pb.q.dtype == torch.float64 else torch.float32
-    device = pb.q.device
-    heads, kvh, group, window = pb.heads, pb.kv_heads, pb.group, pb.window
     # Rows we stream over: all of them when column statistics need every row.
     work_rows = torch.arange(pb.query_pos) if pb.columns else pb.rows.cpu()
     rows_host = work_rows.tolist()
-    n_work = len(rows_host)
-    out = {
-        name: torch.full((pb.batch, heads, n_work), float("nan"), dtype=torch.float32, device=device)
-        for name in ("lse", "top1p", "entropy", "sink", "dist", "waad")
-    }
-    out["top1"] = torch.full((pb.batch, heads, n_work), -1, dtype=torch.int64, device=device)
-    seg = None
-    if pb.segments is not None:
-        seg = torch.full((pb.batch, heads, n_work, pb.n_segments), float("nan"), dtype=torch.float32, device=device)
-    recv_sum = band_sum = None
-    if pb.columns:
-        recv_sum = torch.zeros(pb.batch, heads, pb.key_pos, dtype=torch.float64, device=device)
-        band_sum = torch.zeros_like(recv_sum)
+    acc = _Accumulator(pb, len(rows_host))
     first_real = pb.first_real.tolist()
-    # a padding mask with holes (not left padding) must be applied to every column
-    holes = [not bool(pb.key_real[b, fr:].all()) for b, fr in enumerate(first_real)]
-    query_real = pb.query_real()
-    lo, hi = pb.band
-
     for b in range(pb.batch):
+        # a padding mask with holes (not plain left padding) must be applied to every column
+        holes = not bool(pb.key_real[b, first_real[b] :].all())
         kb = pb.k[b].to(cdtype)  # [kv, key_pos, d]: upcast once per batch element
-        qb = pb.q[b]
         start = 0
-        while start < n_work:
-            stop = min(start + (chunk_size or _auto_chunk(pb, rows_host[start], cdtype)), n_work)
-            c = stop - start
-            idx = work_rows[start:stop]
-            a_min = pb.offset + min(rows_host[start:stop])
-            a_max = pb.offset + max(rows_host[start:stop])
-            # Key range [k0, k1) of the chunk: nothing before the first real token, nothing
-            # after the last row's own position when causal, nothing before the window.
-            k0 = first_real[b]
-            if pb.sliding_window is not None:
-                k0 = max(k0, a_min - pb.sliding_window + 1)
-            k1 = a_max + 1 if pb.causal else pb.key_pos
-            if k1 <= k0:  # no row of the chunk sees any key: they are all padded rows
-                start = stop
-                continue
-            idx_d = idx.to(device)
-            a = (pb.offset + idx_d)[:, None]  # [c, 1] key index of each row
-            j = torch.arange(k0, k1, device=device)[None, :]  # [1, n_keys]
-            vis, vis_start = _partial_visibility(pb, b, holes[b], a, a_min, a_max, k0, k1)
-            qc = (qb.index_select(1, idx_d).to(cdtype) * pb.scale).reshape(kvh, group * c, -1)
-            kt = kb[:, k0:k1].transpose(1, 2)
-            v = _row_rhs(pb, b, first_real[b], a_min, j[0], cdtype)
-            waad_start = max(a_min - window + 1, k0) - k0
-            waad_w = (window - (a - j[:, waad_start:])).clamp(min=0).to(cdtype)
-            band_w = row_w = None
-            band_start = 0
-            if pb.columns:
-                row_w = query_real[b, idx_d].to(cdtype)
-                b0, b1 = max(a_min - hi, k0), min(a_max - lo + 1, k1)
-                if b1 > b0:
-                    band_start = b0 - k0
-                    lag = a - j[:, band_start : b1 - k0]
-                    band_w = ((lag >= lo) & (lag <= hi)).to(cdtype) * row_w[:, None]
-            top1, top1p, lse, ent, rowdot, waad_part, recv, band = tile_fn(
-                qc, kt, pb.softcap, vis, vis_start, v, waad_w, waad_start, band_w, band_start, row_w
-            )
-
-            def put(x: Tensor) -> Tensor:  # [kv, g*c, ...] -> [head, c, ...]
-                return x.reshape(heads, c, *x.shape[2:])
-
-            rows = slice(start, stop)
-            out["top1"][b, :, rows] = put(top1) + k0
-            out["top1p"][b, :, rows] = put(top1p).float()
-            out["lse"][b, :, rows] = put(lse).float()
-            out["entropy"][b, :, rows] = put(ent).float()
-            out["dist"][b, :, rows] = (put(rowdot[..., 0]) + (a[:, 0] - a_min)).float()
-            out["sink"][b, :, rows] = put(rowdot[..., 1]).float()
-            out["waad"][b, :, rows] = (window - put(waad_part)).float()
-            if seg is not None:
-                seg[b, :, rows] = put(rowdot[..., 2:]).float()
-            if recv_sum is not None:
-                recv_sum[b, :, k0:k1] += recv.reshape(heads, -1)
-                if band is not None:
-                    b0 = k0 + band_start
-                    band_sum[b, :, b0 : b0 + band.shape[-1]] += band.reshape(heads, -1)
+        while start < len(rows_host):
+            stop = min(start + (chunk_size or _auto_chunk(pb, rows_host[start], cdtype)), len(rows_host))
+            chunk = _Chunk.plan(pb, b, first_real[b], work_rows[start:stop], rows_host[start:stop])
+            if chunk is not None:
+                inputs = _tile_inputs(pb, chunk, holes, pb.q[b], kb, cdtype)
+                acc.add(chunk, slice(start, stop), tile_fn(**inputs), band_start=inputs["band_start"])
             start = stop
+    return acc.result()
 
-    if pb.columns:  # we streamed over all rows; keep the requested ones
-        out = {name: t[:, :, pb.rows] for name, t in out.items()}
-        seg = seg[:, :, pb.rows] if seg is not None else None
-    return RawStats(seg=seg, recv_sum=recv_sum, band_sum=band_sum, **out)
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Query rows `idx` of batch element b, at key indices `a`, and the keys [k0, k1) they see."""
+
+    b: int
+    first_real: int
+    idx: Tensor  # [c] rows of q
+    a: Tensor  # [c, 1] key index of each row
+    a_min: int
+    a_max: int
+    k0: int
+    k1: int
+
+    @classmethod
+    def plan(cls, pb: Problem, b: int, first_real: int, idx: Tensor, rows: list[int]) -> _Chunk | None:
+        """None when no row of the chunk sees any key (they are all padded rows)."""
+        a_min, a_max = pb.offset + min(rows), pb.offset + max(rows)
+        # nothing before the first real token, nothing after the last row when causal,
+        # nothing before the first row's sliding window
+        k0 = first_real
+        if pb.sliding_window is not None:
+            k0 = max(k0, a_min - pb.sliding_window + 1)
+        k1 = a_max + 1 if pb.causal else pb.key_pos
+        if k1 <= k0:
+            return None
+        idx = idx.to(pb.q.device)
+        return cls(b, first_real, idx, (pb.offset + idx)[:, None], a_min, a_max, k0, k1)
+
+
+def _tile_inputs(pb: Problem, ch: _Chunk, holes: bool, qb: Tensor, kb: Tensor, cdtype: torch.dtype) -> dict:
+    """The arguments of `tile_stats` for one chunk (all small next to the tile itself)."""
+    c, lo, hi, window = ch.idx.numel(), pb.band[0], pb.band[1], pb.window
+    j = torch.arange(ch.k0, ch.k1, device=ch.a.device)[None, :]  # [1, n_keys]
+    qc = (qb.index_select(1, ch.idx).to(cdtype) * pb.scale).reshape(pb.kv_heads, pb.group * c, -1)
+    kt = kb[:, ch.k0 : ch.k1].transpose(1, 2)
+    vis, vis_start = _partial_visibility(pb, ch, holes)
+    v = _row_rhs(pb, ch, j[0], cdtype)
+    waad_start = max(ch.a_min - window + 1, ch.k0) - ch.k0
+    waad_w = (window - (ch.a - j[:, waad_start:])).clamp(min=0).to(cdtype)
+    band_w = row_w = None
+    band_start = 0
+    if pb.columns:
+        row_w = pb.query_real()[ch.b, ch.idx].to(cdtype)
+        b0, b1 = max(ch.a_min - hi, ch.k0), min(ch.a_max - lo + 1, ch.k1)
+        if b1 > b0:
+            band_start = b0 - ch.k0
+            lag = ch.a - j[:, band_start : b1 - ch.k0]
+            band_w = ((lag >= lo) & (lag <= hi)).to(cdtype) * row_w[:, None]
+    return dict(
+        qc=qc, kt=kt, softcap=pb.softcap, vis=vis, vis_start=vis_start, v=v, waad_w=waad_w,
+        waad_start=waad_start, band_w=band_w, band_start=band_start, row_w=row_w,
+    )  # fmt: skip
+
+
+class _Accumulator:
+    """Output buffers: row statistics by chunk, column sums added up over chunks."""
+
+    def __init__(self, pb: Problem, n_rows: int) -> None:
+        self.pb = pb
+        dev = pb.q.device
+        shape = (pb.batch, pb.heads, n_rows)
+        self.rows = {n: torch.full(shape, float("nan"), device=dev) for n in ("lse", "top1p", "entropy", "sink", "dist", "waad")}
+        self.rows["top1"] = torch.full(shape, -1, dtype=torch.int64, device=dev)
+        self.seg = torch.full((*shape, pb.n_segments), float("nan"), device=dev) if pb.segments is not None else None
+        self.recv = self.band = None
+        if pb.columns:
+            self.recv = torch.zeros(pb.batch, pb.heads, pb.key_pos, dtype=torch.float64, device=dev)
+            self.band = torch.zeros_like(self.recv)
+
+    def add(self, ch: _Chunk, rows: slice, out: tuple[Tensor | None, ...], band_start: int) -> None:
+        top1, top1p, lse, ent, rowdot, waad_part, recv, band = out
+        heads, c, b, window = self.pb.heads, ch.idx.numel(), ch.b, self.pb.window
+
+        def put(x: Tensor) -> Tensor:  # [kv, g*c, ...] -> [head, c, ...]
+            return x.reshape(heads, c, *x.shape[2:])
+
+        r = self.rows
+        r["top1"][b, :, rows] = put(top1) + ch.k0
+        r["top1p"][b, :, rows] = put(top1p).float()
+        r["lse"][b, :, rows] = put(lse).float()
+        r["entropy"][b, :, rows] = put(ent).float()
+        r["dist"][b, :, rows] = (put(rowdot[..., 0]) + (ch.a[:, 0] - ch.a_min)).float()
+        r["sink"][b, :, rows] = put(rowdot[..., 1]).float()
+        r["waad"][b, :, rows] = (window - put(waad_part)).float()
+        if self.seg is not None:
+            self.seg[b, :, rows] = put(rowdot[..., 2:]).float()
+        if self.recv is not None:
+            self.recv[b, :, ch.k0 : ch.k1] += recv.reshape(heads, -1)
+        if self.band is not None and band is not None:
+            b0 = ch.k0 + band_start
+            self.band[b, :, b0 : b0 + band.shape[-1]] += band.reshape(heads, -1)
+
+    def result(self) -> RawStats:
+        rows, seg = self.rows, self.seg
+        if self.pb.columns:  # we streamed over all rows; keep the requested ones
+            rows = {name: t[:, :, self.pb.rows] for name, t in rows.items()}
+            seg = seg[:, :, self.pb.rows] if seg is not None else None
+        return RawStats(seg=seg, recv_sum=self.recv, band_sum=self.band, **rows)
 
 
 def _auto_chunk(pb: Problem, first_row: int, cdtype: torch.dtype) -> int:
@@ -213,7 +243,7 @@ def _auto_chunk(pb: Problem, first_row: int, cdtype: torch.dtype) -> int:
     return max(1, int((-width0 + math.sqrt(width0 * width0 + 4 * budget)) / 2))
 
 
-def _partial_visibility(pb: Problem, b: int, holes: bool, a: Tensor, a_min: int, a_max: int, k0: int, k1: int) -> tuple[Tensor, int]:
+def _partial_visibility(pb: Problem, ch: _Chunk, holes: bool) -> tuple[Tensor, int]:
     """Visibility of the only tile columns that some row of the chunk cannot see.
 
     Causal: keys after the first row's position, [a_min + 1, k1). Sliding window: keys
@@ -223,18 +253,19 @@ def _partial_visibility(pb: Problem, b: int, holes: bool, a: Tensor, a_min: int,
     Returns:
         (vis [c, n_vis] bool, first tile column of vis).
     """
+    a, k0, k1 = ch.a, ch.k0, ch.k1
     lo, hi = k1, k0  # empty span
     if pb.causal:
-        lo, hi = min(lo, a_min + 1), max(hi, k1)
+        lo, hi = min(lo, ch.a_min + 1), max(hi, k1)
     if pb.sliding_window is not None:
-        lo, hi = min(lo, k0), max(hi, min(k1, a_max - pb.sliding_window + 1))
+        lo, hi = min(lo, k0), max(hi, min(k1, ch.a_max - pb.sliding_window + 1))
     if holes:
         lo, hi = k0, k1
     lo = max(lo, k0)
     if hi <= lo:
         return torch.ones(a.shape[0], 0, dtype=torch.bool, device=a.device), 0
     j = torch.arange(lo, hi, device=a.device)[None, :]
-    vis = pb.key_real[b, lo:hi][None, :] if holes else torch.ones_like(j, dtype=torch.bool)
+    vis = pb.key_real[ch.b, lo:hi][None, :] if holes else torch.ones_like(j, dtype=torch.bool)
     if pb.causal:
         vis = vis & (j <= a)
     if pb.sliding_window is not None:
@@ -242,13 +273,13 @@ def _partial_visibility(pb: Problem, b: int, holes: bool, a: Tensor, a_min: int,
     return vis, lo - k0
 
 
-def _row_rhs(pb: Problem, b: int, first_real: int, a_ref: int, j: Tensor, cdtype: torch.dtype) -> Tensor:
-    """V^T = [a_ref - j, j is a sink key, segment one-hots]: [2 + n_segments, n_keys]."""
+def _row_rhs(pb: Problem, ch: _Chunk, j: Tensor, cdtype: torch.dtype) -> Tensor:
+    """V^T = [a_min - j, j is a sink key, segment one-hots]: [2 + n_segments, n_keys]."""
     v = torch.zeros(2 + pb.n_segments, j.shape[0], dtype=cdtype, device=j.device)
-    v[0] = a_ref - j
-    v[1] = j < first_real + pb.sink_tokens
+    v[0] = ch.a_min - j
+    v[1] = j < ch.first_real + pb.sink_tokens
     if pb.segments is not None:
-        labels = pb.segments[b, j]
+        labels = pb.segments[ch.b, j]
         hit = labels >= 0
         v[2 + labels[hit], hit.nonzero()[:, 0]] = 1.0
     return v

@@ -20,11 +20,13 @@ from interp.plots.export import (
     save_page,
     save_plotlyjs,
     save_png,
+    save_pngs,
 )
 
 __all__ = [
     "save_figure",
     "save_png",
+    "save_pngs",
     "save_plotlyjs",
     "save_page",
     "figure_div",

@@ -19,6 +19,7 @@ from interp.runs import atomic_write_text
 __all__ = [
     "save_figure",
     "save_png",
+    "save_pngs",
     "save_plotlyjs",
     "figure_div",
     "is_static",
@@ -83,6 +84,27 @@ def save_png(fig, path: str | os.PathLike, *, scale: float = 2.0) -> Optional[Pa
     except Exception:  # kaleido present but unable to run (e.g. no browser for kaleido>=1)
         return None
     return path if path.is_file() else None
+
+
+def save_pngs(pairs: Sequence[tuple], *, scale: float = 2.0) -> list[Path]:
+    """PNGs of many figures in one image-backend session (kaleido starts its browser once).
+
+    Args:
+        pairs: (Figure, path) pairs; figures that are not static are skipped.
+
+    Returns:
+        The paths written (empty when no image backend works).
+    """
+    todo = [(fig, Path(path)) for fig, path in pairs if is_static(fig)]
+    if not todo or not image_backend_available():
+        return []
+    import plotly.io as pio
+
+    try:
+        pio.write_images([f for f, _ in todo], [str(p) for _, p in todo], scale=scale)
+    except Exception:  # kaleido present but unable to run: the HTML is the deliverable
+        return []
+    return [p for _, p in todo if p.is_file()]
 
 
 def figure_div(fig, div_id: str) -> str:

@@ -56,7 +56,9 @@ def test_report_writes_every_stage_and_one_offline_page(quick_report):
     # every figure page under DIR/<stage>/ is embedded in the index, and every link resolves
     pages = sorted(out.glob("*/*.html"))
     assert len(pages) == text.count('class="figure"') >= len(STAGES)
-    for href in re.findall(r'href="([^"#][^"]*)"', text):
+    links = [h for block in re.findall(r'<p class="links">(.*?)</p>', text) for h in re.findall(r'href="([^"]+)"', block)]
+    assert {h.split("/")[0] for h in links} == set(STAGES)  # every stage links its files
+    for href in links:
         assert (out / href).is_file(), f"index.html links a missing file: {href}"
     for page in pages:
         assert 'src="../plotly.min.js"' in page.read_text(encoding="utf-8")

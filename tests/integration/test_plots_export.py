@@ -18,6 +18,7 @@ from interp.plots import (
     save_page,
     save_plotlyjs,
     save_png,
+    save_pngs,
     token_trace,
 )
 from interp.plots.export import image_backend_available
@@ -80,10 +81,13 @@ def test_is_static_and_png(tmp_path):
     assert not is_static(animated) and not is_static(menu)
     assert save_png(animated, tmp_path / "anim.png") is None and not (tmp_path / "anim.png").exists()
     got = save_png(fig, tmp_path / "grid.png")
+    batch = save_pngs([(fig, tmp_path / "a.png"), (animated, tmp_path / "b.png")])
+    assert not (tmp_path / "b.png").exists()  # an animation is never flattened to a picture
     if not image_backend_available():
-        assert got is None and not (tmp_path / "grid.png").exists()
-    else:  # a working backend writes a real PNG; a broken one writes nothing
+        assert got is None and not (tmp_path / "grid.png").exists() and batch == []
+    else:  # a working backend writes real PNGs; a broken one writes nothing
         assert got is None or got.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert batch in ([], [tmp_path / "a.png"])
 
 
 def test_position_grid_hover_and_shape_check():
