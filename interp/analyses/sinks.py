@@ -111,6 +111,8 @@ class SinkConfig:
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
+        if isinstance(self.texts, str):
+            raise InterpError("texts must be a sequence of strings: wrap a single text as (text,)")
         if not 0.0 < self.eps < 1.0:
             raise InterpError(f"eps must lie in (0, 1), got {self.eps} (Gu et al. use 0.3)")
         if not 0.0 < self.tau < 1.0:

@@ -203,7 +203,9 @@ def _check_qk(q: Tensor, k: Tensor) -> None:
         if not t.is_floating_point():
             raise InterpError(f"{name} must be a floating tensor, got {t.dtype}")
     if q.dtype != k.dtype or q.device != k.device:
-        raise InterpError(f"q and k must share dtype and device, got q {q.dtype} on {q.device}, k {k.dtype} on {k.device}")
+        raise InterpError(
+            f"q and k must share dtype and device, got q {q.dtype} on {q.device}, k {k.dtype} on {k.device}"
+        )
     (bq, h, nq, dq), (bk, kvh, nk, dk) = q.shape, k.shape
     if bq != bk or dq != dk:
         raise InterpError(
@@ -254,7 +256,9 @@ def _segments(
     if n_segments is None:
         n_segments = top
     if not (_is_int(n_segments) and n_segments >= top and n_segments >= 0):
-        raise InterpError(f"n_segments={n_segments!r} but segments holds labels up to {top - 1}: pass n_segments >= {top}")
+        raise InterpError(
+            f"n_segments={n_segments!r} but segments holds labels up to {top - 1}: pass n_segments >= {top}"
+        )
     return segments, int(n_segments)
 
 

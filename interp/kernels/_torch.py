@@ -12,13 +12,14 @@ Inside a chunk (s = scores, p = softmax; only keys that some row of the chunk ca
 computed, so a causal chunk of rows ending at key index a only touches keys 0..a):
 - lse and top1 come from the row max m and its argmax: lse = m - log(max p);
 - entropy = lse - p . s (one batched dot);
-- dist, sink and seg are one narrow matmul p @ V with V = [a_ref - j, sink indicator,
-  segment one-hots]; dist_i = (a_i - a_ref) + (p @ V)_0 keeps the numbers small;
+- dist, sink and seg are p @ V with V = [a_ref - j, sink indicator, segment one-hots], one
+  gemv per column (BLAS gemv beats a gemm this narrow); dist_i = (a_i - a_ref) + (p @ V)_0
+  with a_ref the chunk's first row keeps the numbers small;
 - waad = W - sum p_ij * max(W - (a_i - j), 0): only the last W keys of each row differ from W,
   so it is a product over a narrow diagonal band of the tile;
 - recv adds (real-row indicator) @ p, band adds the band-masked p, both over rows.
-fp16/bf16 inputs are upcast per chunk; everything accumulates in float32 (float64 input:
-float64), column sums in float64.
+fp16/bf16 inputs are upcast (q per chunk, k once per batch element); everything accumulates
+in float32 (float64 input: float64), column sums in float64.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ class _Accumulator:
         self.pb = pb
         dev = pb.q.device
         shape = (pb.batch, pb.heads, n_rows)
-        self.rows = {n: torch.full(shape, float("nan"), device=dev) for n in ("lse", "top1p", "entropy", "sink", "dist", "waad")}
+        names = ("lse", "top1p", "entropy", "sink", "dist", "waad")
+        self.rows = {n: torch.full(shape, float("nan"), device=dev) for n in names}
         self.rows["top1"] = torch.full(shape, -1, dtype=torch.int64, device=dev)
         self.seg = torch.full((*shape, pb.n_segments), float("nan"), device=dev) if pb.segments is not None else None
         self.recv = self.band = None

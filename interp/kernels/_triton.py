@@ -23,7 +23,6 @@ import os
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor
 from triton.runtime.interpreter import InterpretedFunction
 
 from interp.errors import InterpError
@@ -305,7 +304,7 @@ def triton_stats(problem: Problem) -> RawStats:
         sink=sink,
         dist=dist,
         waad=waad,
-        seg=seg_out if pb.segments is not None else None,
+        seg=seg_out[..., :n_seg] if pb.segments is not None else None,
         recv_sum=recv,
         band_sum=band,
     )

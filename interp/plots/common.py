@@ -120,7 +120,7 @@ def position_grid(
     colorbar: str = "score",
     row_title: str = "",
     zmid: Optional[float] = None,
-    colorscale: str = "RdBu",
+    colorscale: str = "RdBu_r",
 ) -> go.Figure:
     """Heatmap of a [row, pos] array (e.g. patching score per layer and position) with token hover.
 
@@ -129,6 +129,7 @@ def position_grid(
         rows: label per row (e.g. "layer 3", "L3 H2").
         tokens: display string per position; shown as the x tick labels ("pos 'tok'").
         zmid: centre of a diverging colour scale (e.g. 0 for patching scores); None = auto.
+        colorscale: plotly colour scale (default diverging, positive red).
     """
     import html as _html
 
@@ -148,7 +149,6 @@ def position_grid(
             y=list(rows),
             zmid=zmid,
             colorscale=colorscale,
-            reversescale=colorscale == "RdBu",
             colorbar={"title": {"text": colorbar}},
             hovertemplate="%{y}<br>token %{x}<br>" + colorbar + ": %{z:.4g}<extra></extra>",
             hoverongaps=False,

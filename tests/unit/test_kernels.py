@@ -130,7 +130,7 @@ def _prepare_kwargs(kwargs: dict) -> dict:
 # ---------------------------------------------------------------- torch backend vs reference
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases())
 def test_torch_matches_reference(case: Case) -> None:
     check_against_reference(case, "torch")
@@ -250,7 +250,8 @@ def test_left_padding_is_invisible(backend: str) -> None:
     padded = attention_stats(qp, kp, segments=segp, n_segments=2, key_padding_mask=mask.long(), **kw)
     for name in (*FLOAT_STATS, "top1"):
         a, b = getattr(plain, name), getattr(padded, name)
-        torch.testing.assert_close(b[:, :, pad:], a + (pad if name == "top1" else 0), rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
+        shifted = a + (pad if name == "top1" else 0)  # top1 is a key index: shifted by the padding
+        torch.testing.assert_close(b[:, :, pad:], shifted, rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
         if name == "top1":
             assert (b[:, :, :pad] == -1).all()
         else:
@@ -331,10 +332,10 @@ def test_triton_under_interpreter() -> None:
 
 @interpreted
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_interpreted_triton_matches_reference(dtype: torch.dtype, data) -> None:
-    check_against_reference(data.draw(cases(max_t=150, max_heads=8, dtype=dtype)), "triton")
+    check_against_reference(data.draw(cases(max_t=130, max_heads=8, dtype=dtype)), "triton")
 
 
 @interpreted
@@ -375,7 +376,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @given(data=st.data())
 def test_triton_gpu_matches_reference(dtype: torch.dtype, data) -> None:
     case = data.draw(cases(max_t=700, dtype=dtype))
-    case = Case(case.q.cuda(), case.k.cuda(), {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in case.kwargs.items()})
+    kwargs = {key: v.cuda() if isinstance(v, torch.Tensor) else v for key, v in case.kwargs.items()}
+    case = Case(case.q.cuda(), case.k.cuda(), kwargs)
     check_against_reference(case, "triton")
 
 

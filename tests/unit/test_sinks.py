@@ -125,6 +125,7 @@ def test_shipped_texts_are_many_and_long():
         ({"min_queries": 0}, "min_queries"),
         ({"sink_tokens": 0}, "sink_tokens"),
         ({"max_texts": 0}, "max_texts"),
+        ({"texts": "one text, not a tuple"}, "sequence of strings"),
     ],
 )
 def test_config_validation(kwargs, match):
