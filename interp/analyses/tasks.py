@@ -13,8 +13,13 @@ logit difference is the patching metric (METRICS.md, "Circuit patching").
 - **Colored Objects** (Ippolito & Callison-Burch 2023; as used by Merullo et al. 2023, "Circuit
   component reuse across tasks"): "On the desk there is a red pen, a blue cup and a green hat.
   Which color is the cup? It is" -> " blue". The wrong answer is the colour of another item
-  on the table. The corrupted prompt keeps the objects and the question but gives the items
-  other colours, none of them a clean colour -- the analogue of IOI's ABC corruption.
+  on the table (the distractor). The corrupted prompt exchanges the colours of the asked item
+  and the distractor ("a red pen, a green cup and a blue hat"), so it holds the same tokens and
+  only the binding of colour to object changes: a model that reads the binding flips its answer,
+  and token-frequency preferences between the two colours cancel. (Replacing all colours by
+  unused ones, the analogue of IOI's ABC, leaves each prompt's prior preference between the two
+  answer colours in the corrupted run; with a weak 135M model that bias is as large as the clean
+  logit difference and makes the normalised score unstable.)
 
 Every name, place, object and colour must be a single token for the model's tokenizer (the
 logit difference compares two tokens; the corruption must not change the length). The default
@@ -192,7 +197,7 @@ class ColoredObjectsConfig:
 
     n: int = 16  # number of prompts
     seed: int = 0  # seed of the random choices of objects, colours and the asked item
-    n_items: int = 3  # items on the table (>= 2); colours needed: 2 * n_items
+    n_items: int = 3  # items on the table (>= 2), each a different colour
     template: str = CO_TEMPLATE  # must contain {items} and {query}
     objects: Optional[tuple[str, ...]] = None  # None: CO_OBJECTS filtered to single tokens
     colours: Optional[tuple[str, ...]] = None  # None: COLOURS filtered to single tokens
@@ -467,9 +472,9 @@ def colored_objects(tokenizer, config: ColoredObjectsConfig = ColoredObjectsConf
     """Generate the Colored Objects task (Merullo et al. 2023).
 
     Each prompt lists ``n_items`` coloured objects and asks for the colour of one of them.
-    Correct answer: that item's colour; wrong answer: the colour of another (random) item. The
-    corrupted prompt gives every item a colour not used in the clean prompt (objects and
-    question unchanged), so neither answer appears in it.
+    Correct answer: that item's colour; wrong answer: the colour of another (random) item, the
+    distractor. The corrupted prompt is the clean one with the colours of the asked item and the
+    distractor exchanged (objects, question and the set of tokens unchanged).
 
     Args:
         tokenizer: the model's tokenizer.
@@ -477,7 +482,7 @@ def colored_objects(tokenizer, config: ColoredObjectsConfig = ColoredObjectsConf
 
     Returns:
         A `TaskBatch` with roles item (the asked object in the list), colour (its colour),
-        query (the object in the question) and end.
+        distractor (the distractor's colour), query (the object in the question) and end.
 
     Raises:
         InterpError: n < 1, n_items < 2, a template without {items}/{query}, or too few
@@ -490,21 +495,22 @@ def colored_objects(tokenizer, config: ColoredObjectsConfig = ColoredObjectsConf
     if "{items}" not in config.template or "{query}" not in config.template:
         raise InterpError("the Colored Objects template needs {items} and {query} placeholders")
     objects, d1 = _word_pool(tokenizer, config.objects, CO_OBJECTS, "objects", config.n_items)
-    colours, d2 = _word_pool(tokenizer, config.colours, COLOURS, "colours", 2 * config.n_items)
+    colours, d2 = _word_pool(tokenizer, config.colours, COLOURS, "colours", config.n_items)
     rng = random.Random(config.seed)
     clean, corrupt, correct, wrong = [], [], [], []
-    roles: dict[str, list[int]] = {"item": [], "colour": [], "query": [], "end": []}
+    roles: dict[str, list[int]] = {"item": [], "colour": [], "distractor": [], "query": [], "end": []}
     slots: dict[str, list[int]] = {f"{kind}{j + 1}": [] for j in range(config.n_items) for kind in ("colour", "object")}
     slots["query"] = []
     for _ in range(config.n):
         objs = rng.sample(objects, config.n_items)
         cols = rng.sample(colours, config.n_items)
-        other = rng.sample([c for c in colours if c not in cols], config.n_items)
         q = rng.randrange(config.n_items)
         d = rng.choice([j for j in range(config.n_items) if j != q])
+        swapped = list(cols)
+        swapped[q], swapped[d] = cols[d], cols[q]
         text = config.template.format(items=_item_list(list(zip(cols, objs))), query=objs[q])
         clean.append(text)
-        corrupt.append(config.template.format(items=_item_list(list(zip(other, objs))), query=objs[q]))
+        corrupt.append(config.template.format(items=_item_list(list(zip(swapped, objs))), query=objs[q]))
         correct.append(" " + cols[q])
         wrong.append(" " + cols[d])
         ids = _ids(tokenizer, text)
@@ -512,6 +518,7 @@ def colored_objects(tokenizer, config: ColoredObjectsConfig = ColoredObjectsConf
         col_id = _single_token(tokenizer, " " + cols[q])
         roles["item"].append(_position(ids, obj_id, 0))
         roles["colour"].append(_position(ids, col_id, 0))
+        roles["distractor"].append(_position(ids, _single_token(tokenizer, " " + cols[d]), 0))
         roles["query"].append(_position(ids, obj_id, 1))
         roles["end"].append(len(ids) - 1)
         for j in range(config.n_items):

@@ -68,10 +68,13 @@ def test_colored_objects(tok):
     rows = torch.arange(b.n)
     assert torch.equal(b.clean[rows, b.roles["colour"]], b.correct)
     assert torch.equal(b.clean[rows, b.roles["item"]], b.clean[rows, b.roles["query"]])
+    assert torch.equal(b.clean[rows, b.roles["distractor"]], b.wrong)  # another item's colour
+    # corrupted: the asked item's and the distractor's colours exchanged, nothing else
+    assert torch.equal(b.corrupt[rows, b.roles["colour"]], b.wrong)
+    assert torch.equal(b.corrupt[rows, b.roles["distractor"]], b.correct)
     for i in range(b.n):
-        clean, corrupt = set(b.clean[i].tolist()), set(b.corrupt[i].tolist())
-        assert int(b.wrong[i]) in clean  # the distractor is another item's colour
-        assert not {int(b.correct[i]), int(b.wrong[i])} & corrupt  # neither answer in the corrupted prompt
+        differ = (b.clean[i] != b.corrupt[i]).nonzero().flatten().tolist()
+        assert sorted(differ) == sorted([int(b.roles["colour"][i]), int(b.roles["distractor"][i])])
         assert int(b.roles["colour"][i]) + 1 == int(b.roles["item"][i])  # "a <colour> <object>"
     assert len({int(p) for p in b.roles["item"]}) > 1  # the asked item varies
 
