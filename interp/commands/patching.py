@@ -25,7 +25,7 @@ _METHOD = typer.Option("activation", "--method", help="activation | attribution.
 _METRIC = typer.Option("score", "--metric", help="score (normalised logit difference) | logit_diff | kl.")
 _BY_POS = typer.Option(None, "--by-pos/--all-pos", help="Patch each position separately (default: yes for resid/attn/mlp, no for heads).")
 _LAYERS = typer.Option(None, "--layers", help="Layers to patch, e.g. 0-5,10 (default: all).")
-_ROWS = typer.Option(None, "--batch-rows", help="Rows (patch copies x prompts) per forward pass (default: fit the logits in 256 MiB).")
+_ROWS = typer.Option(None, "--batch-rows", help="Rows (patch copies x prompts) per forward pass (default: keep one pass near 256 MiB).")
 _COMPARE = typer.Option(False, "--compare", help="With --method attribution: also run activation patching and report their correlation.")
 _BACKEND = typer.Option("hf", "--backend", help="hf, or tl (TransformerLens bridge; slower).")
 
