@@ -4,7 +4,8 @@ Ours (`interp.analyses.patching.activation_patching`: many patches per forward p
 the answer position only) against transformer-lens's serial patching
 (`transformer_lens.patching.generic_activation_patch` with the by-position head-output setter, one
 forward per patch) on a TransformerBridge over the same weights. Both compute the same numbers
-(checked); wall times and their ratio are printed side by side. "ours, serial" is our code with one
+(checked); wall and CPU times and their ratios are printed side by side (CPU time, summed over
+threads, is the fairer figure on a shared machine). "ours, serial" is our code with one
 patch per forward, which separates the gain of batching from the bridge's own overhead.
 
     .venv/bin/python benchmarks/patching.py --n 4 --layers 20-21
@@ -56,35 +57,46 @@ def main() -> None:
     lm_fwd = lambda: hf.forward(batch.clean)  # noqa: E731  (warm-up)
     lm_fwd()
 
-    t = time.perf_counter()
-    ours = activation_patching(hf, batch.clean, batch.corrupt, site, index, metric, batch_rows=args.batch_rows, progress=False)
-    t_ours = time.perf_counter() - t
+    def timed(fn):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        return out, time.perf_counter() - wall, time.process_time() - cpu
 
-    t_serial = None
+    ours, t_ours, c_ours = timed(
+        lambda: activation_patching(hf, batch.clean, batch.corrupt, site, index, metric, batch_rows=args.batch_rows, progress=False)
+    )
+    t_serial = c_serial = None
     if not args.skip_serial:
-        t = time.perf_counter()
-        serial = activation_patching(hf, batch.clean, batch.corrupt, site, index, metric, batch_rows=batch.n, progress=False)
-        t_serial = time.perf_counter() - t
+        serial, t_serial, c_serial = timed(
+            lambda: activation_patching(hf, batch.clean, batch.corrupt, site, index, metric, batch_rows=batch.n, progress=False)
+        )
         assert torch.allclose(serial, ours, atol=1e-4), float((serial - ours).abs().max())
 
     bridge = tl.model
-    t = time.perf_counter()
-    _, cache = bridge.run_with_cache(batch.clean)
     index_df = pd.DataFrame({"layer": index[:, 0].numpy(), "pos": index[:, 2].numpy(), "head": index[:, 1].numpy()})
-    theirs = tlp.generic_activation_patch(
-        bridge, batch.corrupt, cache, lambda logits: metric(logits).mean(),
-        tlp.layer_pos_head_vector_patch_setter, "z", index_df=index_df,
-    )
-    t_tl = time.perf_counter() - t
+
+    def transformer_lens():
+        with torch.no_grad():  # TL's tutorials turn grad off; it is the faster setting for TL
+            _, cache = bridge.run_with_cache(batch.clean)
+            return tlp.generic_activation_patch(
+                bridge, batch.corrupt, cache, lambda logits: metric(logits).mean(),
+                tlp.layer_pos_head_vector_patch_setter, "z", index_df=index_df,
+            )
+
+    theirs, t_tl, c_tl = timed(transformer_lens)
     diff = float((theirs.double() - ours).abs().max())
 
-    rows = [("interp, batched", t_ours), ("interp, serial (1 patch/forward)", t_serial), ("transformer-lens serial (bridge)", t_tl)]
-    print(f"{'method':34s} {'wall s':>8s} {'patches/s':>10s} {'TL / this':>10s}")
-    for name, sec in rows:
+    rows = [
+        ("interp, batched", t_ours, c_ours),
+        ("interp, serial (1 patch/forward)", t_serial, c_serial),
+        ("transformer-lens serial (bridge)", t_tl, c_tl),
+    ]
+    print(f"{'method':34s} {'wall s':>8s} {'cpu s':>8s} {'patches/s':>10s} {'TL/this wall':>13s} {'TL/this cpu':>12s}")
+    for name, sec, cpu in rows:
         if sec is None:
             continue
-        print(f"{name:34s} {sec:8.2f} {len(index) / sec:10.2f} {t_tl / sec:9.2f}x")
-    print(f"max |ours - transformer-lens| = {diff:.2e} (logit difference units)")
+        print(f"{name:34s} {sec:8.2f} {cpu:8.2f} {len(index) / sec:10.2f} {t_tl / sec:12.2f}x {c_tl / cpu:11.2f}x")
+    print(f"max |ours - transformer-lens| = {diff:.2e} (logit difference units); load average now {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -43,7 +43,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float, Shaped
 from torch import Tensor
 
 from interp.errors import InterpError
@@ -162,7 +162,7 @@ def load_task(name: str) -> Task:
 # --------------------------------------------------------------------------------------------
 
 
-def act_bias(m: Tensor, beta: float = 0.4) -> Tensor:
+def act_bias(m: Float[Tensor, "*rows"], beta: float = 0.4) -> Float[Tensor, "*rows"]:
     """ACT's per-row key bias b = log(beta (1 - m) / (1 - beta m)) for sink mass m.
 
     Args:
@@ -181,7 +181,9 @@ def act_bias(m: Tensor, beta: float = 0.4) -> Tensor:
     return torch.where(ok, b, torch.zeros_like(b))
 
 
-def first_token_keys(attention_mask: Optional[Tensor], batch: int = 1, key_pos: Optional[int] = None) -> Tensor:
+def first_token_keys(
+    attention_mask: Optional[Shaped[Tensor, "batch key_pos"]], batch: int = 1, key_pos: Optional[int] = None
+) -> Bool[Tensor, "batch key_pos"]:
     """BoolTensor [batch, key_pos] marking each row's first real token (left padding aware)."""
     if attention_mask is None:
         if key_pos is None:
