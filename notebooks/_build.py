@@ -159,8 +159,8 @@ raise `n` and patch every layer for real numbers."""),
     ("code", SETUP),
     ("code", """\
 from interp.analyses.patching import PatchConfig, run_patching, top_heads
-# activation patching of the head outputs of the last layers (all layers: layers=None)
-config = PatchConfig(task="ioi", n=2, layers=tuple(range(20, lm.arch.n_layers)))
+# activation patching of the head outputs of three late layers (every layer: layers=None)
+config = PatchConfig(task="ioi", n=2, layers=(22, 23, 24))
 result = run_patching(lm, config)
 print(result.baseline)
 top_heads(result, 5)"""),

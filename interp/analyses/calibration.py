@@ -241,7 +241,7 @@ class ACTBias(KeyBias):
 
     def columns(self, q: Tensor, k: Tensor, scale: float) -> tuple[Tensor, Tensor]:
         sinks, m = self.sink_mass(q, k)
-        bias = act_bias(m.to(q.dtype), self.beta)
+        bias = act_bias(m.float(), self.beta)
         return KeyBias(self.layer, self.head, sinks, bias).columns(q, k, scale)
 
 
