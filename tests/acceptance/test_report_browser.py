@@ -65,10 +65,10 @@ def _hover(page, figure, fx: float, fy: float) -> str:
     return tip.first.text_content() or ""
 
 
-def test_report_opens_offline_and_draws_every_figure(quick_report, tmp_path):
+def test_report_opens_offline_and_draws_every_figure(request, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'")
     chromium = _chromium()
-    out, _, _ = quick_report
+    out, _, _ = request.getfixturevalue("quick_report")  # only once the browser is known to exist
     index = out / "index.html"
     figure_pages = sorted(p.relative_to(out) for p in out.glob("*/*.html"))
     assert figure_pages, "the report wrote no figure pages"
