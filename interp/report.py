@@ -201,7 +201,7 @@ _RETRIEVAL_SIZES = {
 }
 _SINK_SIZES = {False: {"length": 256, "max_texts": 6}, True: {"length": 128, "max_texts": 2}}
 _PREPLAN_SIZES = {False: {"max_new_tokens": 96}, True: {"max_new_tokens": 24}}
-_PATCH_SIZES = {False: {"task": "ioi", "n": 8}, True: {"task": "ioi", "n": 4, "method": "attribution"}}
+_PATCH_SIZES = {False: {"task": "ioi", "n": 4}, True: {"task": "ioi", "n": 4, "method": "attribution"}}
 
 
 # --------------------------------------------------------------------------------------------
