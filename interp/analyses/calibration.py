@@ -363,6 +363,7 @@ def score_task(
         batch_edits = edits(ids, mask) if edits is not None else []
         with intervene(lm, batch_edits):
             logits = lm.forward(ids, mask)[:, -1, :]
+        # a softmax over the answer-label logits (vocabulary), not attention
         scores = torch.log_softmax(logits[:, cids.to(logits.device)].double(), dim=-1).cpu()
         answers = torch.tensor([it.answer for it in chunk])
         preds.append(scores.argmax(-1).numpy())
