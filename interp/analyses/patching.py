@@ -12,8 +12,11 @@ corrupted prompts and copy ``j`` gets patch ``j``, applied by one `interp.hooks.
 that swaps the masked entries of the site's canonical tensor (z and q ``[batch, head, pos,
 d_head]``; k and v ``[batch, kv_head, pos, d_head]``, so k/v patches are per kv head; residual
 sites ``[batch, pos, d_model]``). Thin setters (`target_index`) turn a target name into the list
-of (layer, head, pos) patches. Many patches share one forward pass, which is where the speed
-over serial patching comes from (see ``benchmarks/patching.py``).
+of (layer, head, pos) patches. Two more savings, both exact: the unembedding runs at the answer
+position only, and patches are taken in order of position, so that a pass whose earliest patch
+is at position p starts from the corrupted run's cached keys and values of positions < p (which
+no patch can change, attention being causal) and recomputes only positions >= p (HF backend).
+See ``benchmarks/patching.py`` for the speed against serial patching.
 
 **Path patching** (Wang et al. 2022, section 3.1) sends a sender head's clean-minus-corrupt
 contribution only along the path into chosen receivers' q, k or v: run 1 is the corrupted run
@@ -407,7 +410,7 @@ def _default_rows(lm, n: int, n_pos: int) -> int:
     return max(n, min(4096, _LOGIT_BUDGET_BYTES // per_row))
 
 
-def _answer_logits(lm, ids: torch.Tensor, *, grad: bool = False) -> torch.Tensor:
+def _answer_logits(lm, ids: torch.Tensor, *, grad: bool = False, past=None) -> torch.Tensor:
     """Logits [batch, 1, vocab] at the last (answer) position.
 
     Every metric here reads only the answer position, so on the HF backend the unembedding is
@@ -415,15 +418,38 @@ def _answer_logits(lm, ids: torch.Tensor, *, grad: bool = False) -> torch.Tensor
     module slices its input): this saves the [batch, pos, vocab] logits, a fifth of the compute
     of a 135M model and most of the memory of a large-vocabulary one. The TL bridge computes all
     positions and we slice.
+
+    ``past`` (HF backend only): a ``DynamicCache`` holding the keys and values of the positions
+    before ``ids`` (see `_prefix_cache`); ``ids`` is then only the suffix.
     """
-    if lm.backend == "hf":
-        head = lm.hf_model.get_output_embeddings()
-        handle = head.register_forward_pre_hook(lambda mod, args: (args[0][:, -1:], *args[1:]))
-        try:
+    if lm.backend != "hf":
+        return lm.forward(ids, grad=grad)[:, -1:]
+    head = lm.hf_model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda mod, args: (args[0][:, -1:], *args[1:]))
+    try:
+        if past is None:
             return lm.forward(ids, grad=grad)[:, -1:]
-        finally:
-            handle.remove()
-    return lm.forward(ids, grad=grad)[:, -1:]
+        with torch.set_grad_enabled(grad):
+            return lm.hf_model(input_ids=ids, past_key_values=past, use_cache=True).logits[:, -1:]
+    finally:
+        handle.remove()
+
+
+def _prefix_cache(lm, kv: dict[int, tuple[torch.Tensor, torch.Tensor]], start: int, copies: int):
+    """A ``DynamicCache`` with the corrupted run's keys/values of positions ``< start``, tiled ``copies`` times.
+
+    Positions before the earliest patched position are identical in every patched run (attention
+    is causal), so a by-position patch at position p needs only positions >= p recomputed; the
+    cache holds the rest. Keys are post-RoPE as captured, which is what HF caches store.
+    """
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=lm.hf_model.config)
+    for layer in range(lm.arch.n_layers):
+        k, v = kv[layer]
+        reps = (copies,) + (1,) * (k.dim() - 1)
+        cache.update(k[..., :start, :].repeat(*reps), v[..., :start, :].repeat(*reps), layer)
+    return cache
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -481,29 +507,49 @@ def activation_patching(
     with capture(lm, layers=layers, keep=(site,)) as cap:
         _answer_logits(lm, clean)
     clean_act = {layer: cap[site, layer] for layer in layers}
+    # Patches in order of position: a chunk whose earliest patch is at position p reuses the
+    # corrupted keys/values of positions < p (HF backend) and recomputes only positions >= p.
+    order = torch.argsort(index[:, 2], stable=True)
+    kv = _corrupted_kv(lm, corrupt) if lm.backend == "hf" and int(index[:, 2].max()) > 0 else None
     per_pass = max(1, (batch_rows or _default_rows(lm, n, n_pos)) // n)
     out = torch.empty(len(index), dtype=torch.float64)
     bar = _progress(len(index), f"patching {site}", progress)
     try:
-        for start in range(0, len(index), per_pass):
-            chunk = index[start : start + per_pass].tolist()
+        for begin in range(0, len(index), per_pass):
+            which = order[begin : begin + per_pass]
+            chunk = index[which].tolist()
             c = len(chunk)
+            start = max(0, min(row[2] for row in chunk)) if kv is not None else 0
+            # k and v span every key position (cached ones included); other sites only the new ones
+            offset = 0 if site in ("k", "v") else start
             edits = []
             for layer in sorted({row[0] for row in chunk}):
-                rows = [(j, *row) for j, row in enumerate(chunk) if row[0] == layer]
-                act = clean_act[layer]
+                rows = [(j, la, h, p - offset if p >= 0 else p) for j, (la, h, p) in enumerate(chunk) if la == layer]
+                act = clean_act[layer][..., offset:, :] if has_head else clean_act[layer][:, offset:]
                 source = act.repeat(c, *([1] * (act.dim() - 1)))
                 mask = _mask(rows, tuple(source.shape), n, has_head).to(act.device)
                 edits.append(Edit(site, layer, _swap(mask, source)))
+            past = _prefix_cache(lm, kv, start, c) if start > 0 else None
             with intervene(lm, edits):
-                logits = _answer_logits(lm, corrupt.repeat(c, 1))
+                logits = _answer_logits(lm, corrupt[:, start:].repeat(c, 1), past=past)
             for j in range(c):
-                out[start + j] = _evaluate(metric, logits[j * n : (j + 1) * n], n).double().mean()
-            del logits
+                out[which[j]] = _evaluate(metric, logits[j * n : (j + 1) * n], n).double().mean()
+            del logits, past
             bar.update(c)
     finally:
         bar.close()
     return out
+
+
+def _corrupted_kv(lm, corrupt: torch.Tensor) -> Optional[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """Post-RoPE keys and values of every layer on the corrupted prompts, or None if too large to keep."""
+    n, n_pos = corrupt.shape
+    size = 2 * 4 * n * n_pos * lm.arch.n_kv_heads * lm.arch.d_head * lm.arch.n_layers
+    if size > _LOGIT_BUDGET_BYTES:
+        return None
+    with capture(lm, keep=("k", "v")) as cap:
+        _answer_logits(lm, corrupt)
+    return {layer: (cap["k", layer], cap["v", layer]) for layer in range(lm.arch.n_layers)}
 
 
 def _swap(mask: torch.Tensor, source: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
