@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from interp.errors import InterpError
+from interp.hooks.adapters import LayerAttention
 
 __all__ = ["ArchInfo", "LoadedModel", "load_model", "embedded_model_dir", "cache_dir", "EMBEDDED_NAME"]
 
@@ -45,8 +46,12 @@ class ArchInfo:
         d_head: per-head dimension of q and k.
         d_model: residual stream width.
         n_ctx: the model's context length in tokens.
-        scale: the softmax scale the model applies to q.k (1/sqrt(d_head) for Llama).
+        scale: the softmax scale of layer 0 (1/sqrt(d_head) for Llama); layers may differ, so
+            analyses use ``attention[layer]`` (or `LoadedModel.attention_kwargs`) instead.
         model_type: the HF ``config.model_type`` (the adapter table key).
+        attention: per layer, the softmax settings the kernel needs (`LayerAttention`: scale,
+            causal, sliding window, soft-cap, learned sink logits). Empty only for an ArchInfo
+            built by hand from config facts.
     """
 
     n_layers: int
@@ -57,6 +62,12 @@ class ArchInfo:
     n_ctx: int
     scale: float
     model_type: str
+    attention: tuple[LayerAttention, ...] = ()
+
+    def layer_attention(self, layer: int) -> LayerAttention:
+        """Softmax settings of ``layer`` (all layers share ``scale`` when built without a model)."""
+        self.check_layer(layer)
+        return self.attention[layer] if self.attention else LayerAttention(scale=self.scale)
 
     @property
     def group(self) -> int:
@@ -85,8 +96,14 @@ class ArchInfo:
         return head
 
     @classmethod
-    def from_config(cls, config: Any) -> "ArchInfo":
-        """Read the facts from a HuggingFace config (Llama, Mistral, Qwen, GPT-2 field names)."""
+    def from_config(cls, config: Any, attention: Sequence[LayerAttention] = ()) -> "ArchInfo":
+        """Read the facts from a HuggingFace config (Llama, Mistral, Qwen, GPT-2 field names).
+
+        Args:
+            attention: per-layer softmax settings read from the model's modules (see
+                `interp.hooks.adapters.read_layer_attention`); the config alone cannot know
+                them all (GPT-2 scales by layer, GPT-OSS keeps sink logits on the module).
+        """
         text = getattr(config, "text_config", None) or config
         n_heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head")
         d_model = getattr(text, "hidden_size", None) or getattr(text, "n_embd")
@@ -96,6 +113,9 @@ class ArchInfo:
         n_ctx = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 2048
         scale = getattr(text, "query_pre_attn_scalar", None)
         scale = float(scale) ** -0.5 if scale else float(d_head) ** -0.5
+        attention = tuple(attention)
+        if attention:
+            scale = attention[0].scale
         return cls(
             n_layers=int(n_layers),
             n_heads=int(n_heads),
@@ -105,6 +125,7 @@ class ArchInfo:
             n_ctx=int(n_ctx),
             scale=scale,
             model_type=str(text.model_type),
+            attention=attention,
         )
 
 
@@ -140,7 +161,30 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        """Where inputs go: the device of the input embedding (the first device of a sharded model)."""
+        emb = self.hf_model.get_input_embeddings()
+        weight = getattr(emb, "weight", None)
+        if weight is not None and weight.device.type != "meta":
+            return weight.device
+        return next(p.device for p in self.hf_model.parameters() if p.device.type != "meta")
+
+    def attention_kwargs(self, layer: int) -> dict[str, Any]:
+        """Keyword arguments that make `interp.kernels.attention_stats` reproduce ``layer``'s softmax.
+
+        Every analysis passes these (``attention_stats(q, k, **lm.attention_kwargs(layer), ...)``):
+        the layer's scale, causality, sliding window, logit soft-cap and, where the family has
+        them (GPT-OSS), its learned sink logits [head].
+        """
+        spec = self.arch.layer_attention(layer)
+        kwargs: dict[str, Any] = {
+            "scale": spec.scale,
+            "causal": spec.causal,
+            "sliding_window": spec.sliding_window,
+            "softcap": spec.softcap,
+        }
+        if spec.sink_logits:
+            kwargs["sink_logits"] = self.adapter.sink_logits(self, layer)
+        return kwargs
 
     def check_length(self, n_tokens: int) -> None:
         """Raise when a prompt of ``n_tokens`` tokens does not fit the model's context."""
@@ -263,13 +307,28 @@ def _resolve(name: str | None) -> tuple[str, str | Path]:
     return str(name), str(name)
 
 
-def _load_hf(source: str | Path, display: str, dtype: torch.dtype, device: str | torch.device):
+def _load_hf(
+    source: str | Path,
+    display: str,
+    dtype: torch.dtype,
+    device: str | torch.device,
+    attn_implementation: str | None,
+    device_map: str | dict | None,
+    max_memory: dict | None,
+):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    extra: dict[str, Any] = {}
+    if device_map is not None:
+        extra["device_map"] = device_map
+    if max_memory is not None:
+        extra["max_memory"] = max_memory
     try:
         config = AutoConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, attn_implementation=attn_implementation or _default_attention(config), **extra
+        )
     except (OSError, ValueError, KeyError) as err:
         local = Path(str(source)).exists()
         hint = (
@@ -283,10 +342,23 @@ def _load_hf(source: str | Path, display: str, dtype: torch.dtype, device: str |
         raise InterpError(f"cannot load model '{display}': {hint}. ({type(err).__name__}: {err})") from err
     if not getattr(config, "is_decoder", True) and config.model_type in ("bert", "t5"):
         raise InterpError(f"'{display}' is not a causal LM")
-    model.to(device).eval()
+    if device_map is None:
+        model.to(device)
+    model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def _default_attention(config: Any) -> str:
+    """SDPA where the family supports it, else the family's own eager attention (Gemma 2, GPT-OSS)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        cls = AutoModelForCausalLM._model_mapping[type(config)]
+    except KeyError:
+        return "sdpa"
+    return "sdpa" if getattr(cls, "_supports_sdpa", True) else "eager"
 
 
 def load_model(
@@ -295,17 +367,26 @@ def load_model(
     backend: str = "hf",
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device = "cpu",
+    attn_implementation: str | None = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
 ) -> LoadedModel:
     """Load a causal LM ready for `interp.hooks`.
 
     Args:
         name: None (or "embedded") for the embedded SmolLM2-135M-Instruct; else a HuggingFace hub
             id or a local HF folder, loaded through the real ``from_pretrained`` path.
-        backend: "hf" wraps the HF model itself (attention stays SDPA; q/k/v are captured by a
-            registered attention function); "tl" wraps a transformer-lens ``TransformerBridge``
-            over the same HF weights (the bridge switches attention to eager).
-        dtype: torch dtype or its name ("float32", "bfloat16", "float16").
-        device: where to put the model.
+        backend: "hf" wraps the HF model itself (attention stays on its implementation; q/k/v
+            are captured by a registered attention function); "tl" wraps a transformer-lens
+            ``TransformerBridge`` over the same HF weights (the bridge switches attention to eager).
+        dtype: torch dtype or its name ("float32", "bfloat16", "float16"). Statistics are
+            always accumulated in float32 whatever the model's dtype.
+        device: where to put the model (ignored when ``device_map`` is given).
+        attn_implementation: "sdpa", "eager", "flex_attention", ...; default: SDPA where the
+            family supports it, else eager (Gemma 2 and GPT-OSS have no SDPA path).
+        device_map: passed to ``from_pretrained`` (accelerate), e.g. "auto" to spread a model
+            over every GPU, then CPU, then disk.
+        max_memory: with ``device_map``, the memory cap per device, e.g. ``{0: "20GiB", "cpu": "60GiB"}``.
 
     Returns:
         A :class:`LoadedModel`.
@@ -314,47 +395,53 @@ def load_model(
         InterpError: unknown backend or dtype, missing weights (the message says how to get them),
             or an architecture without an adapter.
     """
-    from interp.hooks.adapters import adapter_for
-
     if backend not in ("hf", "tl"):
         raise InterpError(f"unknown backend '{backend}': use 'hf' (HuggingFace) or 'tl' (TransformerLens bridge)")
     if isinstance(dtype, str):
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise InterpError(f"unknown dtype '{dtype}': use float32, bfloat16 or float16")
         dtype = getattr(torch, dtype)
+    if max_memory is not None and device_map is None:
+        raise InterpError("max_memory needs device_map (e.g. device_map='auto')")
     display, source = _resolve(name)
-    model, tokenizer = _load_hf(source, display, dtype, device)
-    arch = ArchInfo.from_config(model.config)
-    adapter = adapter_for(arch.model_type, backend)
-    wrapped = model
-    if backend == "tl":
-        from transformer_lens.model_bridge import TransformerBridge
-
-        wrapped = TransformerBridge.boot_transformers(str(source), hf_model=model, tokenizer=tokenizer, device=device)
-    loaded = LoadedModel(
-        model=wrapped, tokenizer=tokenizer, arch=arch, adapter=adapter, backend=backend, name=display, hf_model=model
-    )
-    adapter.install(loaded)
-    return loaded
+    model, tokenizer = _load_hf(source, display, dtype, device, attn_implementation, device_map, max_memory)
+    return wrap_model(model, tokenizer, name=display, backend=backend, source=str(source))
 
 
-def wrap_model(model: Any, tokenizer: Any, *, name: str = "custom", backend: str = "hf") -> LoadedModel:
-    """Wrap an already-built HF causal LM (e.g. a tiny random one in tests) like `load_model` does."""
+def wrap_model(
+    model: Any, tokenizer: Any, *, name: str = "custom", backend: str = "hf", source: str | None = None
+) -> LoadedModel:
+    """Wrap an already-built HF causal LM (loaded any way, or a tiny random one) like `load_model` does.
+
+    The model keeps its attention implementation; see `load_model` for the backends.
+    """
     from interp.hooks.adapters import adapter_for
 
+    if backend not in ("hf", "tl"):
+        raise InterpError(f"unknown backend '{backend}': use 'hf' (HuggingFace) or 'tl' (TransformerLens bridge)")
     if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token:
         tokenizer.pad_token = tokenizer.eos_token
-    arch = ArchInfo.from_config(model.config)
-    adapter = adapter_for(arch.model_type, backend)
+    text = getattr(model.config, "text_config", None) or model.config
+    adapter = adapter_for(str(text.model_type), backend)
     wrapped = model
     if backend == "tl":
-        from transformer_lens.model_bridge import TransformerBridge
-
-        wrapped = TransformerBridge.boot_transformers(
-            getattr(model.config, "_name_or_path", name) or name, hf_model=model, tokenizer=tokenizer
-        )
+        wrapped = _boot_bridge(model, tokenizer, source or getattr(model.config, "_name_or_path", name) or name)
+    arch = ArchInfo.from_config(model.config, adapter.layer_attention(model))
     loaded = LoadedModel(
         model=wrapped, tokenizer=tokenizer, arch=arch, adapter=adapter, backend=backend, name=name, hf_model=model
     )
     adapter.install(loaded)
     return loaded
+
+
+def _boot_bridge(model: Any, tokenizer: Any, source: str) -> Any:
+    """A transformer-lens ``TransformerBridge`` over ``model``, or a clear error if the bridge lacks the family."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        return TransformerBridge.boot_transformers(source, hf_model=model, tokenizer=tokenizer, device=model.device)
+    except (ValueError, KeyError, NotImplementedError, AttributeError) as err:
+        raise InterpError(
+            f"transformer-lens cannot bridge this {model.config.model_type} model ({type(err).__name__}: {err}): "
+            "use backend='hf'"
+        ) from err

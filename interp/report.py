@@ -436,7 +436,7 @@ def _capture_head(lm, ids, layer: int, head: int):
 
 
 def _stage_attention(lm, cfg, ctx: dict) -> _Output:
-    from interp.plots.attention import attention_view
+    from interp.plots.attention import attention_view, pattern_kwargs
 
     picks = _pick_attention_heads(lm, ctx)  # [(label, layer, head, text, why)]
     figures = []
@@ -444,7 +444,9 @@ def _stage_attention(lm, cfg, ctx: dict) -> _Output:
     for label, layer, head, text, why in picks:
         ids = lm.encode(text)
         q, k = _capture_head(lm, ids, layer, head)
-        fig = attention_view(q, k, lm.token_strings(ids[0]), scale=lm.arch.scale, layer=layer, head=head)
+        fig = attention_view(
+            q, k, lm.token_strings(ids[0]), **pattern_kwargs(lm.attention_kwargs(layer), head), layer=layer, head=head
+        )
         fig.update_layout(title=f"{why}: {fig.layout.title.text}")
         figures.append((f"{label}_L{layer}H{head}", fig))
         lines.append(f"{why}: layer {layer} head {head}")

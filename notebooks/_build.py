@@ -57,7 +57,7 @@ ids = lm.encode(text)
 sink = torch.zeros(lm.arch.n_layers, lm.arch.n_heads)
 
 def on_layer(layer, q, k, v):
-    st = attention_stats(q, k, scale=lm.arch.scale, columns=False)
+    st = attention_stats(q, k, **lm.attention_kwargs(layer), columns=False)  # the layer's scale, window, cap
     sink[layer] = st.sink[0, :, 1:].mean(-1)  # rows after the first see more than token 0
 
 with capture(lm, keep=(), on_layer=on_layer):
@@ -72,7 +72,7 @@ A sentence said twice: a head that copies from context attends, on the second co
 after the first occurrence of the current token. Hover a cell for the query and key tokens.
 `attention_view` takes arrays, never the model: exact up to 1024 tokens, block-pooled above."""),
     ("code", """\
-from interp.plots import attention_view
+from interp.plots import attention_view, pattern_kwargs
 
 layer, head = 3, int(sink[3].argmin())  # the head of layer 3 that sinks least
 text = "The violet lighthouse keeper counted forty-seven copper gulls at dawn. " * 2
@@ -81,7 +81,7 @@ with capture(lm, layers=[layer], keep=("q", "k")) as cap:
     lm.forward(ids)
 q = cap["q", layer][0, head]                   # [pos, d_head]
 k = cap["k", layer][0, lm.arch.kv_map[head]]   # the kv head this query head reads
-attention_view(q, k, lm.token_strings(ids[0]), scale=lm.arch.scale, layer=layer, head=head)"""),
+attention_view(q, k, lm.token_strings(ids[0]), **pattern_kwargs(lm.attention_kwargs(layer), head), layer=layer, head=head)"""),
     ("md", """\
 ## Save a figure
 `save_figure` writes one HTML file with plotly.js inside: it opens with no network. The whole
@@ -116,14 +116,14 @@ On a sentence said twice, a copying head looks, from each token of the second co
 that followed it in the first copy: the stripe parallel to the diagonal."""),
     ("code", """\
 from interp.hooks import capture
-from interp.plots import attention_view
+from interp.plots import attention_view, pattern_kwargs
 
 layer, head, score = result.top(1)[0]
 ids = lm.encode("The violet lighthouse keeper counted forty-seven copper gulls at dawn. " * 2)
 with capture(lm, layers=[layer], keep=("q", "k")) as cap:
     lm.forward(ids)
 attention_view(cap["q", layer][0, head], cap["k", layer][0, lm.arch.kv_map[head]], lm.token_strings(ids[0]),
-               scale=lm.arch.scale, layer=layer, head=head)"""),
+               **pattern_kwargs(lm.attention_kwargs(layer), head), layer=layer, head=head)"""),
 ]
 
 NOTEBOOKS["02_sinks"] = [

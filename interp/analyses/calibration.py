@@ -218,7 +218,7 @@ class ACTBias(KeyBias):
     tau: float = 0.1
     min_queries: int = 16
     include_first: bool = False
-    scale: float = 1.0
+    attention: Optional[dict] = None  # the layer's `LoadedModel.attention_kwargs` (scale, window, cap, sinks)
     key_padding_mask: Optional[Tensor] = None
     backend: str = "auto"
 
@@ -231,7 +231,10 @@ class ACTBias(KeyBias):
         qh = q[:, self.head : self.head + 1].float()
         kh = k[:, self.head // group : self.head // group + 1].float()
         mask = self.key_padding_mask
-        common = dict(scale=self.scale, key_padding_mask=mask, backend=self.backend)
+        attention = dict(self.attention or {"scale": 1.0})
+        if attention.get("sink_logits") is not None:
+            attention["sink_logits"] = attention["sink_logits"][self.head : self.head + 1]
+        common = dict(key_padding_mask=mask, backend=self.backend, **attention)
         cols = attention_stats(qh, kh, columns=True, **common)
         member, hidden = sink_members(cols.recv_mean[:, 0], self.tau, self.min_queries)
         sinks = member if self.include_first else hidden
@@ -281,7 +284,7 @@ def act_edits(
     return [
         ACTBias(
             layer, head, placeholder, 0.0, beta=beta, tau=tau, min_queries=min_queries, include_first=include_first,
-            scale=lm.arch.scale, key_padding_mask=attention_mask, backend=backend,
+            attention=lm.attention_kwargs(layer), key_padding_mask=attention_mask, backend=backend,
         )
         for layer, head in check_heads(lm, heads)
     ]
@@ -596,7 +599,9 @@ def rank_act_candidates(lm, items: Sequence[TaskItem], config: CalibrationConfig
         ids, mask = lm.encode_batch([it.prompt for it in chunk])
 
         def on_layer(layer, q, k, v, mask=mask):
-            rm = attention_stats(q, k, scale=lm.arch.scale, key_padding_mask=mask, backend=config.backend).recv_mean
+            rm = attention_stats(
+                q, k, **lm.attention_kwargs(layer), key_padding_mask=mask, backend=config.backend
+            ).recv_mean
             member, hidden = sink_members(rm.double(), config.tau, config.min_queries)
             chosen = member if config.include_first else hidden
             mass[layer] += torch.where(chosen, rm.double(), 0.0).sum(dim=(0, 2)).cpu()

@@ -315,7 +315,7 @@ def layer_statistics(
     q: Float[Tensor, "1 head pos d_head"],
     k: Float[Tensor, "1 kv_head pos d_head"],
     *,
-    scale: float,
+    attention: dict,
     n_prompt: int,
     config: PreplanConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -324,7 +324,8 @@ def layer_statistics(
     Args:
         q: [1, head, pos, d_head] post-RoPE queries of prompt + response.
         k: [1, kv_head, pos, d_head] post-RoPE keys (not repeated).
-        scale: the model's softmax scale.
+        attention: the layer's softmax settings, ``lm.attention_kwargs(layer)`` (scale, causal,
+            sliding window, soft-cap, sink logits).
         n_prompt: prompt length P; the response is positions P .. pos-1.
         config: window, band, backend.
 
@@ -339,7 +340,7 @@ def layer_statistics(
     st = attention_stats(
         q,
         k,
-        scale=scale,
+        **attention,
         window=config.window,
         band=config.band,
         query_rows=rows,
@@ -538,7 +539,7 @@ def collect_statistics(lm, ids: torch.Tensor, n_prompt: int, layers: Sequence[in
     kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def on_layer(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        kept[layer] = layer_statistics(q, k, scale=lm.arch.scale, n_prompt=n_prompt, config=config)
+        kept[layer] = layer_statistics(q, k, attention=lm.attention_kwargs(layer), n_prompt=n_prompt, config=config)
 
     with capture(lm, layers=layers, keep=(), on_layer=on_layer):
         lm.forward(ids)

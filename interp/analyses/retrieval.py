@@ -339,10 +339,10 @@ def score_trace(trace: RowTrace, sample: NeedleSample) -> tuple[Tensor, Tensor]:
     return events, sample_scores(events, trace.valid, span)
 
 
-def _stats_top1(lm, q: Tensor, k: Tensor, rows: Optional[Tensor], backend: str) -> Tensor:
+def _stats_top1(lm, layer: int, q: Tensor, k: Tensor, rows: Optional[Tensor], backend: str) -> Tensor:
     from interp.kernels import attention_stats
 
-    st = attention_stats(q, k, scale=lm.arch.scale, query_rows=rows, columns=False, backend=backend)
+    st = attention_stats(q, k, **lm.attention_kwargs(layer), query_rows=rows, columns=False, backend=backend)
     return st.top1[0]  # [head, n_rows]
 
 
@@ -369,7 +369,7 @@ def teacher_trace(lm, sample: NeedleSample, *, backend: str = "auto", edits: Seq
     top1: dict[int, Tensor] = {}
 
     def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
-        top1[layer] = _stats_top1(lm, q, k, rows.to(q.device), backend).cpu()
+        top1[layer] = _stats_top1(lm, layer, q, k, rows.to(q.device), backend).cpu()
 
     with intervene(lm, list(edits)), capture(lm, keep=(), on_layer=on_layer):
         logits = _logits_tail(lm, ids, n_resp + 1)[:-1]
@@ -463,7 +463,7 @@ def decode_trace(lm, sample: NeedleSample, *, max_new_tokens: int = 50, backend:
     if any(len(q_rows[layer]) != len(emitted) for layer in range(n_layers)) or len(last_k) != n_layers:
         raise InterpError("the hooks did not fire on every layer of every decode step")
     top1 = torch.stack(
-        [_stats_top1(lm, torch.cat(q_rows[layer], dim=2), last_k[layer], None, backend).cpu() for layer in range(n_layers)]
+        [_stats_top1(lm, layer, torch.cat(q_rows[layer], dim=2), last_k[layer], None, backend).cpu() for layer in range(n_layers)]
     )
     n_prompt = sample.n_prompt
     return RowTrace(

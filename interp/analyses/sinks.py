@@ -510,7 +510,7 @@ def scan_window(lm, ids: Tensor, config: SinkConfig, layers: Sequence[int]) -> d
 
     def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
         st = attention_stats(
-            q, k, scale=lm.arch.scale, sink_tokens=config.sink_tokens, columns=True, backend=config.backend
+            q, k, **lm.attention_kwargs(layer), sink_tokens=config.sink_tokens, columns=True, backend=config.backend
         )
         rm = st.recv_mean[0].double().cpu()  # [head, key_pos]
         i = index[layer]

@@ -4,17 +4,24 @@ An adapter maps the canonical sites of `interp.hooks.sites` onto one model famil
 
 - ``HFAdapter`` wraps a real ``transformers`` model. q, k and v are reached through a
   registered attention function (``AttentionInterface``) that receives post-RoPE q and the
-  pre-repeat GQA k and v, runs the listeners, then calls the model's own implementation (SDPA by
-  default): the model is never switched to eager attention and no [T, T] tensor is built.
+  pre-repeat GQA k and v, runs the listeners, then calls the implementation the model was
+  loaded with (``sdpa``, ``eager``, ``flex_attention``, flash): the model is never switched to
+  eager attention and no [T, T] tensor is built. The routing is switched on only while a
+  capture or an edit is attached and switched off (config restored, registration removed)
+  when the last one is removed, so no global state outlives a ``with`` block.
   z, the residual stream and block outputs are reached with ordinary module hooks.
 - ``TLAdapter`` reads the hook points of a transformer-lens ``TransformerBridge``.
 
-Each family differs only in module paths, which live in ``_HF_LAYOUTS``; adding a family is one
-row there.
+Each family differs only in module paths and in where its config keeps the sliding window,
+which live in ``_HF_LAYOUTS``; adding a family is one row there. ``layer_attention`` reads,
+per layer, what the kernel needs to reproduce that layer's softmax (`LayerAttention`); the
+attention function checks at every call that the model still passes those settings.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,42 +30,94 @@ import torch
 from interp.errors import InterpError
 from interp.hooks.sites import SITES, Listener, run_listeners
 
-__all__ = ["adapter_for", "HFAdapter", "TLAdapter", "SUPPORTED_MODEL_TYPES"]
+__all__ = ["adapter_for", "HFAdapter", "TLAdapter", "LayerAttention", "SUPPORTED_MODEL_TYPES", "UNSUPPORTED_MODEL_TYPES"]
+
+
+@dataclass(frozen=True)
+class LayerAttention:
+    """What the kernel needs to reproduce one layer's attention softmax exactly.
+
+    Attributes:
+        scale: the factor on q.k (the module's ``scaling``: 1/sqrt(d_head) for Llama,
+            query_pre_attn_scalar**-0.5 for Gemma, 1/(sqrt(d_head) (layer+1)) for GPT-2 with
+            ``scale_attn_by_inverse_layer_idx``).
+        causal: whether query i sees only keys j <= i.
+        sliding_window: None, or W: query i sees keys with i - j < W (HF's sliding mask).
+        softcap: None, or c: scores become c tanh(s / c) before the mask (Gemma 2/3).
+        sink_logits: whether the layer has learned per-head sink logits (GPT-OSS ``sinks``)
+            that join the softmax denominator; their values live on the module.
+    """
+
+    scale: float
+    causal: bool = True
+    sliding_window: int | None = None
+    softcap: float | None = None
+    sink_logits: bool = False
 
 
 @dataclass(frozen=True)
 class _HFLayout:
     layers: str  # dotted path from the CausalLM to the list of decoder layers
-    attn: str  # attribute of a decoder layer holding the attention module
-    o_proj: str  # attribute of the attention module holding the output projection
-    mlp: str  # attribute of a decoder layer holding the MLP
+    attn: str = "self_attn"  # attribute of a decoder layer holding the attention module
+    o_proj: str = "o_proj"  # attribute of the attention module holding the output projection
+    mlp: str = "mlp"  # attribute of a decoder layer holding the MLP (or MoE block)
+    # Where the family's masks take the sliding window from when the config has no
+    # ``layer_types``: "config" = config.sliding_window on every layer (Mistral), None = never.
+    window: str | None = None
 
 
-_LLAMA_LIKE = _HFLayout(layers="model.layers", attn="self_attn", o_proj="o_proj", mlp="mlp")
+_LLAMA_LIKE = _HFLayout(layers="model.layers")
+_WINDOWED = _HFLayout(layers="model.layers", window="config")
 _HF_LAYOUTS: dict[str, _HFLayout] = {
     "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
+    "mistral": _WINDOWED,
+    "mixtral": _WINDOWED,
+    "qwen2": _LLAMA_LIKE,  # windows come from config.layer_types (use_sliding_window, max_window_layers)
+    "qwen2_moe": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
+    "qwen3_moe": _WINDOWED,
     "gemma": _LLAMA_LIKE,
-    "gemma2": _LLAMA_LIKE,
+    "gemma2": _LLAMA_LIKE,  # local/global layers from layer_types, logit soft-cap on the module
+    "gemma3_text": _LLAMA_LIKE,
+    "gpt_oss": _LLAMA_LIKE,  # learned sink logits (module.sinks), windows from layer_types
     "olmo": _LLAMA_LIKE,
     "olmo2": _LLAMA_LIKE,
-    "phi3": _HFLayout(layers="model.layers", attn="self_attn", o_proj="o_proj", mlp="mlp"),
-    "gpt2": _HFLayout(layers="transformer.h", attn="attn", o_proj="c_proj", mlp="mlp"),
+    "phi": _HFLayout(layers="model.layers", o_proj="dense"),
+    "phi3": _WINDOWED,
+    "starcoder2": _WINDOWED,
+    "cohere": _LLAMA_LIKE,
+    "gpt_neox": _HFLayout(layers="gpt_neox.layers", attn="attention", o_proj="dense"),
+    "gpt2": _HFLayout(layers="transformer.h", attn="attn", o_proj="c_proj"),
 }
 SUPPORTED_MODEL_TYPES = tuple(sorted(_HF_LAYOUTS))
+
+# Families transformers has but we cannot wrap without re-implementing their attention.
+UNSUPPORTED_MODEL_TYPES = {
+    "falcon": "its attention module computes SDPA itself (no AttentionInterface), and ALiBi variants add "
+    "a position bias the kernel does not model",
+    "gptj": "its attention module computes attention itself (no AttentionInterface)",
+    "bloom": "ALiBi position biases are not modelled by the kernel",
+    "mpt": "ALiBi position biases are not modelled by the kernel",
+    "gemma3": "this is the multimodal Gemma 3 wrapper: load the text model with "
+    "Gemma3ForCausalLM (model_type 'gemma3_text')",
+}
 
 
 def adapter_for(model_type: str, backend: str = "hf"):
     """The adapter for a HF ``model_type`` and backend, or a clear error if there is none."""
+    if model_type in UNSUPPORTED_MODEL_TYPES:
+        raise InterpError(
+            f"model type '{model_type}' is not supported: {UNSUPPORTED_MODEL_TYPES[model_type]}. "
+            f"Supported are {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
     if model_type not in _HF_LAYOUTS:
         raise InterpError(
             f"no hook adapter for model type '{model_type}': supported are {', '.join(SUPPORTED_MODEL_TYPES)}. "
-            "Add a row to interp/hooks/adapters.py:_HF_LAYOUTS if the family uses the same module layout"
+            "Add a row to interp/hooks/adapters.py:_HF_LAYOUTS if the family uses the same module layout "
+            "and dispatches attention through transformers' AttentionInterface"
         )
     if backend == "tl":
-        return TLAdapter()
+        return TLAdapter(_HF_LAYOUTS[model_type])
     return HFAdapter(_HF_LAYOUTS[model_type])
 
 
@@ -66,6 +125,46 @@ def _get(obj: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _text_config(config: Any) -> Any:
+    return getattr(config, "text_config", None) or config
+
+
+def read_layer_attention(model: Any, layout: _HFLayout) -> tuple[LayerAttention, ...]:
+    """Per-layer softmax settings of a HF model, read from its config and attention modules.
+
+    Raises:
+        InterpError: a layer kind or window the kernel cannot reproduce (chunked or linear
+            attention, a bidirectional window).
+    """
+    config = _text_config(model.config)
+    layers = list(_get(model, layout.layers))
+    types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    out = []
+    for i, layer in enumerate(layers):
+        attn = getattr(layer, layout.attn)
+        kind = types[i] if types else ("sliding_attention" if layout.window == "config" and window else "full_attention")
+        if kind not in ("full_attention", "sliding_attention"):
+            raise InterpError(
+                f"layer {i} of this {config.model_type} model uses '{kind}' attention, which the statistics "
+                "kernel cannot reproduce (it models full and sliding-window softmax attention only)"
+            )
+        w = int(window) if kind == "sliding_attention" and window else None
+        causal = bool(getattr(attn, "is_causal", True))
+        if w is not None and not causal:
+            raise InterpError(
+                f"layer {i} has a bidirectional sliding window (use_bidirectional_attention): the kernel's "
+                "window is causal only; load the model with causal attention"
+            )
+        scale = getattr(attn, "scaling", None)
+        if scale is None:
+            scale = float(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads) ** -0.5
+        cap = getattr(attn, "attn_logit_softcapping", None)
+        sinks = isinstance(getattr(attn, "sinks", None), torch.Tensor)
+        out.append(LayerAttention(scale=float(scale), causal=causal, sliding_window=w, softcap=float(cap) if cap else None, sink_logits=sinks))
+    return tuple(out)
 
 
 class _Handle:
@@ -84,7 +183,27 @@ class _Handle:
 # HuggingFace
 # --------------------------------------------------------------------------------------------
 
-_REGISTERED: set[str] = set()
+# interp_<base> name -> number of models currently routed through it (registration lives only
+# while some capture or edit is attached).
+_ACTIVE: dict[str, int] = {}
+
+
+def _check_call(module, kwargs: dict) -> None:
+    """Refuse a call whose softmax settings differ from what the kernel was told (no wrong numbers)."""
+    spec: LayerAttention = module._interp_spec
+    scaling = kwargs.get("scaling")
+    if scaling is not None and not math.isclose(float(scaling), spec.scale, rel_tol=1e-6):
+        raise InterpError(f"layer {module._interp_layer} ran with scale {scaling} but interp read {spec.scale}")
+    cap = kwargs.get("softcap")
+    if (cap or None) != spec.softcap:
+        raise InterpError(f"layer {module._interp_layer} ran with soft-cap {cap} but interp read {spec.softcap}")
+    window = kwargs.get("sliding_window")
+    if window and spec.sliding_window is not None and int(window) != spec.sliding_window:
+        raise InterpError(
+            f"layer {module._interp_layer} ran with sliding window {window} but interp read {spec.sliding_window}"
+        )
+    if (kwargs.get("s_aux") is not None) != spec.sink_logits:
+        raise InterpError(f"layer {module._interp_layer}: learned sink logits present/absent unlike what interp read")
 
 
 def _interp_attention(module, query, key, value, attention_mask, **kwargs):
@@ -96,40 +215,65 @@ def _interp_attention(module, query, key, value, attention_mask, **kwargs):
     edited head, k an indicator of the biased keys), which adds ``bias`` to those scores inside
     the fused kernel without building a [T, T] mask.
     """
+    state = getattr(module, "_interp", None)
+    if state is None:
+        raise InterpError("an attention module without interp state was routed through interp: re-wrap the model")
+    _check_call(module, kwargs)
+    query = run_listeners(state["q"], query)
+    key = run_listeners(state["k"], key)
+    value = run_listeners(state["v"], value)
+    if state["bias"]:
+        scaling = kwargs.get("scaling") or module.scaling
+        extra_q, extra_k = [], []
+        for fn in state["bias"]:
+            qc, kc = fn(query, key, scaling)
+            extra_q.append(qc)
+            extra_k.append(kc)
+        query = torch.cat([query, *extra_q], dim=-1)
+        key = torch.cat([key, *extra_k], dim=-1)
+        kwargs["scaling"] = scaling
+    return _base_function(module)(module, query, key, value, attention_mask, **kwargs)
+
+
+def _base_function(module) -> Callable:
+    """The attention function the module would have called without interp."""
+    base = module._interp_base
+    if base == "eager":
+        # Eager is not in the registry: each modeling file has its own eager_attention_forward
+        # (Gemma's applies the soft-cap, GPT-OSS's the sink logits).
+        fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+        if fn is None:
+            raise InterpError(
+                f"{type(module).__name__} has no module-level eager_attention_forward: this family cannot be "
+                "wrapped on eager attention; load it with attn_implementation='sdpa'"
+            )
+        return fn
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    state = getattr(module, "_interp", None)
-    if state is not None:
-        query = run_listeners(state["q"], query)
-        key = run_listeners(state["k"], key)
-        value = run_listeners(state["v"], value)
-        if state["bias"]:
-            scaling = kwargs.get("scaling") or module.scaling
-            extra_q, extra_k = [], []
-            for fn in state["bias"]:
-                qc, kc = fn(query, key, scaling)
-                extra_q.append(qc)
-                extra_k.append(kc)
-            query = torch.cat([query, *extra_q], dim=-1)
-            key = torch.cat([key, *extra_k], dim=-1)
-            kwargs["scaling"] = scaling
-    base = ALL_ATTENTION_FUNCTIONS[module._interp_base]
-    return base(module, query, key, value, attention_mask, **kwargs)
+    return ALL_ATTENTION_FUNCTIONS[base]
 
 
-def _register_attention(base: str) -> str:
-    """Register ``interp_<base>`` (attention and mask functions) once per process."""
+def _route(name: str, base: str, on: bool) -> None:
+    """Register (on) or unregister (off, when no model uses it) the ``interp_<base>`` functions."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-    name = f"interp_{base}"
-    if name not in _REGISTERED:
-        AttentionInterface.register(name, _interp_attention)
-        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(base)
-        if mask_fn is not None:
-            ALL_MASK_ATTENTION_FUNCTIONS.register(name, mask_fn)
-        _REGISTERED.add(name)
-    return name
+    masks = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+    if on:
+        if _ACTIVE.get(name, 0) == 0:
+            AttentionInterface._global_mapping[name] = _interp_attention
+            if base in masks:
+                masks[name] = masks[base]
+        _ACTIVE[name] = _ACTIVE.get(name, 0) + 1
+        return
+    _ACTIVE[name] -= 1
+    if _ACTIVE[name] == 0:
+        del _ACTIVE[name]
+        AttentionInterface._global_mapping.pop(name, None)
+        masks.pop(name, None)
+
+
+_SUPPORTED_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
 
 
 class HFAdapter:
@@ -139,6 +283,8 @@ class HFAdapter:
 
     def __init__(self, layout: _HFLayout):
         self.layout = layout
+        self._attached = 0  # listeners attached now; routing is on while > 0
+        self._restore: list[tuple[Any, str]] = []
 
     def layers(self, lm) -> list:
         return list(_get(lm.hf_model, self.layout.layers))
@@ -146,26 +292,71 @@ class HFAdapter:
     def attention(self, lm, layer: int):
         return getattr(self.layers(lm)[layer], self.layout.attn)
 
+    def layer_attention(self, model) -> tuple[LayerAttention, ...]:
+        """Per-layer softmax settings (see `read_layer_attention`)."""
+        return read_layer_attention(model, self.layout)
+
+    def sink_logits(self, lm, layer: int) -> torch.Tensor | None:
+        """The layer's learned sink logits [head] (float32, detached), or None."""
+        sinks = getattr(self.attention(lm, layer), "sinks", None)
+        return sinks.detach().float() if isinstance(sinks, torch.Tensor) else None
+
     def install(self, lm) -> None:
-        """Route attention through ``interp_<base>`` and give each attention module its registry."""
+        """Give each attention module its listener registry and settings; the config is untouched.
+
+        Raises:
+            InterpError: an attention implementation interp cannot wrap.
+        """
         model = lm.hf_model
         base = model.config._attn_implementation or "sdpa"
         if base.startswith("interp_"):
             base = base[len("interp_"):]
-        if base == "eager":
-            # Eager is kept if the user asked for it; SDPA-capable models should load with "sdpa".
-            pass
-        name = _register_attention(base)
-        for i, layer in enumerate(self.layers(lm)):
+        if base not in _SUPPORTED_IMPLEMENTATIONS:
+            raise InterpError(
+                f"the model runs attention implementation '{base}', which interp cannot wrap: load it with "
+                f"attn_implementation= one of {', '.join(_SUPPORTED_IMPLEMENTATIONS)}"
+            )
+        self.base = base
+        for i, (layer, spec) in enumerate(zip(self.layers(lm), lm.arch.attention)):
             attn = getattr(layer, self.layout.attn)
             attn._interp_base = base
             attn._interp = {"q": [], "k": [], "v": [], "bias": []}
             attn._interp_layer = i
-        model.config._attn_implementation = name
-        for sub in model.modules():
-            cfg = getattr(sub, "config", None)
-            if cfg is not None and getattr(cfg, "_attn_implementation", None) == base:
-                cfg._attn_implementation = name
+            attn._interp_spec = spec
+            if base == "eager":
+                _base_function(attn)  # fail now, not at the first forward pass
+
+    def _switch(self, lm, on: bool) -> None:
+        """Route attention through ``interp_<base>`` (on) or give the model back its own (off)."""
+        name = f"interp_{self.base}"
+        if on:
+            _route(name, self.base, True)
+            seen = set()
+            for sub in lm.hf_model.modules():
+                cfg = getattr(sub, "config", None)
+                if cfg is not None and id(cfg) not in seen and getattr(cfg, "_attn_implementation", None) == self.base:
+                    seen.add(id(cfg))
+                    self._restore.append((cfg, self.base))
+                    cfg._attn_implementation = name
+            return
+        for cfg, old in self._restore:
+            cfg._attn_implementation = old
+        self._restore = []
+        _route(name, self.base, False)
+
+    def _track(self, lm, remove: Callable[[], None]) -> _Handle:
+        """A handle that removes a listener and switches routing off with the last one."""
+        if self._attached == 0:
+            self._switch(lm, True)
+        self._attached += 1
+
+        def done() -> None:
+            remove()
+            self._attached -= 1
+            if self._attached == 0:
+                self._switch(lm, False)
+
+        return _Handle(done)
 
     def forward(self, lm, input_ids, attention_mask=None):
         out = lm.hf_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
@@ -176,7 +367,7 @@ class HFAdapter:
         if site in ("q", "k", "v"):
             lst = self.attention(lm, layer)._interp[site]
             lst.append(fn)
-            return _Handle(lambda: lst.remove(fn))
+            return self._track(lm, lambda: lst.remove(fn))
         block = self.layers(lm)[layer]
         arch = lm.arch
         if site == "z":
@@ -221,7 +412,7 @@ class HFAdapter:
         """Attach a key-bias edit: ``fn(q, k, scale) -> (q_extra [b,h,t,1], k_extra [b,kv,s,1])``."""
         lst = self.attention(lm, layer)._interp["bias"]
         lst.append(fn)
-        return _Handle(lambda: lst.remove(fn))
+        return self._track(lm, lambda: lst.remove(fn))
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,9 +433,24 @@ _TL_HOOKS = {
 
 
 class TLAdapter:
-    """Hooks for a transformer-lens ``TransformerBridge`` (which runs eager attention)."""
+    """Hooks for a transformer-lens ``TransformerBridge`` (which runs eager attention).
+
+    The per-layer softmax settings and sink logits are read from the HF modules the bridge
+    wraps, exactly as for `HFAdapter`.
+    """
 
     backend = "tl"
+
+    def __init__(self, layout: _HFLayout):
+        self.layout = layout
+
+    def layer_attention(self, model) -> tuple[LayerAttention, ...]:
+        return read_layer_attention(model, self.layout)
+
+    def sink_logits(self, lm, layer: int) -> torch.Tensor | None:
+        attn = getattr(list(_get(lm.hf_model, self.layout.layers))[layer], self.layout.attn)
+        sinks = getattr(attn, "sinks", None)
+        return sinks.detach().float() if isinstance(sinks, torch.Tensor) else None
 
     def install(self, lm) -> None:
         missing = [n.format(L=0) for n, _ in _TL_HOOKS.values() if n.format(L=0) not in lm.model.hook_dict]

@@ -9,7 +9,7 @@
 - `retrieval`, `sinks`, `patching`, `preplan`: each analysis's figures (import the submodule).
 """
 
-from interp.plots.attention import HeadPattern, attention_view, head_pattern, pattern_figure
+from interp.plots.attention import HeadPattern, attention_view, head_pattern, pattern_figure, pattern_kwargs
 from interp.plots.common import head_grid, position_grid, token_trace
 from interp.plots.export import (
     PageSection,
@@ -40,4 +40,5 @@ __all__ = [
     "head_pattern",
     "pattern_figure",
     "attention_view",
+    "pattern_kwargs",
 ]

@@ -17,7 +17,10 @@ Typical use (capture one layer's q and k, pick the head and the key head it read
         lm.forward(ids)
     q = cap["q", L][0, h]                        # [query_pos, d_head]
     k = cap["k", L][0, lm.arch.kv_map[h]]        # [key_pos, d_head]
-    fig = attention_view(q, k, lm.token_strings(ids[0]), scale=lm.arch.scale, layer=L, head=h)
+    fig = attention_view(q, k, lm.token_strings(ids[0]), **pattern_kwargs(lm.attention_kwargs(L), h), layer=L, head=h)
+
+``pattern_kwargs`` turns a layer's kernel settings (scale, sliding window, soft-cap, GPT-OSS
+sink logits) into this module's keywords, so the picture is the model's own softmax.
 """
 
 from __future__ import annotations
@@ -33,7 +36,25 @@ import torch
 
 from interp.errors import InterpError
 
-__all__ = ["HeadPattern", "head_pattern", "pattern_figure", "attention_view", "token_label"]
+__all__ = ["HeadPattern", "head_pattern", "pattern_figure", "attention_view", "token_label", "pattern_kwargs"]
+
+
+def pattern_kwargs(attention: dict, head: int) -> dict:
+    """`head_pattern` keywords for one head from a layer's kernel settings.
+
+    Args:
+        attention: ``lm.attention_kwargs(layer)`` (scale, causal, sliding_window, softcap and,
+            for GPT-OSS, sink_logits [head]).
+        head: the query head.
+    """
+    sinks = attention.get("sink_logits")
+    return {
+        "scale": float(attention["scale"]),
+        "causal": bool(attention.get("causal", True)),
+        "window": attention.get("sliding_window"),
+        "softcap": attention.get("softcap"),
+        "sink_logit": None if sinks is None else float(sinks[head]),
+    }
 
 MAX_EXACT = 1024  # longest sequence shown cell by cell; above it, block-pooled
 
@@ -113,6 +134,7 @@ def _chunk_attention(
     window: Optional[int],
     softcap: Optional[float],
     key_mask: Optional[torch.Tensor],
+    sink_logit: Optional[float] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, visible) for query rows [start, stop): both [rows, key_pos]; A is 0 where not visible."""
     n_query, n_key = q.shape[0], k.shape[0]
@@ -127,7 +149,11 @@ def _chunk_attention(
     if key_mask is not None:
         visible &= key_mask.unsqueeze(0)
     s = s.masked_fill(~visible, float("-inf"))
-    a = torch.softmax(s, dim=-1)
+    if sink_logit is not None:  # the learned sink joins the normaliser and is then dropped (GPT-OSS)
+        s = torch.cat([s, torch.full_like(s[:, :1], float(sink_logit))], dim=-1)
+        a = torch.softmax(s, dim=-1)[:, :-1]
+    else:
+        a = torch.softmax(s, dim=-1)
     a = torch.nan_to_num(a, nan=0.0)  # a row with no visible key (a padded query) is all zero
     return a, visible
 
@@ -140,6 +166,7 @@ def head_pattern(
     causal: bool = True,
     window: Optional[int] = None,
     softcap: Optional[float] = None,
+    sink_logit: Optional[float] = None,
     key_mask=None,
     max_exact: int = MAX_EXACT,
     blocks: int = 256,
@@ -156,6 +183,8 @@ def head_pattern(
         causal: mask keys after the query (j > i).
         window: sliding-window size (keys with i - j >= window are masked); None = full.
         softcap: attention logit soft-cap (Gemma 2); None = none.
+        sink_logit: the head's learned sink logit (GPT-OSS), which joins the softmax
+            normaliser without being a key; None = none.
         key_mask: optional bool [key_pos], True = real token (left padding is False).
         max_exact: longest sequence (max of query_pos, key_pos) shown exactly; above, pooled.
         blocks: about how many blocks per side when pooled.
@@ -187,7 +216,7 @@ def head_pattern(
         mask = mask.reshape(-1).to(torch.bool)
         if mask.shape[0] != n_key:
             raise InterpError(f"key_mask has {mask.shape[0]} entries but k has {n_key} keys")
-    kw = dict(scale=float(scale), causal=causal, window=window, softcap=softcap, key_mask=mask)
+    kw = dict(scale=float(scale), causal=causal, window=window, softcap=softcap, key_mask=mask, sink_logit=sink_logit)
 
     if max(n_query, n_key) <= max_exact:
         out = np.empty((n_query, n_key), dtype=np.float32)
@@ -308,8 +337,9 @@ def attention_view(
         k: [key_pos, d_head] the keys of the kv head it reads.
         tokens: display string per key position.
         scale: the model's softmax scale.
-        pattern_kw: passed to :func:`head_pattern` (causal, window, softcap, key_mask, max_exact,
-            blocks, pool, chunk_size).
+        pattern_kw: passed to :func:`head_pattern` (causal, window, softcap, sink_logit, key_mask,
+            max_exact, blocks, pool, chunk_size); ``pattern_kwargs(lm.attention_kwargs(layer), head)``
+            gives the model's own settings.
     """
     pattern = head_pattern(q, k, scale=scale, **pattern_kw)
     return pattern_figure(pattern, tokens, title=title, layer=layer, head=head)

@@ -170,7 +170,7 @@ def _uniform_closed_form():
 def test_layer_statistics_known_answers(backend):
     q, k = _synthetic_qk()
     cfg = PreplanConfig(window=W, band=(LO, HI), backend=backend)
-    dist, waad, band = layer_statistics(q, k, scale=1.0, n_prompt=P, config=cfg)
+    dist, waad, band = layer_statistics(q, k, attention={"scale": 1.0}, n_prompt=P, config=cfg)
     assert dist.shape == waad.shape == band.shape == (2, T - P)
     d0, w0, b0 = _uniform_closed_form()
     np.testing.assert_allclose(dist[0], d0, rtol=1e-5)
@@ -186,7 +186,7 @@ def test_layer_statistics_known_answers(backend):
 def test_analyse_on_known_answer_heads():
     q, k = _synthetic_qk()
     cfg = PreplanConfig(window=W, band=(LO, HI), backend="reference")
-    dist, waad, band = layer_statistics(q, k, scale=1.0, n_prompt=P, config=cfg)
+    dist, waad, band = layer_statistics(q, k, attention={"scale": 1.0}, n_prompt=P, config=cfg)
     stats = PreplanStats(layers=(0,), dist=dist[None], waad=waad[None], band=band[None])
     found = analyse(stats, cfg)
     d0, _, b0 = _uniform_closed_form()
