@@ -39,6 +39,7 @@ class Problem:
     causal: bool
     softcap: float | None  # s = softcap * tanh(s / softcap) before masking (Gemma 2)
     sliding_window: int | None  # query a sees keys j with a - sliding_window < j
+    sink_logits: Tensor | None  # [head] float64 learned sink logit sigma_h (GPT-OSS), or None
     sink_tokens: int
     window: int  # W of waad
     band: tuple[int, int]
@@ -137,6 +138,7 @@ def prepare(
     softcap: float | None,
     sliding_window: int | None,
     sink_tokens: int,
+    sink_logits: Tensor | None = None,
     window: int,
     band: tuple[int, int],
     segments: Tensor | None,
@@ -166,6 +168,7 @@ def prepare(
     if lo > hi:
         raise InterpError(f"band lo={lo} > hi={hi}: pass (lo, hi) with lo <= hi, e.g. (10, 100)")
 
+    sinks = _sink_logits(sink_logits, heads, device)
     key_real = _key_real(key_padding_mask, batch, key_pos, device)
     has_real = key_real.any(1)
     first_real = torch.where(has_real, key_real.to(torch.int8).argmax(1), key_pos).to(torch.int64)
@@ -178,6 +181,7 @@ def prepare(
         causal=bool(causal),
         softcap=None if softcap is None else float(softcap),
         sliding_window=None if sliding_window is None else int(sliding_window),
+        sink_logits=sinks,
         sink_tokens=int(sink_tokens),
         window=int(window),
         band=(lo, hi),
@@ -222,6 +226,23 @@ def _check_qk(q: Tensor, k: Tensor) -> None:
     for name, t in (("q", q), ("k", k)):
         if not bool(torch.isfinite(torch.stack([t.amax(), t.amin()])).all()):  # NaN propagates
             raise InterpError(f"{name} contains NaN or inf: check the captured activations (overflow in fp16?)")
+
+
+def _sink_logits(sink_logits: Tensor | None, heads: int, device: torch.device) -> Tensor | None:
+    """[head] float64 on `device` (an exact upcast of any float dtype), or None."""
+    if sink_logits is None:
+        return None
+    if not isinstance(sink_logits, Tensor) or tuple(sink_logits.shape) != (heads,):
+        got = tuple(sink_logits.shape) if isinstance(sink_logits, Tensor) else type(sink_logits).__name__
+        raise InterpError(
+            f"sink_logits must be a tensor [head] = ({heads},), one logit per query head "
+            f"(GPT-OSS: the attention module's `sinks`), got {got}"
+        )
+    if not sink_logits.is_floating_point():
+        raise InterpError(f"sink_logits must be a floating tensor, got {sink_logits.dtype}")
+    if not bool(torch.isfinite(sink_logits).all()):
+        raise InterpError("sink_logits contains NaN or inf: pass finite logits, or sink_logits=None for no sink")
+    return sink_logits.detach().to(device=device, dtype=torch.float64)
 
 
 def _key_real(mask: Tensor | None, batch: int, key_pos: int, device: torch.device) -> Tensor:

@@ -23,7 +23,8 @@ def reference_probs(problem: Problem, dtype: torch.dtype = torch.float64) -> tup
     Returns:
         (s, A), both [batch, head, query_pos, key_pos]: s is the masked score (-inf where
         key j is invisible to query i), A the softmax over visible keys, with A = 0 on
-        invisible keys and on padded query rows.
+        invisible keys and on padded query rows. With sink logits the softmax runs over
+        [s_i, sigma_h] and the sink column is dropped (HF's GPT-OSS eager attention).
     """
     q = problem.q.to(dtype)
     k = problem.k.to(dtype).repeat_interleave(problem.group, dim=1)  # HF repeat_kv order
@@ -32,7 +33,11 @@ def reference_probs(problem: Problem, dtype: torch.dtype = torch.float64) -> tup
         s = problem.softcap * torch.tanh(s / problem.softcap)
     visible = _visible(problem)[:, None]  # [batch, 1, query_pos, key_pos]
     s = s.masked_fill(~visible, float("-inf"))
-    a = torch.softmax(s, dim=-1).nan_to_num(0.0)  # rows with no visible key give 0/0
+    if problem.sink_logits is None:
+        a = torch.softmax(s, dim=-1).nan_to_num(0.0)  # rows with no visible key give 0/0
+    else:
+        sink = problem.sink_logits.to(dtype)[None, :, None, None].expand(*s.shape[:-1], 1)
+        a = torch.softmax(torch.cat([s, sink], dim=-1), dim=-1)[..., :-1]
     a = a * problem.query_real()[:, None, :, None]
     return s, a
 
@@ -49,10 +54,10 @@ def reference_stats(problem: Problem, dtype: torch.dtype = torch.float64) -> dic
     top1p, top1 = ar.max(dim=-1)
     sink_keys = j < (problem.first_real[:, None] + problem.sink_tokens)  # [batch, key_pos]
     out: dict[str, Tensor | None] = {
-        "lse": torch.logsumexp(sr, dim=-1),
+        "lse": _lse(problem, sr),
         "top1": top1,
         "top1p": top1p,
-        "entropy": torch.special.entr(ar).sum(-1),  # -sum A log A, with 0 log 0 = 0
+        "entropy": torch.special.entr(ar).sum(-1),  # -sum A log A over keys (not the sink), 0 log 0 = 0
         "sink": (ar * sink_keys[:, None, None, :]).sum(-1),
         "dist": (ar * lagr).sum(-1),
         "waad": (ar * lagr.clamp(max=problem.window)).sum(-1),
@@ -81,6 +86,14 @@ def reference_stats(problem: Problem, dtype: torch.dtype = torch.float64) -> dic
         out["recv_mean"] = (recv / sees.sum(1)[:, None].to(dtype)).masked_fill(key_pad, float("nan"))
         out["band"] = (band_sum / in_band.sum(1)[:, None].to(dtype)).masked_fill(key_pad, float("nan"))
     return out
+
+
+def _lse(problem: Problem, s: Tensor) -> Tensor:
+    """log sum_j exp(s_ij), with exp(sigma_h) added inside the log when there are sink logits."""
+    lse = torch.logsumexp(s, dim=-1)
+    if problem.sink_logits is None:
+        return lse
+    return torch.logaddexp(lse, problem.sink_logits.to(s.dtype)[None, :, None])
 
 
 def _visible(problem: Problem) -> Tensor:

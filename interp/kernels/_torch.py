@@ -11,12 +11,17 @@ around `TILE_BYTES`, which keeps it close to the CPU's last-level cache.
 Inside a chunk (s = scores, p = softmax; only keys that some row of the chunk can see are
 computed, so a causal chunk of rows ending at key index a only touches keys 0..a):
 - lse and top1 come from the row max m and its argmax: lse = m - log(max p);
-- entropy = lse - p . s (one batched dot);
+- learned sink logits sigma (GPT-OSS) add exp(sigma) to each row's normaliser: the softmax
+  over the keys is rescaled by exp(lse_keys - lse) with lse = logaddexp(lse_keys, sigma),
+  one multiply over the tile, and every later statistic uses the rescaled p;
+- entropy = lse - p . s (one batched dot); with a sink the row's mass mu = sum_j p_ij is
+  below 1 and -sum p log p = mu lse - p . s;
 - dist, sink and seg are p @ V with V = [a_ref - j, sink indicator, segment one-hots], one
-  gemv per column (BLAS gemv beats a gemm this narrow); dist_i = (a_i - a_ref) + (p @ V)_0
-  with a_ref the chunk's first row keeps the numbers small;
-- waad = W - sum p_ij * max(W - (a_i - j), 0): only the last W keys of each row differ from W,
-  so it is a product over a narrow diagonal band of the tile;
+  gemv per column (BLAS gemv beats a gemm this narrow); dist_i = mu_i (a_i - a_ref) + (p @ V)_0
+  with a_ref the chunk's first row keeps the numbers small (mu_i = sum_j p_ij, 1 without a
+  sink);
+- waad = mu W - sum p_ij * max(W - (a_i - j), 0): only the last W keys of each row differ
+  from W, so it is a product over a narrow diagonal band of the tile;
 - recv adds (real-row indicator) @ p, band adds the band-masked p, both over rows.
 fp16/bf16 inputs are upcast (q per chunk, k once per batch element); everything accumulates
 in float32 (float64 input: float64), column sums in float64.
@@ -51,6 +56,7 @@ def tile_stats(
     band_w: Tensor | None,
     band_start: int,
     row_w: Tensor | None,
+    sink: Tensor | None = None,
 ) -> tuple[Tensor | None, ...]:
     """Statistics of one chunk of complete rows (the hot loop; `torch.compile`-able).
 
@@ -65,10 +71,13 @@ def tile_stats(
         band_w: [c, n_b] 0/1 band membership of real rows for tile columns from `band_start`
             (None: no column statistics or an empty band).
         row_w: [c] 1.0 for real query rows, 0.0 for padded rows (None: no column stats).
+        sink: [kv_head, group * c] the sink logit of each row's head, compute dtype (None:
+            no sink).
 
     Returns:
         top1 (tile column), top1p, lse, entropy, all [kv, g*c]; p @ v [kv, g*c, 2 + C];
-        waad's band sum [kv, g*c]; recv [kv, g, n_keys] and band [kv, g, n_b] or None.
+        waad's band sum [kv, g*c]; recv [kv, g, n_keys] and band [kv, g, n_b] or None; the
+        row mass sum_j p_ij [kv, g*c] (None without a sink: it is 1).
     """
     kv, gc, _ = qc.shape
     c = vis.shape[0]
@@ -82,7 +91,14 @@ def tile_stats(
     p = torch.softmax(s, dim=-1)
     top1p = p.gather(-1, top1[..., None])[..., 0]  # = exp(m - lse) = 1 / sum_j exp(s_j - m)
     lse = m - torch.log(top1p)
-    entropy = lse - torch.matmul(p[..., None, :], s[..., :, None])[..., 0, 0]
+    mass = None
+    if sink is not None:  # the sink takes exp(sigma) of the normaliser: rescale every p
+        lse_keys, lse = lse, torch.logaddexp(lse, sink)
+        mass = torch.exp(lse_keys - lse)  # sum_j p_ij: what the sink leaves to the keys
+        p = p * mass[..., None]
+        top1p = top1p * mass
+    p_dot_s = torch.matmul(p[..., None, :], s[..., :, None])[..., 0, 0]
+    entropy = lse - p_dot_s if mass is None else mass * lse - p_dot_s  # -sum_j p log p, p = exp(s - lse)
     flat = p.view(-1, p.shape[-1])
     rowdot = torch.stack([torch.mv(flat, col) for col in v], dim=-1).view(kv, gc, -1)  # gemv beats a narrow gemm
     p4 = p.view(kv, gc // c, c, -1)
@@ -92,7 +108,7 @@ def tile_stats(
         recv = torch.matmul(row_w, p4)  # sum over real rows: [kv, g, n_keys]
         if band_w is not None:
             band = (p4[..., band_start : band_start + band_w.shape[1]] * band_w).sum(-2)
-    return top1, top1p, lse, entropy, rowdot, waad_part, recv, band
+    return top1, top1p, lse, entropy, rowdot, waad_part, recv, band, mass
 
 
 def torch_stats(
@@ -176,9 +192,12 @@ def _tile_inputs(pb: Problem, ch: _Chunk, holes: bool, qb: Tensor, kb: Tensor, c
             band_start = b0 - ch.k0
             lag = ch.a - j[:, band_start : b1 - ch.k0]
             band_w = ((lag >= lo) & (lag <= hi)).to(cdtype) * row_w[:, None]
+    sink = None
+    if pb.sink_logits is not None:  # rows are [kv, group, c] flattened: one logit per head
+        sink = pb.sink_logits.to(cdtype).view(pb.kv_heads, pb.group, 1).expand(-1, -1, c).reshape(pb.kv_heads, -1)
     return dict(
         qc=qc, kt=kt, softcap=pb.softcap, vis=vis, vis_start=vis_start, v=v, waad_w=waad_w,
-        waad_start=waad_start, band_w=band_w, band_start=band_start, row_w=row_w,
+        waad_start=waad_start, band_w=band_w, band_start=band_start, row_w=row_w, sink=sink,
     )  # fmt: skip
 
 
@@ -199,7 +218,7 @@ class _Accumulator:
             self.band = torch.zeros_like(self.recv)
 
     def add(self, ch: _Chunk, rows: slice, out: tuple[Tensor | None, ...], band_start: int) -> None:
-        top1, top1p, lse, ent, rowdot, waad_part, recv, band = out
+        top1, top1p, lse, ent, rowdot, waad_part, recv, band, mass = out
         heads, c, b, window = self.pb.heads, ch.idx.numel(), ch.b, self.pb.window
 
         def put(x: Tensor) -> Tensor:  # [kv, g*c, ...] -> [head, c, ...]
@@ -210,9 +229,10 @@ class _Accumulator:
         r["top1p"][b, :, rows] = put(top1p).float()
         r["lse"][b, :, rows] = put(lse).float()
         r["entropy"][b, :, rows] = put(ent).float()
-        r["dist"][b, :, rows] = (put(rowdot[..., 0]) + (ch.a[:, 0] - ch.a_min)).float()
+        mu = 1.0 if mass is None else put(mass)  # the keys' share of the row (the sink has the rest)
+        r["dist"][b, :, rows] = (put(rowdot[..., 0]) + mu * (ch.a[:, 0] - ch.a_min)).float()
         r["sink"][b, :, rows] = put(rowdot[..., 1]).float()
-        r["waad"][b, :, rows] = (window - put(waad_part)).float()
+        r["waad"][b, :, rows] = (mu * window - put(waad_part)).float()
         if self.seg is not None:
             self.seg[b, :, rows] = put(rowdot[..., 2:]).float()
         if self.recv is not None:
@@ -272,7 +292,7 @@ def _partial_visibility(pb: Problem, ch: _Chunk, holes: bool) -> tuple[Tensor, i
         vis = vis & (j <= a)
     if pb.sliding_window is not None:
         vis = vis & (j > a - pb.sliding_window)
-    return vis, lo - k0
+    return vis.expand(a.shape[0], -1), lo - k0  # [c, n_vis] also when only the mask has holes
 
 
 def _row_rhs(pb: Problem, ch: _Chunk, j: Tensor, cdtype: torch.dtype) -> Tensor:

@@ -10,6 +10,10 @@ Pass 2, the column pass, swaps the roles: a program owns BLOCK_N keys of one hea
 over the query tiles that can see them. It recomputes p = exp(s - lse) from the lse stored
 by pass 1, so each column sum is complete inside one program: no atomics.
 
+Learned sink logits (GPT-OSS) only touch the row pass's epilogue: the sink adds
+exp(sigma - m) to the normaliser, the accumulators are rescaled to the new normaliser, and
+the stored lse includes the sink, so the column pass's p = exp(s - lse) is already right.
+
 Grouped-query attention: query head h loads the keys of kv head h // GROUP; nothing is
 repeated in memory. On a GPU both passes are autotuned over the config lists below; under
 Triton's interpreter (TRITON_INTERPRET=1, used by the CPU tests) one fixed config runs, and
@@ -59,7 +63,7 @@ def _softcap(s, cap):
 
 @triton.jit
 def _row_pass(
-    Q, K, KeyReal, Seg, Rows, FirstReal,  # inputs
+    Q, K, KeyReal, Seg, Rows, FirstReal, Sinks,  # inputs; Sinks [head] float32
     Lse, Top1, Top1p, Ent, Sink, Dist, Waad, SegOut,  # outputs, [batch, head, n_rows] (+ [n_seg])
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -67,7 +71,7 @@ def _row_pass(
     scale, cap, sliding, sink_tokens, window,
     HEAD_DIM: tl.constexpr, SEG_PAD: tl.constexpr,
     CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, SLIDING: tl.constexpr, HAS_SEG: tl.constexpr,
-    PRECISION: tl.constexpr,
+    HAS_SINK: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
@@ -146,13 +150,27 @@ def _row_pass(
     # -- epilogue: lse = m + log l; every mean is its accumulator over l --
     #    (a padded row may see no key at all: l = 0; its values are discarded later)
     l_i = tl.where(l_i > 0, l_i, 1.0)
-    lse = m_i + tl.log(l_i)
-    inv_l = 1.0 / l_i
+    if HAS_SINK:
+        # -- the sink logit joins the normaliser at a common max m_fin; the accumulators
+        #    (relative to m_i) are rescaled by keep = exp(m_i - m_fin), so every mean is
+        #    acc * keep / l_fin and the stored lse includes the sink --
+        sigma = tl.load(Sinks + h)
+        m_fin = tl.maximum(m_i, sigma)
+        keep = tl.exp(m_i - m_fin)  # 0 for a row that saw no key (m_i = -inf)
+        l_fin = l_i * keep + tl.exp(sigma - m_fin)
+        lse = m_fin + tl.log(l_fin)
+        inv_l = keep / l_fin
+        # -sum_j A log A = mass * lse - sum_j A s, with mass = sum_j A_ij < 1 (the sink's share is out)
+        entropy = (l_i * inv_l) * lse - acc_s * inv_l
+    else:
+        lse = m_i + tl.log(l_i)
+        inv_l = 1.0 / l_i
+        entropy = lse - acc_s * inv_l
     out = pid_bh * n_rows + offs_m
     tl.store(Lse + out, lse, mask=row_ok)
     tl.store(Top1 + out, top1, mask=row_ok)
-    tl.store(Top1p + out, inv_l, mask=row_ok)  # max_j p_ij = exp(m - lse) = 1 / l
-    tl.store(Ent + out, lse - acc_s * inv_l, mask=row_ok)
+    tl.store(Top1p + out, inv_l, mask=row_ok)  # max_j A_ij = exp(m - lse) (= 1 / l without a sink)
+    tl.store(Ent + out, entropy, mask=row_ok)
     tl.store(Sink + out, acc_sink * inv_l, mask=row_ok)
     tl.store(Dist + out, acc_dist * inv_l, mask=row_ok)
     tl.store(Waad + out, acc_waad * inv_l, mask=row_ok)
@@ -263,6 +281,8 @@ def triton_stats(problem: Problem) -> RawStats:
     labels = (pb.segments if pb.segments is not None else torch.full((1,), -1, device=device)).to(torch.int32)
     key_real = pb.key_real.to(torch.int8).contiguous()
     first_real = pb.first_real.to(torch.int32)
+    sinks = pb.sink_logits if pb.sink_logits is not None else torch.zeros(1, dtype=torch.float64, device=device)
+    sinks = sinks.to(torch.float32).contiguous()
     common = dict(
         HEAD_DIM=head_dim,
         CAUSAL=pb.causal,
@@ -273,12 +293,13 @@ def triton_stats(problem: Problem) -> RawStats:
     fixed = _INTERPRETER_CONFIG if _INTERPRET else {}
     if n_rows:
         _row_launch[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]), pb.batch * pb.heads)](
-            q, k, key_real, labels.contiguous(), rows.to(torch.int32).contiguous(), first_real,
+            q, k, key_real, labels.contiguous(), rows.to(torch.int32).contiguous(), first_real, sinks,
             lse, top1, top1p, ent, sink, dist, waad, seg_out,
             *q.stride(), *k.stride(),
             n_rows, pb.heads, pb.group, pb.key_pos, pb.offset, max(n_seg, 1),
             pb.scale, pb.softcap or 1.0, pb.sliding_window or 1, pb.sink_tokens, pb.window,
             SEG_PAD=max(16, triton.next_power_of_2(n_seg)), HAS_SEG=pb.segments is not None,
+            HAS_SINK=pb.sink_logits is not None,
             **common, **fixed,
         )  # fmt: skip
     recv = band = None

@@ -44,10 +44,12 @@ class AttentionStats:
     Row statistics are [batch, head, n_rows], one value per requested query row (float32,
     float64 from the reference backend); padded query rows hold NaN (top1: -1):
 
-    - lse: log sum_j exp(s_ij), natural log.
+    - lse: log sum_j exp(s_ij), natural log; with sink logits, log(exp(sigma_h) + sum_j exp(s_ij)),
+      the normaliser of the softmax including the sink.
     - top1: key index (into key_pos, padding included) of max_j A_ij; ties: smallest j.
     - top1p: max_j A_ij.
-    - entropy: -sum_j A_ij log A_ij, in nats.
+    - entropy: -sum_j A_ij log A_ij over the keys, in nats (with sink logits the sink is not a
+      key: its mass is left out of the sum, so the row's A sums to less than 1).
     - sink: mass on the first `sink_tokens` real tokens.
     - dist: sum_j A_ij (i - j), mean attention distance in positions.
     - waad: sum_j A_ij min(i - j, W), windowed average attention distance (Li et al. 2025).
@@ -122,11 +124,16 @@ def attention_stats(
     chunk_size: int | None = None,
     softcap: float | None = None,
     sliding_window: int | None = None,
+    sink_logits: Float[Tensor, " head"] | None = None,
 ) -> AttentionStats:
     """Row and column attention statistics of one layer (definitions: METRICS.md).
 
     s_ij = scale * q_i . k_j (then softcap * tanh(s / softcap) if given), A = softmax over the
     keys query i may see: j <= i when causal, i - j < sliding_window if given, real keys only.
+    With learned sink logits sigma (GPT-OSS), the softmax also runs over one extra logit per
+    head that is then dropped, as HF transformers' GPT-OSS attention does:
+    A_ij = exp(s_ij) / (exp(sigma_h) + sum_k exp(s_ik)); the sink is not a key, so every row
+    and column statistic sums only over the real keys, and a row's mass is below 1.
 
     Args:
         q: post-RoPE queries; query row r sits at key index key_pos - query_pos + r.
@@ -147,6 +154,10 @@ def attention_stats(
         chunk_size: query rows per chunk of the torch backend (default: ~16 MiB score tiles).
         softcap: attention logit soft-capping (Gemma 2), or None.
         sliding_window: sliding-window size (Mistral, Gemma 2 local layers), or None.
+        sink_logits: learned attention-sink logit sigma_h per query head (GPT-OSS's
+            `module.sinks`), or None. Taken as is: not scaled, not soft-capped. lse then
+            includes the sink term, log(exp(sigma_h) + sum_j exp(s_ij)); entropy sums over the
+            real keys only.
 
     Returns:
         AttentionStats; float32 (float64 for the reference backend).
@@ -161,6 +172,7 @@ def attention_stats(
         causal=causal,
         softcap=softcap,
         sliding_window=sliding_window,
+        sink_logits=sink_logits,
         sink_tokens=sink_tokens,
         window=window,
         band=band,

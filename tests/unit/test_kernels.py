@@ -80,6 +80,8 @@ def cases(draw, max_t: int = 96, max_heads: int = 16, dtype: torch.dtype = torch
         kwargs["softcap"] = draw(st.sampled_from([1.0, 5.0]))
     if draw(st.integers(0, 3)) == 0:
         kwargs["sliding_window"] = draw(st.integers(1, t + 2))
+    if draw(st.integers(0, 2)) == 0:  # learned sink logits (GPT-OSS), from negligible to dominant
+        kwargs["sink_logits"] = torch.randn(kv * ratio, generator=gen) * draw(st.sampled_from([1.0, 4.0]))
     return Case(q, k, kwargs)
 
 
@@ -122,6 +124,7 @@ def _prepare_kwargs(kwargs: dict) -> dict:
     full = dict(
         causal=True, softcap=None, sliding_window=None, sink_tokens=1, window=10, band=(10, 100),
         segments=None, n_segments=None, key_padding_mask=None, query_rows=None, columns=True,
+        sink_logits=None,
     )  # fmt: skip
     full.update(kwargs)
     return full
@@ -162,8 +165,15 @@ OPTIONS = [
     dict(causal=False, columns=False, query_rows=torch.tensor([0, 5, 39]), window=3),
     dict(causal=False, band=(-4, 4), key_padding_mask=torch.arange(70)[None] >= 3),
     dict(key_padding_mask=(torch.arange(70)[None] % 7) != 3),  # holes, not left padding
+    dict(sliding_window=23),
+    dict(softcap=3.0, band=(0, 30)),
+    dict(sink_logits=torch.tensor([-1.0, 2.5, 6.0]), sliding_window=12, softcap=4.0, key_padding_mask=torch.arange(70)[None] >= 9),
+    dict(sink_logits=torch.tensor([0.5, -3.0, 3.0]), causal=False, key_padding_mask=(torch.arange(70)[None] % 5) != 1),
 ]
-OPTION_IDS = ["kv-cache-rows-window-softcap", "bidirectional-rows-only", "bidirectional-padded", "mask-with-holes"]
+OPTION_IDS = [
+    "kv-cache-rows-window-softcap", "bidirectional-rows-only", "bidirectional-padded", "mask-with-holes",
+    "sliding-window", "softcap", "sinks-window-softcap-padded", "sinks-bidirectional-holes",
+]  # fmt: skip
 
 
 def options_case(kwargs: dict) -> Case:
@@ -176,6 +186,112 @@ def options_case(kwargs: dict) -> Case:
 @pytest.mark.parametrize("kwargs", OPTIONS, ids=OPTION_IDS)
 def test_torch_options_match_reference(kwargs: dict) -> None:
     check_against_reference(options_case(kwargs), "torch", chunk_size=16)
+
+
+def test_torch_long_rows_with_sinks_window_softcap_padding() -> None:
+    """700 keys in chunks of 37 rows (not a divisor), GQA 4, sinks with window, cap and padding."""
+    gen = torch.Generator().manual_seed(12)
+    q, k = torch.randn(2, 8, 700, 32, generator=gen) * 2, torch.randn(2, 2, 700, 32, generator=gen)
+    mask = torch.arange(700)[None] >= torch.tensor([[0], [123]])
+    kwargs = dict(scale=32**-0.5, key_padding_mask=mask, sliding_window=150, softcap=8.0, sink_tokens=4)
+    case = Case(q, k, dict(sink_logits=torch.randn(8, generator=gen) * 3, **kwargs))
+    check_against_reference(case, "torch", chunk_size=37)
+
+
+# ---------------------------------------------------------------- learned sink logits (GPT-OSS)
+
+
+@pytest.mark.parametrize("sliding_window", [None, 9])
+def test_sink_logits_match_hf_gpt_oss_eager_attention(sliding_window: int | None) -> None:
+    """A is HF transformers' GPT-OSS eager attention weights: softmax over [s, sink], sink dropped."""
+    from types import SimpleNamespace
+
+    from transformers.models.gpt_oss.modeling_gpt_oss import eager_attention_forward
+
+    gen = torch.Generator().manual_seed(13)
+    t, heads, kv = 37, 6, 2
+    q = torch.randn(2, heads, t, 16, generator=gen, dtype=torch.float64) * 2
+    k = torch.randn(2, kv, t, 16, generator=gen, dtype=torch.float64)
+    sinks = torch.randn(heads, generator=gen, dtype=torch.float64) * 3
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    visible = (j <= i) & ((j > i - sliding_window) if sliding_window else True)
+    additive = torch.zeros(t, t, dtype=torch.float64).masked_fill(~visible, torch.finfo(torch.float64).min)
+    module = SimpleNamespace(num_key_value_groups=heads // kv, sinks=sinks, training=False)
+    _, hf = eager_attention_forward(module, q, k, k, additive[None, None], scaling=0.25)  # [b, h, t, t]
+
+    kw = dict(scale=0.25, sink_logits=sinks, sliding_window=sliding_window, sink_tokens=2, band=(1, 5))
+    problem = prepare(q, k, **_prepare_kwargs(kw))
+    torch.testing.assert_close(reference_probs(problem)[1], hf, rtol=0, atol=1e-12)
+    scores = (q @ k.repeat_interleave(heads // kv, 1).transpose(-1, -2) * 0.25).masked_fill(~visible, -math.inf)
+    lag = (i - j).double()
+    want = {
+        "lse": torch.logaddexp(torch.logsumexp(scores, -1), sinks[None, :, None]),
+        "top1p": hf.amax(-1),
+        "entropy": torch.special.entr(hf).sum(-1),
+        "sink": hf[..., :2].sum(-1),
+        "dist": (hf * lag).sum(-1),
+        "waad": (hf * lag.clamp(max=10)).sum(-1),
+        "recv": hf.sum(-2),
+    }
+    assert (hf.sum(-1) < 1 - 1e-6).all()  # the sink keeps a share of every row: a real test of it
+    for backend in ("reference", "torch"):
+        got = attention_stats(q.float(), k.float(), backend=backend, **kw)
+        for name, value in want.items():
+            torch.testing.assert_close(getattr(got, name).double(), value, rtol=1e-5, atol=1e-5, msg=f"{backend} {name}")
+        assert torch.equal(got.top1, hf.argmax(-1)), backend
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_zero_queries_with_sink_logits(backend: str) -> None:
+    """q = 0: A_ij = 1 / (exp(sigma_h) + i + 1) for j <= i, so every statistic has a closed form."""
+    q = torch.zeros(1, 3, 40, 16)
+    k = torch.randn(1, 1, 40, 16, generator=torch.Generator().manual_seed(14))
+    sinks = torch.tensor([-2.0, 0.7, 3.0])
+    st_ = attention_stats(q, k, scale=0.25, band=(3, 9), window=5, sink_tokens=2, sink_logits=sinks, backend=backend)
+    _assert_uniform_with_sinks(st_, sinks, 40, 5, 2)
+
+
+def _assert_uniform_with_sinks(st_: AttentionStats, sinks: torch.Tensor, t: int, w: int, n: int) -> None:
+    i = torch.arange(t, dtype=torch.float64)
+    z = sinks.double()[:, None].exp() + i + 1  # [head, t] the normaliser with the sink
+    expect = {
+        "lse": z.log(),
+        "top1p": 1 / z,
+        "entropy": (i + 1) / z * z.log(),
+        "dist": i * (i + 1) / 2 / z,
+        "sink": i.clamp(max=n - 1).add(1) / z,
+        "waad": torch.tensor([sum(min(d, w) for d in range(r + 1)) for r in range(t)], dtype=torch.float64) / z,
+        "recv": (1 / z).flip(-1).cumsum(-1).flip(-1),  # sum_{i >= j} 1 / z_i
+    }
+    for name, want in expect.items():
+        got = getattr(st_, name).double()[0]
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    assert (st_.top1 == 0).all()
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_sink_logits_extremes(backend: str) -> None:
+    """A negligible sink changes nothing; any sink leaves top1 alone; row mass is 1 - exp(sigma - lse)."""
+    gen = torch.Generator().manual_seed(15)
+    q, k = torch.randn(2, 4, 30, 16, generator=gen) * 2, torch.randn(2, 2, 30, 16, generator=gen)
+    kw = dict(scale=0.25, key_padding_mask=torch.arange(30)[None] >= torch.tensor([[0], [6]]), backend=backend)
+    plain = attention_stats(q, k, **kw)
+    faint = attention_stats(q, k, sink_logits=torch.full((4,), -80.0), **kw)
+    for name in (*FLOAT_STATS, "top1"):
+        a, b = getattr(plain, name), getattr(faint, name)
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, equal_nan=True, msg=name)
+    sinks = torch.tensor([-1.0, 1.0, 4.0, 9.0])
+    heavy = attention_stats(q, k, sink_logits=sinks, **kw)
+    assert torch.equal(heavy.top1, plain.top1)
+    mass = 1 - torch.exp(sinks[None, :, None].double() - heavy.lse.double())  # per row
+    recv_total = heavy.recv.double().nan_to_num(0.0).sum(-1)  # sum over keys = sum over rows of mass
+    torch.testing.assert_close(recv_total, mass.nan_to_num(0.0).sum(-1), rtol=1e-5, atol=1e-5)
+    real = ~plain.lse.isnan()
+    assert real.sum() == 4 * (60 - 6) and not heavy.lse[real].isnan().any()
+    assert (mass[real] < 1).all() and (heavy.top1p[real] < plain.top1p[real]).all()
+    # the keys keep their ratios (mass from lse cancels in float32 when the sink dominates: atol)
+    torch.testing.assert_close(heavy.top1p.double(), plain.top1p.double() * mass, rtol=1e-5, atol=2e-6, equal_nan=True)
 
 
 # ---------------------------------------------------------------- answers known in closed form
@@ -362,6 +478,36 @@ def test_interpreted_triton_uniform_attention() -> None:
     k = torch.randn(1, 1, t, 16, generator=torch.Generator().manual_seed(9))
     st_ = attention_stats(q, k, scale=0.25, band=(lo, hi), window=w, sink_tokens=n, backend="triton")
     _assert_uniform(st_, t, lo, hi, w, n)
+
+
+@interpreted
+def test_interpreted_triton_zero_queries_with_sink_logits() -> None:
+    q = torch.zeros(1, 3, 70, 16)
+    k = torch.randn(1, 1, 70, 16, generator=torch.Generator().manual_seed(16))
+    sinks = torch.tensor([-2.0, 0.7, 3.0])
+    st_ = attention_stats(q, k, scale=0.25, window=5, sink_tokens=2, sink_logits=sinks, backend="triton")
+    _assert_uniform_with_sinks(st_, sinks, 70, 5, 2)
+
+
+SINK_LONG = {
+    # T = 333 (not a multiple of the 64-key tile), GQA 2, left padding, sinks with window and cap
+    "fp32-sinks-window-softcap-padded": (torch.float32, 333, dict(sliding_window=100, softcap=5.0)),
+    # fp16, a full causal row over 200 keys, segments and padding
+    "fp16-sinks-segments-padded": (torch.float16, 200, dict(segments=True)),
+}
+
+
+@interpreted
+@pytest.mark.parametrize("name", list(SINK_LONG))
+def test_interpreted_triton_sink_logits_long(name: str) -> None:
+    dtype, t, extra = SINK_LONG[name]
+    gen = torch.Generator().manual_seed(17)
+    q = (torch.randn(2, 4, t, 16, generator=gen) * 2).to(dtype)
+    k = torch.randn(2, 2, t, 16, generator=gen).to(dtype)
+    kw = dict(scale=0.25, key_padding_mask=torch.arange(t)[None] >= torch.tensor([[0], [37]]), **extra)
+    if kw.pop("segments", False):
+        kw["segments"] = torch.randint(-1, 3, (2, t), generator=gen)
+    check_against_reference(Case(q, k, dict(sink_logits=torch.tensor([-1.0, 0.5, 2.0, 5.0]), **kw)), "triton")
 
 
 # ---------------------------------------------------------------- Triton on a real GPU

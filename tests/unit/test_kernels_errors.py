@@ -109,6 +109,40 @@ def test_mask_and_segment_shapes(kwargs: dict, match: str) -> None:
         call(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("sinks", "match"),
+    [
+        (torch.zeros(3), r"sink_logits must be a tensor \[head\] = \(4,\)"),
+        (torch.zeros(2, 4), r"sink_logits must be a tensor \[head\]"),
+        ([0.0, 0.0, 0.0, 0.0], r"sink_logits must be a tensor \[head\]"),
+    ],
+)
+def test_sink_logits_shape(sinks, match: str) -> None:
+    with shape_error(match):
+        call(sink_logits=sinks)
+
+
+@pytest.mark.parametrize(
+    ("sinks", "match"),
+    [
+        (torch.zeros(4, dtype=torch.long), "sink_logits must be a floating tensor"),
+        (torch.tensor([0.0, float("nan"), 0.0, 0.0]), "sink_logits contains NaN or inf"),
+        (torch.tensor([0.0, 0.0, -float("inf"), 0.0]), "sink_logits contains NaN or inf"),
+    ],
+)
+def test_sink_logits_values(sinks, match: str) -> None:
+    with shape_error(match):  # the jaxtyping hook rejects the integer dtype before our check
+        call(sink_logits=sinks)
+
+
+def test_sink_logits_of_any_float_dtype_agree() -> None:
+    """GPT-OSS keeps `sinks` in bf16: the logits are upcast exactly, not rounded to q's dtype."""
+    sinks = torch.tensor([0.5, -1.25, 2.0, 3.5], dtype=torch.bfloat16)
+    a, b = call(sink_logits=sinks), call(sink_logits=sinks.double())
+    torch.testing.assert_close(a.lse, b.lse, rtol=0, atol=0)
+    assert not torch.equal(a.lse, call().lse)
+
+
 def test_triton_on_cpu_says_what_to_use(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(InterpError, match="backend='torch'"):
