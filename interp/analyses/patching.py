@@ -12,10 +12,13 @@ corrupted prompts and copy ``j`` gets patch ``j``, applied by one `interp.hooks.
 that swaps the masked entries of the site's canonical tensor (z and q ``[batch, head, pos,
 d_head]``; k and v ``[batch, kv_head, pos, d_head]``, so k/v patches are per kv head; residual
 sites ``[batch, pos, d_model]``). Thin setters (`target_index`) turn a target name into the list
-of (layer, head, pos) patches. Two more savings, both exact: the unembedding runs at the answer
-position only, and patches are taken in order of position, so that a pass whose earliest patch
-is at position p starts from the corrupted run's cached keys and values of positions < p (which
-no patch can change, attention being causal) and recomputes only positions >= p (HF backend).
+of (layer, head, pos) patches. Three more savings, all exact: the unembedding runs at the answer
+position only; a patch whose clean and corrupted values are equal in every prompt (a position
+where the prompts agree, below the first layer that sees a difference) is not run, its value
+being the unpatched metric; and patches are taken in order of position, so that a pass whose
+earliest patch is at position p starts from the corrupted run's cached keys and values of
+positions < p (which no patch can change, attention being causal) and recomputes only
+positions >= p (HF backend).
 See ``benchmarks/patching.py`` for the speed against serial patching.
 
 **Path patching** (Wang et al. 2022, section 3.1) sends a sender head's clean-minus-corrupt
@@ -507,16 +510,27 @@ def activation_patching(
     with capture(lm, layers=layers, keep=(site,)) as cap:
         _answer_logits(lm, clean)
     clean_act = {layer: cap[site, layer] for layer in layers}
-    # Patches in order of position: a chunk whose earliest patch is at position p reuses the
-    # corrupted keys/values of positions < p (HF backend) and recomputes only positions >= p.
-    order = torch.argsort(index[:, 2], stable=True)
-    kv = _corrupted_kv(lm, corrupt) if lm.backend == "hf" and int(index[:, 2].max()) > 0 else None
+    # One corrupted pass gives (a) the site's corrupted values: a patch whose clean and corrupted
+    # entries are identical in every prompt changes nothing, so its value is the unpatched metric
+    # and it is not run; and (b), on the HF backend for by-position patches, every layer's keys
+    # and values: patches are run in order of position, and a pass whose earliest patch is at
+    # position p reuses them for positions < p and recomputes only positions >= p.
+    reuse = lm.backend == "hf" and int(index[:, 2].max()) > 0 and _kv_fits(lm, corrupt)
+    keep = (site,) + (("k", "v") if reuse else ())
+    with capture(lm, layers=None if reuse else layers, keep=tuple(dict.fromkeys(keep))) as cap:
+        base_logits = _answer_logits(lm, corrupt)
+    corrupt_act = {layer: cap[site, layer] for layer in layers}
+    kv = {layer: (cap["k", layer], cap["v", layer]) for layer in range(lm.arch.n_layers)} if reuse else None
+    unpatched = _evaluate(metric, base_logits, n).double().mean()
+    noop = torch.tensor([_same(clean_act[la], corrupt_act[la], h, p, has_head) for la, h, p in index.tolist()], dtype=torch.bool)
     per_pass = max(1, (batch_rows or _default_rows(lm, n, n_pos)) // n)
-    out = torch.empty(len(index), dtype=torch.float64)
+    out = torch.full((len(index),), float(unpatched), dtype=torch.float64)
+    todo = torch.nonzero(~noop).flatten()
     bar = _progress(len(index), f"patching {site}", progress)
+    bar.update(len(index) - len(todo))
     try:
-        for begin in range(0, len(index), per_pass):
-            which = order[begin : begin + per_pass]
+        for part in _chunks(index[todo, 2], per_pass, n, n_pos, reuse=reuse):
+            which = todo[part]
             chunk = index[which].tolist()
             c = len(chunk)
             start = max(0, min(row[2] for row in chunk)) if kv is not None else 0
@@ -541,15 +555,43 @@ def activation_patching(
     return out
 
 
-def _corrupted_kv(lm, corrupt: torch.Tensor) -> Optional[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
-    """Post-RoPE keys and values of every layer on the corrupted prompts, or None if too large to keep."""
+def _chunks(pos: torch.Tensor, per_pass: int, n: int, n_pos: int, *, reuse: bool, min_tokens: int = 512) -> list[torch.Tensor]:
+    """Split patches (given their positions, -1 = all) into passes, in order of position.
+
+    A pass holds at most ``per_pass`` patches. With prefix reuse (``reuse``) it also closes at a
+    change of position once it holds ``min_tokens`` tokens of work (``n`` prompts times the
+    positions from its first patch on): later passes then recompute fewer positions, while
+    passes much smaller than that would waste the batching. Without reuse every pass is full.
+    """
+    out, current = [], []
+    for i in torch.argsort(pos, stable=True).tolist():
+        p = max(0, int(pos[i]))
+        if current:
+            start, last = max(0, int(pos[current[0]])), max(0, int(pos[current[-1]]))
+            enough = reuse and p != last and len(current) * n * (n_pos - start) >= min_tokens
+            if len(current) >= per_pass or enough:
+                out.append(torch.tensor(current))
+                current = []
+        current.append(i)
+    if current:
+        out.append(torch.tensor(current))
+    return out
+
+
+def _kv_fits(lm, corrupt: torch.Tensor) -> bool:
+    """Whether every layer's corrupted keys and values fit the memory budget (for prefix reuse)."""
     n, n_pos = corrupt.shape
-    size = 2 * 4 * n * n_pos * lm.arch.n_kv_heads * lm.arch.d_head * lm.arch.n_layers
-    if size > _LOGIT_BUDGET_BYTES:
-        return None
-    with capture(lm, keep=("k", "v")) as cap:
-        _answer_logits(lm, corrupt)
-    return {layer: (cap["k", layer], cap["v", layer]) for layer in range(lm.arch.n_layers)}
+    return 2 * 4 * n * n_pos * lm.arch.n_kv_heads * lm.arch.d_head * lm.arch.n_layers <= _LOGIT_BUDGET_BYTES
+
+
+def _same(clean: torch.Tensor, corrupt: torch.Tensor, head: int, pos: int, has_head: bool) -> bool:
+    """True when patch (head, pos) would copy values equal to the corrupted ones in every prompt."""
+    if has_head:
+        clean = clean if head < 0 else clean[:, head]
+        corrupt = corrupt if head < 0 else corrupt[:, head]
+    if pos >= 0:
+        clean, corrupt = clean[..., pos, :], corrupt[..., pos, :]
+    return bool(torch.equal(clean, corrupt))
 
 
 def _swap(mask: torch.Tensor, source: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

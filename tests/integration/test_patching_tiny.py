@@ -105,6 +105,41 @@ def test_batched_patching_equals_slow_loop(lm64, batch, target, by_pos):
         assert int(index[:, 1].max()) == lm64.arch.n_kv_heads - 1  # k/v patches are per kv head
 
 
+@pytest.mark.parametrize("target", ["head_out", "resid_pre", "v"])
+def test_every_patch_equals_slow_loop_with_skips_and_prefix_reuse(lm64, target):
+    """All patches of a longer prompt pair (40 tokens, 3 corrupted positions), so that (a) most
+    patches copy values equal to the corrupted ones and are skipped, and (b) passes with prefix
+    reuse close early at a change of position (12 copies x 2 prompts x >= 22 tokens of work):
+    every value must still equal one forward per patch, skipped or not."""
+    g = torch.Generator().manual_seed(7)
+    clean = torch.randint(0, 97, (2, 40), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, [5, 18, 30]] = torch.randint(0, 97, (2, 3), generator=g)
+    b = TaskBatch.from_tokens(clean, corrupt, [3, 8], [11, 40])
+    site, index, *_ = target_index(lm64, target, b.n_pos, by_pos=True, layers=[1])
+    got = activation_patching(lm64, b.clean, b.corrupt, site, index, _ld(b), batch_rows=24, progress=False)
+    with capture(lm64, layers=[1], keep=(site,)) as cap:
+        lm64.forward(b.clean)
+    clean_act = cap[site, 1]
+    want = torch.empty(len(index), dtype=torch.float64)
+    for i, (layer, head, pos) in enumerate(index.tolist()):
+
+        def fn(x, head=head, pos=pos):
+            x = x.clone()
+            if head >= 0:
+                x[:, head, pos] = clean_act[:, head, pos]
+            else:
+                x[:, pos] = clean_act[:, pos]
+            return x
+
+        with intervene(lm64, [Edit(site, layer, fn)]):
+            want[i] = float(logit_diff(lm64.forward(b.corrupt), b.correct, b.wrong).mean())
+    assert got.numpy() == pytest.approx(want.numpy(), abs=1e-7)
+    unpatched = float(logit_diff(lm64.forward(b.corrupt), b.correct, b.wrong).mean())
+    moved = (want - unpatched).abs() > 1e-6
+    assert 0 < int(moved.sum()) < len(index)  # both kinds of patch occur: ones that act and no-ops
+
+
 def test_full_residual_restores_clean_and_noop_gives_zero(lm64, batch):
     res = patch_task(lm64, batch, target="resid_pre", by_pos=False, progress=False)
     assert res.axes == ("layer",)
