@@ -23,6 +23,21 @@ app.add_typer(score, name="score")
 app.add_typer(calibrate, name="calibrate")
 app.add_typer(patch, name="patch")
 
+
+@app.callback()
+def _launch(
+    engine: str = typer.Option("ranks", "--engine", help="How units of work are run: 'ranks' (this process, or the ranks of torchrun / accelerate launch / srun) or 'ray' (Ray actors, one model each; pip install 'interp[ray]')."),
+    workers: int = typer.Option(None, "--workers", help="With --engine ray: number of actors (default: one per CPU, or per GPU)."),
+    device_map: str = typer.Option(None, "--device-map", help="Spread each rank's model over its devices (accelerate), e.g. auto; with several ranks per machine each rank gets its share of the GPUs."),
+    max_memory: str = typer.Option(None, "--max-memory", help="With --device-map: memory cap per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (GPU indices count within the rank's share)."),
+) -> None:
+    """Mechanistic interpretability of attention. Launch options come before the command:
+    `torchrun --nproc-per-node 2 -m interp --device-map auto score sinks ...`."""
+    from interp.distributed import configure, parse_max_memory
+
+    configure(engine=engine, workers=workers, device_map=device_map, max_memory=parse_max_memory(max_memory))
+
+
 _GROUPS = {"app": app, "score": score, "calibrate": calibrate, "patch": patch}
 _COMMAND_MODULES = ("demo", "retrieval", "sinks", "patching", "preplan", "report")
 
@@ -38,6 +53,8 @@ for _name in _COMMAND_MODULES:
 
 def main() -> None:
     """Console entry point: run the app, turning InterpError into a clear message and exit code 2."""
+    from interp.distributed import configure
+
     try:
         app(standalone_mode=False)
     except InterpError as err:
@@ -53,6 +70,8 @@ def main() -> None:
         if type(err).__name__ == "Abort":
             sys.exit(130)
         raise
+    finally:
+        configure()  # launch options last for one command, also when main() runs in-process
 
 if __name__ == "__main__":
     main()

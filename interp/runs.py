@@ -141,6 +141,9 @@ def run_info(lm=None, settings: dict | None = None, started: float | None = None
         info["model"] = lm.name
         info["backend"] = lm.backend
         info["arch"] = {k: getattr(lm.arch, k) for k in ("n_layers", "n_heads", "n_kv_heads", "d_head", "n_ctx")}
+    from interp.distributed import world
+
+    info["ranks"] = world().size  # processes that shared the work (interp.distributed)
     if settings is not None:
         info["settings"] = settings
     if started is not None:

@@ -589,14 +589,17 @@ def rank_act_candidates(lm, items: Sequence[TaskItem], config: CalibrationConfig
     """Heads ranked by hidden-sink mass on ``items`` (mean over prompts of sum of recv_mean over
     the hidden sinks), largest first; only heads with some hidden sink."""
     from interp.analyses.sinks import sink_members
+    from interp.distributed import map_units
     from interp.hooks import capture
     from interp.kernels import attention_stats
 
     n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
-    mass = torch.zeros(n_layers, n_heads, dtype=torch.float64)
-    for start in range(0, len(items), config.batch_size):
+
+    def batch_mass(key: str) -> Tensor:
+        start = int(key.removeprefix("batch-"))
         chunk = items[start : start + config.batch_size]
         ids, mask = lm.encode_batch([it.prompt for it in chunk])
+        mass = torch.zeros(n_layers, n_heads, dtype=torch.float64)
 
         def on_layer(layer, q, k, v, mask=mask):
             rm = attention_stats(
@@ -608,6 +611,14 @@ def rank_act_candidates(lm, items: Sequence[TaskItem], config: CalibrationConfig
 
         with capture(lm, keep=(), on_layer=on_layer):
             lm.forward(ids, mask)
+        return mass
+
+    # Batches are shared over the ranks (interp.distributed); summed in batch order as before.
+    keys = [f"batch-{start}" for start in range(0, len(items), config.batch_size)]
+    per_batch = map_units(keys, batch_mass, what="ACT candidate batches", progress=False, idle_ok=True)
+    mass = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    for key in keys:
+        mass += per_batch[key]
     mass /= len(items)
     order = torch.argsort(mass.flatten(), descending=True).tolist()
     return [((i // n_heads, i % n_heads), float(mass.flatten()[i])) for i in order if mass.flatten()[i] > 0]
@@ -627,13 +638,20 @@ def calibrate(lm, config: CalibrationConfig = CalibrationConfig(), *, log=None, 
     Args:
         lm: a `interp.models.LoadedModel`.
         config: `CalibrationConfig`.
-        log: optional `interp.runs.SampleLog`: each search step is stored, a re-run resumes.
+        log: optional `interp.runs.SampleLog` (or `interp.distributed.open_log`): each search
+            step is stored, a re-run resumes.
         progress: progress bar over search steps.
+
+    Launched on several ranks, every step's batches of items are shared over the ranks (the
+    search itself runs in lockstep on all of them) and every rank returns the same result;
+    rank 0 alone writes ``log``. More ranks than calibration batches is an error.
 
     Returns:
         `CalibrationResult` (held-out accuracy before/after with intervals; honest about no gain).
     """
     from tqdm.auto import tqdm
+
+    from interp.distributed import log_add, map_units, world
 
     config.validate(lm)
     task = load_task(config.task)
@@ -641,16 +659,34 @@ def calibrate(lm, config: CalibrationConfig = CalibrationConfig(), *, log=None, 
     cids = choice_token_ids(lm, task.choices)
     answers_c = np.array([it.answer for it in calib])
 
+    w = world()
+    n_batches = -(-len(calib) // config.batch_size)
+    if w.size > n_batches:
+        raise InterpError(
+            f"{w.size} ranks but the calibration split has only {n_batches} batches of --batch-size {config.batch_size}: "
+            f"launch at most {n_batches} processes or lower --batch-size"
+        )
+
     def evaluate(items, factory):
-        pred, logp = score_task(lm, items, cids, factory, batch_size=config.batch_size)
+        # Units of work = batches of items, shared over the ranks; the batches (and so the
+        # padding and the numbers) are those of a one-process run.
+        bs = config.batch_size
+        keys = [f"batch-{start}" for start in range(0, len(items), bs)]
+
+        def one(key):
+            start = int(key.removeprefix("batch-"))
+            return score_task(lm, items[start : start + bs], cids, factory, batch_size=bs)
+
+        got = map_units(keys, one, what="task batches", progress=False, idle_ok=True)
+        pred = np.concatenate([got[k][0] for k in keys])
+        logp = np.concatenate([got[k][1] for k in keys])
         return pred == np.array([it.answer for it in items]), logp
 
     def cached(key, fn):
         if log is not None and log.done(key):
             return {k: v for k, v in log.records[key].items() if k != "id"}
         rec = fn()
-        if log is not None:
-            log.add(key, rec)
+        log_add(log, key, rec)  # rank 0 writes; the other ranks keep it in memory
         return rec
 
     def calib_step(factory, **extra):

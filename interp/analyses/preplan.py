@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
@@ -484,6 +484,36 @@ class PreplanResult:
             "n_anchor": int(self.anchor.sum()),
             "n_dominated_anchors": int(self.dominated.sum()),
         }
+
+    def to_record(self) -> dict:
+        """JSON-able form for a resumable log (`interp.runs.SampleLog`); arrays keep their dtype
+        and shape, so `from_record` gives back an equal result (floats round-trip exactly)."""
+        out: dict = {}
+        for f in fields(self):
+            if f.name == "config":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value = {"array": value.tolist(), "dtype": str(value.dtype), "shape": list(value.shape)}
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_record(cls, record: dict, config: PreplanConfig) -> "PreplanResult":
+        """Inverse of `to_record` (``record`` may carry a log's extra "id" key)."""
+        values: dict = {"config": config}
+        for f in fields(cls):
+            if f.name == "config":
+                continue
+            value = record[f.name]
+            if isinstance(value, dict) and "array" in value:
+                value = np.asarray(value["array"], dtype=value["dtype"]).reshape(value["shape"])
+            elif isinstance(value, list):
+                value = tuple(value)
+            values[f.name] = value
+        return cls(**values)
 
 
 # --------------------------------------------------------------------------------------------

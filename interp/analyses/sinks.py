@@ -581,7 +581,9 @@ def detect_sinks(lm, config: SinkConfig = SinkConfig(), *, log=None, progress: b
     Args:
         lm: a `interp.models.LoadedModel`.
         config: what to measure (`SinkConfig`).
-        log: optional `interp.runs.SampleLog`; finished windows are stored and skipped on re-run.
+        log: optional `interp.runs.SampleLog` (or `interp.distributed.open_log`); finished
+            windows are stored and skipped on re-run. Launched on several ranks, each scans its
+            share of the windows and every rank returns the same complete result.
         progress: show a progress bar.
 
     Returns:
@@ -590,24 +592,22 @@ def detect_sinks(lm, config: SinkConfig = SinkConfig(), *, log=None, progress: b
     Raises:
         InterpError: bad settings or texts (see `prepare_windows`), layers out of range.
     """
-    from tqdm.auto import tqdm
-
+    from interp.distributed import map_units
     from interp.hooks import check_layers
 
     config.validate()
     layers = check_layers(lm, config.layers)
     windows = prepare_windows(lm, config)
     special = set(getattr(lm.tokenizer, "all_special_ids", []) or [])
-    records, tokens = [], []
-    for n, ids in enumerate(tqdm(windows, desc="sinks: texts", unit="text", disable=not progress)):
-        key = f"text-{n:05d}"
-        if log is not None and log.done(key):
-            rec = log.records[key]
-        else:
-            rec = scan_window(lm, ids, config, layers)
-            if log is not None:
-                log.add(key, rec)
-        records.append(rec)
+    by_key = {f"text-{n:05d}": ids for n, ids in enumerate(windows)}
+    keys = list(by_key)
+    # One unit of work per window; under torchrun/srun each rank scans its share (interp.distributed).
+    done = map_units(
+        keys, lambda key: scan_window(lm, by_key[key], config, layers), log=log,
+        settings=config.settings(), what="sinks: texts", progress=progress,
+    )
+    tokens = []
+    for ids in windows:
         id_list = ids[0].tolist()
         tokens.append((lm.token_strings(id_list), [i in special for i in id_list]))
-    return combine(lm.name, config, layers, lm.arch.n_heads, tokens, records)
+    return combine(lm.name, config, layers, lm.arch.n_heads, tokens, [done[key] for key in keys])

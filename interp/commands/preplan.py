@@ -1,7 +1,8 @@
 """`interp score preplan`: preplan and anchor tokens of responses (Li et al. 2025).
 
 Maps flags onto `interp.analyses.preplan.PreplanConfig`, calls `score_preplan` once per prompt
-and writes tokens.csv, heads.csv, run.json and preplan.html into --out.
+(one resumable unit of work each, logged in samples.jsonl; shared over the ranks under
+torchrun/srun) and writes tokens.csv, heads.csv, run.json and preplan.html into --out.
 """
 
 from __future__ import annotations
@@ -44,14 +45,18 @@ def preplan(
     tau_waad: Optional[float] = typer.Option(None, "--tau-waad", help="WAAD cut for locally dominated anchors (default: median)."),
     no_chat: bool = typer.Option(False, "--no-chat", help="Do not wrap prompts in the chat template."),
     backend: str = typer.Option("auto", "--backend", help="interp.kernels backend: auto, reference, torch, triton."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore finished prompts in --out and start over."),
 ) -> None:
     """Find local/global heads, WAAD and FAI per token, preplan and anchor tokens; write OUT."""
+    import hashlib
+    import json
+
     import pandas as pd
     from rich.console import Console
 
-    from interp.analyses.preplan import PreplanConfig, default_prompts, load_prompts, score_preplan
+    from interp.analyses.preplan import PreplanConfig, PreplanResult, default_prompts, load_prompts, score_preplan
+    from interp.distributed import map_units, open_log, rank_model, world
     from interp.errors import InterpError
-    from interp.models import load_model
     from interp.plots.preplan import save_preplan_html
     from interp.runs import atomic_write_csv, atomic_write_json, prepare_out_dir, run_info
 
@@ -79,15 +84,26 @@ def preplan(
         if response is not None:
             raise InterpError("--response needs --prompt (for a prompt file, put a \"response\" field on each line)")
         samples = load_prompts(prompts) if prompts is not None else default_prompts()
+    by_id = {s["id"]: s for s in samples}
+    if len(by_id) != len(samples):
+        raise InterpError(f"{prompts} repeats a prompt \"id\": give every line a distinct id")
     folder = prepare_out_dir(out)
     console = Console(stderr=True)
-    lm = load_model(model)
+    lm = rank_model(model)
+    digest = hashlib.sha256(json.dumps(samples, sort_keys=True).encode()).hexdigest()[:16]
+    log = open_log(folder / "samples.jsonl", {**config.to_dict(), "prompts_sha256": digest, "model": lm.name}, fresh=fresh)
 
-    from tqdm.auto import tqdm
+    def one(sample_id: str) -> dict:
+        s = by_id[sample_id]
+        return score_preplan(lm, config, prompt=s["prompt"], response=s.get("response")).to_record()
 
+    # One unit of work per prompt, resumable; under torchrun/srun each rank scores its share.
+    records = map_units(list(by_id), one, log=log, what="prompts", progress=len(samples) > 1)
+    if not world().main:
+        return  # every rank holds the merged result; rank 0 writes it
     results, token_tables, head_tables = [], [], []
-    for s in tqdm(samples, desc="prompts", disable=None if len(samples) > 1 else True):
-        res = score_preplan(lm, config, prompt=s["prompt"], response=s.get("response"))
+    for s in samples:
+        res = PreplanResult.from_record(records[s["id"]], config)
         results.append(res)
         token_tables.append(res.to_dataframe().assign(sample=s["id"]))
         head_tables.append(res.heads_dataframe().assign(sample=s["id"]))

@@ -4,6 +4,8 @@ Thin typer layer: flags map onto `interp.analyses.sinks.SinkConfig` and
 `interp.analyses.calibration.CalibrationConfig`; each command calls one library function and
 writes its tables, run.json and a figure into --out. Both resume from their SampleLog
 (samples.jsonl) when re-run with the same folder and settings (``--fresh`` starts over).
+Launched on several ranks (torchrun, accelerate launch, srun), the units of work are shared
+out by `interp.distributed` and rank 0 writes the merged result.
 """
 
 from __future__ import annotations
@@ -80,10 +82,10 @@ def score_sinks(
     from rich.console import Console
 
     from interp.analyses.sinks import SinkConfig, default_texts, detect_sinks, read_texts
-    from interp.models import load_model
+    from interp.distributed import open_log, rank_model, world
     from interp.plots.export import save_figure
     from interp.plots.sinks import sinks_figure
-    from interp.runs import SampleLog, atomic_write_csv, atomic_write_json, prepare_out_dir, run_info
+    from interp.runs import atomic_write_csv, atomic_write_json, prepare_out_dir, run_info
 
     started = time.time()
     text_set = read_texts(texts) if texts is not None else None
@@ -94,11 +96,13 @@ def score_sinks(
     config.validate()
     folder = prepare_out_dir(out)
     console = Console(stderr=True)
-    lm = load_model(model)
+    lm = rank_model(model)
     digest = hashlib.sha256("\x00".join(text_set or default_texts()).encode()).hexdigest()[:16]
     settings = {**config.settings(), "texts_file": str(texts) if texts else None, "texts_sha256": digest, "model": lm.name}
-    log = SampleLog(folder / "samples.jsonl", settings, fresh=fresh)
+    log = open_log(folder / "samples.jsonl", settings, fresh=fresh)
     result = detect_sinks(lm, config, log=log)
+    if not world().main:
+        return  # every rank holds the merged result; rank 0 writes it
     atomic_write_csv(folder / "heads.csv", result.to_dataframe())
     atomic_write_csv(folder / "sinks.csv", result.sinks_dataframe())
     atomic_write_csv(folder / "layers.csv", result.layer_sink_rates())
@@ -122,10 +126,10 @@ def _calibrate(method: str, *, model, task, out, heads, fresh, **kwargs) -> None
     import hashlib
 
     from interp.analyses.calibration import CalibrationConfig, calibrate, load_task
-    from interp.models import load_model
+    from interp.distributed import open_log, rank_model, world
     from interp.plots.export import save_figure
     from interp.plots.sinks import calibration_figure
-    from interp.runs import SampleLog, atomic_write_csv, atomic_write_json, prepare_out_dir, run_info
+    from interp.runs import atomic_write_csv, atomic_write_json, prepare_out_dir, run_info
 
     started = time.time()
     config = CalibrationConfig(method=method, task=task, heads=_parse_heads(heads), **kwargs)
@@ -134,11 +138,13 @@ def _calibrate(method: str, *, model, task, out, heads, fresh, **kwargs) -> None
     digest = hashlib.sha256(repr((items.choices, items.items)).encode()).hexdigest()[:16]
     folder = prepare_out_dir(out)
     console = Console(stderr=True)
-    lm = load_model(model)
+    lm = rank_model(model)
     config.validate(lm)
     settings = {**config.settings(), "task_sha256": digest, "model": lm.name}
-    log = SampleLog(folder / "samples.jsonl", settings, fresh=fresh)
+    log = open_log(folder / "samples.jsonl", settings, fresh=fresh)
     result = calibrate(lm, config, log=log)
+    if not world().main:
+        return  # every rank holds the merged result; rank 0 writes it
     atomic_write_csv(folder / "heads.csv", result.heads_dataframe())
     atomic_write_csv(folder / "accuracy.csv", result.to_dataframe())
     atomic_write_csv(folder / "search.csv", result.search_dataframe())

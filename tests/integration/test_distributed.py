@@ -1,0 +1,261 @@
+"""Rank-sharded runs (interp.distributed) on the CPU machine: two gloo processes launched by
+torchrun on a tiny random Llama give the files of a one-process run; a killed rank resumes;
+bad launches fail with one clear error and write nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from interp.errors import InterpError
+
+_DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_NUM_TASKS")
+
+
+@pytest.fixture(autouse=True)
+def _one_process(monkeypatch):
+    """These tests choose their own rank layout; none leaks in from the shell."""
+    for name in _DIST_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny random GQA Llama with the embedded SmolLM2 tokenizer, saved as a HF folder."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from interp.models import _embedded_weights_dir
+
+    tok = AutoTokenizer.from_pretrained(_embedded_weights_dir())
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=512, attn_implementation="sdpa",
+        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny-dist")
+    LlamaForCausalLM(cfg).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def torchrun(*args, nproc: int = 2, script: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node N -m interp ARGS` (or a script), as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
+    target = [str(script)] if script is not None else ["-m", "interp"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *target, *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**env, "COLUMNS": "200"})
+
+
+def cli(monkeypatch, *argv) -> int:
+    """The same command in this process (one rank), with one thread like each torchrun rank
+    (OMP_NUM_THREADS=1): another thread count changes float reductions, not the sharding."""
+    from interp.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["interp", *map(str, argv)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        torch.set_num_threads(threads)
+    return 0
+
+
+def same_tables(a: Path, b: Path, names, drop=()) -> None:
+    for name in names:
+        left, right = pd.read_csv(a / name), pd.read_csv(b / name)
+        left, right = left.drop(columns=[c for c in drop if c in left]), right.drop(columns=[c for c in drop if c in right])
+        assert len(left) > 0, name
+        pd.testing.assert_frame_equal(left, right, check_exact=True, obj=name)
+
+
+def records(path: Path) -> dict:
+    lines = path.read_text().splitlines()[1:]
+    return {json.loads(ln)["id"]: json.loads(ln) for ln in lines}
+
+
+# --------------------------------------------------------------------------------------------
+# Two gloo ranks = one process, per command
+# --------------------------------------------------------------------------------------------
+
+
+def test_sinks_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
+    args = ["score", "sinks", "--model", tiny_model, "--length", 16, "--max-texts", 5, "--min-queries", 2]
+    proc = torchrun(*args, "--out", tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert cli(monkeypatch, *args, "--out", tmp_path / "one") == 0
+    same_tables(tmp_path / "one", tmp_path / "two", ["heads.csv", "sinks.csv", "layers.csv", "token_types.csv"])
+    # rank r scanned texts r, r+2, ...: its part holds exactly those; rank 0 merged all in order
+    parts = sorted((tmp_path / "two" / "parts").glob("samples.rank-*-of-002.jsonl"))
+    assert [sorted(records(p)) for p in parts] == [
+        ["text-00000", "text-00002", "text-00004"], ["text-00001", "text-00003"]
+    ]
+    merged = records(tmp_path / "two" / "samples.jsonl")
+    assert list(merged) == [f"text-{n:05d}" for n in range(5)]
+    assert merged == records(tmp_path / "one" / "samples.jsonl")
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["ranks"] == 2
+
+
+def test_preplan_and_zerotune_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(
+        json.dumps({"id": f"q{i}", "prompt": f"What is {i} plus {i}?", "response": f"{i} plus {i} is {2 * i}. " * 4}) + "\n"
+        for i in range(3)
+    ))
+    pre = ["score", "preplan", "--model", tiny_model, "--prompts", prompts, "--layers", "0,1", "--band-lo", 2, "--band-hi", 8]
+    cal = ["calibrate", "zerotune", "--model", tiny_model, "--gammas", "0.5,2", "--batch-size", 8]
+    for args, name, tables in [
+        (pre, "pre", ["tokens.csv", "heads.csv"]),
+        (cal, "cal", ["accuracy.csv", "search.csv", "items.csv", "heads.csv"]),
+    ]:
+        proc = torchrun(*args, "--out", tmp_path / f"{name}2")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert cli(monkeypatch, *args, "--out", tmp_path / f"{name}1") == 0
+        same_tables(tmp_path / f"{name}1", tmp_path / f"{name}2", tables)
+    assert len(list((tmp_path / "pre2" / "parts").glob("*.jsonl"))) == 2  # preplan: one part per rank
+
+
+# --------------------------------------------------------------------------------------------
+# A killed rank, resumed; bad launches
+# --------------------------------------------------------------------------------------------
+
+_SQUARES = textwrap.dedent(
+    """
+    import os, sys, json
+    from interp.distributed import map_units, open_log, world
+    from interp.errors import InterpError
+
+    out, mode = sys.argv[1], sys.argv[2]
+    w = world()
+    try:
+        settings = {"task": "squares", "skew": w.rank if mode == "skew" else 0}
+        log = open_log(os.path.join(out, "samples.jsonl"), settings)
+
+        def compute(key):
+            n = int(key.split("-")[1])
+            with open(os.path.join(out, f"computed-{mode}-rank{w.rank}.txt"), "a") as f:
+                f.write(key + "\\n")
+            if mode == "kill" and w.rank == 1 and n >= 3:
+                os._exit(9)  # killed mid-unit, after finishing unit-1
+            return {"square": n * n}
+
+        got = map_units([f"unit-{i}" for i in range(6)], compute, log=log, what="units")
+    except InterpError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if w.main:
+        print(json.dumps({k: v["square"] for k, v in got.items()}))
+    """
+)
+
+
+def _computed(folder: Path, mode: str) -> list[str]:
+    return [ln for f in sorted(folder.glob(f"computed-{mode}-rank*.txt")) for ln in f.read_text().split()]
+
+
+def test_killed_rank_resumes_every_part(tmp_path):
+    script = tmp_path / "squares.py"
+    script.write_text(_SQUARES)
+    out = tmp_path / "out"
+    out.mkdir()
+    killed = torchrun(out, "kill", script=script)
+    assert killed.returncode != 0
+    assert not (out / "samples.jsonl").read_text().splitlines()[1:]  # no merge without every part
+    saved = {k for p in (out / "parts").glob("*.jsonl") for k in records(p)}
+    assert "unit-1" in saved and "unit-3" not in saved  # rank 1 kept the unit it finished
+
+    resumed = torchrun(out, "resume", script=script)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1]) == {f"unit-{i}": i * i for i in range(6)}
+    redone = _computed(out, "resume")
+    assert not set(redone) & saved  # nothing finished before the kill was computed again
+    assert set(redone) | saved == {f"unit-{i}" for i in range(6)}
+    assert list(records(out / "samples.jsonl")) == [f"unit-{i}" for i in range(6)]
+
+
+def test_ranks_with_different_settings_are_refused(tmp_path):
+    script = tmp_path / "squares.py"
+    script.write_text(_SQUARES)
+    proc = torchrun(tmp_path, "skew", script=script)
+    assert proc.returncode != 0
+    assert "different settings" in proc.stderr and "same command" in proc.stderr
+    assert not (tmp_path / "samples.jsonl").exists() and not (tmp_path / "parts").exists()
+
+
+def test_more_ranks_than_texts_is_an_error(tiny_model, tmp_path):
+    proc = torchrun("score", "sinks", "--model", tiny_model, "--length", 16, "--max-texts", 1, "--out", tmp_path / "o")
+    assert proc.returncode != 0
+    assert "2 ranks but only 1 sinks: texts" in proc.stderr and "at most 1 processes" in proc.stderr
+    assert not (tmp_path / "o" / "heads.csv").exists() and not (tmp_path / "o" / "parts").exists()
+
+
+def test_world_size_without_a_process_group(tiny_model, tmp_path, monkeypatch, capsys):
+    from interp.distributed import world
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(InterpError, match="RANK is not"):
+        world()
+    monkeypatch.setenv("RANK", "0")
+    args = ["score", "sinks", "--model", tiny_model, "--length", 16, "--max-texts", 2, "--out", tmp_path / "o"]
+    assert cli(monkeypatch, *args) == 2
+    err = capsys.readouterr().err
+    assert "no process group" in err and "MASTER_ADDR" in err and "torchrun" in err
+    assert not (tmp_path / "o" / "samples.jsonl").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Parts in one process (no launcher needed)
+# --------------------------------------------------------------------------------------------
+
+
+def test_one_process_resumes_parts_of_a_killed_two_rank_run(tmp_path):
+    from interp.distributed import map_units, open_log, part_path
+    from interp.runs import SampleLog
+
+    settings = {"task": "squares"}
+    SampleLog(part_path(tmp_path / "samples.jsonl", 1, 2), settings).add("unit-1", {"square": 1})
+    calls = []
+
+    def compute(key):
+        calls.append(key)
+        return {"square": int(key[5:]) ** 2}
+
+    log = open_log(tmp_path / "samples.jsonl", settings)
+    got = map_units([f"unit-{i}" for i in range(3)], compute, log=log)
+    assert calls == ["unit-0", "unit-2"]
+    assert [r["square"] for r in got.values()] == [0, 1, 4]
+    assert list(records(tmp_path / "samples.jsonl")) == ["unit-0", "unit-1", "unit-2"]  # main log complete
+
+
+def test_part_from_another_run_is_refused_and_kept(tmp_path):
+    from interp.distributed import map_units, open_log, part_path
+    from interp.runs import SampleLog
+
+    stale = part_path(tmp_path / "samples.jsonl", 0, 2)
+    SampleLog(stale, {"task": "cubes"}).add("unit-0", {"square": 0})
+    before = stale.read_text()
+    log = open_log(tmp_path / "samples.jsonl", {"task": "squares"})
+    with pytest.raises(InterpError, match="part of another run.*--fresh"):
+        map_units(["unit-0"], lambda key: {"square": 0}, log=log)
+    assert stale.read_text() == before
+    assert not records(tmp_path / "samples.jsonl")
+    open_log(tmp_path / "samples.jsonl", {"task": "squares"}, fresh=True)  # --fresh clears the parts
+    assert not stale.exists()
+
+
+def test_duplicate_unit_ids_are_refused():
+    from interp.distributed import map_units
+
+    with pytest.raises(InterpError, match="duplicate prompts ids"):
+        map_units(["a", "b", "a"], lambda key: {}, what="prompts")
