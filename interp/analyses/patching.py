@@ -43,12 +43,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from interp.analyses.tasks import TaskBatch, make_task
+from interp.analyses.tasks import TaskBatch, make_task, task_from_jsonl
 from interp.errors import InterpError
 from interp.hooks import Edit, capture, intervene
 
@@ -70,6 +70,7 @@ __all__ = [
     "patch_task",
     "path_patch_task",
     "run_patching",
+    "config_batch",
     "top_heads",
     "head_scores",
     "circuit_overlap",
@@ -90,6 +91,8 @@ METRICS = ("score", "logit_diff", "kl")
 METHODS = ("activation", "attribution")
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # answer-position logits [batch, 1, vocab] -> [batch]
+Patch = tuple[int, int, int]  # (layer, head, pos), -1 = all / not applicable
+OnPass = Callable[[list[Patch], list[float]], None]  # called after each forward pass with its patches' values
 _LOGIT_BUDGET_BYTES = 2**28  # default rows per forward: one pass's activations stay near 256 MiB
 
 
@@ -97,9 +100,10 @@ _LOGIT_BUDGET_BYTES = 2**28  # default rows per forward: one pass's activations 
 class PatchConfig:
     """What `run_patching` does. Defaults give the IOI head-output sweep of Wang et al."""
 
-    task: str = "ioi"  # "ioi" or "colored-objects"
-    n: int = 16  # prompts (the metric is averaged over them)
-    seed: int = 0  # task generator seed
+    task: str = "ioi"  # "ioi", "colored-objects", or "pairs" (your own prompt pairs, from ``pairs``)
+    n: int = 16  # prompts (the metric is averaged over them); not used with task "pairs"
+    seed: int = 0  # task generator seed; not used with task "pairs"
+    pairs: Optional[str] = None  # task "pairs": a JSONL file, one {"clean", "corrupt", "correct", "wrong"} per line
     target: str = "head_out"  # head_out (z) | q | k | v (per kv head) | resid_pre | attn_out | mlp_out
     method: str = "activation"  # activation | attribution
     metric: str = "score"  # score (normalised) | logit_diff | kl (KL(clean || patched) at the answer)
@@ -111,13 +115,17 @@ class PatchConfig:
 
     def validate(self) -> None:
         """Raise InterpError on a bad setting (before any model work)."""
+        if self.task == "pairs" and self.pairs is None:
+            raise InterpError('task "pairs" needs a pairs file: set pairs to a JSONL file of {"clean", "corrupt", "correct", "wrong"} lines')
+        if self.pairs is not None and self.task != "pairs":
+            raise InterpError(f"a pairs file was given with task '{self.task}': set task to \"pairs\" to run it, or drop the file")
         if self.target not in TARGETS:
             raise InterpError(f"unknown target '{self.target}': use one of {', '.join(TARGETS)}")
         if self.method not in METHODS:
             raise InterpError(f"unknown method '{self.method}': use one of {', '.join(METHODS)}")
         if self.metric not in METRICS:
             raise InterpError(f"unknown metric '{self.metric}': use one of {', '.join(METRICS)} (or pass a callable to patch_task)")
-        if self.n < 1:
+        if self.task != "pairs" and self.n < 1:
             raise InterpError(f"n = {self.n}: use at least one prompt")
         if self.batch_rows is not None and self.batch_rows < 1:
             raise InterpError(f"batch_rows = {self.batch_rows}: use a positive number of rows per forward")
@@ -476,6 +484,8 @@ def activation_patching(
     *,
     batch_rows: Optional[int] = None,
     progress: bool = True,
+    done: Optional[Mapping[Patch, float]] = None,
+    on_pass: Optional[OnPass] = None,
 ) -> torch.Tensor:
     """Patch clean activations into the corrupted run, many patches per forward pass.
 
@@ -491,6 +501,10 @@ def activation_patching(
             transformer-lens metrics.
         batch_rows: rows (copies x prompts) per forward; default keeps one pass near 256 MiB.
         progress: show a progress bar.
+        done: values of patches (layer, head, pos) finished by an earlier, interrupted run of
+            the same sweep: they are not run again (resume; see `run_patching`'s ``log``).
+        on_pass: called after each forward pass with its patches and their values (to store
+            them as they finish).
 
     Returns:
         [n_patches] the metric after each patch, averaged over prompts.
@@ -525,6 +539,11 @@ def activation_patching(
     noop = torch.tensor([_same(clean_act[la], corrupt_act[la], h, p, has_head) for la, h, p in index.tolist()], dtype=torch.bool)
     per_pass = max(1, (batch_rows or _default_rows(lm, n, n_pos)) // n)
     out = torch.full((len(index),), float(unpatched), dtype=torch.float64)
+    if done:
+        finished = torch.tensor([tuple(row) in done for row in index.tolist()], dtype=torch.bool)
+        for i in torch.nonzero(finished & ~noop).flatten().tolist():
+            out[i] = float(done[tuple(index[i].tolist())])
+        noop = noop | finished
     todo = torch.nonzero(~noop).flatten()
     bar = _progress(len(index), f"patching {site}", progress)
     bar.update(len(index) - len(todo))
@@ -549,6 +568,8 @@ def activation_patching(
             for j in range(c):
                 out[which[j]] = _evaluate(metric, logits[j * n : (j + 1) * n], n).double().mean()
             del logits, past
+            if on_pass is not None:
+                on_pass([tuple(row) for row in chunk], out[which].tolist())
             bar.update(c)
     finally:
         bar.close()
@@ -823,6 +844,8 @@ def patch_task(
     batch_rows: Optional[int] = None,
     compare: bool = False,
     progress: bool = True,
+    done: Optional[Mapping[Patch, float]] = None,
+    on_pass: Optional[OnPass] = None,
 ) -> PatchResult:
     """Patch one target of a task batch (any `TaskBatch`, e.g. from `task_from_prompts`).
 
@@ -832,6 +855,7 @@ def patch_task(
         target, method, by_pos, layers, batch_rows, compare, progress: see `PatchConfig`.
         metric: a name of `METRICS` or a callable ``logits [batch, 1, vocab] -> [batch]`` (the
             logits at the answer position; one value per prompt).
+        done, on_pass: resume and store activation patches (see `activation_patching`).
 
     Returns:
         A `PatchResult` (with the task's `Baseline`).
@@ -852,7 +876,8 @@ def patch_task(
     act_result = None
     if method == "activation" or compare:
         values = activation_patching(
-            lm, batch.clean, batch.corrupt, site, index, fn, batch_rows=batch_rows, progress=progress
+            lm, batch.clean, batch.corrupt, site, index, fn, batch_rows=batch_rows, progress=progress,
+            done=done, on_pass=on_pass,
         )
         act_result = PatchResult(method="activation", scores=_dense(index, values, axes, shape), **common)
         if method == "activation":
@@ -902,28 +927,59 @@ def path_patch_task(
     )
 
 
-def run_patching(lm, config: PatchConfig = PatchConfig()) -> PatchResult:
-    """Generate the task from ``config``, report its baseline, and patch (the CLI's one call).
+def config_batch(lm, config: PatchConfig) -> TaskBatch:
+    """The task batch ``config`` describes: a generated task, or the pairs file of task "pairs".
+
+    Raises:
+        InterpError: bad settings, a model without tokenizer, words that are not single tokens,
+            a bad pairs file (the message names the line).
+    """
+    config.validate()
+    if lm.tokenizer is None:
+        raise InterpError("this model has no tokenizer: the tasks are built from text; load the model with its tokenizer")
+    if config.task == "pairs":
+        return task_from_jsonl(lm.tokenizer, config.pairs)
+    return make_task(lm.tokenizer, config.task, n=config.n, seed=config.seed)
+
+
+def run_patching(lm, config: PatchConfig = PatchConfig(), *, log=None) -> PatchResult:
+    """Build the task from ``config``, report its baseline, and patch (the CLI's one call).
 
     Args:
         lm: a `LoadedModel` with a tokenizer.
         config: `PatchConfig`.
+        log: optional `interp.runs.SampleLog` opened with this run's settings: activation
+            patches are appended to it pass by pass, and patches it already holds (from an
+            interrupted run) are not run again.
 
     Returns:
         A `PatchResult`; with ``method="attribution", compare=True`` it carries the activation
         result (``.activation``) and their correlation.
 
     Raises:
-        InterpError: bad settings, a model without tokenizer, words that are not single tokens.
+        InterpError: bad settings, a model without tokenizer, words that are not single tokens,
+            a bad pairs file.
     """
-    config.validate()
-    if lm.tokenizer is None:
-        raise InterpError("this model has no tokenizer: the tasks are generated as text; load the model with its tokenizer")
-    batch = make_task(lm.tokenizer, config.task, n=config.n, seed=config.seed)
+    batch = config_batch(lm, config)
+    done, on_pass = _log_hooks(log) if log is not None else (None, None)
     return patch_task(
         lm, batch, target=config.target, method=config.method, metric=config.metric, by_pos=config.by_pos,
         layers=config.layers, batch_rows=config.batch_rows, compare=config.compare, progress=config.progress,
+        done=done, on_pass=on_pass,
     )
+
+
+def _log_hooks(log) -> tuple[dict[Patch, float], OnPass]:
+    """Finished patches from a SampleLog (one record per forward pass) and a callback that appends."""
+    done: dict[Patch, float] = {}
+    for record in log:
+        for patch, value in zip(record["patches"], record["values"]):
+            done[tuple(int(x) for x in patch)] = float(value)
+
+    def on_pass(patches: list[Patch], values: list[float]) -> None:
+        log.add(f"pass-{len(log):06d}", {"patches": [list(p) for p in patches], "values": values})
+
+    return done, on_pass
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,15 +26,19 @@ logit difference compares two tokens; the corruption must not change the length)
 word lists are filtered to single tokens at generation time (what was dropped is recorded);
 word lists and templates you pass yourself are checked strictly, with errors that say what to
 change. `task_from_prompts` turns any hand-written prompt pairs into a `TaskBatch` with the
-same checks.
+same checks, and `task_from_jsonl` reads such pairs from a file, one
+``{"clean", "corrupt", "correct", "wrong"}`` object per line (what ``interp patch pairs`` runs);
+its errors name the offending line.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -49,6 +53,9 @@ __all__ = [
     "colored_objects",
     "make_task",
     "task_from_prompts",
+    "PAIR_KEYS",
+    "read_pairs",
+    "task_from_jsonl",
     "IOI_TEMPLATES",
     "NAMES",
     "PLACES",
@@ -247,16 +254,21 @@ def _word_pool(tokenizer, given, default, what: str, need: int) -> tuple[list[st
     return words, dropped
 
 
-def _check_answer(tokenizer, answer: str, i: int) -> int:
+def _check_answer(tokenizer, answer: str, where: str) -> int:
     ids = _ids(tokenizer, answer)
     if len(ids) != 1:
         pieces = [tokenizer.decode([t]) for t in ids]
         raise InterpError(
-            f"answer {answer!r} of prompt {i} is {len(ids)} tokens {pieces}, not one: the logit difference "
+            f"{where}: answer {answer!r} is {len(ids)} tokens {pieces}, not one: the logit difference "
             "compares single next tokens; use an answer that is one token for this tokenizer "
             "(usually a common word with a leading space, e.g. ' Mary')"
         )
     return ids[0]
+
+
+def _several(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def task_from_prompts(
@@ -271,6 +283,7 @@ def task_from_prompts(
     roles: Optional[dict] = None,
     slots: Optional[dict] = None,
     dropped: Sequence[str] = (),
+    where: Optional[Sequence[str]] = None,
 ) -> TaskBatch:
     """Tokenize prompt pairs into a :class:`TaskBatch`, checking what patching needs.
 
@@ -285,10 +298,13 @@ def task_from_prompts(
         slots: optional template slot name -> positions per example, used to label positions
             where the prompts hold different words (default: ``roles``).
         dropped: default words left out by a generator (recorded in the batch).
+        where: optional name of each example for error messages (e.g. "pairs.jsonl line 3");
+            default "prompt i".
 
     Raises:
-        InterpError: empty or mismatched lists, a clean and corrupted prompt of different token
-            lengths, prompts of different lengths, or an answer that is not one token.
+        InterpError: empty or mismatched lists, an empty prompt, a clean and corrupted prompt of
+            different token lengths, prompts of different lengths, an answer that is not one
+            token, or the same correct and wrong answer. The message names the example.
     """
     n = len(clean)
     if n == 0:
@@ -298,32 +314,38 @@ def task_from_prompts(
             f"got {n} clean prompts, {len(corrupt)} corrupted prompts, {len(correct)} correct and "
             f"{len(wrong)} wrong answers: pass one of each per example"
         )
+    if where is not None and len(where) != n:
+        raise InterpError(f"got {len(where)} example names for {n} examples: pass one name per example (or none)")
+    names = list(where) if where is not None else [f"prompt {i}" for i in range(n)]
     rows_clean = [_ids(tokenizer, t) for t in clean]
     rows_corrupt = [_ids(tokenizer, t) for t in corrupt]
     for i, (a, b) in enumerate(zip(rows_clean, rows_corrupt)):
+        if not a or not b:
+            raise InterpError(f"{names[i]}: the {'clean' if not a else 'corrupted'} prompt is empty: give at least one token of text")
         if len(a) != len(b):
             raise InterpError(
-                f"clean prompt {i} has {len(a)} tokens but its corrupted prompt has {len(b)}: patching copies "
-                "activations position by position, so both must tokenize to the same length. Change only "
+                f"{names[i]}: the clean prompt has {len(a)} tokens but the corrupted prompt has {len(b)}: patching "
+                "copies activations position by position, so both must tokenize to the same length. Change only "
                 "words that are single tokens (swap a name for another one-token name), or rephrase the "
                 f"corrupted prompt to match. clean={clean[i]!r} corrupted={corrupt[i]!r}"
             )
     lengths = Counter(len(r) for r in rows_clean)
     if len(lengths) > 1:
         (common, _), = lengths.most_common(1)
-        odd = [i for i, r in enumerate(rows_clean) if len(r) != common][:5]
+        odd = [f"{names[i]} ({len(r)})" for i, r in enumerate(rows_clean) if len(r) != common]
         raise InterpError(
-            f"prompts tokenize to different lengths {dict(lengths)} (e.g. prompts {odd}); positions must mean "
-            "the same thing in every prompt of a batch: use templates of one token length (fillers of one "
-            "token each) or run each length group as its own batch"
+            f"prompts tokenize to different lengths {dict(sorted(lengths.items()))}: most have {common} tokens but "
+            f"{_several(odd)} do not. Positions must mean the same thing in every prompt of a batch: use "
+            "templates of one token length (fillers of one token each) or run each length group as its own batch"
         )
-    if any(len(r) == 0 for r in rows_clean):
-        raise InterpError("a prompt is empty: give at least one token of text")
-    correct_ids = [_check_answer(tokenizer, a, i) for i, a in enumerate(correct)]
-    wrong_ids = [_check_answer(tokenizer, a, i) for i, a in enumerate(wrong)]
-    same = [i for i in range(n) if correct_ids[i] == wrong_ids[i]]
+    correct_ids = [_check_answer(tokenizer, a, names[i]) for i, a in enumerate(correct)]
+    wrong_ids = [_check_answer(tokenizer, a, names[i]) for i, a in enumerate(wrong)]
+    same = [names[i] for i in range(n) if correct_ids[i] == wrong_ids[i]]
     if same:
-        raise InterpError(f"prompts {same[:5]} have the same correct and wrong answer: the logit difference would be 0")
+        raise InterpError(
+            f"{_several(same)}: the same correct and wrong answer token, so the logit difference would be 0; "
+            "give two different one-token answers"
+        )
     clean_t = torch.tensor(rows_clean, dtype=torch.long)
     roles_t = {k: torch.as_tensor(v, dtype=torch.long) for k, v in (roles or {}).items()}
     roles_t.setdefault("end", torch.full((n,), clean_t.shape[1] - 1, dtype=torch.long))
@@ -342,6 +364,80 @@ def task_from_prompts(
             tokenizer, clean_t, {k: torch.as_tensor(v) for k, v in slots.items()} if slots else roles_t
         ),
         dropped=tuple(dropped),
+    )
+
+
+PAIR_KEYS = ("clean", "corrupt", "correct", "wrong")  # the keys of one line of a pairs file
+
+
+def read_pairs(path: Union[str, Path]) -> tuple[list[dict], list[int]]:
+    """Read a pairs file: one JSON object ``{"clean", "corrupt", "correct", "wrong"}`` per line.
+
+    Blank lines are skipped; other keys on a line are ignored (e.g. an "id" of your own). Each
+    value must be a non-empty string; answers are usually a word with a leading space (" Mary").
+
+    Args:
+        path: a JSONL file.
+
+    Returns:
+        (records with the four keys, their 1-based line numbers).
+
+    Raises:
+        InterpError: a missing or unreadable file, a line that is not a JSON object, a missing
+            key or a value that is not a non-empty string (naming the line), or no pairs at all.
+    """
+    path = Path(path)
+    shape = '{"clean": ..., "corrupt": ..., "correct": " Mary", "wrong": " John"}'
+    if not path.is_file():
+        raise InterpError(f"pairs file {path} not found: pass a JSONL file with one {shape} object per line")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InterpError(f"cannot read pairs file {path} ({err}): pass a UTF-8 text file with one JSON object per line") from err
+    records, lines = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InterpError(
+                f"{where} is not valid JSON ({err.msg} at column {err.colno}): each line must be one object like {shape}"
+            ) from err
+        if not isinstance(obj, dict):
+            raise InterpError(f"{where} holds a JSON {type(obj).__name__}, not an object: write one object like {shape} per line")
+        missing = [k for k in PAIR_KEYS if k not in obj]
+        if missing:
+            raise InterpError(f"{where} lacks {', '.join(repr(k) for k in missing)}: every line needs {', '.join(PAIR_KEYS)}")
+        bad = [k for k in PAIR_KEYS if not isinstance(obj[k], str) or not obj[k]]
+        if bad:
+            raise InterpError(f"{where}: {', '.join(repr(k) for k in bad)} must be a non-empty string")
+        records.append({k: obj[k] for k in PAIR_KEYS})
+        lines.append(number)
+    if not records:
+        raise InterpError(f"pairs file {path} holds no pairs: write one {shape} object per line")
+    return records, lines
+
+
+def task_from_jsonl(tokenizer, path: Union[str, Path], *, task: Optional[str] = None) -> TaskBatch:
+    """A :class:`TaskBatch` from a pairs file (see `read_pairs`), with the checks of the built-in tasks.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        path: a JSONL file, one ``{"clean", "corrupt", "correct", "wrong"}`` object per line.
+        task: the task's name (default: the file name without its extension).
+
+    Raises:
+        InterpError: as `read_pairs` and `task_from_prompts`; every message names the line
+            (clean and corrupted prompts of different token lengths, prompts of different
+            lengths, answers that are not one token, equal answers).
+    """
+    path = Path(path)
+    records, lines = read_pairs(path)
+    return task_from_prompts(
+        tokenizer, *([r[k] for r in records] for k in PAIR_KEYS), task=task or path.stem,
+        where=[f"{path.name} line {n}" for n in lines],
     )
 
 

@@ -1,13 +1,18 @@
-"""`interp patch ioi|colored-objects|overlap`: circuit patching from the command line.
+"""`interp patch ioi|colored-objects|pairs|overlap`: circuit patching from the command line.
 
 Thin typer layer: flags map onto `interp.analyses.patching.PatchConfig`, one call to
 `run_patching`, then patch.csv (layer, head, pos, pos_label, score; head/pos empty where they do
 not apply), run.json (task accuracy, clean/corrupted logit differences, settings) and patch.html
-(heatmaps) are written into --out. `overlap` reads two such folders and compares their circuits.
+(heatmaps) are written into --out. `pairs FILE.jsonl` runs your own prompt pairs (one
+{"clean", "corrupt", "correct", "wrong"} per line) with the same flags and outputs. Activation
+patches are appended to patch_log.jsonl pass by pass, so an interrupted run resumes where it
+stopped when re-run with the same --out (``--fresh`` starts over). `overlap` reads two such
+folders and compares their circuits.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -15,7 +20,7 @@ from typing import Optional
 
 import typer
 
-__all__ = ["register", "patch_ioi", "patch_colored_objects", "patch_overlap", "parse_layers", "load_run"]
+__all__ = ["register", "patch_ioi", "patch_colored_objects", "patch_pairs", "patch_overlap", "parse_layers", "load_run"]
 
 _MODEL = typer.Option(None, "--model", help="HF hub id or local folder (default: embedded SmolLM2-135M-Instruct).")
 _N = typer.Option(16, "--n", help="Prompts (the metric is averaged over them).")
@@ -28,6 +33,7 @@ _LAYERS = typer.Option(None, "--layers", help="Layers to patch, e.g. 0-5,10 (def
 _ROWS = typer.Option(None, "--batch-rows", help="Rows (patch copies x prompts) per forward pass (default: keep one pass near 256 MiB).")
 _COMPARE = typer.Option(False, "--compare", help="With --method attribution: also run activation patching and report their correlation.")
 _BACKEND = typer.Option("hf", "--backend", help="hf, or tl (TransformerLens bridge; slower).")
+_FRESH = typer.Option(False, "--fresh", help="Ignore patches finished by an earlier run in --out and start over.")
 
 
 def parse_layers(text: Optional[str]) -> Optional[tuple[int, ...]]:
@@ -53,35 +59,48 @@ def parse_layers(text: Optional[str]) -> Optional[tuple[int, ...]]:
     return tuple(out)
 
 
-def _run(task: str, *, model, n, seed, target, method, metric, by_pos, layers, batch_rows, compare, out, backend) -> None:
+def _run(
+    task: str, *, model, n, seed, target, method, metric, by_pos, layers, batch_rows, compare, out, backend,
+    fresh=False, pairs: Optional[Path] = None,
+) -> None:
     from rich.console import Console
 
     from interp.analyses.patching import PatchConfig, run_patching, top_heads
+    from interp.analyses.tasks import read_pairs
     from interp.models import load_model
     from interp.plots.patching import figures_html, patch_figure, position_heatmap
-    from interp.runs import atomic_write_csv, atomic_write_json, atomic_write_text, prepare_out_dir, run_info
+    from interp.runs import SampleLog, atomic_write_csv, atomic_write_json, atomic_write_text, prepare_out_dir, run_info
 
     started = time.time()
+    if pairs is not None:
+        n = len(read_pairs(pairs)[0])  # a malformed pairs file fails before the model loads
     config = PatchConfig(
-        task=task, n=n, seed=seed, target=target, method=method, metric=metric, by_pos=by_pos,
-        layers=parse_layers(layers), batch_rows=batch_rows, compare=compare,
+        task=task, n=n, seed=seed, pairs=None if pairs is None else str(pairs), target=target, method=method,
+        metric=metric, by_pos=by_pos, layers=parse_layers(layers), batch_rows=batch_rows, compare=compare,
     )
-    config.validate()  # bad flags fail before the model loads
+    config.validate()  # bad flags fail before the model loads (token checks need the model's tokenizer)
     folder = prepare_out_dir(out)
     console = Console(stderr=True)
+    settings = {k: getattr(config, k) for k in config.__dataclass_fields__ if k != "progress"}
+    # what the patch values depend on: a re-run with other settings (or an edited pairs file) starts a new log
+    provenance = {"model": model, "backend": backend, **{k: v for k, v in settings.items() if k not in ("batch_rows", "pairs")}}
+    if pairs is not None:
+        provenance["pairs_sha256"] = hashlib.sha256(Path(pairs).read_bytes()).hexdigest()
+    log = SampleLog(folder / "patch_log.jsonl", provenance, fresh=fresh)
+    if len(log):
+        console.print(f"resuming: {sum(len(r['patches']) for r in log)} patches already done in {folder}")
     lm = load_model(model, backend=backend)
-    result = run_patching(lm, config)
+    result = run_patching(lm, config, log=log)
     figures = [patch_figure(result)] + ([position_heatmap(result)] if "pos" in result.axes else [])
     if result.activation is not None:
         figures.append(patch_figure(result.activation))
     atomic_write_csv(folder / "patch.csv", result.to_dataframe())
     if result.activation is not None:
         atomic_write_csv(folder / "patch_activation.csv", result.activation.to_dataframe())
-    atomic_write_text(folder / "patch.html", figures_html(figures, title=f"interp patch {task}"))
-    settings = {k: getattr(config, k) for k in config.__dataclass_fields__ if k != "progress"}
+    atomic_write_text(folder / "patch.html", figures_html(figures, title=f"interp patch {result.task}"))
     info = run_info(lm, settings=settings, started=started)
     info["summary"] = {
-        "task": task,
+        "task": result.task,
         **result.baseline.as_dict(),
         "top_heads": [{"layer": a, "head": h, "score": s} for a, h, s in top_heads(result, 10)] if "head" in result.axes else None,
         "correlation_attribution_activation": result.correlation,
@@ -90,7 +109,7 @@ def _run(task: str, *, model, n, seed, target, method, metric, by_pos, layers, b
     atomic_write_json(folder / "run.json", info)
     b = result.baseline
     console.print(
-        f"[bold]{lm.name}[/] {task} (n={b.n}): clean accuracy {b.clean_accuracy:.0%} (LD > 0; top-1 {b.clean_top1:.0%}), "
+        f"[bold]{lm.name}[/] {result.task} (n={b.n}): clean accuracy {b.clean_accuracy:.0%} (LD > 0; top-1 {b.clean_top1:.0%}), "
         f"mean LD clean {b.clean_logit_diff:.3f}, corrupted {b.corrupt_logit_diff:.3f}"
     )
     if "head" in result.axes:
@@ -106,10 +125,11 @@ def patch_ioi(
     metric: str = _METRIC, by_pos: Optional[bool] = _BY_POS, layers: Optional[str] = _LAYERS,
     batch_rows: Optional[int] = _ROWS, compare: bool = _COMPARE,
     out: Path = typer.Option(Path("runs/patch-ioi"), "--out", help="Output folder."), backend: str = _BACKEND,
+    fresh: bool = _FRESH,
 ) -> None:
     """Patch the IOI task (Wang et al. 2022): writes patch.csv, run.json and patch.html into OUT."""
     _run("ioi", model=model, n=n, seed=seed, target=target, method=method, metric=metric, by_pos=by_pos,
-         layers=layers, batch_rows=batch_rows, compare=compare, out=out, backend=backend)
+         layers=layers, batch_rows=batch_rows, compare=compare, out=out, backend=backend, fresh=fresh)
 
 
 def patch_colored_objects(
@@ -117,10 +137,27 @@ def patch_colored_objects(
     metric: str = _METRIC, by_pos: Optional[bool] = _BY_POS, layers: Optional[str] = _LAYERS,
     batch_rows: Optional[int] = _ROWS, compare: bool = _COMPARE,
     out: Path = typer.Option(Path("runs/patch-colored-objects"), "--out", help="Output folder."), backend: str = _BACKEND,
+    fresh: bool = _FRESH,
 ) -> None:
     """Patch the Colored Objects task (Merullo et al. 2023): writes patch.csv, run.json and patch.html into OUT."""
     _run("colored-objects", model=model, n=n, seed=seed, target=target, method=method, metric=metric, by_pos=by_pos,
-         layers=layers, batch_rows=batch_rows, compare=compare, out=out, backend=backend)
+         layers=layers, batch_rows=batch_rows, compare=compare, out=out, backend=backend, fresh=fresh)
+
+
+def patch_pairs(
+    file: Path = typer.Argument(..., help='JSONL file: one {"clean", "corrupt", "correct", "wrong"} object per line.'),
+    model: Optional[str] = _MODEL, target: str = _TARGET, method: str = _METHOD,
+    metric: str = _METRIC, by_pos: Optional[bool] = _BY_POS, layers: Optional[str] = _LAYERS,
+    batch_rows: Optional[int] = _ROWS, compare: bool = _COMPARE,
+    out: Path = typer.Option(Path("runs/patch-pairs"), "--out", help="Output folder."), backend: str = _BACKEND,
+    fresh: bool = _FRESH,
+) -> None:
+    """Patch your own prompt pairs: each line of FILE holds a clean prompt, its corrupted version
+    (same token length), and the correct and wrong one-token answers (e.g. " Mary", " John").
+    Writes patch.csv, run.json and patch.html into OUT, as for the built-in tasks."""
+    _run("pairs", model=model, n=0, seed=0, target=target, method=method, metric=metric, by_pos=by_pos,
+         layers=layers, batch_rows=batch_rows, compare=compare, out=out, backend=backend, fresh=fresh,
+         pairs=file)
 
 
 def load_run(folder: Path):
@@ -182,4 +219,5 @@ def patch_overlap(
 def register(groups) -> None:
     groups["patch"].command("ioi")(patch_ioi)
     groups["patch"].command("colored-objects")(patch_colored_objects)
+    groups["patch"].command("pairs")(patch_pairs)
     groups["patch"].command("overlap")(patch_overlap)

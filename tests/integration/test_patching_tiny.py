@@ -371,3 +371,120 @@ def test_cli_writes_and_compares_runs(saved_tiny, tmp_path, monkeypatch, capsys)
         assert _cli(monkeypatch, *argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------------------------
+# `interp patch pairs FILE.jsonl`: your own prompt pairs
+# --------------------------------------------------------------------------------------------
+
+_PAIRS = [
+    ("When Mary and John went to the store, John gave a drink to", "When Anna and Paul went to the store, Paul gave a drink to", " Mary", " John"),
+    ("When Tom and Kate went to the park, Kate gave a ball to", "When Adam and Lucy went to the park, Lucy gave a ball to", " Tom", " Kate"),
+    ("When Emma and Jack went to the beach, Emma gave a book to", "When Sam and Ben went to the beach, Sam gave a book to", " Jack", " Emma"),
+]
+
+
+def _pairs_file(path, pairs=_PAIRS):
+    import json
+
+    keys = ("clean", "corrupt", "correct", "wrong")
+    path.write_text("".join(json.dumps(dict(zip(keys, p))) + "\n" for p in pairs), encoding="utf-8")
+    return path
+
+
+def test_cli_pairs_equal_one_forward_per_patch_and_resume(saved_tiny, tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    pairs, out = _pairs_file(tmp_path / "names.jsonl"), tmp_path / "run"
+    argv = ("patch", "pairs", pairs, "--model", saved_tiny, "--target", "resid_pre", "--metric", "logit_diff", "--out", out)
+    assert _cli(monkeypatch, *argv) == 0
+    df = pd.read_csv(out / "patch.csv")
+    # reference: the file tokenized here, one plain forward per patch
+    hf = _load(saved_tiny, "hf")
+    enc = lambda texts: torch.tensor([hf.tokenizer(t, add_special_tokens=False).input_ids for t in texts])  # noqa: E731
+    one = lambda word: hf.tokenizer(word, add_special_tokens=False).input_ids[0]  # noqa: E731
+    b = TaskBatch.from_tokens(enc([p[0] for p in _PAIRS]), enc([p[1] for p in _PAIRS]),
+                              [one(p[2]) for p in _PAIRS], [one(p[3]) for p in _PAIRS])
+    assert len(df) == 2 * b.n_pos and df["head"].isna().all()  # 2 layers x every position
+    for row in df.itertuples():
+        want = _slow_patch(hf, b, "resid_pre", int(row.layer), -1, int(row.pos))
+        assert row.score == pytest.approx(want, abs=1e-4), (row.layer, row.pos)
+    info = json.loads((out / "run.json").read_text())
+    assert info["summary"]["task"] == "names" and info["result"]["baseline"]["n"] == 3
+    assert info["settings"]["pairs"] == str(pairs) and (out / "patch.html").stat().st_size > 10_000
+
+    # resume: keep the log's first pass only, with a marker value that only a resumed run can report
+    log = out / "patch_log.jsonl"
+    head, first = log.read_text().splitlines()[:2]
+    record = json.loads(first)
+    assert 0 < len(record["patches"]) < len(df)  # several passes were logged
+    record["values"] = [1234.5] * len(record["values"])
+    log.write_text(head + "\n" + json.dumps(record) + "\n")
+    assert _cli(monkeypatch, *argv) == 0
+    resumed = pd.read_csv(out / "patch.csv").set_index(["layer", "pos"])["score"]
+    marked = {(p[0], p[2]) for p in record["patches"]}
+    original = df.set_index(["layer", "pos"])["score"]
+    assert all(resumed[k] == 1234.5 for k in marked)
+    others = [k for k in original.index if k not in marked]
+    assert resumed[others].to_numpy() == pytest.approx(original[others].to_numpy(), abs=1e-6)
+    assert _cli(monkeypatch, *argv, "--fresh") == 0
+    assert pd.read_csv(out / "patch.csv")["score"].to_numpy() == pytest.approx(df["score"].to_numpy(), abs=1e-6)
+
+
+def test_cli_pairs_resume_refuses_other_settings_or_an_edited_file(saved_tiny, tmp_path, monkeypatch, capsys):
+    pairs, out = _pairs_file(tmp_path / "names.jsonl"), tmp_path / "run"
+    base = ("patch", "pairs", pairs, "--model", saved_tiny, "--target", "resid_pre", "--layers", "0", "--out", out)
+    assert _cli(monkeypatch, *base) == 0
+    capsys.readouterr()
+    assert _cli(monkeypatch, *base, "--metric", "kl") == 2
+    assert "other settings" in capsys.readouterr().err
+    _pairs_file(pairs, _PAIRS[:2])
+    assert _cli(monkeypatch, *base) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert _cli(monkeypatch, *base, "--fresh") == 0
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--target", "head_out", "--by-pos", "--method", "attribution", "--compare", "--metric", "kl"),
+        ("--target", "v", "--metric", "score"),
+        ("--target", "mlp_out", "--all-pos", "--method", "attribution"),
+    ],
+    ids=["head_out-attribution-kl", "v-activation-score", "mlp_out-attribution"],
+)
+def test_cli_pairs_takes_every_target_method_and_metric(saved_tiny, tmp_path, monkeypatch, flags):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    out = tmp_path / "run"
+    assert _cli(monkeypatch, "patch", "pairs", _pairs_file(tmp_path / "p.jsonl"), "--model", saved_tiny, *flags, "--out", out) == 0
+    info = json.loads((out / "run.json").read_text())["result"]
+    df = pd.read_csv(out / "patch.csv")
+    assert info["target"] == flags[1] and np.isfinite(df["score"]).all() and (df["score"] != 0).any()
+    if "--compare" in flags:
+        assert -1 <= info["correlation_attribution_activation"] <= 1
+        assert len(pd.read_csv(out / "patch_activation.csv")) == len(df)
+    if flags[1] == "v":
+        assert df["head"].max() == 1  # per kv head (2 kv heads)
+
+
+def test_cli_pairs_errors_name_the_line(saved_tiny, tmp_path, monkeypatch, capsys):
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_text(_pairs_file(tmp_path / "ok.jsonl").read_text() + "{oops\n", encoding="utf-8")
+    mismatch = _pairs_file(tmp_path / "len.jsonl", [_PAIRS[0], (_PAIRS[1][0], "When Maximilian and Lucy went to the park, Lucy gave a ball to", " Tom", " Kate")])
+    cases = [
+        # the file is checked before the model loads: a model that does not exist is never reached
+        (("patch", "pairs", bad_json, "--model", tmp_path / "no-model", "--out", tmp_path / "x"), "bad.jsonl line 4 is not valid JSON"),
+        (("patch", "pairs", tmp_path / "none.jsonl", "--out", tmp_path / "x"), "not found"),
+        (("patch", "pairs", mismatch, "--model", saved_tiny, "--out", tmp_path / "y"), "len.jsonl line 2: the clean prompt has"),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert _cli(monkeypatch, *argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

@@ -94,6 +94,11 @@ def test_target_index_errors():
         PatchConfig(method="gradient").validate()
     with pytest.raises(InterpError, match="unknown target"):
         PatchConfig(target="heads").validate()
+    with pytest.raises(InterpError, match='task "pairs" needs a pairs file'):
+        PatchConfig(task="pairs").validate()
+    with pytest.raises(InterpError, match="set task to \"pairs\""):
+        PatchConfig(task="ioi", pairs="mine.jsonl").validate()
+    PatchConfig(task="pairs", pairs="mine.jsonl", n=0).validate()  # n is not used with a pairs file
 
 
 def _result(scores, axes, task="ioi", pos_labels=()):

@@ -97,6 +97,8 @@ def test_answers_must_be_single_tokens(tok):
         task_from_prompts(tok, ["When Mary went"], ["When John went"], [" Maximilianus"], [" John"])
     with pytest.raises(InterpError, match="same correct and wrong"):
         task_from_prompts(tok, ["When Mary went"], ["When John went"], [" Mary"], [" Mary"])
+    with pytest.raises(InterpError, match="prompt 1: the clean prompt is empty"):
+        task_from_prompts(tok, ["When Mary went", ""], ["When John went", ""], [" Mary"] * 2, [" John"] * 2)
 
 
 def test_user_word_lists_are_checked(tok):
@@ -115,3 +117,94 @@ def test_from_tokens_checks_shapes():
         TaskBatch.from_tokens(torch.zeros(2, 5), torch.zeros(2, 6), [1, 2], [3, 4])
     b = TaskBatch.from_tokens(torch.zeros(2, 5), torch.ones(2, 5), [1, 2], [3, 4])
     assert b.n == 2 and b.n_pos == 5
+
+
+# --------------------------------------------------------------------------------------------
+# Your own prompt pairs from a JSONL file (`interp patch pairs`)
+# --------------------------------------------------------------------------------------------
+
+
+def _write(tmp_path, lines, name="pairs.jsonl"):
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _pair(clean="When Mary and John went to the store, John gave a drink to", corrupt=None, correct=" Mary", wrong=" John"):
+    import json
+
+    corrupt = corrupt if corrupt is not None else clean.replace("Mary", "Anna").replace("John", "Paul")
+    return json.dumps({"clean": clean, "corrupt": corrupt, "correct": correct, "wrong": wrong})
+
+
+def test_pairs_file_reads_into_a_batch(tok, tmp_path):
+    import json
+
+    from interp.analyses.tasks import task_from_jsonl
+
+    extra = json.dumps({"id": "mine", "clean": "When Tom and Kate went to the park, Kate gave a ball to",
+                        "corrupt": "When Adam and Lucy went to the park, Lucy gave a ball to", "correct": " Tom", "wrong": " Kate"})
+    path = _write(tmp_path, [_pair(), "", "   ", extra], name="my-task.jsonl")
+    b = task_from_jsonl(tok, path)
+    assert b.task == "my-task" and b.n == 2
+    want_clean = tok("When Tom and Kate went to the park, Kate gave a ball to", add_special_tokens=False).input_ids
+    want_corrupt = tok("When Adam and Lucy went to the park, Lucy gave a ball to", add_special_tokens=False).input_ids
+    assert b.clean[1].tolist() == want_clean and b.corrupt[1].tolist() == want_corrupt
+    assert b.correct.tolist() == [_one(tok, " Mary"), _one(tok, " Tom")]
+    assert b.wrong.tolist() == [_one(tok, " John"), _one(tok, " Kate")]
+    assert b.answers[1] == (" Tom", " Kate") and len(b.pos_labels) == b.n_pos
+
+
+def test_shipped_example_pairs_file_is_valid(tok):
+    from importlib.resources import files
+
+    from interp.analyses.tasks import task_from_jsonl
+
+    path = files("interp") / "data" / "capital_pairs.jsonl"
+    b = task_from_jsonl(tok, path)
+    assert b.n >= 8 and b.task == "capital_pairs"
+    assert bool((b.clean != b.corrupt).any(dim=1).all())  # every pair is actually corrupted
+    assert bool((b.correct != b.wrong).all())
+
+
+@pytest.mark.parametrize(
+    "lines,message",
+    [
+        (["{not json"], r"pairs\.jsonl line 1 is not valid JSON"),
+        ([_pair(), "", '["a", "b"]'], r"pairs\.jsonl line 3 holds a JSON list, not an object"),
+        ([_pair(), '{"clean": "a", "corrupt": "b", "correct": " x"}'], r"pairs\.jsonl line 2 lacks 'wrong'"),
+        ([_pair(), _pair(), '{"clean": "a", "corrupt": "b", "correct": 3, "wrong": ""}'], r"pairs\.jsonl line 3: 'correct', 'wrong' must be a non-empty string"),
+        (["", "  "], "holds no pairs"),
+    ],
+)
+def test_pairs_file_format_errors_name_the_line(tmp_path, lines, message):
+    from interp.analyses.tasks import read_pairs
+
+    with pytest.raises(InterpError, match=message):
+        read_pairs(_write(tmp_path, lines))
+
+
+def test_missing_pairs_file(tmp_path):
+    from interp.analyses.tasks import read_pairs
+
+    with pytest.raises(InterpError, match="not found: pass a JSONL file"):
+        read_pairs(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (_pair(corrupt="When Maximilian and Bartholomew went to the store, Bartholomew gave a drink to"),
+         r"pairs\.jsonl line 3: the clean prompt has \d+ tokens but the corrupted prompt has \d+.*same length"),
+        (_pair(clean="When Mary and John went to the big store, John gave a drink to"),
+         r"different lengths .*most have \d+ tokens but pairs\.jsonl line 3 \(\d+\) do not"),
+        (_pair(correct=" Maximilianus"), r"pairs\.jsonl line 3: answer ' Maximilianus' is \d+ tokens .* not one"),
+        (_pair(wrong=" Mary"), r"pairs\.jsonl line 3: the same correct and wrong answer"),
+    ],
+)
+def test_pairs_file_token_checks_name_the_line(tok, tmp_path, bad, message):
+    from interp.analyses.tasks import task_from_jsonl
+
+    path = _write(tmp_path, [_pair(), "", bad, _pair()])  # line 2 blank: numbers are file lines, not pair indices
+    with pytest.raises(InterpError, match=message):
+        task_from_jsonl(tok, path)
