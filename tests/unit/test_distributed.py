@@ -1,0 +1,96 @@
+"""interp.distributed without a launcher: rank layout from the environment, per-rank placement,
+launch-option errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from interp.distributed import World, configure, parse_max_memory, rank_device, rank_max_memory, world
+from interp.errors import InterpError
+
+_DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+             "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_STEP_TASKS_PER_NODE")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for name in _DIST_ENV:
+        monkeypatch.delenv(name, raising=False)
+    yield
+    configure()
+
+
+def test_no_launcher_is_one_process():
+    assert world() == World(rank=0, size=1, local_rank=0, local_size=1)
+    assert world().main and not world().distributed
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"WORLD_SIZE": "2"}, "RANK is not"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "outside 0..1"),
+        ({"WORLD_SIZE": "two"}, "not an integer"),
+        ({"WORLD_SIZE": "2", "RANK": "1"}, "MASTER_ADDR and MASTER_PORT not set"),
+        ({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "3"}, "no process group"),  # srun, no MASTER_ADDR
+    ],
+)
+def test_bad_launch_environment(monkeypatch, env, message):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(InterpError, match=message):
+        world()
+
+
+def test_rank_device_on_cpu():
+    assert rank_device(World(rank=1, size=2, local_rank=1, local_size=2)) in ("cpu", "cuda:1")
+
+
+def test_rank_max_memory_gives_each_rank_its_gpus():
+    # 8 GPUs, 2 ranks per machine: local rank 1 owns GPUs 4..7; indices in --max-memory are the rank's
+    w = World(rank=3, size=4, local_rank=1, local_size=2)
+    got = rank_max_memory({0: "20GiB", 3: "10GiB", "cpu": "60GiB"}, w, n_gpus=8)
+    assert got == {4: "20GiB", 7: "10GiB", "cpu": "60GiB"}
+    assert rank_max_memory({0: "1GiB"}, World(), n_gpus=8) == {0: "1GiB"}  # one rank per machine: unchanged
+    with pytest.raises(InterpError, match="each rank owns 4 GPUs"):
+        rank_max_memory({4: "20GiB"}, w, n_gpus=8)
+    with pytest.raises(InterpError, match="at most 2 processes per machine"):
+        rank_max_memory({0: "1GiB"}, World(rank=2, size=3, local_rank=2, local_size=3), n_gpus=2)
+
+
+def test_parse_max_memory():
+    assert parse_max_memory("0=20GiB, 1=20GiB,cpu=60GiB") == {0: "20GiB", 1: "20GiB", "cpu": "60GiB"}
+    assert parse_max_memory(None) is None
+    with pytest.raises(InterpError, match="DEVICE=AMOUNT"):
+        parse_max_memory("20GiB")
+
+
+def test_launch_option_errors():
+    with pytest.raises(InterpError, match="needs --device-map"):
+        configure(max_memory={0: "1GiB"})
+    with pytest.raises(InterpError, match="unknown --engine"):
+        configure(engine="dask")
+    with pytest.raises(InterpError, match="--workers is for --engine ray"):
+        configure(workers=2)
+
+
+def test_cli_passes_device_map_to_from_pretrained(monkeypatch, tmp_path, capsys):
+    """`interp --device-map auto --max-memory ... score sinks` loads through load_model(device_map=...)."""
+    import sys
+
+    import interp.models
+    from interp.cli import main
+
+    seen = {}
+
+    def fake_load(name=None, **kwargs):
+        seen.update(kwargs, name=name)
+        raise InterpError("stop here")
+
+    monkeypatch.setattr(interp.models, "load_model", fake_load)
+    monkeypatch.setattr(sys, "argv", ["interp", "--device-map", "auto", "--max-memory", "0=2GiB,cpu=8GiB",
+                                      "score", "sinks", "--model", "m", "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2 and "stop here" in capsys.readouterr().err
+    assert seen == {"name": "m", "device_map": "auto", "max_memory": {0: "2GiB", "cpu": "8GiB"}}
