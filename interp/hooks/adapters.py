@@ -64,6 +64,9 @@ class _HFLayout:
     # Where the family's masks take the sliding window from when the config has no
     # ``layer_types``: "config" = config.sliding_window on every layer (Mistral), None = never.
     window: str | None = None
+    # Whether the family passes the module's ``attn_logit_softcapping`` to attention (Gemma 2).
+    # Gemma 3 keeps the attribute but transformers 5.x never applies it, so neither do we.
+    softcap: bool = False
 
 
 _LLAMA_LIKE = _HFLayout(layers="model.layers")
@@ -77,8 +80,8 @@ _HF_LAYOUTS: dict[str, _HFLayout] = {
     "qwen3": _LLAMA_LIKE,
     "qwen3_moe": _WINDOWED,
     "gemma": _LLAMA_LIKE,
-    "gemma2": _LLAMA_LIKE,  # local/global layers from layer_types, logit soft-cap on the module
-    "gemma3_text": _LLAMA_LIKE,
+    "gemma2": _HFLayout(layers="model.layers", softcap=True),  # local/global layers, logit soft-cap
+    "gemma3_text": _LLAMA_LIKE,  # local/global layers from layer_types
     "gpt_oss": _LLAMA_LIKE,  # learned sink logits (module.sinks), windows from layer_types
     "olmo": _LLAMA_LIKE,
     "olmo2": _LLAMA_LIKE,
@@ -161,7 +164,7 @@ def read_layer_attention(model: Any, layout: _HFLayout) -> tuple[LayerAttention,
         scale = getattr(attn, "scaling", None)
         if scale is None:
             scale = float(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads) ** -0.5
-        cap = getattr(attn, "attn_logit_softcapping", None)
+        cap = getattr(attn, "attn_logit_softcapping", None) if layout.softcap else None
         sinks = isinstance(getattr(attn, "sinks", None), torch.Tensor)
         out.append(LayerAttention(scale=float(scale), causal=causal, sliding_window=w, softcap=float(cap) if cap else None, sink_logits=sinks))
     return tuple(out)
@@ -453,9 +456,16 @@ class TLAdapter:
         return sinks.detach().float() if isinstance(sinks, torch.Tensor) else None
 
     def install(self, lm) -> None:
-        missing = [n.format(L=0) for n, _ in _TL_HOOKS.values() if n.format(L=0) not in lm.model.hook_dict]
+        """Pick the bridge's hook points; models without rotary embeddings (GPT-2) have no
+        ``hook_rot_q``/``hook_rot_k``, and their plain q/k hooks are then the post-RoPE q/k."""
+        hooks = dict(_TL_HOOKS)
+        if "blocks.0.attn.hook_rot_q" not in lm.model.hook_dict:
+            hooks["q"] = ("blocks.{L}.attn.hook_q", "bthd")
+            hooks["k"] = ("blocks.{L}.attn.hook_k", "bthd")
+        missing = [n.format(L=0) for n, _ in hooks.values() if n.format(L=0) not in lm.model.hook_dict]
         if missing:
             raise InterpError(f"this TransformerBridge lacks hook points {missing}: it cannot be used with backend='tl'")
+        self.hooks = hooks
 
     def forward(self, lm, input_ids, attention_mask=None):
         if attention_mask is not None:
@@ -466,9 +476,9 @@ class TLAdapter:
         return lm.model.hook_dict[name]
 
     def attach(self, lm, site: str, layer: int, fn: Listener) -> _Handle:
-        if site not in _TL_HOOKS:
+        if site not in self.hooks:
             raise InterpError(f"unknown site '{site}': use one of {', '.join(SITES)}")
-        pattern, layout = _TL_HOOKS[site]
+        pattern, layout = self.hooks[site]
 
         def hook(x, hook):
             if layout == "bthd":
@@ -497,6 +507,6 @@ class TLAdapter:
             kc = kc.repeat_interleave(group, dim=1)
             return scores + qc @ kc.transpose(-1, -2)
 
-        names = [f"blocks.{layer}.attn.hook_rot_q", f"blocks.{layer}.attn.hook_rot_k", f"blocks.{layer}.attn.hook_attn_scores"]
+        names = [self.hooks["q"][0].format(L=layer), self.hooks["k"][0].format(L=layer), f"blocks.{layer}.attn.hook_attn_scores"]
         handles = [self._hook_point(lm, n).add_hook(h) for n, h in zip(names, (grab_q, grab_k, add_bias))]
         return _Handle(lambda: [h.hook.remove() for h in handles])
