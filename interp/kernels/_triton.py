@@ -15,13 +15,17 @@ exp(sigma - m) to the normaliser, the accumulators are rescaled to the new norma
 the stored lse includes the sink, so the column pass's p = exp(s - lse) is already right.
 
 Grouped-query attention: query head h loads the keys of kv head h // GROUP; nothing is
-repeated in memory. On a GPU both passes are autotuned over the config lists below; under
-Triton's interpreter (TRITON_INTERPRET=1, used by the CPU tests) one fixed config runs, and
-bf16 inputs are upcast on the host because the interpreter's bf16 `tl.dot` is wrong.
+repeated in memory. On a GPU both passes are autotuned over the config lists below (keyed on
+d_head, causality, precision, dtypes and a T bucket; INTERP_TRITON_AUTOTUNE=0 launches one
+fixed config instead); under Triton's interpreter (TRITON_INTERPRET=1, used by the CPU
+tests) the fixed config runs, and bf16 inputs are upcast on the host because the
+interpreter's bf16 `tl.dot` is wrong. On a GPU bf16 runs natively: tl.dot of bf16 tiles
+accumulates in fp32, and every statistic is accumulated in fp32.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -32,7 +36,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from interp.errors import InterpError
 from interp.kernels._problem import Problem, RawStats
 
-__all__ = ["triton_stats"]
+__all__ = ["triton_stats", "autotune_enabled"]
 
 _KNOBS = getattr(triton, "knobs", None)  # triton >= 3.4; older versions read the variable directly
 _INTERPRET = bool(_KNOBS.runtime.interpret) if _KNOBS else os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -40,16 +44,59 @@ _INTERPRET = bool(_KNOBS.runtime.interpret) if _KNOBS else os.environ.get("TRITO
 # interpreter only works when TRITON_INTERPRET=1 was set before that first import.
 _INTERPRET_BROKEN = _INTERPRET and not isinstance(tl.zeros, InterpretedFunction)
 
-# Autotune search spaces (GPU only). BLOCK_M: query rows per program, BLOCK_N: keys per tile.
-_ROW_CONFIGS = [
-    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 32, 4, 3), (64, 32, 4, 3)]
-]
-_COL_CONFIGS = [
-    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (32, 128, 4, 3), (32, 64, 4, 3)]
-]
-_INTERPRETER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64}
+# -- Autotune search spaces (GPU only), as (BLOCK_M, BLOCK_N, num_warps, num_stages).
+#    BLOCK_M: query rows per program, BLOCK_N: keys per tile. The row pass keeps a
+#    [BLOCK_M, HEAD_DIM] query tile and [BLOCK_M] accumulators in registers and streams key
+#    tiles (flash attention's forward shape: tall BLOCK_M, pipelined key loads); the column
+#    pass is the transpose, so it prefers wide BLOCK_N. Configs that do not fit (registers,
+#    shared memory) fail to compile and the autotuner drops them. The tuning key is the head
+#    size, causality, precision, the input dtypes and a bucket of T (_t_bucket), so a model's
+#    layers tune once per length bucket, not once per sequence length. --
+_ROW_SPACE = [
+    (64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 4), (128, 32, 4, 3),
+    (128, 64, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2),
+]  # fmt: skip
+_COL_SPACE = [
+    (64, 64, 4, 2), (64, 64, 4, 3), (32, 64, 4, 4), (32, 128, 4, 3),
+    (64, 128, 8, 2), (128, 64, 8, 2), (128, 128, 8, 2),
+]  # fmt: skip
+_ROW_CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st) for m, n, w, st in _ROW_SPACE]
+_COL_CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st) for m, n, w, st in _COL_SPACE]
+# Used with autotuning off (INTERP_TRITON_AUTOTUNE=0) and under the interpreter, where
+# num_warps and num_stages mean nothing and a 64 x 64 tile keeps the CPU tests fast.
+_FIXED_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+_T_BUCKETS = (1024, 4096, 16384, 2**30)  # T <= 1k, <= 4k, <= 16k, longer (i32, like the others)
+
+
+def _t_bucket(n: int) -> int:
+    """The upper end of n's length bucket: part of the autotune key, never an input of the math.
+
+    The values are multiples of 16 and never 1, so Triton's integer specialisation compiles
+    one kernel for all buckets.
+    """
+    return next(top for top in _T_BUCKETS if n <= top)
+
+
+def _prune(configs: list, named_args: dict, **kwargs) -> list:
+    """Drop tiles larger than the problem: BLOCK_M beyond the rows, BLOCK_N beyond the keys."""
+    args = {**named_args, **kwargs}
+    rows = triton.next_power_of_2(max(16, int(args.get("n_rows", args.get("n_queries", 16)))))
+    keys = triton.next_power_of_2(max(16, int(args["n_keys"])))
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= rows and c.kwargs["BLOCK_N"] <= keys]
+    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+
+
+def _autotune_options() -> dict:
+    """Prune small problems; cache timings on disk (triton >= 3.2) so one bucket tunes once."""
+    options: dict = {"prune_configs_by": {"early_config_prune": _prune}}
+    if "cache_results" in inspect.signature(triton.autotune).parameters:
+        options["cache_results"] = True
+    return options
+
+
+def autotune_enabled() -> bool:
+    """Whether GPU launches autotune (default) or use `_FIXED_CONFIG` (INTERP_TRITON_AUTOTUNE=0)."""
+    return os.environ.get("INTERP_TRITON_AUTOTUNE", "1").lower() not in ("0", "false", "off", "no")
 
 
 @triton.jit
@@ -68,7 +115,7 @@ def _row_pass(
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     n_rows, n_heads, group, n_keys, offset, n_seg,
-    scale, cap, sliding, sink_tokens, window,
+    scale, cap, sliding, sink_tokens, window, t_bucket,  # t_bucket: autotune key only
     HEAD_DIM: tl.constexpr, SEG_PAD: tl.constexpr,
     CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, SLIDING: tl.constexpr, HAS_SEG: tl.constexpr,
     HAS_SINK: tl.constexpr, PRECISION: tl.constexpr,
@@ -114,7 +161,7 @@ def _row_pass(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         key_ok = offs_n < n_keys
         k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=key_ok[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=tl.float32) * scale  # fp32 accumulation
         if SOFTCAP:
             s = _softcap(s, cap)
         key_real = tl.load(KeyReal + b * n_keys + offs_n, mask=key_ok, other=0)
@@ -190,7 +237,7 @@ def _column_pass(
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     n_queries, n_heads, group, n_keys, offset,
-    scale, cap, sliding, band_lo, band_hi,
+    scale, cap, sliding, band_lo, band_hi, t_bucket,  # t_bucket: autotune key only
     HEAD_DIM: tl.constexpr,
     CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, SLIDING: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -229,7 +276,7 @@ def _column_pass(
         q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=row_ok[:, None], other=0.0)
         lse = tl.load(Lse + pid_bh * n_queries + offs_m, mask=row_ok, other=0.0)
         query_real = tl.load(KeyReal + b * n_keys + a, mask=row_ok, other=0) != 0
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=tl.float32) * scale  # fp32 accumulation
         if SOFTCAP:
             s = _softcap(s, cap)
         # -- p recomputed from the stored lse: the row's final normaliser is known --
@@ -247,15 +294,31 @@ def _column_pass(
     tl.store(Band + out, band, mask=key_ok)
 
 
-if _INTERPRET:
-    _row_launch, _column_launch = _row_pass, _column_pass
-else:
-    _row_launch = triton.autotune(_ROW_CONFIGS, key=["HEAD_DIM", "SEG_PAD", "CAUSAL", "PRECISION"])(_row_pass)
-    _column_launch = triton.autotune(_COL_CONFIGS, key=["HEAD_DIM", "CAUSAL", "PRECISION"])(_column_pass)
+_ROW_KEY = ["HEAD_DIM", "SEG_PAD", "CAUSAL", "PRECISION", "t_bucket"]
+_COL_KEY = ["HEAD_DIM", "CAUSAL", "PRECISION", "t_bucket"]
+_row_tuned = _column_tuned = None  # the interpreter runs one fixed config
+if not _INTERPRET:
+    _row_tuned = triton.autotune(_ROW_CONFIGS, key=_ROW_KEY, **_autotune_options())(_row_pass)
+    _column_tuned = triton.autotune(_COL_CONFIGS, key=_COL_KEY, **_autotune_options())(_column_pass)
 
 
-def triton_stats(problem: Problem) -> RawStats:
-    """Row statistics and column sums of `problem` with the two Triton passes."""
+def _launchers(config: dict | None) -> tuple[object, object, dict]:
+    """(row kernel, column kernel, launch options): autotuned on a GPU unless a config is fixed."""
+    if config is not None:
+        return _row_pass, _column_pass, dict(config)
+    if _INTERPRET or not autotune_enabled():
+        return _row_pass, _column_pass, dict(_FIXED_CONFIG)
+    return _row_tuned, _column_tuned, {}
+
+
+def triton_stats(problem: Problem, config: dict | None = None) -> RawStats:
+    """Row statistics and column sums of `problem` with the two Triton passes.
+
+    Args:
+        config: launch both passes with this fixed config (BLOCK_M, BLOCK_N and optionally
+            num_warps, num_stages) instead of autotuning; the tests use it to check every
+            entry of the search spaces.
+    """
     if _INTERPRET_BROKEN:
         raise InterpError(
             "TRITON_INTERPRET=1 was set after triton was imported; set it before the first "
@@ -263,7 +326,9 @@ def triton_stats(problem: Problem) -> RawStats:
         )
     pb = problem
     q, k = pb.q, pb.k
-    if _INTERPRET and q.dtype == torch.bfloat16:  # the interpreter's bf16 tl.dot is wrong
+    # bf16 on a GPU: tl.dot takes bf16 tiles and accumulates in fp32, like fp16; everything
+    # after the dot is fp32. The interpreter's bf16 tl.dot is wrong, so there it runs in fp32.
+    if _INTERPRET and q.dtype == torch.bfloat16:
         q, k = q.float(), k.float()
     head_dim = max(16, triton.next_power_of_2(q.shape[-1]))  # tl.dot wants >= 16, arange a power of 2
     if head_dim != q.shape[-1]:  # zero-padding d_head leaves every q . k unchanged
@@ -290,14 +355,15 @@ def triton_stats(problem: Problem) -> RawStats:
         SLIDING=pb.sliding_window is not None,
         PRECISION="ieee" if q.dtype == torch.float32 else None,  # fp32 data: no tf32 rounding
     )
-    fixed = _INTERPRETER_CONFIG if _INTERPRET else {}
+    row_kernel, column_kernel, fixed = _launchers(config)
+    fixed["enable_fp_fusion"] = True  # Triton's default, said explicitly (3.9 warns when it is left unset)
     if n_rows:
-        _row_launch[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]), pb.batch * pb.heads)](
+        row_kernel[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]), pb.batch * pb.heads)](
             q, k, key_real, labels.contiguous(), rows.to(torch.int32).contiguous(), first_real, sinks,
             lse, top1, top1p, ent, sink, dist, waad, seg_out,
             *q.stride(), *k.stride(),
             n_rows, pb.heads, pb.group, pb.key_pos, pb.offset, max(n_seg, 1),
-            pb.scale, pb.softcap or 1.0, pb.sliding_window or 1, pb.sink_tokens, pb.window,
+            pb.scale, pb.softcap or 1.0, pb.sliding_window or 1, pb.sink_tokens, pb.window, _t_bucket(pb.key_pos),
             SEG_PAD=max(16, triton.next_power_of_2(n_seg)), HAS_SEG=pb.segments is not None,
             HAS_SINK=pb.sink_logits is not None,
             **common, **fixed,
@@ -306,12 +372,12 @@ def triton_stats(problem: Problem) -> RawStats:
     if pb.columns:
         recv = torch.empty(pb.batch, pb.heads, pb.key_pos, **f32)
         band = torch.empty_like(recv)
-        _column_launch[lambda meta: (triton.cdiv(pb.key_pos, meta["BLOCK_N"]), pb.batch * pb.heads)](
+        column_kernel[lambda meta: (triton.cdiv(pb.key_pos, meta["BLOCK_N"]), pb.batch * pb.heads)](
             q, k, key_real, lse,
             recv, band,
             *q.stride(), *k.stride(),
             pb.query_pos, pb.heads, pb.group, pb.key_pos, pb.offset,
-            pb.scale, pb.softcap or 1.0, pb.sliding_window or 1, pb.band[0], pb.band[1],
+            pb.scale, pb.softcap or 1.0, pb.sliding_window or 1, pb.band[0], pb.band[1], _t_bucket(pb.key_pos),
             **common, **fixed,
         )  # fmt: skip
         keep = pb.rows

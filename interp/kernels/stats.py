@@ -7,7 +7,8 @@ segment mass; received attention and its band mean). Three backends compute the 
 - ``"torch"``: row-chunked streaming in plain torch, memory O(chunk x key_pos) per head
   (`_torch.py`); the CPU default.
 - ``"triton"``: a fused two-pass kernel (online-softmax row pass, then a column pass that
-  recomputes p from the stored lse; `_triton.py`); the CUDA default.
+  recomputes p from the stored lse; `_triton.py`); the CUDA default. Autotuned per d_head
+  and length bucket; INTERP_TRITON_AUTOTUNE=0 launches one fixed config instead.
 - ``"reference"``: the dense float64 definition (`_reference.py`), for tests.
 
 The streaming backends return sums; `_finalize` divides the column sums by the number of
