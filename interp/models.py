@@ -315,6 +315,7 @@ def _load_hf(
     attn_implementation: str | None,
     device_map: str | dict | None,
     max_memory: dict | None,
+    offload_folder: str | Path | None = None,
 ):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -323,6 +324,8 @@ def _load_hf(
         extra["device_map"] = device_map
     if max_memory is not None:
         extra["max_memory"] = max_memory
+    if offload_folder is not None:
+        extra["offload_folder"] = str(offload_folder)
     try:
         config = AutoConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -370,6 +373,7 @@ def load_model(
     attn_implementation: str | None = None,
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> LoadedModel:
     """Load a causal LM ready for `interp.hooks`.
 
@@ -387,6 +391,7 @@ def load_model(
         device_map: passed to ``from_pretrained`` (accelerate), e.g. "auto" to spread a model
             over every GPU, then CPU, then disk.
         max_memory: with ``device_map``, the memory cap per device, e.g. ``{0: "20GiB", "cpu": "60GiB"}``.
+        offload_folder: where accelerate keeps the weights of layers placed on "disk".
 
     Returns:
         A :class:`LoadedModel`.
@@ -401,10 +406,10 @@ def load_model(
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise InterpError(f"unknown dtype '{dtype}': use float32, bfloat16 or float16")
         dtype = getattr(torch, dtype)
-    if max_memory is not None and device_map is None:
-        raise InterpError("max_memory needs device_map (e.g. device_map='auto')")
+    if (max_memory is not None or offload_folder is not None) and device_map is None:
+        raise InterpError("max_memory and offload_folder need device_map (e.g. device_map='auto')")
     display, source = _resolve(name)
-    model, tokenizer = _load_hf(source, display, dtype, device, attn_implementation, device_map, max_memory)
+    model, tokenizer = _load_hf(source, display, dtype, device, attn_implementation, device_map, max_memory, offload_folder)
     return wrap_model(model, tokenizer, name=display, backend=backend, source=str(source))
 
 

@@ -19,8 +19,15 @@ pytestmark = pytest.mark.slow
 def test_embedded_model_facts_and_a_known_fact(embedded):
     a = embedded.arch
     assert (a.n_layers, a.n_heads, a.n_kv_heads, a.d_head, a.n_ctx) == (30, 9, 3, 64, 8192)
-    # Capture does not switch the model to eager attention.
-    assert embedded.hf_model.config._attn_implementation == "interp_sdpa"
+    # Capture does not switch the model to eager attention: SDPA is routed through interp only
+    # while a capture is attached, and the model gets its own SDPA back afterwards.
+    from interp.hooks import capture
+
+    assert embedded.hf_model.config._attn_implementation == "sdpa"
+    with capture(embedded, layers=[0], keep=("q",)):
+        assert embedded.hf_model.config._attn_implementation == "interp_sdpa"
+    assert embedded.hf_model.config._attn_implementation == "sdpa"
+    assert all(s.scale == 0.125 and s.sliding_window is None and s.softcap is None for s in a.attention)
     logits = embedded.forward(embedded.encode("The capital of France is"))
     assert embedded.decode([int(logits[0, -1].argmax())]).strip() == "Paris"
 

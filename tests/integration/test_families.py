@@ -191,3 +191,66 @@ def test_hf_and_transformer_lens_backends_agree_or_tl_is_refused(family, tmp_pat
         st_hf = attention_stats(a["q", layer], a["k", layer], **hf.attention_kwargs(layer), backend="torch")
         st_tl = attention_stats(b["q", layer], b["k", layer], **tl.attention_kwargs(layer), backend="torch")
         assert torch.allclose(st_hf.entropy, st_tl.entropy, atol=TOL)
+
+
+def test_flex_attention_is_wrapped_too():
+    """flex_attention (compiled on first use, so one family only: Gemma 2 has both a window and a
+    soft-cap, which flex applies through its score and mask functions)."""
+    ids = _ids()
+    model = build("gemma2", "flex_attention")
+    with torch.no_grad():
+        eager = _eager_twin(model)(ids, output_attentions=True)
+    lm = wrap_model(model, None, name="gemma2")
+    with capture(lm, keep=("q", "k")) as cap:
+        assert model.config._attn_implementation == "interp_flex_attention"
+        logits = lm.forward(ids)
+    assert model.config._attn_implementation == "flex_attention"
+    assert torch.allclose(logits, eager.logits, atol=TOL)
+    for layer in range(3):
+        st = attention_stats(cap["q", layer], cap["k", layer], **lm.attention_kwargs(layer), backend="torch")
+        ent, col, top1 = _max_errors(st, _eager_stats(eager.attentions[layer]))
+        assert ent < TOL and col < TOL and top1, layer
+
+
+def test_an_implementation_interp_cannot_wrap_is_refused():
+    from interp.errors import InterpError
+
+    model = build("llama")
+    model.config._attn_implementation = "paged|eager"
+    with pytest.raises(InterpError, match="cannot wrap: load it with attn_implementation="):
+        wrap_model(model, None, name="llama")
+
+
+def test_a_layer_kind_the_kernel_cannot_reproduce_is_refused():
+    from interp.errors import InterpError
+
+    model = build("qwen2")
+    model.config.layer_types = ["full_attention", "chunked_attention", "full_attention"]
+    with pytest.raises(InterpError, match="layer 1 .* 'chunked_attention' attention, which the statistics kernel cannot"):
+        wrap_model(model, None, name="qwen2")
+
+
+def test_unsupported_and_unknown_families_name_the_fix():
+    from interp.errors import InterpError
+    from interp.hooks import adapter_for
+
+    with pytest.raises(InterpError, match="'falcon' is not supported: .*AttentionInterface.*Supported are"):
+        adapter_for("falcon")
+    with pytest.raises(InterpError, match="no hook adapter for model type 'bert'.*gpt_oss.*Add a row"):
+        adapter_for("bert")
+
+
+def test_a_layer_whose_settings_change_after_wrapping_is_refused_not_misread():
+    from interp.errors import InterpError
+
+    model = build("gemma2")
+    lm = wrap_model(model, None, name="gemma2")
+    lm.adapter.attention(lm, 1).scaling *= 2  # the kernel would now use the wrong scale
+    with pytest.raises(InterpError, match="layer 1 ran with scale"):
+        with capture(lm, keep=("q",)):
+            lm.forward(_ids())
+    lm.adapter.attention(lm, 1).scaling /= 2
+    lm.adapter.attention(lm, 2).attn_logit_softcapping = 7.0
+    with pytest.raises(InterpError, match="layer 2 ran with soft-cap 7.0 but interp read 2.0"):
+        with capture(lm, keep=("q",)):
+            lm.forward(_ids())
