@@ -24,7 +24,7 @@ from torch import Tensor
 
 from interp.errors import InterpError
 
-__all__ = ["Problem", "RawStats", "prepare", "column_counts"]
+__all__ = ["Problem", "RawStats", "prepare", "column_counts", "target_stats"]
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 
@@ -50,6 +50,9 @@ class Problem:
     rows: Tensor  # [n_rows] int64, indices into q's query_pos for the row statistics
     columns: bool
     padded: bool  # whether any key is padding
+    # [batch, n_rows, n_targets] int64 expected key index per requested row, -1 = none; or None
+    targets: Tensor | None = None
+    targets_2d: bool = False  # the user passed [batch, n_rows]: return [batch, head, n_rows]
 
     @property
     def batch(self) -> int:
@@ -84,6 +87,18 @@ class Problem:
         """[batch, query_pos] bool: whether each query row is a real token."""
         return self.key_real[:, self.offset :]
 
+    def target_visible(self) -> Tensor:
+        """[batch, n_rows, n_targets] bool: the target key exists and the row may see it."""
+        assert self.targets is not None
+        t = self.targets
+        a = (self.offset + self.rows)[None, :, None]
+        ok = (t >= 0) & self.key_real.gather(1, t.clamp(min=0).flatten(1)).view_as(t)
+        if self.causal:
+            ok &= t <= a
+        if self.sliding_window is not None:
+            ok &= t > a - self.sliding_window
+        return ok
+
 
 @dataclass(frozen=True)
 class RawStats:
@@ -104,6 +119,8 @@ class RawStats:
     seg: Tensor | None  # [batch, head, n_rows, n_segments]
     recv_sum: Tensor | None
     band_sum: Tensor | None
+    target_mass: Tensor | None = None  # [batch, head, n_rows, n_targets] A_{i, target}
+    target_score: Tensor | None = None  # [batch, head, n_rows, n_targets] s_{i, target}
 
 
 def column_counts(problem: Problem) -> tuple[Tensor, Tensor]:
@@ -146,6 +163,7 @@ def prepare(
     key_padding_mask: Tensor | None,
     query_rows: Tensor | Sequence[int] | None,
     columns: bool,
+    targets: Tensor | None = None,
 ) -> Problem:
     """Check every argument of `attention_stats` and normalise it. Raises InterpError."""
     _check_qk(q, k)
@@ -174,6 +192,7 @@ def prepare(
     first_real = torch.where(has_real, key_real.to(torch.int8).argmax(1), key_pos).to(torch.int64)
     segs, n_seg = _segments(segments, n_segments, batch, key_pos, device)
     rows = _rows(query_rows, query_pos, device)
+    tgt = _targets(targets, batch, rows.numel(), key_pos, device)
     return Problem(
         q=q,
         k=k,
@@ -192,6 +211,8 @@ def prepare(
         rows=rows,
         columns=bool(columns),
         padded=key_padding_mask is not None and not bool(key_real.all()),
+        targets=tgt,
+        targets_2d=targets is not None and targets.ndim == 2,
     )
 
 
@@ -295,3 +316,60 @@ def _rows(query_rows: Tensor | Sequence[int] | None, query_pos: int, device: tor
             f"got values {int(rows.min())}..{int(rows.max())}"
         )
     return rows.to(torch.int64)
+
+
+def _targets(targets: Tensor | None, batch: int, n_rows: int, key_pos: int, device: torch.device) -> Tensor | None:
+    """[batch, n_rows, n_targets] int64 on `device`, or None."""
+    if targets is None:
+        return None
+    if not isinstance(targets, Tensor) or targets.ndim not in (2, 3) or tuple(targets.shape[:2]) != (batch, n_rows):
+        got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
+        raise InterpError(
+            f"targets must be a LongTensor [batch, n_rows] or [batch, n_rows, n_targets] with batch={batch} and "
+            f"n_rows={n_rows} (one entry per requested query row), got {got}"
+        )
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        raise InterpError(f"targets must hold integer key indices (-1 = none), got {targets.dtype}")
+    t = targets.to(device=device, dtype=torch.int64)
+    if t.ndim == 2:
+        t = t[..., None]
+    if t.numel() and (int(t.min()) < -1 or int(t.max()) >= key_pos):
+        raise InterpError(
+            f"targets out of range: key indices must be -1 (no target) or 0..{key_pos - 1}, "
+            f"got values {int(t.min())}..{int(t.max())}"
+        )
+    return t.contiguous()
+
+
+def target_stats(problem: Problem, lse: Tensor) -> tuple[Tensor, Tensor]:
+    """The target-key statistics from the rows' final lse, by direct dot products (no tile).
+
+    s_it = scale * q_i . k_t (soft-capped), A_it = exp(s_it - lse_i) where row i may see t, else 0.
+    Gathers one key per (row, target), grouped by kv head, so GQA keys are never repeated.
+
+    Args:
+        lse: [batch, head, n_rows] the requested rows' normalisers (sink included).
+
+    Returns:
+        (mass, score), [batch, head, n_rows, n_targets] in the compute dtype (float32, or
+        float64 for float64 input); NaN where the target is -1.
+    """
+    pb = problem
+    assert pb.targets is not None
+    cdtype = torch.float64 if pb.q.dtype == torch.float64 else torch.float32
+    n_rows, n_tgt = pb.targets.shape[1], pb.targets.shape[2]
+    t = pb.targets.clamp(min=0)
+    mass = torch.empty(pb.batch, pb.heads, n_rows, n_tgt, dtype=cdtype, device=pb.q.device)
+    score = torch.empty_like(mass)
+    for b in range(pb.batch):
+        q = pb.q[b][:, pb.rows].to(cdtype).view(pb.kv_heads, pb.group, n_rows, -1)  # [kv, g, r, d]
+        k = pb.k[b][:, t[b].flatten()].to(cdtype).view(pb.kv_heads, n_rows, n_tgt, -1)  # [kv, r, n, d]
+        s = torch.einsum("kgrd,krnd->kgrn", q, k).reshape(pb.heads, n_rows, n_tgt) * pb.scale
+        if pb.softcap is not None:
+            s = torch.tanh(s / pb.softcap) * pb.softcap
+        score[b] = s
+        mass[b] = torch.exp(s - lse[b].to(cdtype)[..., None])
+    vis = pb.target_visible()[:, None]
+    mass = mass.masked_fill(~vis, 0.0)
+    none = (pb.targets < 0)[:, None]
+    return mass.masked_fill(none, float("nan")), score.masked_fill(none, float("nan"))

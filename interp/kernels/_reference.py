@@ -73,6 +73,10 @@ def reference_stats(problem: Problem, dtype: torch.dtype = torch.float64) -> dic
     if out["seg"] is not None:
         out["seg"] = out["seg"].masked_fill(~row_real[..., None], float("nan"))
 
+    out.update(target=None, target_score=None)
+    if problem.targets is not None:
+        out["target"], out["target_score"] = _target(problem, ar, row_real, dtype)
+
     out.update(recv=None, recv_mean=None, band=None)
     if problem.columns:
         real_q = problem.query_real()[:, :, None]  # [batch, query_pos, 1]
@@ -86,6 +90,22 @@ def reference_stats(problem: Problem, dtype: torch.dtype = torch.float64) -> dic
         out["recv_mean"] = (recv / sees.sum(1)[:, None].to(dtype)).masked_fill(key_pad, float("nan"))
         out["band"] = (band_sum / in_band.sum(1)[:, None].to(dtype)).masked_fill(key_pad, float("nan"))
     return out
+
+
+def _target(problem: Problem, a_rows: Tensor, row_real: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """A_{i, target} gathered from the dense attention; s_{i, target} from the dense unmasked scores."""
+    q = problem.q.to(dtype)[:, :, problem.rows]
+    k = problem.k.to(dtype).repeat_interleave(problem.group, dim=1)
+    s = (q @ k.transpose(-1, -2)) * problem.scale  # [batch, head, n_rows, key_pos], no mask
+    if problem.softcap is not None:
+        s = problem.softcap * torch.tanh(s / problem.softcap)
+    idx = problem.targets.clamp(min=0)[:, None].expand(-1, problem.heads, -1, -1)
+    mass, score = a_rows.gather(-1, idx), s.gather(-1, idx)
+    undefined = (problem.targets < 0)[:, None] | ~row_real[..., None]
+    mass, score = mass.masked_fill(undefined, float("nan")), score.masked_fill(undefined, float("nan"))
+    if problem.targets_2d:
+        mass, score = mass[..., 0], score[..., 0]
+    return mass, score
 
 
 def _lse(problem: Problem, s: Tensor) -> Tensor:

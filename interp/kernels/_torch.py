@@ -22,13 +22,16 @@ computed, so a causal chunk of rows ending at key index a only touches keys 0..a
   sink);
 - waad = mu W - sum p_ij * max(W - (a_i - j), 0): only the last W keys of each row differ
   from W, so it is a product over a narrow diagonal band of the tile;
-- recv adds (real-row indicator) @ p, band adds the band-masked p, both over rows.
+- recv adds (real-row indicator) @ p, band adds the band-masked p, both over rows;
+- target keys (A_{i, target[i]}) need only the final lse: after the chunks, one dot product
+  per (row, target) gives s_it and A_it = exp(s_it - lse_i) (`_problem.target_stats`).
 fp16/bf16 inputs are upcast (q per chunk, k once per batch element); everything accumulates
 in float32 (float64 input: float64), column sums in float64.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from interp.kernels._problem import Problem, RawStats
+from interp.kernels._problem import Problem, RawStats, target_stats
 
 __all__ = ["torch_stats", "tile_stats", "TILE_BYTES"]
 
@@ -141,7 +144,12 @@ def torch_stats(
                 inputs = _tile_inputs(pb, chunk, holes, pb.q[b], kb, cdtype)
                 acc.add(chunk, slice(start, stop), tile_fn(**inputs), band_start=inputs["band_start"])
             start = stop
-    return acc.result()
+    raw = acc.result()
+    if pb.targets is None:
+        return raw
+    # target keys: one dot product per (row, target) against the rows' final lse
+    mass, score = target_stats(pb, raw.lse.nan_to_num(0.0))
+    return dataclasses.replace(raw, target_mass=mass, target_score=score)
 
 
 @dataclass(frozen=True)

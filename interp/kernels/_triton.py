@@ -10,6 +10,9 @@ Pass 2, the column pass, swaps the roles: a program owns BLOCK_N keys of one hea
 over the query tiles that can see them. It recomputes p = exp(s - lse) from the lse stored
 by pass 1, so each column sum is complete inside one program: no atomics.
 
+A third, small pass serves the target-key statistics (A_{i, target[i]}): it needs only the
+final lse, so each (row, target) is one gathered key row and one fp32 dot product.
+
 Learned sink logits (GPT-OSS) only touch the row pass's epilogue: the sink adds
 exp(sigma - m) to the normaliser, the accumulators are rescaled to the new normaliser, and
 the stored lse includes the sink, so the column pass's p = exp(s - lse) is already right.
@@ -294,6 +297,57 @@ def _column_pass(
     tl.store(Band + out, band, mask=key_ok)
 
 
+@triton.jit
+def _target_pass(
+    Q, K, KeyReal, Rows, Tgt, Lse,  # inputs; Tgt [batch, n_rows, n_tgt] int32 (-1 = none), Lse [batch, head, n_rows]
+    Mass, Score,  # outputs, [batch, head, n_rows, n_tgt]
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    n_rows, n_heads, group, n_keys, offset, n_tgt,
+    scale, cap, sliding,
+    HEAD_DIM: tl.constexpr,
+    CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, SLIDING: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    # -- the target pass: A_{i, t} = exp(s_it - lse_i) needs only the row's final lse (from
+    #    the row pass), so each (row, target) is one gathered key row and one dot product --
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // n_heads).to(tl.int64)
+    h = (pid_bh % n_heads).to(tl.int64)
+    kv = h // group
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < n_rows
+    rows = tl.load(Rows + offs_m, mask=row_ok, other=0)
+    a = offset + rows
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+        mask=row_ok[:, None],
+        other=0.0,
+    ).to(tl.float32)
+    lse = tl.load(Lse + pid_bh * n_rows + offs_m, mask=row_ok, other=0.0)
+    k_base = K + b * stride_kb + kv * stride_kh
+    for c in range(0, n_tgt):
+        t = tl.load(Tgt + (b * n_rows + offs_m) * n_tgt + c, mask=row_ok, other=-1)
+        has = t >= 0
+        tc = tl.where(has, t, 0)
+        kt = tl.load(k_base + tc[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=row_ok[:, None], other=0.0)
+        s = tl.sum(q * kt.to(tl.float32), 1) * scale
+        if SOFTCAP:
+            s = _softcap(s, cap)
+        # -- visible: a real key the row may see (causal, window); else the row puts 0 on it --
+        vis = has & (tl.load(KeyReal + b * n_keys + tc, mask=row_ok, other=0) != 0)
+        if CAUSAL:
+            vis = vis & (tc <= a)
+        if SLIDING:
+            vis = vis & (tc > a - sliding)
+        mass = tl.where(vis, tl.exp(s - lse), 0.0)
+        out = (pid_bh * n_rows + offs_m) * n_tgt + c
+        tl.store(Mass + out, tl.where(has, mass, float("nan")), mask=row_ok)
+        tl.store(Score + out, tl.where(has, s, float("nan")), mask=row_ok)
+
+
 _ROW_KEY = ["HEAD_DIM", "SEG_PAD", "CAUSAL", "PRECISION", "t_bucket"]
 _COL_KEY = ["HEAD_DIM", "CAUSAL", "PRECISION", "t_bucket"]
 _row_tuned = _column_tuned = None  # the interpreter runs one fixed config
@@ -383,7 +437,26 @@ def triton_stats(problem: Problem, config: dict | None = None) -> RawStats:
         keep = pb.rows
         lse, top1, top1p, ent, sink, dist, waad = (t[:, :, keep] for t in (lse, top1, top1p, ent, sink, dist, waad))
         seg_out = seg_out[:, :, keep]
+    target_mass = target_score = None
+    if pb.targets is not None:
+        n_req, n_tgt = pb.targets.shape[1], pb.targets.shape[2]
+        target_mass = torch.empty(pb.batch, pb.heads, n_req, n_tgt, **f32)
+        target_score = torch.empty_like(target_mass)
+        if n_req and n_tgt:
+            block = 16 if n_req <= 16 else 64
+            _target_pass[(triton.cdiv(n_req, block), pb.batch * pb.heads)](
+                q, k, key_real, pb.rows.to(torch.int32).contiguous(), pb.targets.to(torch.int32).contiguous(),
+                lse.contiguous(),
+                target_mass, target_score,
+                *q.stride(), *k.stride(),
+                n_req, pb.heads, pb.group, pb.key_pos, pb.offset, n_tgt,
+                pb.scale, pb.softcap or 1.0, pb.sliding_window or 1,
+                HEAD_DIM=head_dim, CAUSAL=pb.causal, SOFTCAP=pb.softcap is not None,
+                SLIDING=pb.sliding_window is not None, BLOCK_M=block, enable_fp_fusion=True,
+            )  # fmt: skip
     return RawStats(
+        target_mass=target_mass,
+        target_score=target_score,
         lse=lse,
         top1=top1.to(torch.int64),
         top1p=top1p,

@@ -66,6 +66,15 @@ class AttentionStats:
     - band: mean of A_ij over real queries with lo <= i - j <= hi (i up to the last query
       row of q; with query_pos < key_pos only the rows present in q count); FAI of
       Li et al. 2025 with (lo, hi) = (10, 100). NaN when no query falls in the band.
+
+    Target-key statistics (None unless `targets` was given), [batch, head, n_rows] for targets
+    [batch, n_rows], [batch, head, n_rows, n_targets] for targets [batch, n_rows, n_targets]:
+
+    - target: A_{i, t}, the mass of row i on its expected key t = targets[b, r] (0 when the row
+      may not see t); the head-detector score of TransformerLens's `head_detector` per row.
+    - target_score: s_{i, t}, the scaled (and soft-capped) logit of that key, unmasked; the
+      QK-score of Tulchinskii et al. 2024 up to the positive factor `scale`.
+      Both are NaN where the target is -1 and on padded query rows.
     """
 
     lse: Tensor
@@ -80,6 +89,8 @@ class AttentionStats:
     recv: Tensor | None
     recv_mean: Tensor | None
     band: Tensor | None
+    target: Tensor | None = None
+    target_score: Tensor | None = None
 
     def to_dataframe(self, which: str = "rows") -> pd.DataFrame:
         """Long format: one line per (batch, head, row) with a column per statistic.
@@ -126,6 +137,7 @@ def attention_stats(
     softcap: float | None = None,
     sliding_window: int | None = None,
     sink_logits: Float[Tensor, " head"] | None = None,
+    targets: Int[Tensor, "batch n_rows *n_targets"] | None = None,
 ) -> AttentionStats:
     """Row and column attention statistics of one layer (definitions: METRICS.md).
 
@@ -159,6 +171,8 @@ def attention_stats(
             `module.sinks`), or None. Taken as is: not scaled, not soft-capped. lse then
             includes the sink term, log(exp(sigma_h) + sum_j exp(s_ij)); entropy sums over the
             real keys only.
+        targets: expected key index per requested row ([batch, n_rows] or [batch, n_rows,
+            n_targets], -1 = none): adds `target` (A_{i,t}) and `target_score` (s_{i,t}).
 
     Returns:
         AttentionStats; float32 (float64 for the reference backend).
@@ -182,6 +196,7 @@ def attention_stats(
         key_padding_mask=key_padding_mask,
         query_rows=query_rows,
         columns=columns,
+        targets=targets,
     )
     if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise InterpError(f"chunk_size must be None or an int >= 1, got {chunk_size!r}")
@@ -233,5 +248,15 @@ def _finalize(problem: Problem, raw: RawStats) -> AttentionStats:
         cols["recv"] = raw.recv_sum.float().masked_fill(key_pad, nan)
         cols["recv_mean"] = (raw.recv_sum / recv_count[:, None]).float().masked_fill(key_pad, nan)
         cols["band"] = (raw.band_sum / band_count[:, None]).float().masked_fill(key_pad, nan)
-    return AttentionStats(seg=seg, query_rows=problem.offset + problem.rows, **rows, **cols)
+    target = target_score = None
+    if problem.targets is not None:
+        assert raw.target_mass is not None and raw.target_score is not None
+        row_pad = ~row_real[..., None]
+        target = raw.target_mass.float().masked_fill(row_pad, nan)
+        target_score = raw.target_score.float().masked_fill(row_pad, nan)
+        if problem.targets_2d:
+            target, target_score = target[..., 0], target_score[..., 0]
+    return AttentionStats(
+        seg=seg, query_rows=problem.offset + problem.rows, **rows, **cols, target=target, target_score=target_score
+    )
 
