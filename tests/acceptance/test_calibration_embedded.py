@@ -98,20 +98,45 @@ def test_cli_calibrate_act(tmp_path, monkeypatch, embedded, small_task):
     assert pd.read_csv(out / "accuracy.csv").equals(acc.reset_index())
 
 
+def _split_scores(lm, task, split, gamma=None):
+    """(accuracy, mean log-prob of the correct choice) of a split from one unpadded forward pass
+    per item, with ZeroTuning's log(gamma) first-token bias on every head when gamma is given:
+    an independent route from the CLI's batched, left-padded scoring."""
+    from interp.analyses.calibration import zerotune_edits
+
+    cids = choice_token_ids(lm, task.choices)
+    heads = [(layer, h) for layer in range(lm.arch.n_layers) for h in range(lm.arch.n_heads)]
+    correct, logps = [], []
+    for it in task.split(split):
+        ids = lm.encode(it.prompt)
+        edits = zerotune_edits(lm, heads, gamma, batch=1, key_pos=ids.shape[1]) if gamma else []
+        with intervene(lm, edits):
+            scores = torch.log_softmax(lm.forward(ids)[0, -1, cids].double(), -1)
+        correct.append(int(scores.argmax()) == it.answer)
+        logps.append(float(scores[it.answer]))
+    return sum(correct) / len(correct), sum(logps) / len(logps), correct
+
+
 def test_cli_calibrate_zerotune(tmp_path, monkeypatch, embedded, small_task):
     out = tmp_path / "zt"
-    argv = ["calibrate", "zerotune", "--task", str(small_task), "--gammas", "2", "--out", str(out)]
+    argv = ["calibrate", "zerotune", "--task", str(small_task), "--gammas", "0.5,2", "--out", str(out)]
     assert _main(monkeypatch, embedded, argv) == 0
+    task = load_task(str(small_task))
+    # The search's numbers equal the independent ones, grid point by grid point.
+    expected = {g: _split_scores(embedded, task, "calibration", g) for g in (None, 0.5, 2.0)}
     search = pd.read_csv(out / "search.csv")
-    assert len(search) == 2
+    assert len(search) == 3
+    for row, g in zip(search.itertuples(), (None, 0.5, 2.0)):
+        acc, logp, _ = expected[g]
+        assert row.accuracy == pytest.approx(acc) and row.mean_logp == pytest.approx(logp, abs=1e-4), g
+    # The chosen gamma is the independent argmax of (accuracy, log-prob), 1 when none beats the
+    # uncalibrated model; held-out correctness after calibration follows it.
+    best = max((0.5, 2.0), key=lambda g: expected[g][:2])
+    want = best if expected[best][:2] > expected[None][:2] else 1.0
     info = json.loads((out / "run.json").read_text())["summary"]
-    assert info["gamma"] in (2.0, 1.0)
-    best = search.iloc[1:].sort_values(["accuracy", "mean_logp"]).iloc[-1]
-    base = search.iloc[0]
-    if (best.accuracy, best.mean_logp) > (base.accuracy, base.mean_logp):
-        assert info["gamma"] == best.gamma
-    else:
-        assert info["gamma"] == 1.0 and info["heads"] == []
+    assert info["gamma"] == want
+    items = pd.read_csv(out / "items.csv")
+    assert items.correct_after.tolist() == _split_scores(embedded, task, "heldout", None if want == 1.0 else want)[2]
 
 
 @pytest.mark.parametrize(

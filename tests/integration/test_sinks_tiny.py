@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.analyses.sinks import SinkConfig, scan_window, sink_members
+from interp.analyses.sinks import SinkConfig, scan_window
 from interp.errors import InterpError
 from interp.hooks import capture
 
@@ -32,9 +32,11 @@ def test_scan_window_matches_float64(tiny_lm):
         assert np.allclose(rec["first_token_mass"][layer], ftm.numpy(), atol=1e-5)
         assert np.allclose(rec["alpha0"][layer], rm[:, 0].numpy(), atol=1e-5)
         expected_count += (rm > 0.15).sum(0).numpy()
-        member, hidden = sink_members(rm, 0.1, 3)
-        for h, j in member.nonzero().tolist():
-            expected_hits.append((layer, h, j, bool(hidden[h, j])))
+        # Yu et al.: S = {j : recv_mean_j > tau, seen by >= min_queries (3) queries}; the first
+        # member of S per head is the ordinary sink, the others are hidden.
+        for h in range(lm.arch.n_heads):
+            members = [j for j in range(t) if rm[h, j] > 0.1 and t - j >= 3]
+            expected_hits += [(layer, h, j, j != members[0]) for j in members]
     got = [(l, h, j, hid) for l, h, j, _, hid in rec["hits"]]
     assert got == expected_hits
     assert any(hid for *_, hid in got)  # the check covers hidden sinks too
@@ -43,10 +45,22 @@ def test_scan_window_matches_float64(tiny_lm):
 
 
 def test_scan_window_subset_of_layers_stops_early(tiny_lm):
+    """With only layer 0 analysed, the pass stops after layer 0's attention: later layers and
+    the [T, vocab] logits are never computed, and layer 0's numbers are those of a full pass."""
     lm = tiny_lm
     ids = torch.randint(0, 97, (1, 12), generator=torch.Generator().manual_seed(4))
-    rec = scan_window(lm, ids, SinkConfig(length=12), [0])
-    assert np.asarray(rec["alpha0"]).shape == (1, lm.arch.n_heads)
+    ran = []
+    layers = lm.adapter.layers(lm)
+    handles = [layers[i].register_forward_pre_hook(lambda m, a, i=i: ran.append(i)) for i in range(len(layers))]
+    handles.append(lm.hf_model.lm_head.register_forward_pre_hook(lambda m, a: ran.append("lm_head")))
+    try:
+        rec = scan_window(lm, ids, SinkConfig(length=12, min_queries=1), [0])
+    finally:
+        for h in handles:
+            h.remove()
+    assert ran == [0]
+    full = scan_window(lm, ids, SinkConfig(length=12, min_queries=1), list(range(lm.arch.n_layers)))
+    assert np.allclose(rec["alpha0"][0], full["alpha0"][0]) and rec["hits"] == [x for x in full["hits"] if x[0] == 0]
 
 
 def test_layers_out_of_range(tiny_lm):
