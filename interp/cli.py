@@ -16,7 +16,7 @@ from interp.errors import InterpError
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic interpretability of attention.")
-score = typer.Typer(no_args_is_help=True, help="Score heads: retrieval, sinks, preplan.")
+score = typer.Typer(no_args_is_help=True, help="Score heads: retrieval, sinks, preplan, detectors, select-copy, qr-heads, influence.")
 calibrate = typer.Typer(no_args_is_help=True, help="Training-free attention calibrations (ACT, ZeroTuning).")
 patch = typer.Typer(no_args_is_help=True, help="Circuit patching on IOI and Colored Objects.")
 app.add_typer(score, name="score")
@@ -39,7 +39,7 @@ def _launch(
 
 
 _GROUPS = {"app": app, "score": score, "calibrate": calibrate, "patch": patch}
-_COMMAND_MODULES = ("demo", "retrieval", "sinks", "patching", "preplan", "report")
+_COMMAND_MODULES = ("demo", "retrieval", "sinks", "patching", "preplan", "heads", "report")
 
 for _name in _COMMAND_MODULES:
     try:

@@ -1,0 +1,86 @@
+"""`interp score heads`, `score select-copy`, `score qr-heads` and `score influence`.
+
+Thin typer layer: flags map onto the configs of `interp.analyses.heads`, `select_copy`,
+`qr_heads` and `influence`; each command calls one library function and writes its tables,
+run.json and a figure into --out.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["register", "score_heads_cmd"]
+
+_MODEL_HELP = "HF hub id or local folder (default: embedded SmolLM2-135M-Instruct)."
+
+
+def _layers(text: Optional[str]):
+    from interp.commands.sinks import _parse_ints
+
+    return _parse_ints(text, "--layers")
+
+
+def _write(folder: Path, lm, settings: dict, started: float, tables: dict, figures: dict, summary: dict) -> dict:
+    from interp.plots.export import save_figure
+    from interp.runs import atomic_write_csv, atomic_write_json, run_info
+
+    for name, df in tables.items():
+        atomic_write_csv(folder / f"{name}.csv", df)
+    for name, fig in figures.items():
+        save_figure(fig, folder / f"{name}.html")
+    info = run_info(lm, settings=settings, started=started)
+    info["summary"] = summary
+    atomic_write_json(folder / "run.json", info)
+    return info
+
+
+def score_heads_cmd(
+    kind: str = typer.Option("previous,duplicate,induction", "--kind", help="Detectors, comma-separated: previous, duplicate, induction."),
+    model: Optional[str] = typer.Option(None, "--model", help=_MODEL_HELP),
+    texts: Optional[Path] = typer.Option(None, "--texts", help="Also score on your texts: UTF-8 file, texts separated by lines '---'."),
+    no_random: bool = typer.Option(False, "--no-random", help="Skip the repeated random tokens (needs --texts)."),
+    n_seqs: int = typer.Option(8, "--n-seqs", help="Repeated random sequences."),
+    length: int = typer.Option(64, "--length", help="Random tokens per copy (sequences are 1 + 2 x length tokens)."),
+    seed: int = typer.Option(0, "--seed"),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layers (default: all)."),
+    backend: str = typer.Option("auto", "--backend", help="interp.kernels backend: auto, reference, torch, triton."),
+    out: Path = typer.Option(Path("runs/heads"), "--out", help="Output folder."),
+) -> None:
+    """Previous-token, duplicate-token and induction heads (TransformerLens's head_detector scores);
+    writes heads.csv, run.json and heads.html into OUT."""
+    from rich.console import Console
+
+    from interp.analyses.heads import HeadConfig, parse_kinds, score_heads
+    from interp.analyses.sinks import read_texts
+    from interp.models import load_model
+    from interp.plots.heads import detector_figure
+    from interp.runs import prepare_out_dir
+
+    started = time.time()
+    config = HeadConfig(
+        kinds=parse_kinds(kind), random=not no_random, n_seqs=n_seqs, length=length, seed=seed,
+        texts=read_texts(texts) if texts is not None else None, layers=_layers(layers), backend=backend,
+    )  # fmt: skip
+    config.validate()
+    folder = prepare_out_dir(out)
+    lm = load_model(model)
+    result = score_heads(lm, config)
+    figures = {"heads": detector_figure(result)}
+    if "text" in result.sources and "random" in result.sources:
+        figures["heads_text"] = detector_figure(result, "text")
+    settings = {**config.settings(), "texts_file": str(texts) if texts else None, "model": lm.name}
+    info = _write(folder, lm, settings, started, {"heads": result.to_dataframe()}, figures, result.summary())
+    console = Console(stderr=True)
+    for source in result.sources:
+        for k in result.kinds:
+            tops = ", ".join(f"L{l}H{h} ({v:.2f})" for l, h, v in result.top(k, 5, source))
+            console.print(f"[bold]{k}[/] ({source}): {tops}")
+    console.print(f"wrote heads.csv, run.json, {', '.join(f + '.html' for f in figures)} to {folder} ({info['wall_seconds']} s)")
+
+
+def register(groups) -> None:
+    groups["score"].command("heads")(score_heads_cmd)

@@ -1,0 +1,29 @@
+"""Bad input to the head commands fails with one `error:` line and exit code 2, before the model loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "interp.cli", "score", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("heads", "--kind", "induction,bogus"), "unknown head kind"),
+        (("heads", "--texts", "{empty}"), "is empty"),
+        (("heads", "--no-random"), "nothing to score"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, args, message):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    proc = _cli(*[a.format(empty=empty) for a in args], "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and proc.stderr.startswith("error:")
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,71 @@
+"""Head detectors: expected keys against brute-force definitions, random sequences, row scores, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.analyses.heads import HeadConfig, expected_keys, parse_kinds, repeated_random_tokens, row_scores
+from interp.errors import InterpError
+
+
+def _brute(ids, kind, exclude_current=True):
+    out = []
+    for i in range(len(ids)):
+        if kind == "previous":
+            out.append({i - 1} if i else set())
+        elif kind == "duplicate":
+            out.append({j for j in range(i) if ids[j] == ids[i]})
+        else:
+            out.append({j + 1 for j in range(i) if ids[j] == ids[i] and not (exclude_current and j + 1 == i)})
+    return out
+
+
+@pytest.mark.parametrize("kind", ["previous", "duplicate", "induction"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_expected_keys_match_brute_force(kind, seed):
+    ids = torch.randint(0, 5, (40,), generator=torch.Generator().manual_seed(seed)).tolist()
+    got = expected_keys(ids, kind, max_targets=64)
+    want = _brute(ids, kind)
+    assert [set(r[r >= 0].tolist()) for r in got] == want
+    assert any(len(w) > 1 for w in want) or kind == "previous"
+
+
+def test_max_targets_keeps_the_most_recent():
+    ids = [7, 7, 7, 7, 7]
+    got = expected_keys(ids, "duplicate", max_targets=2)
+    assert got[4].tolist() == [3, 2] and got[1].tolist() == [0, -1] and got[0].tolist() == [-1, -1]
+
+
+def test_repeated_random_tokens_structure():
+    ids = repeated_random_tokens(3, 10, vocab=50, seed=1, first=0, avoid=[0, 1, 2])
+    assert ids.shape == (3, 21) and (ids[:, 0] == 0).all()
+    assert torch.equal(ids[:, 1:11], ids[:, 11:])
+    for row in ids:
+        assert len(set(row[1:11].tolist())) == 10 and not {0, 1, 2} & set(row[1:].tolist())
+    # on them, induction targets are exactly i - length + 1 in the second copy, none in the first
+    t = expected_keys(ids[0], "induction")
+    assert (t[:11] == -1).all() and t[11:, 0].tolist() == list(range(2, 12))
+    assert (t[11:, 1:] == -1).all()
+
+
+def test_row_scores_sum_filled_slots():
+    mass = torch.tensor([[0.2, 0.3, float("nan")], [float("nan")] * 3, [0.0, float("nan"), float("nan")]])
+    got = row_scores(mass)
+    assert got[0].item() == pytest.approx(0.5) and got[1].isnan() and got[2].item() == 0.0
+
+
+def test_bad_input():
+    with pytest.raises(InterpError, match="unknown head kind"):
+        parse_kinds("induction,bogus")
+    with pytest.raises(InterpError, match="unknown head kind"):
+        parse_kinds("")
+    assert parse_kinds("induction, previous") == ("previous", "induction")
+    with pytest.raises(InterpError, match="empty"):
+        HeadConfig(texts=()).validate()
+    with pytest.raises(InterpError, match="empty"):
+        HeadConfig(texts=("ok", "  ")).validate()
+    with pytest.raises(InterpError, match="nothing to score"):
+        HeadConfig(random=False).validate()
+    with pytest.raises(InterpError, match="distinct tokens"):
+        repeated_random_tokens(1, 10, vocab=8)
