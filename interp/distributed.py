@@ -38,7 +38,9 @@ __all__ = [
     "World",
     "world",
     "map_units",
+    "finished",
     "open_log",
+    "open_parted_log",
     "log_add",
     "barrier",
     "settings_digest",
@@ -296,6 +298,69 @@ def open_log(path: str | os.PathLike, settings: dict, fresh: bool = False):
     return log
 
 
+class _RankLog:
+    """A log kept in parts, for drivers that number their own records (patching logs passes):
+    ``records`` holds the main log and every part (any world size), ``add`` appends to this
+    rank's part (to the main log in a one-process run), its id tagged with the rank so
+    that ids numbered independently by each rank never collide."""
+
+    def __init__(self, path: Path, settings: dict, w: World):
+        from interp.runs import SampleLog
+
+        self.path = Path(path)
+        self.settings = json.loads(json.dumps(settings, default=str))
+        self._tag = f"@rank-{w.rank:03d}-of-{w.size:03d}" if w.distributed else ""
+        if w.distributed:
+            main = _ReplicaLog(self.path, settings) if self.path.exists() else None
+            self._own = SampleLog(part_path(self.path, w.rank, w.size), settings)
+            self.records = dict(main.records) if main is not None else {}
+        else:
+            self._own = SampleLog(self.path, settings)
+            self.records = dict(self._own.records)
+        for part in _parts_of(self.path):
+            self.records.update(_read_part(part, self.settings))
+
+    def done(self, sample_id: str) -> bool:
+        return sample_id in self.records
+
+    def add(self, sample_id: str, record: dict) -> None:
+        self._own.add(sample_id + self._tag, record)
+        self.records[sample_id + self._tag] = self._own.records[sample_id + self._tag]
+
+    def __iter__(self):
+        return iter(self.records.values())
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def open_parted_log(path: str | os.PathLike, settings: dict, fresh: bool = False):
+    """Open a log that every rank appends to through its own part (see `_RankLog`): for drivers
+    whose records are not one per unit key (patching stores one record per forward pass).
+
+    Every rank reads the main log and all parts before any rank goes on, so all start from the
+    same finished work. Raises like `open_log`.
+    """
+    from interp.runs import SampleLog
+
+    w = world()
+    path = Path(path)
+    with _collective(w):
+        _check_same(w, "settings", settings)
+    with _collective(w):
+        if w.main:
+            if fresh:
+                for part in _parts_of(path):
+                    part.unlink()
+            SampleLog(path, settings, fresh=fresh)  # creates or checks the main log's header
+    log = None
+    with _collective(w):
+        log = _RankLog(path, settings, w)
+    with _collective(w):
+        pass  # every rank has read every part before any rank appends to its own
+    return log
+
+
 def log_add(log, key: str, record: dict) -> None:
     """Add ``record`` to ``log`` the distributed-safe way: rank 0 writes, the others remember."""
     if log is None:
@@ -377,17 +442,20 @@ def rank_model(name: Optional[str] = None, **kwargs):
 
 def map_units(
     keys: Sequence[str],
-    compute: Callable[[str], Any],
+    compute: Optional[Callable[[str], Any]] = None,
     *,
+    compute_many: Optional[Callable[[list, Callable[[str, Any], None]], None]] = None,
     log=None,
     settings: Any = None,
     what: str = "units of work",
     progress: bool = True,
     idle_ok: bool = False,
+    contiguous: bool = False,
 ) -> dict[str, Any]:
     """``{key: compute(key)}`` for every key, sharded over the ranks, resumable through ``log``.
 
-    Rank r computes ``keys[r::size]`` (strided, so a grid sorted by cost is shared evenly),
+    Rank r computes ``keys[r::size]`` (strided, so a grid sorted by cost is shared evenly; or
+    one block of consecutive keys with ``contiguous``),
     skipping keys already in ``log`` or in any part of it; each record goes to the rank's part
     file as soon as it is done, so a killed rank loses only the unit it was computing. After
     every rank is done, rank 0 appends the records it does not hold yet to ``log`` in key order.
@@ -395,11 +463,16 @@ def map_units(
     Args:
         keys: unique unit ids, in the order of a one-process run.
         compute: key -> record (JSON-able when ``log`` is given).
+        compute_many: instead of ``compute``, ``(keys, done)`` that computes this rank's
+            unfinished keys together (e.g. batched over a shared prefix) and calls
+            ``done(key, record)`` for each as soon as it is finished.
         log: the run's main log (`open_log` or `interp.runs.SampleLog`), or None for no files.
         settings: what every rank must agree on besides ``keys`` and ``log.settings``.
         what: name of the units in messages ("texts", "samples", ...).
         progress: progress bar on rank 0.
         idle_ok: allow more ranks than keys (surplus ranks wait); otherwise that is an error.
+        contiguous: give each rank one block of consecutive keys instead of every size-th key
+            (for drivers that batch neighbouring units, e.g. over a shared prefix).
 
     Returns:
         ``{key: record}`` for every key, in ``keys`` order, on every rank.
@@ -410,6 +483,10 @@ def map_units(
     """
     from tqdm.auto import tqdm
 
+    if (compute is None) == (compute_many is None):
+        raise TypeError("map_units needs exactly one of compute and compute_many")
+    if compute is None:
+        compute = lambda key: _one_of_many(compute_many, key)  # noqa: E731  (Ray: one unit per call)
     keys = [str(k) for k in keys]
     if len(set(keys)) != len(keys):
         dupes = sorted({k for k in keys if keys.count(k) > 1})[:3]
@@ -434,20 +511,37 @@ def map_units(
 
         return ray_map(keys, compute, log=log, resumed=resumed, workers=workers, what=what, progress=progress)
 
-    mine = keys[w.rank :: w.size]
+    mine = _block(keys, w.rank, w.size) if contiguous else keys[w.rank :: w.size]
     records: dict[str, Any] = {}
     with _collective(w):
-        for key in tqdm(mine, desc=what, unit="unit", disable=not (progress and w.main)):
+        for key in mine:
             if key in resumed:
                 records[key] = resumed[key]
                 if part is None and log is not None and not log.done(key):
                     log.add(key, records[key])  # found in a part of an earlier run: the main log gets it
-                continue
-            records[key] = compute(key)
+        todo = [key for key in mine if key not in records]
+        bar = tqdm(total=len(todo), desc=what, unit="unit", disable=not (progress and w.main and todo))
+
+        def done(key: str, record: Any) -> None:
+            records[key] = record
             if part is not None:
-                part.add(key, records[key])
+                part.add(key, record)
             elif log is not None:
-                log.add(key, records[key])
+                log.add(key, record)
+            bar.update(1)
+
+        try:
+            if compute_many is not None:
+                compute_many(list(todo), done)
+            else:
+                for key in todo:
+                    done(key, compute(key))
+        finally:
+            bar.close()
+        lost = [key for key in todo if key not in records]
+        if lost:
+            raise InterpError(f"{len(lost)} {what} were never finished (first: {lost[0]}): re-run the same command to resume")
+    records = {key: records[key] for key in mine}
     if not w.distributed:
         return records
     merged: dict[str, Any] = {}
@@ -461,6 +555,24 @@ def map_units(
             if not log.done(key):
                 log_add(log, key, merged[key])
     return {key: merged[key] for key in keys}
+
+
+def _block(keys: Sequence[str], rank: int, size: int) -> list[str]:
+    """Rank ``rank``'s block of consecutive keys; block sizes differ by at most one."""
+    base, extra = divmod(len(keys), size)
+    start = rank * base + min(rank, extra)
+    return list(keys[start : start + base + (rank < extra)])
+
+
+def _one_of_many(compute_many: Callable, key: str) -> Any:
+    got: dict[str, Any] = {}
+    compute_many([key], lambda k, record: got.__setitem__(k, record))
+    return got[key]
+
+
+def finished(log, keys: Sequence[str]) -> set[str]:
+    """The ``keys`` an earlier run finished (in ``log`` or in any part of it), on any rank."""
+    return set(_resumed(log, keys))
 
 
 def _resumed(log, keys: Sequence[str]) -> dict[str, Any]:

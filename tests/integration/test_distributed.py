@@ -47,7 +47,7 @@ def tiny_model(tmp_path_factory):
     return path
 
 
-def torchrun(*args, nproc: int = 2, script: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+def torchrun(*args, nproc: int = 2, script: Path | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc-per-node N -m interp ARGS` (or a script), as a user runs it."""
     env = {k: v for k, v in os.environ.items() if k not in _DIST_ENV}
     target = [str(script)] if script is not None else ["-m", "interp"]
@@ -124,6 +124,32 @@ def test_preplan_and_zerotune_two_ranks_equal_one_process(tiny_model, tmp_path, 
         assert cli(monkeypatch, *args, "--out", tmp_path / f"{name}1") == 0
         same_tables(tmp_path / f"{name}1", tmp_path / f"{name}2", tables)
     assert len(list((tmp_path / "pre2" / "parts").glob("*.jsonl"))) == 2  # preplan: one part per rank
+
+
+def test_retrieval_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
+    args = ["score", "retrieval", "--model", tiny_model, "--lengths", "200", "--depths", "0.3,0.7",
+            "--min-recall", 0, "--mask-top", 2, "--seed", 0, "--no-progress"]  # every sample counted: masking runs
+    proc = torchrun(*args, "--out", tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert cli(monkeypatch, *args, "--out", tmp_path / "one") == 0
+    same_tables(tmp_path / "one", tmp_path / "two", ["heads.csv", "samples.csv"], drop=("seconds",))
+    masking = sorted((tmp_path / "two" / "parts").glob("masking-*.rank-*-of-002.jsonl"))
+    assert len(masking) == 2 and all(records(p) for p in masking)  # the masking check was shared too
+    assert len(records(tmp_path / "two" / "samples.jsonl")) == 6
+
+
+def test_patch_two_ranks_equal_one_process_and_resume(tiny_model, tmp_path, monkeypatch):
+    args = ["patch", "ioi", "--model", tiny_model, "--layers", "0-1", "--batch-rows", 8]  # 12 passes
+    proc = torchrun(*args, "--out", tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert cli(monkeypatch, *args, "--out", tmp_path / "one") == 0
+    same_tables(tmp_path / "one", tmp_path / "two", ["patch.csv"])
+    parts = lambda: sorted((tmp_path / "two" / "parts").glob("patch_log.rank-*-of-002.jsonl"))  # noqa: E731
+    assert [len(records(p)) for p in parts()] == [6, 6]  # the patch index was split by passes
+    again = torchrun(*args, "--out", tmp_path / "two")  # resumes every pass from the parts
+    assert again.returncode == 0 and "resuming: " in again.stderr
+    assert [len(records(p)) for p in parts()] == [6, 6]  # nothing patched again
+    same_tables(tmp_path / "one", tmp_path / "two", ["patch.csv"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,7 +261,7 @@ def test_one_process_resumes_parts_of_a_killed_two_rank_run(tmp_path):
     got = map_units([f"unit-{i}" for i in range(3)], compute, log=log)
     assert calls == ["unit-0", "unit-2"]
     assert [r["square"] for r in got.values()] == [0, 1, 4]
-    assert list(records(tmp_path / "samples.jsonl")) == ["unit-0", "unit-1", "unit-2"]  # main log complete
+    assert sorted(records(tmp_path / "samples.jsonl")) == ["unit-0", "unit-1", "unit-2"]  # main log complete
 
 
 def test_part_from_another_run_is_refused_and_kept(tmp_path):
