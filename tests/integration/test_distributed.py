@@ -107,23 +107,27 @@ def test_sinks_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "two" / "run.json").read_text())["ranks"] == 2
 
 
-def test_preplan_and_zerotune_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
+def test_preplan_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(
         json.dumps({"id": f"q{i}", "prompt": f"What is {i} plus {i}?", "response": f"{i} plus {i} is {2 * i}. " * 4}) + "\n"
         for i in range(3)
     ))
-    pre = ["score", "preplan", "--model", tiny_model, "--prompts", prompts, "--layers", "0,1", "--band-lo", 2, "--band-hi", 8]
-    cal = ["calibrate", "zerotune", "--model", tiny_model, "--gammas", "0.5,2", "--batch-size", 8]
-    for args, name, tables in [
-        (pre, "pre", ["tokens.csv", "heads.csv"]),
-        (cal, "cal", ["accuracy.csv", "search.csv", "items.csv", "heads.csv"]),
-    ]:
-        proc = torchrun(*args, "--out", tmp_path / f"{name}2")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert cli(monkeypatch, *args, "--out", tmp_path / f"{name}1") == 0
-        same_tables(tmp_path / f"{name}1", tmp_path / f"{name}2", tables)
-    assert len(list((tmp_path / "pre2" / "parts").glob("*.jsonl"))) == 2  # preplan: one part per rank
+    args = ["score", "preplan", "--model", tiny_model, "--prompts", prompts, "--layers", "0,1", "--band-lo", 2, "--band-hi", 8]
+    proc = torchrun(*args, "--out", tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert cli(monkeypatch, *args, "--out", tmp_path / "one") == 0
+    same_tables(tmp_path / "one", tmp_path / "two", ["tokens.csv", "heads.csv"])
+    assert [sorted(records(p)) for p in sorted((tmp_path / "two" / "parts").glob("*.jsonl"))] == [["q0", "q2"], ["q1"]]
+
+
+def test_zerotune_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
+    args = ["calibrate", "zerotune", "--model", tiny_model, "--gammas", "0.5,2", "--batch-size", 8]
+    proc = torchrun(*args, "--out", tmp_path / "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert cli(monkeypatch, *args, "--out", tmp_path / "one") == 0
+    same_tables(tmp_path / "one", tmp_path / "two", ["accuracy.csv", "search.csv", "items.csv", "heads.csv"])
+    assert records(tmp_path / "one" / "samples.jsonl") == records(tmp_path / "two" / "samples.jsonl")
 
 
 # --------------------------------------------------------------------------------------------
