@@ -524,19 +524,25 @@ def activation_patching(
     with capture(lm, layers=layers, keep=(site,)) as cap:
         _answer_logits(lm, clean)
     clean_act = {layer: cap[site, layer] for layer in layers}
-    # One corrupted pass gives (a) the site's corrupted values: a patch whose clean and corrupted
-    # entries are identical in every prompt changes nothing, so its value is the unpatched metric
-    # and it is not run; and (b), on the HF backend for by-position patches, every layer's keys
-    # and values: patches are run in order of position, and a pass whose earliest patch is at
-    # position p reuses them for positions < p and recomputes only positions >= p.
-    reuse = lm.backend == "hf" and int(index[:, 2].max()) > 0 and _kv_fits(lm, corrupt)
+    # One corrupted pass gives (a) the site's corrupted values, hence each patch's first position
+    # where the values it copies differ from the corrupted ones in some prompt: a patch with none
+    # changes nothing, so its value is the unpatched metric and it is not run; and (b), on the HF
+    # backend, every layer's keys and values: patches are run in order of that first position,
+    # and a pass whose earliest one is p reuses them for positions < p (equal in the patched
+    # and corrupted runs, attention being causal) and recomputes only positions >= p. Before
+    # the first token where clean and corrupted prompts differ, every activation agrees.
+    first_token = int((clean != corrupt).any(0).float().argmax()) if bool((clean != corrupt).any()) else n_pos
+    reuse = lm.backend == "hf" and (int(index[:, 2].max()) > 0 or first_token > 0) and _kv_fits(lm, corrupt)
     keep = (site,) + (("k", "v") if reuse else ())
     with capture(lm, layers=None if reuse else layers, keep=tuple(dict.fromkeys(keep))) as cap:
         base_logits = _answer_logits(lm, corrupt)
     corrupt_act = {layer: cap[site, layer] for layer in layers}
     kv = {layer: (cap["k", layer], cap["v", layer]) for layer in range(lm.arch.n_layers)} if reuse else None
     unpatched = _evaluate(metric, base_logits, n).double().mean()
-    noop = torch.tensor([_same(clean_act[la], corrupt_act[la], h, p, has_head) for la, h, p in index.tolist()], dtype=torch.bool)
+    first = torch.tensor(
+        [_first_difference(clean_act[la], corrupt_act[la], h, p, has_head) for la, h, p in index.tolist()], dtype=torch.long
+    )
+    noop = first >= n_pos
     per_pass = max(1, (batch_rows or _default_rows(lm, n, n_pos)) // n)
     out = torch.full((len(index),), float(unpatched), dtype=torch.float64)
     if done:
@@ -547,12 +553,16 @@ def activation_patching(
     todo = torch.nonzero(~noop).flatten()
     bar = _progress(len(index), f"patching {site}", progress)
     bar.update(len(index) - len(todo))
-    try:
-        for part in _chunks(index[todo, 2], per_pass, n, n_pos, reuse=reuse):
-            which = todo[part]
+    from interp.distributed import map_units
+
+    passes = _chunks(first[todo], per_pass, n, n_pos, reuse=reuse)
+
+    def run_passes(keys, finished) -> None:  # this rank's share of the passes (interp.distributed)
+        for key in keys:
+            which = todo[passes[int(key.removeprefix("pass-"))]]
             chunk = index[which].tolist()
             c = len(chunk)
-            start = max(0, min(row[2] for row in chunk)) if kv is not None else 0
+            start = int(first[which].min()) if kv is not None else 0
             # k and v span every key position (cached ones included); other sites only the new ones
             offset = 0 if site in ("k", "v") else start
             edits = []
@@ -570,14 +580,20 @@ def activation_patching(
             del logits, past
             if on_pass is not None:
                 on_pass([tuple(row) for row in chunk], out[which].tolist())
+            finished(key, out[which].tolist())
             bar.update(c)
+
+    try:  # the passes (and so every value) are those of a one-process run, shared over the ranks
+        got = map_units([f"pass-{i}" for i in range(len(passes))], compute_many=run_passes, what="patch passes", progress=False, idle_ok=True)
     finally:
         bar.close()
+    for key, values in got.items():
+        out[todo[passes[int(key.removeprefix("pass-"))]]] = torch.tensor(values, dtype=torch.float64)
     return out
 
 
 def _chunks(pos: torch.Tensor, per_pass: int, n: int, n_pos: int, *, reuse: bool, min_tokens: int = 512) -> list[torch.Tensor]:
-    """Split patches (given their positions, -1 = all) into passes, in order of position.
+    """Split patches (given the first position each one changes) into passes, in order of position.
 
     A pass holds at most ``per_pass`` patches. With prefix reuse (``reuse``) it also closes at a
     change of position once it holds ``min_tokens`` tokens of work (``n`` prompts times the
@@ -605,14 +621,20 @@ def _kv_fits(lm, corrupt: torch.Tensor) -> bool:
     return 2 * 4 * n * n_pos * lm.arch.n_kv_heads * lm.arch.d_head * lm.arch.n_layers <= _LOGIT_BUDGET_BYTES
 
 
-def _same(clean: torch.Tensor, corrupt: torch.Tensor, head: int, pos: int, has_head: bool) -> bool:
-    """True when patch (head, pos) would copy values equal to the corrupted ones in every prompt."""
-    if has_head:
-        clean = clean if head < 0 else clean[:, head]
-        corrupt = corrupt if head < 0 else corrupt[:, head]
+def _first_difference(clean: torch.Tensor, corrupt: torch.Tensor, head: int, pos: int, has_head: bool) -> int:
+    """The first position where patch (head, pos) copies values that differ from the corrupted
+    ones in some prompt; ``n_pos`` when it copies only equal values (a no-op).
+
+    ``clean``/``corrupt`` are one layer's site, position on axis -2 ([batch, (kv_)head, pos,
+    d_head] or [batch, pos, d_model]).
+    """
+    n_pos = clean.shape[-2]
+    if has_head and head >= 0:
+        clean, corrupt = clean[:, head], corrupt[:, head]
     if pos >= 0:
-        clean, corrupt = clean[..., pos, :], corrupt[..., pos, :]
-    return bool(torch.equal(clean, corrupt))
+        return pos if not torch.equal(clean[..., pos, :], corrupt[..., pos, :]) else n_pos
+    differs = (clean != corrupt).movedim(-2, 0).reshape(n_pos, -1).any(1)
+    return int(differs.float().argmax()) if bool(differs.any()) else n_pos
 
 
 def _swap(mask: torch.Tensor, source: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
