@@ -26,7 +26,8 @@ def stream_layers(
     layers: Sequence[int],
     on_layer: Callable[[int, Tensor, Tensor], None],
     attention_mask: Tensor | None = None,
-) -> None:
+    full: bool = False,
+) -> Tensor | None:
     """Call ``on_layer(layer, q, k)`` for every layer of ``layers`` during one forward pass.
 
     Args:
@@ -35,6 +36,7 @@ def stream_layers(
         layers: the layers to analyse (already checked with `interp.hooks.check_layers`).
         on_layer: gets post-RoPE q [batch, head, pos, d_head] and k [batch, kv_head, pos, d_head].
         attention_mask: [batch, pos] HF attention mask (1 = real token), or None.
+        full: run the whole forward pass and return its logits [batch, pos, vocab].
 
     Raises:
         InterpError: when a layer's hook never fired.
@@ -47,14 +49,16 @@ def stream_layers(
     def hook(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
         on_layer(layer, q, k)
         seen.add(layer)
-        if layer == last:
+        if layer == last and not full:
             raise _Done
 
+    logits = None
     try:
         with capture(lm, layers=list(layers), keep=(), on_layer=hook):
-            lm.forward(input_ids, attention_mask)
+            logits = lm.forward(input_ids, attention_mask)
     except _Done:
         pass
     missing = sorted(set(layers) - seen)
     if missing:
         raise InterpError(f"no attention statistics for layers {missing}: the hooks did not fire on this model")
+    return logits

@@ -82,5 +82,49 @@ def score_heads_cmd(
     console.print(f"wrote heads.csv, run.json, {', '.join(f + '.html' for f in figures)} to {folder} ({info['wall_seconds']} s)")
 
 
+def score_select_copy_cmd(
+    questions: str = typer.Option("mcq", "--questions", help="Shipped task 'mcq', or a JSONL file of {question, options, answer} lines."),
+    model: Optional[str] = typer.Option(None, "--model", help=_MODEL_HELP),
+    max_questions: Optional[int] = typer.Option(None, "--max-questions", help="Score only the first N questions."),
+    anchor: str = typer.Option("newline", "--anchor", help="Option token: 'newline' (end of the option's line, the paper) or 'label' (its letter)."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layers (default: all)."),
+    backend: str = typer.Option("auto", "--backend", help="interp.kernels backend."),
+    top: int = typer.Option(10, "--top", help="Best heads printed."),
+    out: Path = typer.Option(Path("runs/select-copy"), "--out", help="Output folder."),
+) -> None:
+    """Select-and-copy heads (Tulchinskii et al. 2024): per head, the accuracy of the argmax over options
+    of the final query's QK-score and attention score; writes heads.csv, questions.csv, run.json and
+    select_copy.html into OUT."""
+    import pandas as pd
+    from rich.console import Console
+
+    from interp.analyses.select_copy import SelectCopyConfig, read_questions, score_select_copy, shipped_questions
+    from interp.models import load_model
+    from interp.plots.heads import select_copy_figure
+    from interp.runs import prepare_out_dir
+
+    started = time.time()
+    qs = shipped_questions(questions) if questions == "mcq" else read_questions(questions)
+    config = SelectCopyConfig(questions=qs, max_questions=max_questions, anchor=anchor, layers=_layers(layers), backend=backend)
+    config.validate()
+    folder = prepare_out_dir(out)
+    lm = load_model(model)
+    result = score_select_copy(lm, config)
+    per_q = pd.DataFrame({"question": result.question_ids, "model_correct": result.model_correct})
+    settings = {**config.settings(), "questions_source": questions, "model": lm.name}
+    info = _write(
+        folder, lm, settings, started, {"heads": result.to_dataframe(), "questions": per_q},
+        {"select_copy": select_copy_figure(result)}, result.summary(top),
+    )  # fmt: skip
+    console = Console(stderr=True)
+    console.print(
+        f"[bold]{result.n_questions} questions[/], chance {1 / result.n_options:.2f}, model accuracy {result.model_accuracy:.2f}; "
+        "best QK heads: " + ", ".join(f"L{l}H{h} ({a:.2f})" for l, h, a in result.top(top, "qk"))
+    )
+    console.print("best attention heads: " + ", ".join(f"L{l}H{h} ({a:.2f})" for l, h, a in result.top(top, "attn")))
+    console.print(f"wrote heads.csv, questions.csv, run.json, select_copy.html to {folder} ({info['wall_seconds']} s)")
+
+
 def register(groups) -> None:
     groups["score"].command("heads")(score_heads_cmd)
+    groups["score"].command("select-copy")(score_select_copy_cmd)

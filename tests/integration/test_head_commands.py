@@ -27,3 +27,11 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and proc.stderr.startswith("error:")
     assert "Traceback" not in proc.stderr
+
+
+def test_select_copy_malformed_jsonl_names_the_line(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"question": "x", "options": ["a", "b"], "answer": "A"}\n{"question": "y"}\n')
+    proc = _cli("select-copy", "--questions", str(f), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr
+    assert "line 2" in proc.stderr and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr

@@ -1,0 +1,73 @@
+"""Select-and-copy: question files (errors name the line), option anchors, predictions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from interp.analyses.select_copy import format_prompt, head_predictions, option_anchors, read_questions, shipped_questions
+from interp.errors import InterpError
+
+
+def test_read_questions_and_anchors(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text(
+        json.dumps({"question": "2+2?", "options": ["3", "4", "5"], "answer": "B"}) + "\n\n"
+        + json.dumps({"question": "Sky?", "options": ["blue", "red", "green"], "answer": 0}) + "\n"
+    )  # fmt: skip
+    qs = read_questions(f)
+    assert [q.answer for q in qs] == [1, 0] and qs[0].n_options == 3 and qs[1].id == "line-3"
+    p = qs[0].prompt
+    nl = option_anchors(p, 3)
+    assert [p[c] for c in nl] == ["\n"] * 3
+    assert [p[: c].rsplit("\n", 1)[-1] for c in nl] == ["A. 3", "B. 4", "C. 5"]
+    lab = option_anchors(p, 3, "label")
+    assert [p[c] for c in lab] == ["A", "B", "C"]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("not json", "line 2 is not JSON"),
+        (json.dumps({"question": "x", "options": ["a", "b"]}), "line 2: need an object"),
+        (json.dumps({"question": "x", "options": ["a"], "answer": 0}), "line 2: options must be"),
+        (json.dumps({"question": "x", "options": ["a", "b"], "answer": "C"}), "line 2: answer 'C'"),
+        (json.dumps({"question": "x", "options": ["a", "b"], "answer": True}), "line 2: answer True"),
+    ],
+)
+def test_malformed_lines_name_the_line(tmp_path, line, message):
+    f = tmp_path / "q.jsonl"
+    good = json.dumps({"question": "ok", "options": ["a", "b"], "answer": "A"})
+    f.write_text(good + "\n" + line + "\n")
+    with pytest.raises(InterpError, match=message):
+        read_questions(f)
+
+
+def test_empty_or_missing_file(tmp_path):
+    (tmp_path / "e.jsonl").write_text("\n \n")
+    with pytest.raises(InterpError, match="is empty"):
+        read_questions(tmp_path / "e.jsonl")
+    with pytest.raises(InterpError, match="not found"):
+        read_questions(tmp_path / "missing.jsonl")
+
+
+def test_shipped_mcq_has_option_lines():
+    qs = shipped_questions()
+    assert len(qs) == 60 and {q.n_options for q in qs} == {4}
+    for q in qs[:5]:
+        assert len(option_anchors(q.prompt, 4)) == 4
+    with pytest.raises(InterpError, match="not multiple choice"):
+        shipped_questions("sentiment")
+
+
+def test_prompt_without_option_lines_raises():
+    with pytest.raises(InterpError, match="own lines"):
+        option_anchors("Question: x A. a B. b Answer:", 2)
+    assert format_prompt("q", ["a", "b"]).endswith("A. a\nB. b\nAnswer:")
+
+
+def test_predictions_are_argmax_first_on_ties():
+    s = torch.tensor([[0.1, 0.5, 0.5], [2.0, -1.0, 0.0]])
+    assert head_predictions(s).tolist() == [1, 0]
