@@ -125,6 +125,47 @@ def score_select_copy_cmd(
     console.print(f"wrote heads.csv, questions.csv, run.json, select_copy.html to {folder} ({info['wall_seconds']} s)")
 
 
+def score_qr_heads_cmd(
+    samples: Optional[Path] = typer.Option(None, "--samples", help="JSONL of {query, documents, gold} lines (default: the shipped detection set)."),
+    model: Optional[str] = typer.Option(None, "--model", help=_MODEL_HELP),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Score only the first N samples."),
+    no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Do not subtract the null-query score."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layers (default: all)."),
+    backend: str = typer.Option("auto", "--backend", help="interp.kernels backend."),
+    top: int = typer.Option(10, "--top", help="Best heads printed."),
+    out: Path = typer.Option(Path("runs/qr-heads"), "--out", help="Output folder."),
+) -> None:
+    """Query-focused retrieval heads (QRHead): attention mass from the query span to the gold document,
+    minus the same for a null query; writes heads.csv, run.json and qr_heads.html into OUT."""
+    from rich.console import Console
+
+    from interp.analyses.qr_heads import QRConfig, read_samples, score_qr_heads
+    from interp.models import load_model
+    from interp.plots.heads import qr_heads_figure
+    from interp.runs import prepare_out_dir
+
+    started = time.time()
+    config = QRConfig(
+        samples=read_samples(samples) if samples is not None else None, max_samples=max_samples,
+        calibrate=not no_calibrate, layers=_layers(layers), backend=backend,
+    )  # fmt: skip
+    config.validate()
+    folder = prepare_out_dir(out)
+    lm = load_model(model)
+    result = score_qr_heads(lm, config)
+    settings = {**config.settings(), "samples_file": str(samples) if samples else None, "model": lm.name}
+    info = _write(folder, lm, settings, started, {"heads": result.to_dataframe()}, {"qr_heads": qr_heads_figure(result)}, result.summary(top))
+    console = Console(stderr=True)
+    acc = result.accuracy
+    idx = {layer: i for i, layer in enumerate(result.layers)}
+    console.print(
+        f"[bold]{result.n_samples} samples[/]; top QR heads (score, accuracy): "
+        + ", ".join(f"L{l}H{h} ({v:.3f}, {acc[idx[l], h]:.2f})" for l, h, v in result.top(top))
+    )
+    console.print(f"wrote heads.csv, run.json, qr_heads.html to {folder} ({info['wall_seconds']} s)")
+
+
 def register(groups) -> None:
     groups["score"].command("heads")(score_heads_cmd)
     groups["score"].command("select-copy")(score_select_copy_cmd)
+    groups["score"].command("qr-heads")(score_qr_heads_cmd)

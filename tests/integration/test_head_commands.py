@@ -35,3 +35,11 @@ def test_select_copy_malformed_jsonl_names_the_line(tmp_path):
     proc = _cli("select-copy", "--questions", str(f), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2, proc.stderr
     assert "line 2" in proc.stderr and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_qr_heads_malformed_jsonl_names_the_line(tmp_path):
+    f = tmp_path / "s.jsonl"
+    f.write_text('{"query": "q", "documents": ["a", "b"], "gold": 5}\n')
+    proc = _cli("qr-heads", "--samples", str(f), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr
+    assert "line 1: gold must be" in proc.stderr and "Traceback" not in proc.stderr
