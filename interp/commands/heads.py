@@ -165,7 +165,48 @@ def score_qr_heads_cmd(
     console.print(f"wrote heads.csv, run.json, qr_heads.html to {folder} ({info['wall_seconds']} s)")
 
 
+def score_influence_cmd(
+    heads: str = typer.Option(..., "--heads", help="A retrieval run's heads.csv (top --k by score), or LAYER.HEAD pairs like 18.6,23.2."),
+    texts: Path = typer.Option(..., "--texts", help="UTF-8 file of the texts to rank, separated by lines '---'."),
+    model: Optional[str] = typer.Option(None, "--model", help=_MODEL_HELP),
+    k: Optional[int] = typer.Option(None, "--k", help="Heads taken from heads.csv (default: 5% of the model's heads)."),
+    max_tokens: int = typer.Option(512, "--max-tokens", help="Tokens of each text scored."),
+    out: Path = typer.Option(Path("runs/influence"), "--out", help="Output folder."),
+) -> None:
+    """AttentionInfluence (arXiv 2505.07293): AI = (L_masked - L_base) / L_base per text with the top
+    retrieval heads made uniform; ranks your texts. Writes texts.csv, run.json and influence.html into OUT."""
+    from rich.console import Console
+
+    from interp.analyses.influence import attention_influence, read_heads
+    from interp.analyses.sinks import read_texts
+    from interp.commands.sinks import _parse_heads
+    from interp.models import load_model
+    from interp.plots.heads import influence_figure
+    from interp.runs import prepare_out_dir
+
+    started = time.time()
+    text_set = read_texts(texts)
+    as_file = heads.endswith(".csv") or Path(heads).is_file()
+    explicit = None if as_file else _parse_heads(heads)
+    if as_file and not Path(heads).is_file():
+        read_heads(heads, 1)  # raises the not-found message before the model loads
+    folder = prepare_out_dir(out)
+    lm = load_model(model)
+    n_total = lm.arch.n_layers * lm.arch.n_heads
+    chosen = explicit or read_heads(heads, k or max(1, round(0.05 * n_total)))
+    result = attention_influence(lm, text_set, chosen, max_tokens=max_tokens)
+    settings = {"heads": heads, "k": len(chosen), "texts_file": str(texts), "max_tokens": max_tokens, "model": lm.name}
+    info = _write(folder, lm, settings, started, {"texts": result.to_dataframe()}, {"influence": influence_figure(result)}, result.summary())
+    s = info["summary"]
+    Console(stderr=True).print(
+        f"[bold]{s['n_texts']} texts[/], {len(chosen)} heads made uniform: AI mean {s['mean_influence']:.3f}, "
+        f"max {s['max_influence']:.3f} ({s['top_text']!r}), min {s['min_influence']:.3f}; wrote texts.csv, run.json, "
+        f"influence.html to {folder} ({info['wall_seconds']} s)"
+    )
+
+
 def register(groups) -> None:
     groups["score"].command("heads")(score_heads_cmd)
     groups["score"].command("select-copy")(score_select_copy_cmd)
     groups["score"].command("qr-heads")(score_qr_heads_cmd)
+    groups["score"].command("influence")(score_influence_cmd)

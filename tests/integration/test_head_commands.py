@@ -43,3 +43,14 @@ def test_qr_heads_malformed_jsonl_names_the_line(tmp_path):
     proc = _cli("qr-heads", "--samples", str(f), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2, proc.stderr
     assert "line 1: gold must be" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_influence_bad_input(tmp_path):
+    texts = tmp_path / "t.txt"
+    texts.write_text("one text\n---\nanother\n")
+    proc = _cli("influence", "--heads", str(tmp_path / "missing.csv"), "--texts", str(texts), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "heads file" in proc.stderr and "not found" in proc.stderr, proc.stderr
+    proc = _cli("influence", "--heads", "18.x", "--texts", str(texts), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "LAYER.HEAD" in proc.stderr, proc.stderr
+    proc = _cli("influence", "--heads", "99.0", "--texts", str(texts), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "head 99.0 out of range" in proc.stderr, proc.stderr
