@@ -30,12 +30,19 @@ def _launch(
     workers: int = typer.Option(None, "--workers", help="With --engine ray: number of actors (default: one per CPU, or per GPU)."),
     device_map: str = typer.Option(None, "--device-map", help="Spread each rank's model over its devices (accelerate), e.g. auto; with several ranks per machine each rank gets its share of the GPUs."),
     max_memory: str = typer.Option(None, "--max-memory", help="With --device-map: memory cap per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (GPU indices count within the rank's share)."),
+    dtype: str = typer.Option(None, "--dtype", help="Model weights dtype: float32 (default), bfloat16 or float16; statistics are accumulated in float32 either way."),
+    attn_implementation: str = typer.Option(None, "--attn-implementation", help="Attention implementation to load the model with: sdpa, eager, flex_attention, ... (default: sdpa where the family has it, else eager)."),
 ) -> None:
     """Mechanistic interpretability of attention. Launch options come before the command:
     `torchrun --nproc-per-node 2 -m interp --device-map auto score sinks ...`."""
     from interp.distributed import configure, parse_max_memory
 
-    configure(engine=engine, workers=workers, device_map=device_map, max_memory=parse_max_memory(max_memory))
+    if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
+        raise InterpError(f"unknown --dtype {dtype!r}: use float32, bfloat16 or float16")
+    configure(
+        engine=engine, workers=workers, device_map=device_map, max_memory=parse_max_memory(max_memory),
+        dtype=dtype, attn_implementation=attn_implementation,
+    )
 
 
 _GROUPS = {"app": app, "score": score, "calibrate": calibrate, "patch": patch}

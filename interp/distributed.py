@@ -402,10 +402,16 @@ def current_engine() -> tuple[str, Optional[int]]:
 
 
 _PLACEMENT: dict[str, Any] = {"device_map": None, "max_memory": None}
+_LOADING: dict[str, Any] = {}  # dtype / attn_implementation for every model a command loads
 
 
 def configure(
-    engine: str = "ranks", workers: Optional[int] = None, device_map: Optional[str] = None, max_memory: Optional[dict] = None
+    engine: str = "ranks",
+    workers: Optional[int] = None,
+    device_map: Optional[str] = None,
+    max_memory: Optional[dict] = None,
+    dtype: Optional[str] = None,
+    attn_implementation: Optional[str] = None,
 ) -> None:
     """Process-wide launch options (what the CLI's ``--engine/--workers/--device-map/--max-memory``
     set): the engine `map_units` uses and how `rank_model` places each rank's model."""
@@ -421,6 +427,11 @@ def configure(
         from interp import _ray  # noqa: F401  (fails early, with the install hint, when ray is missing)
     _ENGINE.update(name=engine, workers=workers)
     _PLACEMENT.update(device_map=device_map, max_memory=max_memory)
+    _LOADING.clear()
+    if dtype is not None:
+        _LOADING["dtype"] = dtype
+    if attn_implementation is not None:
+        _LOADING["attn_implementation"] = attn_implementation
 
 
 def rank_model(name: Optional[str] = None, **kwargs):
@@ -430,6 +441,7 @@ def rank_model(name: Optional[str] = None, **kwargs):
 
     w = world()
     device_map, max_memory = _PLACEMENT["device_map"], _PLACEMENT["max_memory"]
+    kwargs = {**_LOADING, **kwargs}
     if device_map is not None:
         return load_model(name, device_map=device_map, max_memory=rank_max_memory(max_memory, w), **kwargs)
     return load_model(name, device=rank_device(w), **kwargs)

@@ -332,17 +332,14 @@ def _load_hf(
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, attn_implementation=attn_implementation or _default_attention(config), **extra
         )
-    except (OSError, ValueError, KeyError) as err:
-        local = Path(str(source)).exists()
-        hint = (
-            f"the folder {source} is not a complete HuggingFace model (config.json, tokenizer and weights)"
-            if local
-            else f"'{display}' is not a local folder and could not be fetched from the HuggingFace hub "
-            "(no network, a typo, or a gated model). On a machine with network run "
-            f"`huggingface-cli download {display} --local-dir DIR` and pass --model DIR, "
-            "or omit --model to use the embedded SmolLM2-135M-Instruct"
-        )
-        raise InterpError(f"cannot load model '{display}': {hint}. ({type(err).__name__}: {err})") from err
+    except ValueError as err:
+        if "attn_implementation" in str(err):
+            raise InterpError(
+                f"cannot load model '{display}' with attn_implementation={attn_implementation!r}: {err}"
+            ) from err
+        raise _load_error(source, display, err) from err
+    except (OSError, KeyError) as err:
+        raise _load_error(source, display, err) from err
     if not getattr(config, "is_decoder", True) and config.model_type in ("bert", "t5"):
         raise InterpError(f"'{display}' is not a causal LM")
     if device_map is None:
@@ -351,6 +348,19 @@ def _load_hf(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def _load_error(source: str | Path, display: str, err: Exception) -> InterpError:
+    """The missing-weights error, with the fix spelled out."""
+    hint = (
+        f"the folder {source} is not a complete HuggingFace model (config.json, tokenizer and weights)"
+        if Path(str(source)).exists()
+        else f"'{display}' is not a local folder and could not be fetched from the HuggingFace hub "
+        "(no network, a typo, or a gated model). On a machine with network run "
+        f"`huggingface-cli download {display} --local-dir DIR` and pass --model DIR, "
+        "or omit --model to use the embedded SmolLM2-135M-Instruct"
+    )
+    return InterpError(f"cannot load model '{display}': {hint}. ({type(err).__name__}: {err})")
 
 
 def _default_attention(config: Any) -> str:

@@ -41,13 +41,19 @@ __all__ = [
     "report",
 ]
 
-STAGES = ("retrieval", "sinks", "preplan", "patching", "attention")  # in run order
+STAGES = (
+    "retrieval", "sinks", "preplan", "patching", "heads", "select_copy", "qr_heads", "influence", "attention",
+)  # in run order; influence masks the heads retrieval found, attention draws retrieval's and patching's
 
 _TITLES = {
     "retrieval": "Retrieval heads",
     "sinks": "Attention sinks",
     "preplan": "Preplan and anchor tokens",
     "patching": "IOI circuit patching",
+    "heads": "Previous-token, duplicate-token and induction heads",
+    "select_copy": "Select-and-copy heads",
+    "qr_heads": "Query-focused retrieval heads",
+    "influence": "AttentionInfluence",
     "attention": "Attention patterns of the heads found",
 }
 
@@ -72,6 +78,9 @@ class ReportConfig:
         sinks: a `SinkConfig`, or None for the report default.
         preplan: a `PreplanConfig`, or None for the report default.
         patching: a `PatchConfig`, or None for the report default (IOI).
+        heads: a `HeadConfig` (head detectors), or None for the report default.
+        select_copy: a `SelectCopyConfig`, or None for the report default.
+        qr_heads: a `QRConfig`, or None for the report default.
         repeats: how many times the attention viewer's sentence is repeated.
         png: also write PNGs of static figures when an image backend (kaleido) works.
     """
@@ -82,6 +91,9 @@ class ReportConfig:
     sinks: Any = None  # SinkConfig; None = report default
     preplan: Any = None  # PreplanConfig; None = report default
     patching: Any = None  # PatchConfig; None = report default (task "ioi")
+    heads: Any = None  # HeadConfig; None = report default
+    select_copy: Any = None  # SelectCopyConfig; None = report default
+    qr_heads: Any = None  # QRConfig; None = report default
     repeats: int = 2  # copies of the attention viewer's sentence
     png: bool = True  # PNGs of static figures where an image backend exists
 
@@ -190,6 +202,23 @@ def stage_configs(config: ReportConfig) -> dict[str, Any]:
 
         out["patching"] = config.patching or PatchConfig(**_PATCH_SIZES[quick])
         out["patching"].validate()
+    if "heads" in config.stages:
+        from interp.analyses.heads import HeadConfig
+
+        out["heads"] = config.heads or HeadConfig(**_HEAD_SIZES[quick])
+        out["heads"].validate()
+    if "select_copy" in config.stages:
+        from interp.analyses.select_copy import SelectCopyConfig
+
+        out["select_copy"] = config.select_copy or SelectCopyConfig(**_SELECT_COPY_SIZES[quick])
+        out["select_copy"].validate()
+    if "qr_heads" in config.stages:
+        from interp.analyses.qr_heads import QRConfig
+
+        out["qr_heads"] = config.qr_heads or QRConfig(**_QR_SIZES[quick])
+        out["qr_heads"].validate()
+    if "influence" in config.stages:
+        out["influence"] = dict(_INFLUENCE_SIZES[quick])
     return out
 
 
@@ -202,6 +231,11 @@ _RETRIEVAL_SIZES = {
 _SINK_SIZES = {False: {"length": 256, "max_texts": 6}, True: {"length": 128, "max_texts": 2}}
 _PREPLAN_SIZES = {False: {"max_new_tokens": 96}, True: {"max_new_tokens": 24}}
 _PATCH_SIZES = {False: {"task": "ioi", "n": 4}, True: {"task": "ioi", "n": 4, "method": "attribution"}}
+# The head analyses take seconds each at these sizes (one thread of the 2-core machine).
+_HEAD_SIZES = {False: {"n_seqs": 8, "length": 48}, True: {"n_seqs": 2, "length": 24}}
+_SELECT_COPY_SIZES = {False: {"max_questions": 20}, True: {"max_questions": 4}}
+_QR_SIZES = {False: {"max_samples": 8}, True: {"max_samples": 2}}
+_INFLUENCE_SIZES = {False: {"n_texts": 6, "max_tokens": 128, "k": 8}, True: {"n_texts": 2, "max_tokens": 48, "k": 4}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,6 +344,7 @@ def _stage_retrieval(lm, cfg, ctx: dict) -> _Output:
     if m is not None:
         tables["masking"] = m.to_dataframe()
     ctx["retrieval_top"] = [(l, h) for l, h, _ in top]
+    ctx["retrieval_top_k"] = [(l, h) for l, h, v in result.top(16) if v > 0]  # for AttentionInfluence
     return _Output(
         summary=text,
         summary_html=f"<p>{_esc(text)}</p>",
@@ -460,11 +495,119 @@ def _stage_attention(lm, cfg, ctx: dict) -> _Output:
     return _Output(summary=text, summary_html=body, figures=figures)
 
 
+def _top_text(top, fmt: str = "{:.2f}") -> str:
+    return ", ".join(f"L{l}H{h} ({fmt.format(v)})" for l, h, v in top)
+
+
+def _stage_heads(lm, cfg, ctx: dict) -> _Output:
+    from interp.analyses.heads import score_heads
+
+    result = score_heads(lm, cfg)
+    parts = [f"{kind}: {_top_text(result.top(kind, 3))}" for kind in result.kinds]
+    text = (
+        f"On {cfg.n_seqs} sequences of {cfg.length} random tokens said twice, the heads with the most attention on the "
+        "expected key (TransformerLens's head detector scores) are " + "; ".join(parts) + "."
+    )
+    ctx["induction_top"] = [(l, h) for l, h, _ in result.top("induction", 5)] if "induction" in result.kinds else []
+    return _Output(
+        summary=text, summary_html=f"<p>{_esc(text)}</p>", tables={"heads": result.to_dataframe()},
+        figures=figures_for("heads", result), json={"summary": result.summary()}, result=result,
+    )  # fmt: skip
+
+
+def _stage_select_copy(lm, cfg, ctx: dict) -> _Output:
+    import pandas as pd
+
+    from interp.analyses.select_copy import score_select_copy
+
+    result = score_select_copy(lm, cfg)
+    text = (
+        f"On {result.n_questions} multiple-choice questions ({result.n_options} options, chance "
+        f"{1 / result.n_options:.2f}) the model's own answer is right {result.model_accuracy:.0%} of the time; the best "
+        f"heads by QK-score of the final query on each option's end-of-line token (Tulchinskii et al. 2024): "
+        f"{_top_text(result.top(3, 'qk'))}; by attention score: {_top_text(result.top(3, 'attn'))}."
+    )
+    per_q = pd.DataFrame({"question": result.question_ids, "model_correct": result.model_correct})
+    return _Output(
+        summary=text, summary_html=f"<p>{_esc(text)}</p>", tables={"heads": result.to_dataframe(), "questions": per_q},
+        figures=figures_for("select_copy", result), json={"summary": result.summary()}, result=result,
+    )  # fmt: skip
+
+
+def _stage_qr_heads(lm, cfg, ctx: dict) -> _Output:
+    from interp.analyses.qr_heads import score_qr_heads
+
+    result = score_qr_heads(lm, cfg)
+    acc = result.accuracy
+    idx = {layer: i for i, layer in enumerate(result.layers)}
+    top = result.top(3)
+    text = (
+        f"On {result.n_samples} samples of 4 one-sentence documents and a question, the heads whose query tokens put "
+        "the most attention on the answering document, minus the same for a null query (QRHead): "
+        + ", ".join(f"L{l}H{h} ({v:.2f}, picks the right document {acc[idx[l], h]:.0%})" for l, h, v in top)
+        + "."
+    )
+    return _Output(
+        summary=text, summary_html=f"<p>{_esc(text)}</p>", tables={"heads": result.to_dataframe()},
+        figures=figures_for("qr_heads", result), json={"summary": result.summary()}, result=result,
+    )  # fmt: skip
+
+
+def _stage_influence(lm, cfg, ctx: dict) -> _Output:
+    from interp.analyses.influence import attention_influence
+    from interp.analyses.sinks import default_texts
+
+    heads = list(ctx.get("retrieval_top_k") or [])[: cfg["k"]]
+    source = "top retrieval heads"
+    if not heads:  # no retrieval head scored (or no retrieval stage): use the induction heads
+        heads, source = list(ctx.get("induction_top") or [(lm.arch.n_layers // 2, 0)]), "top induction heads"
+    texts = default_texts()[: cfg["n_texts"]]
+    result = attention_influence(lm, texts, heads, max_tokens=cfg["max_tokens"])
+    s = result.summary()
+    text = (
+        f"Making the {len(heads)} {source} uniform ({', '.join(s['heads'])}) raises the loss of {s['n_texts']} "
+        f"texts by AI = (L_masked - L_base) / L_base of {s['min_influence']:.3f} to {s['max_influence']:.3f} "
+        f"(mean {s['mean_influence']:.3f}); highest for '{s['top_text']}'."
+    )
+    return _Output(
+        summary=text, summary_html=f"<p>{_esc(text)}</p>", tables={"texts": result.to_dataframe()},
+        figures=figures_for("influence", result), json={"summary": s}, result=result,
+    )  # fmt: skip
+
+
+def _heads_figures(result) -> list:
+    from interp.plots.heads import detector_figure
+
+    return [("head_detectors", detector_figure(result))]
+
+
+def _select_copy_figures(result) -> list:
+    from interp.plots.heads import select_copy_figure
+
+    return [("select_copy_accuracy", select_copy_figure(result))]
+
+
+def _qr_heads_figures(result) -> list:
+    from interp.plots.heads import qr_heads_figure
+
+    return [("qr_scores", qr_heads_figure(result))]
+
+
+def _influence_figures(result) -> list:
+    from interp.plots.heads import influence_figure
+
+    return [("attention_influence", influence_figure(result))]
+
+
 _FIGURES: dict[str, Callable] = {
     "retrieval": _retrieval_figures,
     "sinks": _sinks_figures,
     "preplan": _preplan_figures,
     "patching": _patching_figures,
+    "heads": _heads_figures,
+    "select_copy": _select_copy_figures,
+    "qr_heads": _qr_heads_figures,
+    "influence": _influence_figures,
 }
 
 
@@ -472,7 +615,7 @@ def figures_for(stage: str, result) -> list:
     """The (name, Figure) pairs the report draws for one analysis's result.
 
     Args:
-        stage: "retrieval", "sinks", "preplan" or "patching".
+        stage: "retrieval", "sinks", "preplan", "patching", "heads", "select_copy", "qr_heads" or "influence".
         result: that analysis's result object.
     """
     if stage not in _FIGURES:
@@ -485,6 +628,10 @@ _RUNNERS: dict[str, Callable] = {
     "sinks": _stage_sinks,
     "preplan": _stage_preplan,
     "patching": _stage_patching,
+    "heads": _stage_heads,
+    "select_copy": _stage_select_copy,
+    "qr_heads": _stage_qr_heads,
+    "influence": _stage_influence,
     "attention": _stage_attention,
 }
 
@@ -586,6 +733,8 @@ def _settings(config) -> dict:
     """An analysis config as JSON-able settings (each analysis names this method its own way)."""
     import dataclasses
 
+    if isinstance(config, dict):  # the influence stage's sizes
+        return dict(config)
     for method in ("to_dict", "settings"):
         if callable(getattr(config, method, None)):
             return getattr(config, method)()
@@ -660,7 +809,7 @@ def report(model: Optional[str] = None, out_dir="out/report", config: ReportConf
     The output folder, the model's adapter (from its config, before loading weights) and the
     settings are checked first.
     """
-    from interp.models import load_model
+    from interp.distributed import rank_model as load_model  # honours --dtype, --attn-implementation, --device-map
     from interp.runs import prepare_out_dir
 
     prepare_out_dir(out_dir)

@@ -24,7 +24,7 @@ def info(
     from rich.table import Table
 
     from interp.hooks import capture
-    from interp.models import load_model
+    from interp.distributed import rank_model as load_model  # honours --dtype, --attn-implementation, --device-map
 
     console = Console()
     lm = load_model(model, backend=backend)

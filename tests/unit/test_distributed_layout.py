@@ -94,3 +94,31 @@ def test_cli_passes_device_map_to_from_pretrained(monkeypatch, tmp_path, capsys)
         main()
     assert exit_.value.code == 2 and "stop here" in capsys.readouterr().err
     assert seen == {"name": "m", "device_map": "auto", "max_memory": {0: "2GiB", "cpu": "8GiB"}}
+
+
+def test_cli_passes_dtype_and_attention_implementation(monkeypatch, tmp_path, capsys):
+    """`interp --dtype bfloat16 --attn-implementation eager score sinks` loads with those settings;
+    an unknown dtype is a clear error before anything loads."""
+    import sys
+
+    import interp.models
+    from interp.cli import main
+
+    seen = {}
+
+    def fake_load(name=None, **kwargs):
+        seen.update(kwargs, name=name)
+        raise InterpError("stop here")
+
+    monkeypatch.setattr(interp.models, "load_model", fake_load)
+    monkeypatch.setattr(sys, "argv", ["interp", "--dtype", "bfloat16", "--attn-implementation", "eager",
+                                      "score", "sinks", "--model", "m", "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2 and "stop here" in capsys.readouterr().err
+    assert seen["dtype"] == "bfloat16" and seen["attn_implementation"] == "eager" and seen["name"] == "m"
+    seen.clear()
+    monkeypatch.setattr(sys, "argv", ["interp", "--dtype", "float8", "score", "sinks", "--out", str(tmp_path / "p")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2 and "unknown --dtype 'float8'" in capsys.readouterr().err and not seen
