@@ -235,7 +235,7 @@ _PATCH_SIZES = {False: {"task": "ioi", "n": 4}, True: {"task": "ioi", "n": 4, "m
 _HEAD_SIZES = {False: {"n_seqs": 8, "length": 48}, True: {"n_seqs": 2, "length": 24}}
 _SELECT_COPY_SIZES = {False: {"max_questions": 20}, True: {"max_questions": 4}}
 _QR_SIZES = {False: {"max_samples": 8}, True: {"max_samples": 2}}
-_INFLUENCE_SIZES = {False: {"n_texts": 6, "max_tokens": 128, "k": 8}, True: {"n_texts": 2, "max_tokens": 48, "k": 4}}
+_INFLUENCE_SIZES = {False: {"n_texts": 4, "max_tokens": 128, "k": 8}, True: {"n_texts": 2, "max_tokens": 48, "k": 4}}
 
 
 # --------------------------------------------------------------------------------------------

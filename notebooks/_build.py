@@ -200,6 +200,46 @@ HTML(css + highlighted_text_html(result))"""),
     ("code", "span_figure(result)"),
 ]
 
+NOTEBOOKS["05_heads"] = [
+    ("md", """\
+# Head analyses: detectors, select-and-copy, QRHead, AttentionInfluence
+
+Four head analyses, each from the kernel's statistics (no attention matrix): the classic
+previous-token / duplicate-token / induction detectors, select-and-copy heads on multiple-choice
+questions (Tulchinskii et al. 2024), query-focused retrieval heads (QRHead) and AttentionInfluence
+(the loss change when heads are made uniform). Small sizes here; the comments say what to raise."""),
+    ("code", SETUP),
+    ("md", "## Previous-token, duplicate-token and induction heads\nMean attention on the expected key, on random tokens said twice."),
+    ("code", """\
+from interp.analyses.heads import HeadConfig, score_heads
+from interp.plots.heads import detector_figure
+heads = score_heads(lm, HeadConfig(n_seqs=4, length=32))  # raise n_seqs / length for tighter scores
+print({kind: heads.top(kind, 3) for kind in heads.kinds})
+detector_figure(heads)"""),
+    ("md", "## Select-and-copy heads\nPer head: how often the final query's QK-score on each option's end-of-line token picks the answer."),
+    ("code", """\
+from interp.analyses.select_copy import SelectCopyConfig, score_select_copy
+from interp.plots.heads import select_copy_figure
+sc = score_select_copy(lm, SelectCopyConfig(max_questions=8))  # None = all 60 shipped questions
+print(sc.summary(3))
+select_copy_figure(sc)"""),
+    ("md", "## Query-focused retrieval heads (QRHead)\nAttention from the query span to the answering document, minus a null query."),
+    ("code", """\
+from interp.analyses.qr_heads import QRConfig, score_qr_heads
+from interp.plots.heads import qr_heads_figure
+qr = score_qr_heads(lm, QRConfig(max_samples=4))  # None = the 16 shipped samples
+qr.to_dataframe().sort_values("qr_score", ascending=False).head()"""),
+    ("code", "qr_heads_figure(qr)"),
+    ("md", "## AttentionInfluence\nMake heads uniform and rank texts by the relative loss increase. Here: the top induction heads."),
+    ("code", """\
+from interp.analyses.influence import attention_influence
+from interp.plots.heads import influence_figure
+texts = ["The cat sat on the mat. The cat sat on the mat. The cat sat on the", "Numbers: 3, 14, 15, 92, 65, 35, 89, 79"]
+ai = attention_influence(lm, texts, [(l, h) for l, h, _ in heads.top("induction", 4)])
+ai.to_dataframe()"""),
+    ("code", "influence_figure(ai)"),
+]
+
 
 def build(folder: Path = HERE) -> list[Path]:
     """Write every notebook into ``folder``; return their paths."""
