@@ -168,6 +168,18 @@ class LoadedModel:
             return weight.device
         return next(p.device for p in self.hf_model.parameters() if p.device.type != "meta")
 
+    def new_cache(self) -> Any:
+        """An empty KV cache that keeps every key (``transformers.DynamicCache()`` without a config).
+
+        Use it for decoding under a capture: HF's default cache for a windowed model keeps only
+        the last W keys of its sliding layers, so captured keys would not line up with token
+        positions (interp refuses such keys). With a full cache the model still applies its
+        window through the attention mask, and its logits are the same.
+        """
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
     def attention_kwargs(self, layer: int) -> dict[str, Any]:
         """Keyword arguments that make `interp.kernels.attention_stats` reproduce ``layer``'s softmax.
 

@@ -209,6 +209,21 @@ def _check_call(module, kwargs: dict) -> None:
         raise InterpError(f"layer {module._interp_layer}: learned sink logits present/absent unlike what interp read")
 
 
+def _check_full_cache(module, key: torch.Tensor, position_ids) -> None:
+    """Refuse to hand out keys from a cache that dropped some (HF's sliding-window cache keeps
+    only the last W keys of a windowed layer): their indices would not be token positions."""
+    if position_ids is None or not isinstance(position_ids, torch.Tensor) or position_ids.numel() == 0:
+        return
+    needed = int(position_ids.max()) + 1
+    if key.shape[-2] < needed:
+        raise InterpError(
+            f"layer {module._interp_layer} sees {key.shape[-2]} keys for a query at position {needed - 1}: its KV "
+            "cache dropped keys (a sliding-window cache), so captured keys would not line up with token positions. "
+            "Decode with a full cache, past_key_values=lm.new_cache() (transformers' DynamicCache() without a "
+            "config): the model still applies its window through the mask, with identical logits"
+        )
+
+
 def _interp_attention(module, query, key, value, attention_mask, **kwargs):
     """Attention function registered as ``interp_<base>``: listeners on q/k/v, then the base.
 
@@ -222,6 +237,8 @@ def _interp_attention(module, query, key, value, attention_mask, **kwargs):
     if state is None:
         raise InterpError("an attention module without interp state was routed through interp: re-wrap the model")
     _check_call(module, kwargs)
+    if state["q"] or state["k"] or state["v"]:
+        _check_full_cache(module, key, kwargs.get("position_ids"))
     query = run_listeners(state["q"], query)
     key = run_listeners(state["k"], key)
     value = run_listeners(state["v"], value)

@@ -254,3 +254,31 @@ def test_a_layer_whose_settings_change_after_wrapping_is_refused_not_misread():
     with pytest.raises(InterpError, match="layer 2 ran with soft-cap 7.0 but interp read 2.0"):
         with capture(lm, keep=("q",)):
             lm.forward(_ids())
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+def test_decoding_under_capture_needs_a_full_cache_and_then_matches_the_full_pass(family):
+    from interp.errors import InterpError
+
+    model = build(family)
+    lm = wrap_model(model, None, name=family)
+    ids = _ids(b=1)
+    # HF's default cache keeps only the last W keys of windowed layers: refused, not misread.
+    with pytest.raises(InterpError, match=r"dropped keys.*lm\.new_cache\(\)"):
+        with capture(lm, keep=("k",)):
+            past = model(ids[:, :-1], use_cache=True).past_key_values
+            model(ids[:, -1:], past_key_values=past, use_cache=True)
+    # With lm.new_cache() the decode step's q/k give the same statistics as the full pass's last row.
+    cache = lm.new_cache()
+    with capture(lm, keep=("q", "k")) as step:
+        model(ids[:, :-1], past_key_values=cache, use_cache=True)
+        model(ids[:, -1:], past_key_values=cache, use_cache=True)
+    with capture(lm, keep=("q", "k")) as full:
+        lm.forward(ids)
+    for layer in range(3):
+        kw = lm.attention_kwargs(layer)
+        a = attention_stats(step["q", layer], step["k", layer], **kw, backend="torch", columns=False)
+        b = attention_stats(full["q", layer], full["k", layer], **kw, backend="torch", columns=False)
+        assert torch.equal(a.top1[..., -1], b.top1[..., -1])
+        assert torch.allclose(a.entropy[..., -1], b.entropy[..., -1], atol=TOL)
+        assert torch.allclose(a.sink[..., -1], b.sink[..., -1], atol=TOL)
