@@ -453,9 +453,7 @@ def _prefix_cache(lm, kv: dict[int, tuple[torch.Tensor, torch.Tensor]], start: i
     is causal), so a by-position patch at position p needs only positions >= p recomputed; the
     cache holds the rest. Keys are post-RoPE as captured, which is what HF caches store.
     """
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=lm.hf_model.config)
+    cache = lm.new_cache()  # keeps every key: exact also on sliding-window layers, under any capture
     for layer in range(lm.arch.n_layers):
         k, v = kv[layer]
         reps = (copies,) + (1,) * (k.dim() - 1)

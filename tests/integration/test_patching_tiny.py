@@ -495,3 +495,28 @@ def test_cli_pairs_errors_name_the_line(saved_tiny, tmp_path, monkeypatch, capsy
         assert _cli(monkeypatch, *argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2"])
+@pytest.mark.parametrize("target", ["k", "head_out", "resid_pre"])
+def test_patching_on_windowed_models_equals_slow_loop(family, target):
+    """Sliding-window layers (window 5, 24-token prompts): the prefix-reuse cache keeps every key
+    and the model applies its window through the mask, so every by-position patch still equals
+    one plain forward per patch."""
+    from families import build
+
+    from interp.models import wrap_model
+
+    lm = wrap_model(build(family), None, name=family)
+    g = torch.Generator().manual_seed(3)
+    clean = torch.randint(0, 101, (2, 24), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, [4, 15]] = torch.randint(0, 101, (2, 2), generator=g)
+    b = TaskBatch.from_tokens(clean, corrupt, [3, 8], [11, 40])
+    site, index, *_ = target_index(lm, target, b.n_pos, by_pos=True, layers=[1])
+    got = activation_patching(lm, b.clean, b.corrupt, site, index, _ld(b), batch_rows=8, progress=False)
+    pick = [i for i, (_, _, pos) in enumerate(index.tolist()) if pos in (4, 15, 20)]
+    assert pick
+    for i in pick:
+        layer, head, pos = index[i].tolist()
+        assert got[i].item() == pytest.approx(_slow_patch(lm, b, site, layer, head, pos), abs=1e-6), (target, head, pos)
