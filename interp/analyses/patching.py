@@ -41,6 +41,7 @@ Objects on GPT-2 Medium).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional, Sequence, Union
@@ -50,7 +51,7 @@ import torch
 
 from interp.analyses.tasks import TaskBatch, make_task, task_from_jsonl
 from interp.errors import InterpError
-from interp.hooks import Edit, capture, intervene
+from interp.hooks import Edit, capture, intervene, start_at_layer
 
 __all__ = [
     "TARGETS",
@@ -531,11 +532,16 @@ def activation_patching(
     # the first token where clean and corrupted prompts differ, every activation agrees.
     first_token = int((clean != corrupt).any(0).float().argmax()) if bool((clean != corrupt).any()) else n_pos
     reuse = lm.backend == "hf" and (int(index[:, 2].max()) > 0 or first_token > 0) and _kv_fits(lm, corrupt)
-    keep = (site,) + (("k", "v") if reuse else ())
+    # (c) On the HF backend, the residual stream entering the lowest patched layer: a pass
+    # whose patches all sit at layer L or above starts there (layers < L compute the same
+    # values in every patched run as in the corrupted one).
+    skip = lm.backend == "hf" and max(layers) > 0 and _kv_fits(lm, corrupt)
+    keep = (site,) + (("k", "v") if reuse else ()) + (("resid_pre",) if skip else ())
     with capture(lm, layers=None if reuse else layers, keep=tuple(dict.fromkeys(keep))) as cap:
         base_logits = _answer_logits(lm, corrupt)
     corrupt_act = {layer: cap[site, layer] for layer in layers}
     kv = {layer: (cap["k", layer], cap["v", layer]) for layer in range(lm.arch.n_layers)} if reuse else None
+    resid = {layer: cap["resid_pre", layer] for layer in layers} if skip else None
     unpatched = _evaluate(metric, base_logits, n).double().mean()
     first = torch.tensor(
         [_first_difference(clean_act[la], corrupt_act[la], h, p, has_head) for la, h, p in index.tolist()], dtype=torch.long
@@ -571,7 +577,11 @@ def activation_patching(
                 mask = _mask(rows, tuple(source.shape), n, has_head).to(act.device)
                 edits.append(Edit(site, layer, _swap(mask, source)))
             past = _prefix_cache(lm, kv, start, c) if start > 0 else None
-            with intervene(lm, edits):
+            low = min(row[0] for row in chunk)
+            with contextlib.ExitStack() as stack:
+                if resid is not None and low > 0:
+                    stack.enter_context(start_at_layer(lm, low, resid[low][:, start:].repeat(c, 1, 1)))
+                stack.enter_context(intervene(lm, edits))
                 logits = _answer_logits(lm, corrupt[:, start:].repeat(c, 1), past=past)
             for j in range(c):
                 out[which[j]] = _evaluate(metric, logits[j * n : (j + 1) * n], n).double().mean()

@@ -15,6 +15,7 @@ from interp.hooks.edits import (
     patch_head,
     patch_site,
     scale_head,
+    start_at_layer,
     uniform_attention,
 )
 from interp.hooks.sites import HEAD_SITES, KV_SITES, SITES
@@ -39,4 +40,5 @@ __all__ = [
     "patch_site",
     "uniform_attention",
     "key_bias",
+    "start_at_layer",
 ]

@@ -428,6 +428,37 @@ class HFAdapter:
 
         return _Handle(module.register_forward_hook(post).remove)
 
+    def start_at(self, lm, layer: int, resid: torch.Tensor) -> _Handle:
+        """Skip layers ``< layer``: they pass their input through, and ``layer`` receives ``resid``.
+
+        For runs whose edits all sit at ``layer`` or above: the layers below compute the same
+        values in every such run, so their output (``resid``, the residual stream entering
+        ``layer``, [batch, pos, d_model]) can be taken from one earlier run. Every decoder layer
+        of the supported families takes the hidden states first and returns them as a tensor.
+        """
+        blocks = self.layers(lm)
+
+        def passthrough(*args, **kwargs):
+            return args[0] if args else kwargs["hidden_states"]
+
+        def enter(mod, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            if x.shape != resid.shape:
+                raise InterpError(f"start_at: layer {layer} gets {tuple(x.shape)} but resid is {tuple(resid.shape)}")
+            new = resid.to(dtype=x.dtype, device=x.device)
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
+
+        for block in blocks[:layer]:
+            block.forward = passthrough  # instance attribute: shadows the class's forward
+        handle = blocks[layer].register_forward_pre_hook(enter, with_kwargs=True, prepend=True)
+
+        def remove() -> None:
+            handle.remove()
+            for block in blocks[:layer]:
+                del block.forward
+
+        return _Handle(remove)
+
     def attach_key_bias(self, lm, layer: int, fn) -> _Handle:
         """Attach a key-bias edit: ``fn(q, k, scale) -> (q_extra [b,h,t,1], k_extra [b,kv,s,1])``."""
         lst = self.attention(lm, layer)._interp["bias"]

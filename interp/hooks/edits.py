@@ -28,6 +28,7 @@ __all__ = [
     "patch_site",
     "uniform_attention",
     "key_bias",
+    "start_at_layer",
 ]
 
 
@@ -183,6 +184,29 @@ def patch_site(site: str, layer: int, value: torch.Tensor, pos=None) -> Edit:
         return x
 
     return Edit(site, layer, fn)
+
+
+@contextmanager
+def start_at_layer(lm, layer: int, resid: torch.Tensor) -> Iterator[None]:
+    """Run the forward passes inside the block from ``layer`` on, with ``resid`` entering it.
+
+    The layers below ``layer`` are skipped (they pass their input through). Use it when every
+    edit of the block sits at ``layer`` or above, with ``resid`` = the residual stream entering
+    ``layer`` in an unedited run of the same input (e.g. ``cap["resid_pre", layer]``): the
+    result is then that of the full pass, for the cost of the layers from ``layer`` on. HF
+    backend only; removed on exit, also when the body raises.
+
+    Args:
+        resid: [batch, pos, d_model], the batch and positions of the passes inside the block.
+    """
+    lm.arch.check_layer(layer)
+    if lm.backend != "hf":
+        raise InterpError("start_at_layer needs the HF backend (backend='hf')")
+    handle = lm.adapter.start_at(lm, layer, resid)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def uniform_attention(layer: int, head: int) -> Edit:

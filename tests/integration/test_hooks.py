@@ -239,3 +239,30 @@ def test_family_without_adapter_names_the_supported_ones():
 
     with pytest.raises(InterpError, match="no hook adapter for model type 'bert'.*llama"):
         adapter_for("bert")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_start_at_layer_equals_the_full_pass_and_skips_the_layers_below(family):
+    from interp.hooks import start_at_layer
+
+    model = _build(family)
+    lm = wrap_model(model, None, name=family)
+    ids = _ids(model.config.vocab_size)
+    with capture(lm, keep=("resid_pre",)) as cap:
+        lm.forward(ids)
+    edits = [ablate_head(2, 1), scale_head(2, 0, 2.0)]
+    with intervene(lm, edits):
+        want = lm.forward(ids)
+    ran = []  # attention modules that computed (those of skipped layers must not)
+    blocks = lm.adapter.layers(lm)
+    hooks = [lm.adapter.attention(lm, i).register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i in range(3)]
+    try:
+        with start_at_layer(lm, 2, cap["resid_pre", 2]), intervene(lm, edits):
+            got = lm.forward(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert torch.allclose(got, want, atol=1e-6)
+    assert ran == [2]
+    assert torch.equal(lm.forward(ids), model(ids).logits)  # removed on exit: a plain pass again
+    assert not any("forward" in b.__dict__ for b in blocks)
