@@ -525,7 +525,9 @@ def _stage_select_copy(lm, cfg, ctx: dict) -> _Output:
         f"On {result.n_questions} multiple-choice questions ({result.n_options} options, chance "
         f"{1 / result.n_options:.2f}) the model's own answer is right {result.model_accuracy:.0%} of the time; the best "
         f"heads by QK-score of the final query on each option's end-of-line token (Tulchinskii et al. 2024): "
-        f"{_top_text(result.top(3, 'qk'))}; by attention score: {_top_text(result.top(3, 'attn'))}."
+        f"{_top_text(result.top(3, 'qk'))}; by attention score: {_top_text(result.top(3, 'attn'))}. With "
+        f"{result.n_questions} questions the best of {result.qk_correct[0].size} heads guessing at random would reach "
+        f"about {result.chance_best():.2f}."
     )
     per_q = pd.DataFrame({"question": result.question_ids, "model_correct": result.model_correct})
     return _Output(

@@ -258,6 +258,17 @@ class SelectCopyResult:
     def model_accuracy(self) -> float:
         return float(self.model_correct.mean())
 
+    def chance_best(self, n_sim: int = 2000, seed: int = 0) -> float:
+        """Expected best accuracy over all heads if every head guessed uniformly (Monte Carlo).
+
+        A head beating this is evidence of a select-and-copy head; the best head of many can
+        beat chance (1 / n_options) by luck alone when questions are few.
+        """
+        rng = np.random.default_rng(seed)
+        n_heads = self.qk_correct[0].size
+        hits = rng.binomial(self.n_questions, 1 / self.n_options, size=(n_sim, n_heads))
+        return float(hits.max(1).mean() / self.n_questions)
+
     def top(self, n: int = 5, by: str = "qk") -> list[tuple[int, int, float]]:
         """Best heads [(layer, head, accuracy)] by QK-score ("qk") or attention ("attn") accuracy."""
         g = self.qk_accuracy if by == "qk" else self.attn_accuracy
@@ -282,6 +293,7 @@ class SelectCopyResult:
         return {
             "n_questions": self.n_questions,
             "chance": 1 / self.n_options,
+            "chance_best_head": self.chance_best(),
             "model_accuracy": self.model_accuracy,
             "top_qk": [[l, h, round(a, 4)] for l, h, a in self.top(n, "qk")],
             "top_attn": [[l, h, round(a, 4)] for l, h, a in self.top(n, "attn")],

@@ -71,3 +71,16 @@ def test_prompt_without_option_lines_raises():
 def test_predictions_are_argmax_first_on_ties():
     s = torch.tensor([[0.1, 0.5, 0.5], [2.0, -1.0, 0.0]])
     assert head_predictions(s).tolist() == [1, 0]
+
+
+def test_chance_best_grows_with_fewer_questions():
+    import numpy as np
+
+    from interp.analyses.select_copy import SelectCopyConfig, SelectCopyResult
+
+    def result(n_q):
+        z = np.zeros((n_q, 30, 9), bool)
+        return SelectCopyResult(SelectCopyConfig(), "m", tuple(range(30)), 9, tuple(map(str, range(n_q))), 4, z, z, z[:, 0, 0], z.astype(float))
+
+    few, many = result(20).chance_best(), result(2000).chance_best()
+    assert 0.25 < many < 0.30 < few < 0.7  # 270 chance heads: the best is far above 0.25 on 20 questions
