@@ -559,7 +559,7 @@ def activation_patching(
     bar.update(len(index) - len(todo))
     from interp.distributed import map_units
 
-    passes = _chunks(first[todo], per_pass, n, n_pos, reuse=reuse)
+    passes = _chunks(first[todo], per_pass, n, n_pos, reuse=reuse, layer=index[todo, 0] if resid is not None else None)
 
     def run_passes(keys, finished) -> None:  # this rank's share of the passes (interp.distributed)
         for key in keys:
@@ -600,21 +600,36 @@ def activation_patching(
     return out
 
 
-def _chunks(pos: torch.Tensor, per_pass: int, n: int, n_pos: int, *, reuse: bool, min_tokens: int = 512) -> list[torch.Tensor]:
-    """Split patches (given the first position each one changes) into passes, in order of position.
+def _chunks(
+    pos: torch.Tensor,
+    per_pass: int,
+    n: int,
+    n_pos: int,
+    *,
+    reuse: bool,
+    layer: Optional[torch.Tensor] = None,
+    min_tokens: int = 96,
+) -> list[torch.Tensor]:
+    """Split patches into passes, in order of (first changed position, layer).
 
-    A pass holds at most ``per_pass`` patches. With prefix reuse (``reuse``) it also closes at a
-    change of position once it holds ``min_tokens`` tokens of work (``n`` prompts times the
-    positions from its first patch on): later passes then recompute fewer positions, while
-    passes much smaller than that would waste the batching. Without reuse every pass is full.
+    A pass holds at most ``per_pass`` patches. With prefix reuse (``reuse``) a pass recomputes
+    only the positions from its first patch on, and with ``layer`` (layer skipping) only the
+    layers from its lowest patch on; so a pass also closes at a change of position or of layer
+    once it holds ``min_tokens`` tokens of work (``n`` prompts times the positions from its
+    first patch on): later passes then start later or higher, while passes much smaller than
+    that would waste the batching. Without either, every pass is full.
     """
+    layer = torch.zeros_like(pos) if layer is None else layer
+    order = sorted(range(len(pos)), key=lambda i: (max(0, int(pos[i])), int(layer[i]), i))
     out, current = [], []
-    for i in torch.argsort(pos, stable=True).tolist():
-        p = max(0, int(pos[i]))
+    for i in order:
+        key = (max(0, int(pos[i])), int(layer[i]))
         if current:
-            start, last = max(0, int(pos[current[0]])), max(0, int(pos[current[-1]]))
-            enough = reuse and p != last and len(current) * n * (n_pos - start) >= min_tokens
-            if len(current) >= per_pass or enough:
+            first, last = current[0], current[-1]
+            start = max(0, int(pos[first]))
+            changed = key != (max(0, int(pos[last])), int(layer[last]))
+            enough = changed and len(current) * n * (n_pos - start) >= min_tokens
+            if len(current) >= per_pass or ((reuse or bool(layer.any())) and enough):
                 out.append(torch.tensor(current))
                 current = []
         current.append(i)
