@@ -134,16 +134,16 @@ def _writable(folder: str) -> bool:
 
 
 def test_model_without_adapter_fails_before_loading(tmp_path):
-    from transformers import GPTNeoXConfig
+    from transformers import OPTConfig
 
-    model_dir = tmp_path / "neox"
-    GPTNeoXConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=100).save_pretrained(
+    model_dir = tmp_path / "opt"
+    OPTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, ffn_dim=64, vocab_size=100).save_pretrained(
         model_dir
     )  # a config alone: the check must not need weights
     out = tmp_path / "out"
     proc = _cli("--model", str(model_dir), "--out", str(out))
     assert proc.returncode == 2, proc.stderr
-    assert "no hook adapter for model type 'gpt_neox'" in proc.stderr and "_HF_LAYOUTS" in proc.stderr
+    assert "no hook adapter for model type 'opt'" in proc.stderr and "_HF_LAYOUTS" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (out / "plotly.min.js").exists() and not (out / "index.html").exists()
 
