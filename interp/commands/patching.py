@@ -67,9 +67,9 @@ def _run(
 
     from interp.analyses.patching import PatchConfig, run_patching, top_heads
     from interp.analyses.tasks import read_pairs
-    from interp.models import load_model
+    from interp.distributed import open_parted_log, rank_model, world
     from interp.plots.patching import figures_html, patch_figure, position_heatmap
-    from interp.runs import SampleLog, atomic_write_csv, atomic_write_json, atomic_write_text, prepare_out_dir, run_info
+    from interp.runs import atomic_write_csv, atomic_write_json, atomic_write_text, prepare_out_dir, run_info
 
     started = time.time()
     if pairs is not None:
@@ -86,11 +86,13 @@ def _run(
     provenance = {"model": model, "backend": backend, **{k: v for k, v in settings.items() if k not in ("batch_rows", "pairs")}}
     if pairs is not None:
         provenance["pairs_sha256"] = hashlib.sha256(Path(pairs).read_bytes()).hexdigest()
-    log = SampleLog(folder / "patch_log.jsonl", provenance, fresh=fresh)
+    log = open_parted_log(folder / "patch_log.jsonl", provenance, fresh=fresh)  # one part per rank under torchrun/srun
     if len(log):
         console.print(f"resuming: {sum(len(r['patches']) for r in log)} patches already done in {folder}")
-    lm = load_model(model, backend=backend)
+    lm = rank_model(model, backend=backend)
     result = run_patching(lm, config, log=log)
+    if not world().main:
+        return  # every rank holds the merged result; rank 0 writes it
     figures = [patch_figure(result)] + ([position_heatmap(result)] if "pos" in result.axes else [])
     if result.activation is not None:
         figures.append(patch_figure(result.activation))
