@@ -168,6 +168,96 @@ class LoadedModel:
             return weight.device
         return next(p.device for p in self.hf_model.parameters() if p.device.type != "meta")
 
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the input embedding (token ids must be below this)."""
+        return int(self.hf_model.get_input_embeddings().weight.shape[0])
+
+    @property
+    def stop_ids(self) -> frozenset[int]:
+        """End-of-sequence token ids (tokenizer's and generation config's)."""
+        ids: set[int] = set()
+        sources = (getattr(self.tokenizer, "eos_token_id", None), getattr(self.hf_model.generation_config, "eos_token_id", None))
+        for src in sources:
+            if src is not None:
+                ids.update([src] if isinstance(src, int) else list(src))
+        return frozenset(ids)
+
+    @property
+    def reuses_prefixes(self) -> bool:
+        """Whether `logits_tail` accepts a prefix KV cache and `interp.hooks.start_at_layer` works
+        (HF backend; the TL bridge always runs the whole sequence and every layer)."""
+        return self.backend == "hf"
+
+    def logits_tail(
+        self, input_ids: torch.Tensor, n: int = 1, *, past: Any = None, grad: bool = False
+    ) -> torch.Tensor:
+        """Logits ``[batch, n, vocab]`` of the last ``n`` positions only.
+
+        On the HF backend the unembedding runs on those positions alone (a pre-hook on the
+        model's ``get_output_embeddings()`` slices its input), which saves the [batch, pos,
+        vocab] logits: a fifth of a 135M model's compute and most of the memory of a
+        large-vocabulary one. The TL bridge computes every position and we slice.
+
+        Args:
+            past: a KV cache (`new_cache`, filled by an earlier call) holding the positions
+                before ``input_ids``, which are then only the continuation (HF backend).
+            grad: keep the autograd graph.
+        """
+        if not 1 <= n <= int(input_ids.shape[-1]):
+            raise InterpError(f"n must lie in 1..{int(input_ids.shape[-1])} (the positions given), got {n}")
+        if self.backend != "hf":
+            if past is not None:
+                raise InterpError("a prefix KV cache needs the HF backend (backend='hf')")
+            return self.forward(input_ids, grad=grad)[:, -n:]
+        head = self.hf_model.get_output_embeddings()
+        handle = head.register_forward_pre_hook(lambda mod, args: (args[0][:, -n:], *args[1:]))
+        try:
+            if past is None:
+                return self.forward(input_ids, grad=grad)[:, -n:]
+            self.check_length(int(input_ids.shape[-1]) + int(past.get_seq_length()))
+            with torch.set_grad_enabled(grad):
+                return self.hf_model(input_ids=input_ids, past_key_values=past, use_cache=True).logits[:, -n:]
+        finally:
+            handle.remove()
+
+    @torch.no_grad()
+    def greedy(
+        self, prompt_ids: torch.Tensor, max_new_tokens: int, *, stop: Any = None, progress: bool = False
+    ) -> torch.Tensor:
+        """Greedy decoding of one prompt, stopping after a stop token (kept) or ``max_new_tokens``.
+
+        Args:
+            prompt_ids: [1, pos] prompt token ids.
+            stop: token ids that end the answer (default: `stop_ids`).
+
+        Returns:
+            [1, new] generated ids. HF backend: with a full KV cache (`new_cache`); TL: the
+            whole sequence each step.
+        """
+        if prompt_ids.shape[0] != 1:
+            raise InterpError(f"greedy decodes one prompt at a time, got a batch of {prompt_ids.shape[0]}")
+        if max_new_tokens < 1:
+            raise InterpError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        from tqdm.auto import tqdm
+
+        stop = self.stop_ids if stop is None else frozenset(stop)
+        self.check_length(int(prompt_ids.shape[1]) + max_new_tokens)
+        cache = self.new_cache() if self.backend == "hf" else None
+        logits = self.logits_tail(prompt_ids, 1, past=cache) if cache is not None else self.forward(prompt_ids)[:, -1:]
+        seq, new = prompt_ids, []
+        for step in tqdm(range(max_new_tokens), desc="generating", unit="tok", leave=False, disable=not progress):
+            nxt = logits[:, -1].argmax(-1, keepdim=True)  # [1, 1]
+            new.append(int(nxt))
+            if new[-1] in stop or step == max_new_tokens - 1:
+                break
+            if cache is not None:
+                logits = self.logits_tail(nxt, 1, past=cache)
+            else:
+                seq = torch.cat([seq, nxt], dim=1)
+                logits = self.forward(seq)[:, -1:]
+        return torch.tensor([new], dtype=torch.long, device=prompt_ids.device)
+
     def new_cache(self) -> Any:
         """An empty KV cache that keeps every key (``transformers.DynamicCache()`` without a config).
 

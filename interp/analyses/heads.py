@@ -234,7 +234,7 @@ class HeadResult:
 def _vocab_size(lm) -> int:
     if getattr(lm, "tokenizer", None) is not None:
         return len(lm.tokenizer)
-    return int(lm.hf_model.get_input_embeddings().num_embeddings)
+    return lm.vocab_size
 
 
 def _score_batch(lm, ids: Tensor, config: HeadConfig, layers: Sequence[int], sums: np.ndarray, counts: np.ndarray, src: int) -> None:

@@ -418,33 +418,14 @@ def _mask(index_rows: Sequence[tuple[int, int, int, int]], shape: tuple[int, ...
 
 def _default_rows(lm, n: int, n_pos: int) -> int:
     """Rows per forward so that one pass's activations stay within the budget (logits at one position)."""
-    per_row = 4 * (int(lm.hf_model.get_output_embeddings().weight.shape[0]) + 16 * n_pos * lm.arch.d_model)
+    per_row = 4 * (lm.vocab_size + 16 * n_pos * lm.arch.d_model)
     return max(n, min(4096, _LOGIT_BUDGET_BYTES // per_row))
 
 
 def _answer_logits(lm, ids: torch.Tensor, *, grad: bool = False, past=None) -> torch.Tensor:
-    """Logits [batch, 1, vocab] at the last (answer) position.
-
-    Every metric here reads only the answer position, so on the HF backend the unembedding is
-    run on the last position alone (a pre-hook on the model's public ``get_output_embeddings()``
-    module slices its input): this saves the [batch, pos, vocab] logits, a fifth of the compute
-    of a 135M model and most of the memory of a large-vocabulary one. The TL bridge computes all
-    positions and we slice.
-
-    ``past`` (HF backend only): a ``DynamicCache`` holding the keys and values of the positions
-    before ``ids`` (see `_prefix_cache`); ``ids`` is then only the suffix.
-    """
-    if lm.backend != "hf":
-        return lm.forward(ids, grad=grad)[:, -1:]
-    head = lm.hf_model.get_output_embeddings()
-    handle = head.register_forward_pre_hook(lambda mod, args: (args[0][:, -1:], *args[1:]))
-    try:
-        if past is None:
-            return lm.forward(ids, grad=grad)[:, -1:]
-        with torch.set_grad_enabled(grad):
-            return lm.hf_model(input_ids=ids, past_key_values=past, use_cache=True).logits[:, -1:]
-    finally:
-        handle.remove()
+    """Logits [batch, 1, vocab] at the last (answer) position: every metric here reads only
+    that position (`LoadedModel.logits_tail`; ``past``: a prefix KV cache, see `_prefix_cache`)."""
+    return lm.logits_tail(ids, 1, past=past, grad=grad)
 
 
 def _prefix_cache(lm, kv: dict[int, tuple[torch.Tensor, torch.Tensor]], start: int, copies: int):
@@ -531,11 +512,11 @@ def activation_patching(
     # and corrupted runs, attention being causal) and recomputes only positions >= p. Before
     # the first token where clean and corrupted prompts differ, every activation agrees.
     first_token = int((clean != corrupt).any(0).float().argmax()) if bool((clean != corrupt).any()) else n_pos
-    reuse = lm.backend == "hf" and (int(index[:, 2].max()) > 0 or first_token > 0) and _kv_fits(lm, corrupt)
+    reuse = lm.reuses_prefixes and (int(index[:, 2].max()) > 0 or first_token > 0) and _kv_fits(lm, corrupt)
     # (c) On the HF backend, the residual stream entering the lowest patched layer: a pass
     # whose patches all sit at layer L or above starts there (layers < L compute the same
     # values in every patched run as in the corrupted one).
-    skip = lm.backend == "hf" and max(layers) > 0 and _kv_fits(lm, corrupt)
+    skip = lm.reuses_prefixes and max(layers) > 0 and _kv_fits(lm, corrupt)
     keep = (site,) + (("k", "v") if reuse else ()) + (("resid_pre",) if skip else ())
     with capture(lm, layers=None if reuse else layers, keep=tuple(dict.fromkeys(keep))) as cap:
         base_logits = _answer_logits(lm, corrupt)

@@ -521,39 +521,13 @@ class PreplanResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _eos_ids(lm) -> set[int]:
-    ids: set[int] = set()
-    for src in (getattr(lm.tokenizer, "eos_token_id", None), getattr(lm.hf_model.generation_config, "eos_token_id", None)):
-        if src is None:
-            continue
-        ids.update([src] if isinstance(src, int) else list(src))
-    return ids
-
-
-@torch.no_grad()
 def greedy_response(lm, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-    """Greedy decoding with a KV cache, stopping at an end-of-sequence token (kept).
-
-    Args:
-        prompt_ids: [1, pos] prompt token ids.
-        max_new_tokens: most tokens to generate.
+    """Greedy decoding, stopping at an end-of-sequence token (kept): `LoadedModel.greedy`.
 
     Returns:
         [1, new] generated ids.
     """
-    from tqdm.auto import tqdm
-
-    eos = _eos_ids(lm)
-    model = lm.hf_model
-    out = model(input_ids=prompt_ids, use_cache=True)
-    new: list[int] = []
-    for step in tqdm(range(max_new_tokens), desc="generating", unit="tok", leave=False, disable=None):
-        nxt = out.logits[:, -1].argmax(-1)  # [1]
-        new.append(int(nxt))
-        if new[-1] in eos or step == max_new_tokens - 1:
-            break
-        out = model(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
-    return torch.tensor([new], dtype=torch.long, device=prompt_ids.device)
+    return lm.greedy(prompt_ids, max_new_tokens, progress=True)
 
 
 def collect_statistics(lm, ids: torch.Tensor, n_prompt: int, layers: Sequence[int], config: PreplanConfig) -> PreplanStats:
