@@ -311,7 +311,8 @@ class NeedleSample:
     Attributes:
         key: unique id, e.g. "L1024-d0.50-soup" (the resume key).
         length: the requested prompt length in tokens (the actual length is at most this,
-            short by less than one haystack sentence).
+            short by less than one haystack sentence; at the model's context, short by the
+            response too).
         depth: the requested needle depth in [0, 1] (0 = start of the haystack).
         needle_id: the needle's id.
         prompt_ids: token ids of the prompt (ends with the question and generation prompt).
@@ -398,11 +399,20 @@ def build_sample(
         template: the prompt text around the haystack.
         haystack: tokenised haystack sentences; the first sentences that fit are used.
         needle: the needle to insert.
-        length: target prompt length in tokens.
+        length: target prompt length in tokens, at most ``n_ctx``. The prompt is at most
+            ``length`` and at most ``n_ctx`` minus the response long (so ``length = n_ctx``
+            works: the prompt is then shorter by the response), short by less than one
+            haystack sentence.
         depth: needle depth in [0, 1].
         n_ctx: the model's context; prompt + response must fit.
         response: "needle" (teacher forcing feeds the needle sentence, as models restate it)
             or "answer" (only the answer, with the token ids it has inside the needle).
+
+    Token-level shared prefixes: every segment is tokenised on its own and the prompt is the
+    concatenation of their ids, and the haystack is whole sentences taken from its start, so
+    two samples of one haystack share exactly the ids of ``head`` + the sentences before the
+    earlier needle, whatever their lengths and depths (`interp.analyses.shared_prefix` relies
+    on this; it compares token ids, so it stays exact for any tokenizer).
 
     Raises:
         InterpError: depth outside [0, 1], a length beyond the context or too short for the
@@ -425,12 +435,12 @@ def build_sample(
     response_ids = r_before + r_answer + r_after
 
     overhead = len(head) + len(tail) + len(needle_ids)
-    if length + len(response_ids) > n_ctx:
+    if length > n_ctx:
         raise InterpError(
-            f"length {length} plus the {len(response_ids)}-token response exceeds the model's context of {n_ctx} "
-            f"tokens: use --lengths up to {n_ctx - len(response_ids)}"
+            f"length {length} exceeds the model's context of {n_ctx} tokens: use --lengths up to {n_ctx}"
         )
-    budget = length - overhead
+    # The response must fit behind the prompt: at the context's end the prompt gives way to it.
+    budget = min(length, n_ctx - len(response_ids)) - overhead
     if budget <= 0:
         raise InterpError(
             f"length {length} is too short: the template, needle {needle.id!r} and question alone take {overhead} "

@@ -23,6 +23,12 @@ attention matrix is never built):
   steps); the kernel computes only the decode rows (each step's new query against the keys
   it sees; the rows are collected and reduced in one kernel call per layer after the loop).
 
+Across the grid, the samples share long token prefixes (the template and the haystack up to
+the earliest needle; everything before the needle for the needles at one length and depth).
+With ``share_prefix`` (the default) both modes and the masking check walk a prefix tree of the
+samples with a reused KV cache (`interp.analyses.shared_prefix`): each shared position is
+computed once, and the results are those of one pass per sample.
+
 The causal check masks heads by making their attention uniform (`interp.hooks.uniform_attention`,
 query set to zero) and re-runs the needle task: recall unmasked, with the top-K heads masked,
 and with K random non-retrieval heads masked (several seeds). K defaults to 5% of all heads.
@@ -71,7 +77,11 @@ __all__ = [
     "score_retrieval",
     "prepare_samples",
     "teacher_trace",
+    "teacher_traces",
+    "teacher_answers",
     "decode_trace",
+    "decode_traces",
+    "decode_answers",
     "score_trace",
     "needle_recall",
     "paper_decode_trace",
@@ -121,6 +131,13 @@ class RetrievalConfig:
         mask_random: K of the random heads masked; None = the same K as ``mask_top``.
         seeds: one random-K draw per seed (the spread across seeds is reported).
         backend: `interp.kernels` backend ("auto", "torch", "triton", "reference").
+        share_prefix: compute each shared token prefix of the grid once and reuse its KV
+            cache (`interp.analyses.shared_prefix`; HF backend; both modes and the masking
+            check; same results as one pass per sample). False = each sample on its own.
+        batch_size: with ``share_prefix``, at most this many samples that differ only after
+            a shared prefix (e.g. the needles at one length and depth) run as one batch.
+            None = 1 on CPU (measured: batching there only adds padding and cache copies,
+            benchmarks/RESULTS.md) and 4 on CUDA.
     """
 
     lengths: tuple[int, ...] = (512, 1024)  # tokens; the paper's grid goes to the context (8192)
@@ -137,6 +154,8 @@ class RetrievalConfig:
     mask_random: Optional[int] = None  # None: same as mask_top
     seeds: tuple[int, ...] = (0, 1, 2)  # random-K draws
     backend: str = "auto"  # interp.kernels backend
+    share_prefix: bool = True  # reuse the KV cache of shared token prefixes (exact)
+    batch_size: Optional[int] = None  # samples per batch below a shared prefix; None: 1 on CPU, 4 on CUDA
 
     def validate(self, n_heads_total: Optional[int] = None) -> None:
         """Raise `InterpError` on settings outside their range (K checked when the head count is given)."""
@@ -156,6 +175,8 @@ class RetrievalConfig:
             raise InterpError(f"min_recall must lie in [0, 1], got {self.min_recall} (Wu et al. use 0.5)")
         if not 0.0 <= self.threshold < 1.0:
             raise InterpError(f"threshold must lie in [0, 1), got {self.threshold} (Wu et al. use 0.1)")
+        if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise InterpError(f"batch_size must be None or an int >= 1, got {self.batch_size!r}")
         if self.mask and not self.seeds:
             raise InterpError("seeds is empty: give at least one seed for the random-K masking (or mask=False)")
         for name in ("mask_top", "mask_random"):
@@ -171,6 +192,12 @@ class RetrievalConfig:
                     f"--mask-random {k_random} is too large: random heads are drawn from the {n_heads_total - k_top} "
                     f"heads outside the top {k_top}; use K <= {n_heads_total - k_top}"
                 )
+
+    def batch_for(self, device: torch.device) -> int:
+        """The batch size on ``device`` (``batch_size``, or its default there)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 4 if device.type == "cuda" else 1
 
     def mask_sizes(self, n_heads_total: int) -> tuple[int, int]:
         """(K top, K random) for a model with ``n_heads_total`` heads."""
@@ -384,6 +411,92 @@ def teacher_trace(lm, sample: NeedleSample, *, backend: str = "auto", edits: Seq
     )
 
 
+def teacher_traces(
+    lm,
+    samples: Sequence[NeedleSample],
+    *,
+    backend: str = "auto",
+    edits: Sequence = (),
+    batch_size: int = 1,
+    chunk_size: int = 2048,
+    on_trace=None,
+) -> list[RowTrace]:
+    """`teacher_trace` of many samples, each shared token prefix computed once (HF backend).
+
+    The samples' prompt + response ids go into a prefix tree (`interp.analyses.shared_prefix`):
+    the template and the haystack before the earliest needle are computed once for the whole
+    grid, the text before each needle once for all needles there, and so on; the kernel
+    computes only the response rows, from the edge that holds them. The traces equal those of
+    `teacher_trace` on each sample (same rows, same q and k up to rounding).
+
+    Args:
+        batch_size, chunk_size: see `interp.analyses.shared_prefix.tree_rows`.
+        on_trace: optional ``on_trace(index, trace)`` called as soon as a sample's trace is
+            complete (samples finish in tree order, not input order).
+    """
+    from interp.analyses.shared_prefix import tree_rows
+
+    def top1_rows(layer: int, q: Tensor, k: Tensor, rows: Tensor) -> Tensor:
+        return _stats_top1(lm, layer, q, k, rows, backend)  # [head, n_rows]
+
+    def build(i: int, got) -> RowTrace:
+        s = samples[i]
+        return RowTrace(
+            positions=got.positions,
+            top1=torch.stack([got.stats[layer] for layer in range(lm.arch.n_layers)]),
+            emitted=got.greedy,
+            reference=torch.tensor(s.response_ids, dtype=torch.long),
+            tokens=torch.tensor(s.input_ids, dtype=torch.long),
+        )
+
+    traces: dict[int, RowTrace] = {}
+
+    def done(i: int, got) -> None:
+        traces[i] = build(i, got)
+        if on_trace is not None:
+            on_trace(i, traces[i])
+
+    tree_rows(
+        lm,
+        [s.input_ids for s in samples],
+        [response_rows(s.n_prompt, len(s.response_ids)).tolist() for s in samples],
+        stats=top1_rows,
+        edits=edits,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        on_done=done,
+    )
+    return [traces[i] for i in range(len(samples))]
+
+
+def teacher_answers(lm, samples: Sequence[NeedleSample], *, edits: Sequence = (), batch_size: int = 1, on_answer=None) -> list[list[int]]:
+    """The model's greedy tokens at each sample's response rows, shared prefixes once (no kernel).
+
+    What `needle_recall` reads in teacher mode, for many samples (the masking check).
+
+    Args:
+        on_answer: optional ``on_answer(index, token_ids)`` called as each sample completes.
+    """
+    from interp.analyses.shared_prefix import tree_rows
+
+    answers: dict[int, list[int]] = {}
+
+    def done(i: int, got) -> None:
+        answers[i] = got.greedy.tolist()
+        if on_answer is not None:
+            on_answer(i, answers[i])
+
+    tree_rows(
+        lm,
+        [s.input_ids for s in samples],
+        [response_rows(s.n_prompt, len(s.response_ids)).tolist() for s in samples],
+        edits=edits,
+        batch_size=batch_size,
+        on_done=done,
+    )
+    return [answers[i] for i in range(len(samples))]
+
+
 def stop_token_ids(lm) -> set[int]:
     """End-of-sequence ids of the tokenizer and generation config."""
     out: set[int] = set()
@@ -399,12 +512,14 @@ def _is_stop(lm, token: int, stops: set[int]) -> bool:
     return token in stops or (lm.tokenizer is not None and "\n" in lm.tokenizer.decode([token]))
 
 
-def greedy_decode(lm, prompt_ids: Sequence[int], *, max_new_tokens: int = 50, on_step=None):
+def greedy_decode(lm, prompt_ids: Sequence[int], *, max_new_tokens: int = 50, on_step=None, past=None):
     """Wu et al.'s loop: prefill prompt[:-1] with a KV cache, feed the last prompt token, then
     greedy steps until a newline or end-of-sequence token (kept as the last token) or the limit.
 
     Args:
         on_step: optional ``on_step(step)`` called before each step's forward pass.
+        past: optional ``DynamicCache`` already holding ``prompt_ids[:-1]`` (the prefill is
+            then skipped; the steps append to it).
 
     Returns:
         (emitted token ids, whether it stopped on a stop token).
@@ -417,9 +532,12 @@ def greedy_decode(lm, prompt_ids: Sequence[int], *, max_new_tokens: int = 50, on
     room = lm.arch.n_ctx - ids.shape[1]
     emitted: list[int] = []
     with torch.no_grad():
-        cache = None
-        if ids.shape[1] > 1:
-            cache = lm.hf_model(input_ids=ids[:, :-1], use_cache=True, logits_to_keep=1).past_key_values
+        cache = past
+        if past is not None and past.get_seq_length() != ids.shape[1] - 1:
+            raise InterpError(f"the cache holds {past.get_seq_length()} positions, not the {ids.shape[1] - 1} of prompt[:-1]")
+        if past is None and ids.shape[1] > 1:
+            cache = lm.new_cache()  # keeps every key: windowed layers' keys stay aligned with positions
+            lm.hf_model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True, logits_to_keep=1)
         token = ids[:, -1:]
         for step in range(min(max_new_tokens, room + 1)):
             if on_step is not None:
@@ -443,7 +561,15 @@ def decode_trace(lm, sample: NeedleSample, *, max_new_tokens: int = 50, backend:
     is exactly the step's position, and causality hides the keys that step had not seen yet.
     The same q and k as step by step, with one kernel call per layer instead of one per step.
     """
-    from interp.hooks import capture, intervene
+    from interp.hooks import intervene
+
+    with intervene(lm, list(edits)):
+        return _decode_rows(lm, sample, max_new_tokens, backend, None)
+
+
+def _decode_rows(lm, sample: NeedleSample, max_new_tokens: int, backend: str, past) -> RowTrace:
+    """`decode_trace`'s loop and kernel call (edits, if any, are already attached)."""
+    from interp.hooks import capture
 
     n_layers = lm.arch.n_layers
     q_rows: dict[int, list[Tensor]] = {layer: [] for layer in range(n_layers)}
@@ -458,8 +584,8 @@ def decode_trace(lm, sample: NeedleSample, *, max_new_tokens: int = 50, backend:
             q_rows[layer].append(q[:, :, -1:])
             last_k[layer] = k
 
-    with intervene(lm, list(edits)), capture(lm, keep=(), on_layer=on_layer):
-        emitted, stopped = greedy_decode(lm, sample.prompt_ids, max_new_tokens=max_new_tokens, on_step=on_step)
+    with capture(lm, keep=(), on_layer=on_layer):
+        emitted, stopped = greedy_decode(lm, sample.prompt_ids, max_new_tokens=max_new_tokens, on_step=on_step, past=past)
     if any(len(q_rows[layer]) != len(emitted) for layer in range(n_layers)) or len(last_k) != n_layers:
         raise InterpError("the hooks did not fire on every layer of every decode step")
     top1 = torch.stack(
@@ -474,6 +600,51 @@ def decode_trace(lm, sample: NeedleSample, *, max_new_tokens: int = 50, backend:
         tokens=torch.tensor(list(sample.prompt_ids) + emitted, dtype=torch.long),
         stopped=stopped,
     )
+
+
+def decode_traces(
+    lm, samples: Sequence[NeedleSample], *, max_new_tokens: int = 50, backend: str = "auto", edits: Sequence = (), on_trace=None
+) -> list[RowTrace]:
+    """`decode_trace` of many samples, the prefill of each shared token prefix computed once (HF backend).
+
+    The samples' ``prompt[:-1]`` go into a prefix tree (`interp.analyses.shared_prefix`); where
+    a sample's prompt ends, its greedy loop starts from the cache the walk holds there, and
+    its steps are cropped off again afterwards. Same traces as `decode_trace` on each sample.
+
+    Args:
+        on_trace: optional ``on_trace(index, trace)`` called as each sample's loop ends.
+    """
+    from interp.analyses.shared_prefix import tree_rows
+
+    traces: dict[int, RowTrace] = {}
+
+    def at_end(i: int, cache) -> None:
+        traces[i] = _decode_rows(lm, samples[i], max_new_tokens, backend, cache)
+        if on_trace is not None:
+            on_trace(i, traces[i])
+
+    tree_rows(lm, [s.prompt_ids[:-1] for s in samples], None, edits=edits, at_end=at_end)
+    return [traces[i] for i in range(len(samples))]
+
+
+def decode_answers(lm, samples: Sequence[NeedleSample], *, max_new_tokens: int = 50, edits: Sequence = (), on_answer=None) -> list[list[int]]:
+    """The greedy loop's answer ids (stop token dropped) of many samples, shared prefills once (no kernel).
+
+    Args:
+        on_answer: optional ``on_answer(index, token_ids)`` called as each sample's loop ends.
+    """
+    from interp.analyses.shared_prefix import tree_rows
+
+    answers: dict[int, list[int]] = {}
+
+    def at_end(i: int, cache) -> None:
+        emitted, stopped = greedy_decode(lm, samples[i].prompt_ids, max_new_tokens=max_new_tokens, past=cache)
+        answers[i] = emitted[:-1] if stopped else emitted
+        if on_answer is not None:
+            on_answer(i, answers[i])
+
+    tree_rows(lm, [s.prompt_ids[:-1] for s in samples], None, edits=edits, at_end=at_end)
+    return [answers[i] for i in range(len(samples))]
 
 
 def _answer_recall(lm, trace_ids: Sequence[int], sample: NeedleSample) -> tuple[float, str]:
@@ -503,7 +674,11 @@ def needle_recall(lm, sample: NeedleSample, config: RetrievalConfig, edits: Sequ
 
 @dataclass(frozen=True)
 class SampleRecord:
-    """One scored sample (a row of samples.csv)."""
+    """One scored sample (a row of samples.csv).
+
+    ``seconds`` is the wall time since the previous sample finished: with shared prefixes a
+    sample's cost includes the part of the shared prefix computed just before it.
+    """
 
     key: str
     length: int
@@ -709,12 +884,45 @@ def prepare_samples(lm, config: RetrievalConfig) -> tuple[list[NeedleSample], di
     return samples, provenance
 
 
-def _score_one(lm, sample: NeedleSample, config: RetrievalConfig) -> dict:
-    started = time.perf_counter()
+def _shares_prefix(lm, config: RetrievalConfig) -> bool:
+    """Whether traces and masked recalls go through the shared-prefix walk."""
+    return config.share_prefix and lm.backend == "hf"
+
+
+def _trace_one(lm, sample: NeedleSample, config: RetrievalConfig) -> RowTrace:
     if config.mode == "teacher":
-        trace = teacher_trace(lm, sample, backend=config.backend)
-    else:
-        trace = decode_trace(lm, sample, max_new_tokens=config.max_new_tokens, backend=config.backend)
+        return teacher_trace(lm, sample, backend=config.backend)
+    return decode_trace(lm, sample, max_new_tokens=config.max_new_tokens, backend=config.backend)
+
+
+def _trace_all(lm, todo: Sequence[NeedleSample], config: RetrievalConfig, finish) -> None:
+    """Trace every sample of ``todo``; ``finish(sample, trace)`` as each one completes."""
+    if _shares_prefix(lm, config) and todo:
+        done = lambda i, t: finish(todo[i], t)  # noqa: E731
+        if config.mode == "teacher":
+            teacher_traces(lm, todo, backend=config.backend, batch_size=config.batch_for(lm.device), on_trace=done)
+        else:
+            decode_traces(lm, todo, max_new_tokens=config.max_new_tokens, backend=config.backend, on_trace=done)
+        return
+    for sample in todo:
+        finish(sample, _trace_one(lm, sample, config))
+
+
+def _recall_all(lm, todo: Sequence[NeedleSample], config: RetrievalConfig, edits: Sequence, finish) -> None:
+    """Needle recall of every sample of ``todo`` under ``edits``; ``finish(sample, recall, text)``."""
+    if _shares_prefix(lm, config) and todo:
+        done = lambda i, ids: finish(todo[i], *_answer_recall(lm, ids, todo[i]))  # noqa: E731
+        if config.mode == "teacher":
+            teacher_answers(lm, todo, edits=edits, batch_size=config.batch_for(lm.device), on_answer=done)
+        else:
+            decode_answers(lm, todo, max_new_tokens=config.max_new_tokens, edits=edits, on_answer=done)
+        return
+    for sample in todo:
+        finish(sample, *needle_recall(lm, sample, config, edits))
+
+
+def _record(lm, sample: NeedleSample, trace: RowTrace, seconds: float) -> dict:
+    """samples.jsonl record of one traced sample."""
     events, scores = score_trace(trace, sample)
     recall, text = _answer_recall(lm, trace.answer_ids(), sample)
     return {
@@ -726,7 +934,7 @@ def _score_one(lm, sample: NeedleSample, config: RetrievalConfig) -> dict:
         "recall": recall,
         "n_events": int(events.sum()),
         "answer": text,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(seconds, 3),
         "scores": scores.tolist(),
     }
 
@@ -764,29 +972,37 @@ def score_retrieval(
         InterpError: bad input (checked before any model work or write), or an ``out_dir``
             holding a run with other settings.
     """
+    from interp.distributed import finished, map_units, open_log, world
     from interp.hooks import uniform_attention
-    from interp.runs import SampleLog, atomic_write_csv, atomic_write_json, prepare_out_dir, run_info
+    from interp.runs import atomic_write_csv, atomic_write_json, prepare_out_dir, run_info
 
     started = time.time()
     samples, provenance = prepare_samples(lm, config)
     log = mask_log = None
+    progress = progress and world().main  # under torchrun/srun: one bar, rank 0's
     if out_dir is not None:
         folder = prepare_out_dir(out_dir)
-        log = SampleLog(folder / "samples.jsonl", provenance, fresh=fresh)
+        log = open_log(folder / "samples.jsonl", provenance, fresh=fresh)
 
     records: dict[str, dict] = {}
-    n_computed = 0
     t0 = time.perf_counter()
     with _progress(len(samples), f"retrieval ({config.mode})", progress) as bar:
-        for sample in samples:
-            if log is not None and log.done(sample.key):
-                records[sample.key] = log.records[sample.key]
-            else:
-                records[sample.key] = _score_one(lm, sample, config)
-                n_computed += 1
-                if log is not None:
-                    log.add(sample.key, records[sample.key])
-            bar.update(1)
+        by_key = {s.key: s for s in samples}
+        n_computed = len(samples) - len(finished(log, list(by_key)))  # by all ranks together
+        last = [time.perf_counter()]
+
+        def trace_many(keys, done) -> None:  # this rank's unfinished samples (interp.distributed)
+            def finish(sample: NeedleSample, trace: RowTrace) -> None:
+                now = time.perf_counter()
+                done(sample.key, _record(lm, sample, trace, now - last[0]))
+                last[0] = now
+                bar.update(1)
+
+            _trace_all(lm, [by_key[k] for k in keys], config, finish)
+
+        # contiguous blocks keep samples that share a prefix on one rank
+        records = map_units(list(by_key), compute_many=trace_many, log=log, what="needle samples", progress=False, contiguous=True)
+        bar.update(len(samples) - bar.n)
     scoring_seconds = time.perf_counter() - t0
 
     arch = lm.arch
@@ -821,22 +1037,26 @@ def score_retrieval(
         conditions = [("top", None, top)] + [("random", seed, heads) for seed, heads in zip(config.seeds, randoms)]
         if out_dir is not None:
             mask_settings = {**provenance, "conditions": [[c, s, [list(h) for h in heads]] for c, s, heads in conditions]}
-            mask_log = SampleLog(Path(out_dir) / f"masking-{_digest(mask_settings)}.jsonl", mask_settings, fresh=fresh)
+            mask_log = open_log(Path(out_dir) / f"masking-{_digest(mask_settings)}.jsonl", mask_settings, fresh=fresh)
         results: dict[tuple[str, Optional[int]], dict[str, float]] = {}
         with _progress(len(conditions) * len(samples), "masking check", progress) as bar:
             for name, seed, heads in conditions:
                 edits = [uniform_attention(layer, head) for layer, head in heads]
                 got = results.setdefault((name, seed), {})
-                for sample in samples:
-                    key = f"{name}{'' if seed is None else seed}|{sample.key}"
-                    if mask_log is not None and mask_log.done(key):
-                        got[sample.key] = float(mask_log.records[key]["recall"])
-                    else:
-                        recall, text = needle_recall(lm, sample, config, edits)
-                        got[sample.key] = recall
-                        if mask_log is not None:
-                            mask_log.add(key, {"recall": recall, "answer": text})
-                    bar.update(1)
+                prefix = f"{name}{'' if seed is None else seed}|"
+
+                def recall_many(keys, done, edits=edits, prefix=prefix) -> None:  # this rank's share
+                    def finish(sample: NeedleSample, recall: float, text: str) -> None:
+                        done(prefix + sample.key, {"recall": recall, "answer": text})
+                        bar.update(1)
+
+                    _recall_all(lm, [by_key[k[len(prefix):]] for k in keys], config, edits, finish)
+
+                recs = map_units(
+                    [prefix + s.key for s in samples], compute_many=recall_many, log=mask_log,
+                    what="masked samples", progress=False, contiguous=True,
+                )
+                got.update({s.key: float(recs[prefix + s.key]["recall"]) for s in samples})
         per = tuple(
             {
                 "key": s.key,
@@ -873,7 +1093,7 @@ def score_retrieval(
             "samples_resumed": len(samples) - n_computed,
         },
     )
-    if out_dir is not None:
+    if out_dir is not None and world().main:  # every rank holds the merged result; rank 0 writes it
         folder = Path(out_dir)
         atomic_write_csv(folder / "heads.csv", result.to_dataframe())
         atomic_write_csv(folder / "samples.csv", result.samples_dataframe())
@@ -896,7 +1116,9 @@ def score_retrieval(
 # --------------------------------------------------------------------------------------------
 
 
-def paper_decode_trace(eager_model, tokenizer, sample: NeedleSample, *, max_new_tokens: int = 50) -> RowTrace:
+def paper_decode_trace(
+    eager_model, tokenizer, sample: NeedleSample, *, max_new_tokens: int = 50, prefill_model=None
+) -> RowTrace:
     """Wu et al.'s loop on a separately loaded eager HF model (reference for tests/benchmarks).
 
     Prefill ``prompt[:-1]`` with a KV cache, feed the last prompt token, then greedy steps with
@@ -906,6 +1128,9 @@ def paper_decode_trace(eager_model, tokenizer, sample: NeedleSample, *, max_new_
     Args:
         eager_model: an HF causal LM loaded with ``attn_implementation="eager"``.
         tokenizer: its tokenizer (for the newline stop rule).
+        prefill_model: the model that prefills (default: ``eager_model``). Wu et al.'s code
+            prefills with flash attention and materialises attention only in the decode
+            steps; pass the same weights loaded with SDPA to reproduce that.
     """
     stops: set[int] = set()
     for source in (getattr(tokenizer, "eos_token_id", None), getattr(getattr(eager_model, "generation_config", None), "eos_token_id", None)):
@@ -918,7 +1143,7 @@ def paper_decode_trace(eager_model, tokenizer, sample: NeedleSample, *, max_new_
     rows: list[Tensor] = []
     stopped = False
     with torch.no_grad():
-        past = eager_model(input_ids=ids[:, :-1], use_cache=True).past_key_values
+        past = (prefill_model or eager_model)(input_ids=ids[:, :-1], use_cache=True).past_key_values
         token = ids[:, -1:]
         for _ in range(max_new_tokens):
             out = eager_model(input_ids=token, past_key_values=past, use_cache=True, output_attentions=True)

@@ -48,6 +48,8 @@ def score_retrieval_command(
     min_recall: float = typer.Option(0.5, "--min-recall", help="ROUGE-1 recall for a sample to count (the paper's 0.5)."),
     threshold: float = typer.Option(0.1, "--threshold", help="Retrieval head: score > threshold (the paper's 0.1)."),
     backend: str = typer.Option("auto", "--backend", help="interp.kernels backend: auto, reference, torch, triton."),
+    share_prefix: bool = typer.Option(True, "--share-prefix/--no-share-prefix", help="Compute each shared token prefix of the grid once and reuse its KV cache (HF backend; same results)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per batch below a shared prefix (default: 1 on CPU, 4 on CUDA)."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore finished samples in --out and start over."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
@@ -57,7 +59,7 @@ def score_retrieval_command(
 
     from interp.analyses.needles import load_needles, read_haystack
     from interp.analyses.retrieval import RetrievalConfig, score_retrieval
-    from interp.models import load_model
+    from interp.distributed import rank_model, world
     from interp.plots.export import save_figure
     from interp.plots.retrieval import figure
     from interp.runs import atomic_write_json
@@ -79,6 +81,8 @@ def score_retrieval_command(
         mask_random=mask_random,
         seeds=tuple(seed) if seed else defaults.seeds,
         backend=backend,
+        share_prefix=share_prefix,
+        batch_size=batch_size,
     )
     # Every check that needs no model runs before the (slow) load and before any write.
     config.validate()
@@ -86,8 +90,10 @@ def score_retrieval_command(
     if config.haystack:
         read_haystack(config.haystack)
     console = Console(stderr=True)
-    lm = load_model(model)
+    lm = rank_model(model)  # cuda:LOCAL_RANK or --device-map under torchrun/srun
     result = score_retrieval(lm, config, out, fresh=fresh, progress=progress)
+    if not world().main:
+        return  # rank 0 wrote the merged tables
     save_figure(figure(result), Path(out) / "retrieval_heads.html")
     run_json = Path(out) / "run.json"
     import json

@@ -1,8 +1,9 @@
 """Retrieval scoring on the embedded SmolLM2-135M-Instruct: one short needle sample.
 
 The scorer's top-1 (streaming kernel rows) must be the argmax of a float64 attention row
-materialised here from captured q/k, and where the model copies the needle the teacher-forced
-events must equal those of the paper's greedy decode loop.
+materialised here from captured q/k, where the model copies the needle the teacher-forced
+events must equal those of the paper's greedy decode loop, and scoring a small grid with
+shared prefixes must give the traces of one full pass per sample.
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.analyses.retrieval import RetrievalConfig, decode_trace, prepare_samples, rouge1_recall, score_trace, teacher_trace
+from interp.analyses.retrieval import (
+    RetrievalConfig,
+    decode_trace,
+    prepare_samples,
+    rouge1_recall,
+    score_trace,
+    teacher_trace,
+    teacher_traces,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +71,14 @@ def test_copying_model_gives_decode_identical_events(embedded, soup_sample):
     assert decode.answer_ids()[:n] == list(s.response_ids), "the model no longer restates the needle"
     events_d, _ = score_trace(decode, s)
     assert torch.equal(events_t, events_d[..., :n])
+
+
+def test_shared_prefix_grid_equals_one_pass_per_sample(embedded):
+    from interp.analyses.shared_prefix import prefix_tree, tree_cost
+
+    samples, _ = prepare_samples(embedded, RetrievalConfig(lengths=(200, 320), depths=(0.0, 0.6)))
+    assert tree_cost(prefix_tree([s.input_ids for s in samples])) < 0.7 * sum(len(s.input_ids) for s in samples)
+    for sample, got in zip(samples, teacher_traces(embedded, samples)):
+        alone = teacher_trace(embedded, sample)
+        assert torch.equal(got.emitted, alone.emitted), sample.key
+        assert torch.equal(got.top1, alone.top1), f"{sample.key}: {(got.top1 != alone.top1).sum()} top-1 cells differ"

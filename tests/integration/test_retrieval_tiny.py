@@ -1,15 +1,19 @@
 """Retrieval scoring end to end on tiny random Llamas (MHA and GQA) with the embedded tokenizer.
 
 Checks: files written and complete, a re-run resumes without recomputing, an interrupted run
-loses no finished sample, decode-mode events equal the paper's eager loop, and the CLI turns
-bad input into exit code 2 without touching what an earlier run wrote.
+loses no finished sample, decode-mode events equal the paper's eager loop, shared-prefix reuse
+gives the traces of one full pass per sample (also with a sliding window and under masking
+edits) while computing fewer positions, and the CLI turns bad input into exit code 2 without
+touching what an earlier run wrote.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -17,13 +21,19 @@ import torch
 import interp.analyses.retrieval as retrieval
 from interp.analyses.retrieval import (
     RetrievalConfig,
+    decode_answers,
     decode_trace,
+    decode_traces,
+    needle_recall,
     paper_decode_trace,
     prepare_samples,
     score_retrieval,
     score_trace,
+    teacher_answers,
     teacher_trace,
+    teacher_traces,
 )
+from interp.analyses.shared_prefix import prefix_tree, tree_cost
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +95,8 @@ def test_end_to_end_files_and_resume(tokenizer, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished sample was recomputed")
 
-    monkeypatch.setattr(retrieval, "_score_one", boom)
-    monkeypatch.setattr(retrieval, "needle_recall", boom)
+    for name in ("_trace_one", "teacher_traces", "teacher_answers", "needle_recall"):
+        monkeypatch.setattr(retrieval, name, boom)
     again = score_retrieval(lm, SMALL, out, progress=False)
     assert again.timings["samples_resumed"] == n
     assert (again.scores == first.scores).all()
@@ -97,7 +107,7 @@ def test_interrupt_loses_no_finished_sample(tokenizer, tmp_path, monkeypatch):
     lm, _ = _tiny_pair(tokenizer, 4, 4)
     config = RetrievalConfig(lengths=(160,), depths=(0.2, 0.8), min_recall=0.0, mask=False)
     reference = score_retrieval(lm, config, tmp_path / "ref", progress=False)
-    real = retrieval._score_one
+    real = retrieval._record  # called as each sample's trace completes, before it is logged
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -106,13 +116,13 @@ def test_interrupt_loses_no_finished_sample(tokenizer, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(retrieval, "_score_one", flaky)
+    monkeypatch.setattr(retrieval, "_record", flaky)
     with pytest.raises(KeyboardInterrupt):
         score_retrieval(lm, config, tmp_path / "cut", progress=False)
     lines = (tmp_path / "cut" / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 1 + 2  # settings line + the two finished samples
     assert not (tmp_path / "cut" / "heads.csv").exists()  # never a partial table
-    monkeypatch.setattr(retrieval, "_score_one", real)
+    monkeypatch.setattr(retrieval, "_record", real)
     resumed = score_retrieval(lm, config, tmp_path / "cut", progress=False)
     assert resumed.timings["samples_resumed"] == 2 and resumed.timings["samples_computed"] == 4
     assert (resumed.scores == reference.scores).all()
@@ -132,6 +142,108 @@ def test_decode_mode_events_equal_the_papers_eager_loop(tokenizer):
     t_ref = teacher_trace(lm, samples[0], backend="reference")
     t_torch = teacher_trace(lm, samples[0], backend="torch")
     assert torch.equal(t_ref.top1, t_torch.top1) and torch.equal(t_ref.emitted, t_torch.emitted)
+
+
+def _mistral(tokenizer, window):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from interp.models import wrap_model
+
+    torch.manual_seed(1)
+    config = MistralConfig(
+        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=1024, initializer_range=1.0, sliding_window=window,
+        attn_implementation="sdpa",
+    )
+    return wrap_model(MistralForCausalLM(config).eval(), tokenizer, name="tiny-mistral")
+
+
+def _fed_tokens(lm):
+    """Counter of real token positions fed to the model (embedding inputs), for checking reuse."""
+    fed = {"n": 0}
+    handle = lm.hf_model.get_input_embeddings().register_forward_pre_hook(lambda mod, args: fed.__setitem__("n", fed["n"] + args[0].numel()))
+    return fed, handle
+
+
+@pytest.fixture(scope="module", params=["gqa", "mha", "sliding"])
+def grid(request, tokenizer):
+    """(model name, lm, samples, one full-pass trace per sample) on a small grid."""
+    if request.param == "sliding":
+        lm = _mistral(tokenizer, window=24)  # far shorter than the prompts: the window is active
+        assert {lm.arch.layer_attention(layer).sliding_window for layer in range(2)} == {24}
+    else:
+        lm, _ = _tiny_pair(tokenizer, *((6, 2) if request.param == "gqa" else (4, 4)))
+    samples, _ = prepare_samples(lm, RetrievalConfig(lengths=(160, 240), depths=(0.0, 0.5, 1.0)))
+    return request.param, lm, samples, [teacher_trace(lm, s) for s in samples]
+
+
+@pytest.mark.parametrize("batch_size,chunk_size", [(1, 2048), (3, 2048), (1, 37), (3, 37)])
+def test_shared_prefix_traces_equal_one_full_pass_per_sample(grid, batch_size, chunk_size):
+    name, lm, samples, alone = grid
+    fed, handle = _fed_tokens(lm)
+    try:
+        shared = teacher_traces(lm, samples, batch_size=batch_size, chunk_size=chunk_size)
+    finally:
+        handle.remove()
+    cost = tree_cost(prefix_tree([s.input_ids for s in samples]))
+    total = sum(len(s.input_ids) for s in samples)
+    assert cost < 0.8 * total  # the grid shares a good part of its positions ...
+    if batch_size == 1:
+        assert fed["n"] == cost  # ... and the walk feeds each shared position once
+    else:
+        assert cost <= fed["n"] < total  # padding of batched leaves adds some, reuse still saves
+    for sample, got, one in zip(samples, shared, alone):
+        assert torch.equal(got.positions, one.positions)
+        assert torch.equal(got.tokens, one.tokens) and torch.equal(got.reference, one.reference)
+        assert torch.equal(got.emitted, one.emitted), (name, sample.key)
+        assert torch.equal(got.top1, one.top1), f"{name} {sample.key}: {(got.top1 != one.top1).sum()} top-1 cells differ"
+        assert torch.equal(score_trace(got, sample)[1], score_trace(one, sample)[1])
+
+
+def test_shared_prefix_under_masking_edits_and_end_to_end(tokenizer, tmp_path):
+    from interp.hooks import uniform_attention
+
+    lm, _ = _tiny_pair(tokenizer)
+    config = RetrievalConfig(lengths=(160, 200), depths=(0.1, 0.9), min_recall=0.0, mask_top=2, seeds=(0,))
+    samples, _ = prepare_samples(lm, config)
+    edits = [uniform_attention(1, 0), uniform_attention(0, 3)]
+    answers = teacher_answers(lm, samples, edits=edits, batch_size=2)
+    unmasked = teacher_answers(lm, samples)
+    for sample, got in zip(samples, answers):
+        recall, text = needle_recall(lm, sample, config, edits)
+        assert lm.tokenizer.decode(got) == text
+    assert answers != unmasked  # the edits reached the shared prefix and changed the answers
+    shared = score_retrieval(lm, config, tmp_path / "shared", progress=False)
+    alone = score_retrieval(lm, replace(config, share_prefix=False), tmp_path / "alone", progress=False)
+    assert np.array_equal(shared.sample_scores, alone.sample_scores)
+    assert [s.recall for s in shared.samples] == [s.recall for s in alone.samples]
+    assert shared.masking.per_sample == alone.masking.per_sample
+
+
+def test_shared_prefill_decode_equals_the_loop_per_sample(tokenizer):
+    from interp.hooks import uniform_attention
+
+    lm, eager = _tiny_pair(tokenizer)
+    samples, _ = prepare_samples(lm, RetrievalConfig(lengths=(160, 200), depths=(0.0, 0.5)))
+    fed, handle = _fed_tokens(lm)
+    try:
+        shared = decode_traces(lm, samples, max_new_tokens=6)
+    finally:
+        handle.remove()
+    steps = sum(len(t.emitted) for t in shared)
+    assert fed["n"] < sum(s.n_prompt - 1 for s in samples)  # the prefills were shared
+    assert fed["n"] == tree_cost(prefix_tree([s.prompt_ids[:-1] for s in samples])) + steps
+    for sample, got in zip(samples, shared):
+        alone = decode_trace(lm, sample, max_new_tokens=6)
+        paper = paper_decode_trace(eager, tokenizer, sample, max_new_tokens=6)
+        for other in (alone, paper):
+            assert torch.equal(got.emitted, other.emitted) and torch.equal(got.top1, other.top1), sample.key
+            assert torch.equal(got.positions, other.positions) and got.stopped == other.stopped
+    config = RetrievalConfig(mode="decode", max_new_tokens=6)
+    edits = [uniform_attention(1, 2)]
+    answers = decode_answers(lm, samples, max_new_tokens=6, edits=edits)
+    for sample, got in zip(samples, answers):
+        assert lm.tokenizer.decode(got) == needle_recall(lm, sample, config, edits)[1]
 
 
 def test_decode_mode_runs_end_to_end(tokenizer, tmp_path):

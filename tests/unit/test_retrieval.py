@@ -137,6 +137,11 @@ def test_config_validation():
     assert RetrievalConfig().mask_sizes(270) == (14, 14)
     assert RetrievalConfig(mask_top=3).mask_sizes(270) == (3, 3)
     assert RetrievalConfig(mask_top=3, mask_random=5).mask_sizes(270) == (3, 5)
+    with pytest.raises(InterpError, match="batch_size"):
+        RetrievalConfig(batch_size=0).validate()
+    assert RetrievalConfig().batch_for(torch.device("cpu")) == 1  # batching measured slower on CPU
+    assert RetrievalConfig().batch_for(torch.device("cuda")) == 4
+    assert RetrievalConfig(batch_size=3).batch_for(torch.device("cpu")) == 3
 
 
 def _sample(prompt, response, answer_span, response_answer_span):

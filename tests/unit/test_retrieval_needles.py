@@ -23,6 +23,7 @@ from interp.analyses.needles import (
     split_sentences,
     stdlib_sentences,
 )
+from interp.analyses.shared_prefix import prefix_tree, tree_cost
 from interp.errors import InterpError
 
 _VOCAB: dict[str, int] = {}
@@ -122,6 +123,17 @@ def test_answer_opening_the_needle():
     assert decode(chat.response_ids[slice(*chat.response_answer_span)]) == "Paprika"  # no space after the chat header
 
 
+def test_length_at_the_context_leaves_room_for_the_response():
+    # n_ctx 300: a 300-token prompt would leave no room for the (10-token) response
+    s = build_sample(encode, CHAT, HAY, NEEDLE, 300, 0.5, n_ctx=300)
+    assert s.n_prompt + len(s.response_ids) <= 300
+    assert 300 - len(s.response_ids) - 10 < s.n_prompt  # still filled to within one sentence
+    roomy = build_sample(encode, CHAT, HAY, NEEDLE, 300, 0.5, n_ctx=1000)
+    assert roomy.n_prompt > s.n_prompt  # below the context, the prompt keeps its full length
+    with pytest.raises(InterpError, match="exceeds the model's context of 300 tokens: use --lengths up to 300"):
+        build_sample(encode, CHAT, HAY, NEEDLE, 301, 0.5, n_ctx=300)
+
+
 def test_grid_order_and_keys():
     needles = [NEEDLE, Needle("b", "Bob owns a green kite.", "What does Bob own?", "a green kite")]
     samples = build_samples(encode, CHAT, HAY, needles, (200, 300), (0.1, 0.9), n_ctx=1000)
@@ -197,3 +209,36 @@ def test_stdlib_haystack_is_clean_prose_and_deterministic():
     for s in sents:
         assert s[0].isupper() and s.endswith(".") and "\n" not in s and ">>>" not in s
         assert s.count(".") == 1
+
+
+def _common(a, b) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def test_grid_samples_share_token_prefixes_up_to_the_earlier_needle():
+    kite = Needle("kite", "Bob owns a green kite.", "What does Bob own?", "a green kite")
+    samples = build_samples(encode, CHAT, HAY, [NEEDLE, kite], (200, 300), (0.0, 0.5, 1.0), n_ctx=1000)
+    head = len(encode(CHAT.head))
+    by_key = {s.key: s for s in samples}
+    for a in samples:
+        for b in samples:
+            if a is b:
+                continue
+            first = min(a.needle_span[0], b.needle_span[0])
+            if a.needle_id != b.needle_id or a.needle_span[0] != b.needle_span[0]:
+                # the toy haystack sentences open with " Sentence", the needles with " The" / " Bob"
+                assert _common(a.input_ids, b.input_ids) == first
+            assert a.input_ids[:first] == b.input_ids[:first]
+            assert a.input_ids[:head] == tuple(encode(CHAT.head))
+    # depth 0: the same needle at both lengths; the shorter prompt shares everything up to its question
+    short, long = by_key["L200-d0.00-soup"], by_key["L300-d0.00-soup"]
+    tail = len(encode(CHAT.tail(NEEDLE.question)))
+    assert short.needle_span == long.needle_span
+    assert _common(short.input_ids, long.input_ids) == short.n_prompt - tail
+    # the tree of the grid computes each shared position once
+    tree = prefix_tree([s.input_ids for s in samples])
+    assert tree_cost(tree) < sum(len(s.input_ids) for s in samples)
+    assert tree.tokens == tuple(encode(CHAT.head))  # depth 0 puts a needle right after the head
