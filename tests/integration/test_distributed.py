@@ -175,7 +175,8 @@ def test_killed_rank_resumes_every_part(tmp_path):
     out.mkdir()
     killed = torchrun(out, "kill", script=script)
     assert killed.returncode != 0
-    assert not (out / "samples.jsonl").read_text().splitlines()[1:]  # no merge without every part
+    merged = out / "samples.jsonl"  # rank 0 may be stopped before it even opens it (loaded machine)
+    assert not merged.exists() or not merged.read_text().splitlines()[1:]  # no merge without every part
     saved = {k for p in (out / "parts").glob("*.jsonl") for k in records(p)}
     assert "unit-1" in saved and "unit-3" not in saved  # rank 1 kept the unit it finished
 
