@@ -141,7 +141,22 @@ def world() -> World:
         world_size=layout.size,
         timeout=timeout,
     )
+    # Tear the group down at exit: a process that exits with gloo's threads alive can abort
+    # ("terminate called without an active exception"), failing a run that finished.
+    import atexit
+
+    atexit.register(_destroy_group)
     return layout
+
+
+def _destroy_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except (RuntimeError, ValueError):  # already torn down by the caller
+            pass
 
 
 def _gather(obj: Any, w: World) -> list:
