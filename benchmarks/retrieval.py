@@ -185,7 +185,12 @@ def main() -> int:
         rows.append({"key": s.key, "tokens": s.n_prompt, "single_s": t_single, "decode_s": t_decode, "paper_s": t_paper,
                      "paper_fast_prefill_s": t_fast, "paper_fast_prefill_same": fast_same,
                      "steps": len(pt.emitted), "copies": copies, "events": verdict,
-                     "events_ours": int(ev_t.sum()), "events_paper": int(ev_p.sum())})
+                     "events_ours": int(ev_t.sum()), "events_paper": int(ev_p.sum()),
+                     "cpu_so_far": {k: clocks[k].cpu for k in clocks}, "load": os.getloadavg()[0],
+                     "failures_so_far": len(failures)})
+        if args.json:  # a long run that dies keeps what it measured
+            with open(args.json + ".partial", "a") as f:
+                f.write(json.dumps(rows[-1]) + "\n")
         print(
             f"{s.key:<22}{s.n_prompt:>7}{t_single:>10.2f}{t_decode:>10.2f}{t_paper:>9.2f}{t_fast:>10.2f}{len(pt.emitted):>7}"
             f"  {'yes' if copies else 'no':<6}  {verdict} ({int(ev_t.sum())} ours / {int(ev_p.sum())} paper events)",
