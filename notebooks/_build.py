@@ -135,9 +135,10 @@ alpha_0 > 0.3), and which other tokens become *hidden* sinks (received attention
 sizes here: raise `length` and `max_texts` for real numbers."""),
     ("code", SETUP),
     ("code", """\
-from interp.analyses.sinks import SinkConfig, detect_sinks
+from interp.analyses.sinks import SinkConfig
+from interp.experiments import sinks
 config = SinkConfig(length=128, max_texts=2)  # raise for real numbers (defaults: 256 tokens, all 32 texts)
-result = detect_sinks(lm, config)
+result = sinks.run(lm, config)  # pass a Store("runs/sinks") to keep tables and resume
 print(f"sink rate at position 0: {result.sink_rate:.1f}% of (text, layer, head)")
 result.to_dataframe().head()"""),
     ("code", "result.layer_sink_rates().head(10)"),

@@ -1,6 +1,9 @@
-"""Analyses: pure functions from captured statistics to findings, plus thin model drivers.
+"""Analyses: pure functions from attention statistics to findings.
 
-One module per analysis; each has a frozen result dataclass with ``to_dataframe()``.
+One module per analysis: a frozen config (`interp.analyses._config.Config`: validated when built,
+serialised by ``settings()``), pure functions over statistics, and a frozen result with
+``to_dataframe()`` and ``summary()``. No model calls, no files, no progress bars: the runner that
+drives the model is `interp.experiments.<name>`.
 """
 
 __all__: list[str] = []

@@ -20,22 +20,16 @@ alpha is the last query's self-attention), so they cross tau by chance. ``min_qu
 (default 16) keeps only keys seen by at least that many queries as candidate sinks;
 ``min_queries=1`` is METRICS.md / Yu et al. exactly.
 
-`detect_sinks` is the thin driver: it runs the model once per text with
-``interp.hooks.capture(on_layer=...)`` and keeps only per-head vectors. The pure functions
-(`first_token_mass`, `sink_rate`, `sink_members`, `token_type`, ...) work on synthetic
-statistics and are what the tests check.
-
-The shipped text set `interp/data/sink_texts.txt` holds 32 excerpts (about 400 tokens each,
-13k tokens in all) of Python standard-library docstrings (PSF licence): prose, code, lists and
-indentation, so punctuation, newline and stopword tokens all occur.
+This module is pure: functions over kernel statistics (`first_token_mass`, `sink_rate`,
+`sink_members`, `reduce_layer`, `combine`, ...), the frozen `SinkConfig` and `SinkResult`. The
+runner that drives the model, one forward pass per text with ``interp.hooks.capture(on_layer=...)``,
+is `interp.experiments.sinks`; the texts come from `interp.datasets.texts`.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import asdict, dataclass
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -44,17 +38,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.analyses._config import Config
 from interp.errors import InterpError
 
 __all__ = [
     "SinkConfig",
     "SinkResult",
     "TOKEN_TYPES",
-    "detect_sinks",
-    "default_texts",
-    "read_texts",
-    "split_texts",
-    "prepare_windows",
+    "reduce_layer",
+    "combine",
     "first_token_mass",
     "sink_rate",
     "sink_members",
@@ -62,7 +54,6 @@ __all__ = [
     "token_type",
 ]
 
-TEXT_SEPARATOR = "---"  # a line holding only this separates texts in a texts file
 TOKEN_TYPES = ("special", "newline", "whitespace", "punctuation", "number", "stopword", "other")
 _STOPWORDS = frozenset(
     """a an the and or but if then else of to in on at by for with from as into onto over under
@@ -79,8 +70,8 @@ _STOPWORDS = frozenset(
 
 
 @dataclass(frozen=True)
-class SinkConfig:
-    """What `detect_sinks` measures, on which texts.
+class SinkConfig(Config):
+    """What the sinks experiment measures, on which texts.
 
     Attributes:
         texts: the texts to analyse; None = the shipped `interp/data/sink_texts.txt`.
@@ -111,6 +102,10 @@ class SinkConfig:
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if self.texts is not None and not isinstance(self.texts, str):
+            object.__setattr__(self, "texts", tuple(self.texts))
         if isinstance(self.texts, str):
             raise InterpError("texts must be a sequence of strings: wrap a single text as (text,)")
         if not 0.0 < self.eps < 1.0:
@@ -131,7 +126,7 @@ class SinkConfig:
 
     def settings(self) -> dict:
         """JSON-friendly settings (texts summarised by count and total characters)."""
-        out = asdict(self)
+        out = super().settings()
         texts = out.pop("texts")
         out["texts"] = "shipped sink_texts.txt" if texts is None else f"{len(texts)} texts, {sum(map(len, texts))} chars"
         return out
@@ -397,148 +392,26 @@ def token_type(token: str, special: bool = False) -> str:
     return "other"
 
 
-def split_texts(raw: str) -> list[str]:
-    """Texts of a texts file: blocks separated by a line holding only ``---``; empty blocks dropped."""
-    blocks, current = [], []
-    for line in raw.splitlines():
-        if line.strip() == TEXT_SEPARATOR:
-            blocks.append("\n".join(current))
-            current = []
-        else:
-            current.append(line)
-    blocks.append("\n".join(current))
-    return [b.strip("\n") for b in blocks if b.strip()]
+def reduce_layer(
+    sink: Float[Tensor, "head query_pos"], recv_mean: Float[Tensor, "head key_pos"], layer: int, config: SinkConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list]]:
+    """One layer's kernel statistics of one window, reduced to what a `SinkResult` keeps.
 
+    Args:
+        sink: the kernel's row statistic ``sink`` (mass of each query on the first
+            ``config.sink_tokens`` tokens), one window.
+        recv_mean: the kernel's column statistic ``recv_mean`` (alpha_j), same window.
+        layer: the layer's index (stored in the hits).
 
-def read_texts(path: str | Path) -> tuple[str, ...]:
-    """Read a texts file (UTF-8, texts separated by lines holding only ``---``).
-
-    Raises:
-        InterpError: missing, unreadable or empty file.
+    Returns:
+        (first_token_mass [head], alpha0 [head], count [key_pos] of heads with alpha_j > eps,
+        hits: [layer, head, position, alpha, hidden] of every sink member).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InterpError(f"texts file {p} not found: pass a UTF-8 text file (texts separated by lines '---')")
-    try:
-        raw = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InterpError(f"cannot read texts file {p} ({err}): pass a UTF-8 text file") from err
-    texts = split_texts(raw)
-    if not texts:
-        raise InterpError(f"texts file {p} is empty: put at least one text in it (texts separated by lines '---')")
-    return tuple(texts)
-
-
-def default_texts() -> tuple[str, ...]:
-    """The shipped text set (`interp/data/sink_texts.txt`)."""
-    raw = resources.files("interp").joinpath("data/sink_texts.txt").read_text(encoding="utf-8")
-    return tuple(split_texts(raw))
-
-
-def prepare_windows(lm, config: SinkConfig) -> list[Tensor]:
-    """Token ids [1, length] of every window analysed.
-
-    Without ``pack`` each text gives one window (its first ``length`` tokens); with ``pack``
-    the texts are joined by blank lines and the stream is cut into consecutive windows (the
-    incomplete last one is dropped).
-
-    Raises:
-        InterpError: no texts, a text shorter than ``length`` (without pack), too few tokens
-            in all (with pack), or ``length`` beyond the model's context.
-    """
-    config.validate()
-    texts = default_texts() if config.texts is None else tuple(config.texts)
-    if not texts or not any(t.strip() for t in texts):
-        raise InterpError("no texts to analyse: pass at least one non-empty text (or omit texts for the shipped set)")
-    if config.length > lm.arch.n_ctx:
-        raise InterpError(
-            f"length {config.length} exceeds the context of {lm.name} ({lm.arch.n_ctx} tokens): lower --length"
-        )
-    if config.pack:
-        ids = lm.encode("\n\n".join(texts), check=False)[0]
-        n = ids.shape[0] // config.length
-        if n == 0:
-            raise InterpError(
-                f"the texts hold {ids.shape[0]} tokens in all, fewer than one window of {config.length} "
-                "tokens (--length): lower --length or add text"
-            )
-        windows = [ids[i * config.length : (i + 1) * config.length][None] for i in range(n)]
-    else:
-        windows = []
-        for i, text in enumerate(texts):
-            ids = lm.encode(text, check=False)
-            if ids.shape[1] < config.length:
-                raise InterpError(
-                    f"text {i + 1} of {len(texts)} has {ids.shape[1]} tokens, fewer than the sink window of "
-                    f"{config.length} tokens (--length): lower --length, lengthen or drop that text, "
-                    "or pass --pack to join the texts into windows"
-                )
-            windows.append(ids[:, : config.length])
-    if config.max_texts is not None:
-        windows = windows[: config.max_texts]
-    return windows
-
-
-# --------------------------------------------------------------------------------------------
-# driver
-# --------------------------------------------------------------------------------------------
-
-
-class _LastLayerDone(Exception):
-    """Raised by the streaming callback after the last analysed layer: the rest of the forward
-    pass (later MLPs, the [T, vocab] logits: 1.6 GB at 8k tokens for SmolLM2) is not needed."""
-
-
-def scan_window(lm, ids: Tensor, config: SinkConfig, layers: Sequence[int]) -> dict:
-    """Run one window through the model and reduce every analysed layer to sink statistics.
-
-    Returns a JSON-friendly record: first_token_mass and alpha0 ([layer][head] lists),
-    position_count ([length]: number of (layer, head) with alpha_j > eps), hits (list of
-    [layer, head, position, alpha, hidden]).
-    """
-    from interp.hooks import capture
-    from interp.kernels import attention_stats
-
-    n_layers, n_heads, length = len(layers), lm.arch.n_heads, ids.shape[1]
-    index = {layer: i for i, layer in enumerate(layers)}
-    ftm = np.full((n_layers, n_heads), np.nan)
-    a0 = np.full((n_layers, n_heads), np.nan)
-    pos_count = np.zeros(length, dtype=np.int64)
-    hits: list[list] = []
-    seen: set[int] = set()
-    last = max(layers)
-
-    def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
-        st = attention_stats(
-            q, k, **lm.attention_kwargs(layer), sink_tokens=config.sink_tokens, columns=True, backend=config.backend
-        )
-        rm = st.recv_mean[0].double().cpu()  # [head, key_pos]
-        i = index[layer]
-        ftm[i] = first_token_mass(st.sink[0].cpu(), config.sink_tokens).numpy()
-        a0[i] = rm[:, 0].numpy()
-        pos_count[:] += (rm > config.eps).sum(0).numpy()
-        member, hidden = sink_members(rm, config.tau, config.min_queries)
-        for h, j in member.nonzero().tolist():
-            hits.append([layer, h, j, float(rm[h, j]), bool(hidden[h, j])])
-        seen.add(layer)
-        if layer == last:
-            raise _LastLayerDone
-
-    try:
-        with capture(lm, layers=layers, keep=(), on_layer=on_layer):
-            lm.forward(ids)
-    except _LastLayerDone:
-        pass
-    missing = sorted(set(layers) - seen)
-    if missing:
-        raise InterpError(f"no attention statistics for layers {missing}: the hooks did not fire on this model")
-    return {
-        "length": int(length),
-        "first_token_mass": ftm.tolist(),
-        "alpha0": a0.tolist(),
-        "position_count": pos_count.tolist(),
-        "hits": hits,
-    }
+    rm = recv_mean.double().cpu()
+    ftm = first_token_mass(sink.cpu(), config.sink_tokens).numpy()
+    member, hidden = sink_members(rm, config.tau, config.min_queries)
+    hits = [[layer, h, j, float(rm[h, j]), bool(hidden[h, j])] for h, j in member.nonzero().tolist()]
+    return ftm, rm[:, 0].numpy(), (rm > config.eps).sum(0).numpy(), hits
 
 
 def combine(lm_name: str, config: SinkConfig, layers: Sequence[int], n_heads: int, windows_tokens, records) -> SinkResult:
@@ -546,7 +419,8 @@ def combine(lm_name: str, config: SinkConfig, layers: Sequence[int], n_heads: in
 
     Args:
         windows_tokens: per window, (token strings, special flags).
-        records: per window, the record of `scan_window`, in the same order.
+        records: per window, the record of `interp.experiments.sinks.scan_window` (JSON-able:
+            first_token_mass, alpha0, position_count, hits), in the same order.
     """
     hits, alphas, hidden = [], [], []
     for t, rec in enumerate(records):
@@ -570,44 +444,3 @@ def combine(lm_name: str, config: SinkConfig, layers: Sequence[int], n_heads: in
         hit_alpha=np.asarray(alphas, dtype=float),
         hit_hidden=np.asarray(hidden, dtype=bool),
     )
-
-
-def detect_sinks(lm, config: SinkConfig = SinkConfig(), *, log=None, progress: bool = True) -> SinkResult:
-    """Measure first-token and hidden sinks of every head over a text set.
-
-    One forward pass per window; each layer's q and k are reduced by `interp.kernels` as the
-    layer runs (streaming), so memory grows with T, never T^2.
-
-    Args:
-        lm: a `interp.models.LoadedModel`.
-        config: what to measure (`SinkConfig`).
-        log: optional `interp.runs.SampleLog` (or `interp.distributed.open_log`); finished
-            windows are stored and skipped on re-run. Launched on several ranks, each scans its
-            share of the windows and every rank returns the same complete result.
-        progress: show a progress bar.
-
-    Returns:
-        `SinkResult`.
-
-    Raises:
-        InterpError: bad settings or texts (see `prepare_windows`), layers out of range.
-    """
-    from interp.distributed import map_units
-    from interp.hooks import check_layers
-
-    config.validate()
-    layers = check_layers(lm, config.layers)
-    windows = prepare_windows(lm, config)
-    special = set(getattr(lm.tokenizer, "all_special_ids", []) or [])
-    by_key = {f"text-{n:05d}": ids for n, ids in enumerate(windows)}
-    keys = list(by_key)
-    # One unit of work per window; under torchrun/srun each rank scans its share (interp.distributed).
-    done = map_units(
-        keys, lambda key: scan_window(lm, by_key[key], config, layers), log=log,
-        settings=config.settings(), what="sinks: texts", progress=progress,
-    )
-    tokens = []
-    for ids in windows:
-        id_list = ids[0].tolist()
-        tokens.append((lm.token_strings(id_list), [i in special for i in id_list]))
-    return combine(lm.name, config, layers, lm.arch.n_heads, tokens, [done[key] for key in keys])

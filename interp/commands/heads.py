@@ -55,7 +55,7 @@ def score_heads_cmd(
     from rich.console import Console
 
     from interp.analyses.heads import HeadConfig, parse_kinds, score_heads
-    from interp.analyses.sinks import read_texts
+    from interp.datasets.texts import read_texts
     from interp.models import load_model
     from interp.plots.heads import detector_figure
     from interp.runs import prepare_out_dir
@@ -178,7 +178,7 @@ def score_influence_cmd(
     from rich.console import Console
 
     from interp.analyses.influence import attention_influence, read_heads
-    from interp.analyses.sinks import read_texts
+    from interp.datasets.texts import read_texts
     from interp.commands.sinks import _parse_heads
     from interp.models import load_model
     from interp.plots.heads import influence_figure

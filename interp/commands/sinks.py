@@ -1,4 +1,4 @@
-"""`interp score sinks` and `interp calibrate act|zerotune`.
+"""`interp calibrate act|zerotune`.
 
 Thin typer layer: flags map onto `interp.analyses.sinks.SinkConfig` and
 `interp.analyses.calibration.CalibrationConfig`; each command calls one library function and
@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-__all__ = ["register", "score_sinks", "calibrate_act", "calibrate_zerotune"]
+__all__ = ["register", "calibrate_act", "calibrate_zerotune"]
 
 _MODEL_HELP = "HF hub id or local folder (default: embedded SmolLM2-135M-Instruct)."
 
@@ -59,65 +59,6 @@ def _parse_heads(text: Optional[str]):
     if not heads:
         raise InterpError("--heads is empty: give LAYER.HEAD pairs, e.g. 12.3,20.1, or omit it")
     return tuple(heads)
-
-
-def score_sinks(
-    model: Optional[str] = typer.Option(None, "--model", help=_MODEL_HELP),
-    texts: Optional[Path] = typer.Option(None, "--texts", help="UTF-8 file of texts separated by lines '---' (default: the shipped set)."),
-    length: int = typer.Option(256, "--length", help="Tokens analysed per text (the sink window); shorter texts are an error unless --pack."),
-    pack: bool = typer.Option(False, "--pack", help="Join the texts and cut the token stream into windows of --length tokens."),
-    max_texts: Optional[int] = typer.Option(None, "--max-texts", help="Analyse only the first N texts (windows)."),
-    out: Path = typer.Option(Path("runs/sinks"), "--out", help="Output folder."),
-    eps: float = typer.Option(0.3, "--eps", help="Gu et al. sink threshold on alpha_j."),
-    tau: float = typer.Option(0.1, "--tau", help="Yu et al. hidden-sink threshold on recv_mean."),
-    min_queries: int = typer.Option(16, "--min-queries", help="Keys seen by fewer queries are not sinks (1 = paper exactly)."),
-    layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layers (default: all)."),
-    backend: str = typer.Option("auto", "--backend", help="interp.kernels backend: auto, reference, torch, triton."),
-    fresh: bool = typer.Option(False, "--fresh", help="Ignore finished texts in --out and start over."),
-) -> None:
-    """First-token and hidden attention sinks of every head over a text set; writes heads.csv,
-    sinks.csv, layers.csv, token_types.csv, run.json and sinks.html into OUT."""
-    import hashlib
-
-    from rich.console import Console
-
-    from interp.analyses.sinks import SinkConfig, default_texts, detect_sinks, read_texts
-    from interp.distributed import open_log, rank_model, world
-    from interp.plots.export import save_figure
-    from interp.plots.sinks import sinks_figure
-    from interp.runs import atomic_write_csv, atomic_write_json, prepare_out_dir, run_info
-
-    started = time.time()
-    text_set = read_texts(texts) if texts is not None else None
-    config = SinkConfig(
-        texts=text_set, length=length, pack=pack, max_texts=max_texts, eps=eps, tau=tau,
-        min_queries=min_queries, layers=_parse_ints(layers, "--layers"), backend=backend,
-    )
-    config.validate()
-    folder = prepare_out_dir(out)
-    console = Console(stderr=True)
-    lm = rank_model(model)
-    digest = hashlib.sha256("\x00".join(text_set or default_texts()).encode()).hexdigest()[:16]
-    settings = {**config.settings(), "texts_file": str(texts) if texts else None, "texts_sha256": digest, "model": lm.name}
-    log = open_log(folder / "samples.jsonl", settings, fresh=fresh)
-    result = detect_sinks(lm, config, log=log)
-    if not world().main:
-        return  # every rank holds the merged result; rank 0 writes it
-    atomic_write_csv(folder / "heads.csv", result.to_dataframe())
-    atomic_write_csv(folder / "sinks.csv", result.sinks_dataframe())
-    atomic_write_csv(folder / "layers.csv", result.layer_sink_rates())
-    atomic_write_csv(folder / "token_types.csv", result.token_type_table())
-    save_figure(sinks_figure(result), folder / "sinks.html")
-    info = run_info(lm, settings=settings, started=started)
-    info["summary"] = result.summary()
-    atomic_write_json(folder / "run.json", info)
-    s = info["summary"]
-    types = ", ".join(f"{k} {v['share']:.0%}" for k, v in list(s["hidden_token_types"].items())[:4])
-    console.print(
-        f"[bold]{lm.name}[/]: {s['n_texts']} texts x {s['tokens_per_text']} tokens; sink rate (alpha_0 > {eps}) "
-        f"{s['sink_rate_pct']:.1f}%; {s['n_hidden_sinks']} hidden sinks ({types})"
-    )
-    console.print(f"wrote heads.csv, sinks.csv, layers.csv, token_types.csv, run.json, sinks.html to {folder} ({info['wall_seconds']} s)")
 
 
 def _calibrate(method: str, *, model, task, out, heads, fresh, **kwargs) -> None:
@@ -202,6 +143,5 @@ def calibrate_zerotune(
 
 
 def register(groups) -> None:
-    groups["score"].command("sinks")(score_sinks)
     groups["calibrate"].command("act")(calibrate_act)
     groups["calibrate"].command("zerotune")(calibrate_zerotune)

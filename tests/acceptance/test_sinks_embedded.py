@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.analyses.sinks import SinkConfig, detect_sinks
+from interp.analyses.sinks import SinkConfig
+from interp.experiments.sinks import run as detect_sinks
 from interp.hooks import capture
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,7 @@ def short_run(embedded):
     with capture(lm, keep=("q", "k")) as cap:
         lm.forward(ids)
     qk = {layer: (cap["q", layer][0].double(), cap["k", layer][0].double()) for layer in range(lm.arch.n_layers)}
-    result = detect_sinks(lm, SinkConfig(texts=(TEXT,), length=t, min_queries=1), progress=False)
+    result = detect_sinks(lm, SinkConfig(texts=(TEXT,), length=t, min_queries=1))
     return lm, t, qk, result
 
 
@@ -106,7 +107,7 @@ def test_cli_score_sinks_writes_tables_and_resumes(tmp_path, monkeypatch, embedd
     lines = (out / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 3  # settings + 2 texts
     # a re-run with the same settings resumes: no text is scanned again
-    import interp.analyses.sinks as sinks_mod
+    import interp.experiments.sinks as sinks_mod
 
     def boom(*a, **k):
         raise AssertionError("resumed run scanned a finished text")

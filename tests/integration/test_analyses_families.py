@@ -10,7 +10,8 @@ import torch
 
 from families import SEQ, VOCAB, build
 from interp.analyses.preplan import PreplanConfig, collect_statistics
-from interp.analyses.sinks import SinkConfig, scan_window
+from interp.analyses.sinks import SinkConfig
+from interp.experiments.sinks import scan_window
 from interp.models import wrap_model
 
 WINDOWED = ["mistral", "gemma2", "gpt_oss", "qwen2"]

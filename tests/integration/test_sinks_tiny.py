@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from interp.analyses.sinks import SinkConfig, scan_window
+from interp.analyses.sinks import SinkConfig
+from interp.experiments.sinks import run, scan_window
 from interp.errors import InterpError
 from interp.hooks import capture
 
@@ -64,7 +65,5 @@ def test_scan_window_subset_of_layers_stops_early(tiny_lm):
 
 
 def test_layers_out_of_range(tiny_lm):
-    from interp.analyses.sinks import detect_sinks
-
     with pytest.raises(InterpError, match="out of range"):
-        detect_sinks(tiny_lm, SinkConfig(texts=("x",), length=4, layers=(99,)), progress=False)
+        run(tiny_lm, SinkConfig(texts=("x",), length=4, layers=(99,)))

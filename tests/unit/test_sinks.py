@@ -12,15 +12,14 @@ from interp.analyses.sinks import (
     TOKEN_TYPES,
     SinkConfig,
     combine,
-    default_texts,
     first_token_mass,
     hidden_sinks,
-    read_texts,
+    reduce_layer,
     sink_members,
     sink_rate,
-    split_texts,
     token_type,
 )
+from interp.datasets.texts import default_texts, read_texts, split_texts
 from interp.errors import InterpError
 from interp.kernels import attention_stats
 
@@ -219,3 +218,25 @@ def test_sinks_figure_shows_the_measurements():
     assert {"share of hidden sinks", "share of tokens"} <= names
     share = next(tr for tr in bars if tr.name == "share of hidden sinks")
     assert sum(share.y) == pytest.approx(1.0)
+
+
+def test_reduce_layer_matches_dense_attention():
+    """One layer's reduction from kernel statistics equals the same numbers read off a dense
+    float64 attention matrix (first-token mass, alpha_0, counts above eps, sink members)."""
+    g = torch.Generator().manual_seed(11)
+    t, h, d = 24, 3, 8
+    q, k = torch.randn(1, h, t, d, generator=g, dtype=torch.float64), torch.randn(1, h, t, d, generator=g, dtype=torch.float64)
+    k[:, :, 0] *= 4.0  # a strong first key, so sinks exist
+    st = attention_stats(q, k, scale=d**-0.5, columns=True, backend="reference")
+    config = SinkConfig(length=t, eps=0.2, tau=0.1, min_queries=4)
+    ftm, a0, count, hits = reduce_layer(st.sink[0], st.recv_mean[0], 7, config)
+    a = torch.softmax((q[0] @ k[0].transpose(-1, -2) * d**-0.5).masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf")), -1)
+    rm = a.sum(1) / torch.arange(t, 0, -1, dtype=torch.float64)
+    assert np.allclose(ftm, a[:, 1:, 0].mean(-1).numpy(), atol=1e-9)
+    assert np.allclose(a0, rm[:, 0].numpy(), atol=1e-9)
+    assert count.tolist() == (rm > 0.2).sum(0).tolist()
+    expected = []
+    for head in range(h):
+        members = [j for j in range(t) if rm[head, j] > 0.1 and t - j >= 4]
+        expected += [(7, head, j, j != members[0]) for j in members]
+    assert [(l, hh, j, hid) for l, hh, j, _, hid in hits] == expected and expected

@@ -1,0 +1,208 @@
+"""The experiment protocol, the store every experiment writes through, and the one driver.
+
+An *experiment* joins a pure analysis (`interp.analyses.<name>`: frozen config, pure functions
+over statistics, frozen result) to a model. It is one `Experiment` value, defined in
+`interp.experiments.<name>` and found by `interp.experiments.registry`; the CLI and the report
+iterate that registry, so adding an analysis means adding those two modules and their tests.
+
+- ``run(lm, config, store) -> result`` is the only code that drives the model (through the
+  `interp.models.Model` operations and `interp.hooks`), shares units of work over ranks and
+  resumes them (`Store.map`), and shows progress.
+- `Store` owns the output folder: resume logs, tables, figures and run.json. ``Store(None)``
+  keeps nothing, for notebooks: ``EXPERIMENT.run(lm, config, Store())``.
+- `execute` is what every command does: build the store, load the model once per rank, run,
+  and on rank 0 write the tables, figures and run.json and print the finding.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generic, Mapping, Optional, Sequence, TypeVar
+
+__all__ = ["Experiment", "Store", "execute"]
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+
+class Store:
+    """One run's output folder: resume logs, tables, figures and run.json.
+
+    Args:
+        folder: the output folder (created, checked writable now, before any long work); None
+            keeps nothing: `map` computes every unit and the writers do nothing.
+        fresh: ignore finished work in the folder's logs and start over.
+        plotlyjs: how figure pages get plotly.js: True embeds it (pages open offline), a path
+            such as ``"../plotly.min.js"`` references one shared copy (the report).
+        png: also write PNGs of static figures where an image backend (kaleido) works.
+    """
+
+    def __init__(
+        self, folder: Optional[str | os.PathLike] = None, *, fresh: bool = False, plotlyjs: bool | str = True, png: bool = False
+    ) -> None:
+        from interp.runs import prepare_out_dir
+
+        self.folder: Optional[Path] = prepare_out_dir(folder) if folder is not None else None
+        self.fresh = fresh
+        self.plotlyjs = plotlyjs
+        self.png = png
+        self.notes: dict[str, Any] = {}
+        self.written: list[str] = []
+        self._logs: dict[str, Any] = {}
+
+    def note(self, **settings: Any) -> None:
+        """Record settings beside the config's (data files and their digests) for run.json."""
+        self.notes.update(settings)
+
+    def log(self, settings: Mapping[str, Any], name: str = "samples.jsonl", *, parted: bool = False) -> Any:
+        """The resume log ``name`` of this folder (opened once; None without a folder).
+
+        Args:
+            settings: what a resumed run must agree on; a folder holding other settings is an
+                `InterpError` that says to use a new folder or ``--fresh``.
+            parted: a log whose records are not one per unit key (`interp.distributed.open_parted_log`).
+        """
+        if self.folder is None:
+            return None
+        if name not in self._logs:
+            from interp.distributed import open_log, open_parted_log
+
+            opener = open_parted_log if parted else open_log
+            self._logs[name] = opener(self.folder / name, dict(settings), fresh=self.fresh)
+        return self._logs[name]
+
+    def map(
+        self,
+        keys: Sequence[str],
+        compute: Optional[Callable[[str], Any]] = None,
+        *,
+        settings: Mapping[str, Any],
+        what: str,
+        log: str = "samples.jsonl",
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """``{key: compute(key)}`` over the ranks, resumed from the log ``log`` (`interp.distributed.map_units`)."""
+        from interp.distributed import map_units
+
+        return map_units(
+            keys, compute, log=self.log(settings, log), settings=dict(settings), what=what, **kwargs
+        )
+
+    def write_table(self, name: str, df: Any) -> None:
+        """``name``.csv, atomically."""
+        if self.folder is not None:
+            from interp.runs import atomic_write_csv
+
+            atomic_write_csv(self.folder / f"{name}.csv", df)
+            self.written.append(f"{name}.csv")
+
+    def write_figures(self, figures: Mapping[str, Any]) -> None:
+        """``name``.html for each figure (and PNGs of the static ones when ``png``)."""
+        if self.folder is None:
+            return
+        from interp.plots.export import save_figure, save_pngs
+
+        for name, fig in figures.items():
+            save_figure(fig, self.folder / f"{name}.html", include_plotlyjs=self.plotlyjs)
+            self.written.append(f"{name}.html")
+        if self.png:
+            save_pngs([(fig, self.folder / f"{name}.png") for name, fig in figures.items()])
+
+    def write_json(self, name: str, obj: Any) -> None:
+        """``name``.json, atomically."""
+        if self.folder is not None:
+            from interp.runs import atomic_write_json
+
+            atomic_write_json(self.folder / f"{name}.json", obj)
+            self.written.append(f"{name}.json")
+
+    def save(self, experiment: "Experiment", result: Any, lm: Any, config: Any, started: float) -> dict:
+        """Write the experiment's tables, figures and run.json (call on rank 0). Returns run.json's content."""
+        from interp.runs import run_info
+
+        for name, df in experiment.tables(result).items():
+            self.write_table(name, df)
+        self.write_figures(experiment.figures(result))
+        info = run_info(lm, settings={**config.settings(), **self.notes, "model": lm.name}, started=started)
+        info["summary"] = experiment.summary(result)
+        self.write_json("run", info)
+        return info
+
+
+def _summary(result: Any) -> dict:
+    return result.summary()
+
+
+def _no_check(config: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Experiment(Generic[C, R]):
+    """One analysis as the CLI and the report see it.
+
+    Attributes:
+        name: registry key; the report's folder and the default ``--out`` (``runs/<name>``).
+        title: heading in the report.
+        command: the CLI words, e.g. ``("score", "sinks")`` for ``interp score sinks``.
+        config: the analysis's frozen config class.
+        run: ``(lm, config, store) -> result``; the only code that drives the model.
+        tables: result -> {name: DataFrame}, written as ``name.csv``.
+        figures: result -> {name: plotly Figure}, written as ``name.html``.
+        describe: result -> the finding in one or two plain sentences (console and report).
+        cli: the typer command: its signature maps flags onto ``config`` and it calls `execute`.
+        summary: result -> JSON-able summary for run.json (default ``result.summary()``).
+        check: config -> None, checks that need no model (a task file), run before loading one.
+        report: ``(quick, earlier) -> config`` for the one-command report, where ``earlier``
+            maps the names of experiments already run to their results; None: not in the report.
+        report_figures: result -> {name: Figure} for the report page (default: ``figures``).
+        report_html: result -> the report section's HTML (default: ``describe``, escaped, as a paragraph).
+        order: position in the report (lower first).
+    """
+
+    name: str
+    title: str
+    command: tuple[str, str]
+    config: type
+    run: Callable[..., R]
+    tables: Callable[[R], dict[str, Any]]
+    figures: Callable[[R], dict[str, Any]]
+    describe: Callable[[R], str]
+    cli: Callable[..., None]
+    summary: Callable[[R], dict] = _summary
+    check: Callable[[Any], None] = _no_check
+    report: Optional[Callable[[bool, Mapping[str, Any]], Any]] = None
+    report_figures: Optional[Callable[[R], dict[str, Any]]] = None
+    report_html: Optional[Callable[[R], str]] = None
+    order: int = 100
+
+
+def execute(experiment: Experiment, config: Any, *, model: Optional[str], out: str | os.PathLike, fresh: bool = False, notes: Optional[Mapping[str, Any]] = None) -> Any:
+    """What every command does: check, open the store, load the model, run, write, print.
+
+    The config is already validated (it was built); ``experiment.check`` and the output folder are
+    checked before the model loads. Launched on several ranks, every rank runs its share and
+    rank 0 writes the merged result.
+
+    Returns:
+        The experiment's result (on every rank).
+    """
+    from rich.console import Console
+
+    from interp.distributed import rank_model, world
+
+    started = time.time()
+    experiment.check(config)
+    store = Store(out, fresh=fresh)
+    store.note(**(notes or {}))
+    lm = rank_model(model)
+    result = experiment.run(lm, config, store)
+    if world().main:
+        info = store.save(experiment, result, lm, config, started)
+        console = Console(stderr=True)
+        console.print(f"[bold]{lm.name}[/]: {experiment.describe(result)}")
+        console.print(f"wrote {', '.join(store.written)} to {store.folder} ({info['wall_seconds']} s)")
+    return result

@@ -1,0 +1,138 @@
+"""Flag parsers and options shared by every command, so a flag means one thing everywhere.
+
+- ``--layers`` takes single layers and inclusive ranges: ``0-5,10``.
+- ``--heads`` takes ``LAYER.HEAD`` pairs: ``12.3,20.1``.
+- ``--backend`` is always the `interp.kernels` backend (auto, reference, torch, triton). The
+  model backend (HF module or TransformerLens bridge) is the launch option ``--model-backend``,
+  like ``--dtype``: ``interp --model-backend tl patch ioi``.
+- ``--model``, ``--out`` and ``--fresh`` mean the same in every command.
+
+Parsers raise `InterpError` with the flag's name and an example, which the CLI prints as one
+line (exit code 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from interp.errors import InterpError
+
+__all__ = [
+    "parse_layers", "parse_heads", "parse_ints", "parse_floats", "parse_names", "check_backend",
+    "KERNEL_BACKENDS", "model_option", "out_option", "fresh_option", "backend_option", "layers_option",
+]
+
+KERNEL_BACKENDS = ("auto", "reference", "torch", "triton")
+MODEL_HELP = "HF hub id or local folder (default: embedded SmolLM2-135M-Instruct)."
+
+
+def parse_layers(text: Optional[str], flag: str = "--layers") -> Optional[tuple[int, ...]]:
+    """``"0-5,10"`` -> (0, 1, 2, 3, 4, 5, 10); None stays None (= every layer).
+
+    Raises:
+        InterpError: not ints or ranges, a range that runs backwards, or nothing at all.
+    """
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                lo_i, hi_i = int(lo), int(hi)
+                if hi_i < lo_i:
+                    raise InterpError(f"{flag} range {part!r} runs backwards: write it low-high, e.g. 0-5")
+                out.extend(range(lo_i, hi_i + 1))
+            else:
+                out.append(int(part))
+        except ValueError as err:
+            raise InterpError(f"{flag} takes layers and ranges like 0-5,10; got {part!r}") from err
+    if not out:
+        raise InterpError(f"{flag} is empty: give layers like 0-5,10, or omit it for every layer")
+    return tuple(dict.fromkeys(out))
+
+
+def parse_heads(text: Optional[str], flag: str = "--heads") -> Optional[tuple[tuple[int, int], ...]]:
+    """``"12.3,20.1"`` -> ((12, 3), (20, 1)); None stays None."""
+    if text is None:
+        return None
+    heads = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            layer, head = part.split(".")
+            heads.append((int(layer), int(head)))
+        except ValueError as err:
+            raise InterpError(f"{flag} takes LAYER.HEAD pairs separated by commas, e.g. 12.3,20.1; got {part!r}") from err
+    if not heads:
+        raise InterpError(f"{flag} is empty: give LAYER.HEAD pairs, e.g. 12.3,20.1, or omit it")
+    return tuple(heads)
+
+
+def parse_ints(text: Optional[str], flag: str) -> Optional[tuple[int, ...]]:
+    """``"1024,2048"`` -> (1024, 2048); None stays None."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError as err:
+        raise InterpError(f"{flag} must be comma-separated ints like 10,15,20; got {text!r}") from err
+
+
+def parse_floats(text: Optional[str], flag: str) -> Optional[tuple[float, ...]]:
+    """``"0,0.5,1"`` -> (0.0, 0.5, 1.0); None stays None."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError as err:
+        raise InterpError(f"{flag} must be comma-separated numbers like 0.5,2; got {text!r}") from err
+
+
+def parse_names(text: Optional[str], flag: str, choices: tuple[str, ...]) -> Optional[tuple[str, ...]]:
+    """``"a,b"`` -> ("a", "b"), each one of ``choices``; None stays None."""
+    if text is None:
+        return None
+    names = tuple(x for x in text.replace(" ", "").split(",") if x)
+    bad = [n for n in names if n not in choices]
+    if bad or not names:
+        raise InterpError(f"{flag} takes names from {', '.join(choices)}, comma-separated; got {text!r}")
+    return names
+
+
+def check_backend(name: str) -> str:
+    """The kernel backend named by ``--backend``; "hf"/"tl" get a pointer to ``--model-backend``."""
+    if name in ("hf", "tl"):
+        raise InterpError(
+            f"--backend {name}: --backend is the kernel backend ({', '.join(KERNEL_BACKENDS)}); choose the model "
+            f"backend with the launch option --model-backend, e.g. interp --model-backend {name} patch ioi"
+        )
+    if name not in KERNEL_BACKENDS:
+        raise InterpError(f"unknown --backend {name!r}: choose from {', '.join(KERNEL_BACKENDS)}")
+    return name
+
+
+def model_option():
+    return typer.Option(None, "--model", help=MODEL_HELP)
+
+
+def out_option(default: str):
+    return typer.Option(Path(default), "--out", help="Output folder (tables, figures, run.json, resume log).")
+
+
+def fresh_option():
+    return typer.Option(False, "--fresh", help="Ignore finished work in --out and start over.")
+
+
+def backend_option():
+    return typer.Option("auto", "--backend", help="Kernel backend: auto, reference, torch, triton.")
+
+
+def layers_option(default_help: str = "every layer"):
+    return typer.Option(None, "--layers", help=f"Layers, e.g. 0-5,10 (default: {default_help}).")

@@ -1,0 +1,238 @@
+"""`interp score sinks`: first-token and hidden attention sinks of every head over a text set.
+
+The runner tokenises the texts into windows, runs one forward pass per window, and reduces each
+layer's q and k with `interp.kernels` as the layer runs (streaming, so memory grows with T,
+never T^2); `interp.analyses.sinks` turns those statistics into the result. Windows are the
+units of work: shared over ranks, resumed from ``samples.jsonl``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import typer
+from torch import Tensor
+
+from interp.analyses.sinks import SinkConfig, SinkResult, combine, reduce_layer
+from interp.datasets.texts import default_texts, read_texts, texts_digest
+from interp.errors import InterpError
+from interp.experiments import flags
+from interp.experiments._base import Experiment, Store, execute
+from interp.models import Model
+
+__all__ = ["EXPERIMENT", "prepare_windows", "scan_window", "run"]
+
+
+def prepare_windows(lm: Model, config: SinkConfig) -> list[Tensor]:
+    """Token ids [1, length] of every window analysed.
+
+    Without ``pack`` each text gives one window (its first ``length`` tokens); with ``pack``
+    the texts are joined by blank lines and the stream is cut into consecutive windows (the
+    incomplete last one is dropped).
+
+    Raises:
+        InterpError: no texts, a text shorter than ``length`` (without pack), too few tokens
+            in all (with pack), or ``length`` beyond the model's context.
+    """
+    texts = default_texts() if config.texts is None else tuple(config.texts)
+    if not texts or not any(t.strip() for t in texts):
+        raise InterpError("no texts to analyse: pass at least one non-empty text (or omit texts for the shipped set)")
+    if config.length > lm.arch.n_ctx:
+        raise InterpError(
+            f"length {config.length} exceeds the context of {lm.name} ({lm.arch.n_ctx} tokens): lower --length"
+        )
+    if config.pack:
+        ids = lm.encode("\n\n".join(texts), check=False)[0]
+        n = ids.shape[0] // config.length
+        if n == 0:
+            raise InterpError(
+                f"the texts hold {ids.shape[0]} tokens in all, fewer than one window of {config.length} "
+                "tokens (--length): lower --length or add text"
+            )
+        windows = [ids[i * config.length : (i + 1) * config.length][None] for i in range(n)]
+    else:
+        windows = []
+        for i, text in enumerate(texts):
+            ids = lm.encode(text, check=False)
+            if ids.shape[1] < config.length:
+                raise InterpError(
+                    f"text {i + 1} of {len(texts)} has {ids.shape[1]} tokens, fewer than the sink window of "
+                    f"{config.length} tokens (--length): lower --length, lengthen or drop that text, "
+                    "or pass --pack to join the texts into windows"
+                )
+            windows.append(ids[:, : config.length])
+    if config.max_texts is not None:
+        windows = windows[: config.max_texts]
+    return windows
+
+
+class _LastLayerDone(Exception):
+    """Raised by the streaming callback after the last analysed layer: the rest of the forward
+    pass (later MLPs, the [T, vocab] logits: 1.6 GB at 8k tokens for SmolLM2) is not needed."""
+
+
+def scan_window(lm: Model, ids: Tensor, config: SinkConfig, layers: Sequence[int]) -> dict:
+    """Run one window through the model and reduce every analysed layer to sink statistics.
+
+    Returns a JSON-friendly record: first_token_mass and alpha0 ([layer][head] lists),
+    position_count ([length]: number of (layer, head) with alpha_j > eps), hits (list of
+    [layer, head, position, alpha, hidden]).
+    """
+    import numpy as np
+
+    from interp.hooks import capture
+    from interp.kernels import attention_stats
+
+    n_layers, n_heads, length = len(layers), lm.arch.n_heads, ids.shape[1]
+    index = {layer: i for i, layer in enumerate(layers)}
+    ftm = np.full((n_layers, n_heads), np.nan)
+    a0 = np.full((n_layers, n_heads), np.nan)
+    pos_count = np.zeros(length, dtype=np.int64)
+    hits: list[list] = []
+    seen: set[int] = set()
+    last = max(layers)
+
+    def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+        st = attention_stats(
+            q, k, **lm.attention_kwargs(layer), sink_tokens=config.sink_tokens, columns=True, backend=config.backend
+        )
+        i = index[layer]
+        ftm[i], a0[i], count, layer_hits = reduce_layer(st.sink[0], st.recv_mean[0], layer, config)
+        pos_count[:] += count
+        hits.extend(layer_hits)
+        seen.add(layer)
+        if layer == last:
+            raise _LastLayerDone
+
+    try:
+        with capture(lm, layers=layers, keep=(), on_layer=on_layer):
+            lm.forward(ids)
+    except _LastLayerDone:
+        pass
+    missing = sorted(set(layers) - seen)
+    if missing:
+        raise InterpError(f"no attention statistics for layers {missing}: the hooks did not fire on this model")
+    return {
+        "length": int(length),
+        "first_token_mass": ftm.tolist(),
+        "alpha0": a0.tolist(),
+        "position_count": pos_count.tolist(),
+        "hits": hits,
+    }
+
+
+def run(lm: Model, config: SinkConfig = SinkConfig(), store: Optional[Store] = None) -> SinkResult:
+    """Measure first-token and hidden sinks of every head over the config's texts.
+
+    Args:
+        lm: the model.
+        config: what to measure.
+        store: where finished windows are logged and resumed from (`Store`; None keeps nothing).
+            Launched on several ranks, each scans its share and every rank returns the whole result.
+
+    Raises:
+        InterpError: bad texts (see `prepare_windows`), layers out of range.
+    """
+    from interp.hooks import check_layers
+
+    store = store or Store()
+    layers = check_layers(lm, config.layers)
+    windows = prepare_windows(lm, config)
+    special = set(getattr(lm.tokenizer, "all_special_ids", []) or [])
+    by_key = {f"text-{n:05d}": ids for n, ids in enumerate(windows)}
+    store.note(texts_sha256=texts_digest(config.texts))
+    settings = {**config.settings(), **store.notes, "model": lm.name}
+    done = store.map(list(by_key), lambda key: scan_window(lm, by_key[key], config, layers), settings=settings, what="sinks: texts")
+    tokens = []
+    for ids in windows:
+        id_list = ids[0].tolist()
+        tokens.append((lm.token_strings(id_list), [i in special for i in id_list]))
+    return combine(lm.name, config, layers, lm.arch.n_heads, tokens, [done[key] for key in by_key])
+
+
+def describe(result: SinkResult) -> str:
+    """The finding in two sentences."""
+    cfg, s = result.config, result.summary()
+    heads = result.to_dataframe()
+    top = heads.sort_values("first_token_mass", ascending=False).iloc[0]
+    types = [f"{k} ({v['share']:.0%})" for k, v in list(s["hidden_token_types"].items())[:3]]
+    return (
+        f"Sink rate at the first token: {result.sink_rate:.1f}% of (text, layer, head) have alpha_0 > "
+        f"{cfg.eps} (Gu et al. 2024) over {s['n_texts']} texts of {s['tokens_per_text']} tokens; mean first-token mass "
+        f"{s['mean_first_token_mass']:.2f}, highest in layer {int(top['layer'])} head {int(top['head'])} "
+        f"({top['first_token_mass']:.2f}). {s['n_hidden_sinks']} hidden sinks (recv_mean > {cfg.tau}, Yu et al. 2024)"
+        + (f", mostly {', '.join(types)} tokens." if types else ".")
+    )
+
+
+def tables(result: SinkResult) -> dict[str, Any]:
+    return {
+        "heads": result.to_dataframe(),
+        "sinks": result.sinks_dataframe(),
+        "layers": result.layer_sink_rates(),
+        "token_types": result.token_type_table(),
+    }
+
+
+def figures(result: SinkResult) -> dict[str, Any]:
+    from interp.plots.sinks import sinks_figure
+
+    return {"sinks": sinks_figure(result)}
+
+
+def report_figures(result: SinkResult) -> dict[str, Any]:
+    from interp.plots import sinks as sp
+
+    return {
+        "first_token_mass": sp.first_token_mass_grid(result),
+        "layer_sink_rates": sp.layer_sink_rates(result),
+        "hidden_sink_types": sp.hidden_sink_types(result),
+    }
+
+
+def cli(
+    model: Optional[str] = flags.model_option(),
+    texts: Optional[Path] = typer.Option(None, "--texts", help="UTF-8 file of texts separated by lines '---' (default: the shipped set)."),
+    length: int = typer.Option(256, "--length", help="Tokens analysed per text (the sink window); shorter texts are an error unless --pack."),
+    pack: bool = typer.Option(False, "--pack", help="Join the texts and cut the token stream into windows of --length tokens."),
+    max_texts: Optional[int] = typer.Option(None, "--max-texts", help="Analyse only the first N texts (windows)."),
+    out: Path = flags.out_option("runs/sinks"),
+    eps: float = typer.Option(0.3, "--eps", help="Gu et al. sink threshold on alpha_j."),
+    tau: float = typer.Option(0.1, "--tau", help="Yu et al. hidden-sink threshold on recv_mean."),
+    min_queries: int = typer.Option(16, "--min-queries", help="Keys seen by fewer queries are not sinks (1 = paper exactly)."),
+    layers: Optional[str] = flags.layers_option(),
+    backend: str = flags.backend_option(),
+    fresh: bool = flags.fresh_option(),
+) -> None:
+    """First-token and hidden attention sinks of every head over a text set; writes heads.csv,
+    sinks.csv, layers.csv, token_types.csv, run.json and sinks.html into OUT."""
+    config = SinkConfig(
+        texts=read_texts(texts) if texts is not None else None, length=length, pack=pack, max_texts=max_texts,
+        eps=eps, tau=tau, min_queries=min_queries, layers=flags.parse_layers(layers), backend=flags.check_backend(backend),
+    )  # fmt: skip
+    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"texts_file": str(texts) if texts else None})
+
+
+_REPORT_SIZES = {False: {"length": 256, "max_texts": 6}, True: {"length": 128, "max_texts": 2}}
+
+
+def report_config(quick: bool, earlier: Mapping[str, Any]) -> SinkConfig:
+    """The report's small sizes: 6 texts of 256 tokens (quick: 2 of 128)."""
+    return SinkConfig(**_REPORT_SIZES[quick])
+
+
+EXPERIMENT = Experiment(
+    name="sinks",
+    title="Attention sinks",
+    command=("score", "sinks"),
+    config=SinkConfig,
+    run=run,
+    tables=tables,
+    figures=figures,
+    describe=describe,
+    cli=cli,
+    report=report_config,
+    report_figures=report_figures,
+    order=20,
+)

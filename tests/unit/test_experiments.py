@@ -1,0 +1,73 @@
+"""The experiment layer: shared flag parsers, the registry, the store and the config convention."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+from interp.errors import InterpError
+from interp.experiments import Store, registry
+from interp.experiments.flags import check_backend, parse_heads, parse_layers
+
+
+def test_parse_layers_ranges_and_errors():
+    assert parse_layers("0-3,10") == (0, 1, 2, 3, 10)
+    assert parse_layers(" 5 , 2-3,5") == (5, 2, 3)  # order kept, repeats dropped
+    assert parse_layers(None) is None
+    for bad, match in [("3-1", "backwards"), ("a", "ranges like"), (",", "empty"), ("1-", "ranges like")]:
+        with pytest.raises(InterpError, match=match):
+            parse_layers(bad)
+
+
+def test_parse_heads_and_backend():
+    assert parse_heads("12.3,20.1") == ((12, 3), (20, 1))
+    with pytest.raises(InterpError, match="LAYER.HEAD"):
+        parse_heads("12")
+    assert check_backend("torch") == "torch"
+    with pytest.raises(InterpError, match="--model-backend tl"):
+        check_backend("tl")
+    with pytest.raises(InterpError, match="choose from"):
+        check_backend("cuda")
+
+
+def test_registry_names_commands_and_config_convention():
+    reg = registry()
+    assert "sinks" in reg and reg["sinks"].command == ("score", "sinks")
+    commands = [e.command for e in reg.values()]
+    assert len(commands) == len(set(commands))
+    for exp in reg.values():
+        assert dataclasses.is_dataclass(exp.config) and exp.config.__dataclass_params__.frozen
+        cfg = exp.report(True, {}) if exp.report is not None else exp.config()
+        assert isinstance(cfg, exp.config)
+        json.dumps(cfg.settings())  # one serialiser, JSON-able
+
+
+def test_store_without_folder_keeps_nothing_and_with_folder_resumes(tmp_path):
+    calls = []
+
+    def compute(key):
+        calls.append(key)
+        return {"v": len(key)}
+
+    assert Store().map(["a", "bb"], compute, settings={"x": 1}, what="units") == {"a": {"v": 1}, "bb": {"v": 2}}
+    store = Store(tmp_path / "run")
+    store.map(["a", "bb"], compute, settings={"x": 1}, what="units")
+    calls.clear()
+    again = Store(tmp_path / "run").map(["a", "bb", "ccc"], compute, settings={"x": 1}, what="units")
+    assert calls == ["ccc"] and again["bb"]["v"] == 2
+    with pytest.raises(InterpError, match="other settings"):
+        Store(tmp_path / "run").map(["a"], compute, settings={"x": 2}, what="units")
+    assert Store(tmp_path / "run", fresh=True).map(["a"], compute, settings={"x": 2}, what="units") == {"a": {"v": 1}}
+    store = Store(tmp_path / "t")
+    store.write_table("heads", pd.DataFrame({"a": [1]}))
+    assert pd.read_csv(tmp_path / "t" / "heads.csv").a.tolist() == [1] and store.written == ["heads.csv"]
+
+
+def test_store_rejects_a_file_as_folder(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(InterpError, match="is a file"):
+        Store(f)
