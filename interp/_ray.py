@@ -18,7 +18,7 @@ import io
 import os
 import pickle
 import weakref
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, no_type_check
 
 from interp.errors import InterpError
 
@@ -63,6 +63,7 @@ class _ModelInUnpickler(pickle.Unpickler):
 
 
 @ray.remote
+@no_type_check  # the test-time type-check hook cannot wrap a Ray actor class
 class _Worker:
     """One Ray actor: holds the models it was sent and runs units of work on them."""
 

@@ -19,6 +19,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.kernels import attention_stats
+from typecheck import unchecked
 
 TOL = 2e-5
 
@@ -148,8 +149,8 @@ def test_bad_targets_raise() -> None:
         attention_stats(q, k, scale=1.0, targets=torch.full((1, 10), 10))
     with pytest.raises(InterpError, match="one entry per requested query row"):
         attention_stats(q, k, scale=1.0, targets=torch.zeros(1, 9, dtype=torch.long))
-    with pytest.raises(InterpError, match="integer key indices"):
-        attention_stats(q, k, scale=1.0, targets=torch.zeros(1, 10))
+    with pytest.raises(InterpError, match="integer key indices"):  # a user's process: no test-time type checker
+        unchecked(attention_stats)(q, k, scale=1.0, targets=torch.zeros(1, 10))
 
 
 # ---------------------------------------------------------------- Triton (interpreter on CPU)
