@@ -22,45 +22,43 @@ waad on the response rows, column statistic band), computed layer by layer insid
 pass (`interp.hooks.capture(on_layer=...)`): only [layer, head, response] statistics are kept,
 so memory is linear in T. No [T, T] attention is built here.
 
-The module has three parts: pure functions over statistics (`default_layers`,
-`bottom_quantile`, `top_quantile`, `head_groups`, `waad_jumps`, `couple_anchors`, `analyse`),
-the frozen `PreplanConfig` / `PreplanResult`, and the thin model driver `score_preplan`.
+This module is pure: functions over statistics (`default_layers`, `bottom_quantile`,
+`top_quantile`, `head_groups`, `waad_jumps`, `couple_anchors`, `layer_statistics` (the kernel
+on captured q, k), `analyse`), the frozen `PreplanConfig`, `PreplanResult` (one prompt) and
+`PreplanRun` (every prompt of a run). The runner that drives the model (greedy answer, one
+forward pass per prompt with ``interp.hooks.capture(on_layer=...)``) is
+`interp.experiments.preplan`; the prompts come from `interp.datasets.prompts`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, fields
-from importlib import resources
-from pathlib import Path
-from typing import Optional, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Optional
 
 import numpy as np
+import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.analyses._config import Config
+from interp.datasets.prompts import Prompt
 from interp.errors import InterpError
 
 __all__ = [
     "PreplanConfig",
     "PreplanResult",
+    "PreplanRun",
     "PreplanStats",
     "default_layers",
-    "default_prompts",
-    "load_prompts",
     "bottom_quantile",
     "top_quantile",
     "head_groups",
     "waad_jumps",
     "couple_anchors",
     "layer_statistics",
-    "collect_statistics",
     "analyse",
-    "greedy_response",
-    "score_preplan",
-    "score_preplan_ids",
 ]
 
 _BACKENDS = ("auto", "reference", "torch", "triton")
@@ -72,10 +70,12 @@ _BACKENDS = ("auto", "reference", "torch", "triton")
 
 
 @dataclass(frozen=True)
-class PreplanConfig:
+class PreplanConfig(Config):
     """Settings of the preplan-and-anchor analysis (defaults: Li et al. 2025).
 
     Attributes:
+        prompts: the prompts to score (`interp.datasets.prompts.Prompt`: a question and
+            optionally the response to score); None = every shipped math word problem.
         layers: layers whose heads are grouped; None = `n_default_layers` layers evenly spaced in
             [floor(L/3), floor(2L/3)] (the paper's choice, see `default_layers`).
         n_default_layers: how many layers the default picks.
@@ -99,6 +99,7 @@ class PreplanConfig:
         chunk_size: query rows per kernel chunk (None = the kernel's choice).
     """
 
+    prompts: Optional[tuple[Prompt, ...]] = None  # None: every shipped math word problem
     layers: Optional[tuple[int, ...]] = None  # None: 5 evenly spaced in [L/3, 2L/3]
     n_default_layers: int = 5  # layers in the default choice (paper: 5)
     window: int = 10  # W of WAAD (paper: 10)
@@ -114,7 +115,8 @@ class PreplanConfig:
     backend: str = "auto"  # interp.kernels backend
     chunk_size: Optional[int] = None  # kernel query chunk (None: kernel default)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise `InterpError` on settings outside their range; normalise band, layers, prompts."""
         for name in ("local_quantile", "global_quantile", "preplan_quantile", "anchor_quantile"):
             q = getattr(self, name)
             if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < float(q) < 1.0:
@@ -148,55 +150,28 @@ class PreplanConfig:
             object.__setattr__(self, "layers", tuple(sorted(set(int(x) for x in layers))))
         if self.backend not in _BACKENDS:
             raise InterpError(f"unknown kernel backend '{self.backend}': use one of {', '.join(_BACKENDS)}")
+        if self.prompts is not None:
+            prompts = tuple(self.prompts)
+            if not prompts or not all(isinstance(p, Prompt) for p in prompts):
+                raise InterpError("prompts must be a non-empty sequence of interp.datasets.prompts.Prompt (or None)")
+            for p in prompts:
+                if not p.prompt.strip():
+                    raise InterpError(f"prompt {p.id!r} is empty: give the question text")
+                if p.response is not None and not p.response.strip():
+                    raise InterpError(f"the response of prompt {p.id!r} is empty: give response text (or omit it to generate one)")
+            if len({p.id for p in prompts}) != len(prompts):
+                raise InterpError("two prompts share an id: give every prompt a distinct id")
+            object.__setattr__(self, "prompts", prompts)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["band"] = list(self.band)
-        d["layers"] = None if self.layers is None else list(self.layers)
-        return d
+    def settings(self) -> dict:
+        """JSON-friendly settings without the prompts (a run stores their digest beside them)."""
+        out = super().settings()
+        out.pop("prompts")
+        return out
 
 
 def _is_int(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-# --------------------------------------------------------------------------------------------
-# Shipped prompts
-# --------------------------------------------------------------------------------------------
-
-
-def load_prompts(path: str | Path) -> list[dict]:
-    """Read a JSONL prompt file: one ``{"id": ..., "prompt": ..., "response": optional}`` per line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InterpError(
-            f"cannot read prompt file {path} ({getattr(err, 'strerror', None) or err}): "
-            "pass a UTF-8 JSONL file with one {\"prompt\": ...} per line"
-        ) from err
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InterpError(f"{path} line {n} is not JSON ({err.msg}): write one JSON object per line") from err
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise InterpError(f"{path} line {n} has no \"prompt\" text: each line needs {{\"prompt\": \"...\"}}")
-        if row.get("response") is not None and not isinstance(row["response"], str):
-            raise InterpError(f"{path} line {n}: \"response\" must be a string when given")
-        rows.append({"id": str(row.get("id", f"p{len(rows)}")), "prompt": row["prompt"], "response": row.get("response")})
-    if not rows:
-        raise InterpError(f"{path} holds no prompts: write one {{\"prompt\": ...}} per line")
-    return rows
-
-
-def default_prompts() -> list[dict]:
-    """The short math word problems shipped with interp (``interp/data/math_prompts.jsonl``)."""
-    with resources.as_file(resources.files("interp") / "data" / "math_prompts.jsonl") as path:
-        return load_prompts(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,7 +210,7 @@ def top_quantile(values: np.ndarray, q: float) -> np.ndarray:
     return finite & (values >= np.quantile(values[finite], 1.0 - q))
 
 
-def head_groups(span: np.ndarray, local_quantile: float = 0.3, global_quantile: float = 0.3):
+def head_groups(span: np.ndarray, local_quantile: float = 0.3, global_quantile: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """Local and global heads from their spans.
 
     Args:
@@ -433,11 +408,9 @@ class PreplanResult:
     def n_global(self) -> int:
         return int(self.global_.sum())
 
-    def to_dataframe(self):
+    def to_dataframe(self) -> pd.DataFrame:
         """One row per response token: pos, index, token, token_id, waad, delta, fai, preplan,
         anchor, dominated, preplan_link (absolute position of the coupled preplan token, -1)."""
-        import pandas as pd
-
         pos = self.positions
         return pd.DataFrame(
             {
@@ -455,10 +428,8 @@ class PreplanResult:
             }
         )
 
-    def heads_dataframe(self):
+    def heads_dataframe(self) -> pd.DataFrame:
         """One row per head of the chosen layers: layer, head, span, group (local/global/other)."""
-        import pandas as pd
-
         rows = []
         for i, layer in enumerate(self.layers):
             for h in range(self.span.shape[1]):
@@ -516,154 +487,35 @@ class PreplanResult:
         return cls(**values)
 
 
-# --------------------------------------------------------------------------------------------
-# Driver: the model runs here
-# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class PreplanRun:
+    """Preplan and anchor tokens of every prompt of a run (what `interp score preplan` writes).
 
-
-def greedy_response(lm, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-    """Greedy decoding, stopping at an end-of-sequence token (kept): `LoadedModel.greedy`.
-
-    Returns:
-        [1, new] generated ids.
+    Attributes:
+        config: the settings used.
+        model: model name.
+        ids: the prompt ids, in order.
+        results: one `PreplanResult` per prompt.
     """
-    return lm.greedy(prompt_ids, max_new_tokens, progress=True)
 
+    config: PreplanConfig
+    model: str
+    ids: tuple[str, ...]
+    results: tuple[PreplanResult, ...]
 
-def collect_statistics(lm, ids: torch.Tensor, n_prompt: int, layers: Sequence[int], config: PreplanConfig) -> PreplanStats:
-    """One forward pass; each chosen layer's q/k is reduced to statistics as it runs.
+    def _joined(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
+        df = pd.concat([f.assign(sample=i) for f, i in zip(frames, self.ids)], ignore_index=True)
+        return df[["sample"] + [c for c in df.columns if c != "sample"]]
 
-    Args:
-        ids: [1, pos] prompt + response ids.
-        n_prompt: prompt length P.
-        layers: the chosen layers.
-    """
-    from interp.hooks import capture
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per response token of every prompt (tokens.csv): sample, then the columns of
+        `PreplanResult.to_dataframe`."""
+        return self._joined([r.to_dataframe() for r in self.results])
 
-    kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    def heads_dataframe(self) -> pd.DataFrame:
+        """One row per (prompt, head) (heads.csv): sample, layer, head, span, group."""
+        return self._joined([r.heads_dataframe() for r in self.results])
 
-    def on_layer(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        kept[layer] = layer_statistics(q, k, attention=lm.attention_kwargs(layer), n_prompt=n_prompt, config=config)
-
-    with capture(lm, layers=layers, keep=(), on_layer=on_layer):
-        lm.forward(ids)
-    missing = [layer for layer in layers if layer not in kept]
-    if missing:
-        raise InterpError(f"no attention statistics for layers {missing}: the capture hooks did not fire")
-    stack = lambda i: np.stack([kept[layer][i] for layer in layers])  # noqa: E731
-    return PreplanStats(layers=tuple(layers), dist=stack(0), waad=stack(1), band=stack(2))
-
-
-def score_preplan_ids(
-    lm,
-    config: PreplanConfig,
-    prompt_ids: torch.Tensor,
-    response_ids: Optional[torch.Tensor] = None,
-    *,
-    prompt: str = "",
-    response: Optional[str] = None,
-) -> PreplanResult:
-    """`score_preplan` on token ids (no tokenizer needed when both ids are given).
-
-    Args:
-        prompt_ids: [1, P] prompt ids (chat template already applied if wanted).
-        response_ids: [1, R] response ids, or None to generate ``config.max_new_tokens`` greedily.
-        prompt, response: texts stored in the result (decoded from ids when None and a
-            tokenizer exists).
-    """
-    arch = lm.arch
-    prompt_ids = torch.as_tensor(prompt_ids).reshape(1, -1).to(lm.device)
-    n_prompt = int(prompt_ids.shape[1])
-    if n_prompt == 0:
-        raise InterpError("prompt is empty: give at least one token of prompt text")
-    layers = list(config.layers) if config.layers is not None else default_layers(arch.n_layers, config.n_default_layers)
-    for layer in layers:
-        arch.check_layer(int(layer))
-    generated = response_ids is None
-    if generated:
-        if n_prompt + config.max_new_tokens > arch.n_ctx:
-            raise InterpError(
-                f"prompt ({n_prompt} tokens) + max_new_tokens ({config.max_new_tokens}) exceed the context of "
-                f"{arch.n_ctx} tokens: lower --max-new-tokens or shorten the prompt"
-            )
-        response_ids = greedy_response(lm, prompt_ids, config.max_new_tokens)
-    response_ids = torch.as_tensor(response_ids).reshape(1, -1).to(lm.device)
-    n_resp = int(response_ids.shape[1])
-    if n_resp == 0:
-        raise InterpError("the response is empty: give response text (or omit it to generate one)")
-    if n_resp < 2:
-        raise InterpError(
-            "the response has 1 token: WAAD jumps need at least 2 response tokens; give a longer response "
-            "(or raise --max-new-tokens)"
-        )
-    if n_prompt + n_resp > arch.n_ctx:
-        raise InterpError(
-            f"prompt ({n_prompt} tokens) + response ({n_resp} tokens) = {n_prompt + n_resp} tokens exceed the "
-            f"context of {arch.n_ctx} tokens of {lm.name}: shorten the response or the prompt"
-        )
-    ids = torch.cat([prompt_ids, response_ids], dim=1)
-    stats = collect_statistics(lm, ids, n_prompt, layers, config)
-    found = analyse(stats, config)
-    tok = lm.tokenizer
-    resp_list = response_ids[0].tolist()
-    if tok is not None:
-        tokens = tuple(lm.token_strings(resp_list))
-        prompt_tokens = tuple(lm.token_strings(prompt_ids[0].tolist()))
-        if response is None:
-            response = lm.decode(resp_list)
-    else:
-        tokens, prompt_tokens = tuple(str(i) for i in resp_list), tuple(str(i) for i in prompt_ids[0].tolist())
-        response = response if response is not None else " ".join(tokens)
-    return PreplanResult(
-        config=config,
-        model=lm.name,
-        prompt=prompt,
-        response=response,
-        generated=generated,
-        n_prompt=n_prompt,
-        tokens=tokens,
-        token_ids=np.asarray(resp_list, dtype=np.int64),
-        layers=tuple(layers),
-        prompt_tokens=prompt_tokens,
-        **found,
-    )
-
-
-def score_preplan(
-    lm,
-    config: PreplanConfig = PreplanConfig(),
-    *,
-    prompt: Optional[str] = None,
-    response: Optional[str] = None,
-) -> PreplanResult:
-    """Preplan and anchor tokens of a response (Li et al. 2025; METRICS.md "Preplan and anchor").
-
-    Args:
-        lm: a `interp.models.LoadedModel`.
-        config: thresholds and layers (`PreplanConfig`; paper defaults).
-        prompt: the user's question; None = the first shipped math word problem. Wrapped in the
-            chat template when ``config.chat``.
-        response: the assistant's answer to score; None = greedy generation of up to
-            ``config.max_new_tokens`` tokens.
-
-    Returns:
-        A `PreplanResult` (`.to_dataframe()` per token, `.heads_dataframe()` per head).
-
-    Raises:
-        InterpError: empty prompt or response, prompt + response longer than the context,
-            layers out of range.
-    """
-    if prompt is None:
-        prompt = default_prompts()[0]["prompt"]
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InterpError("the prompt is empty: give the question text")
-    if response is not None and not response.strip():
-        raise InterpError("the response is empty: give response text (or omit it to generate one)")
-    if lm.tokenizer is None:
-        raise InterpError(f"{lm.name} has no tokenizer: use score_preplan_ids with token ids")
-    text = lm.chat_prompt(prompt) if config.chat else prompt
-    prompt_ids = lm.encode(text)
-    response_ids = None
-    if response is not None:
-        response_ids = lm.encode(response, check=False)
-    return score_preplan_ids(lm, config, prompt_ids, response_ids, prompt=prompt, response=response)
+    def summary(self) -> dict:
+        """``{"samples": [{"id", ...PreplanResult.summary()}]}`` for run.json."""
+        return {"samples": [{"id": i, **r.summary()} for i, r in zip(self.ids, self.results)]}

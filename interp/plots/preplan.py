@@ -25,6 +25,7 @@ __all__ = [
     "span_figure",
     "highlighted_text_html",
     "preplan_page",
+    "PreplanPage",
     "save_preplan_html",
 ]
 
@@ -130,7 +131,7 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em; max-width: 1100px; }}
 """
 
 
-def _section(result, sample_id: str, first: bool) -> str:
+def _section(result, sample_id: str, plotlyjs: bool | str) -> str:
     s = result.summary()
     meta = (
         f"{html.escape(result.model)}; layers {s['layers']}; {result.n_local} local and {result.n_global} global heads; "
@@ -139,7 +140,10 @@ def _section(result, sample_id: str, first: bool) -> str:
         f"(tau_waad = {result.tau_waad:.3f}, k = {result.config.coupling_k})"
     )
     figs = [waad_figure(result), fai_figure(result), span_figure(result)]
-    divs = [f.to_html(full_html=False, include_plotlyjs=(first and i == 0), config={"displaylogo": False}) for i, f in enumerate(figs)]
+    divs = [
+        f.to_html(full_html=False, include_plotlyjs=plotlyjs if i == 0 else False, config={"displaylogo": False})
+        for i, f in enumerate(figs)
+    ]
     legend = (
         f'<p class="legend"><span class="preplan">preplan</span><span class="anchor">anchor</span>'
         f'<span class="both">both</span><span class="anchor dom">locally dominated anchor</span>'
@@ -153,12 +157,20 @@ def _section(result, sample_id: str, first: bool) -> str:
     )
 
 
-def preplan_page(results: Sequence, ids: Sequence[str] | None = None, *, title: str = "Preplan and anchor tokens") -> str:
-    """One self-contained HTML page (plotly.js embedded once) with a section per result."""
+def preplan_page(
+    results: Sequence, ids: Sequence[str] | None = None, *, title: str = "Preplan and anchor tokens",
+    include_plotlyjs: bool | str = True,
+) -> str:
+    """One HTML page with a section per result.
+
+    Args:
+        include_plotlyjs: True embeds plotly.js once (a self-contained page); a path ending in
+            ".js" references a shared copy instead.
+    """
     if not results:
         raise ValueError("no results to draw")
     ids = list(ids) if ids is not None else [f"sample {i}" for i in range(len(results))]
-    sections = "".join(_section(r, i, n == 0) for n, (r, i) in enumerate(zip(results, ids)))
+    sections = "".join(_section(r, i, include_plotlyjs if n == 0 else False) for n, (r, i) in enumerate(zip(results, ids)))
     intro = (
         "<p>Li et al. 2025, <i>Attention Illuminates LLM Reasoning</i>: WAAD (windowed attention distance of the "
         "local heads) and FAI (attention a token receives from 10-100 tokens later, global heads). Preplan tokens "
@@ -168,6 +180,31 @@ def preplan_page(results: Sequence, ids: Sequence[str] | None = None, *, title: 
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{intro}{sections}</body></html>\n"
     )
+
+
+class PreplanPage:
+    """`preplan_page` as an object that `interp.plots.export.save_figure` (and so an experiment's
+    ``figures``) writes like a figure: it has plotly's ``to_html``. It is never drawn as a PNG:
+    ``frames`` is set (beside an empty ``layout``), so `interp.plots.export.is_static` is False.
+
+    Args:
+        results: one `interp.analyses.preplan.PreplanResult` per section.
+        ids: the section headings.
+    """
+
+    frames = ("an HTML page, not a static figure",)
+
+    @property
+    def layout(self) -> go.Layout:
+        return go.Layout()
+
+    def __init__(self, results: Sequence, ids: Sequence[str] | None = None) -> None:
+        self.results = tuple(results)
+        self.ids = None if ids is None else tuple(ids)
+
+    def to_html(self, full_html: bool = True, include_plotlyjs: bool | str = True, config: dict | None = None) -> str:
+        """The whole page (``full_html`` and ``config`` are accepted for plotly's signature)."""
+        return preplan_page(self.results, self.ids, include_plotlyjs=include_plotlyjs)
 
 
 def save_preplan_html(results: Sequence, path: str | os.PathLike, ids: Sequence[str] | None = None) -> Path:

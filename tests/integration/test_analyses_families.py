@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from families import SEQ, VOCAB, build
-from interp.analyses.preplan import PreplanConfig, collect_statistics
+from interp.analyses.preplan import PreplanConfig
+from interp.experiments.preplan import collect_statistics
 from interp.analyses.sinks import SinkConfig
 from interp.experiments.sinks import scan_window
 from interp.models import wrap_model

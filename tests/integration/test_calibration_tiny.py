@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from interp.analyses.calibration import act_edits, zerotune_edits
+from interp.experiments.calibration import act_edits, zerotune_edits
 from interp.analyses.sinks import sink_members
 from interp.errors import InterpError
 from interp.hooks import capture, intervene

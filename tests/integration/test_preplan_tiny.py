@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from interp.analyses.preplan import (
-    PreplanConfig,
-    PreplanStats,
-    analyse,
-    default_layers,
-    greedy_response,
-    score_preplan_ids,
-)
+from interp.analyses.preplan import PreplanConfig, PreplanStats, analyse, default_layers
 from interp.errors import InterpError
+from interp.experiments.preplan import score_ids as score_preplan_ids
 from interp.hooks import capture
 
 
@@ -71,12 +65,14 @@ def test_kernel_path_matches_dense_float64(tiny_lm):
     assert (res.preplan == ref["preplan"]).all() and (res.anchor == ref["anchor"]).all()
     assert res.preplan.any() and res.anchor.any()
     assert res.to_dataframe().pos.tolist() == list(range(24, 64))
+    # no tokenizer: tokens are shown as their ids (LoadedModel.token_strings / decode)
+    assert res.tokens == tuple(str(i) for i in resp[0].tolist()) and res.response == " ".join(res.tokens)
 
 
 def test_greedy_response_is_argmax_of_teacher_forcing(tiny_lm):
     tiny_lm.hf_model.generation_config.eos_token_id = None  # a random model: never stop early
     prompt = _ids(12, 3)
-    new = greedy_response(tiny_lm, prompt, 6)
+    new = tiny_lm.greedy(prompt, 6, stop=tiny_lm.stop_ids)
     assert new.shape == (1, 6)
     logits = tiny_lm.forward(torch.cat([prompt, new], 1))
     assert logits[0, 11:17].argmax(-1).tolist() == new[0].tolist()
@@ -115,10 +111,35 @@ def _cli(monkeypatch, capsys, *args):
         (["--band-lo", "100", "--band-hi", "10"], "band lo=100 > hi=10"),
         (["--prompt", "2+2?", "--response", "  "], "--response is empty"),
         (["--prompt", "a", "--prompts", "x.jsonl"], "either --prompt or --prompts"),
-        (["--layers", "1,x"], "--layers must be comma-separated ints"),
+        (["--layers", "1,x"], "--layers takes layers and ranges like 0-5,10"),
     ],
 )
 def test_cli_bad_input_exits_2(monkeypatch, capsys, tmp_path, args, message):
     code, err = _cli(monkeypatch, capsys, *args, "--out", str(tmp_path / "o"))
     assert code == 2
     assert message in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_run_scores_every_prompt_and_resumes(tiny_lm, tmp_path, monkeypatch):
+    """The runner over prompt ids (a stand-in tokenizer-free route: encode is patched) equals
+    `score_ids` per prompt, writes one log record per prompt and resumes without recomputing."""
+    import interp.experiments.preplan as runner
+    from interp.datasets.prompts import Prompt
+    from interp.experiments import Store
+
+    texts = {"q0": _ids(20, 5), "a0": _ids(30, 6), "q1": _ids(16, 7), "a1": _ids(25, 8)}
+    monkeypatch.setattr(tiny_lm, "encode", lambda text, check=True: texts[text], raising=False)
+    monkeypatch.setattr(tiny_lm, "chat_prompt", lambda user, system=None: user, raising=False)
+    cfg = PreplanConfig(prompts=(Prompt("x", "q0", "a0"), Prompt("y", "q1", "a1")), band=(4, 20))
+    out = runner.run(tiny_lm, cfg, Store(tmp_path / "run"))
+    assert out.ids == ("x", "y")
+    for got, (q, a) in zip(out.results, [("q0", "a0"), ("q1", "a1")]):
+        want = score_preplan_ids(tiny_lm, cfg, texts[q], texts[a], prompt=q, response=a)
+        np.testing.assert_array_equal(got.waad, want.waad)
+        np.testing.assert_array_equal(got.fai, want.fai)
+        assert (got.anchor == want.anchor).all() and got.response == a
+    lines = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # the settings header and one record per prompt
+    monkeypatch.setattr(runner, "score_ids", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = runner.run(tiny_lm, cfg, Store(tmp_path / "run"))
+    assert again.to_dataframe().equals(out.to_dataframe())

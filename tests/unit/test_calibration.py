@@ -1,8 +1,9 @@
-"""Calibration: the ACT bias identity, statistics with known values, task files, config checks."""
+"""Calibration: the ACT bias identity, statistics with known values, choice-set files, config checks."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,13 +12,17 @@ import torch
 from interp.analyses.calibration import (
     CalibrationConfig,
     act_bias,
-    available_tasks,
+    better,
+    choice_scores,
     first_token_keys,
-    load_task,
+    hidden_sink_mass,
     mcnemar_exact,
     paired_bootstrap_diff,
+    rank_heads,
     wilson_interval,
 )
+from interp.datasets.choices import available_choice_sets as available_tasks
+from interp.datasets.choices import choices_digest, load_choices as load_task
 from interp.errors import InterpError
 
 
@@ -158,6 +163,9 @@ def test_task_file_errors(tmp_path):
         ({"tau": 1.0}, "tau"),
         ({"n_candidates": 0}, "n_candidates"),
         ({"heads": ()}, "heads is empty"),
+        ({"heads": ((3,),)}, "LAYER.HEAD"),
+        ({"min_queries": 0}, "min_queries"),
+        ({"method": "zerotune", "gammas": ()}, "no gammas"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -196,3 +204,64 @@ def test_result_tables_and_figure():
     fig = calibration_figure(r)
     assert list(fig.data[0].y) == pytest.approx([0.4, 0.7])
     assert "3.1, 12.4" in fig.layout.title.text
+
+
+def test_config_normalises_heads_and_serialises_as_before():
+    cfg = CalibrationConfig(heads=[[3, "1"], (12, 4)], gammas=[0.5, 2.0])
+    assert cfg.heads == ((3, 1), (12, 4)) and cfg.gammas == (0.5, 2.0)
+    # the settings a resume log compares: every field, tuples as lists (as earlier versions wrote)
+    assert cfg.settings()["heads"] == [[3, 1], [12, 4]] and cfg.settings()["gammas"] == [0.5, 2.0]
+    assert json.loads(json.dumps(cfg.settings())) == cfg.settings()
+
+
+def test_choice_scores_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+    pred, logp = choice_scores(logits, torch.tensor([0, 0, 1]))
+    assert pred.tolist() == [0, 1, 0]  # a tie goes to the first choice
+    expected = [-math.log1p(math.exp(-2.0)), -math.log1p(math.exp(3.0)), math.log(0.5)]
+    assert logp == pytest.approx(expected, abs=1e-12)
+
+
+def test_hidden_sink_mass_counts_hidden_sinks_only():
+    nan = float("nan")
+    # batch 2, head 2, key_pos 5; tau 0.1, every key seen by enough queries (min_queries 1)
+    rm = torch.tensor(
+        [
+            [[0.6, 0.05, 0.3, 0.02, 0.2], [0.05, 0.05, 0.05, 0.05, 0.05]],
+            [[nan, 0.5, 0.05, 0.25, 0.05], [0.2, 0.01, 0.01, 0.01, 0.01]],
+        ]
+    )
+    # head 0: row 0 sinks 0 (first), 2, 4 -> hidden 0.3 + 0.2; row 1 (key 0 padded) sinks 1 (first), 3 -> 0.25
+    # head 1: row 0 none; row 1 only key 0, the first sink -> nothing hidden
+    got = hidden_sink_mass(rm, tau=0.1, min_queries=1)
+    assert got.dtype == torch.float64 and got.tolist() == pytest.approx([0.75, 0.0])
+    assert hidden_sink_mass(rm, tau=0.1, min_queries=1, include_first=True).tolist() == pytest.approx([1.85, 0.2])
+
+
+def test_rank_heads_largest_first_without_empty_heads():
+    mass = torch.tensor([[0.0, 0.3, 0.1], [0.5, 0.0, 0.3]], dtype=torch.float64)
+    assert rank_heads(mass) == [((1, 0), 0.5), ((0, 1), 0.3), ((1, 2), 0.3), ((0, 2), pytest.approx(0.1))]
+
+
+def test_better_compares_accuracy_then_logp():
+    best = {"accuracy": 0.5, "mean_logp": -0.7}
+    assert better({"accuracy": 0.6, "mean_logp": -2.0}, best)
+    assert better({"accuracy": 0.5, "mean_logp": -0.6}, best)
+    assert not better({"accuracy": 0.5, "mean_logp": -0.7}, best)  # equal is not better: keep the smaller set
+    assert not better({"accuracy": 0.4, "mean_logp": 0.0}, best)
+
+
+def test_choice_file_errors_name_the_line_and_digest(tmp_path):
+    header = {"task": "t", "template": "Q: {text}\nA:", "choices": [" yes", " no"]}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(header) + "\n\n" + json.dumps({"text": "x", "answer": "yes"}) + "\n{oops\n")
+    with pytest.raises(InterpError, match="line 4 is not valid JSON"):
+        load_task(str(bad))
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(json.dumps(header) + "\n" + json.dumps({"text": "x", "answer": "maybe"}) + "\n")
+    with pytest.raises(InterpError, match="line 2"):
+        load_task(str(wrong))
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(header) + "\n" + json.dumps({"id": "a", "text": "x", "answer": "no"}) + "\n")
+    a, b = load_task(str(good)), load_task(str(good))
+    assert choices_digest(a) == choices_digest(b) != choices_digest(load_task("sentiment"))

@@ -15,14 +15,14 @@ from interp.analyses.preplan import (
     analyse,
     bottom_quantile,
     couple_anchors,
+    PreplanRun,
     default_layers,
-    default_prompts,
     head_groups,
     layer_statistics,
-    load_prompts,
     top_quantile,
     waad_jumps,
 )
+from interp.datasets.prompts import Prompt, default_prompts, load_prompts, prompts_digest
 from interp.errors import InterpError
 
 # ---------------------------------------------------------------------------------------------
@@ -103,6 +103,10 @@ def test_couple_anchors_by_hand():
         ({"tau_waad": float("nan")}, "tau_waad"),
         ({"layers": ()}, "layers"),
         ({"backend": "cuda"}, "backend"),
+        ({"prompts": ()}, "non-empty"),
+        ({"prompts": (Prompt("a", "  "),)}, "prompt 'a' is empty"),
+        ({"prompts": (Prompt("a", "q", " "),)}, "response of prompt 'a' is empty"),
+        ({"prompts": (Prompt("a", "q"), Prompt("a", "r"))}, "share an id"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, match):
@@ -119,8 +123,8 @@ def test_config_is_frozen_and_normalises():
 
 def test_shipped_prompts_and_prompt_file(tmp_path):
     rows = default_prompts()
-    assert len(rows) >= 3 and all(r["prompt"].strip() for r in rows)
-    assert len({r["id"] for r in rows}) == len(rows)
+    assert len(rows) >= 3 and all(r.prompt.strip() for r in rows)
+    assert len({r.id for r in rows}) == len(rows)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"nope": 1}\n')
     with pytest.raises(InterpError, match="line 2"):
@@ -266,3 +270,64 @@ def test_result_tables_and_page():
     assert waad_figure(res).data[1].x == tuple(res.positions[res.preplan])
     assert fai_figure(res).data[1].x == tuple(res.positions[res.anchor])
     assert sum(len(t.x) for t in span_figure(res).data) == 12
+
+
+def test_prompt_file_ids_digest_and_settings(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "one"}\n\n{"id": "x", "prompt": "two", "response": "2"}\n')
+    rows = load_prompts(f)
+    assert rows == (Prompt("p0", "one"), Prompt("x", "two", "2"))
+    # the digest is that of the {"id", "prompt", "response"} rows earlier versions logged
+    import hashlib
+    import json
+
+    old = [{"id": "p0", "prompt": "one", "response": None}, {"id": "x", "prompt": "two", "response": "2"}]
+    assert prompts_digest(rows) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id": "a", "prompt": "one"}\n{"id": "a", "prompt": "two"}\n')
+    with pytest.raises(InterpError, match="repeats a prompt"):
+        load_prompts(dup)
+    cfg = PreplanConfig(prompts=rows, layers=[2, 1])
+    settings = cfg.settings()
+    assert "prompts" not in settings and settings["layers"] == [1, 2] and settings["band"] == [10, 100]
+    assert cfg.prompts == rows and PreplanConfig(prompts=list(rows)).prompts == rows
+
+
+def test_run_tables_put_the_sample_first():
+    _, found_a, cfg = _random_found(seed=2)
+    _, found_b, _ = _random_found(seed=3, n_resp=20)
+    a, b = _result_from(found_a, 30, cfg), _result_from(found_b, 20, cfg)
+    run = PreplanRun(config=cfg, model="synthetic", ids=("q0", "q1"), results=(a, b))
+    tokens = run.to_dataframe()
+    assert tokens.columns[0] == "sample" and tokens["sample"].tolist() == ["q0"] * 30 + ["q1"] * 20
+    assert tokens.drop(columns="sample").iloc[30:].reset_index(drop=True).equals(b.to_dataframe())
+    heads = run.heads_dataframe()
+    assert len(heads) == 24 and heads.columns[0] == "sample" and heads.groupby("sample").size().tolist() == [12, 12]
+    s = run.summary()["samples"]
+    assert [x["id"] for x in s] == ["q0", "q1"] and s[1]["n_response_tokens"] == 20
+    assert s[0]["n_anchor"] == int(a.anchor.sum())
+
+
+def test_result_round_trips_through_its_record():
+    _, found, cfg = _random_found(seed=4)
+    res = _result_from(found, 30, cfg)
+    back = PreplanResult.from_record({"id": "x", **res.to_record()}, cfg)
+    assert back.tokens == res.tokens and back.layers == res.layers and back.tau_waad == res.tau_waad
+    for name in ("span", "local", "waad", "fai", "preplan", "anchor", "dominated", "link", "token_ids"):
+        got, want = getattr(back, name), getattr(res, name)
+        assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=got.dtype.kind == "f"), name
+
+
+def test_page_object_writes_like_a_figure(tmp_path):
+    from interp.plots.export import is_static, save_figure
+    from interp.plots.preplan import PreplanPage, preplan_page
+
+    _, found, cfg = _random_found(seed=5)
+    res = _result_from(found, 30, cfg)
+    page = PreplanPage([res], ["s1"])
+    path = save_figure(page, tmp_path / "preplan.html")
+    written, direct = path.read_text(), preplan_page([res], ["s1"])
+    assert written.count('class="tok') == direct.count('class="tok') == 30 and not is_static(page)
+    assert abs(len(written) - len(direct)) < 200  # the same page, up to plotly's random div ids
+    shared = page.to_html(include_plotlyjs="../plotly.min.js")
+    assert 'src="../plotly.min.js"' in shared and len(shared) < len(path.read_text()) / 10
