@@ -48,7 +48,7 @@ def _launch(
 
 
 _GROUPS = {"app": app, "score": score, "calibrate": calibrate, "patch": patch}
-_COMMAND_MODULES = ("demo", "retrieval", "sinks", "patching", "preplan", "heads", "report")
+_COMMAND_MODULES = ("demo", "patching", "report")
 
 def _register_experiments() -> None:
     from interp.experiments import registry

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -154,8 +154,13 @@ class Model(Protocol):
     def reuses_prefixes(self) -> bool: ...
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, grad: bool = False) -> torch.Tensor: ...
     def logits_tail(self, input_ids: torch.Tensor, n: int = 1, *, past: Any = None, grad: bool = False) -> torch.Tensor: ...
-    def greedy(self, prompt_ids: torch.Tensor, max_new_tokens: int, *, stop: Any = None, progress: bool = False) -> torch.Tensor: ...
+    def greedy(self, prompt_ids: torch.Tensor, max_new_tokens: int, *, stop: Any = None, past: Any = None, progress: bool = False) -> torch.Tensor: ...
+    def stop_rule(self, *, newline: bool = False) -> Callable[[int], bool]: ...
+    def logits_at(self, input_ids: torch.Tensor, positions: Sequence[int], *, past: Any = None) -> torch.Tensor: ...
     def new_cache(self) -> Any: ...
+    def cache_length(self, cache: Any) -> int: ...
+    def crop_cache(self, cache: Any, length: int) -> None: ...
+    def repeat_cache(self, cache: Any, copies: int, length: int) -> Any: ...
     def attention_kwargs(self, layer: int) -> dict[str, Any]: ...
     def check_length(self, n_tokens: int) -> None: ...
     def chat_prompt(self, user: str, system: str | None = None) -> str: ...
@@ -259,13 +264,16 @@ class LoadedModel:
 
     @torch.no_grad()
     def greedy(
-        self, prompt_ids: torch.Tensor, max_new_tokens: int, *, stop: Any = None, progress: bool = False
+        self, prompt_ids: torch.Tensor, max_new_tokens: int, *, stop: Any = None, past: Any = None, progress: bool = False
     ) -> torch.Tensor:
         """Greedy decoding of one prompt, stopping after a stop token (kept) or ``max_new_tokens``.
 
         Args:
-            prompt_ids: [1, pos] prompt token ids.
-            stop: token ids that end the answer (default: `stop_ids`).
+            prompt_ids: [1, pos] prompt token ids (with ``past``: only the prompt's continuation).
+            stop: token ids that end the answer, or a rule ``token_id -> bool`` such as
+                ``stop_rule(newline=True)`` (default: `stop_ids`).
+            past: a KV cache (`new_cache`) already holding the prompt's first positions; the
+                steps append to it (HF backend). Default: a new full cache.
 
         Returns:
             [1, new] generated ids. HF backend: with a full KV cache (`new_cache`); TL: the
@@ -277,15 +285,18 @@ class LoadedModel:
             raise InterpError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         from tqdm.auto import tqdm
 
-        stop = self.stop_ids if stop is None else frozenset(stop)
-        self.check_length(int(prompt_ids.shape[1]) + max_new_tokens)
-        cache = self.new_cache() if self.backend == "hf" else None
+        ids = self.stop_ids if stop is None else (None if callable(stop) else frozenset(stop))
+        is_stop = stop if ids is None else ids.__contains__
+        done = 0 if past is None else self.cache_length(past)
+        # positions fed: the prompt and every new token but the last (which is never fed back)
+        self.check_length(done + int(prompt_ids.shape[1]) + max_new_tokens - 1)
+        cache = past if past is not None else (self.new_cache() if self.backend == "hf" else None)
         logits = self.logits_tail(prompt_ids, 1, past=cache) if cache is not None else self.forward(prompt_ids)[:, -1:]
         seq, new = prompt_ids, []
         for step in tqdm(range(max_new_tokens), desc="generating", unit="tok", leave=False, disable=not progress):
             nxt = logits[:, -1].argmax(-1, keepdim=True)  # [1, 1]
             new.append(int(nxt))
-            if new[-1] in stop or step == max_new_tokens - 1:
+            if is_stop(new[-1]) or step == max_new_tokens - 1:
                 break
             if cache is not None:
                 logits = self.logits_tail(nxt, 1, past=cache)
@@ -293,6 +304,74 @@ class LoadedModel:
                 seq = torch.cat([seq, nxt], dim=1)
                 logits = self.forward(seq)[:, -1:]
         return torch.tensor([new], dtype=torch.long, device=prompt_ids.device)
+
+    def stop_rule(self, *, newline: bool = False) -> Callable[[int], bool]:
+        """``token_id -> bool``: an end-of-sequence token (`stop_ids`), and with ``newline`` also
+        any token whose text holds a newline (Wu et al.'s answers end at the line), for `greedy`."""
+        ids, seen = self.stop_ids, {}
+
+        def is_stop(token: int) -> bool:
+            if token in ids:
+                return True
+            if not newline or self.tokenizer is None:
+                return False
+            if token not in seen:
+                seen[token] = "\n" in self.tokenizer.decode([token])
+            return seen[token]
+
+        return is_stop
+
+    def logits_at(self, input_ids: torch.Tensor, positions: Sequence[int], *, past: Any = None) -> torch.Tensor:
+        """Logits ``[batch, len(positions), vocab]`` at ``positions`` (indices into ``input_ids``), no grad.
+
+        Like `logits_tail`, only those positions are unembedded (HF backend), and ``past`` is a
+        KV cache holding the positions before ``input_ids`` (HF backend), which it extends.
+        """
+        width = int(input_ids.shape[-1])
+        where = torch.as_tensor(list(positions), dtype=torch.long)
+        if where.numel() == 0 or int(where.min()) < 0 or int(where.max()) >= width:
+            raise InterpError(f"positions must be 1+ indices in [0, {width}), got {where.tolist()[:8]}")
+        if self.backend != "hf":
+            if past is not None:
+                raise InterpError("a prefix KV cache needs the HF backend (backend='hf')")
+            return self.forward(input_ids)[:, where.to(input_ids.device)]
+        head = self.hf_model.get_output_embeddings()
+        handle = head.register_forward_pre_hook(lambda mod, args: (args[0][:, where.to(args[0].device)], *args[1:]))
+        try:
+            if past is None:
+                return self.forward(input_ids)
+            self.check_length(width + self.cache_length(past))
+            with torch.no_grad():
+                return self.hf_model(input_ids=input_ids, past_key_values=past, use_cache=True).logits
+        finally:
+            handle.remove()
+
+    def cache_length(self, cache: Any) -> int:
+        """Positions a KV cache (`new_cache`) holds."""
+        return int(cache.get_seq_length())
+
+    def crop_cache(self, cache: Any, length: int) -> None:
+        """Drop a KV cache's positions from ``length`` on, in place (keeps the first ``length``)."""
+        extra = self.cache_length(cache) - int(length)
+        if length < 0 or extra < 0:
+            raise InterpError(f"cannot crop a cache of {self.cache_length(cache)} positions to {length}")
+        if extra:
+            cache.crop(-extra)
+
+    def repeat_cache(self, cache: Any, copies: int, length: int) -> Any:
+        """A new KV cache whose ``copies`` batch rows each hold ``cache``'s first ``length`` positions
+        (views, no copy: a cached pass appends by concatenation, leaving ``cache`` as it was)."""
+        from transformers import DynamicCache
+
+        if length == 0:
+            return DynamicCache()
+        if not 0 < length <= self.cache_length(cache) or cache.layers[0].keys.shape[0] != 1:
+            raise InterpError(f"repeat_cache takes the first 1..{self.cache_length(cache)} positions of a batch-1 cache, got {length}")
+        data = []
+        for layer in cache.layers:
+            k, v = layer.keys[..., :length, :], layer.values[..., :length, :]
+            data.append((k.expand(copies, -1, -1, -1), v.expand(copies, -1, -1, -1)))
+        return DynamicCache(ddp_cache_data=data)
 
     def new_cache(self) -> Any:
         """An empty KV cache that keeps every key (``transformers.DynamicCache()`` without a config).
@@ -369,11 +448,16 @@ class LoadedModel:
         return ids.to(self.device), mask.to(self.device)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """The text of ``ids`` (without a tokenizer: the ids, space-separated)."""
+        if self.tokenizer is None:
+            return " ".join(self.token_strings(ids))
         return self.tokenizer.decode(ids)
 
     def token_strings(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
-        """One display string per token id (for plots and tables)."""
+        """One display string per token id (for plots and tables; without a tokenizer: the id)."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        if self.tokenizer is None:
+            return [str(i) for i in ids]
         return [self.tokenizer.decode([i]) for i in ids]
 
     def forward(

@@ -44,17 +44,9 @@ __all__ = [
 # Stages not yet run through `interp.experiments` (they keep their `_stage_*` function below),
 # with their place in the run order; "attention" is the report's own last stage.
 _LEGACY_ORDER = {
-    "retrieval": 10, "preplan": 30, "patching": 40, "heads": 50, "select_copy": 60, "qr_heads": 70,
-    "influence": 80, "attention": 1000,
+    "attention": 1000,
 }
 _LEGACY_TITLES = {
-    "retrieval": "Retrieval heads",
-    "preplan": "Preplan and anchor tokens",
-    "patching": "IOI circuit patching",
-    "heads": "Previous-token, duplicate-token and induction heads",
-    "select_copy": "Select-and-copy heads",
-    "qr_heads": "Query-focused retrieval heads",
-    "influence": "AttentionInfluence",
     "attention": "Attention patterns of the heads found",
 }
 
@@ -198,53 +190,7 @@ def stage_configs(config: ReportConfig) -> dict[str, Any]:
     for name in config.stages:
         if name in exps:  # validated when built; ``earlier`` results are not known yet here
             out[name] = config.configs.get(name) or exps[name].report(quick, {})
-    if "retrieval" in config.stages and "retrieval" not in exps:
-        from interp.analyses.retrieval import RetrievalConfig
-
-        out["retrieval"] = config.configs.get("retrieval") or RetrievalConfig(**_RETRIEVAL_SIZES[quick])
-        out["retrieval"].validate()
-    if "preplan" in config.stages and "preplan" not in exps:
-        from interp.analyses.preplan import PreplanConfig
-
-        out["preplan"] = config.configs.get("preplan") or PreplanConfig(**_PREPLAN_SIZES[quick])
-    if "patching" in config.stages and "patching" not in exps:
-        from interp.analyses.patching import PatchConfig
-
-        out["patching"] = config.configs.get("patching") or PatchConfig(**_PATCH_SIZES[quick])
-        out["patching"].validate()
-    if "heads" in config.stages and "heads" not in exps:
-        from interp.analyses.heads import HeadConfig
-
-        out["heads"] = config.configs.get("heads") or HeadConfig(**_HEAD_SIZES[quick])
-        out["heads"].validate()
-    if "select_copy" in config.stages and "select_copy" not in exps:
-        from interp.analyses.select_copy import SelectCopyConfig
-
-        out["select_copy"] = config.configs.get("select_copy") or SelectCopyConfig(**_SELECT_COPY_SIZES[quick])
-        out["select_copy"].validate()
-    if "qr_heads" in config.stages and "qr_heads" not in exps:
-        from interp.analyses.qr_heads import QRConfig
-
-        out["qr_heads"] = config.configs.get("qr_heads") or QRConfig(**_QR_SIZES[quick])
-        out["qr_heads"].validate()
-    if "influence" in config.stages and "influence" not in exps:
-        out["influence"] = dict(_INFLUENCE_SIZES[quick])
     return out
-
-
-# Small sizes per stage: {quick: kwargs}. Chosen so the full report takes about 5 minutes on two
-# free CPU cores with the embedded 135M model, and `quick` about one minute.
-_RETRIEVAL_SIZES = {
-    False: {"lengths": (256, 512), "depths": (0.5,), "seeds": (0, 1)},
-    True: {"lengths": (192,), "depths": (0.5,), "mask": False},
-}
-_PREPLAN_SIZES = {False: {"max_new_tokens": 96}, True: {"max_new_tokens": 24}}
-_PATCH_SIZES = {False: {"task": "ioi", "n": 4}, True: {"task": "ioi", "n": 4, "method": "attribution"}}
-# The head analyses take seconds each at these sizes (one thread of the 2-core machine).
-_HEAD_SIZES = {False: {"n_seqs": 8, "length": 48}, True: {"n_seqs": 2, "length": 24}}
-_SELECT_COPY_SIZES = {False: {"max_questions": 20}, True: {"max_questions": 4}}
-_QR_SIZES = {False: {"max_samples": 8}, True: {"max_samples": 2}}
-_INFLUENCE_SIZES = {False: {"n_texts": 4, "max_tokens": 128, "k": 8}, True: {"n_texts": 2, "max_tokens": 48, "k": 4}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,144 +238,6 @@ def _esc(x: Any) -> str:
     return html.escape(str(x), quote=False)
 
 
-def _stage_preplan(lm, cfg, ctx: dict) -> _Output:
-    from interp.analyses.preplan import score_preplan
-    from interp.plots import preplan as pp
-
-    result = score_preplan(lm, cfg)
-    s = result.summary()
-    text = (
-        f"{s['n_response_tokens']} response tokens of a greedy answer to a math word problem, layers {s['layers']}: "
-        f"{result.n_local} local and {result.n_global} global heads; {s['n_preplan']} preplan tokens "
-        f"(largest WAAD jumps), {s['n_anchor']} anchor tokens (highest FAI), {s['n_dominated_anchors']} of them "
-        f"locally dominated (a preplan token in the {cfg.coupling_k} tokens before)."
-    )
-    body = (
-        f"<p>{_esc(text)}</p><p>Prompt: <i>{_esc(result.prompt)}</i></p>"
-        '<p class="legend"><span class="tok preplan">preplan</span> <span class="tok anchor">anchor</span> '
-        '<span class="tok both">both</span> <span class="tok anchor dom">locally dominated anchor</span> '
-        "(hover a token for its numbers)</p>" + pp.highlighted_text_html(result)
-    )
-    return _Output(
-        summary=text,
-        summary_html=body,
-        tables={"tokens": result.to_dataframe(), "heads": result.heads_dataframe()},
-        figures=figures_for("preplan", result),
-        json={"summary": s},
-        result=result,
-    )
-
-
-def _preplan_figures(result) -> list:
-    from interp.plots import preplan as pp
-
-    return [("waad", pp.waad_figure(result)), ("fai", pp.fai_figure(result)), ("spans", pp.span_figure(result))]
-
-
-def _stage_retrieval(lm, cfg, ctx: dict) -> _Output:
-    from interp.analyses.retrieval import score_retrieval
-
-    result = score_retrieval(lm, cfg, out_dir=None)
-    s = result.summary()
-    n_total = result.scores.size
-    n_ret = int((result.scores > cfg.threshold).sum())
-    top = result.top(5)
-    grid = f"{len(cfg.lengths)} lengths ({', '.join(map(str, cfg.lengths))} tokens) x {len(cfg.depths)} depths"
-    text = (
-        f"{n_ret} of {n_total} heads ({result.share:.1%}) are retrieval heads (copy score > {cfg.threshold}; Wu et al. "
-        f"2024 report under 5%), over {result.n_samples} of {len(result.samples)} needle samples the model answered "
-        f"({grid}, mean recall {s['mean_recall']:.2f})."
-    )
-    if top:
-        text += " Top heads: " + ", ".join(f"L{l}H{h} ({v:.2f})" for l, h, v in top) + "."
-    m = result.masking
-    if m is not None:
-        text += (
-            f" Masking the top {m.k_top} heads drops needle recall from {m.recall_unmasked:.2f} to {m.recall_top:.2f}; "
-            f"masking {m.k_random} random heads gives {m.recall_random_mean:.2f}"
-            + (f" (sd {m.recall_random_std:.2f} over {len(m.seeds)} seeds)." if len(m.seeds) > 1 else ".")
-        )
-    tables = {"heads": result.to_dataframe(), "samples": result.samples_dataframe()}
-    if m is not None:
-        tables["masking"] = m.to_dataframe()
-    ctx["retrieval_top"] = [(l, h) for l, h, _ in top]
-    ctx["retrieval_top_k"] = [(l, h) for l, h, v in result.top(16) if v > 0]  # for AttentionInfluence
-    return _Output(
-        summary=text,
-        summary_html=f"<p>{_esc(text)}</p>",
-        tables=tables,
-        figures=figures_for("retrieval", result),
-        json={"summary": s},
-        result=result,
-    )
-
-
-def _retrieval_figures(result) -> list:
-    from interp.plots import retrieval as rp
-
-    figures = [("retrieval_scores", rp.figure(result))]
-    if result.masking is not None:
-        figures.append(("masking_check", rp.masking_figure(result)))
-    return figures
-
-
-def _stage_patching(lm, cfg, ctx: dict) -> _Output:
-    from dataclasses import replace as _replace
-
-    from interp.analyses.patching import run_patching, top_heads
-    from interp.plots.patching import patch_figure
-
-    heads = run_patching(lm, cfg)
-    # the layer x position map of the residual stream by attribution patching: one forward and one
-    # backward pass, where activation patching would need layers x positions patched runs
-    resid = run_patching(lm, _replace(cfg, target="resid_pre", by_pos=True, method="attribution", compare=False))
-    b = heads.baseline
-    top = top_heads(heads, 5)
-    how = (
-        "Patching each head's clean output into the corrupted run"
-        if cfg.method == "activation"
-        else "Estimating each head's clean-output patch by attribution patching (first order)"
-    )
-    text = (
-        f"{cfg.task.upper()} on {cfg.n} prompts (Wang et al. 2022): the model prefers the right name on "
-        f"{b.clean_accuracy:.0%} of clean prompts (mean logit difference {b.clean_logit_diff:.2f}; corrupted "
-        f"{b.corrupt_logit_diff:.2f}). {how}, the heads with the largest |{cfg.metric}| "
-        f"({_METRIC_NOTE.get(cfg.metric, cfg.metric)}): "
-        + ", ".join(f"L{l}H{h} ({v:+.2f})" for l, h, v in top)
-        + "."
-    )
-    r = np.asarray(resid.scores, dtype=float)
-    if np.isfinite(r).any():
-        layer, pos = np.unravel_index(np.nanargmax(np.abs(r)), r.shape)
-        label = resid.pos_labels[pos] if resid.pos_labels else str(pos)
-        text += (
-            f" In the residual stream (attribution patching by position) the strongest patch is layer {layer} at "
-            f"'{label}' ({r[layer, pos]:+.2f})."
-        )
-    ctx["patching_top"] = [(l, h) for l, h, _ in top]
-    return _Output(
-        summary=text,
-        summary_html=f"<p>{_esc(text)}</p>",
-        tables={"heads": heads.to_dataframe(), "resid_pre": resid.to_dataframe()},
-        figures=figures_for("patching", heads) + [("resid_pre_by_position", patch_figure(resid))],
-        json={"baseline": b.as_dict(), "heads_meta": heads.meta(), "resid_pre_meta": resid.meta()},
-        result=heads,
-    )
-
-
-_METRIC_NOTE = {
-    "score": "normalised: 1 = restores the clean logit difference, 0 = no effect",
-    "logit_diff": "logit difference after the patch",
-    "kl": "KL divergence from the clean next-token distribution",
-}
-
-
-def _patching_figures(result) -> list:
-    from interp.plots.patching import patch_figure
-
-    return [(f"{result.target}_{'by_position' if 'pos' in result.axes else 'grid'}", patch_figure(result))]
-
-
 def _capture_head(lm, ids, layer: int, head: int):
     """(q, k) of one head on ``ids`` [1, pos]: [pos, d_head] each."""
     from interp.hooks import capture
@@ -464,121 +272,7 @@ def _stage_attention(lm, cfg, ctx: dict) -> _Output:
     return _Output(summary=text, summary_html=body, figures=figures)
 
 
-def _top_text(top, fmt: str = "{:.2f}") -> str:
-    return ", ".join(f"L{l}H{h} ({fmt.format(v)})" for l, h, v in top)
-
-
-def _stage_heads(lm, cfg, ctx: dict) -> _Output:
-    from interp.analyses.heads import score_heads
-
-    result = score_heads(lm, cfg)
-    parts = [f"{kind}: {_top_text(result.top(kind, 3))}" for kind in result.kinds]
-    text = (
-        f"On {cfg.n_seqs} sequences of {cfg.length} random tokens said twice, the heads with the most attention on the "
-        "expected key (TransformerLens's head detector scores) are " + "; ".join(parts) + "."
-    )
-    ctx["induction_top"] = [(l, h) for l, h, _ in result.top("induction", 5)] if "induction" in result.kinds else []
-    return _Output(
-        summary=text, summary_html=f"<p>{_esc(text)}</p>", tables={"heads": result.to_dataframe()},
-        figures=figures_for("heads", result), json={"summary": result.summary()}, result=result,
-    )  # fmt: skip
-
-
-def _stage_select_copy(lm, cfg, ctx: dict) -> _Output:
-    import pandas as pd
-
-    from interp.analyses.select_copy import score_select_copy
-
-    result = score_select_copy(lm, cfg)
-    text = (
-        f"On {result.n_questions} multiple-choice questions ({result.n_options} options, chance "
-        f"{1 / result.n_options:.2f}) the model's own answer is right {result.model_accuracy:.0%} of the time; the best "
-        f"heads by QK-score of the final query on each option's end-of-line token (Tulchinskii et al. 2024): "
-        f"{_top_text(result.top(3, 'qk'))}; by attention score: {_top_text(result.top(3, 'attn'))}. With "
-        f"{result.n_questions} questions the best of {result.qk_correct[0].size} heads guessing at random would reach "
-        f"about {result.chance_best():.2f}."
-    )
-    per_q = pd.DataFrame({"question": result.question_ids, "model_correct": result.model_correct})
-    return _Output(
-        summary=text, summary_html=f"<p>{_esc(text)}</p>", tables={"heads": result.to_dataframe(), "questions": per_q},
-        figures=figures_for("select_copy", result), json={"summary": result.summary()}, result=result,
-    )  # fmt: skip
-
-
-def _stage_qr_heads(lm, cfg, ctx: dict) -> _Output:
-    from interp.analyses.qr_heads import score_qr_heads
-
-    result = score_qr_heads(lm, cfg)
-    acc = result.accuracy
-    idx = {layer: i for i, layer in enumerate(result.layers)}
-    top = result.top(3)
-    text = (
-        f"On {result.n_samples} samples of 4 one-sentence documents and a question, the heads whose query tokens put "
-        "the most attention on the answering document, minus the same for a null query (QRHead): "
-        + ", ".join(f"L{l}H{h} ({v:.2f}, picks the right document {acc[idx[l], h]:.0%})" for l, h, v in top)
-        + "."
-    )
-    return _Output(
-        summary=text, summary_html=f"<p>{_esc(text)}</p>", tables={"heads": result.to_dataframe()},
-        figures=figures_for("qr_heads", result), json={"summary": result.summary()}, result=result,
-    )  # fmt: skip
-
-
-def _stage_influence(lm, cfg, ctx: dict) -> _Output:
-    from interp.analyses.influence import attention_influence
-    from interp.datasets.texts import default_texts
-
-    heads = list(ctx.get("retrieval_top_k") or [])[: cfg["k"]]
-    source = "top retrieval heads"
-    if not heads:  # no retrieval head scored (or no retrieval stage): use the induction heads
-        heads, source = list(ctx.get("induction_top") or [(lm.arch.n_layers // 2, 0)]), "top induction heads"
-    texts = default_texts()[: cfg["n_texts"]]
-    result = attention_influence(lm, texts, heads, max_tokens=cfg["max_tokens"])
-    s = result.summary()
-    text = (
-        f"Making the {len(heads)} {source} uniform ({', '.join(s['heads'])}) raises the loss of {s['n_texts']} "
-        f"texts by AI = (L_masked - L_base) / L_base of {s['min_influence']:.3f} to {s['max_influence']:.3f} "
-        f"(mean {s['mean_influence']:.3f}); highest for '{s['top_text']}'."
-    )
-    return _Output(
-        summary=text, summary_html=f"<p>{_esc(text)}</p>", tables={"texts": result.to_dataframe()},
-        figures=figures_for("influence", result), json={"summary": s}, result=result,
-    )  # fmt: skip
-
-
-def _heads_figures(result) -> list:
-    from interp.plots.heads import detector_figure
-
-    return [("head_detectors", detector_figure(result))]
-
-
-def _select_copy_figures(result) -> list:
-    from interp.plots.heads import select_copy_figure
-
-    return [("select_copy_accuracy", select_copy_figure(result))]
-
-
-def _qr_heads_figures(result) -> list:
-    from interp.plots.heads import qr_heads_figure
-
-    return [("qr_scores", qr_heads_figure(result))]
-
-
-def _influence_figures(result) -> list:
-    from interp.plots.heads import influence_figure
-
-    return [("attention_influence", influence_figure(result))]
-
-
-_FIGURES: dict[str, Callable] = {
-    "retrieval": _retrieval_figures,
-    "preplan": _preplan_figures,
-    "patching": _patching_figures,
-    "heads": _heads_figures,
-    "select_copy": _select_copy_figures,
-    "qr_heads": _qr_heads_figures,
-    "influence": _influence_figures,
-}
+_FIGURES: dict[str, Callable] = {}
 
 
 def figures_for(stage: str, result) -> list:
@@ -598,13 +292,6 @@ def figures_for(stage: str, result) -> list:
 
 
 _RUNNERS: dict[str, Callable] = {
-    "retrieval": _stage_retrieval,
-    "preplan": _stage_preplan,
-    "patching": _stage_patching,
-    "heads": _stage_heads,
-    "select_copy": _stage_select_copy,
-    "qr_heads": _stage_qr_heads,
-    "influence": _stage_influence,
     "attention": _stage_attention,
 }
 
@@ -615,19 +302,22 @@ def _pick_attention_heads(lm, ctx: dict) -> list:
     Returns:
         [(label, layer, head, text, why)].
     """
-    from interp.analyses.tasks import make_task
+    from interp.analyses.patching import top_heads
+    from interp.datasets.tasks import make_task
 
     picks = []
     copy_text = _REPEAT_TEXT * ctx["config"].repeats
-    if ctx.get("retrieval_top"):
-        layer, head = ctx["retrieval_top"][0]
+    retrieval = ctx["results"].get("retrieval")  # the retrieval experiment's result
+    top = retrieval.top(5) if retrieval is not None else []
+    if top:
+        layer, head, _ = top[0]
         picks.append(("retrieval", layer, head, copy_text, "Top retrieval head on repeated text"))
     else:  # no needle sample was answered, so no head scored: show a mid-depth head instead
         layer = lm.arch.n_layers // 2
         picks.append(("retrieval", layer, 0, copy_text, "No retrieval head scored; a middle-layer head on repeated text"))
     task = ctx["configs"]["patching"]
     ioi = make_task(lm.tokenizer, task.task, n=1, seed=task.seed).clean_text[0]
-    layer, head = ctx["patching_top"][0]
+    layer, head, _ = top_heads(ctx["results"]["patching"], 1)[0]
     picks.append(("patching", layer, head, ioi, f"Top {task.task.upper()} patching head on a clean prompt"))
     return picks
 
@@ -723,8 +413,6 @@ def _settings(config) -> dict:
     """An analysis config as JSON-able settings (each analysis names this method its own way)."""
     import dataclasses
 
-    if isinstance(config, dict):  # the influence stage's sizes
-        return dict(config)
     for method in ("to_dict", "settings"):
         if callable(getattr(config, method, None)):
             return getattr(config, method)()

@@ -4,8 +4,28 @@ Each module owns one kind of input and its file format, reads what ships in `int
 raises `InterpError` on a bad file with the line to fix:
 
 - `texts`: plain text sets (sinks, head detectors, AttentionInfluence).
+- `needles`: needle-in-a-haystack samples (needles file, haystack text, prompts with exact spans).
+- `tasks`, `ioi`, `colored_objects`: patching tasks, sets of clean/corrupted prompt pairs with
+  their answers (IOI and Colored Objects generators, users' pairs files).
+- `choices`: choice sets, labelled prompts answered by one of a few choices (the calibrations' "--task").
+- `prompts`: prompt files, questions with an optional response to score (preplan and anchor).
 """
 
 from interp.datasets.texts import TEXT_SEPARATOR, default_texts, read_texts, split_texts, texts_digest
 
 __all__ = ["TEXT_SEPARATOR", "default_texts", "read_texts", "split_texts", "texts_digest"]
+
+from interp.datasets.needles import Haystack, Needle, NeedleSample, PromptTemplate, build_samples, load_haystack, load_needles
+
+__all__ += ["Haystack", "Needle", "NeedleSample", "PromptTemplate", "build_samples", "load_haystack", "load_needles"]
+
+from interp.datasets.colored_objects import ColoredObjectsConfig, colored_objects
+from interp.datasets.ioi import IOIConfig, ioi
+from interp.datasets.tasks import TASKS, TaskBatch, make_task, read_pairs, task_from_jsonl, task_from_prompts
+
+__all__ += ["TASKS", "TaskBatch", "make_task", "read_pairs", "task_from_jsonl", "task_from_prompts", "IOIConfig", "ioi", "ColoredObjectsConfig", "colored_objects"]
+
+from interp.datasets.choices import ChoiceItem, ChoiceSet, available_choice_sets, load_choices
+from interp.datasets.prompts import Prompt, default_prompts, load_prompts
+
+__all__ += ["ChoiceItem", "ChoiceSet", "available_choice_sets", "load_choices", "Prompt", "default_prompts", "load_prompts"]
