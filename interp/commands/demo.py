@@ -9,16 +9,18 @@ from typing import Optional
 
 import typer
 
+from interp.experiments import flags
+
 __all__ = ["register", "info"]
 
 
 def info(
-    model: Optional[str] = typer.Option(None, "--model", help="HF hub id or local folder (default: embedded SmolLM2-135M-Instruct)."),
+    model: Optional[str] = flags.model_option(),
     prompt: str = typer.Option("The capital of France is", "--prompt", help="Text to run."),
-    backend: str = typer.Option("hf", "--backend", help="hf or tl (TransformerLens bridge)."),
     top: int = typer.Option(5, "--top", min=1, max=50, help="How many next tokens to show."),
 ) -> None:
-    """Load MODEL, print its top next tokens for PROMPT and the shapes captured at each site."""
+    """Load MODEL, print its top next tokens for PROMPT and the shapes captured at each site
+    (`interp --model-backend tl info` for the TransformerLens bridge)."""
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -27,7 +29,7 @@ def info(
     from interp.distributed import rank_model as load_model  # honours --dtype, --attn-implementation, --device-map
 
     console = Console()
-    lm = load_model(model, backend=backend)
+    lm = load_model(model)
     a = lm.arch
     console.print(
         f"[bold]{lm.name}[/] ({lm.backend}): {a.n_layers} layers, {a.n_heads} query heads, {a.n_kv_heads} kv heads, "
