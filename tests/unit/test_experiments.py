@@ -71,3 +71,31 @@ def test_store_rejects_a_file_as_folder(tmp_path):
     f.write_text("x")
     with pytest.raises(InterpError, match="is a file"):
         Store(f)
+
+
+def test_public_api_is_type_checked_under_pytest():
+    """pyproject's addopts turn on beartype + jaxtyping for all of `interp`: a wrong shape or type
+    at a public function fails inside the test that makes the call."""
+    import torch
+    from jaxtyping import TypeCheckError
+
+    from interp.analyses.sinks import first_token_mass
+    from interp.kernels import attention_stats
+
+    with pytest.raises(TypeCheckError):
+        first_token_mass("not a tensor")
+    with pytest.raises(TypeCheckError):
+        attention_stats(torch.randn(2, 8, 4), torch.randn(1, 2, 8, 4), scale=1.0)  # q lacks the batch axis
+
+
+def test_model_backend_is_a_launch_option_with_a_clear_error():
+    from interp.distributed import _LOADING, configure
+
+    try:
+        configure(model_backend="tl")
+        assert _LOADING["backend"] == "tl"
+        with pytest.raises(InterpError, match="--model-backend"):
+            configure(model_backend="xx")
+    finally:
+        configure()
+    assert "backend" not in _LOADING
