@@ -51,7 +51,7 @@ def masking_figure(result) -> go.Figure:
     if m is None:
         from interp.errors import InterpError
 
-        raise InterpError("this result has no masking check: run score_retrieval with mask=True")
+        raise InterpError("this result has no masking check: run the retrieval experiment with mask=True")
     names = ["unmasked", f"top-{m.k_top} masked", f"random-{m.k_random} masked"]
     values = [m.recall_unmasked, m.recall_top, m.recall_random_mean]
     errors = [0.0, 0.0, m.recall_random_std]

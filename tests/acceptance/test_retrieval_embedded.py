@@ -11,15 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.analyses.retrieval import (
-    RetrievalConfig,
-    decode_trace,
-    prepare_samples,
-    rouge1_recall,
-    score_trace,
-    teacher_trace,
-    teacher_traces,
-)
+from interp.analyses.retrieval import RetrievalConfig, rouge1_recall, score_trace
+from interp.experiments.retrieval import decode_trace, prepare_samples, teacher_trace, teacher_traces
 
 pytestmark = pytest.mark.slow
 

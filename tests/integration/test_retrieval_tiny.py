@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -18,22 +19,31 @@ import pandas as pd
 import pytest
 import torch
 
-import interp.analyses.retrieval as retrieval
-from interp.analyses.retrieval import (
-    RetrievalConfig,
+import interp.experiments.retrieval as retrieval
+from interp.analyses.retrieval import RetrievalConfig, score_trace
+from interp.analyses.shared_prefix import prefix_tree, tree_cost
+from interp.experiments import Store
+from interp.experiments._retrieval_reference import paper_decode_trace
+from interp.experiments.retrieval import (
+    EXPERIMENT,
     decode_answers,
     decode_trace,
     decode_traces,
     needle_recall,
-    paper_decode_trace,
     prepare_samples,
-    score_retrieval,
-    score_trace,
     teacher_answers,
     teacher_trace,
     teacher_traces,
 )
-from interp.analyses.shared_prefix import prefix_tree, tree_cost
+
+
+def score_retrieval(lm, config, out, *, progress=False):
+    """What `interp score retrieval` does with a loaded model: run into the folder ``out``, then write it."""
+    store = Store(out)
+    config = replace(config, progress=progress)
+    result = EXPERIMENT.run(lm, config, store)
+    store.save(EXPERIMENT, result, lm, config, time.time())
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +105,7 @@ def test_end_to_end_files_and_resume(tokenizer, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished sample was recomputed")
 
-    for name in ("_trace_one", "teacher_traces", "teacher_answers", "needle_recall"):
+    for name in ("teacher_trace", "teacher_traces", "decode_trace", "decode_traces", "teacher_answers", "decode_answers", "needle_recall"):
         monkeypatch.setattr(retrieval, name, boom)
     again = score_retrieval(lm, SMALL, out, progress=False)
     assert again.timings["samples_resumed"] == n
@@ -107,7 +117,7 @@ def test_interrupt_loses_no_finished_sample(tokenizer, tmp_path, monkeypatch):
     lm, _ = _tiny_pair(tokenizer, 4, 4)
     config = RetrievalConfig(lengths=(160,), depths=(0.2, 0.8), min_recall=0.0, mask=False)
     reference = score_retrieval(lm, config, tmp_path / "ref", progress=False)
-    real = retrieval._record  # called as each sample's trace completes, before it is logged
+    real = retrieval.sample_record  # called as each sample's trace completes, before it is logged
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -116,13 +126,13 @@ def test_interrupt_loses_no_finished_sample(tokenizer, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(retrieval, "_record", flaky)
+    monkeypatch.setattr(retrieval, "sample_record", flaky)
     with pytest.raises(KeyboardInterrupt):
         score_retrieval(lm, config, tmp_path / "cut", progress=False)
     lines = (tmp_path / "cut" / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 1 + 2  # settings line + the two finished samples
     assert not (tmp_path / "cut" / "heads.csv").exists()  # never a partial table
-    monkeypatch.setattr(retrieval, "_record", real)
+    monkeypatch.setattr(retrieval, "sample_record", real)
     resumed = score_retrieval(lm, config, tmp_path / "cut", progress=False)
     assert resumed.timings["samples_resumed"] == 2 and resumed.timings["samples_computed"] == 4
     assert (resumed.scores == reference.scores).all()

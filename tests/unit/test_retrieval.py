@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from interp.analyses.needles import NeedleSample
 from interp.analyses.retrieval import (
     RetrievalConfig,
     RowTrace,
@@ -23,6 +22,7 @@ from interp.analyses.retrieval import (
     share_above,
     top_heads,
 )
+from interp.datasets.needles import NeedleSample
 from interp.errors import InterpError
 
 
@@ -123,22 +123,26 @@ def test_response_rows_predict_each_response_token():
 
 
 def test_config_validation():
-    RetrievalConfig().validate(270)
+    RetrievalConfig().mask_sizes(270)
     with pytest.raises(InterpError, match="larger than"):
-        RetrievalConfig(mask_top=300).validate(270)
+        RetrievalConfig(mask_top=300).mask_sizes(270)
     with pytest.raises(InterpError, match="mask-random"):
-        RetrievalConfig(mask_top=200, mask_random=100).validate(270)
+        RetrievalConfig(mask_top=200, mask_random=100).mask_sizes(270)
     with pytest.raises(InterpError, match="mode"):
-        RetrievalConfig(mode="beam").validate()
+        RetrievalConfig(mode="beam")
     with pytest.raises(InterpError, match="depths"):
-        RetrievalConfig(depths=(0.5, 1.5)).validate()
+        RetrievalConfig(depths=(0.5, 1.5))
     with pytest.raises(InterpError, match="lengths"):
-        RetrievalConfig(lengths=(0,)).validate()
+        RetrievalConfig(lengths=(0,))
+    with pytest.raises(InterpError, match="seeds is empty"):
+        RetrievalConfig(seeds=())
+    assert RetrievalConfig(lengths=[256, 512]).lengths == (256, 512)  # lists become tuples: the config stays hashable
+    assert RetrievalConfig().settings()["lengths"] == [512, 1024]
     assert RetrievalConfig().mask_sizes(270) == (14, 14)
     assert RetrievalConfig(mask_top=3).mask_sizes(270) == (3, 3)
     assert RetrievalConfig(mask_top=3, mask_random=5).mask_sizes(270) == (3, 5)
     with pytest.raises(InterpError, match="batch_size"):
-        RetrievalConfig(batch_size=0).validate()
+        RetrievalConfig(batch_size=0)
     assert RetrievalConfig().batch_for(torch.device("cpu")) == 1  # batching measured slower on CPU
     assert RetrievalConfig().batch_for(torch.device("cuda")) == 4
     assert RetrievalConfig(batch_size=3).batch_for(torch.device("cpu")) == 3

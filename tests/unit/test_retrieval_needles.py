@@ -11,13 +11,14 @@ import re
 
 import pytest
 
-from interp.analyses.needles import (
+from interp.datasets.needles import (
     Haystack,
     Needle,
     PromptTemplate,
     build_sample,
     build_samples,
     insertion_index,
+    load_haystack,
     load_needles,
     read_haystack,
     split_sentences,
@@ -195,6 +196,16 @@ def test_read_haystack(tmp_path):
     empty.write_text("  \n\n ")
     with pytest.raises(InterpError, match="hold no text"):
         read_haystack([empty])
+
+
+def test_load_haystack_files_or_the_stdlib_default(tmp_path):
+    f = tmp_path / "h.txt"
+    f.write_text("One sentence. Two sentences.")
+    assert load_haystack([f]) == (("One sentence.", "Two sentences."), str(f))
+    sentences, name = load_haystack(())
+    assert sentences == stdlib_sentences() and name == "Python standard-library docstrings"
+    with pytest.raises(InterpError, match="cannot read"):
+        load_haystack([tmp_path / "nope.txt"])
 
 
 def test_split_sentences():

@@ -1,4 +1,4 @@
-"""Needle-in-a-haystack samples for retrieval-head scoring (Wu et al. 2024).
+"""Needle-in-a-haystack samples (Wu et al. 2024): the needles file, haystack text, prompts with exact spans.
 
 A sample is one prompt: haystack prose of a target token length with one needle sentence
 inserted at a sentence boundary at depth d, ending with a question about the needle, plus the
@@ -45,6 +45,7 @@ __all__ = [
     "default_needles_path",
     "stdlib_sentences",
     "read_haystack",
+    "load_haystack",
     "split_sentences",
     "insertion_index",
     "build_sample",
@@ -234,6 +235,22 @@ def read_haystack(files: Sequence[str | Path]) -> tuple[str, ...]:
     if not sentences:
         raise InterpError(f"the haystack files {[str(f) for f in files]} hold no text: give files with prose in them")
     return tuple(sentences)
+
+
+def load_haystack(files: Sequence[str | Path] = ()) -> tuple[tuple[str, ...], str]:
+    """(sentences, name) of the haystack: the user's files (`read_haystack`), or with none the
+    default stdlib docstrings (`stdlib_sentences`).
+
+    Raises:
+        InterpError: an unreadable file, or no sentence at all.
+    """
+    if files:
+        sentences, name = read_haystack(files), ", ".join(str(f) for f in files)
+    else:
+        sentences, name = stdlib_sentences(), "Python standard-library docstrings"
+    if not sentences:
+        raise InterpError("the haystack is empty: give text with --haystack")
+    return sentences, name
 
 
 @dataclass(frozen=True)
