@@ -16,48 +16,58 @@ attention matrix is built. TransformerLens divides by all query rows instead (ro
 expected key count as 0); `HeadResult.to_dataframe` gives ``n_rows`` so either convention can
 be recovered, and ``exclude_current`` follows TL's default of not counting j = i.
 
-Two sources: repeated random tokens (the standard induction probe: ``n_seqs`` sequences of
-``length`` distinct random tokens said twice, after one fixed first token, so sink heads have
-their usual sink), and the user's own texts.
-
-`score_heads` is the thin driver: one forward pass per batch, statistics streamed per layer.
-The pure functions (`expected_keys`, `repeated_random_tokens`, `row_scores`) are what the
-unit tests check on synthetic input.
+Two sources: repeated random tokens (`interp.datasets.random_tokens`, the standard induction
+probe) and the user's own texts. This module is pure: `expected_keys` and `detector_targets`
+read the expected keys off token ids, `kind_sums` reduces one layer's target-key statistic,
+`combine` turns the per-unit sums into a `HeadResult`. The runner that drives the model is
+`interp.experiments.heads`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.analyses._config import Config
 from interp.errors import InterpError
 
 __all__ = [
     "KINDS",
     "HeadConfig",
     "HeadResult",
-    "expected_keys",
-    "repeated_random_tokens",
-    "row_scores",
     "parse_kinds",
-    "score_heads",
+    "expected_keys",
+    "detector_targets",
+    "row_scores",
+    "kind_sums",
+    "combine",
 ]
 
 KINDS = ("previous", "duplicate", "induction")
 
 
+def parse_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
+    """'induction,previous' (or a sequence) -> ('previous', 'induction') in `KINDS` order."""
+    items = [k.strip() for k in (kinds.split(",") if isinstance(kinds, str) else kinds) if k.strip()]
+    bad = [k for k in items if k not in KINDS]
+    if bad or not items:
+        raise InterpError(f"unknown head kind(s) {bad or '(none given)'}: choose from {', '.join(KINDS)}, e.g. induction,previous")
+    return tuple(k for k in KINDS if k in items)
+
+
 @dataclass(frozen=True)
-class HeadConfig:
-    """What `score_heads` measures.
+class HeadConfig(Config):
+    """What the head detectors measure, on which tokens.
 
     Attributes:
-        kinds: detectors to run, a subset of `KINDS`.
+        kinds: detectors to run, a subset of `KINDS` (kept in `KINDS` order).
         random: score on repeated random tokens.
         n_seqs: random sequences (one forward pass, batched).
         length: random tokens per copy; each sequence is 1 + 2 * length tokens.
@@ -78,15 +88,19 @@ class HeadConfig:
     max_targets: int = 8  # occurrences kept per row
     exclude_current: bool = True  # TransformerLens's default
     layers: Optional[tuple[int, ...]] = None  # None: all layers
-    backend: str = "auto"
+    backend: str = "auto"  # kernel backend
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
-        parse_kinds(self.kinds)
+        object.__setattr__(self, "kinds", parse_kinds(self.kinds))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
         if isinstance(self.texts, str):
             raise InterpError("texts must be a sequence of strings: wrap a single text as (text,)")
-        if self.texts is not None and (not self.texts or not all(t.strip() for t in self.texts)):
-            raise InterpError("texts is empty or holds an empty text: give at least one non-blank text, or texts=None")
+        if self.texts is not None:
+            object.__setattr__(self, "texts", tuple(self.texts))
+            if not self.texts or not all(t.strip() for t in self.texts):
+                raise InterpError("texts is empty or holds an empty text: give at least one non-blank text, or texts=None")
         if not self.random and self.texts is None:
             raise InterpError("nothing to score: keep random=True or give texts")
         for name in ("n_seqs", "length", "max_targets"):
@@ -95,22 +109,26 @@ class HeadConfig:
                 raise InterpError(f"{name} must be an int >= 1, got {v!r}")
 
     def settings(self) -> dict:
-        out = asdict(self)
+        """JSON-friendly settings (texts summarised by count and total characters)."""
+        out = super().settings()
         texts = out.pop("texts")
         out["texts"] = None if texts is None else f"{len(texts)} texts, {sum(map(len, texts))} chars"
         return out
 
-
-def parse_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
-    """'induction,previous' (or a sequence) -> ('previous', 'induction') in `KINDS` order."""
-    items = [k.strip() for k in (kinds.split(",") if isinstance(kinds, str) else kinds) if k.strip()]
-    bad = [k for k in items if k not in KINDS]
-    if bad or not items:
-        raise InterpError(f"unknown head kind(s) {bad or '(none given)'}: choose from {', '.join(KINDS)}, e.g. induction,previous")
-    return tuple(k for k in KINDS if k in items)
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The token sources scored: "random" and/or "text"."""
+        return (("random",) if self.random else ()) + (("text",) if self.texts is not None else ())
 
 
-def expected_keys(ids: Sequence[int] | Tensor, kind: str, max_targets: int = 8, exclude_current: bool = True) -> Tensor:
+# --------------------------------------------------------------------------------------------
+# expected keys and their mass
+# --------------------------------------------------------------------------------------------
+
+
+def expected_keys(
+    ids: Sequence[int] | Int[Tensor, " pos"], kind: str, max_targets: int = 8, exclude_current: bool = True
+) -> Int[Tensor, "pos n"]:
     """Expected key indices per query for one detector.
 
     Args:
@@ -139,28 +157,24 @@ def expected_keys(ids: Sequence[int] | Tensor, kind: str, max_targets: int = 8, 
     return out
 
 
-def repeated_random_tokens(n_seqs: int, length: int, vocab: int, seed: int = 0, first: int | None = None, avoid: Sequence[int] = ()) -> Tensor:
-    """[n_seqs, 1 + 2 * length] sequences: a fixed first token, then `length` distinct random tokens twice.
+def detector_targets(
+    ids: Int[Tensor, "batch pos"], kinds: Sequence[str], max_targets: int = 8, exclude_current: bool = True
+) -> tuple[Int[Tensor, "batch pos n"], tuple[int, ...], tuple[int, ...]]:
+    """The expected keys of every detector side by side, for one batch.
 
-    Args:
-        vocab: tokens are drawn from 0..vocab-1, except `avoid` (special tokens).
-        first: the first token (BOS where the tokenizer has one); None = a random token.
+    Returns:
+        (targets [batch, pos, n]: each kind's `expected_keys` concatenated along the last axis,
+        widths: the slots of each kind, rows: per kind, the query rows with an expected key).
     """
-    allowed = torch.ones(vocab, dtype=torch.bool)
-    allowed[[a for a in avoid if 0 <= a < vocab]] = False
-    pool = allowed.nonzero()[:, 0]
-    if pool.numel() < length + 1:
-        raise InterpError(f"length={length} needs more distinct tokens than the vocabulary's {pool.numel()}: lower it")
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for _ in range(n_seqs):
-        pick = pool[torch.randperm(pool.numel(), generator=gen)[: length + 1]]
-        head = pick[:1] if first is None else torch.tensor([first])
-        rows.append(torch.cat([head, pick[1:], pick[1:]]))
-    return torch.stack(rows)
+    per_kind = [
+        torch.stack([expected_keys(row, kind, max_targets, exclude_current) for row in ids.cpu()]) for kind in kinds
+    ]  # each [batch, pos, n]
+    widths = tuple(t.shape[-1] for t in per_kind)
+    rows = tuple(int((t >= 0).any(-1).sum()) for t in per_kind)
+    return torch.cat(per_kind, -1), widths, rows
 
 
-def row_scores(mass: Tensor) -> Tensor:
+def row_scores(mass: Float[Tensor, "*rows n"]) -> Float[Tensor, "*rows"]:
     """Per-row detector score: the summed mass over a row's expected keys.
 
     Args:
@@ -171,6 +185,27 @@ def row_scores(mass: Tensor) -> Tensor:
     """
     has = ~mass.isnan()
     return torch.where(has.any(-1), mass.nan_to_num(0.0).sum(-1), torch.full_like(mass[..., 0], float("nan")))
+
+
+def kind_sums(target: Float[Tensor, "batch head pos n"], widths: Sequence[int]) -> np.ndarray:
+    """[kind, head] float64 sums of the row scores of one layer, over the batch and the rows.
+
+    Args:
+        target: the kernel's target-key statistic A_{i, t} on `detector_targets`' targets
+            (NaN in empty slots).
+        widths: the slots of each kind (from `detector_targets`).
+    """
+    out, start = [], 0
+    for width in widths:
+        r = row_scores(target[..., start : start + width].double().cpu())  # [batch, head, pos]
+        out.append(r.nan_to_num(0.0).sum((0, 2)).numpy())
+        start += width
+    return np.stack(out)
+
+
+# --------------------------------------------------------------------------------------------
+# result
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -197,12 +232,12 @@ class HeadResult:
     scores: np.ndarray
     n_rows: np.ndarray
 
-    def grid(self, kind: str, source: str | None = None) -> np.ndarray:
+    def grid(self, kind: str, source: Optional[str] = None) -> np.ndarray:
         """[layer index, head] scores of one detector (default source: the first)."""
         s = self.sources.index(source or self.sources[0])
         return self.scores[s, self.kinds.index(kind)]
 
-    def top(self, kind: str, n: int = 5, source: str | None = None) -> list[tuple[int, int, float]]:
+    def top(self, kind: str, n: int = 5, source: Optional[str] = None) -> list[tuple[int, int, float]]:
         """The n highest-scoring heads of a detector: [(layer, head, score)]."""
         g = self.grid(kind, source)
         order = np.argsort(-np.nan_to_num(g, nan=-np.inf), axis=None)[:n]
@@ -219,6 +254,7 @@ class HeadResult:
         return pd.DataFrame(rows, columns=["source", "kind", "layer", "head", "score", "n_rows"])
 
     def summary(self, n: int = 5) -> dict:
+        """The top ``n`` heads of every source and detector, and the rows averaged over."""
         return {
             "model": self.model,
             "sources": list(self.sources),
@@ -231,72 +267,22 @@ class HeadResult:
         }
 
 
-def _vocab_size(lm) -> int:
-    if getattr(lm, "tokenizer", None) is not None:
-        return len(lm.tokenizer)
-    return lm.vocab_size
-
-
-def _score_batch(lm, ids: Tensor, config: HeadConfig, layers: Sequence[int], sums: np.ndarray, counts: np.ndarray, src: int) -> None:
-    """Add one batch's per-head sums of row scores (and row counts) into sums[src], counts[src]."""
-    from interp.analyses._streaming import stream_layers
-    from interp.kernels import attention_stats
-
-    per_kind = [
-        torch.stack([expected_keys(row, kind, config.max_targets, config.exclude_current) for row in ids.cpu()])
-        for kind in config.kinds
-    ]  # each [batch, pos, n]
-    widths = [t.shape[-1] for t in per_kind]
-    targets = torch.cat(per_kind, -1).to(lm.device)
-    index = {layer: i for i, layer in enumerate(layers)}
-    for k, t in enumerate(per_kind):
-        counts[src, k] += int((t >= 0).any(-1).sum())
-
-    def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
-        st = attention_stats(q, k, **lm.attention_kwargs(layer), columns=False, targets=targets, backend=config.backend)
-        start = 0
-        for kk, width in enumerate(widths):
-            r = row_scores(st.target[..., start : start + width].double().cpu())  # [batch, head, pos]
-            sums[src, kk, index[layer]] += r.nan_to_num(0.0).sum((0, 2)).numpy()
-            start += width
-
-    stream_layers(lm, ids.to(lm.device), layers, on_layer)
-
-
-def score_heads(lm, config: HeadConfig = HeadConfig(), *, progress: bool = False) -> HeadResult:
-    """Previous-token, duplicate-token and induction scores of every head.
+def combine(
+    config: HeadConfig, model: str, layers: Sequence[int], n_heads: int, records: Mapping[str, Sequence[Mapping]]
+) -> HeadResult:
+    """Per-unit sums -> mean scores per source.
 
     Args:
-        lm: a `interp.models.LoadedModel`.
-        config: `HeadConfig`.
-
-    Returns:
-        `HeadResult`.
-
-    Raises:
-        InterpError: bad settings, empty texts, layers out of range, a text that does not fit.
+        records: source ("random", "text") -> its units' records in order, each
+            ``{"sums": [kind][layer index][head], "rows": [kind]}`` (from the runner).
     """
-    from interp.hooks import check_layers
-
-    config.validate()
-    kinds = parse_kinds(config.kinds)
-    config = replace(config, kinds=kinds)
-    layers = check_layers(lm, config.layers)
-    sources = (("random",) if config.random else ()) + (("text",) if config.texts is not None else ())
-    sums = np.zeros((len(sources), len(kinds), len(layers), lm.arch.n_heads))
-    counts = np.zeros((len(sources), len(kinds)), dtype=np.int64)
-    if config.random:
-        tok = getattr(lm, "tokenizer", None)
-        first = getattr(tok, "bos_token_id", None) if tok is not None else None
-        avoid = list(getattr(tok, "all_special_ids", []) or []) if tok is not None else []
-        ids = repeated_random_tokens(config.n_seqs, config.length, _vocab_size(lm), config.seed, first, avoid)
-        lm.check_length(ids.shape[1])
-        _score_batch(lm, ids, config, layers, sums, counts, sources.index("random"))
-    if config.texts is not None:
-        if getattr(lm, "tokenizer", None) is None:
-            raise InterpError("scoring texts needs the model's tokenizer: load the model with interp.load_model")
-        for text in config.texts:
-            _score_batch(lm, lm.encode(text), config, layers, sums, counts, sources.index("text"))
+    sources = config.sources
+    sums = np.zeros((len(sources), len(config.kinds), len(layers), n_heads))
+    counts = np.zeros((len(sources), len(config.kinds)), dtype=np.int64)
+    for s, source in enumerate(sources):
+        for rec in records[source]:
+            sums[s] += np.asarray(rec["sums"], dtype=float).transpose(1, 0, 2)  # [layer, kind, head] -> [kind, layer, head]
+            counts[s] += np.asarray(rec["rows"], dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = np.where(counts[..., None, None] > 0, sums / np.maximum(counts, 1)[..., None, None], np.nan)
-    return HeadResult(config, lm.name, tuple(layers), lm.arch.n_heads, sources, kinds, scores, counts)
+    return HeadResult(config, model, tuple(layers), n_heads, sources, config.kinds, scores, counts)

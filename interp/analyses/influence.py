@@ -9,49 +9,99 @@ the masking of Wu et al. 2024):
 
 A text with a high AI is one whose prediction relies on those heads (in the paper: reasoning-
 and retrieval-heavy text, selected for pre-training). The heads come from a retrieval run's
-heads.csv (`interp score retrieval`): the top ``k`` by score (default 5% of all heads, the
-size of the repository's causal masking check), or an explicit list.
+heads.csv (`interp.datasets.head_lists.read_heads`): the top ``k`` by score (default 5% of all
+heads, the size of the repository's causal masking check), or an explicit list.
 
-`attention_influence` is the driver; `read_heads` and `influence` are pure. No attention
-statistic is needed here: the measurement is two forward passes per text.
+This module is pure: `influence`, `text_loss`, `text_label`, `heads_to_mask`, the frozen
+`InfluenceConfig` and `InfluenceResult`. The runner (two forward passes per text) is
+`interp.experiments.influence`; no attention statistic is needed here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
+from interp.analyses._config import Config
 from interp.errors import InterpError
 
-__all__ = ["InfluenceResult", "read_heads", "influence", "text_loss", "losses", "attention_influence"]
+__all__ = ["InfluenceConfig", "InfluenceResult", "influence", "text_loss", "text_label", "heads_to_mask", "combine"]
 
 
-def read_heads(path: str | Path, k: int) -> tuple[tuple[int, int], ...]:
-    """The top ``k`` heads (layer, head) by ``score`` of a retrieval run's heads.csv.
+@dataclass(frozen=True)
+class InfluenceConfig(Config):
+    """Which heads AttentionInfluence makes uniform, on which texts.
 
-    Raises:
-        InterpError: a missing file, missing columns, or k < 1.
+    Attributes:
+        heads: (layer, head) pairs, best first (an explicit list, or a retrieval run's heads
+            ranked by score); None = head 0 of the middle layer.
+        k: make the first ``k`` of ``heads`` uniform; None = all of them (or ``share``).
+        share: with ``k`` None, make the first round(share x the model's heads) uniform (at
+            least one; 0.05 is the default for a heads.csv); None = all of ``heads``.
+        texts: the texts to rank; None = the shipped set (`interp.datasets.texts`).
+        max_texts: rank only the first this many texts; None = all.
+        max_tokens: tokens of each text scored (its first); None = all.
+        heads_name: what the heads are, for the finding's sentence ("top retrieval heads").
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InterpError(f"heads file {p} not found: pass the heads.csv of a retrieval run (interp score retrieval --out DIR)")
-    if not (isinstance(k, int) and k >= 1):
-        raise InterpError(f"k (heads to mask) must be an int >= 1, got {k!r}")
-    try:
-        df = pd.read_csv(p)
-    except Exception as err:  # pandas raises several types for bad CSV
-        raise InterpError(f"cannot read {p} as CSV ({err}): pass a retrieval run's heads.csv") from err
-    missing = {"layer", "head", "score"} - set(df.columns)
-    if missing:
-        raise InterpError(f"{p} lacks columns {sorted(missing)}: pass a retrieval run's heads.csv (layer, head, score)")
-    df = df.sort_values("score", ascending=False, kind="stable").head(k)
-    return tuple((int(l), int(h)) for l, h in zip(df["layer"], df["head"]))
+
+    heads: Optional[tuple[tuple[int, int], ...]] = None  # None: head 0 of the middle layer
+    k: Optional[int] = None  # None: all heads (or `share`)
+    share: Optional[float] = None  # share of the model's heads, when k is None
+    texts: Optional[tuple[str, ...]] = None  # None: the shipped sink_texts.txt
+    max_texts: Optional[int] = None  # None: every text
+    max_tokens: Optional[int] = 512  # tokens per text
+    heads_name: str = "given heads"  # for the finding's sentence
+
+    def validate(self) -> None:
+        """Raise `InterpError` on settings outside their range."""
+        if self.heads is not None:
+            heads = tuple((int(l), int(h)) for l, h in self.heads)
+            object.__setattr__(self, "heads", heads)
+            if not heads:
+                raise InterpError("no heads to mask: pass at least one (layer, head), or heads=None")
+        if isinstance(self.texts, str):
+            raise InterpError("texts must be a sequence of strings: wrap a single text as (text,)")
+        if self.texts is not None:
+            object.__setattr__(self, "texts", tuple(self.texts))
+            if not self.texts:
+                raise InterpError("no texts given: pass at least one text to rank")
+            for n, text in enumerate(self.texts):
+                if not isinstance(text, str) or not text.strip():
+                    raise InterpError(f"text {n + 1} is empty: remove it or give it some words")
+        if self.k is not None and not (isinstance(self.k, int) and self.k >= 1):
+            raise InterpError(f"k (heads to mask) must be an int >= 1, got {self.k!r}")
+        if self.share is not None and not 0.0 < self.share <= 1.0:
+            raise InterpError(f"share (of the model's heads to mask) must lie in (0, 1], got {self.share!r}")
+        if self.max_texts is not None and not (isinstance(self.max_texts, int) and self.max_texts >= 1):
+            raise InterpError(f"max_texts must be None or an int >= 1, got {self.max_texts!r}")
+        if self.max_tokens is not None and not (isinstance(self.max_tokens, int) and self.max_tokens >= 2):
+            raise InterpError(f"max_tokens must be None or an int >= 2 (the loss needs 2 tokens), got {self.max_tokens!r}")
+
+    def settings(self) -> dict:
+        """JSON-friendly settings (heads as "LAYER.HEAD", texts summarised)."""
+        out = super().settings()
+        out["heads"] = None if self.heads is None else [f"{l}.{h}" for l, h in self.heads]
+        texts = out.pop("texts")
+        out["texts"] = "shipped sink_texts.txt" if texts is None else f"{len(texts)} texts, {sum(map(len, texts))} chars"
+        return out
+
+
+def heads_to_mask(config: InfluenceConfig, n_layers: int, n_heads: int) -> tuple[tuple[int, int], ...]:
+    """The heads the config makes uniform on a model of ``n_layers`` x ``n_heads`` heads."""
+    if config.heads is None:
+        return ((n_layers // 2, 0),)
+    if config.k is not None:
+        return config.heads[: config.k]
+    if config.share is not None:
+        return config.heads[: max(1, round(config.share * n_layers * n_heads))]
+    return config.heads
 
 
 def influence(base: np.ndarray, masked: np.ndarray) -> np.ndarray:
@@ -59,15 +109,21 @@ def influence(base: np.ndarray, masked: np.ndarray) -> np.ndarray:
     return (np.asarray(masked, dtype=float) - base) / np.asarray(base, dtype=float)
 
 
-def text_loss(logits: torch.Tensor, ids: torch.Tensor) -> float:
+def text_loss(logits: Float[Tensor, "1 pos vocab"], ids: Int[Tensor, "1 pos"]) -> float:
     """Mean next-token cross-entropy (nats) of ids [1, T] under logits [1, T, vocab]."""
     return float(torch.nn.functional.cross_entropy(logits[0, :-1].double(), ids[0, 1:].to(logits.device)))
+
+
+def text_label(text: str, width: int = 60) -> str:
+    """A text's label in tables: its words on one line, cut to ``width`` characters."""
+    return " ".join(text.split())[:width]
 
 
 @dataclass(frozen=True)
 class InfluenceResult:
     """Per text: base loss, masked loss, AI (arrays [text]); the masked heads."""
 
+    config: InfluenceConfig
     model: str
     heads: tuple[tuple[int, int], ...]
     labels: tuple[str, ...]
@@ -95,6 +151,7 @@ class InfluenceResult:
         return df.reset_index(drop=True)
 
     def summary(self) -> dict:
+        """Headline numbers: the masked heads and the range of AI over the texts."""
         ai = self.influence
         return {
             "n_texts": len(self.labels),
@@ -106,55 +163,12 @@ class InfluenceResult:
         }
 
 
-def attention_influence(
-    lm, texts: Sequence[str], heads: Sequence[tuple[int, int]], *, max_tokens: Optional[int] = 512
+def combine(
+    config: InfluenceConfig, model: str, heads: Sequence[tuple[int, int]], texts: Sequence[str], records: Sequence[Mapping]
 ) -> InfluenceResult:
-    """AttentionInfluence of each text with ``heads`` made uniform.
-
-    Args:
-        lm: a `interp.models.LoadedModel`.
-        texts: the texts to rank (each at least 2 tokens; cut to ``max_tokens``).
-        heads: (layer, head) pairs to make uniform.
-        max_tokens: analyse the first this many tokens of each text (None: all).
-
-    Raises:
-        InterpError: no texts, an empty text, no heads, a head out of range.
-    """
-    if not texts:
-        raise InterpError("no texts given: pass at least one text to rank")
-    if not heads:
-        raise InterpError("no heads to mask: pass at least one (layer, head)")
-    a = lm.arch
-    for layer, head in heads:
-        if not (0 <= layer < a.n_layers and 0 <= head < a.n_heads):
-            raise InterpError(
-                f"head {layer}.{head} out of range: {lm.name} has {a.n_layers} layers (0-{a.n_layers - 1}) and "
-                f"{a.n_heads} heads per layer (0-{a.n_heads - 1}); was heads.csv written for another model?"
-            )
-    ids_list, labels = [], []
-    for n, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            raise InterpError(f"text {n + 1} is empty: remove it or give it some words")
-        ids = lm.encode(text, check=False)
-        ids = ids[:, :max_tokens] if max_tokens else ids
-        if ids.shape[1] < 2:
-            raise InterpError(f"text {n + 1} has {ids.shape[1]} token: the loss needs at least 2 tokens")
-        ids_list.append(ids)
-        labels.append(" ".join(text.split())[:60])
-    base, masked = losses(lm, ids_list, heads)
-    n_tok = np.array([ids.shape[1] for ids in ids_list])
-    return InfluenceResult(lm.name, tuple(heads), tuple(labels), n_tok, base, masked)
-
-
-def losses(lm, ids_list: Sequence[torch.Tensor], heads: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(L_base, L_masked) per token sequence [1, T]: two forward passes each."""
-    from interp.hooks import intervene, uniform_attention
-
-    edits = [uniform_attention(layer, head) for layer, head in heads]
-    base, masked = [], []
-    for ids in ids_list:
-        lm.check_length(ids.shape[1])
-        base.append(text_loss(lm.forward(ids), ids))
-        with intervene(lm, edits):
-            masked.append(text_loss(lm.forward(ids), ids))
-    return np.array(base), np.array(masked)
+    """Per-text records ``{"n_tokens", "base_loss", "masked_loss"}`` (in text order) -> `InfluenceResult`."""
+    return InfluenceResult(
+        config, model, tuple(heads), tuple(text_label(t) for t in texts),
+        np.array([r["n_tokens"] for r in records]), np.array([r["base_loss"] for r in records]),
+        np.array([r["masked_loss"] for r in records]),
+    )  # fmt: skip

@@ -16,112 +16,74 @@ heads (the paper sums their s_c to rank documents).
 The paper's m_c sums over the query tokens (it scores documents, so the constant 1/|Q| does
 not matter); the mean keeps scores of queries of different lengths comparable.
 
-Data: the shipped detection set `interp/data/qr_detection.jsonl` (16 one-sentence facts, each
-the gold document among 4) or a JSONL file of ``{"query", "documents": [...], "gold": int}``.
-`score_qr_heads` is the driver; `build_prompt`, `read_samples` and `qr_scores` are pure.
+The samples and their prompts are `interp.datasets.documents` (the shipped detection set
+`interp/data/qr_detection.jsonl` or a JSONL file); the runner is `interp.experiments.qr_heads`.
+This module is pure: `qr_scores`, `sample_scores`, `combine`, the frozen `QRConfig` and `QRResult`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from importlib import resources
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Bool, Float
 from torch import Tensor
 
+from interp.analyses._config import Config
+from interp.datasets.documents import QRSample
 from interp.errors import InterpError
 
-__all__ = ["QRSample", "QRConfig", "QRResult", "read_samples", "shipped_samples", "build_prompt", "qr_scores", "score_qr_heads"]
+__all__ = ["NULL_QUERY", "QRConfig", "QRResult", "qr_scores", "sample_scores", "combine"]
 
 NULL_QUERY = "N/A"  # QRHead's null query
 
 
 @dataclass(frozen=True)
-class QRSample:
-    """Documents, a query and the index of the document that answers it."""
+class QRConfig(Config):
+    """What the QRHead experiment scores.
 
-    id: str
-    query: str
-    documents: tuple[str, ...]
-    gold: int
-
-
-def _parse(rows: Sequence[tuple[int, str]], where: str) -> tuple[QRSample, ...]:
-    out = []
-    for n, line in rows:
-        at = f"{where} line {n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InterpError(f"{at} is not JSON ({err.msg}): write one object per line") from err
-        if not isinstance(row, dict) or not {"query", "documents", "gold"} <= set(row):
-            raise InterpError(f'{at}: need an object with "query", "documents" and "gold"')
-        docs = row["documents"]
-        if not (isinstance(docs, list) and len(docs) >= 2 and all(isinstance(d, str) and d.strip() for d in docs)):
-            raise InterpError(f"{at}: documents must be a list of at least 2 non-empty strings")
-        if not (isinstance(row["query"], str) and row["query"].strip()):
-            raise InterpError(f"{at}: query must be a non-empty string")
-        g = row["gold"]
-        if not (isinstance(g, int) and not isinstance(g, bool) and 0 <= g < len(docs)):
-            raise InterpError(f"{at}: gold must be the index (0-{len(docs) - 1}) of the answering document, got {g!r}")
-        out.append(QRSample(str(row.get("id", f"line-{n}")), row["query"], tuple(docs), g))
-    if not out:
-        raise InterpError(f"{where} has no samples: put one JSON object per line")
-    return tuple(out)
-
-
-def read_samples(path: str | Path) -> tuple[QRSample, ...]:
-    """Samples from a JSONL file; errors name the line."""
-    p = Path(path)
-    if not p.is_file():
-        raise InterpError(f"samples file {p} not found: pass a JSONL file of {{\"query\", \"documents\", \"gold\"}} lines")
-    lines = [(n, ln) for n, ln in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if ln.strip()]
-    return _parse(lines, str(p))
-
-
-def shipped_samples() -> tuple[QRSample, ...]:
-    raw = resources.files("interp").joinpath("data/qr_detection.jsonl").read_text(encoding="utf-8")
-    return _parse([(n, ln) for n, ln in enumerate(raw.splitlines(), 1) if ln.strip()], "qr_detection.jsonl")
-
-
-def build_prompt(tokenizer, documents: Sequence[str], query: str) -> tuple[list[int], list[int], list[int]]:
-    """Token ids of "Documents:\\n[1] ...\\n...\\nQuery: {query}\\n", with the spans labelled.
-
-    Pieces are tokenised one by one and joined, so span boundaries are exact.
-
-    Returns:
-        (ids, segment label per token: document index or -1, query row indices).
+    Attributes:
+        samples: detection samples; None = the shipped set.
+        max_samples: only the first this many; None = all.
+        calibrate: subtract the null-query score (QRHead); False = raw m_c.
+        top: best heads listed in the summary (run.json).
+        layers: layers to score; None = all.
+        backend: `interp.kernels.attention_stats` backend.
     """
-    def enc(text: str) -> list[int]:
-        return list(tokenizer(text, add_special_tokens=False).input_ids)
 
-    ids, seg = enc("Documents:\n"), []
-    seg = [-1] * len(ids)
-    for c, doc in enumerate(documents):
-        label = enc(f"[{c + 1}] ")
-        body = enc(f"{doc}\n")
-        ids += label + body
-        seg += [-1] * len(label) + [c] * len(body)
-    pre = enc("\nQuery: ")
-    ids += pre
-    seg += [-1] * len(pre)
-    q = enc(query)
-    rows = list(range(len(ids), len(ids) + len(q)))
-    ids += q
-    seg += [-1] * len(q)
-    tail = enc("\n")
-    ids += tail
-    seg += [-1] * len(tail)
-    return ids, seg, rows
+    samples: Optional[tuple[QRSample, ...]] = None  # None: shipped qr_detection.jsonl
+    max_samples: Optional[int] = None  # None: every sample
+    calibrate: bool = True  # QRHead's null-query calibration
+    top: int = 5  # heads in the summary
+    layers: Optional[tuple[int, ...]] = None  # None: all layers
+    backend: str = "auto"  # kernel backend
+
+    def validate(self) -> None:
+        """Raise `InterpError` on settings outside their range."""
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if self.samples is not None:
+            object.__setattr__(self, "samples", tuple(self.samples))
+            if not self.samples:
+                raise InterpError("no samples given: pass at least one, or samples=None for the shipped detection set")
+        if self.max_samples is not None and not (isinstance(self.max_samples, int) and self.max_samples >= 1):
+            raise InterpError(f"max_samples must be None or an int >= 1, got {self.max_samples!r}")
+        if not (isinstance(self.top, int) and self.top >= 1):
+            raise InterpError(f"top must be an int >= 1, got {self.top!r}")
+
+    def settings(self) -> dict:
+        """JSON-friendly settings (samples summarised by count)."""
+        out = super().settings()
+        s = out.pop("samples")
+        out["samples"] = "shipped qr_detection.jsonl" if s is None else f"{len(s)} samples"
+        return out
 
 
-def qr_scores(seg_mass: Tensor) -> Tensor:
+def qr_scores(seg_mass: Float[Tensor, "head row doc"]) -> Float[Tensor, "head doc"]:
     """Mean over query rows of the mass on each document.
 
     Args:
@@ -133,35 +95,21 @@ def qr_scores(seg_mass: Tensor) -> Tensor:
     return seg_mass.mean(1)
 
 
-@dataclass(frozen=True)
-class QRConfig:
-    """Settings of `score_qr_heads`.
+def sample_scores(
+    mass: Float[Tensor, "*heads doc"], null_mass: Optional[Float[Tensor, "*heads doc"]], gold: int
+) -> tuple[Float[Tensor, "*heads"], Bool[Tensor, "*heads"], Float[Tensor, "*heads"]]:
+    """One sample's scores per head.
 
-    Attributes:
-        samples: detection samples; None = the shipped set.
-        max_samples: only the first this many; None = all.
-        calibrate: subtract the null-query score (QRHead); False = raw m_c.
-        layers: layers to score; None = all.
-        backend: `interp.kernels.attention_stats` backend.
+    Args:
+        mass: m_c of the query.
+        null_mass: m_c of the null query (calibration), or None for raw scores.
+        gold: index of the answering document.
+
+    Returns:
+        (s_gold = m_gold - m_gold^null, argmax_c s_c == gold, raw m_gold).
     """
-
-    samples: Optional[tuple[QRSample, ...]] = None
-    max_samples: Optional[int] = None
-    calibrate: bool = True  # QRHead's null-query calibration
-    layers: Optional[tuple[int, ...]] = None
-    backend: str = "auto"
-
-    def validate(self) -> None:
-        if self.samples is not None and not self.samples:
-            raise InterpError("no samples given: pass at least one, or samples=None for the shipped detection set")
-        if self.max_samples is not None and not (isinstance(self.max_samples, int) and self.max_samples >= 1):
-            raise InterpError(f"max_samples must be None or an int >= 1, got {self.max_samples!r}")
-
-    def settings(self) -> dict:
-        out = asdict(self)
-        s = out.pop("samples")
-        out["samples"] = "shipped qr_detection.jsonl" if s is None else f"{len(s)} samples"
-        return out
+    calibrated = mass if null_mass is None else mass - null_mass
+    return calibrated[..., gold], calibrated.argmax(-1) == gold, mass[..., gold]
 
 
 @dataclass(frozen=True)
@@ -194,9 +142,11 @@ class QRResult:
 
     @property
     def accuracy(self) -> np.ndarray:
+        """[layer index, head] share of samples where the head's argmax is the gold document."""
         return self.correct.mean(0)
 
     def top(self, n: int = 5) -> list[tuple[int, int, float]]:
+        """The n heads with the highest QR score: [(layer, head, score)]."""
         g = self.scores
         order = np.argsort(-g, axis=None, kind="stable")[:n]
         return [(self.layers[i // self.n_heads], int(i % self.n_heads), float(g.flat[i])) for i in order]
@@ -215,7 +165,9 @@ class QRResult:
             }
         )
 
-    def summary(self, n: int = 5) -> dict:
+    def summary(self, n: Optional[int] = None) -> dict:
+        """Headline numbers; the best ``n`` heads (default ``config.top``) with their accuracy."""
+        n = self.config.top if n is None else n
         acc = self.accuracy
         best = np.unravel_index(np.argmax(acc), acc.shape)
         idx = {layer: i for i, layer in enumerate(self.layers)}
@@ -226,52 +178,21 @@ class QRResult:
         }
 
 
-def _doc_mass(lm, ids: list[int], seg: list[int], rows: list[int], n_docs: int, layers: Sequence[int], backend: str) -> Tensor:
-    """[layer index, head, n_docs] m_c of one prompt."""
-    from interp.analyses._streaming import stream_layers
-    from interp.kernels import attention_stats
+def combine(
+    config: QRConfig, model: str, layers: Sequence[int], n_heads: int, samples: Sequence[QRSample], records: Sequence[Mapping]
+) -> QRResult:
+    """Per-sample document masses -> per-head QR scores.
 
-    index = {layer: i for i, layer in enumerate(layers)}
-    out = torch.zeros(len(layers), lm.arch.n_heads, n_docs, dtype=torch.float64)
-    segments = torch.tensor([seg], device=lm.device)
-
-    def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
-        st = attention_stats(
-            q, k, **lm.attention_kwargs(layer), segments=segments, n_segments=n_docs, query_rows=rows,
-            columns=False, backend=backend,
-        )  # fmt: skip
-        out[index[layer]] = qr_scores(st.seg[0].double().cpu())
-
-    lm.check_length(len(ids))
-    stream_layers(lm, torch.tensor([ids], device=lm.device), layers, on_layer)
-    return out
-
-
-def score_qr_heads(lm, config: QRConfig = QRConfig()) -> QRResult:
-    """QR scores of every head on a detection set (two forward passes per sample: query and null query).
-
-    Raises:
-        InterpError: bad settings or samples, layers out of range, a prompt that does not fit.
+    Args:
+        samples: the scored samples.
+        records: per sample, in order, ``{"mass": [layer index][head][doc] m_c, "null": the
+            same for the null query, or None without calibration}``.
     """
-    from interp.hooks import check_layers
-
-    config.validate()
-    if getattr(lm, "tokenizer", None) is None:
-        raise InterpError("QR head scoring needs the model's tokenizer: load the model with interp.load_model")
-    layers = check_layers(lm, config.layers)
-    samples = config.samples if config.samples is not None else shipped_samples()
-    samples = samples[: config.max_samples] if config.max_samples else samples
-    shape = (len(samples), len(layers), lm.arch.n_heads)
+    shape = (len(samples), len(layers), n_heads)
     gold, correct, raw = np.zeros(shape), np.zeros(shape, bool), np.zeros(shape)
-    for si, s in enumerate(samples):
-        n_docs = len(s.documents)
-        ids, seg, rows = build_prompt(lm.tokenizer, s.documents, s.query)
-        m = _doc_mass(lm, ids, seg, rows, n_docs, layers, config.backend)
-        calibrated = m
-        if config.calibrate:
-            ids0, seg0, rows0 = build_prompt(lm.tokenizer, s.documents, NULL_QUERY)
-            calibrated = m - _doc_mass(lm, ids0, seg0, rows0, n_docs, layers, config.backend)
-        gold[si] = calibrated[..., s.gold].numpy()
-        raw[si] = m[..., s.gold].numpy()
-        correct[si] = (calibrated.argmax(-1) == s.gold).numpy()
-    return QRResult(config, lm.name, tuple(layers), lm.arch.n_heads, tuple(s.id for s in samples), gold, correct, raw)
+    for si, (s, rec) in enumerate(zip(samples, records)):
+        m = torch.tensor(rec["mass"], dtype=torch.float64)
+        m0 = None if rec.get("null") is None else torch.tensor(rec["null"], dtype=torch.float64)
+        g, ok, r = sample_scores(m, m0, s.gold)
+        gold[si], correct[si], raw[si] = g.numpy(), ok.numpy(), r.numpy()
+    return QRResult(config, model, tuple(layers), n_heads, tuple(s.id for s in samples), gold, correct, raw)

@@ -12,144 +12,75 @@ Anchor token t_i: by default the end-of-line token of option i's line (the paper
 the kernel's target-key statistic (`attention_stats(..., targets=...)` on the final row only;
 QK-score = target_score / scale, which has the same argmax), so no [T, T] matrix is built.
 
-Questions: the shipped ``mcq`` task (`interp.analyses.calibration.load_task`, every split) or
-a JSONL file of ``{"question": str, "options": [str, ...], "answer": "B" | 1}`` lines, formatted
-with the shipped template. `score_select_copy` is the driver; `option_anchors`,
-`head_predictions` and `read_questions` are pure and unit-tested.
+The questions (`interp.datasets.questions`: the shipped ``mcq`` task or a JSONL file) and the
+runner that scores them (`interp.experiments.select_copy`) live apart; this module is pure:
+`head_predictions`, `answer_margin`, `combine` over the per-question option scores, the frozen
+`SelectCopyConfig` and `SelectCopyResult`.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.analyses._config import Config
+from interp.datasets.questions import Question
 from interp.errors import InterpError
 
-__all__ = [
-    "Question",
-    "SelectCopyConfig",
-    "SelectCopyResult",
-    "TEMPLATE",
-    "read_questions",
-    "shipped_questions",
-    "option_anchors",
-    "head_predictions",
-    "option_scores",
-    "score_select_copy",
-]
-
-LETTERS = "ABCDEFGHIJ"
-TEMPLATE = "Answer the question with the letter of the correct option.\n\nQuestion: {question}\n{options}Answer:"
+__all__ = ["SelectCopyConfig", "SelectCopyResult", "head_predictions", "answer_margin", "combine"]
 
 
 @dataclass(frozen=True)
-class Question:
-    """One multiple-choice prompt: ``answer`` indexes the options (0 = A)."""
+class SelectCopyConfig(Config):
+    """What the select-and-copy experiment scores.
 
-    id: str
-    prompt: str
-    n_options: int
-    answer: int
-
-
-def format_prompt(question: str, options: Sequence[str]) -> str:
-    """The shipped mcq layout: one "L. option" line per option, then "Answer:"."""
-    lines = "".join(f"{LETTERS[i]}. {opt}\n" for i, opt in enumerate(options))
-    return TEMPLATE.format(question=question, options=lines)
-
-
-def read_questions(path: str | Path) -> tuple[Question, ...]:
-    """Questions from a JSONL file, one ``{"question", "options", "answer"}`` object per line.
-
-    ``answer`` is a letter ("B") or a 0-based index. Blank lines are skipped.
-
-    Raises:
-        InterpError: a missing or empty file, or a bad line (named by its line number).
+    Attributes:
+        questions: the questions; None = the shipped mcq task (all 60 items).
+        max_questions: score only the first this many; None = all.
+        anchor: "newline" (paper) or "label".
+        top: best heads listed in the summary (run.json).
+        layers: layers to score; None = all.
+        backend: `interp.kernels.attention_stats` backend.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InterpError(f"questions file {p} not found: pass a JSONL file of {{\"question\", \"options\", \"answer\"}} lines")
-    out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{p} line {n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InterpError(f"{where} is not JSON ({err.msg}): write one object per line") from err
-        if not isinstance(row, dict) or not {"question", "options", "answer"} <= set(row):
-            raise InterpError(f'{where}: need an object with "question", "options" and "answer"')
-        opts = row["options"]
-        if not (isinstance(opts, list) and 2 <= len(opts) <= len(LETTERS) and all(isinstance(o, str) and o.strip() and "\n" not in o for o in opts)):
-            raise InterpError(f"{where}: options must be a list of 2-{len(LETTERS)} non-empty one-line strings")
-        ans = row["answer"]
-        if isinstance(ans, str) and len(ans.strip()) == 1 and ans.strip().upper() in LETTERS[: len(opts)]:
-            ans = LETTERS.index(ans.strip().upper())
-        if not (isinstance(ans, int) and not isinstance(ans, bool) and 0 <= ans < len(opts)):
-            raise InterpError(f"{where}: answer {row['answer']!r} must be a letter A-{LETTERS[len(opts) - 1]} or an index 0-{len(opts) - 1}")
-        out.append(Question(str(row.get("id", f"line-{n}")), format_prompt(str(row["question"]), opts), len(opts), ans))
-    if not out:
-        raise InterpError(f"questions file {p} is empty: put one JSON object per line")
-    return tuple(out)
+
+    questions: Optional[tuple[Question, ...]] = None  # None: shipped mcq
+    max_questions: Optional[int] = None  # None: every question
+    anchor: str = "newline"  # Tulchinskii et al. 2024
+    top: int = 5  # heads in the summary
+    layers: Optional[tuple[int, ...]] = None  # None: all layers
+    backend: str = "auto"  # kernel backend
+
+    def validate(self) -> None:
+        """Raise `InterpError` on settings outside their range."""
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if self.questions is not None:
+            object.__setattr__(self, "questions", tuple(self.questions))
+        if self.anchor not in ("newline", "label"):
+            raise InterpError(f"anchor must be 'newline' or 'label', got {self.anchor!r}")
+        if self.questions is not None and not self.questions:
+            raise InterpError("no questions given: pass at least one, or questions=None for the shipped mcq task")
+        if self.max_questions is not None and not (isinstance(self.max_questions, int) and self.max_questions >= 1):
+            raise InterpError(f"max_questions must be None or an int >= 1, got {self.max_questions!r}")
+        if not (isinstance(self.top, int) and self.top >= 1):
+            raise InterpError(f"top must be an int >= 1, got {self.top!r}")
+
+    def settings(self) -> dict:
+        """JSON-friendly settings (questions summarised by count)."""
+        out = super().settings()
+        qs = out.pop("questions")
+        out["questions"] = "shipped mcq" if qs is None else f"{len(qs)} questions"
+        return out
 
 
-def shipped_questions(task: str = "mcq") -> tuple[Question, ...]:
-    """Every item (all splits) of a shipped multiple-choice task."""
-    from interp.analyses.calibration import load_task
-
-    t = load_task(task)
-    if t.kind != "multiple_choice":
-        raise InterpError(f"task '{task}' is not multiple choice (kind {t.kind!r}): use mcq or a questions JSONL file")
-    return tuple(Question(i.id, i.prompt, len(t.choices), i.answer) for i in t.items)
-
-
-def option_anchors(prompt: str, n_options: int, anchor: str = "newline") -> list[int]:
-    """Character offsets of each option's anchor in ``prompt``.
-
-    Args:
-        anchor: "newline" (the line break ending option i's line) or "label" (its letter).
-
-    Raises:
-        InterpError: when the prompt lacks the "L. option" lines.
-    """
-    out = []
-    start = 0
-    for i in range(n_options):
-        m = re.compile(rf"(?m)^{LETTERS[i]}\. [^\n]*\n").search(prompt, start)
-        if m is None:
-            raise InterpError(
-                f"prompt has no line starting with '{LETTERS[i]}. ' ending in a newline: options must be on their "
-                "own lines (A. ...\\nB. ...\\n)"
-            )
-        out.append(m.end() - 1 if anchor == "newline" else m.start())
-        start = m.end()
-    return out
-
-
-def _token_positions(tokenizer, prompt: str, chars: Sequence[int]) -> tuple[list[int], list[int]]:
-    """(token ids, index of the token covering each character offset)."""
-    enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
-    spans = enc["offset_mapping"]
-    pos = []
-    for c in chars:
-        hit = [t for t, (a, b) in enumerate(spans) if a <= c < b]
-        if not hit:
-            raise InterpError(f"no token covers character {c} of the prompt: the tokenizer's offsets do not match")
-        pos.append(hit[0])
-    return list(enc["input_ids"]), pos
-
-
-def head_predictions(scores: Tensor) -> Tensor:
+def head_predictions(scores: Float[Tensor, "*heads option"]) -> Int[Tensor, "*heads"]:
     """Argmax over options (ties: the first option).
 
     Args:
@@ -158,66 +89,10 @@ def head_predictions(scores: Tensor) -> Tensor:
     return scores.argmax(-1)
 
 
-def option_scores(lm, input_ids: Tensor, positions: Sequence[int], layers: Sequence[int], backend: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
-    """QK-scores and attention scores of the final query on the option anchors, every head.
-
-    Args:
-        input_ids: [1, pos] one prompt.
-        positions: token index of each option's anchor.
-
-    Returns:
-        (qk [layer index, head, option] q_N . k_t (float64), attn [layer index, head, option]
-        A_{N, t}, logits [vocab] at the final position).
-    """
-    from interp.analyses._streaming import stream_layers
-    from interp.kernels import attention_stats
-
-    index = {layer: i for i, layer in enumerate(layers)}
-    qk = torch.zeros(len(layers), lm.arch.n_heads, len(positions), dtype=torch.float64)
-    at = torch.zeros_like(qk)
-    targets = torch.tensor([[list(positions)]], device=lm.device)  # [batch 1, row 1, n_options]
-
-    def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
-        kw = lm.attention_kwargs(layer)
-        st = attention_stats(q, k, **kw, query_rows=[q.shape[2] - 1], columns=False, targets=targets, backend=backend)
-        qk[index[layer]] = st.target_score[0, :, 0].double().cpu() / kw["scale"]
-        at[index[layer]] = st.target[0, :, 0].double().cpu()
-
-    logits = stream_layers(lm, input_ids.to(lm.device), layers, on_layer, full=True)
-    return qk, at, logits[0, -1].float().cpu()
-
-
-@dataclass(frozen=True)
-class SelectCopyConfig:
-    """Settings of `score_select_copy`.
-
-    Attributes:
-        questions: the questions; None = the shipped mcq task (all 60 items).
-        max_questions: score only the first this many; None = all.
-        anchor: "newline" (paper) or "label".
-        layers: layers to score; None = all.
-        backend: `interp.kernels.attention_stats` backend.
-    """
-
-    questions: Optional[tuple[Question, ...]] = None  # None: shipped mcq
-    max_questions: Optional[int] = None
-    anchor: str = "newline"  # Tulchinskii et al. 2024
-    layers: Optional[tuple[int, ...]] = None
-    backend: str = "auto"
-
-    def validate(self) -> None:
-        if self.anchor not in ("newline", "label"):
-            raise InterpError(f"anchor must be 'newline' or 'label', got {self.anchor!r}")
-        if self.questions is not None and not self.questions:
-            raise InterpError("no questions given: pass at least one, or questions=None for the shipped mcq task")
-        if self.max_questions is not None and not (isinstance(self.max_questions, int) and self.max_questions >= 1):
-            raise InterpError(f"max_questions must be None or an int >= 1, got {self.max_questions!r}")
-
-    def settings(self) -> dict:
-        out = asdict(self)
-        qs = out.pop("questions")
-        out["questions"] = "shipped mcq" if qs is None else f"{len(qs)} questions"
-        return out
+def answer_margin(scores: Float[Tensor, "*heads option"], answer: int) -> Float[Tensor, "*heads"]:
+    """Score of the answer minus the best other option's ([...]; > 0: the head picks the answer)."""
+    others = torch.cat([scores[..., :answer], scores[..., answer + 1 :]], -1)
+    return scores[..., answer] - others.max(-1).values
 
 
 @dataclass(frozen=True)
@@ -289,7 +164,13 @@ class SelectCopyResult:
             }
         )
 
-    def summary(self, n: int = 5) -> dict:
+    def questions_dataframe(self) -> pd.DataFrame:
+        """questions.csv: question, model_correct."""
+        return pd.DataFrame({"question": self.question_ids, "model_correct": self.model_correct})
+
+    def summary(self, n: Optional[int] = None) -> dict:
+        """Headline numbers; the best ``n`` heads (default ``config.top``) by each score."""
+        n = self.config.top if n is None else n
         return {
             "n_questions": self.n_questions,
             "chance": 1 / self.n_options,
@@ -300,44 +181,32 @@ class SelectCopyResult:
         }
 
 
-def score_select_copy(lm, config: SelectCopyConfig = SelectCopyConfig(), *, progress: bool = False) -> SelectCopyResult:
-    """QK-score and attention-score accuracy of every head on multiple-choice questions.
+def combine(
+    config: SelectCopyConfig,
+    model: str,
+    layers: Sequence[int],
+    n_heads: int,
+    questions: Sequence[Question],
+    records: Sequence[Mapping],
+) -> SelectCopyResult:
+    """Per-question option scores -> per-head correctness.
 
-    One full forward pass per question (the logits give the model's own answer); each layer's
-    statistics are the target-key statistic of the final row on the option anchors.
-
-    Raises:
-        InterpError: bad settings, questions with differing option counts, prompts without option lines.
+    Args:
+        questions: the scored questions (one option count).
+        records: per question, in order, ``{"qk": [layer index][head][option] q_N . k_t,
+            "attn": [...] A_{N, t}, "choice": the model's letter (option index)}``.
     """
-    from interp.hooks import check_layers
-
-    config.validate()
-    if getattr(lm, "tokenizer", None) is None:
-        raise InterpError("select-and-copy scoring needs the model's tokenizer: load the model with interp.load_model")
-    layers = check_layers(lm, config.layers)
-    questions = config.questions if config.questions is not None else shipped_questions()
-    questions = questions[: config.max_questions] if config.max_questions else questions
-    n_opt = {q.n_options for q in questions}
-    if len(n_opt) != 1:
-        raise InterpError(f"questions have different numbers of options {sorted(n_opt)}: give every question the same number")
-    n_options = n_opt.pop()
-    letters = []
-    for i in range(n_options):
-        ids = lm.tokenizer(f" {LETTERS[i]}", add_special_tokens=False).input_ids
-        letters.append(ids[-1])
-    shape = (len(questions), len(layers), lm.arch.n_heads)
+    shape = (len(questions), len(layers), n_heads)
     qk_ok, at_ok, margin = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape)
     model_ok = np.zeros(len(questions), bool)
-    for qi, q in enumerate(questions):
-        ids, pos = _token_positions(lm.tokenizer, q.prompt, option_anchors(q.prompt, n_options, config.anchor))
-        lm.check_length(len(ids))
-        qk, at, last = option_scores(lm, torch.tensor([ids]), pos, layers, config.backend)
+    for qi, (q, rec) in enumerate(zip(questions, records)):
+        qk = torch.tensor(rec["qk"], dtype=torch.float64)
+        at = torch.tensor(rec["attn"], dtype=torch.float64)
         qk_ok[qi] = head_predictions(qk).numpy() == q.answer
         at_ok[qi] = head_predictions(at).numpy() == q.answer
-        others = torch.cat([qk[..., : q.answer], qk[..., q.answer + 1 :]], -1)
-        margin[qi] = (qk[..., q.answer] - others.max(-1).values).numpy()
-        model_ok[qi] = int(last[letters].argmax()) == q.answer
+        margin[qi] = answer_margin(qk, q.answer).numpy()
+        model_ok[qi] = int(rec["choice"]) == q.answer
+    n_options = questions[0].n_options if questions else 0
     return SelectCopyResult(
-        config, lm.name, tuple(layers), lm.arch.n_heads, tuple(q.id for q in questions), n_options,
-        qk_ok, at_ok, model_ok, margin,
-    )  # fmt: skip
+        config, model, tuple(layers), n_heads, tuple(q.id for q in questions), n_options, qk_ok, at_ok, model_ok, margin
+    )

@@ -9,6 +9,10 @@ raises `InterpError` on a bad file with the line to fix:
   their answers (IOI and Colored Objects generators, users' pairs files).
 - `choices`: choice sets, labelled prompts answered by one of a few choices (the calibrations' "--task").
 - `prompts`: prompt files, questions with an optional response to score (preplan and anchor).
+- `random_tokens`: repeated random tokens (the head detectors' induction probe).
+- `questions`: multiple-choice questions with one option per line (select-and-copy heads).
+- `documents`: document-retrieval samples, documents and a query with its gold document (QRHead).
+- `head_lists`: ranked heads from an earlier run's heads.csv (AttentionInfluence).
 """
 
 from interp.datasets.texts import TEXT_SEPARATOR, default_texts, read_texts, split_texts, texts_digest
@@ -29,3 +33,10 @@ from interp.datasets.choices import ChoiceItem, ChoiceSet, available_choice_sets
 from interp.datasets.prompts import Prompt, default_prompts, load_prompts
 
 __all__ += ["ChoiceItem", "ChoiceSet", "available_choice_sets", "load_choices", "Prompt", "default_prompts", "load_prompts"]
+
+from interp.datasets.documents import QRSample, build_prompt, read_samples, shipped_samples
+from interp.datasets.head_lists import read_heads
+from interp.datasets.questions import Question, format_prompt, option_anchors, read_questions, shipped_questions
+from interp.datasets.random_tokens import repeated_random_tokens
+
+__all__ += ["QRSample", "build_prompt", "read_samples", "shipped_samples", "read_heads", "Question", "format_prompt", "option_anchors", "read_questions", "shipped_questions", "repeated_random_tokens"]

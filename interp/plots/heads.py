@@ -1,18 +1,25 @@
-"""Figures of the head analyses (`interp.analyses.heads`, `select_copy`, `qr_heads`, `influence`).
+"""Figures of the head experiments (`interp.experiments.heads`, `select_copy`, `qr_heads`, `influence`).
 
 Each function takes a result object and returns a plotly Figure; none takes a model.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp.analyses.heads import HeadResult
+from interp.analyses.influence import InfluenceResult
+from interp.analyses.qr_heads import QRResult
+from interp.analyses.select_copy import SelectCopyResult
+
 __all__ = ["detector_figure", "select_copy_figure", "qr_heads_figure", "influence_figure"]
 
 
-def _grid_trace(z: np.ndarray, layers, name: str, coloraxis: str) -> go.Heatmap:
+def _grid_trace(z: np.ndarray, layers: tuple[int, ...], name: str, coloraxis: str) -> go.Heatmap:
     text = [[f"layer {l} head {h}<br>{name}: {z[i, h]:.3f}" for h in range(z.shape[1])] for i, l in enumerate(layers)]
     return go.Heatmap(
         z=z, x=list(range(z.shape[1])), y=list(layers), text=text, hovertemplate="%{text}<extra></extra>",
@@ -20,11 +27,11 @@ def _grid_trace(z: np.ndarray, layers, name: str, coloraxis: str) -> go.Heatmap:
     )  # fmt: skip
 
 
-def detector_figure(result, source: str | None = None) -> go.Figure:
+def detector_figure(result: HeadResult, source: Optional[str] = None) -> go.Figure:
     """One layer x head heatmap per detector (previous, duplicate, induction), shared 0-1 colour scale.
 
     Args:
-        result: `interp.analyses.heads.HeadResult`.
+        result: `interp.analyses.heads.HeadResult` (from `interp.experiments.heads`).
         source: "random" or "text" (default: the result's first source).
     """
     source = source or result.sources[0]
@@ -42,7 +49,7 @@ def detector_figure(result, source: str | None = None) -> go.Figure:
     return fig
 
 
-def select_copy_figure(result) -> go.Figure:
+def select_copy_figure(result: SelectCopyResult) -> go.Figure:
     """Accuracy of every head's argmax over options, by QK-score and by attention score.
 
     Args:
@@ -64,7 +71,7 @@ def select_copy_figure(result) -> go.Figure:
     return fig
 
 
-def qr_heads_figure(result) -> go.Figure:
+def qr_heads_figure(result: QRResult) -> go.Figure:
     """QRHead score (query-to-gold-document mass, null query subtracted) of every head.
 
     Args:
@@ -82,7 +89,7 @@ def qr_heads_figure(result) -> go.Figure:
     return fig
 
 
-def influence_figure(result) -> go.Figure:
+def influence_figure(result: InfluenceResult) -> go.Figure:
     """AttentionInfluence of each text (sorted), with base and masked loss on hover.
 
     Args:

@@ -9,13 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.analyses.heads import HeadConfig, repeated_random_tokens, score_heads
+from interp.analyses.heads import HeadConfig
+from interp.datasets.random_tokens import repeated_random_tokens
+from interp.experiments.heads import run
 from interp.hooks import capture
 
 
 def test_induction_and_previous_token_heads(embedded):
     lm = embedded
-    result = score_heads(lm, HeadConfig(n_seqs=2, length=32, seed=3))
+    result = run(lm, HeadConfig(n_seqs=2, length=32, seed=3))
     (il, ih, iscore), = result.top("induction", 1)
     (pl, ph, pscore), = result.top("previous", 1)
     assert iscore > 0.5 and 12 <= il <= 22, (il, ih, iscore)  # measured: L18H6 0.89 (8 x 64 tokens)

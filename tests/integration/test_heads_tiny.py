@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from interp.analyses.heads import HeadConfig, repeated_random_tokens, score_heads
+from interp.analyses.heads import HeadConfig
+from interp.datasets.random_tokens import repeated_random_tokens
+from interp.experiments.heads import run
 from interp.errors import InterpError
 from interp.hooks import capture
 
@@ -14,7 +16,7 @@ from interp.hooks import capture
 def test_scores_match_float64(tiny_lm):
     lm = tiny_lm
     config = HeadConfig(n_seqs=3, length=12, seed=4, backend="torch")
-    result = score_heads(lm, config)
+    result = run(lm, config)
     ids = repeated_random_tokens(3, 12, 97, seed=4)  # no tokenizer: vocab from the embedding, no first token
     with capture(lm, keep=("q", "k")) as cap:
         lm.forward(ids)
@@ -40,4 +42,4 @@ def test_scores_match_float64(tiny_lm):
 
 def test_layers_out_of_range(tiny_lm):
     with pytest.raises(InterpError, match="out of range"):
-        score_heads(tiny_lm, HeadConfig(n_seqs=1, length=4, layers=(99,)))
+        run(tiny_lm, HeadConfig(n_seqs=1, length=4, layers=(99,)))

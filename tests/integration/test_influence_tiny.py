@@ -1,4 +1,5 @@
-"""AttentionInfluence on tiny random Llamas: base loss by hand in float64; uniform heads change the loss."""
+"""AttentionInfluence on tiny random Llamas: base loss by hand in float64; uniform heads change the loss;
+the runner resumes finished texts and checks heads against the model."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from interp.analyses.influence import losses
+from interp.analyses.influence import InfluenceConfig
 from interp.errors import InterpError
+from interp.experiments import Store
+from interp.experiments.influence import losses, run
 
 
 def test_losses(tiny_lm):
@@ -24,21 +27,44 @@ def test_losses(tiny_lm):
     assert np.allclose(again, base)  # edits are scoped: the base pass is unchanged afterwards
 
 
-def test_head_out_of_range(tiny_lm):
-    from interp.analyses.influence import attention_influence
+class _Tok:
+    """Each word is one token: its length + 1 (ids below the tiny vocabulary of 97)."""
 
-    class _Tok:
-        def __call__(self, text, return_tensors=None, add_special_tokens=False):
-            class _E:
-                input_ids = torch.tensor([[1, 2, 3]])
+    def __call__(self, text, return_tensors=None, add_special_tokens=False):
+        class _E:
+            input_ids = torch.tensor([[min(len(w), 90) + 1 for w in text.split()]])
 
-            return _E()
+        return _E()
 
+
+def test_run_equals_losses_and_resumes(tiny_lm, tmp_path):
+    lm = tiny_lm
+    lm.tokenizer = _Tok()
+    texts = ("a bb ccc dddd e ff ggg", "one two three four five six seven eight nine", "x yy zzz")
+    config = InfluenceConfig(heads=((2, 1), (1, 0), (0, 0)), k=2, texts=texts, max_tokens=6)
+    result = run(lm, config, Store(tmp_path / "run"))
+    assert result.heads == ((2, 1), (1, 0))  # the first k
+    ids = [lm.encode(t)[:, :6] for t in texts]
+    base, masked = losses(lm, ids, [(2, 1), (1, 0)])
+    assert np.allclose(result.base_loss, base, rtol=1e-12) and np.allclose(result.masked_loss, masked, rtol=1e-12)
+    assert result.n_tokens.tolist() == [6, 6, 3] and result.labels[1] == "one two three four five six seven eight nine"
+    assert np.allclose(result.influence, (masked - base) / base)
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a resumed run must not run the model again")
+
+    lm.forward = no_forward
+    again = run(lm, config, Store(tmp_path / "run"))
+    assert np.array_equal(again.base_loss, result.base_loss) and np.array_equal(again.masked_loss, result.masked_loss)
+
+
+def test_head_out_of_range_and_bad_texts(tiny_lm):
     lm = tiny_lm
     lm.tokenizer = _Tok()
     with pytest.raises(InterpError, match="head 1.99 out of range"):
-        attention_influence(lm, ["some text"], [(1, 99)])
+        run(lm, InfluenceConfig(heads=((1, 99),), texts=("some text",)))
     with pytest.raises(InterpError, match="text 2 is empty"):
-        attention_influence(lm, ["some text", "  "], [(1, 0)])
+        InfluenceConfig(heads=((1, 0),), texts=("some text", "  "))
     with pytest.raises(InterpError, match="no texts"):
-        attention_influence(lm, [], [(1, 0)])
+        InfluenceConfig(heads=((1, 0),), texts=())
+    with pytest.raises(InterpError, match="text 1 has 1 token"):
+        run(lm, InfluenceConfig(heads=((1, 0),), texts=("single",)))

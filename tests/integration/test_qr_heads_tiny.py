@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.analyses.qr_heads import _doc_mass
+from interp.experiments.qr_heads import document_mass
 from interp.hooks import capture
 
 
@@ -16,7 +16,7 @@ def test_doc_mass_matches_float64(tiny_lm):
     seg = [-1] * 3 + [0] * 8 + [-1] * 2 + [1] * 6 + [-1] + [2] * 9 + [-1] * 11
     rows = list(range(31, 38))
     layers = list(range(lm.arch.n_layers))
-    got = _doc_mass(lm, ids, seg, rows, 3, layers, backend="torch")
+    got = document_mass(lm, ids, seg, rows, 3, layers, backend="torch")
     with capture(lm, keep=("q", "k")) as cap:
         lm.forward(torch.tensor([ids]))
     group = lm.arch.n_heads // lm.arch.n_kv_heads

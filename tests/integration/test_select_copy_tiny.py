@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.analyses.select_copy import option_scores
+from interp.experiments.select_copy import option_scores
 from interp.hooks import capture
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from interp.analyses.heads import HeadConfig, expected_keys, parse_kinds, repeated_random_tokens, row_scores
+from interp.analyses.heads import HeadConfig, combine, detector_targets, expected_keys, kind_sums, parse_kinds, row_scores
+from interp.datasets.random_tokens import repeated_random_tokens
 from interp.errors import InterpError
 
 
@@ -62,10 +64,45 @@ def test_bad_input():
         parse_kinds("")
     assert parse_kinds("induction, previous") == ("previous", "induction")
     with pytest.raises(InterpError, match="empty"):
-        HeadConfig(texts=()).validate()
+        HeadConfig(texts=())
     with pytest.raises(InterpError, match="empty"):
-        HeadConfig(texts=("ok", "  ")).validate()
+        HeadConfig(texts=("ok", "  "))
     with pytest.raises(InterpError, match="nothing to score"):
-        HeadConfig(random=False).validate()
+        HeadConfig(random=False)
     with pytest.raises(InterpError, match="distinct tokens"):
         repeated_random_tokens(1, 10, vocab=8)
+
+
+def test_config_normalises_kinds_and_serialises():
+    cfg = HeadConfig(kinds=("induction", "previous"), layers=(3, 1), texts=("a b", "c"))
+    assert cfg.kinds == ("previous", "induction") and cfg.layers == (3, 1) and cfg.sources == ("random", "text")
+    assert cfg.settings()["texts"] == "2 texts, 4 chars" and cfg.settings()["kinds"] == ["previous", "induction"]
+    with pytest.raises(InterpError, match="n_seqs must be an int >= 1"):
+        HeadConfig(n_seqs=0)
+
+
+def test_detector_targets_concatenate_kinds_and_count_rows():
+    ids = torch.tensor([[5, 6, 5, 6], [1, 2, 3, 4]])
+    targets, widths, rows = detector_targets(ids, ("previous", "induction"), max_targets=2)
+    assert targets.shape == (2, 4, 3) and widths == (1, 2)
+    assert targets[0, :, 0].tolist() == [-1, 0, 1, 2]  # previous token
+    assert targets[0, 2, 1:].tolist() == [1, -1] and targets[0, 3, 1:].tolist() == [2, -1]  # token after the earlier copy
+    assert rows == (2 * 3, 2)  # previous: every row but the first; induction: the two repeats of sequence 0
+
+
+def test_kind_sums_and_combine_average_over_rows_with_keys():
+    # [batch 1, head 2, pos 3, slots 1 (previous) + 2 (induction)]; NaN = empty slot
+    nan = float("nan")
+    target = torch.tensor(
+        [[[[nan, nan, nan], [0.5, 0.2, nan], [0.25, 0.1, 0.3]], [[nan, nan, nan], [1.0, nan, nan], [0.0, nan, nan]]]]
+    )
+    sums = kind_sums(target, (1, 2))
+    assert np.allclose(sums, [[0.75, 1.0], [0.6, 0.0]])  # [kind, head]
+    cfg = HeadConfig(kinds=("previous", "induction"), texts=("x",))
+    rec = {"sums": [sums.tolist()], "rows": [2, 2]}  # one layer
+    result = combine(cfg, "m", (4,), 2, {"random": [rec], "text": [rec, rec]})
+    assert result.sources == ("random", "text") and result.n_rows.tolist() == [[2, 2], [4, 4]]
+    assert np.allclose(result.grid("previous"), [[0.375, 0.5]]) and np.allclose(result.grid("induction", "text"), [[0.3, 0.0]])
+    assert result.top("previous", 1) == [(4, 1, 0.5)]
+    df = result.to_dataframe()
+    assert len(df) == 2 * 2 * 2 and set(df.columns) == {"source", "kind", "layer", "head", "score", "n_rows"}

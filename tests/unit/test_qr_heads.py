@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from interp.analyses.qr_heads import build_prompt, qr_scores, read_samples, shipped_samples
+from interp.analyses.qr_heads import QRConfig, combine, qr_scores, sample_scores
+from interp.datasets.documents import QRSample, build_prompt, read_samples, shipped_samples
 from interp.errors import InterpError
 
 
@@ -59,3 +61,25 @@ def test_shipped_set_and_empty_file(tmp_path):
     (tmp_path / "e.jsonl").write_text("\n")
     with pytest.raises(InterpError, match="no samples"):
         read_samples(tmp_path / "e.jsonl")
+
+
+def test_sample_scores_calibrate_against_the_null_query():
+    m = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.4]], dtype=torch.float64)  # [head, doc]
+    null = torch.tensor([[0.6, 0.1, 0.1], [0.1, 0.1, 0.1]], dtype=torch.float64)
+    gold, ok, raw = sample_scores(m, null, 1)
+    assert torch.allclose(gold, torch.tensor([0.2, 0.1], dtype=torch.float64))
+    assert ok.tolist() == [True, False] and torch.equal(raw, m[:, 1])  # head 0: s = (-0.1, 0.2, 0.1)
+    gold, ok, _ = sample_scores(m, None, 1)
+    assert torch.equal(gold, m[:, 1]) and ok.tolist() == [False, False]
+
+
+def test_combine_averages_samples():
+    samples = [QRSample("a", "q", ("x", "y"), 0), QRSample("b", "q", ("x", "y"), 1)]
+    recs = [
+        {"mass": [[[0.6, 0.2]]], "null": [[[0.2, 0.2]]]},  # one layer, one head
+        {"mass": [[[0.3, 0.5]]], "null": [[[0.1, 0.1]]]},
+    ]
+    r = combine(QRConfig(), "m", (9,), 1, samples, recs)
+    assert np.allclose(r.scores, [[(0.4 + 0.4) / 2]]) and r.accuracy.tolist() == [[1.0]]
+    assert np.allclose(r.raw_gold[:, 0, 0], [0.6, 0.5]) and r.top(1)[0][:2] == (9, 0)
+    assert r.summary()["n_samples"] == 2 and len(r.to_dataframe()) == 1

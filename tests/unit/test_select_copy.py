@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from interp.analyses.select_copy import format_prompt, head_predictions, option_anchors, read_questions, shipped_questions
+from interp.analyses.select_copy import answer_margin, combine, head_predictions
+from interp.datasets.questions import (
+    Question, anchor_tokens, format_prompt, option_anchors, option_count, read_questions, shipped_questions,
+)  # fmt: skip
 from interp.errors import InterpError
 
 
@@ -84,3 +88,34 @@ def test_chance_best_grows_with_fewer_questions():
 
     few, many = result(20).chance_best(), result(2000).chance_best()
     assert 0.25 < many < 0.30 < few < 0.7  # 270 chance heads: the best is far above 0.25 on 20 questions
+
+
+def test_anchor_tokens_map_characters_through_offsets():
+    offsets = [(0, 3), (3, 4), (4, 9), (9, 10), (10, 10)]  # an empty span covers nothing
+    assert anchor_tokens(offsets, [0, 3, 8, 9]) == [0, 1, 2, 3]
+    with pytest.raises(InterpError, match="no token covers character 10"):
+        anchor_tokens(offsets, [10])
+
+
+def test_option_count_needs_one_count():
+    q = lambda n: Question("x", "p", n, 0)  # noqa: E731
+    assert option_count([q(4), q(4)]) == 4
+    with pytest.raises(InterpError, match="different numbers of options"):
+        option_count([q(4), q(3)])
+
+
+def test_answer_margin_and_combine():
+    s = torch.tensor([[0.1, 0.5, 0.2], [2.0, -1.0, 0.0]], dtype=torch.float64)
+    assert torch.allclose(answer_margin(s, 1), torch.tensor([0.3, -3.0], dtype=torch.float64))
+    qs = [Question("a", "p", 3, 1), Question("b", "p", 3, 0)]
+    rec = {"qk": [s.tolist()], "attn": [[[0.0, 0.1, 0.2], [0.3, 0.2, 0.1]]], "choice": 1}  # one layer, two heads
+    from interp.analyses.select_copy import SelectCopyConfig
+
+    r = combine(SelectCopyConfig(), "m", (7,), 2, qs, [rec, rec])
+    assert r.qk_correct[:, 0].tolist() == [[True, False], [False, True]]
+    assert r.attn_correct[:, 0].tolist() == [[False, False], [False, True]]
+    assert r.model_correct.tolist() == [True, False] and r.n_options == 3
+    assert np.allclose(r.qk_accuracy, [[0.5, 0.5]]) and r.top(1, "attn") == [(7, 1, 0.5)]
+    assert np.allclose(r.qk_margin[1, 0], [0.1 - 0.5, 2.0 - 0.0])
+    assert r.questions_dataframe().model_correct.tolist() == [True, False]
+    assert len(r.summary()["top_qk"]) == 2 and len(r.summary(1)["top_qk"]) == 1
