@@ -6,7 +6,7 @@ Two sweeps, the ones transformer-lens ships as `get_act_patch_attn_head_out_all_
 - head_out by head: each head's output z over all positions, one patch per (layer, head);
 - resid_pre by position: the residual stream entering each layer, one patch per (layer, pos).
 
-Ours is `interp.analyses.patching.activation_patching` on the HF model (many patches per forward
+Ours is `interp.experiments.patching.activation_patching` on the HF model (many patches per forward
 pass, logits at the answer position only, patches that copy values equal to the corrupted ones
 skipped, the corrupted run's keys and values reused for the positions before the earliest
 difference). Theirs is `transformer_lens.patching.generic_activation_patch` with the same setters
@@ -78,9 +78,10 @@ def main(argv=None) -> int:
     from transformer_lens import patching as tlp
 
     import interp
-    from interp.analyses.patching import activation_patching, logit_diff, target_index
-    from interp.analyses.tasks import IOIConfig, ioi
-    from interp.commands.patching import parse_layers
+    from interp.analyses.patching import logit_diff, target_index
+    from interp.datasets.ioi import IOIConfig, ioi
+    from interp.experiments.flags import parse_layers
+    from interp.experiments.patching import activation_patching
 
     started = time.perf_counter()
     load_start = os.getloadavg()
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     rows = []
     for name in sweeps:
         target, by_pos, act_name, setter_name, cols = SWEEPS[name]
-        site, index, *_ = target_index(hf, target, batch.n_pos, by_pos=by_pos, layers=layers)
+        site, index, *_ = target_index(hf.arch, target, batch.n_pos, by_pos=by_pos, layers=layers)
         with _Clock() as ours_t, torch.no_grad():
             ours = activation_patching(
                 hf, batch.clean, batch.corrupt, site, index, metric, batch_rows=args.batch_rows, progress=False

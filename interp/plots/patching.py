@@ -7,9 +7,12 @@ the other way), so negative heads stand out as much as positive ones.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import plotly.graph_objects as go
 
+from interp.analyses.patching import CircuitOverlap, PatchResult
 from interp.plots.common import head_grid
 
 __all__ = ["patch_figure", "position_heatmap", "overlap_figure", "figures_html"]
@@ -31,18 +34,18 @@ def _limit(values: np.ndarray) -> float:
     return float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
 
 
-def _label(result) -> str:
+def _label(result: PatchResult) -> str:
     return "score" if result.metric == "score" else result.metric
 
 
-def _title(result, what: str) -> str:
+def _title(result: PatchResult, what: str) -> str:
     base = result.baseline
     acc = f"; clean accuracy {base.clean_accuracy:.0%}, LD clean {base.clean_logit_diff:.2f} / corrupt {base.corrupt_logit_diff:.2f}" if base else ""
     corr = f"; r(attribution, activation) = {result.correlation:.2f}" if result.correlation is not None and np.isfinite(result.correlation) else ""
     return f"{result.task}: {result.method} patching of {result.target} {what}{acc}{corr}"
 
 
-def _pos_grid(values: np.ndarray, labels, *, title: str, colorbar: str, zmax: float) -> go.Figure:
+def _pos_grid(values: np.ndarray, labels: Sequence[str], *, title: str, colorbar: str, zmax: float) -> go.Figure:
     """Heatmap of a [layer, pos] array with the position labels on the x axis."""
     n_layers, n_pos = values.shape
     ticks = [f"{p}: {labels[p]}" if labels else str(p) for p in range(n_pos)]
@@ -61,7 +64,7 @@ def _pos_grid(values: np.ndarray, labels, *, title: str, colorbar: str, zmax: fl
     return fig
 
 
-def patch_figure(result) -> go.Figure:
+def patch_figure(result: PatchResult) -> go.Figure:
     """The main heatmap of a patching result.
 
     - head targets over all positions: layer x head;
@@ -87,7 +90,7 @@ def patch_figure(result) -> go.Figure:
     return _pos_grid(s[:, None], ["all positions"], title=_title(result, "(per layer, all positions)"), colorbar=label, zmax=zmax)
 
 
-def position_heatmap(result) -> go.Figure:
+def position_heatmap(result: PatchResult) -> go.Figure:
     """Layer x position heatmap; for head targets by position, the head with the largest |score|.
 
     Raises:
@@ -103,7 +106,7 @@ def position_heatmap(result) -> go.Figure:
     return _pos_grid(grid, result.pos_labels, title=_title(result, what), colorbar=_label(result), zmax=_limit(s))
 
 
-def overlap_figure(overlap, scores_a: np.ndarray, scores_b: np.ndarray) -> go.Figure:
+def overlap_figure(overlap: CircuitOverlap, scores_a: np.ndarray, scores_b: np.ndarray) -> go.Figure:
     """Layer x head map of two circuits: 1 = only in A, 2 = only in B, 3 = in both.
 
     Args:
@@ -123,12 +126,12 @@ def overlap_figure(overlap, scores_a: np.ndarray, scores_b: np.ndarray) -> go.Fi
         np.where(code > 0, code, np.nan), title=(
             f"top-{overlap.top} circuits: {len(overlap.shared)} shared heads "
             f"({overlap.share:.0%} of the circuit, Jaccard {overlap.jaccard:.2f})"
-        ), colorbar="1 A, 2 B, 3 both", hover=hover, zmin=1, zmax=3, colorscale="Portland",
+        ), colorbar="1 A, 2 B, 3 both", hover=hover, zmin=1.0, zmax=3.0, colorscale="Portland",
     )
     return fig
 
 
-def figures_html(figures, title: str = "interp") -> str:
+def figures_html(figures: Sequence[go.Figure], title: str = "interp") -> str:
     """One self-contained HTML page holding several figures (plotly.js embedded once)."""
     parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}) for i, fig in enumerate(figures)]
     body = "\n".join(f"<div>{p}</div>" for p in parts)

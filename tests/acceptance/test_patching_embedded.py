@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from interp.analyses.patching import patch_task, task_baseline, top_heads
-from interp.analyses.tasks import ColoredObjectsConfig, IOIConfig, colored_objects, ioi
+from interp.analyses.patching import top_heads
+from interp.datasets.colored_objects import ColoredObjectsConfig, colored_objects
+from interp.datasets.ioi import IOIConfig, ioi
+from interp.experiments.patching import patch_task, task_baseline
 
 pytestmark = pytest.mark.slow
 

@@ -7,17 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.analyses.patching import (
-    activation_patching,
-    attribution_patching,
-    logit_diff,
-    make_metric,
-    patch_task,
-    path_patching,
-    target_index,
-    task_baseline,
-)
-from interp.analyses.tasks import TaskBatch
+from interp.analyses.patching import logit_diff, make_metric, target_index
+from interp.datasets.tasks import TaskBatch
+from interp.experiments.patching import activation_patching, attribution_patching, patch_task, path_patching, task_baseline
 from interp.hooks import Edit, capture, intervene
 from interp.models import wrap_model
 
@@ -93,7 +85,7 @@ def _slow_patch(lm, b, site, layer, head, pos):
     "target,by_pos", [("head_out", True), ("q", False), ("k", True), ("v", False), ("resid_pre", True), ("mlp_out", False)]
 )
 def test_batched_patching_equals_slow_loop(lm64, batch, target, by_pos):
-    site, index, *_ = target_index(lm64, target, batch.n_pos, by_pos=by_pos, layers=[0, 2])
+    site, index, *_ = target_index(lm64.arch, target, batch.n_pos, by_pos=by_pos, layers=[0, 2])
     # 5 copies of the 3 prompts per pass: several passes and a partial last one
     got = activation_patching(lm64, batch.clean, batch.corrupt, site, index, _ld(batch), batch_rows=15, progress=False)
     pick = torch.linspace(0, len(index) - 1, 4).long()  # a spread of patches, checked one forward each
@@ -120,7 +112,7 @@ def test_every_patch_equals_slow_loop_with_skips_and_prefix_reuse(lm64, target, 
     corrupt = clean.clone()
     corrupt[:, [5, 18, 30]] = torch.randint(0, 97, (2, 3), generator=g)
     b = TaskBatch.from_tokens(clean, corrupt, [3, 8], [11, 40])
-    site, index, *_ = target_index(lm64, target, b.n_pos, by_pos=by_pos, layers=[1])
+    site, index, *_ = target_index(lm64.arch, target, b.n_pos, by_pos=by_pos, layers=[1])
     got = activation_patching(lm64, b.clean, b.corrupt, site, index, _ld(b), batch_rows=24, progress=False)
     with capture(lm64, layers=[1], keep=(site,)) as cap:
         lm64.forward(b.clean)
@@ -165,7 +157,7 @@ def test_attribution_equals_directional_derivative(lm64, batch):
     (HF's RMSNorm computes in float32, so differences are only good to ~1e-3)."""
     base, clean_logits, corrupt_logits = task_baseline(lm64, batch)
     metric = make_metric("score", batch, clean_logits, corrupt_logits)
-    site, index, *_ = target_index(lm64, "head_out", batch.n_pos, by_pos=False, layers=[1])
+    site, index, *_ = target_index(lm64.arch, "head_out", batch.n_pos, by_pos=False, layers=[1])
     est = attribution_patching(lm64, batch.clean, batch.corrupt, site, index, metric)
     with capture(lm64, layers=[1], keep=("z",)) as cap:
         lm64.forward(batch.clean)
@@ -295,7 +287,7 @@ def test_matches_transformer_lens_patching(saved_tiny):
     import pandas as pd
     from transformer_lens import patching as tlp
 
-    from interp.analyses.tasks import IOIConfig, ioi
+    from interp.datasets.ioi import IOIConfig, ioi
 
     hf, tl = _load(saved_tiny, "hf"), _load(saved_tiny, "tl")
     b = ioi(hf.tokenizer, IOIConfig(n=3, seed=5))
@@ -364,6 +356,11 @@ def test_cli_writes_and_compares_runs(saved_tiny, tmp_path, monkeypatch, capsys)
     resid = pd.read_csv(r / "patch.csv")
     assert resid["head"].isna().all() and set(resid["layer"]) == {1} and resid["pos"].notna().all()
     capsys.readouterr()
+    # the model backend is the launch option: the TL bridge patches to the same values as HF
+    tl_out = tmp_path / "ioi-tl"
+    assert _cli(monkeypatch, "--model-backend", "tl", "patch", "ioi", "--model", saved_tiny, "--n", 2, "--out", tl_out) == 0
+    assert json.loads((tl_out / "run.json").read_text())["backend"] == "tl"
+    assert pd.read_csv(tl_out / "patch.csv")["score"].to_numpy() == pytest.approx(df["score"].to_numpy(), abs=1e-4)
     assert _cli(monkeypatch, "patch", "overlap", a, b, "--top", 3, "--out", tmp_path / "ov") == 0
     ov = json.loads((tmp_path / "ov" / "overlap.json").read_text())
     assert len(ov["heads_a"]) == 3 and ov["share"] == len(ov["shared"]) / 3
@@ -373,6 +370,7 @@ def test_cli_writes_and_compares_runs(saved_tiny, tmp_path, monkeypatch, capsys)
         (("patch", "ioi", "--method", "gradient", "--out", tmp_path / "x"), "unknown method"),
         (("patch", "overlap", a, r), "no head axis"),
         (("patch", "overlap", a, tmp_path), "no patch.csv"),
+        (("patch", "ioi", "--backend", "tl", "--out", tmp_path / "x"), "No such option"),  # now --model-backend
     ]:
         capsys.readouterr()
         assert _cli(monkeypatch, *argv) == 2, argv
@@ -513,7 +511,7 @@ def test_patching_on_windowed_models_equals_slow_loop(family, target):
     corrupt = clean.clone()
     corrupt[:, [4, 15]] = torch.randint(0, 101, (2, 2), generator=g)
     b = TaskBatch.from_tokens(clean, corrupt, [3, 8], [11, 40])
-    site, index, *_ = target_index(lm, target, b.n_pos, by_pos=True, layers=[1])
+    site, index, *_ = target_index(lm.arch, target, b.n_pos, by_pos=True, layers=[1])
     got = activation_patching(lm, b.clean, b.corrupt, site, index, _ld(b), batch_rows=8, progress=False)
     pick = [i for i, (_, _, pos) in enumerate(index.tolist()) if pos in (4, 15, 20)]
     assert pick

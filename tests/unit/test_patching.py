@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,8 +13,8 @@ from interp.analyses.patching import (
     Baseline,
     PatchConfig,
     PatchResult,
-    _evaluate,
     circuit_overlap,
+    evaluate_metric,
     head_scores,
     logit_diff,
     make_metric,
@@ -23,12 +22,11 @@ from interp.analyses.patching import (
     target_index,
     top_heads,
 )
-from interp.analyses.tasks import TaskBatch
+from interp.datasets.tasks import TaskBatch
 from interp.errors import InterpError
 from interp.models import ArchInfo
 
 ARCH = ArchInfo(n_layers=4, n_heads=6, n_kv_heads=2, d_head=8, d_model=48, n_ctx=64, scale=8**-0.5, model_type="llama")
-LM = SimpleNamespace(arch=ARCH)
 
 
 def _batch(n=5):
@@ -58,10 +56,10 @@ def test_logit_diff_and_score_and_kl():
 
 def test_metric_must_be_one_scalar_per_prompt():
     logits = torch.randn(3, 1, 7)
-    assert _evaluate(lambda x: x[:, -1, 0], logits, 3).shape == (3,)
+    assert evaluate_metric(lambda x: x[:, -1, 0], logits, 3).shape == (3,)
     for bad in (lambda x: x[:, -1], lambda x: x[:, -1, 0].mean(), lambda x: x[:2, -1, 0]):
         with pytest.raises(InterpError, match="one scalar per prompt"):
-            _evaluate(bad, logits, 3)
+            evaluate_metric(bad, logits, 3)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +74,7 @@ def test_metric_must_be_one_scalar_per_prompt():
     ],
 )
 def test_target_index(target, by_pos, rows, axes):
-    site, index, got_axes, shape, head_axis = target_index(LM, target, 5, by_pos=by_pos)
+    site, index, got_axes, shape, head_axis = target_index(ARCH, target, 5, by_pos=by_pos)
     assert len(index) == rows and got_axes == axes
     assert len(shape) == len(axes)
     assert len({tuple(r) for r in index.tolist()}) == rows  # no duplicate patches
@@ -87,9 +85,9 @@ def test_target_index(target, by_pos, rows, axes):
 
 def test_target_index_errors():
     with pytest.raises(InterpError, match="unknown target 'pattern'"):
-        target_index(LM, "pattern", 5)
+        target_index(ARCH, "pattern", 5)
     with pytest.raises(InterpError, match="out of range"):
-        target_index(LM, "q", 5, layers=[4])
+        target_index(ARCH, "q", 5, layers=[4])
     with pytest.raises(InterpError, match="unknown method"):
         PatchConfig(method="gradient").validate()
     with pytest.raises(InterpError, match="unknown target"):
@@ -187,9 +185,127 @@ def test_plots_draw_the_scores():
 
 
 def test_parse_layers():
-    from interp.commands.patching import parse_layers
+    from interp.experiments.flags import parse_layers
 
     assert parse_layers("0-2,7") == (0, 1, 2, 7)
     assert parse_layers(None) is None
     with pytest.raises(InterpError, match="--layers"):
         parse_layers("a-b")
+
+
+# --------------------------------------------------------------------------------------------
+# the pure steps of a sweep (interp.analyses.patching.plan / results), on synthetic tensors
+# --------------------------------------------------------------------------------------------
+
+
+def test_config_is_validated_when_built_and_serialises_its_settings():
+    cfg = PatchConfig(task="pairs", pairs="mine.jsonl", n=3, layers=(3, 1), position_map=True)
+    assert cfg.layers == (3, 1)
+    s = cfg.settings()
+    assert s["layers"] == [3, 1] and s["pairs"] == "mine.jsonl" and s["position_map"] is True
+    assert "progress" not in s  # progress bars are the runner's, not a setting
+    for bad, message in [({"task": "ioi2"}, "unknown task 'ioi2'"), ({"metric": "acc"}, "unknown metric"),
+                         ({"batch_rows": 0}, "batch_rows = 0"), ({"n": 0}, "at least one prompt"), ({"layers": ()}, "no layers")]:
+        with pytest.raises(InterpError, match=message):
+            PatchConfig(**bad)
+
+
+def test_first_difference_finds_the_first_changed_position():
+    from interp.analyses.patching import first_difference
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(2, 3, 6, 4, generator=g)  # [batch, head, pos, d_head]
+    corrupt = clean.clone()
+    corrupt[1, 2, 4] += 1.0  # head 2 differs at position 4 in one prompt
+    assert first_difference(clean, corrupt, 2, -1, True) == 4
+    assert first_difference(clean, corrupt, 0, -1, True) == 6  # head 0 copies only equal values: a no-op
+    assert first_difference(clean, corrupt, -1, -1, True) == 4
+    assert first_difference(clean, corrupt, 2, 4, True) == 4 and first_difference(clean, corrupt, 2, 3, True) == 6
+    resid_clean, resid_corrupt = clean[:, 0], clean[:, 0].clone()  # [batch, pos, d_model]
+    resid_corrupt[0, 1, 0] = 7.0
+    assert first_difference(resid_clean, resid_corrupt, -1, -1, False) == 1
+    assert first_difference(resid_clean, resid_corrupt, -1, 5, False) == 6
+
+
+def test_plan_passes_covers_every_patch_once_in_position_order():
+    from interp.analyses.patching import plan_passes
+
+    pos = torch.tensor([5, 0, 3, 3, 0, 5, 1])
+    full = plan_passes(pos, 3, n=2, n_pos=8, reuse=False)
+    assert [len(p) for p in full] == [3, 3, 1]  # without reuse every pass is full
+    order = torch.cat(full).tolist()
+    assert sorted(order) == list(range(7))
+    assert [int(pos[i]) for i in order] == sorted(pos.tolist())  # in order of first changed position
+    # with reuse a pass closes at a change of position once it holds min_tokens of work
+    # (2 prompts x 8 positions = 32 tokens close the position-0 pass; patch 6 alone at position 1
+    # holds 14 < 16, so patches 2 and 3 at position 3 join it)
+    reuse = plan_passes(pos, 10, n=2, n_pos=8, reuse=True, min_tokens=16)
+    assert [p.tolist() for p in reuse] == [[1, 4], [6, 2, 3], [0, 5]]
+    layered = plan_passes(torch.zeros(4, dtype=torch.long), 10, n=2, n_pos=8, reuse=False, layer=torch.tensor([2, 1, 2, 1]), min_tokens=16)
+    assert [p.tolist() for p in layered] == [[1, 3], [0, 2]]  # layer skipping: passes split by lowest layer
+
+
+def test_patch_mask_marks_each_copys_entries():
+    from interp.analyses.patching import patch_mask
+
+    shape = (3 * 2, 4, 5, 8)  # 3 copies x 2 prompts, 4 heads, 5 positions, d_head 8
+    mask = patch_mask([(0, 1, 2, -1), (2, 1, -1, 3)], shape, 2, True)
+    assert mask.shape == shape[:-1]
+    assert mask[0:2, 2].all() and int(mask[0:2].sum()) == 2 * 5  # copy 0: head 2, every position
+    assert not mask[2:4].any()  # copy 1 patches another layer
+    assert mask[4:6, :, 3].all() and int(mask[4:6].sum()) == 2 * 4  # copy 2: every head at position 3
+    resid = patch_mask([(1, 0, -1, 2)], (4, 5, 16), 2, False)
+    assert resid[2:4, 2].all() and int(resid.sum()) == 2
+
+
+def test_attribution_estimates_contract_difference_with_gradient():
+    from interp.analyses.patching import attribution_estimates
+
+    g = torch.Generator().manual_seed(2)
+    clean = {0: torch.randn(2, 3, 4, 5, generator=g)}
+    corrupt = {0: torch.randn(2, 3, 4, 5, generator=g)}
+    grad = {0: torch.randn(2, 3, 4, 5, generator=g)}
+    index = torch.tensor([(0, 1, -1), (0, -1, 2), (0, 2, 3), (0, -1, -1)])
+    got = attribution_estimates(index, clean, corrupt, grad, True)
+    prod = ((clean[0] - corrupt[0]) * grad[0]).double()
+    want = [prod[:, 1].sum(), prod[:, :, 2].sum(), prod[:, 2, 3].sum(), prod.sum()]
+    assert got.numpy() == pytest.approx(torch.stack(want).numpy(), rel=1e-6)  # summed in float32
+    assert attribution_estimates(index[:1], clean, corrupt, {0: None}, True).item() == 0.0  # unused site
+
+
+def test_baseline_and_dense_scores():
+    from interp.analyses.patching import baseline_of, dense_scores
+
+    clean = torch.zeros(4, 1, 6)
+    corrupt = torch.zeros(4, 1, 6)
+    correct, wrong = torch.tensor([0, 1, 2, 3]), torch.tensor([5, 5, 5, 5])
+    clean[torch.arange(4), 0, correct] = torch.tensor([2.0, 3.0, -1.0, 4.0])  # LD 2, 3, -1, 4
+    clean[3, 0, 4] = 9.0  # prompt 3: another token is top-1
+    corrupt[torch.arange(4), 0, wrong] = 1.0  # LD -1 everywhere
+    b = baseline_of(clean, corrupt, correct, wrong)
+    assert b.n == 4 and b.clean_accuracy == 0.75 and b.clean_top1 == 0.5 and b.corrupt_accuracy == 0.0
+    assert b.clean_logit_diff == pytest.approx(2.0) and b.corrupt_logit_diff == pytest.approx(-1.0)
+    assert b.summary()["clean_top1"] == 0.5
+    index = torch.tensor([(1, 2, -1), (0, 0, -1)])
+    grid = dense_scores(index, torch.tensor([0.5, -0.25]), ("layer", "head"), (3, 4))
+    assert grid[1, 2] == 0.5 and grid[0, 0] == -0.25 and int(np.isfinite(grid).sum()) == 2
+
+
+def test_summary_and_description_of_a_result():
+    from interp.experiments.patching.command import describe, report_figures, tables
+
+    s = np.zeros((3, 4))
+    s[2, 1], s[1, 3] = 0.8, -0.4
+    heads = _result(s, ("layer", "head"))
+    resid = _result(np.arange(12.0).reshape(3, 4) / 10, ("layer", "pos"), pos_labels=("a", "b", "c", "end"))
+    summary = heads.summary()
+    assert summary["task"] == "ioi" and summary["clean_accuracy"] == 1.0
+    assert summary["top_heads"][0] == {"layer": 2, "head": 1, "score": 0.8} and resid.summary()["top_heads"] is None
+    from dataclasses import replace
+
+    both = replace(heads, position_map=resid)
+    text = describe(both)
+    assert text.startswith("IOI on 4 prompts (Wang et al. 2022): the model prefers the right name on 100% of clean prompts")
+    assert "L2H1 (+0.80), L1H3 (-0.40)" in text
+    assert "the strongest patch is layer 2 at 'end' (+1.10)." in text
+    assert set(tables(both)) == {"heads", "resid_pre"} and list(report_figures(both)) == ["head_out_grid", "resid_pre_by_position"]

@@ -6,15 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.analyses.tasks import (
-    ColoredObjectsConfig,
-    IOIConfig,
-    TaskBatch,
-    colored_objects,
-    ioi,
-    make_task,
-    task_from_prompts,
-)
+from interp.datasets.colored_objects import ColoredObjectsConfig, colored_objects
+from interp.datasets.ioi import IOIConfig, ioi
+from interp.datasets.tasks import TaskBatch, make_task, task_from_prompts
 from interp.errors import InterpError
 
 
@@ -140,7 +134,7 @@ def _pair(clean="When Mary and John went to the store, John gave a drink to", co
 def test_pairs_file_reads_into_a_batch(tok, tmp_path):
     import json
 
-    from interp.analyses.tasks import task_from_jsonl
+    from interp.datasets.tasks import task_from_jsonl
 
     extra = json.dumps({"id": "mine", "clean": "When Tom and Kate went to the park, Kate gave a ball to",
                         "corrupt": "When Adam and Lucy went to the park, Lucy gave a ball to", "correct": " Tom", "wrong": " Kate"})
@@ -158,7 +152,7 @@ def test_pairs_file_reads_into_a_batch(tok, tmp_path):
 def test_shipped_example_pairs_file_is_valid(tok):
     from importlib.resources import files
 
-    from interp.analyses.tasks import task_from_jsonl
+    from interp.datasets.tasks import task_from_jsonl
 
     path = files("interp") / "data" / "capital_pairs.jsonl"
     b = task_from_jsonl(tok, path)
@@ -178,14 +172,14 @@ def test_shipped_example_pairs_file_is_valid(tok):
     ],
 )
 def test_pairs_file_format_errors_name_the_line(tmp_path, lines, message):
-    from interp.analyses.tasks import read_pairs
+    from interp.datasets.tasks import read_pairs
 
     with pytest.raises(InterpError, match=message):
         read_pairs(_write(tmp_path, lines))
 
 
 def test_missing_pairs_file(tmp_path):
-    from interp.analyses.tasks import read_pairs
+    from interp.datasets.tasks import read_pairs
 
     with pytest.raises(InterpError, match="not found: pass a JSONL file"):
         read_pairs(tmp_path / "nope.jsonl")
@@ -203,8 +197,29 @@ def test_missing_pairs_file(tmp_path):
     ],
 )
 def test_pairs_file_token_checks_name_the_line(tok, tmp_path, bad, message):
-    from interp.analyses.tasks import task_from_jsonl
+    from interp.datasets.tasks import task_from_jsonl
 
     path = _write(tmp_path, [_pair(), "", bad, _pair()])  # line 2 blank: numbers are file lines, not pair indices
     with pytest.raises(InterpError, match=message):
         task_from_jsonl(tok, path)
+
+
+def test_generator_configs_are_checked_when_built():
+    with pytest.raises(InterpError, match="at least one prompt"):
+        IOIConfig(n=0)
+    with pytest.raises(InterpError, match="lacks a placeholder"):
+        IOIConfig(templates=("When {N1} met {N2},",))
+    assert IOIConfig(names=("Mary", "John")).names == ("Mary", "John")
+    with pytest.raises(InterpError, match="needs {items} and {query}"):
+        ColoredObjectsConfig(template="Which color is it?")
+    assert ColoredObjectsConfig(n=3).settings()["template"].startswith("On the desk")
+
+
+def test_pairs_digest_changes_with_the_file(tmp_path):
+    from interp.datasets.tasks import pairs_digest
+
+    path = _write(tmp_path, [_pair()])
+    before = pairs_digest(path)
+    assert len(before) == 64 and pairs_digest(path) == before
+    _write(tmp_path, [_pair(), _pair()])
+    assert pairs_digest(path) != before

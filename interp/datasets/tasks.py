@@ -1,44 +1,30 @@
-"""Tasks for circuit patching: Indirect Object Identification and Colored Objects.
+"""Tasks for circuit patching: sets of clean/corrupted prompt pairs with their answers.
 
-Both tasks are written for this project and generated from a seed and a size. Each produces a
-:class:`TaskBatch`: clean and corrupted token batches of the *same* length (so that patching by
-position compares like with like), and the correct and wrong answer token of every prompt, whose
-logit difference is the patching metric (METRICS.md, "Circuit patching").
+A *task* (one meaning throughout interp) is what patching runs on: clean and corrupted prompts
+of the *same* token length (so that patching by position compares like with like), and the
+correct and wrong answer token of every prompt, whose logit difference is the patching metric
+(METRICS.md, "Circuit patching"). It is a `TaskBatch`, built
 
-- **IOI** (Wang et al. 2022, "Interpretability in the Wild"): "When Mary and John went to the
-  store, John gave a drink to" -> " Mary". The indirect object (IO) is correct, the repeated
-  subject (S) wrong. Half the prompts are ABBA (IO named first), half BABA (S named first). The
-  corrupted prompt is the "ABC" distribution: the same template with three *other* names, so
-  neither answer appears in it and the model has no reason to prefer one.
-- **Colored Objects** (Ippolito & Callison-Burch 2023; as used by Merullo et al. 2023, "Circuit
-  component reuse across tasks"): "On the desk there is a red pen, a blue cup and a green hat.
-  Which color is the cup? It is" -> " blue". The wrong answer is the colour of another item
-  on the table (the distractor). The corrupted prompt exchanges the colours of the asked item
-  and the distractor ("a red pen, a green cup and a blue hat"), so it holds the same tokens and
-  only the binding of colour to object changes: a model that reads the binding flips its answer,
-  and token-frequency preferences between the two colours cancel. (Replacing all colours by
-  unused ones, the analogue of IOI's ABC, leaves each prompt's prior preference between the two
-  answer colours in the corrupted run; with a weak 135M model that bias is as large as the clean
-  logit difference and makes the normalised score unstable.)
+- by a generator: `interp.datasets.ioi` (Indirect Object Identification, Wang et al. 2022) or
+  `interp.datasets.colored_objects` (Merullo et al. 2023), by name through `make_task`;
+- from hand-written prompt pairs: `task_from_prompts`, with the checks patching needs;
+- from a *pairs file* (what ``interp patch pairs`` runs): UTF-8 JSONL, one
+  ``{"clean", "corrupt", "correct", "wrong"}`` object per line, read by `read_pairs` /
+  `task_from_jsonl`, whose errors name the offending line.
 
-Every name, place, object and colour must be a single token for the model's tokenizer (the
-logit difference compares two tokens; the corruption must not change the length). The default
-word lists are filtered to single tokens at generation time (what was dropped is recorded);
-word lists and templates you pass yourself are checked strictly, with errors that say what to
-change. `task_from_prompts` turns any hand-written prompt pairs into a `TaskBatch` with the
-same checks, and `task_from_jsonl` reads such pairs from a file, one
-``{"clean", "corrupt", "correct", "wrong"}`` object per line (what ``interp patch pairs`` runs);
-its errors name the offending line.
+Every answer must be a single token for the model's tokenizer (the logit difference compares two
+tokens) and a corruption must not change the prompt's length; the messages say what to change.
+(The labelled multiple-choice items of the calibrations are *choice sets*, not tasks.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -46,60 +32,16 @@ from interp.errors import InterpError
 
 __all__ = [
     "TaskBatch",
-    "IOIConfig",
-    "ColoredObjectsConfig",
     "TASKS",
-    "ioi",
-    "colored_objects",
     "make_task",
     "task_from_prompts",
     "PAIR_KEYS",
     "read_pairs",
     "task_from_jsonl",
-    "IOI_TEMPLATES",
-    "NAMES",
-    "PLACES",
-    "OBJECTS",
-    "CO_TEMPLATE",
-    "CO_OBJECTS",
-    "COLOURS",
+    "pairs_digest",
 ]
 
-# Placeholders: {N1} and {N2} are the two names introduced first, {S} the repeated subject.
-# All templates share one shape so that, with single-token fillers, every role (IO, S1, S2,
-# end) sits at the same position in every prompt of a dataset.
-IOI_TEMPLATES: tuple[str, ...] = (
-    "When {N1} and {N2} went to the {place}, {S} gave a {object} to",
-    "After {N1} and {N2} went to the {place}, {S} gave a {object} to",
-    "When {N1} and {N2} got to the {place}, {S} handed a {object} to",
-    "Once {N1} and {N2} came to the {place}, {S} passed a {object} to",
-    "While {N1} and {N2} walked to the {place}, {S} brought a {object} to",
-    "After {N1} and {N2} ran to the {place}, {S} sent a {object} to",
-)
-NAMES: tuple[str, ...] = tuple(
-    "Mary John Tom James Anna Sarah David Michael Lisa Paul Kate Alice Bob Emma Jack Peter Mark "
-    "Laura Daniel Rachel Kevin Helen Steven Jessica Robert Linda Richard Susan Thomas Karen Brian "
-    "Nancy Eric Amy Adam Emily Ryan Anne Henry Lucy Jane Jason Alex Sam Ben Tim Dan Joe Frank George".split()
-)
-PLACES: tuple[str, ...] = tuple(
-    "store park school hospital restaurant office station garden beach market library museum "
-    "church house kitchen farm river lake airport bank".split()
-)
-OBJECTS: tuple[str, ...] = tuple(
-    "drink book ring bone basketball computer necklace snack apple ball gift letter bag key "
-    "phone cake flower hat ticket".split()
-)
-
-# Colored Objects: {items} is the list "a red pen, a blue cup and a green hat", {query} the asked object.
-# Zero-shot. The embedded SmolLM2-135M is near chance on it (LD > 0 on about half the prompts) but
-# clearly reads the binding: exchanging two colours moves its LD by about 0.8 on average. Other
-# phrasings and one- or two-shot prefixes tried did no better and cost 2-3x the tokens.
-CO_TEMPLATE = "On the desk there is {items}. Which color is the {query}? It is"
-CO_OBJECTS: tuple[str, ...] = tuple(
-    "pen book cup ball hat key bag box lamp phone shoe plate bottle chair clock sock toy car bike "
-    "coat shirt pencil".split()
-)
-COLOURS: tuple[str, ...] = tuple("red blue green yellow black white orange purple pink brown grey silver gold".split())
+TASKS = ("ioi", "colored-objects")  # the generated tasks `make_task` knows by name
 
 
 @dataclass(frozen=True)
@@ -174,7 +116,7 @@ class TaskBatch:
             pos_labels=tuple(f"pos {p}" for p in range(clean.shape[1])),
         )
 
-    def to(self, device) -> "TaskBatch":
+    def to(self, device: Union[str, torch.device]) -> "TaskBatch":
         """The same batch with its tensors on ``device``."""
         from dataclasses import replace
 
@@ -188,46 +130,23 @@ class TaskBatch:
         )
 
 
-@dataclass(frozen=True)
-class IOIConfig:
-    """Settings of the IOI generator (Wang et al. 2022)."""
-
-    n: int = 16  # number of prompts (half ABBA, half BABA; odd n gives one more ABBA)
-    seed: int = 0  # seed of the random choices of template, names, place and object
-    templates: Optional[tuple[str, ...]] = None  # None: IOI_TEMPLATES (those of the common token length)
-    names: Optional[tuple[str, ...]] = None  # None: NAMES filtered to single tokens (need >= 5)
-    places: Optional[tuple[str, ...]] = None  # None: PLACES filtered to single tokens
-    objects: Optional[tuple[str, ...]] = None  # None: OBJECTS filtered to single tokens
-
-
-@dataclass(frozen=True)
-class ColoredObjectsConfig:
-    """Settings of the Colored Objects generator (Merullo et al. 2023)."""
-
-    n: int = 16  # number of prompts
-    seed: int = 0  # seed of the random choices of objects, colours and the asked item
-    n_items: int = 3  # items on the table (>= 2), each a different colour
-    template: str = CO_TEMPLATE  # must contain {items} and {query}
-    objects: Optional[tuple[str, ...]] = None  # None: CO_OBJECTS filtered to single tokens
-    colours: Optional[tuple[str, ...]] = None  # None: COLOURS filtered to single tokens
-
 
 # --------------------------------------------------------------------------------------------
 # Tokenization checks
 # --------------------------------------------------------------------------------------------
 
 
-def _ids(tokenizer, text: str) -> list[int]:
+def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
-def _single_token(tokenizer, word: str) -> Optional[int]:
+def _single_token(tokenizer: Any, word: str) -> Optional[int]:
     """The id of ``word`` if it is exactly one token, else None."""
     ids = _ids(tokenizer, word)
     return ids[0] if len(ids) == 1 else None
 
 
-def _word_pool(tokenizer, given, default, what: str, need: int) -> tuple[list[str], list[str]]:
+def _word_pool(tokenizer: Any, given: Optional[Sequence[str]], default: Sequence[str], what: str, need: int) -> tuple[list[str], list[str]]:
     """Words usable as single tokens (with a leading space). Strict for user lists.
 
     Returns (usable words, dropped words).
@@ -254,7 +173,7 @@ def _word_pool(tokenizer, given, default, what: str, need: int) -> tuple[list[st
     return words, dropped
 
 
-def _check_answer(tokenizer, answer: str, where: str) -> int:
+def _check_answer(tokenizer: Any, answer: str, where: str) -> int:
     ids = _ids(tokenizer, answer)
     if len(ids) != 1:
         pieces = [tokenizer.decode([t]) for t in ids]
@@ -272,7 +191,7 @@ def _several(names: Sequence[str], limit: int = 5) -> str:
 
 
 def task_from_prompts(
-    tokenizer,
+    tokenizer: Any,
     clean: Sequence[str],
     corrupt: Sequence[str],
     correct: Sequence[str],
@@ -420,7 +339,7 @@ def read_pairs(path: Union[str, Path]) -> tuple[list[dict], list[int]]:
     return records, lines
 
 
-def task_from_jsonl(tokenizer, path: Union[str, Path], *, task: Optional[str] = None) -> TaskBatch:
+def task_from_jsonl(tokenizer: Any, path: Union[str, Path], *, task: Optional[str] = None) -> TaskBatch:
     """A :class:`TaskBatch` from a pairs file (see `read_pairs`), with the checks of the built-in tasks.
 
     Args:
@@ -441,7 +360,7 @@ def task_from_jsonl(tokenizer, path: Union[str, Path], *, task: Optional[str] = 
     )
 
 
-def _pos_labels(tokenizer, clean: torch.Tensor, slots: dict) -> tuple[str, ...]:
+def _pos_labels(tokenizer: Any, clean: torch.Tensor, slots: dict) -> tuple[str, ...]:
     """Label per position: the shared token, else the slot there in every prompt, else the tokens seen."""
     labels = []
     for p in range(clean.shape[1]):
@@ -466,174 +385,16 @@ def _position(ids: list[int], token: int, nth: int = 0) -> int:
     return hits[nth]
 
 
-# --------------------------------------------------------------------------------------------
-# IOI
-# --------------------------------------------------------------------------------------------
+def pairs_digest(path: Union[str, Path]) -> str:
+    """sha256 of a pairs file's bytes, stored with a run's settings (an edited file starts a new log)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _ioi_templates(tokenizer, given) -> tuple[list[str], list[str]]:
-    """Templates of one common token length (strict for user templates)."""
-    probe = {"N1": "Mary", "N2": "John", "S": "John", "place": "store", "object": "drink"}
-    templates = list(given) if given is not None else list(IOI_TEMPLATES)
-    if not templates:
-        raise InterpError("no IOI templates given: pass at least one template with {N1}, {N2} and {S}")
-    for t in templates:
-        if not all("{" + k + "}" in t for k in ("N1", "N2", "S")):
-            raise InterpError(f"IOI template {t!r} lacks a placeholder: it needs {{N1}}, {{N2}} and {{S}}")
-    lengths = {t: len(_ids(tokenizer, t.format_map(_Fill(probe)))) for t in templates}
-    common = Counter(lengths.values()).most_common(1)[0][0]
-    keep = [t for t in templates if lengths[t] == common]
-    if given is not None and len(keep) < len(templates):
-        raise InterpError(
-            f"IOI templates tokenize to different lengths {sorted(set(lengths.values()))}: positions must line up "
-            "across prompts; pass templates of one token length"
-        )
-    return keep, [t for t in templates if t not in keep]
-
-
-class _Fill(dict):
-    """format_map helper: placeholders a template does not use are simply ignored."""
-
-    def __missing__(self, key):
-        return "{" + key + "}"
-
-
-def ioi(tokenizer, config: IOIConfig = IOIConfig()) -> TaskBatch:
-    """Generate the IOI task (Wang et al. 2022): ABBA/BABA clean prompts, ABC corrupted prompts.
-
-    Prompt ``i`` is ABBA for even ``i`` and BABA for odd ``i``. Correct answer: the indirect
-    object; wrong answer: the subject. The corrupted prompt uses the same template, place and
-    object with three names different from each other and from IO and S.
-
-    Args:
-        tokenizer: the model's tokenizer (checks that every filler is one token).
-        config: `IOIConfig`.
-
-    Returns:
-        A `TaskBatch` with roles IO, S1, S2, end.
-
-    Raises:
-        InterpError: n < 1, too few single-token words, or user templates of unequal lengths.
-    """
-    if config.n < 1:
-        raise InterpError(f"n = {config.n}: ask for at least one prompt")
-    templates, dropped_t = _ioi_templates(tokenizer, config.templates)
-    names, d1 = _word_pool(tokenizer, config.names, NAMES, "names", 5)
-    places, d2 = _word_pool(tokenizer, config.places, PLACES, "places", 1)
-    objects, d3 = _word_pool(tokenizer, config.objects, OBJECTS, "objects", 1)
-    name_id = {w: _single_token(tokenizer, " " + w) for w in names}
-    rng = random.Random(config.seed)
-    clean, corrupt, correct, wrong, order = [], [], [], [], []
-    roles: dict[str, list[int]] = {"IO": [], "S1": [], "S2": [], "end": []}
-    slots: dict[str, list[int]] = {"N1": [], "N2": [], "S2": [], "place": [], "object": []}
-    for i in range(config.n):
-        template = rng.choice(templates)
-        io, s = rng.sample(names, 2)
-        c, d, e = rng.sample([w for w in names if w not in (io, s)], 3)
-        fill = {"place": rng.choice(places), "object": rng.choice(objects)}
-        abba = i % 2 == 0
-        n1, n2 = (io, s) if abba else (s, io)
-        text = template.format_map(_Fill({**fill, "N1": n1, "N2": n2, "S": s}))
-        clean.append(text)
-        corrupt.append(template.format_map(_Fill({**fill, "N1": c, "N2": d, "S": e})))
-        correct.append(" " + io)
-        wrong.append(" " + s)
-        order.append("ABBA" if abba else "BABA")
-        ids = _ids(tokenizer, text)
-        roles["IO"].append(_position(ids, name_id[io]))
-        roles["S1"].append(_position(ids, name_id[s], 0))
-        roles["S2"].append(_position(ids, name_id[s], 1))
-        roles["end"].append(len(ids) - 1)
-        slots["N1"].append(_position(ids, name_id[n1]))
-        slots["N2"].append(_position(ids, name_id[n2]))
-        slots["S2"].append(roles["S2"][-1])
-        for key in ("place", "object"):
-            at = [_position(ids, t) for t in (_single_token(tokenizer, " " + fill[key]),) if t in ids]
-            slots[key].append(at[0] if at else -1)
-    return task_from_prompts(
-        tokenizer, clean, corrupt, correct, wrong, task="ioi", order=order, roles=roles, slots=slots,
-        dropped=dropped_t + d1 + d2 + d3,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Colored Objects
-# --------------------------------------------------------------------------------------------
-
-
-def _item_list(pairs: Sequence[tuple[str, str]]) -> str:
-    parts = [f"a {c} {o}" for c, o in pairs]
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def colored_objects(tokenizer, config: ColoredObjectsConfig = ColoredObjectsConfig()) -> TaskBatch:
-    """Generate the Colored Objects task (Merullo et al. 2023).
-
-    Each prompt lists ``n_items`` coloured objects and asks for the colour of one of them.
-    Correct answer: that item's colour; wrong answer: the colour of another (random) item, the
-    distractor. The corrupted prompt is the clean one with the colours of the asked item and the
-    distractor exchanged (objects, question and the set of tokens unchanged).
-
-    Args:
-        tokenizer: the model's tokenizer.
-        config: `ColoredObjectsConfig`.
-
-    Returns:
-        A `TaskBatch` with roles item (the asked object in the list), colour (its colour),
-        distractor (the distractor's colour), query (the object in the question) and end.
-
-    Raises:
-        InterpError: n < 1, n_items < 2, a template without {items}/{query}, or too few
-            single-token objects or colours.
-    """
-    if config.n < 1:
-        raise InterpError(f"n = {config.n}: ask for at least one prompt")
-    if config.n_items < 2:
-        raise InterpError(f"n_items = {config.n_items}: a question needs at least 2 items to choose between")
-    if "{items}" not in config.template or "{query}" not in config.template:
-        raise InterpError("the Colored Objects template needs {items} and {query} placeholders")
-    objects, d1 = _word_pool(tokenizer, config.objects, CO_OBJECTS, "objects", config.n_items)
-    colours, d2 = _word_pool(tokenizer, config.colours, COLOURS, "colours", config.n_items)
-    rng = random.Random(config.seed)
-    clean, corrupt, correct, wrong = [], [], [], []
-    roles: dict[str, list[int]] = {"item": [], "colour": [], "distractor": [], "query": [], "end": []}
-    slots: dict[str, list[int]] = {f"{kind}{j + 1}": [] for j in range(config.n_items) for kind in ("colour", "object")}
-    slots["query"] = []
-    for _ in range(config.n):
-        objs = rng.sample(objects, config.n_items)
-        cols = rng.sample(colours, config.n_items)
-        q = rng.randrange(config.n_items)
-        d = rng.choice([j for j in range(config.n_items) if j != q])
-        swapped = list(cols)
-        swapped[q], swapped[d] = cols[d], cols[q]
-        text = config.template.format(items=_item_list(list(zip(cols, objs))), query=objs[q])
-        clean.append(text)
-        corrupt.append(config.template.format(items=_item_list(list(zip(swapped, objs))), query=objs[q]))
-        correct.append(" " + cols[q])
-        wrong.append(" " + cols[d])
-        ids = _ids(tokenizer, text)
-        obj_id = _single_token(tokenizer, " " + objs[q])
-        col_id = _single_token(tokenizer, " " + cols[q])
-        roles["item"].append(_position(ids, obj_id, 0))
-        roles["colour"].append(_position(ids, col_id, 0))
-        roles["distractor"].append(_position(ids, _single_token(tokenizer, " " + cols[d]), 0))
-        roles["query"].append(_position(ids, obj_id, 1))
-        roles["end"].append(len(ids) - 1)
-        for j in range(config.n_items):
-            slots[f"colour{j + 1}"].append(_position(ids, _single_token(tokenizer, " " + cols[j])))
-            slots[f"object{j + 1}"].append(_position(ids, _single_token(tokenizer, " " + objs[j])))
-        slots["query"].append(roles["query"][-1])
-    return task_from_prompts(
-        tokenizer, clean, corrupt, correct, wrong, task="colored-objects", roles=roles, slots=slots,
-        dropped=d1 + d2,
-    )
-
-
-TASKS = ("ioi", "colored-objects")
-
-
-def make_task(tokenizer, task: str, n: int = 16, seed: int = 0) -> TaskBatch:
+def make_task(tokenizer: Any, task: str, n: int = 16, seed: int = 0) -> TaskBatch:
     """Generate ``task`` ("ioi" or "colored-objects") with ``n`` prompts from ``seed``."""
+    from interp.datasets.colored_objects import ColoredObjectsConfig, colored_objects
+    from interp.datasets.ioi import IOIConfig, ioi
+
     if task == "ioi":
         return ioi(tokenizer, IOIConfig(n=n, seed=seed))
     if task in ("colored-objects", "colored_objects", "co"):

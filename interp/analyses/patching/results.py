@@ -1,0 +1,189 @@
+"""Results of patching: the task's `Baseline`, the `PatchResult` of a sweep, and the pure steps
+that build them from logits and per-patch values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.analyses.patching.metrics import logit_diff
+from interp.errors import InterpError
+
+__all__ = ["Baseline", "PatchResult", "baseline_of", "dense_scores"]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The task before patching (METRICS.md: accuracy and logit differences).
+
+    Attributes:
+        n: prompts.
+        clean_accuracy: share of clean prompts whose correct answer outscores the wrong one (LD > 0).
+        clean_top1: share of clean prompts whose correct answer is the top next token.
+        corrupt_accuracy: LD > 0 share on the corrupted prompts.
+        clean_logit_diff, corrupt_logit_diff: mean LD over prompts.
+    """
+
+    n: int
+    clean_accuracy: float
+    clean_top1: float
+    corrupt_accuracy: float
+    clean_logit_diff: float
+    corrupt_logit_diff: float
+
+    def summary(self) -> dict:
+        """Every field, JSON-friendly (run.json)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, eq=False)
+class PatchResult:
+    """Scores of one patching sweep.
+
+    Attributes:
+        task, target, method, metric: what was run (target "path:q" etc. for path patching).
+        axes: names of the axes of ``scores``: a prefix of ("layer", "head", "pos"), or
+            ("layer", "pos"), e.g. ("layer", "head") for head output over all positions.
+        scores: float array over ``axes`` (n_layers x n_heads [x n_pos]); NaN where nothing was
+            patched. Activation patching: the metric averaged over prompts. Attribution: the
+            first-order estimate of (metric patched - metric corrupted).
+        baseline: the task before patching.
+        pos_labels: one label per position (empty when there is no position axis).
+        model: model name.
+        correlation: Pearson r between attribution and activation patching (when both ran).
+        head_axis: "head" or "kv_head" (k/v patches are per kv head); None without heads.
+        activation: with ``compare``, the activation-patching result the estimate was compared with.
+        position_map: with ``position_map``, the resid_pre x position result by attribution patching.
+    """
+
+    task: str
+    target: str
+    method: str
+    metric: str
+    axes: tuple[str, ...]
+    scores: np.ndarray
+    baseline: Optional[Baseline] = None
+    pos_labels: tuple[str, ...] = ()
+    model: str = ""
+    correlation: Optional[float] = None
+    head_axis: Optional[str] = None
+    activation: Optional["PatchResult"] = field(default=None, repr=False)
+    position_map: Optional["PatchResult"] = field(default=None, repr=False)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.scores.shape[0])
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Long table: layer, head, pos, pos_label, score (head/pos <NA> where they do not apply)."""
+        grid = np.indices(self.scores.shape).reshape(len(self.axes), -1).T
+        values = self.scores.reshape(-1)
+        keep = np.isfinite(values)
+        cols = {name: grid[keep, i] for i, name in enumerate(self.axes)}
+        n = int(keep.sum())
+        df = pd.DataFrame(
+            {
+                "layer": cols["layer"],
+                "head": pd.array(cols["head"] if "head" in cols else [None] * n, dtype="Int64"),
+                "pos": pd.array(cols["pos"] if "pos" in cols else [None] * n, dtype="Int64"),
+            }
+        )
+        if "pos" in cols and self.pos_labels:
+            df["pos_label"] = [self.pos_labels[p] for p in cols["pos"]]
+        else:
+            df["pos_label"] = ""
+        df["score"] = values[keep]
+        return df
+
+    def summary(self) -> dict:
+        """Headline numbers for run.json: the task, its baseline, the top 10 heads (head targets)
+        and the attribution-activation correlation (with ``compare``)."""
+        from interp.analyses.patching.circuits import top_heads
+
+        return {
+            "task": self.task,
+            **(self.baseline.summary() if self.baseline else {}),
+            "top_heads": [{"layer": a, "head": h, "score": s} for a, h, s in top_heads(self, 10)] if "head" in self.axes else None,
+            "correlation_attribution_activation": self.correlation,
+        }
+
+    def meta(self) -> dict:
+        """Everything but the scores, for run.json (inverse: `from_dataframe`)."""
+        return {
+            "task": self.task,
+            "target": self.target,
+            "method": self.method,
+            "metric": self.metric,
+            "axes": list(self.axes),
+            "shape": list(self.scores.shape),
+            "head_axis": self.head_axis,
+            "pos_labels": list(self.pos_labels),
+            "model": self.model,
+            "correlation_attribution_activation": self.correlation,
+            "baseline": self.baseline.summary() if self.baseline else None,
+        }
+
+    @classmethod
+    def from_dataframe(cls, df: pd.DataFrame, meta: dict) -> "PatchResult":
+        """Rebuild a result from its `to_dataframe()` table and `meta()` (e.g. a run folder)."""
+        try:
+            axes = tuple(meta["axes"])
+            scores = np.full(tuple(meta["shape"]), np.nan)
+            idx = tuple(df[a].astype(int).to_numpy() for a in axes)
+            scores[idx] = df["score"].astype(float).to_numpy()
+        except (KeyError, IndexError, ValueError, TypeError) as err:
+            raise InterpError(
+                f"patch table and run.json do not match ({type(err).__name__}: {err}): "
+                "pass a folder written by `interp patch`"
+            ) from err
+        base = meta.get("baseline")
+        return cls(
+            task=meta.get("task", ""),
+            target=meta.get("target", ""),
+            method=meta.get("method", ""),
+            metric=meta.get("metric", ""),
+            axes=axes,
+            scores=scores,
+            baseline=Baseline(**base) if base else None,
+            pos_labels=tuple(meta.get("pos_labels") or ()),
+            model=meta.get("model", ""),
+            correlation=meta.get("correlation_attribution_activation"),
+            head_axis=meta.get("head_axis"),
+        )
+
+
+def baseline_of(
+    clean_logits: Float[Tensor, "batch pos vocab"],
+    corrupt_logits: Float[Tensor, "batch pos vocab"],
+    correct: Int[Tensor, " batch"],
+    wrong: Int[Tensor, " batch"],
+) -> Baseline:
+    """The task before patching, from the clean and corrupted runs' answer-position logits."""
+    ld_c = logit_diff(clean_logits, correct, wrong)
+    ld_x = logit_diff(corrupt_logits, correct, wrong)
+    top1 = clean_logits[:, -1].argmax(-1).cpu() == correct.cpu()
+    return Baseline(
+        n=int(correct.shape[0]),
+        clean_accuracy=float((ld_c > 0).float().mean()),
+        clean_top1=float(top1.float().mean()),
+        corrupt_accuracy=float((ld_x > 0).float().mean()),
+        clean_logit_diff=float(ld_c.mean()),
+        corrupt_logit_diff=float(ld_x.mean()),
+    )
+
+
+def dense_scores(
+    index: Int[Tensor, "patch 3"], values: Float[Tensor, " patch"], axes: tuple[str, ...], shape: tuple[int, ...]
+) -> np.ndarray:
+    """Scatter per-patch values (patch i at (layer, head, pos) = ``index[i]``) into a NaN-filled
+    array over ``axes`` of ``shape``."""
+    out = np.full(shape, np.nan)
+    cols = {"layer": 0, "head": 1, "pos": 2}
+    idx = tuple(index[:, cols[a]].numpy() for a in axes)
+    out[idx] = values.detach().double().cpu().numpy()
+    return out
