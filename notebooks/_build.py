@@ -102,9 +102,10 @@ token the model copies next. Heads scoring above 0.1 are retrieval heads. Small 
 `lengths` and `depths` (and keep `mask=True`, the causal check) for real numbers."""),
     ("code", SETUP),
     ("code", """\
-from interp.analyses.retrieval import RetrievalConfig, score_retrieval
+from interp.experiments import Store
+from interp.experiments.retrieval import RetrievalConfig, run
 config = RetrievalConfig(lengths=(192,), depths=(0.5,), mask=False)  # 3 needles x 1 length x 1 depth
-result = score_retrieval(lm, config)
+result = run(lm, config, Store())
 print(f"{result.share:.1%} of heads score > {config.threshold} over {result.n_samples} counted samples")
 result.to_dataframe().sort_values("rank").query("rank > 0").head(10)"""),
     ("code", """\
@@ -159,10 +160,11 @@ logit difference comes back (normalised score: 1 = all of it, 0 = nothing). Smal
 raise `n` and patch every layer for real numbers."""),
     ("code", SETUP),
     ("code", """\
-from interp.analyses.patching import PatchConfig, run_patching, top_heads
+from interp.analyses.patching import PatchConfig, top_heads
+from interp.experiments.patching import run
 # activation patching of the head outputs of three late layers (every layer: layers=None)
 config = PatchConfig(task="ioi", n=2, layers=(22, 23, 24))
-result = run_patching(lm, config)
+result = run(lm, config)
 print(result.baseline)
 top_heads(result, 5)"""),
     ("code", """\
@@ -173,7 +175,7 @@ patch_figure(result)"""),
 Attribution patching estimates every (layer, position) patch at once from one forward and one
 backward pass."""),
     ("code", """\
-resid = run_patching(lm, PatchConfig(task="ioi", n=2, target="resid_pre", by_pos=True, method="attribution"))
+resid = run(lm, PatchConfig(task="ioi", n=2, target="resid_pre", by_pos=True, method="attribution"))
 patch_figure(resid)"""),
 ]
 
@@ -212,31 +214,35 @@ questions (Tulchinskii et al. 2024), query-focused retrieval heads (QRHead) and 
     ("code", SETUP),
     ("md", "## Previous-token, duplicate-token and induction heads\nMean attention on the expected key, on random tokens said twice."),
     ("code", """\
-from interp.analyses.heads import HeadConfig, score_heads
+from interp.analyses.heads import HeadConfig
+from interp.experiments import heads as head_detectors
 from interp.plots.heads import detector_figure
-heads = score_heads(lm, HeadConfig(n_seqs=4, length=32))  # raise n_seqs / length for tighter scores
+heads = head_detectors.run(lm, HeadConfig(n_seqs=4, length=32))  # raise n_seqs / length for tighter scores
 print({kind: heads.top(kind, 3) for kind in heads.kinds})
 detector_figure(heads)"""),
     ("md", "## Select-and-copy heads\nPer head: how often the final query's QK-score on each option's end-of-line token picks the answer."),
     ("code", """\
-from interp.analyses.select_copy import SelectCopyConfig, score_select_copy
+from interp.analyses.select_copy import SelectCopyConfig
+from interp.experiments import select_copy
 from interp.plots.heads import select_copy_figure
-sc = score_select_copy(lm, SelectCopyConfig(max_questions=8))  # None = all 60 shipped questions
+sc = select_copy.run(lm, SelectCopyConfig(max_questions=8))  # None = all 60 shipped questions
 print(sc.summary(3))
 select_copy_figure(sc)"""),
     ("md", "## Query-focused retrieval heads (QRHead)\nAttention from the query span to the answering document, minus a null query."),
     ("code", """\
-from interp.analyses.qr_heads import QRConfig, score_qr_heads
+from interp.analyses.qr_heads import QRConfig
+from interp.experiments import qr_heads
 from interp.plots.heads import qr_heads_figure
-qr = score_qr_heads(lm, QRConfig(max_samples=4))  # None = the 16 shipped samples
+qr = qr_heads.run(lm, QRConfig(max_samples=4))  # None = the 16 shipped samples
 qr.to_dataframe().sort_values("qr_score", ascending=False).head()"""),
     ("code", "qr_heads_figure(qr)"),
     ("md", "## AttentionInfluence\nMake heads uniform and rank texts by the relative loss increase. Here: the top induction heads."),
     ("code", """\
-from interp.analyses.influence import attention_influence
+from interp.analyses.influence import InfluenceConfig
+from interp.experiments import influence
 from interp.plots.heads import influence_figure
-texts = ["The cat sat on the mat. The cat sat on the mat. The cat sat on the", "Numbers: 3, 14, 15, 92, 65, 35, 89, 79"]
-ai = attention_influence(lm, texts, [(l, h) for l, h, _ in heads.top("induction", 4)])
+texts = ("The cat sat on the mat. The cat sat on the mat. The cat sat on the", "Numbers: 3, 14, 15, 92, 65, 35, 89, 79")
+ai = influence.run(lm, InfluenceConfig(heads=tuple((l, h) for l, h, _ in heads.top("induction", 4)), texts=texts))
 ai.to_dataframe()"""),
     ("code", "influence_figure(ai)"),
 ]
