@@ -39,7 +39,7 @@ def waad_figure(result) -> go.Figure:
     pos = result.positions
     fig = token_trace(
         result.tokens,
-        {"WAAD": result.waad},
+        {"WAAD": result.waad.tolist()},
         title=f"WAAD (W = {result.config.window}) of the {result.n_local} local heads; preplan tokens marked",
         marks={"preplan": pos[result.preplan].tolist()},
         positions=pos.tolist(),
@@ -55,7 +55,7 @@ def fai_figure(result) -> go.Figure:
     lo, hi = result.config.band
     fig = token_trace(
         result.tokens,
-        {"FAI": result.fai},
+        {"FAI": result.fai.tolist()},
         title=f"FAI (band {lo}..{hi}) of the {result.n_global} global heads; anchor tokens marked",
         marks={"anchor": pos[result.anchor].tolist()},
         positions=pos.tolist(),

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.analyses.calibration import act_edits, available_tasks, choice_token_ids, load_task
+from interp.datasets.choices import available_choice_sets as available_tasks
+from interp.datasets.choices import load_choices as load_task
+from interp.experiments.calibration import act_edits, choice_token_ids
 from interp.hooks import intervene
 
 pytestmark = pytest.mark.slow
@@ -91,9 +93,9 @@ def test_cli_calibrate_act(tmp_path, monkeypatch, embedded, small_task):
     assert info["summary"]["heldout_n"] == 4 and "difference_ci" in info["summary"]
     assert "held-out accuracy" in (out / "calibration.html").read_text()
     # resume: every step is in the log, nothing is recomputed
-    import interp.analyses.calibration as cal
+    import interp.experiments.calibration as cal
 
-    monkeypatch.setattr(cal, "score_task", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(cal, "score_choices", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert _main(monkeypatch, embedded, argv) == 0
     assert pd.read_csv(out / "accuracy.csv").equals(acc.reset_index())
 
@@ -102,7 +104,7 @@ def _split_scores(lm, task, split, gamma=None):
     """(accuracy, mean log-prob of the correct choice) of a split from one unpadded forward pass
     per item, with ZeroTuning's log(gamma) first-token bias on every head when gamma is given:
     an independent route from the CLI's batched, left-padded scoring."""
-    from interp.analyses.calibration import zerotune_edits
+    from interp.experiments.calibration import zerotune_edits
 
     cids = choice_token_ids(lm, task.choices)
     heads = [(layer, h) for layer in range(lm.arch.n_layers) for h in range(lm.arch.n_heads)]

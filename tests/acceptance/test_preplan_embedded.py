@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.analyses.preplan import PreplanConfig, PreplanStats, analyse, default_prompts, score_preplan
+from interp.analyses.preplan import PreplanConfig, PreplanStats, analyse
+from interp.datasets.prompts import default_prompts
+from interp.experiments.preplan import score_prompt as score_preplan
 from interp.errors import InterpError
 from interp.hooks import capture
 
@@ -44,7 +46,7 @@ def dense_stats(q, k, scale, n_prompt, window, band):
 
 def test_embedded_matches_dense_float64(embedded):
     cfg = PreplanConfig()
-    prompt = default_prompts()[0]["prompt"]
+    prompt = default_prompts()[0].prompt
     res = score_preplan(embedded, cfg, prompt=prompt, response=RESPONSE)
     assert res.layers == (10, 13, 15, 18, 20)  # 5 evenly spaced in [30 // 3, 60 // 3]
     assert "".join(res.tokens) == RESPONSE and not res.generated
@@ -64,7 +66,7 @@ def test_embedded_matches_dense_float64(embedded):
 
 def test_embedded_greedy_generation(embedded):
     res = score_preplan(embedded, PreplanConfig(max_new_tokens=6))
-    assert res.generated and res.prompt == default_prompts()[0]["prompt"]
+    assert res.generated and res.prompt == default_prompts()[0].prompt
     assert 2 <= len(res.tokens) <= 6
     ids = torch.cat([embedded.encode(embedded.chat_prompt(res.prompt)), torch.tensor([res.token_ids.tolist()])], 1)
     logits = embedded.forward(ids)
@@ -83,7 +85,7 @@ def test_cli_writes_tables_and_page(embedded, monkeypatch, tmp_path):
     from interp import cli
 
     out = tmp_path / "run"
-    prompt = default_prompts()[0]["prompt"]
+    prompt = default_prompts()[0].prompt
     monkeypatch.setattr(
         sys, "argv", ["interp", "score", "preplan", "--prompt", prompt, "--response", RESPONSE, "--out", str(out)]
     )
@@ -95,7 +97,7 @@ def test_cli_writes_tables_and_page(embedded, monkeypatch, tmp_path):
     assert {"pos", "token", "waad", "fai", "preplan", "anchor"} <= set(tokens.columns)
     assert "".join(tokens.token) == RESPONSE
     assert {"layer", "head", "span", "group"} <= set(heads.columns) and len(heads) == 5 * 9
-    sample = info["samples"][0]
+    sample = info["summary"]["samples"][0]
     assert len(sample["local_heads"]) == (heads.group == "local").sum()
     assert sample["n_preplan"] == tokens.preplan.sum() and sample["n_anchor"] == tokens.anchor.sum()
     assert info["settings"]["band"] == [10, 100] and info["model"] == "SmolLM2-135M-Instruct"

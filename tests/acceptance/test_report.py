@@ -160,12 +160,14 @@ def test_library_checks_model_and_settings_first(tmp_path):
 
 
 def test_failed_stage_fails_the_run_and_leaves_no_page(tmp_path, monkeypatch):
-    import interp.report as rep
+    import dataclasses
 
-    def broken(lm, cfg, ctx):
+    import interp.experiments.preplan as preplan
+
+    def broken(lm, cfg, store):
         raise InterpError("boom")
 
-    monkeypatch.setitem(rep._RUNNERS, "preplan", broken)
+    monkeypatch.setattr(preplan, "EXPERIMENT", dataclasses.replace(preplan.EXPERIMENT, run=broken))
     out = tmp_path / "out"
     out.mkdir()
     (out / "index.html").write_text("an older report")

@@ -12,6 +12,7 @@ from interp.experiments.calibration import act_edits, zerotune_edits
 from interp.analyses.sinks import sink_members
 from interp.errors import InterpError
 from interp.hooks import capture, intervene
+from typecheck import unchecked
 
 T = 16
 PAD = 4  # left padding of batch row 0
@@ -172,5 +173,5 @@ def test_bad_specs_raise(tiny_lm):
         zerotune_edits(lm, [(0, 0), (0, 1)], [2.0])
     with pytest.raises(InterpError, match="beta"):
         act_edits(lm, [(0, 0)], beta=1.5)
-    with pytest.raises(InterpError, match="LAYER.HEAD"):
-        act_edits(lm, [(0,)])
+    with pytest.raises(InterpError, match="LAYER.HEAD"):  # a user's process: no test-time type checker
+        unchecked(act_edits)(lm, [(0,)])

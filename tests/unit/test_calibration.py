@@ -24,6 +24,7 @@ from interp.analyses.calibration import (
 from interp.datasets.choices import available_choice_sets as available_tasks
 from interp.datasets.choices import choices_digest, load_choices as load_task
 from interp.errors import InterpError
+from typecheck import unchecked_new
 
 
 def _act_materialised(a: torch.Tensor, s_mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -170,7 +171,7 @@ def test_task_file_errors(tmp_path):
 )
 def test_config_validation(kwargs, match):
     with pytest.raises(InterpError, match=match):
-        CalibrationConfig(**kwargs).validate()
+        unchecked_new(CalibrationConfig, **kwargs)  # what a user's process (no test-time type checker) sees
 
 
 def _result(before, after, heads=((3, 1), (12, 4))):
@@ -207,7 +208,7 @@ def test_result_tables_and_figure():
 
 
 def test_config_normalises_heads_and_serialises_as_before():
-    cfg = CalibrationConfig(heads=[[3, "1"], (12, 4)], gammas=[0.5, 2.0])
+    cfg = unchecked_new(CalibrationConfig, heads=[[3, "1"], (12, 4)], gammas=[0.5, 2.0])  # a user's lists
     assert cfg.heads == ((3, 1), (12, 4)) and cfg.gammas == (0.5, 2.0)
     # the settings a resume log compares: every field, tuples as lists (as earlier versions wrote)
     assert cfg.settings()["heads"] == [[3, 1], [12, 4]] and cfg.settings()["gammas"] == [0.5, 2.0]

@@ -24,6 +24,7 @@ from interp.analyses.preplan import (
 )
 from interp.datasets.prompts import Prompt, default_prompts, load_prompts, prompts_digest
 from interp.errors import InterpError
+from typecheck import unchecked_new
 
 # ---------------------------------------------------------------------------------------------
 # pure functions on hand-made arrays
@@ -111,11 +112,11 @@ def test_couple_anchors_by_hand():
 )
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(InterpError, match=match):
-        PreplanConfig(**kwargs)
+        unchecked_new(PreplanConfig, **kwargs)  # what a user's process (no test-time type checker) sees
 
 
 def test_config_is_frozen_and_normalises():
-    cfg = PreplanConfig(layers=(5, 3, 3), band=[2, 7])
+    cfg = unchecked_new(PreplanConfig, layers=(5, 3, 3), band=[2, 7])  # a user's list, normalised
     assert cfg.layers == (3, 5) and cfg.band == (2, 7)
     with pytest.raises(Exception):
         cfg.window = 3  # type: ignore[misc]
@@ -287,10 +288,10 @@ def test_prompt_file_ids_digest_and_settings(tmp_path):
     dup.write_text('{"id": "a", "prompt": "one"}\n{"id": "a", "prompt": "two"}\n')
     with pytest.raises(InterpError, match="repeats a prompt"):
         load_prompts(dup)
-    cfg = PreplanConfig(prompts=rows, layers=[2, 1])
+    cfg = unchecked_new(PreplanConfig, prompts=rows, layers=[2, 1])
     settings = cfg.settings()
     assert "prompts" not in settings and settings["layers"] == [1, 2] and settings["band"] == [10, 100]
-    assert cfg.prompts == rows and PreplanConfig(prompts=list(rows)).prompts == rows
+    assert cfg.prompts == rows and unchecked_new(PreplanConfig, prompts=list(rows)).prompts == rows
 
 
 def test_run_tables_put_the_sample_first():
