@@ -188,8 +188,12 @@ jumps mark *preplan* tokens. Global heads show which tokens later text keeps ret
 the *anchors*. Small sizes here: raise `max_new_tokens` for a longer answer."""),
     ("code", SETUP),
     ("code", """\
-from interp.analyses.preplan import PreplanConfig, score_preplan
-result = score_preplan(lm, PreplanConfig(max_new_tokens=32))  # raise for a longer answer
+from interp.analyses.preplan import PreplanConfig
+from interp.datasets.prompts import default_prompts
+from interp.experiments import preplan
+config = PreplanConfig(prompts=default_prompts()[:1], max_new_tokens=32)  # raise for a longer answer
+run = preplan.run(lm, config)  # pass a Store("runs/preplan") to keep tables and resume
+result = run.results[0]  # one PreplanResult per prompt
 print(result.response)
 result.summary()"""),
     ("code", "result.to_dataframe().head(12)"),
