@@ -269,7 +269,7 @@ def describe(result: RetrievalResult) -> str:
 def summary(result: RetrievalResult) -> dict:
     """run.json's summary: the headline numbers, the seconds per stage and what was resumed."""
     out = {**result.summary(), "timings": result.timings}
-    if result.config.mask and result.masking is None:
+    if result.config.mask and result.n_samples == 0:
         out["masking"] = "skipped: no sample counted, so there are no top heads to mask"
     return out
 

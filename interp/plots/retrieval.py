@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from interp.analyses.retrieval import RetrievalResult
 from interp.plots.common import head_grid
 
 __all__ = ["figure", "masking_figure"]
 
 
-def figure(result) -> go.Figure:
+def figure(result: RetrievalResult) -> go.Figure:
     """Layer x head heatmap of retrieval scores with score, rank and threshold in the hover."""
     scores = np.asarray(result.scores, dtype=float)
     heads = result.to_dataframe()
@@ -45,7 +46,7 @@ def figure(result) -> go.Figure:
     return head_grid(scores, title=title, colorbar="retrieval score", hover=hover, zmin=0.0)
 
 
-def masking_figure(result) -> go.Figure:
+def masking_figure(result: RetrievalResult) -> go.Figure:
     """Bars of needle recall: unmasked, top-K masked, random-K masked (mean ± std over seeds)."""
     m = result.masking
     if m is None:
