@@ -168,7 +168,8 @@ class LoadedModel:
         weight = getattr(emb, "weight", None)
         if weight is not None and weight.device.type != "meta":
             return weight.device
-        return next(p.device for p in self.hf_model.parameters() if p.device.type != "meta")
+        # every weight offloaded (accelerate keeps them on "meta" here): inputs go to the CPU
+        return next((p.device for p in self.hf_model.parameters() if p.device.type != "meta"), torch.device("cpu"))
 
     @property
     def vocab_size(self) -> int:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from interp.errors import InterpError
+from interp.protocols import Model
 
 __all__ = [
     "ReportConfig",
@@ -219,7 +220,7 @@ def check_model_supported(name: Optional[str]) -> None:
     adapter_for(str(getattr(text, "model_type", cfg.model_type)))
 
 
-def _check_lm(lm) -> None:
+def _check_lm(lm: Model) -> None:
     if getattr(lm, "adapter", None) is None or getattr(lm, "arch", None) is None:
         raise InterpError(
             f"model {getattr(lm, 'name', lm)!r} has no hook adapter: load it with interp.load_model (or "
@@ -238,7 +239,7 @@ def _esc(x: Any) -> str:
     return html.escape(str(x), quote=False)
 
 
-def _capture_head(lm, ids, layer: int, head: int):
+def _capture_head(lm: Model, ids, layer: int, head: int):
     """(q, k) of one head on ``ids`` [1, pos]: [pos, d_head] each."""
     from interp.hooks import capture
 
@@ -247,7 +248,7 @@ def _capture_head(lm, ids, layer: int, head: int):
     return cap["q", layer][0, head], cap["k", layer][0, lm.arch.kv_map[head]]
 
 
-def _stage_attention(lm, cfg, ctx: dict) -> _Output:
+def _stage_attention(lm: Model, cfg, ctx: dict) -> _Output:
     from interp.plots.attention import attention_view, pattern_kwargs
 
     picks = _pick_attention_heads(lm, ctx)  # [(label, layer, head, text, why)]
@@ -296,7 +297,7 @@ _RUNNERS: dict[str, Callable] = {
 }
 
 
-def _pick_attention_heads(lm, ctx: dict) -> list:
+def _pick_attention_heads(lm: Model, ctx: dict) -> list:
     """Heads for the viewer: the top retrieval head on repeated text, the top IOI head on an IOI prompt.
 
     Returns:
@@ -361,7 +362,7 @@ _EXTRA_CSS = """
 """
 
 
-def _write_index(out_dir: Path, lm, config: ReportConfig, stages: list[StageReport], outputs: dict, seconds: float) -> Path:
+def _write_index(out_dir: Path, lm: Model, config: ReportConfig, stages: list[StageReport], outputs: dict, seconds: float) -> Path:
     from interp.plots.export import PageSection, save_page
 
     rows = "".join(
@@ -392,7 +393,7 @@ def _write_index(out_dir: Path, lm, config: ReportConfig, stages: list[StageRepo
 # --------------------------------------------------------------------------------------------
 
 
-def _run_experiment(exp, lm, config: ReportConfig, cfg, ctx: dict) -> _Output:
+def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict) -> _Output:
     """One registry experiment as a report stage: its config may use the results of earlier stages."""
     from interp.experiments import Store
 
@@ -419,7 +420,7 @@ def _settings(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def run_report(lm, out_dir, config: ReportConfig = ReportConfig(), *, console=None) -> Report:
+def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, console=None) -> Report:
     """Run every chosen analysis on ``lm`` and write the report under ``out_dir``.
 
     Args:

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 
 from interp.errors import InterpError
+from interp.protocols import Model
 from interp.hooks.sites import SITES, Listener, run_listeners
 
 __all__ = ["adapter_for", "HFAdapter", "TLAdapter", "LayerAttention", "SUPPORTED_MODEL_TYPES", "UNSUPPORTED_MODEL_TYPES"]
@@ -306,22 +307,22 @@ class HFAdapter:
         self._attached = 0  # listeners attached now; routing is on while > 0
         self._restore: list[tuple[Any, str]] = []
 
-    def layers(self, lm) -> list:
+    def layers(self, lm: Model) -> list:
         return list(_get(lm.hf_model, self.layout.layers))
 
-    def attention(self, lm, layer: int):
+    def attention(self, lm: Model, layer: int):
         return getattr(self.layers(lm)[layer], self.layout.attn)
 
     def layer_attention(self, model) -> tuple[LayerAttention, ...]:
         """Per-layer softmax settings (see `read_layer_attention`)."""
         return read_layer_attention(model, self.layout)
 
-    def sink_logits(self, lm, layer: int) -> torch.Tensor | None:
+    def sink_logits(self, lm: Model, layer: int) -> torch.Tensor | None:
         """The layer's learned sink logits [head] (float32, detached), or None."""
         sinks = getattr(self.attention(lm, layer), "sinks", None)
         return sinks.detach().float() if isinstance(sinks, torch.Tensor) else None
 
-    def install(self, lm) -> None:
+    def install(self, lm: Model) -> None:
         """Give each attention module its listener registry and settings; the config is untouched.
 
         Raises:
@@ -346,7 +347,7 @@ class HFAdapter:
             if base == "eager":
                 _base_function(attn)  # fail now, not at the first forward pass
 
-    def _switch(self, lm, on: bool) -> None:
+    def _switch(self, lm: Model, on: bool) -> None:
         """Route attention through ``interp_<base>`` (on) or give the model back its own (off)."""
         name = f"interp_{self.base}"
         if on:
@@ -364,7 +365,7 @@ class HFAdapter:
         self._restore = []
         _route(name, self.base, False)
 
-    def _track(self, lm, remove: Callable[[], None]) -> _Handle:
+    def _track(self, lm: Model, remove: Callable[[], None]) -> _Handle:
         """A handle that removes a listener and switches routing off with the last one."""
         if self._attached == 0:
             self._switch(lm, True)
@@ -378,11 +379,11 @@ class HFAdapter:
 
         return _Handle(done)
 
-    def forward(self, lm, input_ids, attention_mask=None):
+    def forward(self, lm: Model, input_ids, attention_mask=None):
         out = lm.hf_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return out.logits
 
-    def attach(self, lm, site: str, layer: int, fn: Listener) -> _Handle:
+    def attach(self, lm: Model, site: str, layer: int, fn: Listener) -> _Handle:
         """Attach a listener at (site, layer); returns a handle that removes it."""
         if site in ("q", "k", "v"):
             lst = self.attention(lm, layer)._interp[site]
@@ -428,7 +429,7 @@ class HFAdapter:
 
         return _Handle(module.register_forward_hook(post).remove)
 
-    def start_at(self, lm, layer: int, resid: torch.Tensor) -> _Handle:
+    def start_at(self, lm: Model, layer: int, resid: torch.Tensor) -> _Handle:
         """Skip layers ``< layer``: they pass their input through, and ``layer`` receives ``resid``.
 
         For runs whose edits all sit at ``layer`` or above: the layers below compute the same
@@ -459,7 +460,7 @@ class HFAdapter:
 
         return _Handle(remove)
 
-    def attach_key_bias(self, lm, layer: int, fn) -> _Handle:
+    def attach_key_bias(self, lm: Model, layer: int, fn) -> _Handle:
         """Attach a key-bias edit: ``fn(q, k, scale) -> (q_extra [b,h,t,1], k_extra [b,kv,s,1])``."""
         lst = self.attention(lm, layer)._interp["bias"]
         lst.append(fn)
@@ -498,12 +499,12 @@ class TLAdapter:
     def layer_attention(self, model) -> tuple[LayerAttention, ...]:
         return read_layer_attention(model, self.layout)
 
-    def sink_logits(self, lm, layer: int) -> torch.Tensor | None:
+    def sink_logits(self, lm: Model, layer: int) -> torch.Tensor | None:
         attn = getattr(list(_get(lm.hf_model, self.layout.layers))[layer], self.layout.attn)
         sinks = getattr(attn, "sinks", None)
         return sinks.detach().float() if isinstance(sinks, torch.Tensor) else None
 
-    def install(self, lm) -> None:
+    def install(self, lm: Model) -> None:
         """Pick the bridge's hook points; models without rotary embeddings (GPT-2) have no
         ``hook_rot_q``/``hook_rot_k``, and their plain q/k hooks are then the post-RoPE q/k."""
         hooks = dict(_TL_HOOKS)
@@ -515,15 +516,15 @@ class TLAdapter:
             raise InterpError(f"this TransformerBridge lacks hook points {missing}: it cannot be used with backend='tl'")
         self.hooks = hooks
 
-    def forward(self, lm, input_ids, attention_mask=None):
+    def forward(self, lm: Model, input_ids, attention_mask=None):
         if attention_mask is not None:
             return lm.model(input_ids, attention_mask=attention_mask)
         return lm.model(input_ids)
 
-    def _hook_point(self, lm, name: str):
+    def _hook_point(self, lm: Model, name: str):
         return lm.model.hook_dict[name]
 
-    def attach(self, lm, site: str, layer: int, fn: Listener) -> _Handle:
+    def attach(self, lm: Model, site: str, layer: int, fn: Listener) -> _Handle:
         if site not in self.hooks:
             raise InterpError(f"unknown site '{site}': use one of {', '.join(SITES)}")
         pattern, layout = self.hooks[site]
@@ -539,7 +540,7 @@ class TLAdapter:
         handle = self._hook_point(lm, pattern.format(L=layer)).add_hook(hook)
         return _Handle(handle.hook.remove)
 
-    def attach_key_bias(self, lm, layer: int, fn) -> _Handle:
+    def attach_key_bias(self, lm: Model, layer: int, fn) -> _Handle:
         """Key bias on the bridge: add the bias to the eager scores [batch, head, q, k] directly."""
         state: dict[str, torch.Tensor] = {}
 

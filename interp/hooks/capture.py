@@ -17,12 +17,13 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import torch
 
 from interp.errors import InterpError
+from interp.protocols import Model
 from interp.hooks.sites import SITES
 
 __all__ = ["Capture", "capture", "check_layers"]
 
 
-def check_layers(lm, layers: Optional[Iterable[int]]) -> list[int]:
+def check_layers(lm: Model, layers: Optional[Iterable[int]]) -> list[int]:
     """Validated, sorted layer list (all layers when None)."""
     if layers is None:
         return list(range(lm.arch.n_layers))
@@ -82,7 +83,7 @@ class Capture:
 
 @contextmanager
 def capture(
-    lm,
+    lm: Model,
     layers: Optional[Iterable[int]] = None,
     keep: Sequence[str] = ("q", "k", "v", "z", "resid_pre", "resid_post", "attn_out", "mlp_out"),
     on_layer: Optional[Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]] = None,
@@ -141,7 +142,7 @@ def _recorder(cap: Capture, site: str, layer: int, store: bool):
     return fn
 
 
-def _streamer(lm, cap: Capture, layer: int, on_layer, keep):
+def _streamer(lm: Model, cap: Capture, layer: int, on_layer, keep):
     """Listeners that collect q, k, v of one attention call and hand them to ``on_layer``."""
     pending: dict[str, torch.Tensor] = {}
 

@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 import torch
 
 from interp.errors import InterpError
+from interp.protocols import Model
 from interp.hooks.sites import HEAD_SITES, KV_SITES, SITES
 
 __all__ = [
@@ -78,7 +79,7 @@ class KeyBias:
         return q_extra, k_extra
 
 
-def _check(lm, layer: int, head: Optional[int], site: str) -> None:
+def _check(lm: Model, layer: int, head: Optional[int], site: str) -> None:
     if site not in SITES:
         raise InterpError(f"unknown site '{site}': use one of {', '.join(SITES)}")
     lm.arch.check_layer(layer)
@@ -93,7 +94,7 @@ def _check(lm, layer: int, head: Optional[int], site: str) -> None:
 
 
 @contextmanager
-def intervene(lm, edits: Sequence[Union[Edit, KeyBias]]) -> Iterator[None]:
+def intervene(lm: Model, edits: Sequence[Union[Edit, KeyBias]]) -> Iterator[None]:
     """Apply ``edits`` to every forward pass inside the block; remove them on exit.
 
     Raises:
@@ -187,7 +188,7 @@ def patch_site(site: str, layer: int, value: torch.Tensor, pos=None) -> Edit:
 
 
 @contextmanager
-def start_at_layer(lm, layer: int, resid: torch.Tensor) -> Iterator[None]:
+def start_at_layer(lm: Model, layer: int, resid: torch.Tensor) -> Iterator[None]:
     """Run the forward passes inside the block from ``layer`` on, with ``resid`` entering it.
 
     The layers below ``layer`` are skipped (they pass their input through). Use it when every
