@@ -14,9 +14,10 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from interp.errors import InterpError
+from interp.protocols import Model
 
 __all__ = ["prepare_out_dir", "atomic_write_text", "atomic_write_json", "atomic_write_csv", "SampleLog", "run_info"]
 
@@ -120,7 +121,7 @@ class SampleLog:
         return len(self.records)
 
 
-def run_info(lm=None, settings: dict | None = None, started: float | None = None) -> dict:
+def run_info(lm: Optional[Model] = None, settings: dict | None = None, started: float | None = None) -> dict:
     """Metadata for run.json: model, settings, library versions, timings."""
     import numpy
     import torch
