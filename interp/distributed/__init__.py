@@ -1,0 +1,58 @@
+"""Scale-out: independent units of work sharded over ranks, resumable parts, a merge on rank 0.
+
+Every scoring command is a map over independent units of work (texts, needle samples, prompts,
+batches of task items, patch chunks) followed by a cheap aggregate. This module owns the map:
+
+- `world()` reads the rank layout the standard launchers give every process (``torchrun``,
+  ``accelerate launch``: RANK / WORLD_SIZE / LOCAL_RANK; Slurm ``srun``: SLURM_PROCID /
+  SLURM_STEP_NUM_TASKS / SLURM_LOCALID) and joins the ``torch.distributed`` process group
+  (gloo by default: only small Python records travel, never tensors).
+- `map_units(keys, compute, log=...)` gives rank r the keys ``keys[r::world_size]``, computes
+  the ones no earlier run finished, appends each to the rank's own part
+  (``parts/<log>.rank-RRR-of-WWW.jsonl``, a settings-stamped `SampleLog`), gathers every rank's
+  records and has rank 0 append them, in key order, to the run's main log. Every rank returns
+  the same complete ``{key: record}``, so the aggregate that follows is the one of a single
+  process, and a later one-process run with the same folder resumes everything.
+- `open_log` opens a run's main log on every rank (rank 0 alone touches the file).
+- ``engine="ray"`` (`use_engine`) maps the same units over Ray actors that hold one model each
+  (``pip install 'interp[ray]'``), with the same log and resume files.
+
+Failures are collective: an `InterpError` on any rank (bad settings, a part from another run,
+more ranks than units) is raised on every rank, before any result is written.
+"""
+
+from interp.distributed._launch import (  # noqa: F401  (_LOADING etc.: the launch state, for tests)
+    _ENGINE,
+    _LOADING,
+    _PLACEMENT,
+    configure,
+    current_engine,
+    parse_max_memory,
+    rank_device,
+    rank_max_memory,
+    rank_model,
+    use_engine,
+)
+from interp.distributed._logs import log_add, open_log, open_parted_log, part_path
+from interp.distributed._map import finished, map_units
+from interp.distributed._world import World, barrier, settings_digest, world
+
+__all__ = [
+    "World",
+    "world",
+    "map_units",
+    "finished",
+    "open_log",
+    "open_parted_log",
+    "log_add",
+    "barrier",
+    "settings_digest",
+    "part_path",
+    "use_engine",
+    "current_engine",
+    "configure",
+    "rank_model",
+    "rank_device",
+    "rank_max_memory",
+    "parse_max_memory",
+]
