@@ -4,7 +4,8 @@ Each module owns one kind of input and its file format, reads what ships in `int
 raises `InterpError` on a bad file with the line to fix:
 
 - `texts`: plain text sets (sinks, head detectors, AttentionInfluence).
-- `needles`: needle-in-a-haystack samples (needles file, haystack text, prompts with exact spans).
+- `needles`: needle-in-a-haystack samples (needles file, prompts with exact spans).
+- `haystack`: the haystack text of those prompts (stdlib docstrings or the user's files).
 - `tasks`, `ioi`, `colored_objects`: patching tasks, sets of clean/corrupted prompt pairs with
   their answers (IOI and Colored Objects generators, users' pairs files).
 - `choices`: choice sets, labelled prompts answered by one of a few choices (the calibrations' "--task").
@@ -19,7 +20,8 @@ from interp.datasets.texts import TEXT_SEPARATOR, default_texts, read_texts, spl
 
 __all__ = ["TEXT_SEPARATOR", "default_texts", "read_texts", "split_texts", "texts_digest"]
 
-from interp.datasets.needles import Haystack, Needle, NeedleSample, PromptTemplate, build_samples, load_haystack, load_needles
+from interp.datasets.haystack import Haystack, load_haystack
+from interp.datasets.needles import Needle, NeedleSample, PromptTemplate, build_samples, load_needles
 
 __all__ += ["Haystack", "Needle", "NeedleSample", "PromptTemplate", "build_samples", "load_haystack", "load_needles"]
 

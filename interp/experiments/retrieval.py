@@ -35,7 +35,8 @@ from interp.analyses.retrieval import (
     masking_result,
     sample_record,
 )
-from interp.datasets.needles import Haystack, NeedleSample, PromptTemplate, build_samples, load_haystack, load_needles
+from interp.datasets.haystack import Haystack, load_haystack
+from interp.datasets.needles import NeedleSample, PromptTemplate, build_samples, load_needles
 from interp.errors import InterpError
 from interp.experiments import flags
 from interp.experiments._base import Experiment, Store, execute

@@ -11,18 +11,14 @@ import re
 
 import pytest
 
+from interp.datasets.haystack import Haystack, load_haystack, read_haystack, split_sentences, stdlib_sentences
 from interp.datasets.needles import (
-    Haystack,
     Needle,
     PromptTemplate,
     build_sample,
     build_samples,
     insertion_index,
-    load_haystack,
     load_needles,
-    read_haystack,
-    split_sentences,
-    stdlib_sentences,
 )
 from interp.analyses.shared_prefix import prefix_tree, tree_cost
 from interp.errors import InterpError
