@@ -12,99 +12,34 @@ An adapter maps the canonical sites of `interp.hooks.sites` onto one model famil
   z, the residual stream and block outputs are reached with ordinary module hooks.
 - ``TLAdapter`` reads the hook points of a transformer-lens ``TransformerBridge``.
 
-Each family differs only in module paths and in where its config keeps the sliding window,
-which live in ``_HF_LAYOUTS``; adding a family is one row there. ``layer_attention`` reads,
-per layer, what the kernel needs to reproduce that layer's softmax (`LayerAttention`); the
-attention function checks at every call that the model still passes those settings.
+The family table (module paths, where each config keeps its window) is `interp.hooks.families`;
+adding a family is one row there. The attention function checks at every call that the model
+still passes the settings `interp.hooks.families.read_layer_attention` read.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from interp.errors import InterpError
 from interp.protocols import Model
-from interp.hooks.sites import SITES, Listener, run_listeners
+from interp.hooks._tl import TLAdapter
+from interp.hooks.families import (  # noqa: F401  (re-exported)
+    _HF_LAYOUTS,
+    SUPPORTED_MODEL_TYPES,
+    UNSUPPORTED_MODEL_TYPES,
+    LayerAttention,
+    _get,
+    _HFLayout,
+    read_layer_attention,
+)
+from interp.hooks.sites import SITES, Listener, _Handle, run_listeners
 
 __all__ = ["adapter_for", "HFAdapter", "TLAdapter", "LayerAttention", "SUPPORTED_MODEL_TYPES", "UNSUPPORTED_MODEL_TYPES"]
-
-
-@dataclass(frozen=True)
-class LayerAttention:
-    """What the kernel needs to reproduce one layer's attention softmax exactly.
-
-    Attributes:
-        scale: the factor on q.k (the module's ``scaling``: 1/sqrt(d_head) for Llama,
-            query_pre_attn_scalar**-0.5 for Gemma, 1/(sqrt(d_head) (layer+1)) for GPT-2 with
-            ``scale_attn_by_inverse_layer_idx``).
-        causal: whether query i sees only keys j <= i.
-        sliding_window: None, or W: query i sees keys with i - j < W (HF's sliding mask).
-        softcap: None, or c: scores become c tanh(s / c) before the mask (Gemma 2/3).
-        sink_logits: whether the layer has learned per-head sink logits (GPT-OSS ``sinks``)
-            that join the softmax denominator; their values live on the module.
-    """
-
-    scale: float
-    causal: bool = True
-    sliding_window: int | None = None
-    softcap: float | None = None
-    sink_logits: bool = False
-
-
-@dataclass(frozen=True)
-class _HFLayout:
-    layers: str  # dotted path from the CausalLM to the list of decoder layers
-    attn: str = "self_attn"  # attribute of a decoder layer holding the attention module
-    o_proj: str = "o_proj"  # attribute of the attention module holding the output projection
-    mlp: str = "mlp"  # attribute of a decoder layer holding the MLP (or MoE block)
-    # Where the family's masks take the sliding window from when the config has no
-    # ``layer_types``: "config" = config.sliding_window on every layer (Mistral), None = never.
-    window: str | None = None
-    # Whether the family passes the module's ``attn_logit_softcapping`` to attention (Gemma 2).
-    # Gemma 3 keeps the attribute but transformers 5.x never applies it, so neither do we.
-    softcap: bool = False
-
-
-_LLAMA_LIKE = _HFLayout(layers="model.layers")
-_WINDOWED = _HFLayout(layers="model.layers", window="config")
-_HF_LAYOUTS: dict[str, _HFLayout] = {
-    "llama": _LLAMA_LIKE,
-    "mistral": _WINDOWED,
-    "mixtral": _WINDOWED,
-    "qwen2": _LLAMA_LIKE,  # windows come from config.layer_types (use_sliding_window, max_window_layers)
-    "qwen2_moe": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
-    "qwen3_moe": _WINDOWED,
-    "gemma": _LLAMA_LIKE,
-    "gemma2": _HFLayout(layers="model.layers", softcap=True),  # local/global layers, logit soft-cap
-    "gemma3_text": _LLAMA_LIKE,  # local/global layers from layer_types
-    "gpt_oss": _LLAMA_LIKE,  # learned sink logits (module.sinks), windows from layer_types
-    "olmo": _LLAMA_LIKE,
-    "olmo2": _LLAMA_LIKE,
-    "phi": _HFLayout(layers="model.layers", o_proj="dense"),
-    "phi3": _WINDOWED,
-    "starcoder2": _WINDOWED,
-    "cohere": _LLAMA_LIKE,
-    "gpt_neox": _HFLayout(layers="gpt_neox.layers", attn="attention", o_proj="dense"),
-    "gpt2": _HFLayout(layers="transformer.h", attn="attn", o_proj="c_proj"),
-}
-SUPPORTED_MODEL_TYPES = tuple(sorted(_HF_LAYOUTS))
-
-# Families transformers has but we cannot wrap without re-implementing their attention.
-UNSUPPORTED_MODEL_TYPES = {
-    "falcon": "its attention module computes SDPA itself (no AttentionInterface), and ALiBi variants add "
-    "a position bias the kernel does not model",
-    "gptj": "its attention module computes attention itself (no AttentionInterface)",
-    "bloom": "ALiBi position biases are not modelled by the kernel",
-    "mpt": "ALiBi position biases are not modelled by the kernel",
-    "gemma3": "this is the multimodal Gemma 3 wrapper: load the text model with "
-    "Gemma3ForCausalLM (model_type 'gemma3_text')",
-}
 
 
 def adapter_for(model_type: str, backend: str = "hf"):
@@ -117,70 +52,12 @@ def adapter_for(model_type: str, backend: str = "hf"):
     if model_type not in _HF_LAYOUTS:
         raise InterpError(
             f"no hook adapter for model type '{model_type}': supported are {', '.join(SUPPORTED_MODEL_TYPES)}. "
-            "Add a row to interp/hooks/adapters.py:_HF_LAYOUTS if the family uses the same module layout "
+            "Add a row to interp/hooks/families.py:_HF_LAYOUTS if the family uses the same module layout "
             "and dispatches attention through transformers' AttentionInterface"
         )
     if backend == "tl":
         return TLAdapter(_HF_LAYOUTS[model_type])
     return HFAdapter(_HF_LAYOUTS[model_type])
-
-
-def _get(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _text_config(config: Any) -> Any:
-    return getattr(config, "text_config", None) or config
-
-
-def read_layer_attention(model: Any, layout: _HFLayout) -> tuple[LayerAttention, ...]:
-    """Per-layer softmax settings of a HF model, read from its config and attention modules.
-
-    Raises:
-        InterpError: a layer kind or window the kernel cannot reproduce (chunked or linear
-            attention, a bidirectional window).
-    """
-    config = _text_config(model.config)
-    layers = list(_get(model, layout.layers))
-    types = getattr(config, "layer_types", None)
-    window = getattr(config, "sliding_window", None)
-    out = []
-    for i, layer in enumerate(layers):
-        attn = getattr(layer, layout.attn)
-        kind = types[i] if types else ("sliding_attention" if layout.window == "config" and window else "full_attention")
-        if kind not in ("full_attention", "sliding_attention"):
-            raise InterpError(
-                f"layer {i} of this {config.model_type} model uses '{kind}' attention, which the statistics "
-                "kernel cannot reproduce (it models full and sliding-window softmax attention only)"
-            )
-        w = int(window) if kind == "sliding_attention" and window else None
-        causal = bool(getattr(attn, "is_causal", True))
-        if w is not None and not causal:
-            raise InterpError(
-                f"layer {i} has a bidirectional sliding window (use_bidirectional_attention): the kernel's "
-                "window is causal only; load the model with causal attention"
-            )
-        scale = getattr(attn, "scaling", None)
-        if scale is None:
-            scale = float(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads) ** -0.5
-        cap = getattr(attn, "attn_logit_softcapping", None) if layout.softcap else None
-        sinks = isinstance(getattr(attn, "sinks", None), torch.Tensor)
-        out.append(LayerAttention(scale=float(scale), causal=causal, sliding_window=w, softcap=float(cap) if cap else None, sink_logits=sinks))
-    return tuple(out)
-
-
-class _Handle:
-    """Removes one listener (and any torch hook handles) when ``remove()`` is called."""
-
-    def __init__(self, remove: Callable[[], None]):
-        self._remove = remove
-
-    def remove(self) -> None:
-        if self._remove is not None:
-            self._remove()
-            self._remove = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,97 +342,3 @@ class HFAdapter:
         lst = self.attention(lm, layer)._interp["bias"]
         lst.append(fn)
         return self._track(lm, lambda: lst.remove(fn))
-
-
-# --------------------------------------------------------------------------------------------
-# TransformerLens bridge
-# --------------------------------------------------------------------------------------------
-
-# site -> (hook name pattern, layout of the hook's tensor)
-_TL_HOOKS = {
-    "q": ("blocks.{L}.attn.hook_rot_q", "bthd"),
-    "k": ("blocks.{L}.attn.hook_rot_k", "bthd"),
-    "v": ("blocks.{L}.attn.hook_v", "bthd"),
-    "z": ("blocks.{L}.attn.hook_z", "bthd"),
-    "resid_pre": ("blocks.{L}.hook_resid_pre", "btd"),
-    "resid_post": ("blocks.{L}.hook_resid_post", "btd"),
-    "attn_out": ("blocks.{L}.hook_attn_out", "btd"),
-    "mlp_out": ("blocks.{L}.hook_mlp_out", "btd"),
-}
-
-
-class TLAdapter:
-    """Hooks for a transformer-lens ``TransformerBridge`` (which runs eager attention).
-
-    The per-layer softmax settings and sink logits are read from the HF modules the bridge
-    wraps, exactly as for `HFAdapter`.
-    """
-
-    backend = "tl"
-
-    def __init__(self, layout: _HFLayout):
-        self.layout = layout
-
-    def layer_attention(self, model) -> tuple[LayerAttention, ...]:
-        return read_layer_attention(model, self.layout)
-
-    def sink_logits(self, lm: Model, layer: int) -> torch.Tensor | None:
-        attn = getattr(list(_get(lm.hf_model, self.layout.layers))[layer], self.layout.attn)
-        sinks = getattr(attn, "sinks", None)
-        return sinks.detach().float() if isinstance(sinks, torch.Tensor) else None
-
-    def install(self, lm: Model) -> None:
-        """Pick the bridge's hook points; models without rotary embeddings (GPT-2) have no
-        ``hook_rot_q``/``hook_rot_k``, and their plain q/k hooks are then the post-RoPE q/k."""
-        hooks = dict(_TL_HOOKS)
-        if "blocks.0.attn.hook_rot_q" not in lm.model.hook_dict:
-            hooks["q"] = ("blocks.{L}.attn.hook_q", "bthd")
-            hooks["k"] = ("blocks.{L}.attn.hook_k", "bthd")
-        missing = [n.format(L=0) for n, _ in hooks.values() if n.format(L=0) not in lm.model.hook_dict]
-        if missing:
-            raise InterpError(f"this TransformerBridge lacks hook points {missing}: it cannot be used with backend='tl'")
-        self.hooks = hooks
-
-    def forward(self, lm: Model, input_ids, attention_mask=None):
-        if attention_mask is not None:
-            return lm.model(input_ids, attention_mask=attention_mask)
-        return lm.model(input_ids)
-
-    def _hook_point(self, lm: Model, name: str):
-        return lm.model.hook_dict[name]
-
-    def attach(self, lm: Model, site: str, layer: int, fn: Listener) -> _Handle:
-        if site not in self.hooks:
-            raise InterpError(f"unknown site '{site}': use one of {', '.join(SITES)}")
-        pattern, layout = self.hooks[site]
-
-        def hook(x, hook):
-            if layout == "bthd":
-                canon = x.transpose(1, 2)
-                new = run_listeners([fn], canon)
-                return None if new is canon else new.transpose(1, 2)
-            new = run_listeners([fn], x)
-            return None if new is x else new
-
-        handle = self._hook_point(lm, pattern.format(L=layer)).add_hook(hook)
-        return _Handle(handle.hook.remove)
-
-    def attach_key_bias(self, lm: Model, layer: int, fn) -> _Handle:
-        """Key bias on the bridge: add the bias to the eager scores [batch, head, q, k] directly."""
-        state: dict[str, torch.Tensor] = {}
-
-        def grab_q(x, hook):
-            state["q"] = x.transpose(1, 2)
-
-        def grab_k(x, hook):
-            state["k"] = x.transpose(1, 2)
-
-        def add_bias(scores, hook):
-            qc, kc = fn(state["q"], state["k"], 1.0)  # with scale 1, q_extra * k_extra is the bias
-            group = qc.shape[1] // kc.shape[1]
-            kc = kc.repeat_interleave(group, dim=1)
-            return scores + qc @ kc.transpose(-1, -2)
-
-        names = [self.hooks["q"][0].format(L=layer), self.hooks["k"][0].format(L=layer), f"blocks.{layer}.attn.hook_attn_scores"]
-        handles = [self._hook_point(lm, n).add_hook(h) for n, h in zip(names, (grab_q, grab_k, add_bias))]
-        return _Handle(lambda: [h.hook.remove() for h in handles])

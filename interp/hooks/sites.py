@@ -47,3 +47,15 @@ def run_listeners(listeners: list[Listener], x: torch.Tensor) -> torch.Tensor:
                 )
             x = out
     return x
+
+
+class _Handle:
+    """Removes one listener (and any torch hook handles) when ``remove()`` is called."""
+
+    def __init__(self, remove: Callable[[], None]):
+        self._remove = remove
+
+    def remove(self) -> None:
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
