@@ -140,8 +140,10 @@ class ACTBias(KeyBias):
     key_padding_mask: Optional[Tensor] = None
     backend: str = "auto"
 
-    def sink_mass(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        """(S [batch, key_pos] bool, m [batch, query_pos]) of this head from its q and k."""
+    def sink_mass(
+        self, q: Float[Tensor, "batch head query_pos d_head"], k: Float[Tensor, "batch kv_head key_pos d_head"]
+    ) -> tuple[Bool[Tensor, "batch key_pos"], Float[Tensor, "batch query_pos"]]:
+        """(S [batch, key_pos] bool, m [batch, query_pos]) of this head from its q and k (post-RoPE)."""
         from interp.analyses.sinks import sink_members
         from interp.kernels import attention_stats
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 import typer
+from jaxtyping import Shaped
 from torch import Tensor
 
 from interp.analyses.calibration import (
@@ -71,7 +72,7 @@ def act_edits(
     tau: float = 0.1,
     min_queries: int = 16,
     include_first: bool = False,
-    attention_mask: Optional[Tensor] = None,
+    attention_mask: Optional[Shaped[Tensor, "batch key_pos"]] = None,
     backend: str = "auto",
 ) -> list[ACTBias]:
     """ACT on ``heads`` for a batch with ``attention_mask`` (use inside `interp.hooks.intervene`)."""
@@ -93,7 +94,7 @@ def zerotune_edits(
     heads: Sequence[Head],
     gamma: Union[float, Sequence[float]],
     *,
-    attention_mask: Optional[Tensor] = None,
+    attention_mask: Optional[Shaped[Tensor, "batch key_pos"]] = None,
     batch: int = 1,
     key_pos: Optional[int] = None,
 ) -> list[KeyBias]:
