@@ -12,6 +12,7 @@ import torch
 from interp.analyses.influence import InfluenceConfig, combine, heads_to_mask, influence, text_label, text_loss
 from interp.datasets.head_lists import read_heads
 from interp.errors import InterpError
+from typecheck import unchecked_new
 
 
 def test_read_heads_takes_top_by_score(tmp_path):
@@ -66,6 +67,8 @@ def test_config_checks_and_settings():
     ]:
         with pytest.raises(InterpError, match=match):
             InfluenceConfig(**kwargs)
+    with pytest.raises(InterpError, match="sequence of strings"):  # a user's process has no type checker
+        unchecked_new(InfluenceConfig, texts="one text")
 
 
 def test_combine_and_ranking():
