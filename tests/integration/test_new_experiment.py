@@ -43,6 +43,7 @@ EXPERIMENT = '''
 """`interp score toy`: the toy analysis on a model."""
 from typing import Optional
 import numpy as np
+import torch
 import typer
 from interp.experiments import Experiment, Store, execute, flags
 from toy_analysis import ToyConfig, ToyResult, mean_entropy
