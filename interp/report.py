@@ -405,7 +405,7 @@ def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict) -> _Ou
     text = exp.describe(result)
     body = exp.report_html(result) if exp.report_html is not None else f"<p>{_esc(text)}</p>"
     return _Output(
-        summary=text, summary_html=body, tables=exp.tables(result),
+        summary=text, summary_html=body, tables=(exp.report_tables or exp.tables)(result),
         figures=list((exp.report_figures or exp.figures)(result).items()), json={"summary": exp.summary(result)}, result=result,
     )  # fmt: skip
 

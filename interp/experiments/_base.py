@@ -111,6 +111,15 @@ class Store:
         if self.png:
             save_pngs([(fig, self.folder / f"{name}.png") for name, fig in figures.items()])
 
+    def write_pages(self, pages: Mapping[str, str]) -> None:
+        """``name``.html from whole HTML pages (several figures on one page, coloured text), atomically."""
+        if self.folder is not None:
+            from interp.runs import atomic_write_text
+
+            for name, text in pages.items():
+                atomic_write_text(self.folder / f"{name}.html", text)
+                self.written.append(f"{name}.html")
+
     def write_json(self, name: str, obj: Any) -> None:
         """``name``.json, atomically."""
         if self.folder is not None:
@@ -120,14 +129,16 @@ class Store:
             self.written.append(f"{name}.json")
 
     def save(self, experiment: "Experiment", result: Any, lm: Any, config: Any, started: float) -> dict:
-        """Write the experiment's tables, figures and run.json (call on rank 0). Returns run.json's content."""
+        """Write the experiment's tables, figures, pages and run.json (call on rank 0). Returns run.json's content."""
         from interp.runs import run_info
 
         for name, df in experiment.tables(result).items():
             self.write_table(name, df)
         self.write_figures(experiment.figures(result))
+        self.write_pages(experiment.pages(result))
         info = run_info(lm, settings={**config.settings(), **self.notes, "model": lm.name}, started=started)
         info["summary"] = experiment.summary(result)
+        info.update(experiment.record(result))
         self.write_json("run", info)
         return info
 
@@ -138,6 +149,10 @@ def _summary(result: Any) -> dict:
 
 def _no_check(config: Any) -> None:
     return None
+
+
+def _nothing(result: Any) -> dict:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -155,9 +170,12 @@ class Experiment(Generic[C, R]):
         describe: result -> the finding in one or two plain sentences (console and report).
         cli: the typer command: its signature maps flags onto ``config`` and it calls `execute`.
         summary: result -> JSON-able summary for run.json (default ``result.summary()``).
+        pages: result -> {name: whole HTML page}, written as ``name.html`` by the command (default none).
+        record: result -> more run.json fields, e.g. what a later command reads back (default none).
         check: config -> None, checks that need no model (a task file), run before loading one.
         report: ``(quick, earlier) -> config`` for the one-command report, where ``earlier``
             maps the names of experiments already run to their results; None: not in the report.
+        report_tables: result -> {name: DataFrame} for the report's stage folder (default: ``tables``).
         report_figures: result -> {name: Figure} for the report page (default: ``figures``).
         report_html: result -> the report section's HTML (default: ``describe``, escaped, as a paragraph).
         order: position in the report (lower first).
@@ -173,8 +191,11 @@ class Experiment(Generic[C, R]):
     describe: Callable[[R], str]
     cli: Callable[..., None]
     summary: Callable[[R], dict] = _summary
+    pages: Callable[[R], dict[str, str]] = _nothing
+    record: Callable[[R], dict] = _nothing
     check: Callable[[Any], None] = _no_check
     report: Optional[Callable[[bool, Mapping[str, Any]], Any]] = None
+    report_tables: Optional[Callable[[R], dict[str, Any]]] = None
     report_figures: Optional[Callable[[R], dict[str, Any]]] = None
     report_html: Optional[Callable[[R], str]] = None
     order: int = 100

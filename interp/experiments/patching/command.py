@@ -13,7 +13,6 @@ map by attribution patching (``position_map``).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -24,7 +23,7 @@ from interp.analyses.patching.circuits import top_heads
 from interp.analyses.patching.config import PatchConfig
 from interp.analyses.patching.results import PatchResult
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store
+from interp.experiments._base import Experiment, execute
 from interp.experiments.patching.runner import run
 
 __all__ = ["EXPERIMENTS", "describe", "tables", "figures", "report_figures", "report_config", "patch_ioi", "patch_colored_objects", "patch_pairs"]
@@ -146,41 +145,24 @@ def check(config: PatchConfig) -> None:
         read_pairs(config.pairs)
 
 
-def _save(store: Store, result: PatchResult, lm: Any, config: PatchConfig, started: float) -> dict:
-    """patch.csv, patch_activation.csv, patch.html and run.json (with the result's layout for `patch overlap`)."""
-    from interp.plots.patching import figures_html
-    from interp.runs import atomic_write_text, run_info
-
-    store.write_table("patch", result.to_dataframe())
+def cli_tables(result: PatchResult) -> dict[str, Any]:
+    """The command's tables: patch.csv (and patch_activation.csv with --compare)."""
+    out = {"patch": result.to_dataframe()}
     if result.activation is not None:
-        store.write_table("patch_activation", result.activation.to_dataframe())
-    if store.folder is not None:
-        atomic_write_text(store.folder / "patch.html", figures_html(list(figures(result).values()), title=f"interp patch {result.task}"))
-        store.written.append("patch.html")
-    info = run_info(lm, settings={**config.settings(), **store.notes}, started=started)
-    info["summary"] = result.summary()
-    info["result"] = result.meta()  # what `interp patch overlap` reads back with patch.csv
-    store.write_json("run", info)
-    return info
+        out["patch_activation"] = result.activation.to_dataframe()
+    return out
 
 
-def _execute(experiment: Experiment, config: PatchConfig, *, model: Optional[str], out: Path, fresh: bool) -> PatchResult:
-    """`interp.experiments.execute` with patching's files: check, open the store, load, run, write, print."""
-    from rich.console import Console
+def pages(result: PatchResult) -> dict[str, str]:
+    """patch.html: every heatmap of `figures` on one page."""
+    from interp.plots.patching import figures_html
 
-    from interp.distributed import rank_model, world
+    return {"patch": figures_html(list(figures(result).values()), title=f"interp patch {result.task}")}
 
-    started = time.time()
-    experiment.check(config)
-    store = Store(out, fresh=fresh)
-    lm = rank_model(model)
-    result = experiment.run(lm, config, store)
-    if world().main:
-        info = _save(store, result, lm, config, started)
-        console = Console(stderr=True)
-        console.print(f"[bold]{lm.name}[/]: {describe(result)}")
-        console.print(f"wrote {', '.join(store.written)} to {store.folder} ({info['wall_seconds']} s)")
-    return result
+
+def record(result: PatchResult) -> dict[str, Any]:
+    """run.json's "result": the layout `interp patch overlap` reads back with patch.csv."""
+    return {"result": result.meta()}
 
 
 def _config(task: str, *, layers: Optional[str], pairs: Optional[Path] = None, **settings: Any) -> PatchConfig:
@@ -196,7 +178,7 @@ def patch_ioi(
     """Patch the IOI task (Wang et al. 2022): writes patch.csv, run.json and patch.html into OUT."""
     config = _config("ioi", n=n, seed=seed, target=target, method=method, metric=metric, by_pos=by_pos,
                      layers=layers, batch_rows=batch_rows, compare=compare)  # fmt: skip
-    _execute(IOI, config, model=model, out=out, fresh=fresh)
+    execute(IOI, config, model=model, out=out, fresh=fresh)
 
 
 def patch_colored_objects(
@@ -208,7 +190,7 @@ def patch_colored_objects(
     """Patch the Colored Objects task (Merullo et al. 2023): writes patch.csv, run.json and patch.html into OUT."""
     config = _config("colored-objects", n=n, seed=seed, target=target, method=method, metric=metric, by_pos=by_pos,
                      layers=layers, batch_rows=batch_rows, compare=compare)  # fmt: skip
-    _execute(COLORED_OBJECTS, config, model=model, out=out, fresh=fresh)
+    execute(COLORED_OBJECTS, config, model=model, out=out, fresh=fresh)
 
 
 def patch_pairs(
@@ -225,7 +207,7 @@ def patch_pairs(
     n = len(read_pairs(file)[0])  # a malformed pairs file fails before the model loads
     config = _config("pairs", pairs=file, n=n, seed=0, target=target, method=method, metric=metric, by_pos=by_pos,
                      layers=layers, batch_rows=batch_rows, compare=compare)  # fmt: skip
-    _execute(PAIRS, config, model=model, out=out, fresh=fresh)
+    execute(PAIRS, config, model=model, out=out, fresh=fresh)
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +223,10 @@ def report_config(quick: bool, earlier: Mapping[str, Any]) -> PatchConfig:
     return PatchConfig(**_REPORT_SIZES[quick], position_map=True)
 
 
-_COMMON = dict(config=PatchConfig, run=run, tables=tables, figures=figures, describe=describe, check=check)
+_COMMON = dict(
+    config=PatchConfig, run=run, tables=cli_tables, figures=lambda result: {}, pages=pages, record=record,
+    report_tables=tables, describe=describe, check=check,
+)  # the command writes one patch.html page; the report draws report_figures
 IOI = Experiment(
     name="patching", title="IOI circuit patching", command=("patch", "ioi"), cli=patch_ioi,
     report=report_config, report_figures=report_figures, order=40, **_COMMON,
