@@ -204,10 +204,11 @@ def tables(result: PreplanRun) -> dict[str, Any]:
     return {"tokens": result.to_dataframe(), "heads": result.heads_dataframe()}
 
 
-def figures(result: PreplanRun) -> dict[str, Any]:
-    from interp.plots.preplan import PreplanPage
+def pages(result: PreplanRun) -> dict[str, str]:
+    """preplan.html: a section per prompt, its response tokens coloured, with its figures."""
+    from interp.plots.preplan import preplan_page
 
-    return {"preplan": PreplanPage(result.results, result.ids)}
+    return {"preplan": preplan_page(result.results, result.ids)}
 
 
 def report_figures(result: PreplanRun) -> dict[str, Any]:
@@ -293,7 +294,8 @@ EXPERIMENT = Experiment(
     config=PreplanConfig,
     run=run,
     tables=tables,
-    figures=figures,
+    figures=lambda result: {},
+    pages=pages,
     describe=describe,
     cli=cli,
     report=report_config,

@@ -25,7 +25,6 @@ __all__ = [
     "span_figure",
     "highlighted_text_html",
     "preplan_page",
-    "PreplanPage",
     "save_preplan_html",
 ]
 
@@ -180,31 +179,6 @@ def preplan_page(
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{intro}{sections}</body></html>\n"
     )
-
-
-class PreplanPage:
-    """`preplan_page` as an object that `interp.plots.export.save_figure` (and so an experiment's
-    ``figures``) writes like a figure: it has plotly's ``to_html``. It is never drawn as a PNG:
-    ``frames`` is set (beside an empty ``layout``), so `interp.plots.export.is_static` is False.
-
-    Args:
-        results: one `interp.analyses.preplan.PreplanResult` per section.
-        ids: the section headings.
-    """
-
-    frames = ("an HTML page, not a static figure",)
-
-    @property
-    def layout(self) -> go.Layout:
-        return go.Layout()
-
-    def __init__(self, results: Sequence, ids: Sequence[str] | None = None) -> None:
-        self.results = tuple(results)
-        self.ids = None if ids is None else tuple(ids)
-
-    def to_html(self, full_html: bool = True, include_plotlyjs: bool | str = True, config: dict | None = None) -> str:
-        """The whole page (``full_html`` and ``config`` are accepted for plotly's signature)."""
-        return preplan_page(self.results, self.ids, include_plotlyjs=include_plotlyjs)
 
 
 def save_preplan_html(results: Sequence, path: str | os.PathLike, ids: Sequence[str] | None = None) -> Path:

@@ -319,16 +319,15 @@ def test_result_round_trips_through_its_record():
         assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=got.dtype.kind == "f"), name
 
 
-def test_page_object_writes_like_a_figure(tmp_path):
-    from interp.plots.export import is_static, save_figure
-    from interp.plots.preplan import PreplanPage, preplan_page
+def test_preplan_page_is_written_by_the_store(tmp_path):
+    from interp.experiments import Store
+    from interp.plots.preplan import preplan_page
 
     _, found, cfg = _random_found(seed=5)
     res = _result_from(found, 30, cfg)
-    page = PreplanPage([res], ["s1"])
-    path = save_figure(page, tmp_path / "preplan.html")
-    written, direct = path.read_text(), preplan_page([res], ["s1"])
-    assert written.count('class="tok') == direct.count('class="tok') == 30 and not is_static(page)
-    assert abs(len(written) - len(direct)) < 200  # the same page, up to plotly's random div ids
-    shared = page.to_html(include_plotlyjs="../plotly.min.js")
-    assert 'src="../plotly.min.js"' in shared and len(shared) < len(path.read_text()) / 10
+    store = Store(tmp_path)
+    store.write_pages({"preplan": preplan_page([res], ["s1"])})
+    written = (tmp_path / "preplan.html").read_text()
+    assert store.written == ["preplan.html"] and written.count('class="tok') == 30
+    shared = preplan_page([res], ["s1"], include_plotlyjs="../plotly.min.js")
+    assert 'src="../plotly.min.js"' in shared and len(shared) < len(written) / 10
