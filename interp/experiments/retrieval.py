@@ -267,16 +267,23 @@ def describe(result: RetrievalResult) -> str:
     return text
 
 
-def summary(result: RetrievalResult) -> dict:
-    """run.json's summary: the headline numbers, the seconds per stage and what was resumed."""
-    out = {**result.summary(), "timings": result.timings}
-    if result.config.mask and result.n_samples == 0:
+def record(result: RetrievalResult) -> dict:
+    """run.json's fields beside the summary: the seconds per stage and what was resumed, and the
+    causal check's conditions (or why it was skipped)."""
+    out: dict[str, Any] = {"timings": result.timings}
+    if result.masking is not None:
+        out["masking"] = result.masking.to_dataframe().to_dict(orient="records")
+    elif result.config.mask:
         out["masking"] = "skipped: no sample counted, so there are no top heads to mask"
     return out
 
 
 def tables(result: RetrievalResult) -> dict[str, Any]:
-    out = {"heads": result.to_dataframe(), "samples": result.samples_dataframe()}
+    return {"heads": result.to_dataframe(), "samples": result.samples_dataframe()}
+
+
+def report_tables(result: RetrievalResult) -> dict[str, Any]:
+    out = tables(result)
     if result.masking is not None:
         out["masking"] = result.masking.to_dataframe()
     return out
@@ -338,7 +345,7 @@ def cli(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Score every head for retrieval on a needle-in-a-haystack grid, check causally that the top
-    heads matter, and write heads.csv, samples.csv, masking.csv, run.json and retrieval_heads.html into OUT."""
+    heads matter, and write heads.csv, samples.csv, run.json and retrieval_heads.html into OUT."""
     defaults = RetrievalConfig()
     config = RetrievalConfig(
         lengths=_list(lengths, "--lengths", int) or defaults.lengths,
@@ -374,9 +381,10 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    summary=summary,
+    record=record,
     check=check,
     report=report_config,
+    report_tables=report_tables,
     report_figures=report_figures,
     order=10,
 )

@@ -136,7 +136,6 @@ def test_config_validation():
         RetrievalConfig(lengths=(0,))
     with pytest.raises(InterpError, match="seeds is empty"):
         RetrievalConfig(seeds=())
-    assert RetrievalConfig(lengths=[256, 512]).lengths == (256, 512)  # lists become tuples: the config stays hashable
     assert RetrievalConfig().settings()["lengths"] == [512, 1024]
     assert RetrievalConfig().mask_sizes(270) == (14, 14)
     assert RetrievalConfig(mask_top=3).mask_sizes(270) == (3, 3)

@@ -102,7 +102,7 @@ def test_masking_conditions_need_scores():
 def test_describe_states_the_finding_and_the_causal_check():
     from dataclasses import replace
 
-    from interp.experiments.retrieval import EXPERIMENT, describe, tables
+    from interp.experiments.retrieval import EXPERIMENT, describe
 
     samples, records = _records()
     config = RetrievalConfig(mask_top=2, mask_random=1, seeds=(4, 5))
@@ -119,9 +119,11 @@ def test_describe_states_the_finding_and_the_causal_check():
     assert describe(masked) == text + (
         " Masking the top 2 heads drops needle recall from 0.57 to 0.10; masking 1 random heads gives 0.53 (sd 0.05 over 2 seeds)."
     )
-    assert set(tables(result)) == {"heads", "samples"} and set(tables(masked)) == {"heads", "samples", "masking"}
-    assert "masking" not in EXPERIMENT.summary(result) and EXPERIMENT.summary(masked)["masking"]["k_top"] == 2
+    assert set(EXPERIMENT.tables(masked)) == {"heads", "samples"}  # the command's files, as before
+    assert set(EXPERIMENT.report_tables(masked)) == {"heads", "samples", "masking"}  # the report's
+    assert EXPERIMENT.summary(masked)["masking"]["k_top"] == 2
+    assert [row["condition"] for row in EXPERIMENT.record(masked)["masking"]] == ["unmasked", "top", "random", "random"]
     none = {key: {**rec, "recall": 0.0} for key, rec in records.items()}
     unanswered = combine("toy", config, samples, none, (2, 3))
-    assert EXPERIMENT.summary(unanswered)["masking"].startswith("skipped: no sample counted")
+    assert EXPERIMENT.record(unanswered)["masking"].startswith("skipped: no sample counted")
     assert EXPERIMENT.report(True, {}) == RetrievalConfig(lengths=(192,), depths=(0.5,), mask=False)
