@@ -96,6 +96,8 @@ def test_end_to_end_files_and_resume(tokenizer, tmp_path, monkeypatch):
     assert len(samples) == n and {"length", "depth", "needle_id", "recall", "counted"} <= set(samples.columns)
     assert info["model"] == "tiny-6-2" and info["summary"]["n_samples_total"] == n
     assert info["summary"]["masking"]["k_top"] == 2 and len(info["summary"]["masking"]["recall_random_masked_per_seed"]) == 2
+    assert [m["condition"] for m in info["masking"]] == ["unmasked", "top", "random", "random"]
+    assert info["timings"]["samples_computed"] == n and info["settings"]["haystack"] == "Python standard-library docstrings"
     assert first.timings["samples_computed"] == n and first.masking is not None
     assert set(first.masking.top).isdisjoint(h for draw in first.masking.random for h in draw)
     # the per-head score is the mean of the per-sample scores
