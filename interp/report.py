@@ -1,8 +1,9 @@
 """The one-command report: every analysis at small sizes, one page that shows what was found.
 
-`run_report` runs the analyses in turn on one model (retrieval heads, attention sinks,
-preplan/anchor tokens, IOI circuit patching) and then draws the attention patterns of the heads
-they found. Each stage writes its tables (CSV) and figures (HTML sharing one ``plotly.min.js``,
+`run_report` runs every experiment of `interp.experiments.registry` that has a report setting, in
+its ``order`` (retrieval heads, attention sinks, preplan/anchor tokens, IOI circuit patching, the
+head detectors, select-and-copy, QRHead, AttentionInfluence), each through its own runner, tables,
+figures and one-sentence finding, and then draws the attention patterns of the heads they found. Each stage writes its tables (CSV) and figures (HTML sharing one ``plotly.min.js``,
 plus PNG where the figure is static and an image backend exists) under ``DIR/<stage>/``; when
 every stage has finished, ``DIR/index.html`` is written: one self-contained page (plotly.js
 inlined once, opens with no network) that embeds every figure under a short summary of each
@@ -13,8 +14,8 @@ folder (`interp.runs.prepare_out_dir`), that the model has a hook adapter (from 
 before its weights are loaded), and the stage settings. A stage that fails fails the whole run:
 ``index.html`` is only written when every stage finished, so a report is never silently partial.
 
-The report is a thin layer: every number comes from the analyses' own functions and every
-figure from `interp.plots`.
+The report is a thin layer: every number comes from the experiments' runners and every figure
+from `interp.plots`; a new experiment with a ``report`` setting appears here with no edit.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
-import numpy as np
 
 from interp.errors import InterpError
 from interp.protocols import Model
@@ -42,14 +42,8 @@ __all__ = [
     "report",
 ]
 
-# Stages not yet run through `interp.experiments` (they keep their `_stage_*` function below),
-# with their place in the run order; "attention" is the report's own last stage.
-_LEGACY_ORDER = {
-    "attention": 1000,
-}
-_LEGACY_TITLES = {
-    "attention": "Attention patterns of the heads found",
-}
+# The report's own last stage (not an analysis): the attention patterns of the heads found.
+_ATTENTION, _ATTENTION_TITLE = "attention", "Attention patterns of the heads found"
 
 
 def _experiments() -> dict:
@@ -60,11 +54,8 @@ def _experiments() -> dict:
 
 
 def _stage_order() -> tuple[tuple[str, ...], dict[str, str]]:
-    exps = _experiments()
-    order = {**{n: o for n, o in _LEGACY_ORDER.items() if n not in exps}, **{n: e.order for n, e in exps.items()}}
-    titles = {**_LEGACY_TITLES, **{n: e.title for n, e in exps.items()}}
-    names = tuple(sorted(order, key=lambda n: (order[n], n)))
-    return names, {n: titles[n] for n in names}
+    exps = _experiments()  # already in report order
+    return (*exps, _ATTENTION), {**{n: e.title for n, e in exps.items()}, _ATTENTION: _ATTENTION_TITLE}
 
 
 STAGES, _TITLES = _stage_order()  # in run order; influence masks the heads retrieval found, attention draws retrieval's and patching's
@@ -220,7 +211,7 @@ def check_model_supported(name: Optional[str]) -> None:
     adapter_for(str(getattr(text, "model_type", cfg.model_type)))
 
 
-def _check_lm(lm: Model) -> None:
+def _check_lm(lm: object) -> None:  # any object: this is the check that it is a usable model
     if getattr(lm, "adapter", None) is None or getattr(lm, "arch", None) is None:
         raise InterpError(
             f"model {getattr(lm, 'name', lm)!r} has no hook adapter: load it with interp.load_model (or "
@@ -273,28 +264,18 @@ def _stage_attention(lm: Model, cfg, ctx: dict) -> _Output:
     return _Output(summary=text, summary_html=body, figures=figures)
 
 
-_FIGURES: dict[str, Callable] = {}
-
-
 def figures_for(stage: str, result) -> list:
     """The (name, Figure) pairs the report draws for one analysis's result.
 
     Args:
-        stage: "retrieval", "sinks", "preplan", "patching", "heads", "select_copy", "qr_heads" or "influence".
+        stage: the name of an experiment in the report (`STAGES` but "attention").
         result: that analysis's result object.
     """
     exps = _experiments()
-    if stage in exps:
-        exp = exps[stage]
-        return list((exp.report_figures or exp.figures)(result).items())
-    if stage not in _FIGURES:
-        raise InterpError(f"no figures for stage '{stage}': choose from {', '.join(_FIGURES)}")
-    return _FIGURES[stage](result)
-
-
-_RUNNERS: dict[str, Callable] = {
-    "attention": _stage_attention,
-}
+    if stage not in exps:
+        raise InterpError(f"no figures for stage '{stage}': choose from {', '.join(exps)}")
+    exp = exps[stage]
+    return list((exp.report_figures or exp.figures)(result).items())
 
 
 def _pick_attention_heads(lm: Model, ctx: dict) -> list:
@@ -410,16 +391,6 @@ def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict) -> _Ou
     )  # fmt: skip
 
 
-def _settings(config) -> dict:
-    """An analysis config as JSON-able settings (each analysis names this method its own way)."""
-    import dataclasses
-
-    for method in ("to_dict", "settings"):
-        if callable(getattr(config, method, None)):
-            return getattr(config, method)()
-    return dataclasses.asdict(config)
-
-
 def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, console=None) -> Report:
     """Run every chosen analysis on ``lm`` and write the report under ``out_dir``.
 
@@ -462,10 +433,10 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
         console.rule(f"[bold]{i}/{n} {title}")
         t0 = time.time()
         try:
-            if name in exps:
-                output = _run_experiment(exps[name], lm, config, configs[name], ctx)
+            if name == _ATTENTION:
+                output = _stage_attention(lm, None, ctx)
             else:
-                output = _RUNNERS[name](lm, configs.get(name), ctx)
+                output = _run_experiment(exps[name], lm, config, configs[name], ctx)
         except Exception as err:
             console.print(f"[red]x {title} failed after {time.time() - t0:.0f} s; no index.html written[/]")
             if isinstance(err, InterpError):
@@ -476,7 +447,7 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
         reports.append(_write_stage(out, name, title, output, seconds, config.png))
         console.print(f"[green]done[/] in {seconds:.0f} s: {output.summary}")
     seconds = time.time() - started
-    settings = {name: _settings(c) for name, c in configs.items()}
+    settings = {name: c.settings() for name, c in configs.items()}
     settings["report"] = {"quick": config.quick, "stages": list(config.stages), "repeats": config.repeats}
     info = run_info(lm, settings, started)
     info["stages"] = [{"name": s.name, "seconds": s.seconds, "summary": s.summary} for s in reports]

@@ -17,6 +17,7 @@ import pytest
 
 from interp.errors import InterpError
 from interp.report import STAGES, ReportConfig, run_report
+from typecheck import unchecked
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -151,7 +152,7 @@ def test_model_without_adapter_fails_before_loading(tmp_path):
 def test_library_checks_model_and_settings_first(tmp_path):
     no_adapter = SimpleNamespace(name="bare", adapter=None, arch=None, tokenizer=object())
     with pytest.raises(InterpError, match="no hook adapter"):
-        run_report(no_adapter, tmp_path / "a", ReportConfig(stages=("preplan",)))
+        unchecked(run_report)(no_adapter, tmp_path / "a", ReportConfig(stages=("preplan",)))  # as in a user's process
     assert list((tmp_path / "a").iterdir()) == []  # nothing written
     with pytest.raises(InterpError, match="unknown report stages"):
         ReportConfig(stages=("retrieval", "bogus"))
@@ -159,7 +160,7 @@ def test_library_checks_model_and_settings_first(tmp_path):
         ReportConfig(stages=("attention", "retrieval"))
 
 
-def test_failed_stage_fails_the_run_and_leaves_no_page(tmp_path, monkeypatch):
+def test_failed_stage_fails_the_run_and_leaves_no_page(tmp_path, monkeypatch, embedded):
     import dataclasses
 
     import interp.experiments.preplan as preplan
@@ -171,7 +172,6 @@ def test_failed_stage_fails_the_run_and_leaves_no_page(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "index.html").write_text("an older report")
-    lm = SimpleNamespace(name="stub", adapter=object(), arch=object(), tokenizer=object())
     with pytest.raises(InterpError, match="report stage 'preplan' failed: boom"):
-        run_report(lm, out, ReportConfig(stages=("preplan",)))
+        run_report(embedded, out, ReportConfig(stages=("preplan",)))
     assert not (out / "index.html").exists()  # no complete-looking page from an earlier run either
