@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from interp.errors import InterpError
-from interp.hooks.adapters import LayerAttention
+from interp.hooks.families import ArchInfo, LayerAttention  # noqa: F401  (re-exported)
 from interp.protocols import Model
 from interp._bridge import _boot_bridge, _check_bridge_hooks
 from interp._embedded import (  # noqa: F401  (re-exported: tests and the report use them)
@@ -35,101 +35,6 @@ from interp._embedded import (  # noqa: F401  (re-exported: tests and the report
 )
 
 __all__ = ["ArchInfo", "Model", "LoadedModel", "load_model", "embedded_model_dir", "cache_dir", "EMBEDDED_NAME"]
-
-@dataclass(frozen=True)
-class ArchInfo:
-    """Architecture facts of a loaded causal LM.
-
-    Attributes:
-        n_layers: number of decoder layers.
-        n_heads: query heads per layer.
-        n_kv_heads: key/value heads per layer (``n_heads`` for MHA, fewer for GQA/MQA).
-        d_head: per-head dimension of q and k.
-        d_model: residual stream width.
-        n_ctx: the model's context length in tokens.
-        scale: the softmax scale of layer 0 (1/sqrt(d_head) for Llama); layers may differ, so
-            analyses use ``attention[layer]`` (or `LoadedModel.attention_kwargs`) instead.
-        model_type: the HF ``config.model_type`` (the adapter table key).
-        attention: per layer, the softmax settings the kernel needs (`LayerAttention`: scale,
-            causal, sliding window, soft-cap, learned sink logits). Empty only for an ArchInfo
-            built by hand from config facts.
-    """
-
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_head: int
-    d_model: int
-    n_ctx: int
-    scale: float
-    model_type: str
-    attention: tuple[LayerAttention, ...] = ()
-
-    def layer_attention(self, layer: int) -> LayerAttention:
-        """Softmax settings of ``layer`` (all layers share ``scale`` when built without a model)."""
-        self.check_layer(layer)
-        return self.attention[layer] if self.attention else LayerAttention(scale=self.scale)
-
-    @property
-    def group(self) -> int:
-        """Query heads per kv head."""
-        return self.n_heads // self.n_kv_heads
-
-    @property
-    def kv_map(self) -> list[int]:
-        """kv_map[h] = the kv head that query head h reads (HF ``repeat_kv`` order)."""
-        return [h // self.group for h in range(self.n_heads)]
-
-    def check_layer(self, layer: int) -> int:
-        """Return ``layer`` or raise a clear error when it is out of range."""
-        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
-            raise InterpError(
-                f"layer {layer} out of range: the model has {self.n_layers} layers (0-{self.n_layers - 1})"
-            )
-        return layer
-
-    def check_head(self, head: int) -> int:
-        """Return ``head`` or raise a clear error when it is out of range."""
-        if not isinstance(head, int) or not 0 <= head < self.n_heads:
-            raise InterpError(
-                f"head {head} out of range: the model has {self.n_heads} query heads per layer (0-{self.n_heads - 1})"
-            )
-        return head
-
-    @classmethod
-    def from_config(cls, config: Any, attention: Sequence[LayerAttention] = ()) -> "ArchInfo":
-        """Read the facts from a HuggingFace config (Llama, Mistral, Qwen, GPT-2 field names).
-
-        Args:
-            attention: per-layer softmax settings read from the model's modules (see
-                `interp.hooks.adapters.read_layer_attention`); the config alone cannot know
-                them all (GPT-2 scales by layer, GPT-OSS keeps sink logits on the module).
-        """
-        text = getattr(config, "text_config", None) or config
-        n_heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head")
-        d_model = getattr(text, "hidden_size", None) or getattr(text, "n_embd")
-        n_kv = getattr(text, "num_key_value_heads", None) or n_heads
-        d_head = getattr(text, "head_dim", None) or d_model // n_heads
-        n_layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer")
-        n_ctx = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 2048
-        scale = getattr(text, "query_pre_attn_scalar", None)
-        scale = float(scale) ** -0.5 if scale else float(d_head) ** -0.5
-        attention = tuple(attention)
-        if attention:
-            scale = attention[0].scale
-        return cls(
-            n_layers=int(n_layers),
-            n_heads=int(n_heads),
-            n_kv_heads=int(n_kv),
-            d_head=int(d_head),
-            d_model=int(d_model),
-            n_ctx=int(n_ctx),
-            scale=scale,
-            model_type=str(text.model_type),
-            attention=attention,
-        )
-
-
 
 @dataclass
 class LoadedModel:

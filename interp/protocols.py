@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_che
 import torch
 
 if TYPE_CHECKING:
-    from interp.models import ArchInfo
+    from interp.hooks.families import ArchInfo
 
 __all__ = ["Model"]
 
