@@ -124,7 +124,6 @@ class RetrievalConfig(Config):
             a shared prefix (e.g. the needles at one length and depth) run as one batch.
             None = 1 on CPU (measured: batching there only adds padding and cache copies,
             benchmarks/RESULTS.md) and 4 on CUDA.
-        progress: show progress bars (not a scoring setting).
     """
 
     lengths: tuple[int, ...] = (512, 1024)  # tokens; the paper's grid goes to the context (8192)
@@ -143,7 +142,6 @@ class RetrievalConfig(Config):
     backend: str = "auto"  # interp.kernels backend
     share_prefix: bool = True  # reuse the KV cache of shared token prefixes (exact)
     batch_size: Optional[int] = None  # samples per batch below a shared prefix; None: 1 on CPU, 4 on CUDA
-    progress: bool = True  # progress bars
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range (K against the model: `mask_sizes`)."""

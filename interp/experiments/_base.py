@@ -38,10 +38,12 @@ class Store:
         plotlyjs: how figure pages get plotly.js: True embeds it (pages open offline), a path
             such as ``"../plotly.min.js"`` references one shared copy (the report).
         png: also write PNGs of static figures where an image backend (kaleido) works.
+        progress: show the progress bars of units of work (rank 0 only).
     """
 
     def __init__(
-        self, folder: Optional[str | os.PathLike] = None, *, fresh: bool = False, plotlyjs: bool | str = True, png: bool = False
+        self, folder: Optional[str | os.PathLike] = None, *, fresh: bool = False, plotlyjs: bool | str = True,
+        png: bool = False, progress: bool = True,
     ) -> None:
         from interp.runs import prepare_out_dir
 
@@ -49,6 +51,7 @@ class Store:
         self.fresh = fresh
         self.plotlyjs = plotlyjs
         self.png = png
+        self.progress = progress
         self.notes: dict[str, Any] = {}
         self.written: list[str] = []
         self._logs: dict[str, Any] = {}
@@ -87,9 +90,8 @@ class Store:
         """``{key: compute(key)}`` over the ranks, resumed from the log ``log`` (`interp.distributed.map_units`)."""
         from interp.distributed import map_units
 
-        return map_units(
-            keys, compute, log=self.log(settings, log), settings=dict(settings), what=what, **kwargs
-        )
+        kwargs.setdefault("progress", self.progress)
+        return map_units(keys, compute, log=self.log(settings, log), settings=dict(settings), what=what, **kwargs)
 
     def write_table(self, name: str, df: Any) -> None:
         """``name``.csv, atomically."""
@@ -201,7 +203,10 @@ class Experiment(Generic[C, R]):
     order: int = 100
 
 
-def execute(experiment: Experiment, config: Any, *, model: Optional[str], out: str | os.PathLike, fresh: bool = False, notes: Optional[Mapping[str, Any]] = None) -> Any:
+def execute(
+    experiment: Experiment, config: Any, *, model: Optional[str], out: str | os.PathLike, fresh: bool = False,
+    notes: Optional[Mapping[str, Any]] = None, progress: bool = True,
+) -> Any:
     """What every command does: check, open the store, load the model, run, write, print.
 
     The config is already validated (it was built); ``experiment.check`` and the output folder are
@@ -217,7 +222,7 @@ def execute(experiment: Experiment, config: Any, *, model: Optional[str], out: s
 
     started = time.time()
     experiment.check(config)
-    store = Store(out, fresh=fresh)
+    store = Store(out, fresh=fresh, progress=progress)
     store.note(**(notes or {}))
     lm = rank_model(model)
     result = experiment.run(lm, config, store)

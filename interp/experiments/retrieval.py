@@ -182,7 +182,7 @@ def run(lm: Model, config: RetrievalConfig = RetrievalConfig(), store: Optional[
         config.mask_sizes(arch.n_layers * arch.n_heads)  # K must fit the model: fail before any work
     samples, provenance = prepare_samples(lm, config)
     store.note(**provenance)
-    progress = config.progress and world().main  # under torchrun/srun: one bar, rank 0's
+    progress = store.progress and world().main  # under torchrun/srun: one bar, rank 0's
     by_key = {s.key: s for s in samples}
     n_computed = len(samples) - len(finished(store.log(provenance), list(by_key)))  # by all ranks together
 
@@ -354,9 +354,9 @@ def cli(
         haystack=tuple(str(p) for p in haystack or ()),
         mode=mode, response=response, max_new_tokens=max_new_tokens, min_recall=min_recall, threshold=threshold,
         mask=mask, mask_top=mask_top, mask_random=mask_random, seeds=tuple(seed) if seed else defaults.seeds,
-        backend=flags.check_backend(backend), share_prefix=share_prefix, batch_size=batch_size, progress=progress,
+        backend=flags.check_backend(backend), share_prefix=share_prefix, batch_size=batch_size,
     )  # fmt: skip
-    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh)
+    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, progress=progress)
 
 
 # Small sizes for the report: {quick: kwargs}.

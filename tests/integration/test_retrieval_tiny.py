@@ -39,8 +39,7 @@ from interp.experiments.retrieval import (
 
 def score_retrieval(lm, config, out, *, progress=False):
     """What `interp score retrieval` does with a loaded model: run into the folder ``out``, then write it."""
-    store = Store(out)
-    config = replace(config, progress=progress)
+    store = Store(out, progress=progress)
     result = EXPERIMENT.run(lm, config, store)
     store.save(EXPERIMENT, result, lm, config, time.time())
     return result
