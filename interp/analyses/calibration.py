@@ -214,6 +214,7 @@ def choice_scores(
     Returns:
         (pred [batch] int: argmax choice, logp [batch] float: log-softmax of the correct choice).
     """
+    # a softmax over the [batch, choice] answer logits, not over attention (that comes from interp.kernels)
     scores = torch.log_softmax(logits.double(), dim=-1).cpu()
     answers = answers.cpu().long()
     return scores.argmax(-1).numpy(), scores[torch.arange(len(answers)), answers].numpy()

@@ -6,7 +6,8 @@ event and the per-sample score are in `interp.analyses.retrieval_scores`). A sam
 when the model's answer has ROUGE-1 recall >= 0.5 against the reference; a head's score is the
 mean over counted samples; a head with score > 0.1 is a retrieval head.
 
-The paper decodes greedily with eager attention and ``output_attentions`` to read j*. Here
+The paper decodes greedily with eager attention and ``output_attentions`` (the full [T, T]
+matrices) to read j*; interp does not. Here
 j* comes from `interp.kernels.attention_stats` (``top1`` of the needed query rows only; the
 attention matrix is never built):
 

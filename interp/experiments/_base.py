@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Mapping, Optional, Sequence, TypeVar
 
-__all__ = ["Experiment", "Store", "execute"]
+__all__ = ["Experiment", "Store", "execute", "report_sizes"]
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -155,6 +155,15 @@ def _no_check(config: Any) -> None:
 
 def _nothing(result: Any) -> dict:
     return {}
+
+
+def report_sizes(config: type, sizes: Mapping[bool, Mapping[str, Any]]) -> Callable[[bool, Mapping[str, Any]], Any]:
+    """An `Experiment.report` setting that builds ``config(**sizes[quick])`` (earlier stages unused)."""
+
+    def build(quick: bool, earlier: Mapping[str, Any]) -> Any:
+        return config(**sizes[quick])
+
+    return build
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ and resumed from ``samples.jsonl``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import typer
@@ -22,7 +22,7 @@ from interp.analyses.heads import HeadConfig, HeadResult, combine, detector_targ
 from interp.datasets.random_tokens import repeated_random_tokens
 from interp.datasets.texts import read_texts, texts_digest
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute
+from interp.experiments._base import Experiment, Store, execute, report_sizes
 from interp.models import Model
 
 __all__ = ["EXPERIMENT", "random_sequences", "score_unit", "run"]
@@ -167,12 +167,9 @@ def cli(
 
 
 # The head analyses take seconds each at these sizes (one thread of the 2-core machine).
+# The report's sizes: 8 sequences of 48 random tokens said twice (quick: 2 of 24).
 _REPORT_SIZES = {False: {"n_seqs": 8, "length": 48}, True: {"n_seqs": 2, "length": 24}}
 
-
-def report_config(quick: bool, earlier: Mapping[str, Any]) -> HeadConfig:
-    """The report's sizes: 8 sequences of 48 random tokens said twice (quick: 2 of 24)."""
-    return HeadConfig(**_REPORT_SIZES[quick])
 
 
 EXPERIMENT = Experiment(
@@ -185,7 +182,7 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=report_config,
+    report=report_sizes(HeadConfig, _REPORT_SIZES),
     report_figures=report_figures,
     order=50,
 )

@@ -10,7 +10,7 @@ the units of work: shared over ranks, resumed from ``samples.jsonl``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import typer
@@ -21,7 +21,7 @@ from interp.analyses.qr_heads import NULL_QUERY, QRConfig, QRResult, combine, qr
 from interp.datasets.documents import QRSample, build_prompt, read_samples, samples_digest, shipped_samples
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute
+from interp.experiments._base import Experiment, Store, execute, report_sizes
 from interp.models import Model
 
 __all__ = ["EXPERIMENT", "document_mass", "score_sample", "run"]
@@ -143,12 +143,9 @@ def cli(
     execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"samples_file": str(samples) if samples else None})
 
 
+# The report's sizes: the first 8 shipped samples (quick: 2).
 _REPORT_SIZES = {False: {"max_samples": 8}, True: {"max_samples": 2}}
 
-
-def report_config(quick: bool, earlier: Mapping[str, Any]) -> QRConfig:
-    """The report's sizes: the first 8 shipped samples (quick: 2)."""
-    return QRConfig(**_REPORT_SIZES[quick])
 
 
 EXPERIMENT = Experiment(
@@ -161,7 +158,7 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=report_config,
+    report=report_sizes(QRConfig, _REPORT_SIZES),
     report_figures=report_figures,
     order=70,
 )

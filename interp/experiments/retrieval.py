@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import typer
 
@@ -39,7 +39,7 @@ from interp.datasets.haystack import Haystack, load_haystack
 from interp.datasets.needles import NeedleSample, PromptTemplate, build_samples, load_needles
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute
+from interp.experiments._base import Experiment, Store, execute, report_sizes
 from interp.experiments._retrieval_traces import (
     answer_recall,
     decode_answers,
@@ -360,15 +360,12 @@ def cli(
 
 
 # Small sizes for the report: {quick: kwargs}.
+# The report's small grid: lengths 256 and 512 at depth 0.5, two seeds (quick: 192, no check).
 _REPORT_SIZES = {
     False: {"lengths": (256, 512), "depths": (0.5,), "seeds": (0, 1)},
     True: {"lengths": (192,), "depths": (0.5,), "mask": False},
 }
 
-
-def report_config(quick: bool, earlier: Mapping[str, Any]) -> RetrievalConfig:
-    """The report's small grid: lengths 256 and 512 at depth 0.5, two seeds (quick: 192, no check)."""
-    return RetrievalConfig(**_REPORT_SIZES[quick])
 
 
 EXPERIMENT = Experiment(
@@ -383,7 +380,7 @@ EXPERIMENT = Experiment(
     cli=cli,
     record=record,
     check=check,
-    report=report_config,
+    report=report_sizes(RetrievalConfig, _REPORT_SIZES),
     report_tables=report_tables,
     report_figures=report_figures,
     order=10,

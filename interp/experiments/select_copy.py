@@ -10,7 +10,7 @@ accuracies. Questions are the units of work: shared over ranks, resumed from ``s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import typer
@@ -23,7 +23,7 @@ from interp.datasets.questions import (
 )  # fmt: skip
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute
+from interp.experiments._base import Experiment, Store, execute, report_sizes
 from interp.models import Model
 
 __all__ = ["EXPERIMENT", "option_scores", "prompt_tokens", "run"]
@@ -165,12 +165,9 @@ def cli(
     execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"questions_source": questions})
 
 
+# The report's sizes: the first 20 shipped questions (quick: 4).
 _REPORT_SIZES = {False: {"max_questions": 20}, True: {"max_questions": 4}}
 
-
-def report_config(quick: bool, earlier: Mapping[str, Any]) -> SelectCopyConfig:
-    """The report's sizes: the first 20 shipped questions (quick: 4)."""
-    return SelectCopyConfig(**_REPORT_SIZES[quick])
 
 
 EXPERIMENT = Experiment(
@@ -183,7 +180,7 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=report_config,
+    report=report_sizes(SelectCopyConfig, _REPORT_SIZES),
     report_figures=report_figures,
     order=60,
 )

@@ -9,7 +9,7 @@ units of work: shared over ranks, resumed from ``samples.jsonl``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import typer
 from torch import Tensor
@@ -18,7 +18,7 @@ from interp.analyses.sinks import SinkConfig, SinkResult, combine, reduce_layer
 from interp.datasets.texts import default_texts, read_texts, texts_digest
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute
+from interp.experiments._base import Experiment, Store, execute, report_sizes
 from interp.models import Model
 
 __all__ = ["EXPERIMENT", "prepare_windows", "scan_window", "run"]
@@ -214,12 +214,9 @@ def cli(
     execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"texts_file": str(texts) if texts else None})
 
 
+# The report's small sizes: 6 texts of 256 tokens (quick: 2 of 128).
 _REPORT_SIZES = {False: {"length": 256, "max_texts": 6}, True: {"length": 128, "max_texts": 2}}
 
-
-def report_config(quick: bool, earlier: Mapping[str, Any]) -> SinkConfig:
-    """The report's small sizes: 6 texts of 256 tokens (quick: 2 of 128)."""
-    return SinkConfig(**_REPORT_SIZES[quick])
 
 
 EXPERIMENT = Experiment(
@@ -232,7 +229,7 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=report_config,
+    report=report_sizes(SinkConfig, _REPORT_SIZES),
     report_figures=report_figures,
     order=20,
 )

@@ -69,6 +69,7 @@ def make_metric(
             )
         return lambda logits: (logit_diff(logits, correct, wrong) - ld_corrupt) / gap
     if name == "kl":
+        # next-token distributions [batch, vocab] at the answer position only; no attention is involved
         log_p_clean = torch.log_softmax(clean_logits[:, -1].double(), -1)
 
         def kl(logits: torch.Tensor) -> torch.Tensor:
