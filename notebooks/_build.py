@@ -47,7 +47,7 @@ top = torch.softmax(logits[0, -1], -1).topk(5)
 ## Per-head statistics of every layer, streamed
 `interp.hooks.capture(on_layer=...)` hands each layer's post-RoPE q and k to a callback while the
 model runs; `interp.kernels.attention_stats` reduces them to row and column statistics
-(METRICS.md). Here: the mean attention each head puts on the first token (its *sink* mass)."""),
+(docs/METRICS.md). Here: the mean attention each head puts on the first token (its *sink* mass)."""),
     ("code", """\
 from interp.hooks import capture
 from interp.kernels import attention_stats

@@ -309,7 +309,7 @@ class CalibrationConfig(Config):
         heads: fixed heads as (layer, head) pairs; None = search (ACT) / every head (ZeroTuning).
         beta: ACT, fraction of sink mass kept.
         tau: ACT, sink threshold on recv_mean.
-        min_queries: ACT, keys seen by fewer queries are not sinks (1 = METRICS.md exactly).
+        min_queries: ACT, keys seen by fewer queries are not sinks (1 = docs/METRICS.md exactly).
         include_first: ACT, also scale the first sink (the paper keeps it: False).
         n_candidates: ACT, heads tried by the greedy search (largest hidden-sink mass on the
             calibration prompts first).
@@ -327,7 +327,7 @@ class CalibrationConfig(Config):
     heads: Optional[tuple[Head, ...]] = None  # None: search (act) / all heads (zerotune)
     beta: float = 0.4  # ACT (Yu et al. 2024)
     tau: float = 0.1  # ACT sink threshold
-    min_queries: int = 16  # 1 = METRICS.md exactly
+    min_queries: int = 16  # 1 = docs/METRICS.md exactly
     include_first: bool = False  # ACT keeps the initial sink
     n_candidates: int = 12  # ACT greedy search size
     gamma: Optional[float] = None  # ZeroTuning fixed gamma

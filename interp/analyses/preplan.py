@@ -1,8 +1,8 @@
 """Preplan and anchor tokens: the reasoning rhythm read off local and global attention heads.
 
 Li et al. 2025, "Attention Illuminates LLM Reasoning: The Preplan-and-Anchor Rhythm Enables
-Fine-Grained Policy Optimization" (arXiv 2510.13554); definitions in METRICS.md, "Preplan and
-anchor". Over the response positions R of a prompt + response:
+Fine-Grained Policy Optimization" (arXiv 2510.13554); definitions in
+docs/METRICS.md#preplan-and-anchor-tokens. Over the response positions R of a prompt + response:
 
 - every head (l, h) of the chosen layers gets a span d(l, h) = mean over t in R of dist_t; the
   heads in the lowest `local_quantile` of d are *local*, those in the highest
@@ -84,13 +84,13 @@ class PreplanConfig(Config):
         local_quantile: share of heads with the lowest span called local.
         global_quantile: share of heads with the highest span called global.
         preplan_quantile: share of response tokens, by Delta_t = |WAAD_t - WAAD_{t+1}|, marked
-            preplan. METRICS.md says only "top quantile"; 0.4 is the share the paper uses for
+            preplan. docs/METRICS.md says only "top quantile"; 0.4 is the share the paper uses for
             its token selections (the same 40% as for anchors). The paper text was not at hand
             when this was written: check it and set this explicitly when reproducing its
             numbers.
-        anchor_quantile: share of response tokens, by FAI, marked anchor (top 40%, METRICS.md).
+        anchor_quantile: share of response tokens, by FAI, marked anchor (top 40%, docs/METRICS.md).
         tau_waad: an anchor with WAAD_t <= tau_waad counts as locally dominated. None (default)
-            = the median WAAD over the response, a scale-free cut (METRICS.md gives no number).
+            = the median WAAD over the response, a scale-free cut (docs/METRICS.md gives no number).
         coupling_k: a preplan token must lie in the k tokens before a locally dominated anchor.
         max_new_tokens: greedy generation length when no response is given.
         chat: wrap the prompt in the model's chat template (with the assistant turn opened).

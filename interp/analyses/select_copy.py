@@ -8,7 +8,7 @@ its accuracy over a question set ranks select-and-copy heads (the paper finds he
 the model's own answer).
 
 Anchor token t_i: by default the end-of-line token of option i's line (the paper's choice); with
-``anchor="label"`` the token holding option i's letter (METRICS.md's wording). Both come from
+``anchor="label"`` the token holding option i's letter (docs/METRICS.md's wording). Both come from
 the kernel's target-key statistic (`attention_stats(..., targets=...)` on the final row only;
 QK-score = target_score / scale, which has the same argmax), so no [T, T] matrix is built.
 

@@ -18,7 +18,7 @@ at a time, so a long text (8k tokens) never needs a [T, T] attention matrix:
 Keys near the end of a text are averaged over very few queries (the last key over one: its
 alpha is the last query's self-attention), so they cross tau by chance. ``min_queries``
 (default 16) keeps only keys seen by at least that many queries as candidate sinks;
-``min_queries=1`` is METRICS.md / Yu et al. exactly.
+``min_queries=1`` is docs/METRICS.md / Yu et al. exactly.
 
 This module is pure: functions over kernel statistics (`first_token_mass`, `sink_rate`,
 `sink_members`, `reduce_layer`, `combine`, ...), the frozen `SinkConfig` and `SinkResult`. The
@@ -83,7 +83,7 @@ class SinkConfig(Config):
         eps: Gu et al. 2024 sink threshold on alpha_j.
         tau: Yu et al. 2024 (ACT) hidden-sink threshold on recv_mean_j.
         min_queries: a key is a candidate sink only when at least this many queries see it
-            (see module docstring); 1 reproduces METRICS.md / Yu et al. exactly.
+            (see module docstring); 1 reproduces docs/METRICS.md / Yu et al. exactly.
         sink_tokens: n of the first-token mass sink_i(n).
         layers: layers to analyse; None = all.
         backend: `interp.kernels.attention_stats` backend ("auto", "torch", "triton", "reference").
@@ -95,7 +95,7 @@ class SinkConfig(Config):
     max_texts: Optional[int] = None  # None: every text
     eps: float = 0.3  # Gu et al. 2024
     tau: float = 0.1  # Yu et al. 2024
-    min_queries: int = 16  # 1 = METRICS.md exactly
+    min_queries: int = 16  # 1 = docs/METRICS.md exactly
     sink_tokens: int = 1  # first-token mass over the first n tokens
     layers: Optional[tuple[int, ...]] = None  # None: all layers
     backend: str = "auto"  # kernel backend
@@ -353,7 +353,7 @@ def sink_members(
     Args:
         recv_mean: the kernel's column statistic.
         tau: threshold.
-        min_queries: 1 = METRICS.md exactly.
+        min_queries: 1 = docs/METRICS.md exactly.
 
     Returns:
         (member, hidden): bool tensors shaped like ``recv_mean``.

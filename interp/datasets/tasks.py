@@ -3,7 +3,7 @@
 A *task* (one meaning throughout interp) is what patching runs on: clean and corrupted prompts
 of the *same* token length (so that patching by position compares like with like), and the
 correct and wrong answer token of every prompt, whose logit difference is the patching metric
-(METRICS.md, "Circuit patching"). It is a `TaskBatch`, built
+(docs/METRICS.md#circuit-patching). It is a `TaskBatch`, built
 
 - by a generator: `interp.datasets.ioi` (Indirect Object Identification, Wang et al. 2022) or
   `interp.datasets.colored_objects` (Merullo et al. 2023), by name through `make_task`;

@@ -129,7 +129,7 @@ def score_ids(
 def score_prompt(
     lm: Model, config: PreplanConfig = PreplanConfig(), *, prompt: Optional[str] = None, response: Optional[str] = None
 ) -> PreplanResult:
-    """Preplan and anchor tokens of one response (Li et al. 2025; METRICS.md "Preplan and anchor").
+    """Preplan and anchor tokens of one response (Li et al. 2025; docs/METRICS.md#preplan-and-anchor-tokens).
 
     Args:
         config: thresholds and layers (`PreplanConfig`; paper defaults; its prompts are not used).

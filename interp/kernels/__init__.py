@@ -1,7 +1,7 @@
 """Reduce post-RoPE queries and keys to per-head attention statistics, without a [T, T] matrix.
 
 See `interp.kernels.stats.attention_stats` for the statistics and `docs/CONTRACTS.md` for the
-contract; the definitions are in METRICS.md.
+contract; the definitions are in docs/METRICS.md.
 """
 
 from interp.kernels.stats import AttentionStats, attention_stats

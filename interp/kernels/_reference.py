@@ -1,4 +1,4 @@
-"""The float64 reference: materialise the full attention matrix and apply METRICS.md literally.
+"""The float64 reference: materialise the full attention matrix and apply docs/METRICS.md literally.
 
 This is the definition the fast backends are tested against, so it is written for the reader,
 not for speed: every statistic is one line over the dense A [batch, head, query_pos, key_pos]

@@ -1,7 +1,7 @@
 """Per-head attention statistics without materialising the attention matrix.
 
 `attention_stats(q, k, ...)` reduces post-RoPE queries and keys of one layer to the row and
-column statistics of METRICS.md (lse, top-1, entropy, sink mass, attention distance, WAAD,
+column statistics of docs/METRICS.md (lse, top-1, entropy, sink mass, attention distance, WAAD,
 segment mass; received attention and its band mean). Three backends compute the same thing:
 
 - ``"torch"``: row-chunked streaming in plain torch, memory O(chunk x key_pos) per head
@@ -139,7 +139,7 @@ def attention_stats(
     sink_logits: Float[Tensor, " head"] | None = None,
     targets: Int[Tensor, "batch n_rows *n_targets"] | None = None,
 ) -> AttentionStats:
-    """Row and column attention statistics of one layer (definitions: METRICS.md).
+    """Row and column attention statistics of one layer (definitions: docs/METRICS.md).
 
     s_ij = scale * q_i . k_j (then softcap * tanh(s / softcap) if given), A = softmax over the
     keys query i may see: j <= i when causal, i - j < sliding_window if given, real keys only.

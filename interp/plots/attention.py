@@ -7,7 +7,7 @@ matrix A itself (the only [T, T] array ever built, and only for T <= 1024). Abov
 cell is one block of A pooled over ``block x block`` tokens (the mean over the causal cells of the
 block, or their max), accumulated chunk by chunk, so neither [head, T, T] nor [T, T] exists.
 
-Definitions follow METRICS.md: ``s_ij = scale * q_i . k_j`` (optionally soft-capped and
+Definitions follow docs/METRICS.md#notation: ``s_ij = scale * q_i . k_j`` (optionally soft-capped and
 windowed), ``A_ij = softmax_{j <= i} s_ij``; when q has fewer rows than k, query row i sits at
 absolute position ``key_pos - query_pos + i`` (end-aligned, as with a KV cache).
 

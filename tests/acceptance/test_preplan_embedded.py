@@ -26,7 +26,7 @@ RESPONSE = (
 
 
 def dense_stats(q, k, scale, n_prompt, window, band):
-    """Test-only float64 reference from the materialised attention A [head, T, T] (METRICS.md)."""
+    """Test-only float64 reference from the materialised attention A [head, T, T] (docs/METRICS.md)."""
     q, k = q[0].double(), k[0].double()
     k = k.repeat_interleave(q.shape[0] // k.shape[0], dim=0)
     t = q.shape[1]

@@ -1,5 +1,5 @@
 """ACT and ZeroTuning interventions on tiny random Llamas (MHA and GQA) equal a float64
-materialised computation of their definitions (METRICS.md), also under left padding."""
+materialised computation of their definitions (docs/METRICS.md), also under left padding."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ def dense_stats(q, k, scale, n_prompt, window, band):
     """Float64 dist, waad (response rows) and band (response keys) from the full attention matrix.
 
     Test-only reference: materialises A [head, T, T] from captured q [1, head, T, d] and
-    k [1, kv_head, T, d] (HF repeat_kv order) and applies METRICS.md literally.
+    k [1, kv_head, T, d] (HF repeat_kv order) and applies docs/METRICS.md literally.
     """
     q, k = q[0].double(), k[0].double()
     k = k.repeat_interleave(q.shape[0] // k.shape[0], dim=0)

@@ -1,6 +1,6 @@
 """Circuit patching: activation, path and attribution patching, circuits and their overlap.
 
-Definitions follow METRICS.md ("Circuit patching"): the logit difference LD = logit(correct) -
+Definitions follow docs/METRICS.md#circuit-patching: the logit difference LD = logit(correct) -
 logit(wrong) at the last position; the normalised score (LD_patched - LD_corrupt) /
 (LD_clean - LD_corrupt) is 1 when a component restores the clean behaviour and 0 when it does
 nothing.

@@ -1,4 +1,4 @@
-"""Patching metrics (METRICS.md, "Circuit patching"): functions of the answer-position logits.
+"""Patching metrics (docs/METRICS.md#circuit-patching): functions of the answer-position logits.
 
 The logit difference LD = logit(correct) - logit(wrong) at the last position; the normalised
 score (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt) is 1 when a patch restores the clean

@@ -19,7 +19,7 @@ __all__ = ["Baseline", "PatchResult", "baseline_of", "dense_scores"]
 
 @dataclass(frozen=True)
 class Baseline:
-    """The task before patching (METRICS.md: accuracy and logit differences).
+    """The task before patching (docs/METRICS.md#circuit-patching: accuracy, logit differences).
 
     Attributes:
         n: prompts.
