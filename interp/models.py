@@ -48,6 +48,10 @@ class LoadedModel:
         backend: "hf" or "tl".
         name: what the model was loaded as.
         hf_model: the underlying HF model (the same object as ``model`` for "hf").
+        prepend_bos: whether `encode`/`encode_batch` (and every dataset built for this model)
+            put the tokenizer's BOS token first: None (default) does what the tokenizer does
+            (Llama, Mistral and Gemma tokenizers add one, SmolLM2's and GPT-2's do not), True
+            or False overrides it. The effective choice is `prepends_bos`.
     """
 
     model: Any
@@ -57,6 +61,11 @@ class LoadedModel:
     backend: str
     name: str
     hf_model: Any = field(repr=False, default=None)
+    prepend_bos: bool | None = None
+    _bos: int | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._bos = _resolve_bos(self.tokenizer, self.prepend_bos)
 
     def __repr__(self) -> str:
         a = self.arch
@@ -280,29 +289,77 @@ class LoadedModel:
         if n_tokens == 0:
             raise InterpError("prompt is empty: give at least one token of text")
 
+    @property
+    def prepends_bos(self) -> bool:
+        """Whether every encoded text starts with the BOS token `bos_id` (the effective
+        `prepend_bos`: the tokenizer's own behaviour unless overridden)."""
+        return self._bos is not None
+
+    @property
+    def bos_id(self) -> int | None:
+        """The token id `encode` puts at position 0 of every text: the tokenizer's BOS when
+        `prepends_bos`, else None. Datasets take it as ``bos=`` so their positions count it."""
+        return self._bos
+
+    def starts_with_bos(self, ids: Sequence[int] | torch.Tensor) -> bool:
+        """Whether position 0 of ``ids`` (one sequence: [pos] or [1, pos]) is the tokenizer's BOS
+        token, however it got there (prepended by `encode`, or the BOS text a chat template opens
+        with). Analyses use it to say whether "the first token" is BOS (e.g. an attention sink).
+
+        Note: SmolLM2's tokenizer names its chat-turn token ``<|im_start|>`` BOS, so its chat
+        prompts start "with BOS" although `prepends_bos` is False for it.
+        """
+        flat = torch.as_tensor(ids).reshape(-1) if isinstance(ids, torch.Tensor) else list(ids)
+        bos = getattr(self.tokenizer, "bos_token_id", None) if self.tokenizer is not None else None
+        return bos is not None and len(flat) > 0 and int(flat[0]) == int(bos)
+
+    def with_bos(self, ids: Sequence[int]) -> list[int]:
+        """``ids`` with `bos_id` put first when the model prepends BOS and ``ids`` does not already
+        start with it (a chat template's own BOS text is kept, never doubled)."""
+        out = [int(t) for t in ids]
+        if self._bos is not None and out[:1] != [self._bos]:
+            out.insert(0, self._bos)
+        return out
+
     def chat_prompt(self, user: str, system: str | None = None) -> str:
-        """``user`` wrapped in the model's chat template with the generation prompt (plain text if none)."""
+        """``user`` wrapped in the model's chat template with the generation prompt (plain text if none).
+
+        The text is the template's, BOS text included where the template writes one (Gemma,
+        Llama 3): `encode` then keeps that BOS and adds none, so the prompt has exactly one.
+        """
         if getattr(self.tokenizer, "chat_template", None) is None:
             return user
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def encode(self, text: str, *, check: bool = True) -> torch.Tensor:
+    def tokens(self, text: str) -> list[int]:
+        """Token ids of ``text`` as a piece of a longer sequence: no BOS, no special tokens added
+        (special-token text inside ``text``, such as a chat template's, is still recognised)."""
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def encode(self, text: str, *, check: bool = True, bos: bool = True) -> torch.Tensor:
         """Token ids ``[1, pos]`` of ``text`` on the model's device, exactly as the model sees them.
 
-        No BOS is prepended for either backend (the TL bridge prepends one only for string input,
-        and we always pass token ids), so positions agree between "hf" and "tl".
+        Tokenised as the model's tokenizer does: its BOS first where it adds one (`prepends_bos`,
+        overridden by ``prepend_bos``), nothing else added (no EOS). Both backends get these ids
+        (the TL bridge is always fed ids, never strings), so positions agree between "hf" and "tl".
+
+        Args:
+            check: raise when the ids do not fit the model's context.
+            bos: False encodes a continuation (a response, an answer token) without BOS.
         """
-        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        pieces = self.tokens(text)
+        ids = torch.tensor([self.with_bos(pieces) if bos else pieces], dtype=torch.long)
         if check:
             self.check_length(ids.shape[1])
         return ids.to(self.device)
 
     def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded ``(input_ids [batch, pos], attention_mask [batch, pos])`` for several texts."""
+        """Left-padded ``(input_ids [batch, pos], attention_mask [batch, pos])`` for several texts,
+        each row as `encode` gives it (BOS first, after the padding, where the model prepends it)."""
         if not texts:
             raise InterpError("no texts given: pass at least one string")
-        rows = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        rows = [self.with_bos(self.tokens(t)) for t in texts]
         for r in rows:
             self.check_length(len(r))
         width = max(len(r) for r in rows)
@@ -334,6 +391,33 @@ class LoadedModel:
         self.check_length(int(input_ids.shape[-1]))
         with torch.set_grad_enabled(grad):
             return self.adapter.forward(self, input_ids, attention_mask)
+
+
+def _tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` puts its BOS token before a text when called with its defaults
+    (``add_special_tokens=True``), read off the tokenizer itself rather than its family."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    probe = "a b"
+    plain = list(tokenizer(probe, add_special_tokens=False).input_ids)
+    full = list(tokenizer(probe).input_ids)
+    return full[:1] == [bos] and plain[:1] != [bos]
+
+
+def _resolve_bos(tokenizer: Any, prepend_bos: bool | None) -> int | None:
+    """The BOS id every text starts with under the setting ``prepend_bos`` (None: as the tokenizer does)."""
+    if prepend_bos is None:
+        return int(tokenizer.bos_token_id) if tokenizer is not None and _tokenizer_adds_bos(tokenizer) else None
+    if not prepend_bos:
+        return None
+    bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+    if bos is None:
+        raise InterpError(
+            "prepend_bos=True (--prepend-bos) but this model's tokenizer has no BOS token: "
+            "leave the setting out (the tokenizer's own behaviour) or use --no-prepend-bos"
+        )
+    return int(bos)
 
 
 def _load_hf(
@@ -413,6 +497,7 @@ def load_model(
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
     offload_folder: str | Path | None = None,
+    prepend_bos: bool | None = None,
 ) -> LoadedModel:
     """Load a causal LM ready for `interp.hooks`.
 
@@ -431,13 +516,16 @@ def load_model(
             over every GPU, then CPU, then disk.
         max_memory: with ``device_map``, the memory cap per device, e.g. ``{0: "20GiB", "cpu": "60GiB"}``.
         offload_folder: where accelerate keeps the weights of layers placed on "disk".
+        prepend_bos: put the tokenizer's BOS token before every text; None (default) does what
+            the tokenizer does (`LoadedModel.prepends_bos` says what was chosen).
 
     Returns:
         A :class:`LoadedModel`.
 
     Raises:
         InterpError: unknown backend or dtype, missing weights (the message says how to get them),
-            or an architecture without an adapter.
+            or an architecture without an adapter, prepend_bos=True with a tokenizer that has
+            no BOS token.
     """
     if backend not in ("hf", "tl"):
         raise InterpError(f"unknown backend '{backend}': use 'hf' (HuggingFace) or 'tl' (TransformerLens bridge)")
@@ -449,20 +537,27 @@ def load_model(
         raise InterpError("max_memory and offload_folder need device_map (e.g. device_map='auto')")
     display, source = _resolve(name)
     model, tokenizer = _load_hf(source, display, dtype, device, attn_implementation, device_map, max_memory, offload_folder)
-    return wrap_model(model, tokenizer, name=display, backend=backend, source=str(source))
+    return wrap_model(model, tokenizer, name=display, backend=backend, source=str(source), prepend_bos=prepend_bos)
 
 
 def wrap_model(
-    model: Any, tokenizer: Any, *, name: str = "custom", backend: str = "hf", source: str | None = None
+    model: Any,
+    tokenizer: Any,
+    *,
+    name: str = "custom",
+    backend: str = "hf",
+    source: str | None = None,
+    prepend_bos: bool | None = None,
 ) -> LoadedModel:
     """Wrap an already-built HF causal LM (loaded any way, or a tiny random one) like `load_model` does.
 
-    The model keeps its attention implementation; see `load_model` for the backends.
+    The model keeps its attention implementation; see `load_model` for the backends and ``prepend_bos``.
     """
     from interp.hooks.adapters import adapter_for
 
     if backend not in ("hf", "tl"):
         raise InterpError(f"unknown backend '{backend}': use 'hf' (HuggingFace) or 'tl' (TransformerLens bridge)")
+    _resolve_bos(tokenizer, prepend_bos)  # a bad setting fails before the bridge rewires the model
     if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token:
         tokenizer.pad_token = tokenizer.eos_token
     text = getattr(model.config, "text_config", None) or model.config
@@ -472,7 +567,8 @@ def wrap_model(
         wrapped = _boot_bridge(model, tokenizer, source or getattr(model.config, "_name_or_path", name) or name)
     arch = ArchInfo.from_config(model.config, adapter.layer_attention(model))
     loaded = LoadedModel(
-        model=wrapped, tokenizer=tokenizer, arch=arch, adapter=adapter, backend=backend, name=name, hf_model=model
+        model=wrapped, tokenizer=tokenizer, arch=arch, adapter=adapter, backend=backend, name=name, hf_model=model,
+        prepend_bos=prepend_bos,
     )
     adapter.install(loaded)
     if backend == "tl":
