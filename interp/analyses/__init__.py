@@ -1,9 +1,11 @@
 """Analyses: pure functions from attention statistics to findings.
 
-One module per analysis: a frozen config (`interp.analyses._config.Config`: validated when built,
-serialised by ``settings()``), pure functions over statistics, and a frozen result with
-``to_dataframe()`` and ``summary()``. No model calls, no files, no progress bars: the runner that
+One module per analysis: a frozen config (a subclass of `Config`: validated when built, serialised
+by ``settings()``), pure functions over statistics, and a frozen result with ``to_dataframe()``
+and ``summary()``. No model calls, no files, no progress bars: the runner that
 drives the model is `interp.experiments.<name>`.
 """
 
-__all__: list[str] = []
+from interp.analyses._config import Config
+
+__all__ = ["Config"]

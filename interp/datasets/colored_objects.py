@@ -21,8 +21,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from interp.analyses._config import Config
-from interp.datasets.tasks import TaskBatch, _ids, _position, _single_token, _word_pool, task_from_prompts
+from interp.analyses import Config
+from interp.datasets.task_batch import TaskBatch, position_of, single_token, task_from_prompts, token_ids, word_pool
 from interp.errors import InterpError
 
 __all__ = ["ColoredObjectsConfig", "colored_objects", "CO_TEMPLATE", "CO_OBJECTS", "COLOURS"]
@@ -92,8 +92,8 @@ def colored_objects(tokenizer: Any, config: ColoredObjectsConfig = ColoredObject
     Raises:
         InterpError: too few single-token objects or colours.
     """
-    objects, d1 = _word_pool(tokenizer, config.objects, CO_OBJECTS, "objects", config.n_items)
-    colours, d2 = _word_pool(tokenizer, config.colours, COLOURS, "colours", config.n_items)
+    objects, d1 = word_pool(tokenizer, config.objects, CO_OBJECTS, "objects", config.n_items)
+    colours, d2 = word_pool(tokenizer, config.colours, COLOURS, "colours", config.n_items)
     rng = random.Random(config.seed)
     clean, corrupt, correct, wrong = [], [], [], []
     roles: dict[str, list[int]] = {"item": [], "colour": [], "distractor": [], "query": [], "end": []}
@@ -111,17 +111,17 @@ def colored_objects(tokenizer: Any, config: ColoredObjectsConfig = ColoredObject
         corrupt.append(config.template.format(items=_item_list(list(zip(swapped, objs))), query=objs[q]))
         correct.append(" " + cols[q])
         wrong.append(" " + cols[d])
-        ids = _ids(tokenizer, text)
-        obj_id = _single_token(tokenizer, " " + objs[q])
-        col_id = _single_token(tokenizer, " " + cols[q])
-        roles["item"].append(_position(ids, obj_id, 0))
-        roles["colour"].append(_position(ids, col_id, 0))
-        roles["distractor"].append(_position(ids, _single_token(tokenizer, " " + cols[d]), 0))
-        roles["query"].append(_position(ids, obj_id, 1))
+        ids = token_ids(tokenizer, text)
+        obj_id = single_token(tokenizer, " " + objs[q])
+        col_id = single_token(tokenizer, " " + cols[q])
+        roles["item"].append(position_of(ids, obj_id, 0))
+        roles["colour"].append(position_of(ids, col_id, 0))
+        roles["distractor"].append(position_of(ids, single_token(tokenizer, " " + cols[d]), 0))
+        roles["query"].append(position_of(ids, obj_id, 1))
         roles["end"].append(len(ids) - 1)
         for j in range(config.n_items):
-            slots[f"colour{j + 1}"].append(_position(ids, _single_token(tokenizer, " " + cols[j])))
-            slots[f"object{j + 1}"].append(_position(ids, _single_token(tokenizer, " " + objs[j])))
+            slots[f"colour{j + 1}"].append(position_of(ids, single_token(tokenizer, " " + cols[j])))
+            slots[f"object{j + 1}"].append(position_of(ids, single_token(tokenizer, " " + objs[j])))
         slots["query"].append(roles["query"][-1])
     return task_from_prompts(
         tokenizer, clean, corrupt, correct, wrong, task="colored-objects", roles=roles, slots=slots,

@@ -18,8 +18,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from interp.analyses._config import Config
-from interp.datasets.tasks import TaskBatch, _ids, _position, _single_token, _word_pool, task_from_prompts
+from interp.analyses import Config
+from interp.datasets.task_batch import TaskBatch, position_of, single_token, task_from_prompts, token_ids, word_pool
 from interp.errors import InterpError
 
 __all__ = ["IOIConfig", "ioi", "IOI_TEMPLATES", "NAMES", "PLACES", "OBJECTS"]
@@ -83,7 +83,7 @@ def _ioi_templates(tokenizer: Any, given: Optional[tuple[str, ...]]) -> tuple[li
     """Templates of one common token length (strict for user templates)."""
     probe = {"N1": "Mary", "N2": "John", "S": "John", "place": "store", "object": "drink"}
     templates = list(given) if given is not None else list(IOI_TEMPLATES)  # checked by IOIConfig
-    lengths = {t: len(_ids(tokenizer, t.format_map(_Fill(probe)))) for t in templates}
+    lengths = {t: len(token_ids(tokenizer, t.format_map(_Fill(probe)))) for t in templates}
     common = Counter(lengths.values()).most_common(1)[0][0]
     keep = [t for t in templates if lengths[t] == common]
     if given is not None and len(keep) < len(templates):
@@ -119,10 +119,10 @@ def ioi(tokenizer: Any, config: IOIConfig = IOIConfig()) -> TaskBatch:
         InterpError: too few single-token words, or user templates of unequal lengths.
     """
     templates, dropped_t = _ioi_templates(tokenizer, config.templates)
-    names, d1 = _word_pool(tokenizer, config.names, NAMES, "names", 5)
-    places, d2 = _word_pool(tokenizer, config.places, PLACES, "places", 1)
-    objects, d3 = _word_pool(tokenizer, config.objects, OBJECTS, "objects", 1)
-    name_id = {w: _single_token(tokenizer, " " + w) for w in names}
+    names, d1 = word_pool(tokenizer, config.names, NAMES, "names", 5)
+    places, d2 = word_pool(tokenizer, config.places, PLACES, "places", 1)
+    objects, d3 = word_pool(tokenizer, config.objects, OBJECTS, "objects", 1)
+    name_id = {w: single_token(tokenizer, " " + w) for w in names}
     rng = random.Random(config.seed)
     clean, corrupt, correct, wrong, order = [], [], [], [], []
     roles: dict[str, list[int]] = {"IO": [], "S1": [], "S2": [], "end": []}
@@ -140,16 +140,16 @@ def ioi(tokenizer: Any, config: IOIConfig = IOIConfig()) -> TaskBatch:
         correct.append(" " + io)
         wrong.append(" " + s)
         order.append("ABBA" if abba else "BABA")
-        ids = _ids(tokenizer, text)
-        roles["IO"].append(_position(ids, name_id[io]))
-        roles["S1"].append(_position(ids, name_id[s], 0))
-        roles["S2"].append(_position(ids, name_id[s], 1))
+        ids = token_ids(tokenizer, text)
+        roles["IO"].append(position_of(ids, name_id[io]))
+        roles["S1"].append(position_of(ids, name_id[s], 0))
+        roles["S2"].append(position_of(ids, name_id[s], 1))
         roles["end"].append(len(ids) - 1)
-        slots["N1"].append(_position(ids, name_id[n1]))
-        slots["N2"].append(_position(ids, name_id[n2]))
+        slots["N1"].append(position_of(ids, name_id[n1]))
+        slots["N2"].append(position_of(ids, name_id[n2]))
         slots["S2"].append(roles["S2"][-1])
         for key in ("place", "object"):
-            at = [_position(ids, t) for t in (_single_token(tokenizer, " " + fill[key]),) if t in ids]
+            at = [position_of(ids, t) for t in (single_token(tokenizer, " " + fill[key]),) if t in ids]
             slots[key].append(at[0] if at else -1)
     return task_from_prompts(
         tokenizer, clean, corrupt, correct, wrong, task="ioi", order=order, roles=roles, slots=slots,

@@ -7,7 +7,8 @@ correct and wrong answer token of every prompt, whose logit difference is the pa
 
 - by a generator: `interp.datasets.ioi` (Indirect Object Identification, Wang et al. 2022) or
   `interp.datasets.colored_objects` (Merullo et al. 2023), by name through `make_task`;
-- from hand-written prompt pairs: `task_from_prompts`, with the checks patching needs;
+- from hand-written prompt pairs: `task_from_prompts` (`interp.datasets.task_batch`, re-exported
+  here), with the checks patching needs;
 - from a *pairs file* (what ``interp patch pairs`` runs): UTF-8 JSONL, one
   ``{"clean", "corrupt", "correct", "wrong"}`` object per line, read by `read_pairs` /
   `task_from_jsonl`, whose errors name the offending line.
@@ -21,13 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
-import torch
-
+from interp.datasets.colored_objects import ColoredObjectsConfig, colored_objects
+from interp.datasets.ioi import IOIConfig, ioi
+from interp.datasets.task_batch import TaskBatch, task_from_prompts
 from interp.errors import InterpError
 
 __all__ = [
@@ -42,249 +42,6 @@ __all__ = [
 ]
 
 TASKS = ("ioi", "colored-objects")  # the generated tasks `make_task` knows by name
-
-
-@dataclass(frozen=True)
-class TaskBatch:
-    """Clean and corrupted prompts of one task, tokenized, with their answer tokens.
-
-    Attributes:
-        task: "ioi", "colored-objects" or a name given to `task_from_prompts`.
-        clean: LongTensor [batch, pos], the clean prompts (no BOS; what `LoadedModel.encode` gives).
-        corrupt: LongTensor [batch, pos], the corrupted prompts, same length.
-        correct: LongTensor [batch], the correct answer token of each prompt.
-        wrong: LongTensor [batch], the wrong (distractor) answer token.
-        clean_text, corrupt_text: the prompt strings.
-        answers: (correct, wrong) answer strings per prompt.
-        order: per prompt, "ABBA" or "BABA" for IOI; "" otherwise.
-        roles: role name -> LongTensor [batch] of that role's position in each prompt
-            (IOI: IO, S1, S2, end; Colored Objects: item, colour, query, end).
-        pos_labels: one label per position: the token where all prompts agree, else the
-            template slot that sits there in every prompt (e.g. "N1", "S2", "colour2"), else the
-            distinct tokens seen there joined by "/" (up to three), else "pos P".
-        dropped: default words or templates left out because they are not single tokens /
-            not of the common length for this tokenizer.
-    """
-
-    task: str
-    clean: torch.Tensor
-    corrupt: torch.Tensor
-    correct: torch.Tensor
-    wrong: torch.Tensor
-    clean_text: tuple[str, ...]
-    corrupt_text: tuple[str, ...]
-    answers: tuple[tuple[str, str], ...]
-    order: tuple[str, ...]
-    roles: dict = field(default_factory=dict)
-    pos_labels: tuple[str, ...] = ()
-    dropped: tuple[str, ...] = ()
-
-    @property
-    def n(self) -> int:
-        """Number of prompts."""
-        return int(self.clean.shape[0])
-
-    @property
-    def n_pos(self) -> int:
-        """Tokens per prompt."""
-        return int(self.clean.shape[1])
-
-    @classmethod
-    def from_tokens(
-        cls, clean: torch.Tensor, corrupt: torch.Tensor, correct, wrong, *, task: str = "custom"
-    ) -> "TaskBatch":
-        """A batch from token ids directly: clean/corrupt [batch, pos], correct/wrong [batch].
-
-        Raises:
-            InterpError: shapes that do not match (the message says how to fix them).
-        """
-        clean, corrupt = torch.as_tensor(clean, dtype=torch.long), torch.as_tensor(corrupt, dtype=torch.long)
-        if clean.dim() != 2 or clean.shape != corrupt.shape:
-            raise InterpError(
-                f"clean {tuple(clean.shape)} and corrupted {tuple(corrupt.shape)} must both be [batch, pos] of the same "
-                "shape: each corrupted prompt must have as many tokens as its clean prompt"
-            )
-        correct = torch.as_tensor(correct, dtype=torch.long).reshape(-1)
-        wrong = torch.as_tensor(wrong, dtype=torch.long).reshape(-1)
-        n = clean.shape[0]
-        if correct.shape != (n,) or wrong.shape != (n,):
-            raise InterpError(f"give one correct and one wrong answer token per prompt ({n} prompts)")
-        return cls(
-            task=task, clean=clean, corrupt=corrupt, correct=correct, wrong=wrong,
-            clean_text=("",) * n, corrupt_text=("",) * n, answers=(("", ""),) * n, order=("",) * n,
-            roles={"end": torch.full((n,), clean.shape[1] - 1, dtype=torch.long)},
-            pos_labels=tuple(f"pos {p}" for p in range(clean.shape[1])),
-        )
-
-    def to(self, device: Union[str, torch.device]) -> "TaskBatch":
-        """The same batch with its tensors on ``device``."""
-        from dataclasses import replace
-
-        return replace(
-            self,
-            clean=self.clean.to(device),
-            corrupt=self.corrupt.to(device),
-            correct=self.correct.to(device),
-            wrong=self.wrong.to(device),
-            roles={k: v.to(device) for k, v in self.roles.items()},
-        )
-
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenization checks
-# --------------------------------------------------------------------------------------------
-
-
-def _ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False).input_ids)
-
-
-def _single_token(tokenizer: Any, word: str) -> Optional[int]:
-    """The id of ``word`` if it is exactly one token, else None."""
-    ids = _ids(tokenizer, word)
-    return ids[0] if len(ids) == 1 else None
-
-
-def _word_pool(tokenizer: Any, given: Optional[Sequence[str]], default: Sequence[str], what: str, need: int) -> tuple[list[str], list[str]]:
-    """Words usable as single tokens (with a leading space). Strict for user lists.
-
-    Returns (usable words, dropped words).
-    """
-    if given is not None:
-        words = list(given)
-        bad = [w for w in words if _single_token(tokenizer, " " + w) is None]
-        if bad:
-            raise InterpError(
-                f"these {what} are not single tokens for this tokenizer (with a leading space): {bad[:8]}; "
-                f"the logit difference and equal-length corruption need one token per {what[:-1]}: "
-                f"remove them or pick other words"
-            )
-        dropped: list[str] = []
-    else:
-        words = [w for w in default if _single_token(tokenizer, " " + w) is not None]
-        dropped = [w for w in default if w not in words]
-    words = list(dict.fromkeys(words))
-    if len(words) < need:
-        raise InterpError(
-            f"only {len(words)} {what} are single tokens for this tokenizer but the task needs {need}: "
-            f"pass a longer list of one-token {what} in the task config"
-        )
-    return words, dropped
-
-
-def _check_answer(tokenizer: Any, answer: str, where: str) -> int:
-    ids = _ids(tokenizer, answer)
-    if len(ids) != 1:
-        pieces = [tokenizer.decode([t]) for t in ids]
-        raise InterpError(
-            f"{where}: answer {answer!r} is {len(ids)} tokens {pieces}, not one: the logit difference "
-            "compares single next tokens; use an answer that is one token for this tokenizer "
-            "(usually a common word with a leading space, e.g. ' Mary')"
-        )
-    return ids[0]
-
-
-def _several(names: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def task_from_prompts(
-    tokenizer: Any,
-    clean: Sequence[str],
-    corrupt: Sequence[str],
-    correct: Sequence[str],
-    wrong: Sequence[str],
-    *,
-    task: str = "custom",
-    order: Optional[Sequence[str]] = None,
-    roles: Optional[dict] = None,
-    slots: Optional[dict] = None,
-    dropped: Sequence[str] = (),
-    where: Optional[Sequence[str]] = None,
-) -> TaskBatch:
-    """Tokenize prompt pairs into a :class:`TaskBatch`, checking what patching needs.
-
-    Args:
-        tokenizer: the model's tokenizer.
-        clean, corrupt: one clean and one corrupted prompt per example.
-        correct, wrong: per example, the correct and the wrong answer (one token each, usually
-            with a leading space).
-        task: a name for the task.
-        order: optional per-example tag (e.g. "ABBA").
-        roles: optional role name -> positions per example (e.g. IO, S1, S2 for IOI).
-        slots: optional template slot name -> positions per example, used to label positions
-            where the prompts hold different words (default: ``roles``).
-        dropped: default words left out by a generator (recorded in the batch).
-        where: optional name of each example for error messages (e.g. "pairs.jsonl line 3");
-            default "prompt i".
-
-    Raises:
-        InterpError: empty or mismatched lists, an empty prompt, a clean and corrupted prompt of
-            different token lengths, prompts of different lengths, an answer that is not one
-            token, or the same correct and wrong answer. The message names the example.
-    """
-    n = len(clean)
-    if n == 0:
-        raise InterpError("no prompts given: pass at least one clean/corrupted prompt pair")
-    if not (len(corrupt) == len(correct) == len(wrong) == n):
-        raise InterpError(
-            f"got {n} clean prompts, {len(corrupt)} corrupted prompts, {len(correct)} correct and "
-            f"{len(wrong)} wrong answers: pass one of each per example"
-        )
-    if where is not None and len(where) != n:
-        raise InterpError(f"got {len(where)} example names for {n} examples: pass one name per example (or none)")
-    names = list(where) if where is not None else [f"prompt {i}" for i in range(n)]
-    rows_clean = [_ids(tokenizer, t) for t in clean]
-    rows_corrupt = [_ids(tokenizer, t) for t in corrupt]
-    for i, (a, b) in enumerate(zip(rows_clean, rows_corrupt)):
-        if not a or not b:
-            raise InterpError(f"{names[i]}: the {'clean' if not a else 'corrupted'} prompt is empty: give at least one token of text")
-        if len(a) != len(b):
-            raise InterpError(
-                f"{names[i]}: the clean prompt has {len(a)} tokens but the corrupted prompt has {len(b)}: patching "
-                "copies activations position by position, so both must tokenize to the same length. Change only "
-                "words that are single tokens (swap a name for another one-token name), or rephrase the "
-                f"corrupted prompt to match. clean={clean[i]!r} corrupted={corrupt[i]!r}"
-            )
-    lengths = Counter(len(r) for r in rows_clean)
-    if len(lengths) > 1:
-        (common, _), = lengths.most_common(1)
-        odd = [f"{names[i]} ({len(r)})" for i, r in enumerate(rows_clean) if len(r) != common]
-        raise InterpError(
-            f"prompts tokenize to different lengths {dict(sorted(lengths.items()))}: most have {common} tokens but "
-            f"{_several(odd)} do not. Positions must mean the same thing in every prompt of a batch: use "
-            "templates of one token length (fillers of one token each) or run each length group as its own batch"
-        )
-    correct_ids = [_check_answer(tokenizer, a, names[i]) for i, a in enumerate(correct)]
-    wrong_ids = [_check_answer(tokenizer, a, names[i]) for i, a in enumerate(wrong)]
-    same = [names[i] for i in range(n) if correct_ids[i] == wrong_ids[i]]
-    if same:
-        raise InterpError(
-            f"{_several(same)}: the same correct and wrong answer token, so the logit difference would be 0; "
-            "give two different one-token answers"
-        )
-    clean_t = torch.tensor(rows_clean, dtype=torch.long)
-    roles_t = {k: torch.as_tensor(v, dtype=torch.long) for k, v in (roles or {}).items()}
-    roles_t.setdefault("end", torch.full((n,), clean_t.shape[1] - 1, dtype=torch.long))
-    return TaskBatch(
-        task=task,
-        clean=clean_t,
-        corrupt=torch.tensor(rows_corrupt, dtype=torch.long),
-        correct=torch.tensor(correct_ids, dtype=torch.long),
-        wrong=torch.tensor(wrong_ids, dtype=torch.long),
-        clean_text=tuple(clean),
-        corrupt_text=tuple(corrupt),
-        answers=tuple(zip(correct, wrong)),
-        order=tuple(order) if order is not None else ("",) * n,
-        roles=roles_t,
-        pos_labels=_pos_labels(
-            tokenizer, clean_t, {k: torch.as_tensor(v) for k, v in slots.items()} if slots else roles_t
-        ),
-        dropped=tuple(dropped),
-    )
-
 
 PAIR_KEYS = ("clean", "corrupt", "correct", "wrong")  # the keys of one line of a pairs file
 
@@ -360,31 +117,6 @@ def task_from_jsonl(tokenizer: Any, path: Union[str, Path], *, task: Optional[st
     )
 
 
-def _pos_labels(tokenizer: Any, clean: torch.Tensor, slots: dict) -> tuple[str, ...]:
-    """Label per position: the shared token, else the slot there in every prompt, else the tokens seen."""
-    labels = []
-    for p in range(clean.shape[1]):
-        col = clean[:, p]
-        slot = [name for name, where in slots.items() if bool((where == p).all())]
-        distinct = list(dict.fromkeys(col.tolist()))
-        if len(distinct) == 1:
-            labels.append(tokenizer.decode([distinct[0]]))
-        elif slot:
-            labels.append("|".join(slot))
-        elif len(distinct) <= 3:
-            labels.append("/".join(tokenizer.decode([t]).strip() for t in distinct))
-        else:
-            labels.append(f"pos {p}")
-    return tuple(labels)
-
-
-def _position(ids: list[int], token: int, nth: int = 0) -> int:
-    hits = [i for i, t in enumerate(ids) if t == token]
-    if len(hits) <= nth:
-        raise InterpError("a filler word merged with its neighbours when tokenized: choose other words")
-    return hits[nth]
-
-
 def pairs_digest(path: Union[str, Path]) -> str:
     """sha256 of a pairs file's bytes, stored with a run's settings (an edited file starts a new log)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -392,9 +124,6 @@ def pairs_digest(path: Union[str, Path]) -> str:
 
 def make_task(tokenizer: Any, task: str, n: int = 16, seed: int = 0) -> TaskBatch:
     """Generate ``task`` ("ioi" or "colored-objects") with ``n`` prompts from ``seed``."""
-    from interp.datasets.colored_objects import ColoredObjectsConfig, colored_objects
-    from interp.datasets.ioi import IOIConfig, ioi
-
     if task == "ioi":
         return ioi(tokenizer, IOIConfig(n=n, seed=seed))
     if task in ("colored-objects", "colored_objects", "co"):

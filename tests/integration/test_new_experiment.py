@@ -16,7 +16,7 @@ ANALYSIS = '''
 from dataclasses import dataclass
 import numpy as np
 import pandas as pd
-from interp.analyses._config import Config
+from interp.analyses import Config
 from interp.errors import InterpError
 
 @dataclass(frozen=True)
