@@ -26,7 +26,7 @@ def use_engine(name: str = "ranks", workers: Optional[int] = None) -> Iterator[N
     if workers is not None and workers < 1:
         raise InterpError(f"--workers must be at least 1; got {workers}")
     if name == "ray":
-        from interp import _ray  # noqa: F401  (fails early, with the install hint, when ray is missing)
+        from interp.distributed import _ray  # noqa: F401  (fails early, with the install hint, when ray is missing)
     old = dict(_ENGINE)
     _ENGINE.update(name=name, workers=workers)
     try:
@@ -64,7 +64,7 @@ def configure(
     if max_memory is not None and device_map is None:
         raise InterpError("--max-memory needs --device-map (e.g. --device-map auto)")
     if engine == "ray":
-        from interp import _ray  # noqa: F401  (fails early, with the install hint, when ray is missing)
+        from interp.distributed import _ray  # noqa: F401  (fails early, with the install hint, when ray is missing)
     _ENGINE.update(name=engine, workers=workers)
     _PLACEMENT.update(device_map=device_map, max_memory=max_memory)
     _LOADING.clear()

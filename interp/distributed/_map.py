@@ -84,7 +84,7 @@ def map_units(
 
             part = SampleLog(part_path(log.path, w.rank, w.size), log.settings)
     if engine == "ray" and not w.distributed:
-        from interp._ray import ray_map
+        from interp.distributed._ray import ray_map
 
         return ray_map(keys, compute, log=log, resumed=resumed, workers=workers, what=what, progress=progress)
 
