@@ -51,7 +51,7 @@ def score_unit(lm: Model, ids: Int[Tensor, "batch pos"], config: HeadConfig, lay
         A JSON-able record: ``sums`` [layer index][kind][head] (float64 sums over the batch and
         the query rows) and ``rows`` [kind] (query rows with an expected key).
     """
-    from interp.experiments._streaming import stream_layers
+    from interp.hooks import stream_layers
     from interp.kernels import attention_stats
 
     targets, widths, rows = detector_targets(ids, config.kinds, config.max_targets, config.exclude_current)

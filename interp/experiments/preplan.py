@@ -43,18 +43,14 @@ def collect_statistics(
     Raises:
         InterpError: a chosen layer whose hooks did not fire.
     """
-    from interp.hooks import capture
+    from interp.hooks import stream_layers
 
     kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+    def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
         kept[layer] = layer_statistics(q, k, attention=lm.attention_kwargs(layer), n_prompt=n_prompt, config=config)
 
-    with capture(lm, layers=layers, keep=(), on_layer=on_layer):
-        lm.forward(ids)
-    missing = [layer for layer in layers if layer not in kept]
-    if missing:
-        raise InterpError(f"no attention statistics for layers {missing}: the capture hooks did not fire")
+    stream_layers(lm, ids, layers, on_layer)  # stops after the last chosen layer
     stack = lambda i: np.stack([kept[layer][i] for layer in layers])  # noqa: E731
     return PreplanStats(layers=tuple(layers), dist=stack(0), waad=stack(1), band=stack(2))
 

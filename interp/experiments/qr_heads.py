@@ -40,7 +40,7 @@ def document_mass(
     Raises:
         InterpError: a prompt longer than the model's context.
     """
-    from interp.experiments._streaming import stream_layers
+    from interp.hooks import stream_layers
     from interp.kernels import attention_stats
 
     index = {layer: i for i, layer in enumerate(layers)}

@@ -42,7 +42,7 @@ def option_scores(
         (qk [layer index, head, option] q_N . k_t (float64), attn [layer index, head, option]
         A_{N, t}, logits [vocab] at the final position).
     """
-    from interp.experiments._streaming import stream_layers
+    from interp.hooks import stream_layers
     from interp.kernels import attention_stats
 
     index = {layer: i for i, layer in enumerate(layers)}

@@ -67,11 +67,6 @@ def prepare_windows(lm: Model, config: SinkConfig) -> list[Tensor]:
     return windows
 
 
-class _LastLayerDone(Exception):
-    """Raised by the streaming callback after the last analysed layer: the rest of the forward
-    pass (later MLPs, the [T, vocab] logits: 1.6 GB at 8k tokens for SmolLM2) is not needed."""
-
-
 def scan_window(lm: Model, ids: Tensor, config: SinkConfig, layers: Sequence[int]) -> dict:
     """Run one window through the model and reduce every analysed layer to sink statistics.
 
@@ -81,7 +76,7 @@ def scan_window(lm: Model, ids: Tensor, config: SinkConfig, layers: Sequence[int
     """
     import numpy as np
 
-    from interp.hooks import capture
+    from interp.hooks import stream_layers
     from interp.kernels import attention_stats
 
     n_layers, n_heads, length = len(layers), lm.arch.n_heads, ids.shape[1]
@@ -90,10 +85,8 @@ def scan_window(lm: Model, ids: Tensor, config: SinkConfig, layers: Sequence[int
     a0 = np.full((n_layers, n_heads), np.nan)
     pos_count = np.zeros(length, dtype=np.int64)
     hits: list[list] = []
-    seen: set[int] = set()
-    last = max(layers)
 
-    def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+    def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
         st = attention_stats(
             q, k, **lm.attention_kwargs(layer), sink_tokens=config.sink_tokens, columns=True, backend=config.backend
         )
@@ -101,18 +94,8 @@ def scan_window(lm: Model, ids: Tensor, config: SinkConfig, layers: Sequence[int
         ftm[i], a0[i], count, layer_hits = reduce_layer(st.sink[0], st.recv_mean[0], layer, config)
         pos_count[:] += count
         hits.extend(layer_hits)
-        seen.add(layer)
-        if layer == last:
-            raise _LastLayerDone
 
-    try:
-        with capture(lm, layers=layers, keep=(), on_layer=on_layer):
-            lm.forward(ids)
-    except _LastLayerDone:
-        pass
-    missing = sorted(set(layers) - seen)
-    if missing:
-        raise InterpError(f"no attention statistics for layers {missing}: the hooks did not fire on this model")
+    stream_layers(lm, ids, layers, on_layer)  # stops after the last analysed layer
     return {
         "length": int(length),
         "first_token_mass": ftm.tolist(),

@@ -2,6 +2,8 @@
 
 Only this package knows model internals (see `adapters`). Everything else sees the canonical
 view of `sites`: post-RoPE q, k, v, per-head output z and the residual stream, per layer.
+`stream` hands each layer's q and k to a callback as the layer runs (`stream_layers`,
+`streaming`): the one way runners reduce attention layer by layer.
 """
 
 from interp.hooks.adapters import SUPPORTED_MODEL_TYPES, HFAdapter, TLAdapter, adapter_for
@@ -19,6 +21,7 @@ from interp.hooks.edits import (
     uniform_attention,
 )
 from interp.hooks.sites import HEAD_SITES, KV_SITES, SITES
+from interp.hooks.stream import LayerCallback, Streamed, stream_layers, streaming
 
 __all__ = [
     "SITES",
@@ -31,6 +34,10 @@ __all__ = [
     "Capture",
     "capture",
     "check_layers",
+    "LayerCallback",
+    "Streamed",
+    "streaming",
+    "stream_layers",
     "Edit",
     "KeyBias",
     "intervene",

@@ -2,7 +2,9 @@
 
 ``capture(lm, layers, keep, on_layer)`` is a context manager. Inside it every forward pass
 records the kept sites of the chosen layers; on exit every listener it attached is removed (also
-when the body raises), and it checks that each requested (site, layer) actually fired.
+when the body raises), and it checks that each requested (site, layer) actually fired once any
+did. When the body raises, its exception propagates unchanged, with a note naming the hooks that
+had not fired by then (an error is never masked by the check).
 
 With ``on_layer`` the q, k and v of each layer are handed to a callback as that layer's attention
 runs, instead of being stored: this is what lets `interp.kernels` reduce a long input layer by
@@ -103,7 +105,8 @@ def capture(
 
     Raises:
         InterpError: unknown site, bad layer, non-finite activations, or (on exit) a requested
-            site that never fired although a forward pass ran.
+            site that never fired although a forward pass ran. An exception raised by the
+            block propagates unchanged (with a note listing the hooks that had not fired).
     """
     unknown = [s for s in keep if s not in SITES]
     if unknown:
@@ -120,19 +123,30 @@ def capture(
             if on_layer is not None:
                 handles.extend(_streamer(lm, cap, layer, on_layer, keep))
         yield cap
+    except BaseException as err:
+        # The block's own error propagates unchanged; what had not fired by then is a note on it.
+        missing = _missing(cap, chosen, keep, on_layer)
+        if cap.fired and missing:
+            err.add_note(f"raised inside a capture; hooks that had not fired yet: {_listed(missing)}")
+        raise
     finally:
         for h in handles:
             h.remove()
-    if cap.fired:
-        wanted = {(s, layer) for layer in chosen for s in keep}
-        if on_layer is not None:
-            wanted |= {("q", layer) for layer in chosen}
-        missing = sorted(wanted - cap.fired)
-        if missing:
-            raise InterpError(
-                f"these hooks never fired: {missing[:6]}{' ...' if len(missing) > 6 else ''}; "
-                "the adapter does not match this model's modules"
-            )
+    missing = _missing(cap, chosen, keep, on_layer)
+    if cap.fired and missing:
+        raise InterpError(f"these hooks never fired: {_listed(missing)}; the adapter does not match this model's modules")
+
+
+def _missing(cap: Capture, chosen: Sequence[int], keep: Sequence[str], on_layer) -> list[tuple[str, int]]:
+    """Requested (site, layer) pairs that have not fired (q stands for q, k, v when streaming)."""
+    wanted = {(s, layer) for layer in chosen for s in keep}
+    if on_layer is not None:
+        wanted |= {("q", layer) for layer in chosen}
+    return sorted(wanted - cap.fired)
+
+
+def _listed(missing: list[tuple[str, int]]) -> str:
+    return f"{missing[:6]}{' ...' if len(missing) > 6 else ''}"
 
 
 def _recorder(cap: Capture, site: str, layer: int, store: bool):
