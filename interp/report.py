@@ -411,6 +411,7 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
     from rich.console import Console
 
     from interp.plots.export import save_plotlyjs
+    from interp.distributed import world
     from interp.runs import atomic_write_json, prepare_out_dir, run_info
 
     started = time.time()
@@ -449,7 +450,7 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
     seconds = time.time() - started
     settings = {name: c.settings() for name, c in configs.items()}
     settings["report"] = {"quick": config.quick, "stages": list(config.stages), "repeats": config.repeats}
-    info = run_info(lm, settings, started)
+    info = run_info(lm, settings, started, ranks=world().size)
     info["stages"] = [{"name": s.name, "seconds": s.seconds, "summary": s.summary} for s in reports]
     atomic_write_json(out / "run.json", info)
     index = _write_index(out, lm, config, reports, outputs, seconds)

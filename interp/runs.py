@@ -121,8 +121,11 @@ class SampleLog:
         return len(self.records)
 
 
-def run_info(lm: Optional[Model] = None, settings: dict | None = None, started: float | None = None) -> dict:
-    """Metadata for run.json: model, settings, library versions, timings."""
+def run_info(
+    lm: Optional[Model] = None, settings: dict | None = None, started: float | None = None, *, ranks: int = 1
+) -> dict:
+    """Metadata for run.json: model, settings, library versions, timings, and ``ranks``, the
+    processes that shared the work (`interp.distributed.world`'s size, given by the caller)."""
     import numpy
     import torch
     import transformers
@@ -142,9 +145,7 @@ def run_info(lm: Optional[Model] = None, settings: dict | None = None, started: 
         info["model"] = lm.name
         info["backend"] = lm.backend
         info["arch"] = {k: getattr(lm.arch, k) for k in ("n_layers", "n_heads", "n_kv_heads", "d_head", "n_ctx")}
-    from interp.distributed import world
-
-    info["ranks"] = world().size  # processes that shared the work (interp.distributed)
+    info["ranks"] = ranks
     if settings is not None:
         info["settings"] = settings
     if started is not None:

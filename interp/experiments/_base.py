@@ -132,13 +132,16 @@ class Store:
 
     def save(self, experiment: "Experiment", result: Any, lm: Any, config: Any, started: float) -> dict:
         """Write the experiment's tables, figures, pages and run.json (call on rank 0). Returns run.json's content."""
+        from interp.distributed import world
         from interp.runs import run_info
 
         for name, df in experiment.tables(result).items():
             self.write_table(name, df)
         self.write_figures(experiment.figures(result))
         self.write_pages(experiment.pages(result))
-        info = run_info(lm, settings={**config.settings(), **self.notes, "model": lm.name}, started=started)
+        info = run_info(
+            lm, settings={**config.settings(), **self.notes, "model": lm.name}, started=started, ranks=world().size
+        )
         info["summary"] = experiment.summary(result)
         info.update(experiment.record(result))
         self.write_json("run", info)
