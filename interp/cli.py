@@ -34,11 +34,14 @@ def _launch(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Model weights dtype: float32 (default), bfloat16 or float16; statistics are accumulated in float32 either way."),
     attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help="Attention implementation to load the model with: sdpa, eager, flex_attention, ... (default: sdpa where the family has it, else eager)."),
     model_backend: Optional[str] = typer.Option(None, "--model-backend", help="hf (default: hooks on the HF module) or tl (a TransformerLens TransformerBridge over it; slower, eager attention)."),
+    strict: bool = typer.Option(False, "--strict", help="A failed check of a finding (the model does not do the task, too few samples, chance level, ...) is an error: exit code 3 once the outputs are written (for scripted runs)."),
 ) -> None:
     """Mechanistic interpretability of attention. Launch options come before the command:
     `torchrun --nproc-per-node 2 -m interp --device-map auto score sinks ...`."""
     from interp.distributed import configure, parse_max_memory
+    from interp.experiments._base import set_strict
 
+    set_strict(strict)
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
         raise InterpError(f"unknown --dtype {dtype!r}: use float32, bfloat16 or float16")
     configure(
@@ -71,11 +74,17 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console entry point: run the app, turning InterpError into a clear message and exit code 2."""
+    """Console entry point: run the app, turning InterpError into a clear message and exit code 2
+    (exit code 3: a check of a finding failed under ``--strict``)."""
+    from interp.analyses.checks import ChecksFailed
     from interp.distributed import configure
+    from interp.experiments._base import set_strict
 
     try:
         app(standalone_mode=False)
+    except ChecksFailed as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(3)
     except InterpError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)
@@ -91,6 +100,7 @@ def main() -> None:
         raise
     finally:
         configure()  # launch options last for one command, also when main() runs in-process
+        set_strict(False)
 
 if __name__ == "__main__":
     main()

@@ -30,6 +30,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyses._config import Config
+from interp.analyses.checks import Check, above, as_records, holds
 from interp.errors import InterpError
 
 __all__ = ["InfluenceConfig", "InfluenceResult", "influence", "text_loss", "text_label", "heads_to_mask", "combine"]
@@ -49,6 +50,8 @@ class InfluenceConfig(Config):
         max_texts: rank only the first this many texts; None = all.
         max_tokens: tokens of each text scored (its first); None = all.
         heads_name: what the heads are, for the finding's sentence ("top retrieval heads").
+        heads_checked: whether the run the heads come from passed its own checks (a retrieval
+            run's run.json, the report's retrieval stage); None: not known (an explicit list).
     """
 
     heads: Optional[tuple[tuple[int, int], ...]] = None  # None: head 0 of the middle layer
@@ -58,6 +61,7 @@ class InfluenceConfig(Config):
     max_texts: Optional[int] = None  # None: every text
     max_tokens: Optional[int] = 512  # tokens per text
     heads_name: str = "given heads"  # for the finding's sentence
+    heads_checked: Optional[bool] = None  # the heads' source run passed its checks; None: unknown
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
@@ -135,6 +139,32 @@ class InfluenceResult:
     def influence(self) -> np.ndarray:
         return influence(self.base_loss, self.masked_loss)
 
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """Masking the heads must raise the loss on average (AI > 0), and the heads must come from a
+        run that passed its own checks (when that is known: ``config.heads_checked``).
+
+        Heads whose uniform attention lowers the loss are not heads the texts rely on; AI then
+        ranks noise. Heads from a retrieval run that failed its checks are not retrieval heads.
+        """
+        ai = self.influence
+        out = [
+            above(
+                "masking_raises_loss", float(ai.mean()) if ai.size else float("nan"), 0.0,
+                f"mean AI over {ai.size} texts with {len(self.heads)} {self.config.heads_name} made uniform; at or "
+                "below 0 masking them does not hurt the model, so they are not heads these texts rely on",
+            )
+        ]  # fmt: skip
+        if self.config.heads_checked is not None:
+            out.append(
+                holds(
+                    "heads_from_checked_run", self.config.heads_checked,
+                    f"the {self.config.heads_name} come from a run whose own checks passed; otherwise they need not be "
+                    "retrieval heads at all",
+                )
+            )  # fmt: skip
+        return tuple(out)
+
     def to_dataframe(self) -> pd.DataFrame:
         """texts.csv, ranked by AI: rank, text, label, n_tokens, base_loss, masked_loss, influence."""
         df = pd.DataFrame(
@@ -160,6 +190,7 @@ class InfluenceResult:
             "max_influence": float(ai.max()),
             "min_influence": float(ai.min()),
             "top_text": self.labels[int(np.argmax(ai))],
+            "checks": as_records(self.checks),
         }
 
 

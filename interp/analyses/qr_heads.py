@@ -34,6 +34,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.analyses._config import Config
+from interp.analyses.checks import Check, above, as_records, chance_level
 from interp.datasets.documents import QRSample
 from interp.errors import InterpError
 
@@ -53,6 +54,8 @@ class QRConfig(Config):
         top: best heads listed in the summary (run.json).
         layers: layers to score; None = all.
         backend: `interp.kernels.attention_stats` backend.
+        chance_quantile: check: the most accurate head must exceed this quantile of the best
+            accuracy that as many heads guessing a document at random reach.
     """
 
     samples: Optional[tuple[QRSample, ...]] = None  # None: shipped qr_detection.jsonl
@@ -61,11 +64,14 @@ class QRConfig(Config):
     top: int = 5  # heads in the summary
     layers: Optional[tuple[int, ...]] = None  # None: all layers
     backend: str = "auto"  # kernel backend
+    chance_quantile: float = 0.95  # check: best head above the 95th percentile of the best guessing head (no paper value)
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
+        if not 0.0 < self.chance_quantile < 1.0:
+            raise InterpError(f"chance_quantile must lie in (0, 1), got {self.chance_quantile!r}")
         if self.samples is not None:
             object.__setattr__(self, "samples", tuple(self.samples))
             if not self.samples:
@@ -120,6 +126,7 @@ class QRResult:
         gold_score: [sample, layer index, head] s_gold (calibrated unless config.calibrate=False).
         correct: [sample, layer index, head] argmax_c s_c == gold.
         raw_gold: [sample, layer index, head] m_gold before calibration.
+        n_docs: documents of each sample (the chance of guessing the gold one is 1 / n_docs).
     """
 
     config: QRConfig
@@ -130,6 +137,7 @@ class QRResult:
     gold_score: np.ndarray
     correct: np.ndarray
     raw_gold: np.ndarray
+    n_docs: tuple[int, ...] = ()
 
     @property
     def n_samples(self) -> int:
@@ -144,6 +152,28 @@ class QRResult:
     def accuracy(self) -> np.ndarray:
         """[layer index, head] share of samples where the head's argmax is the gold document."""
         return self.correct.mean(0)
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """The most accurate head against the best accuracy as many heads reach by guessing.
+
+        A head's accuracy is how often its argmax_c s_c is the gold document; guessing, it is right
+        with chance 1 / n_docs per sample. The threshold is the ``config.chance_quantile`` quantile
+        of the best of ``n_heads`` guessing heads (`chance_level`).
+        """
+        n = self.correct[0].size
+        chance = [1 / d for d in self.n_docs] if len(self.n_docs) == self.n_samples else []
+        best = float(self.accuracy.max()) if self.n_samples else float("nan")
+        level = chance_level(chance, n, self.config.chance_quantile) if chance else float("nan")
+        mean_chance = float(np.mean(chance)) if chance else float("nan")
+        return (
+            above(
+                "best_head_above_chance", best, level,
+                f"accuracy of the most accurate of {n} heads at picking the gold document of {self.n_samples} samples "
+                f"(chance {mean_chance:.2f} per sample) against the {self.config.chance_quantile:.0%} quantile of the "
+                f"best of {n} heads guessing at random",
+            ),
+        )  # fmt: skip
 
     def top(self, n: int = 5) -> list[tuple[int, int, float]]:
         """The n heads with the highest QR score: [(layer, head, score)]."""
@@ -175,6 +205,7 @@ class QRResult:
             "n_samples": self.n_samples,
             "top": [[l, h, round(v, 4), float(acc[idx[l], h])] for l, h, v in self.top(n)],  # layer, head, score, accuracy
             "best_accuracy_head": [self.layers[best[0]], int(best[1]), float(acc[best])],
+            "checks": as_records(self.checks),
         }
 
 
@@ -195,4 +226,7 @@ def combine(
         m0 = None if rec.get("null") is None else torch.tensor(rec["null"], dtype=torch.float64)
         g, ok, r = sample_scores(m, m0, s.gold)
         gold[si], correct[si], raw[si] = g.numpy(), ok.numpy(), r.numpy()
-    return QRResult(config, model, tuple(layers), n_heads, tuple(s.id for s in samples), gold, correct, raw)
+    return QRResult(
+        config, model, tuple(layers), n_heads, tuple(s.id for s in samples), gold, correct, raw,
+        tuple(len(s.documents) for s in samples),
+    )  # fmt: skip

@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyses._config import Config
+from interp.analyses.checks import Check, above, as_records, chance_level
 from interp.datasets.questions import Question
 from interp.errors import InterpError
 
@@ -48,6 +49,8 @@ class SelectCopyConfig(Config):
         top: best heads listed in the summary (run.json).
         layers: layers to score; None = all.
         backend: `interp.kernels.attention_stats` backend.
+        chance_quantile: check: the best head's QK accuracy must exceed this quantile of the best
+            accuracy that as many heads guessing at random reach.
     """
 
     questions: Optional[tuple[Question, ...]] = None  # None: shipped mcq
@@ -56,11 +59,14 @@ class SelectCopyConfig(Config):
     top: int = 5  # heads in the summary
     layers: Optional[tuple[int, ...]] = None  # None: all layers
     backend: str = "auto"  # kernel backend
+    chance_quantile: float = 0.95  # check: best head above the 95th percentile of the best guessing head (no paper value)
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
+        if not 0.0 < self.chance_quantile < 1.0:
+            raise InterpError(f"chance_quantile must lie in (0, 1), got {self.chance_quantile!r}")
         if self.questions is not None:
             object.__setattr__(self, "questions", tuple(self.questions))
         if self.anchor not in ("newline", "label"):
@@ -144,6 +150,26 @@ class SelectCopyResult:
         hits = rng.binomial(self.n_questions, 1 / self.n_options, size=(n_sim, n_heads))
         return float(hits.max(1).mean() / self.n_questions)
 
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """The best head's QK accuracy against the best that as many guessing heads reach by luck.
+
+        Chance for one question is 1 / n_options; the threshold is the ``config.chance_quantile``
+        quantile of the best accuracy of ``n_heads`` heads guessing (`chance_level`), so a best
+        head below it may be a lucky guesser, not a select-and-copy head.
+        """
+        n = self.qk_correct[0].size
+        best = float(self.qk_accuracy.max()) if self.n_questions else float("nan")
+        level = chance_level([1 / self.n_options] * self.n_questions, n, self.config.chance_quantile) if self.n_questions else float("nan")
+        return (
+            above(
+                "best_head_above_chance", best, level,
+                f"best QK accuracy of {n} heads on {self.n_questions} questions of {self.n_options} options (chance "
+                f"{1 / max(self.n_options, 1):.2f}; the model itself: {self.model_accuracy:.2f}) against the "
+                f"{self.config.chance_quantile:.0%} quantile of the best of {n} heads guessing at random",
+            ),
+        )  # fmt: skip
+
     def top(self, n: int = 5, by: str = "qk") -> list[tuple[int, int, float]]:
         """Best heads [(layer, head, accuracy)] by QK-score ("qk") or attention ("attn") accuracy."""
         g = self.qk_accuracy if by == "qk" else self.attn_accuracy
@@ -178,6 +204,7 @@ class SelectCopyResult:
             "model_accuracy": self.model_accuracy,
             "top_qk": [[l, h, round(a, 4)] for l, h, a in self.top(n, "qk")],
             "top_attn": [[l, h, round(a, 4)] for l, h, a in self.top(n, "attn")],
+            "checks": as_records(self.checks),
         }
 
 

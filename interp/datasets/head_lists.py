@@ -12,7 +12,7 @@ from typing import Optional
 
 from interp.errors import InterpError
 
-__all__ = ["read_heads"]
+__all__ = ["read_heads", "heads_checks_passed"]
 
 
 def read_heads(path: str | Path, k: Optional[int] = None) -> tuple[tuple[int, int], ...]:
@@ -41,3 +41,21 @@ def read_heads(path: str | Path, k: Optional[int] = None) -> tuple[tuple[int, in
     if k is not None:
         df = df.head(k)
     return tuple((int(l), int(h)) for l, h in zip(df["layer"], df["head"]))
+
+
+def heads_checks_passed(path: str | Path) -> Optional[bool]:
+    """Whether the run that wrote the heads file ``path`` passed its own checks.
+
+    Reads the ``checks`` of the run.json beside it (`interp.analyses.checks`). None when that is
+    not known: no run.json, one without checks, or one that cannot be read.
+    """
+    import json
+
+    info = Path(path).with_name("run.json")
+    try:
+        checks = json.loads(info.read_text(encoding="utf-8")).get("checks")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(checks, list) or not checks:
+        return None
+    return all(isinstance(c, dict) and c.get("passed") is True for c in checks)

@@ -22,7 +22,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Mapping, Optional, Sequence, TypeVar
 
-__all__ = ["Experiment", "Store", "execute", "report_sizes"]
+__all__ = ["Experiment", "Store", "execute", "report_sizes", "finding", "set_strict", "strict", "enforce_checks"]
+
+_STRICT = {"on": False}  # the CLI's --strict launch option: a failed check is an error (exit code 3)
+
+
+def set_strict(on: bool) -> None:
+    """Make a failed check of a finding an error (`interp.analyses.checks.ChecksFailed`), or not."""
+    _STRICT["on"] = bool(on)
+
+
+def strict() -> bool:
+    """Whether a failed check is an error (``--strict``)."""
+    return _STRICT["on"]
+
+
+def finding(experiment: "Experiment", result: Any) -> str:
+    """The experiment's one-sentence finding, led by a warning when one of the result's checks failed."""
+    from interp.analyses.checks import check_all, warning
+
+    return warning(check_all(result)) + experiment.describe(result)
+
+
+def enforce_checks(what: str, result: Any) -> None:
+    """Under ``--strict``, raise `ChecksFailed` when a check of ``result`` failed (after its outputs are written)."""
+    from interp.analyses.checks import ChecksFailed, check_all, failed
+
+    bad = failed(check_all(result))
+    if bad and strict():
+        raise ChecksFailed(what, bad)
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -133,6 +161,7 @@ class Store:
     def save(self, experiment: "Experiment", result: Any, lm: Any, config: Any, started: float) -> dict:
         """Write the experiment's tables, figures, pages and run.json (call on rank 0). Returns run.json's content."""
         from interp.distributed import world
+        from interp.analyses.checks import as_records, check_all
         from interp.runs import run_info
 
         for name, df in experiment.tables(result).items():
@@ -143,6 +172,7 @@ class Store:
             lm, settings={**config.settings(), **self.notes, "model": lm.name}, started=started, ranks=world().size
         )
         info["summary"] = experiment.summary(result)
+        info["checks"] = as_records(check_all(result))
         info.update(experiment.record(result))
         self.write_json("run", info)
         return info
@@ -223,7 +253,9 @@ def execute(
 
     The config is already validated (it was built); ``experiment.check`` and the output folder are
     checked before the model loads. Launched on several ranks, every rank runs its share and
-    rank 0 writes the merged result.
+    rank 0 writes the merged result. The result's checks (`interp.analyses.checks`) go into
+    run.json; a failed one leads the printed finding with a warning and, under ``--strict``
+    (`set_strict`), raises `ChecksFailed` once everything is written.
 
     Returns:
         The experiment's result (on every rank).
@@ -241,6 +273,8 @@ def execute(
     if world().main:
         info = store.save(experiment, result, lm, config, started)
         console = Console(stderr=True)
-        console.print(f"[bold]{lm.name}[/]: {experiment.describe(result)}")
+        trusted = all(c["passed"] for c in info["checks"])
+        console.print(f"[bold]{lm.name}[/]: {finding(experiment, result)}", style=None if trusted else "red")
         console.print(f"wrote {', '.join(store.written)} to {store.folder} ({info['wall_seconds']} s)")
+    enforce_checks(f"{' '.join(experiment.command)} on {lm.name}", result)
     return result

@@ -18,8 +18,9 @@ import typer
 from jaxtyping import Int
 from torch import Tensor
 
+from interp.analyses.checks import check_all, failed
 from interp.analyses.influence import InfluenceConfig, InfluenceResult, combine, heads_to_mask, text_loss
-from interp.datasets.head_lists import read_heads
+from interp.datasets.head_lists import heads_checks_passed, read_heads
 from interp.datasets.texts import default_texts, read_texts, texts_digest
 from interp.errors import InterpError
 from interp.experiments import flags
@@ -127,7 +128,7 @@ def cli(
     if heads.endswith(".csv") or Path(heads).is_file():
         config = InfluenceConfig(
             heads=read_heads(heads), k=k, share=None if k is not None else 0.05, texts=text_set, max_tokens=max_tokens,
-            heads_name=f"top heads of {heads}",
+            heads_name=f"top heads of {heads}", heads_checked=heads_checks_passed(heads),
         )  # fmt: skip
     else:
         config = InfluenceConfig(heads=flags.parse_heads(heads), texts=text_set, max_tokens=max_tokens)
@@ -144,15 +145,17 @@ def report_config(quick: bool, earlier: Mapping[str, Any]) -> InfluenceConfig:
     sizes = _REPORT_SIZES[quick]
     retrieval = earlier.get("retrieval")
     heads = [(int(l), int(h)) for l, h, v in retrieval.top(16) if v > 0][: sizes["k"]] if retrieval is not None else []
-    name = "top retrieval heads"
+    name, source = "top retrieval heads", retrieval
     if not heads:  # no retrieval head scored (or no retrieval stage): use the induction heads
         found = earlier.get("heads")
         if found is not None and "induction" in found.kinds:
             heads = [(int(l), int(h)) for l, h, _ in found.top("induction", 5)]
-        name = "top induction heads"
+        name, source = "top induction heads", found
+    checked = None if source is None or not heads else not failed(check_all(source))
     return InfluenceConfig(
-        heads=tuple(heads) or None, max_texts=sizes["n_texts"], max_tokens=sizes["max_tokens"], heads_name=name
-    )
+        heads=tuple(heads) or None, max_texts=sizes["n_texts"], max_tokens=sizes["max_tokens"], heads_name=name,
+        heads_checked=checked,
+    )  # fmt: skip
 
 
 EXPERIMENT = Experiment(

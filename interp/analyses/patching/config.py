@@ -46,6 +46,10 @@ class PatchConfig(Config):
         position_map: also estimate the resid_pre patch of every (layer, position) by attribution
             patching (one forward and one backward pass more): where the answer's information
             sits in the residual stream (the report's second map).
+        min_clean_accuracy: check: the share of clean prompts the model gets right (LD > 0) must
+            reach this, else the task is not done by the model and the scores mean nothing.
+        min_logit_diff: check: the clean-minus-corrupted mean logit difference (the normalised
+            score's denominator) must reach this many nats.
     """
 
     task: str = "ioi"  # "ioi", "colored-objects", or "pairs" (your own prompt pairs, from ``pairs``)
@@ -60,6 +64,10 @@ class PatchConfig(Config):
     batch_rows: Optional[int] = None  # rows (copies x prompts) per forward; None = fit one pass in 256 MiB
     compare: bool = False  # with method="attribution": also run activation patching, report the correlation
     position_map: bool = False  # also the resid_pre x position map by attribution patching (the report)
+    # Preconditions (`interp.analyses.checks`); no paper gives a cut-off: Wang et al.'s GPT-2 small does IOI on
+    # ~99% of prompts with a logit difference of ~3.5, so these defaults only flag a model that does not do the task.
+    min_clean_accuracy: float = 0.8  # share of clean prompts with LD > 0
+    min_logit_diff: float = 1.0  # nats, LD_clean - LD_corrupt (the normalised score's denominator)
 
     def validate(self) -> None:
         """Raise `InterpError` on a bad setting (before any model work)."""
@@ -85,3 +93,5 @@ class PatchConfig(Config):
             raise InterpError(f"batch_rows = {self.batch_rows}: use a positive number of rows per forward")
         if self.layers is not None and not self.layers:
             raise InterpError("no layers chosen: pass at least one layer (or None for all)")
+        if not 0.0 <= self.min_clean_accuracy <= 1.0:
+            raise InterpError(f"min_clean_accuracy = {self.min_clean_accuracy}: use a share in [0, 1]")

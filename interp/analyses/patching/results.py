@@ -11,10 +11,11 @@ import pandas as pd
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.analyses.checks import Check, as_records, at_least
 from interp.analyses.patching.metrics import logit_diff
 from interp.errors import InterpError
 
-__all__ = ["Baseline", "PatchResult", "baseline_of", "dense_scores"]
+__all__ = ["Baseline", "PatchResult", "baseline_of", "baseline_checks", "dense_scores"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class PatchResult:
         head_axis: "head" or "kv_head" (k/v patches are per kv head); None without heads.
         activation: with ``compare``, the activation-patching result the estimate was compared with.
         position_map: with ``position_map``, the resid_pre x position result by attribution patching.
+        checks: whether the model does the task (`baseline_checks`); the scores mean nothing when
+            one fails (the runner fills them from the config's thresholds).
     """
 
     task: str
@@ -74,6 +77,7 @@ class PatchResult:
     head_axis: Optional[str] = None
     activation: Optional["PatchResult"] = field(default=None, repr=False)
     position_map: Optional["PatchResult"] = field(default=None, repr=False)
+    checks: tuple[Check, ...] = ()
 
     @property
     def n_layers(self) -> int:
@@ -110,6 +114,7 @@ class PatchResult:
             **(self.baseline.summary() if self.baseline else {}),
             "top_heads": [{"layer": a, "head": h, "score": s} for a, h, s in top_heads(self, 10)] if "head" in self.axes else None,
             "correlation_attribution_activation": self.correlation,
+            "checks": as_records(self.checks),
         }
 
     def meta(self) -> dict:
@@ -126,6 +131,7 @@ class PatchResult:
             "model": self.model,
             "correlation_attribution_activation": self.correlation,
             "baseline": self.baseline.summary() if self.baseline else None,
+            "checks": as_records(self.checks),
         }
 
     @classmethod
@@ -154,6 +160,7 @@ class PatchResult:
             model=meta.get("model", ""),
             correlation=meta.get("correlation_attribution_activation"),
             head_axis=meta.get("head_axis"),
+            checks=tuple(Check.from_dict(c) for c in meta.get("checks") or ()),
         )
 
 
@@ -175,6 +182,32 @@ def baseline_of(
         clean_logit_diff=float(ld_c.mean()),
         corrupt_logit_diff=float(ld_x.mean()),
     )
+
+
+def baseline_checks(baseline: Baseline, min_clean_accuracy: float = 0.8, min_logit_diff: float = 1.0) -> tuple[Check, ...]:
+    """Whether the model does the task, so that patching scores mean something.
+
+    The normalised score (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt) is undefined when the
+    clean behaviour is absent: when the model does not prefer the correct answer on the clean
+    prompts, or when the clean and corrupted runs barely differ (a near-zero denominator).
+
+    Returns:
+        (clean_accuracy >= ``min_clean_accuracy``, LD_clean - LD_corrupt >= ``min_logit_diff``).
+    """
+    gap = baseline.clean_logit_diff - baseline.corrupt_logit_diff
+    return (
+        at_least(
+            "clean_accuracy", baseline.clean_accuracy, min_clean_accuracy,
+            f"share of the {baseline.n} clean prompts whose correct answer outscores the wrong one; below the "
+            "threshold the model does not do the task and its heads cannot be a circuit for it",
+        ),
+        at_least(
+            "clean_minus_corrupt_logit_diff", gap, min_logit_diff,
+            f"mean logit difference clean ({baseline.clean_logit_diff:.2f}) minus corrupted "
+            f"({baseline.corrupt_logit_diff:.2f}), the normalised score's denominator; near or below zero "
+            "the normalised scores are undefined",
+        ),
+    )  # fmt: skip
 
 
 def dense_scores(

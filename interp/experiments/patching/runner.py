@@ -18,7 +18,7 @@ from interp.analyses.patching.circuits import method_correlation
 from interp.analyses.patching.config import METHODS, PatchConfig
 from interp.analyses.patching.metrics import Metric, evaluate_metric, make_metric
 from interp.analyses.patching.plan import target_index
-from interp.analyses.patching.results import PatchResult, dense_scores
+from interp.analyses.patching.results import PatchResult, baseline_checks, dense_scores
 from interp.datasets.tasks import TaskBatch, make_task, pairs_digest, task_from_jsonl
 from interp.errors import InterpError
 from interp.experiments._base import Store
@@ -108,8 +108,8 @@ def task_for(lm: Model, config: PatchConfig) -> TaskBatch:
     if lm.tokenizer is None:
         raise InterpError("this model has no tokenizer: the tasks are built from text; load the model with its tokenizer")
     if config.task == "pairs":
-        return task_from_jsonl(lm.tokenizer, config.pairs)
-    return make_task(lm.tokenizer, config.task, n=config.n, seed=config.seed)
+        return task_from_jsonl(lm.tokenizer, config.pairs, bos=lm.bos_id)
+    return make_task(lm.tokenizer, config.task, n=config.n, seed=config.seed, bos=lm.bos_id)
 
 
 def _log_hooks(log: Any) -> tuple[dict[Patch, float], OnPass]:
@@ -128,7 +128,7 @@ def _log_hooks(log: Any) -> tuple[dict[Patch, float], OnPass]:
 def log_settings(lm: Model, config: PatchConfig, notes: Mapping[str, Any]) -> dict:
     """What the patch values depend on: a re-run with other settings (or an edited pairs file, or
     another model backend) is refused rather than mixed with the logged passes."""
-    skip = ("batch_rows", "pairs", "position_map")
+    skip = ("batch_rows", "pairs", "position_map", "min_clean_accuracy", "min_logit_diff")
     return {"model": lm.name, "backend": lm.backend, **{k: v for k, v in config.settings().items() if k not in skip}, **notes}
 
 
@@ -170,4 +170,4 @@ def run(lm: Model, config: PatchConfig = PatchConfig(), store: Optional[Store] =
         # backward pass, where activation patching would need layers x positions patched runs
         resid = patch_task(lm, batch, target="resid_pre", method="attribution", metric=config.metric, by_pos=True, layers=config.layers)
         result = replace(result, position_map=resid)
-    return result
+    return replace(result, checks=baseline_checks(result.baseline, config.min_clean_accuracy, config.min_logit_diff))

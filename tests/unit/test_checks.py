@@ -1,0 +1,197 @@
+"""Every finding says whether it can be trusted: the Check type, chance levels, and each analysis's
+checks on synthetic results (one input where a check passes, one where it fails)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from interp.analyses.checks import (
+    Check, ChecksFailed, above, as_records, at_least, at_most, chance_level, failed, holds, warning,
+)  # fmt: skip
+from interp.errors import InterpError
+
+
+# --------------------------------------------------------------------------------------------
+# the type
+# --------------------------------------------------------------------------------------------
+
+
+def test_constructors_compare_value_and_threshold():
+    assert at_least("a", 0.8, 0.8, "").passed and not at_least("a", 0.79, 0.8, "").passed
+    assert not above("b", 0.8, 0.8, "").passed and above("b", 0.81, 0.8, "").passed
+    assert at_most("c", 0.8, 0.8, "").passed and not at_most("c", 0.81, 0.8, "").passed
+    assert holds("d", True, "").value == 1.0 and not holds("d", False, "").passed
+    for make in (at_least, above, at_most):  # a number that could not be measured never passes
+        assert not make("nan", float("nan"), 0.0, "").passed
+
+
+def test_records_round_trip_and_warning_names_the_failed_check():
+    checks = (at_least("clean_accuracy", 0.0, 0.8, "x"), above("gap", float("nan"), 1.0, "y"), holds("ok", True, "z"))
+    records = as_records(checks)
+    json.dumps(records, allow_nan=False)  # NaN is written as null: strict JSON
+    assert records[1]["value"] is None and records[0]["passed"] is False
+    back = tuple(Check.from_dict(r) for r in records)
+    assert back[0] == checks[0] and math.isnan(back[1].value) and back[2] == checks[2]
+    assert [c.name for c in failed(checks)] == ["clean_accuracy", "gap"]
+    text = warning(checks)
+    assert text.startswith("WARNING") and "clean_accuracy = 0 (threshold 0.8)" in text and "ok" not in text
+    assert warning(checks[2:]) == ""
+    err = ChecksFailed("patch ioi", failed(checks))
+    assert isinstance(err, InterpError) and "2 check(s) failed" in str(err)
+
+
+def test_chance_level_matches_the_binomial():
+    # one guessing head on 20 four-option items: P(Binomial(20, 1/4) <= 8) = 0.959, so the 95th percentile is 8/20
+    assert chance_level([0.25] * 20, 1, 0.95, n_sim=20000) == pytest.approx(0.40, abs=0.025)
+    # the best of many guessing heads is luckier than one
+    assert chance_level([0.25] * 20, 200) > chance_level([0.25] * 20, 1)
+    # certain items are always right
+    assert chance_level([1.0] * 5, 3) == 1.0
+    assert math.isnan(chance_level([], 3))
+
+
+# --------------------------------------------------------------------------------------------
+# each analysis: one input where its check passes, one where it fails
+# --------------------------------------------------------------------------------------------
+
+
+def test_patching_needs_a_model_that_does_the_task():
+    from interp.analyses.patching import Baseline, PatchResult
+    from interp.analyses.patching.results import baseline_checks
+
+    does = Baseline(n=8, clean_accuracy=1.0, clean_top1=0.9, corrupt_accuracy=0.1, clean_logit_diff=3.2, corrupt_logit_diff=-0.4)
+    # the issue's Gemma run: the right name on 0% of clean prompts, LD -6.05 (corrupted -0.31)
+    does_not = Baseline(n=8, clean_accuracy=0.0, clean_top1=0.0, corrupt_accuracy=0.5, clean_logit_diff=-6.05, corrupt_logit_diff=-0.31)
+    assert not failed(baseline_checks(does))
+    bad = failed(baseline_checks(does_not))
+    assert [c.name for c in bad] == ["clean_accuracy", "clean_minus_corrupt_logit_diff"]
+    assert bad[1].value == pytest.approx(-6.05 + 0.31)
+    # pairs whose corrupted answer is the right one: the clean run prefers it less than the corrupted run
+    swapped = Baseline(n=4, clean_accuracy=1.0, clean_top1=1.0, corrupt_accuracy=1.0, clean_logit_diff=0.5, corrupt_logit_diff=2.0)
+    assert [c.name for c in failed(baseline_checks(swapped))] == ["clean_minus_corrupt_logit_diff"]
+    # the checks travel through run.json's layout (what `interp patch overlap` reads back) and the summary
+    r = PatchResult("ioi", "head_out", "activation", "score", ("layer", "head"), np.zeros((2, 2)), does_not,
+                    checks=baseline_checks(does_not))  # fmt: skip
+    assert PatchResult.from_dataframe(r.to_dataframe(), r.meta()).checks == r.checks
+    assert [c["passed"] for c in r.summary()["checks"]] == [False, False]
+
+
+def _select_copy(correct_head: bool, n_q: int = 24):
+    from interp.analyses.select_copy import SelectCopyConfig, combine
+    from interp.datasets.questions import Question
+
+    rng = np.random.default_rng(0)
+    qs = [Question(f"q{i}", "p", 4, int(rng.integers(4))) for i in range(n_q)]
+    records = []
+    for q in qs:
+        qk = rng.normal(size=(2, 3, 4))  # [layer, head, option]: guessing heads
+        if correct_head:
+            qk[1, 2, q.answer] = 10.0  # one head always picks the answer
+        records.append({"qk": qk.tolist(), "attn": qk.tolist(), "choice": 0})
+    return combine(SelectCopyConfig(questions=tuple(qs)), "m", [0, 1], 3, qs, records)
+
+
+def test_select_copy_best_head_against_chance():
+    good, chance = _select_copy(True), _select_copy(False)
+    assert not failed(good.checks) and good.checks[0].value == 1.0
+    (check,) = chance.checks
+    assert check.name == "best_head_above_chance" and not check.passed
+    assert 0.25 < check.threshold < 1.0  # the best of 6 guessing heads beats 1/4 by luck
+    assert good.summary()["checks"][0]["passed"] is True
+
+
+def _qr(correct_head: bool, n_s: int = 20):
+    from interp.analyses.qr_heads import QRConfig, combine
+    from interp.datasets.documents import QRSample
+
+    rng = np.random.default_rng(1)
+    samples = [QRSample(f"s{i}", "q", ("a", "b", "c"), int(rng.integers(3))) for i in range(n_s)]
+    records = []
+    for s in samples:
+        mass = rng.random((2, 2, 3))  # [layer, head, doc]
+        if correct_head:
+            mass[0, 1, s.gold] = 5.0
+        records.append({"mass": mass.tolist(), "null": np.zeros((2, 2, 3)).tolist()})
+    return combine(QRConfig(samples=tuple(samples)), "m", [0, 1], 2, samples, records)
+
+
+def test_qr_heads_best_head_against_chance():
+    good, chance = _qr(True), _qr(False)
+    assert good.n_docs == (3,) * 20 and not failed(good.checks)
+    assert failed(chance.checks)[0].name == "best_head_above_chance"
+
+
+def test_influence_masking_must_raise_the_loss_and_heads_must_be_checked():
+    from interp.analyses.influence import InfluenceConfig, combine
+
+    texts = ("one text here", "another text")
+    up = [{"n_tokens": 3, "base_loss": 2.0, "masked_loss": 2.5}, {"n_tokens": 2, "base_loss": 3.0, "masked_loss": 3.1}]
+    down = [{"n_tokens": 3, "base_loss": 2.0, "masked_loss": 1.9}, {"n_tokens": 2, "base_loss": 3.0, "masked_loss": 2.9}]
+    cfg = InfluenceConfig(heads=((0, 1),), texts=texts)
+    assert not failed(combine(cfg, "m", ((0, 1),), texts, up).checks)
+    assert [c.name for c in failed(combine(cfg, "m", ((0, 1),), texts, down).checks)] == ["masking_raises_loss"]
+    unchecked = InfluenceConfig(heads=((0, 1),), texts=texts, heads_checked=False)
+    assert [c.name for c in failed(combine(unchecked, "m", ((0, 1),), texts, up).checks)] == ["heads_from_checked_run"]
+
+
+def test_heads_checks_passed_reads_the_run_beside_heads_csv(tmp_path):
+    from interp.datasets.head_lists import heads_checks_passed
+
+    heads = tmp_path / "heads.csv"
+    heads.write_text("layer,head,score\n0,1,0.5\n")
+    assert heads_checks_passed(heads) is None  # no run.json: not known
+    (tmp_path / "run.json").write_text(json.dumps({"checks": as_records([holds("a", True, "")])}))
+    assert heads_checks_passed(heads) is True
+    (tmp_path / "run.json").write_text(json.dumps({"checks": as_records([holds("a", True, ""), holds("b", False, "")])}))
+    assert heads_checks_passed(heads) is False
+
+
+# --------------------------------------------------------------------------------------------
+# the driver: warning, --strict, exit code 3
+# --------------------------------------------------------------------------------------------
+
+
+class _Result:
+    def __init__(self, passed: bool) -> None:
+        self.checks = (holds("model_does_task", passed, "synthetic"),)
+
+
+def test_strict_makes_a_failed_check_an_error_and_main_exits_3(monkeypatch, capsys):
+    import interp.cli as cli
+    from interp.experiments._base import enforce_checks, set_strict
+
+    enforce_checks("toy", _Result(False))  # not strict: a warning only
+    set_strict(True)
+    try:
+        enforce_checks("toy", _Result(True))
+        with pytest.raises(ChecksFailed, match="model_does_task = 0"):
+            enforce_checks("toy", _Result(False))
+
+        def app(**kwargs):
+            enforce_checks("score toy on m", _Result(False))
+
+        monkeypatch.setattr(cli, "app", app)
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+        assert exit_.value.code == 3 and "error: score toy on m: 1 check(s) failed" in capsys.readouterr().err
+        from interp.experiments._base import strict
+
+        assert not strict()  # main() resets the launch option
+    finally:
+        set_strict(False)
+
+
+def test_finding_starts_with_the_warning():
+    from interp.experiments._base import finding
+
+    class Exp:
+        @staticmethod
+        def describe(result):
+            return "Heads L1H2 and L3H4 form the circuit."
+
+    assert finding(Exp, _Result(True)) == "Heads L1H2 and L3H4 form the circuit."
+    assert finding(Exp, _Result(False)).startswith("WARNING, do not trust this finding: model_does_task = 0")
