@@ -126,24 +126,33 @@ class RawStats:
 def column_counts(problem: Problem) -> tuple[Tensor, Tensor]:
     """Number of real queries that each key's column statistics average over.
 
+    A query may see key j when the masks allow it: a_i >= j when causal, a_i - j <
+    sliding_window in a sliding-window layer. Only those queries enter a key's mean.
+
     Returns:
         (recv_count, band_count), both [batch, key_pos] int64: recv_count_j counts real
-        queries that may see key j (a_i >= j when causal, all real queries otherwise);
-        band_count_j counts real queries with lo <= a_i - j <= hi.
+        queries that may see key j; band_count_j counts those among them with
+        lo <= a_i - j <= hi.
     """
     real = problem.query_real().to(torch.int64)  # [batch, query_pos]
     # below[b, x] = number of real queries with key index a_i < x, for x = 0..key_pos
     below = torch.zeros(problem.batch, problem.key_pos + 1, dtype=torch.int64, device=real.device)
     below[:, problem.offset + 1 :] = real.cumsum(1)
-    total = below[:, -1:]
 
-    j = torch.arange(problem.key_pos, device=real.device).expand(problem.batch, -1)
-    recv_count = total - below[:, :-1] if problem.causal else total.expand(-1, problem.key_pos)
+    def between(lag_lo: int | None, lag_hi: int | None) -> Tensor:
+        """Real queries with lag_lo <= a_i - j <= lag_hi (None: unbounded), per key j."""
+        j = torch.arange(problem.key_pos, device=real.device).expand(problem.batch, -1)
+        first = (j + lag_lo).clamp(0, problem.key_pos) if lag_lo is not None else torch.zeros_like(j)
+        stop = (j + lag_hi + 1).clamp(0, problem.key_pos) if lag_hi is not None else torch.full_like(j, problem.key_pos)
+        return (below.gather(1, stop) - below.gather(1, first)).clamp_min(0)
+
+    # the lags a_i - j a query may have and still see key j
+    see_lo = 0 if problem.causal else None
+    see_hi = problem.sliding_window - 1 if problem.sliding_window is not None else None
     lo, hi = problem.band
-    first = (j + lo).clamp(0, problem.key_pos)
-    stop = (j + hi + 1).clamp(0, problem.key_pos)
-    band_count = (below.gather(1, stop) - below.gather(1, first)).clamp_min(0)
-    return recv_count, band_count
+    band_lo = lo if see_lo is None else max(lo, see_lo)
+    band_hi = hi if see_hi is None else min(hi, see_hi)
+    return between(see_lo, see_hi), between(band_lo, band_hi)
 
 
 def prepare(

@@ -79,10 +79,15 @@ def reference_stats(problem: Problem, dtype: torch.dtype = torch.float64) -> dic
 
     out.update(recv=None, recv_mean=None, band=None)
     if problem.columns:
-        real_q = problem.query_real()[:, :, None]  # [batch, query_pos, 1]
-        sees = real_q & ((a_pos >= j) if problem.causal else torch.ones_like(lag, dtype=torch.bool))
+        # the real queries that may see key j: the masks of `_visible` without the key's own
+        # padding (a padded key's column is NaN anyway), derived again from the lags
+        sees = problem.query_real()[:, :, None].expand(-1, -1, problem.key_pos)  # [batch, query_pos, key_pos]
+        if problem.causal:
+            sees = sees & (lag >= 0)
+        if problem.sliding_window is not None:
+            sees = sees & (lag < problem.sliding_window)
         lo, hi = problem.band
-        in_band = real_q & (lag >= lo) & (lag <= hi)
+        in_band = sees & (lag >= lo) & (lag <= hi)
         recv = a.sum(dim=-2)
         band_sum = (a * in_band[:, None]).sum(dim=-2)
         key_pad = ~problem.key_real[:, None, :]

@@ -61,11 +61,14 @@ class AttentionStats:
     columns=False); padded keys hold NaN:
 
     - recv: sum_i A_ij, attention received by key j.
-    - recv_mean: recv / (number of real queries that may see j: i >= j when causal);
-      alpha_j of Gu et al. 2024. NaN when no real query may see j.
-    - band: mean of A_ij over real queries with lo <= i - j <= hi (i up to the last query
-      row of q; with query_pos < key_pos only the rows present in q count); FAI of
-      Li et al. 2025 with (lo, hi) = (10, 100). NaN when no query falls in the band.
+    - recv_mean: recv / (number of real queries that may see j: i >= j when causal, and
+      i - j < sliding_window in a sliding-window layer); alpha_j of Gu et al. 2024, the mean
+      over the queries that can attend to j. NaN when no real query may see j.
+    - band: mean of A_ij over the real queries with lo <= i - j <= hi that may also see j
+      (so lo is raised to 0 when causal and hi lowered to sliding_window - 1 in a
+      sliding-window layer; i up to the last query row of q; with query_pos < key_pos only
+      the rows present in q count); FAI of Li et al. 2025 with (lo, hi) = (10, 100). NaN
+      when no such query exists.
 
     Target-key statistics (None unless `targets` was given), [batch, head, n_rows] for targets
     [batch, n_rows], [batch, head, n_rows, n_targets] for targets [batch, n_rows, n_targets]:
