@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.interp-installed
 OUT ?= out/report
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast lint docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,9 +22,20 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/interp report --out $(OUT)
 
+# lint and format checks, the docs (strict: a broken link or a docstring warning fails), then pytest
 test: $(STAMP)
 	sh scripts/ensure_chromium.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit tests/integration
@@ -33,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/attn_stats.py --quick
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out site .pytest_cache
