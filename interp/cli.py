@@ -39,7 +39,7 @@ def _launch(
     """Mechanistic interpretability of attention. Launch options come before the command:
     `torchrun --nproc-per-node 2 -m interp --device-map auto score sinks ...`."""
     from interp.distributed import configure, parse_max_memory
-    from interp.experiments._base import set_strict
+    from interp.experiments import set_strict
 
     set_strict(strict)
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
@@ -78,7 +78,7 @@ def main() -> None:
     (exit code 3: a check of a finding failed under ``--strict``)."""
     from interp.analyses.checks import ChecksFailed
     from interp.distributed import configure
-    from interp.experiments._base import set_strict
+    from interp.experiments import set_strict
 
     try:
         app(standalone_mode=False)

@@ -2,10 +2,11 @@
 
 One module per analysis: a frozen config (a subclass of `Config`: validated when built, serialised
 by ``settings()``), pure functions over statistics, and a frozen result with ``to_dataframe()``
-and ``summary()``. No model calls, no files, no progress bars: the runner that
-drives the model is `interp.experiments.<name>`.
+and ``summary()``. Heads are ranked by one rule everywhere (`rank_heads`). No model calls, no
+files, no progress bars: the runner that drives the model is `interp.experiments.<name>`.
 """
 
 from interp.analyses._config import Config
+from interp.analyses.ranking import rank_heads
 
-__all__ = ["Config"]
+__all__ = ["Config", "rank_heads"]

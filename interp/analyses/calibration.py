@@ -24,9 +24,9 @@ dimension adds a bias to the scores of chosen keys inside the model's own fused 
 Evaluation: the choice sets (`interp.datasets.choices`; shipped under `interp/data/tasks`) are
 scored by the next-token logits restricted to the answer tokens (`choice_scores`). ACT heads are
 searched greedily on the calibration split (candidates: the heads with the largest hidden-sink
-mass on the calibration prompts, `hidden_sink_mass` / `rank_heads`; each candidate is added if
-it improves calibration accuracy, ties broken by the mean log-prob of the correct answer,
-`better`); ZeroTuning's gamma is chosen on a small grid. Held-out accuracy before and after is
+mass on the calibration prompts, `hidden_sink_mass`, ranked by `interp.analyses.rank_heads`;
+each candidate is added if it improves calibration accuracy, ties broken by the mean log-prob of
+the correct answer, `better`); ZeroTuning's gamma is chosen on a small grid. Held-out accuracy before and after is
 reported with Wilson intervals, a paired bootstrap interval of the difference and an exact
 McNemar test.
 
@@ -64,7 +64,6 @@ __all__ = [
     "head_pairs",
     "choice_scores",
     "hidden_sink_mass",
-    "rank_heads",
     "better",
     "wilson_interval",
     "paired_bootstrap_diff",
@@ -240,15 +239,6 @@ def hidden_sink_mass(
     member, hidden = sink_members(rm, tau, min_queries)
     chosen = member if include_first else hidden
     return torch.where(chosen, rm, 0.0).sum(dim=(0, 2)).cpu()
-
-
-def rank_heads(mass: Float[Tensor, "layer head"]) -> list[tuple[Head, float]]:
-    """Heads by ``mass`` (e.g. mean hidden-sink mass per prompt), largest first; heads with no
-    mass are left out. Ties keep (layer, head) order."""
-    flat = mass.flatten()
-    n_heads = mass.shape[1]
-    order = torch.argsort(flat, descending=True, stable=True).tolist()
-    return [((i // n_heads, i % n_heads), float(flat[i])) for i in order if flat[i] > 0]
 
 
 def better(rec: dict, best: dict) -> bool:

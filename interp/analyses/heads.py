@@ -36,6 +36,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyses._config import Config
+from interp.analyses.ranking import rank_heads
 from interp.errors import InterpError
 
 __all__ = [
@@ -238,10 +239,8 @@ class HeadResult:
         return self.scores[s, self.kinds.index(kind)]
 
     def top(self, kind: str, n: int = 5, source: Optional[str] = None) -> list[tuple[int, int, float]]:
-        """The n highest-scoring heads of a detector: [(layer, head, score)]."""
-        g = self.grid(kind, source)
-        order = np.argsort(-np.nan_to_num(g, nan=-np.inf), axis=None)[:n]
-        return [(self.layers[i // self.n_heads], int(i % self.n_heads), float(g.flat[i])) for i in order]
+        """The n highest-scoring heads of a detector: [(layer, head, score)] (`rank_heads`)."""
+        return rank_heads(self.grid(kind, source), n, layers=self.layers)
 
     def to_dataframe(self) -> pd.DataFrame:
         """Long format (heads.csv): source, kind, layer, head, score, n_rows."""

@@ -34,6 +34,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.analyses._config import Config
+from interp.analyses.ranking import rank_heads
 from interp.analyses.checks import Check, above, as_records, chance_level
 from interp.datasets.documents import QRSample
 from interp.errors import InterpError
@@ -176,10 +177,8 @@ class QRResult:
         )  # fmt: skip
 
     def top(self, n: int = 5) -> list[tuple[int, int, float]]:
-        """The n heads with the highest QR score: [(layer, head, score)]."""
-        g = self.scores
-        order = np.argsort(-g, axis=None, kind="stable")[:n]
-        return [(self.layers[i // self.n_heads], int(i % self.n_heads), float(g.flat[i])) for i in order]
+        """The n heads with the highest QR score: [(layer, head, score)] (`rank_heads`)."""
+        return rank_heads(self.scores, n, layers=self.layers)
 
     def to_dataframe(self) -> pd.DataFrame:
         """heads.csv: layer, head, qr_score, accuracy, raw_gold_mass."""

@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyses._config import Config
+from interp.analyses.ranking import rank_heads
 from interp.analyses.checks import Check, above, as_records, chance_level
 from interp.datasets.questions import Question
 from interp.errors import InterpError
@@ -172,9 +173,7 @@ class SelectCopyResult:
 
     def top(self, n: int = 5, by: str = "qk") -> list[tuple[int, int, float]]:
         """Best heads [(layer, head, accuracy)] by QK-score ("qk") or attention ("attn") accuracy."""
-        g = self.qk_accuracy if by == "qk" else self.attn_accuracy
-        order = np.argsort(-g, axis=None, kind="stable")[:n]
-        return [(self.layers[i // self.n_heads], int(i % self.n_heads), float(g.flat[i])) for i in order]
+        return rank_heads(self.qk_accuracy if by == "qk" else self.attn_accuracy, n, layers=self.layers)
 
     def to_dataframe(self) -> pd.DataFrame:
         """heads.csv: layer, head, qk_accuracy, attn_accuracy, mean_qk_margin."""

@@ -16,9 +16,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from interp.experiments._base import Experiment, Store, execute
+from interp.experiments._base import Experiment, Store, execute, set_strict
 
-__all__ = ["Experiment", "Store", "execute", "registry"]
+__all__ = ["Experiment", "Store", "execute", "registry", "set_strict"]
 
 _NOT_EXPERIMENTS = frozenset({"flags"})
 

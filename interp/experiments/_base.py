@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterable, Mapping, Optional, Sequence, TypeVar
 
 __all__ = ["Experiment", "Store", "execute", "report_sizes", "finding", "set_strict", "strict", "enforce_checks"]
 
@@ -110,16 +110,52 @@ class Store:
         keys: Sequence[str],
         compute: Optional[Callable[[str], Any]] = None,
         *,
-        settings: Mapping[str, Any],
+        settings: Optional[Mapping[str, Any]] = None,
         what: str,
-        log: str = "samples.jsonl",
+        log: Optional[str] = "samples.jsonl",
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """``{key: compute(key)}`` over the ranks, resumed from the log ``log`` (`interp.distributed.map_units`)."""
+        """``{key: compute(key)}`` over the ranks, resumed from the log ``log`` (`interp.distributed.map_units`).
+
+        ``log=None``: the units are not logged (e.g. the batches of one search step, which
+        `cached` records as a whole); ``settings`` then need only agree across the ranks.
+        """
         from interp.distributed import map_units
 
+        if log is not None and settings is None:
+            raise TypeError("Store.map with a log needs the settings a resumed run must agree on")
         kwargs.setdefault("progress", self.progress)
-        return map_units(keys, compute, log=self.log(settings, log), settings=dict(settings), what=what, **kwargs)
+        opened = self.log(settings, log) if log is not None else None
+        stamp = dict(settings) if settings is not None else None
+        return map_units(keys, compute, log=opened, settings=stamp, what=what, **kwargs)
+
+    def cached(
+        self, key: str, compute: Callable[[], dict], *, settings: Mapping[str, Any], log: str = "samples.jsonl"
+    ) -> dict:
+        """One step run in lockstep on every rank (a search step), done once per folder: the
+        record of ``key`` in the log ``log`` when an earlier run finished it, else ``compute()``,
+        recorded (rank 0 writes, the other ranks keep it in memory)."""
+        from interp.distributed import log_add
+
+        opened = self.log(settings, log)
+        if opened is not None and opened.done(key):
+            return {k: v for k, v in opened.records[key].items() if k != "id"}
+        record = compute()
+        log_add(opened, key, record)
+        return record
+
+    def bar(
+        self, iterable: Optional[Iterable] = None, *, total: Optional[int] = None, desc: str, unit: str = "unit",
+        show: bool = True,
+    ) -> Any:
+        """A progress bar (tqdm): iterate it over ``iterable``, or ``update`` it towards ``total``.
+        Shown on rank 0 when ``show`` and the store shows progress; it leaves no line behind."""
+        from tqdm.auto import tqdm
+
+        from interp.distributed import world
+
+        shown = show and self.progress and world().main
+        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not shown, leave=False)
 
     def write_table(self, name: str, df: Any) -> None:
         """``name``.csv, atomically."""

@@ -33,8 +33,8 @@ from interp.analyses.calibration import (
     first_token_keys,
     head_pairs,
     hidden_sink_mass,
-    rank_heads,
 )
+from interp.analyses.ranking import rank_heads
 from interp.datasets.choices import ChoiceItem, choices_digest, load_choices
 from interp.errors import InterpError
 from interp.experiments import flags
@@ -152,13 +152,16 @@ def score_choices(
     return np.concatenate(preds), np.concatenate(logps)
 
 
-def rank_act_candidates(lm: Model, items: Sequence[ChoiceItem], config: CalibrationConfig) -> list[tuple[Head, float]]:
+def rank_act_candidates(
+    lm: Model, items: Sequence[ChoiceItem], config: CalibrationConfig, store: Optional[Store] = None
+) -> list[tuple[int, int, float]]:
     """Heads ranked by hidden-sink mass on ``items`` (mean over prompts of the summed recv_mean of
-    the hidden sinks, `hidden_sink_mass`), largest first; only heads with some hidden sink.
+    the hidden sinks, `hidden_sink_mass`), largest first (`rank_heads`); only heads with some
+    hidden sink. Returns [(layer, head, mass)].
 
-    Batches of ``config.batch_size`` prompts are shared over the ranks and summed in batch order.
+    Batches of ``config.batch_size`` prompts are shared over the ranks (`Store.map`, not logged:
+    the search logs the ranking as one step) and summed in batch order.
     """
-    from interp.distributed import map_units
     from interp.hooks import capture
     from interp.kernels import attention_stats
 
@@ -179,11 +182,11 @@ def rank_act_candidates(lm: Model, items: Sequence[ChoiceItem], config: Calibrat
         return mass
 
     keys = [f"batch-{start}" for start in range(0, len(items), config.batch_size)]
-    per_batch = map_units(keys, batch_mass, what="ACT candidate batches", progress=False, idle_ok=True)
+    per_batch = (store or Store()).map(keys, batch_mass, log=None, what="ACT candidate batches", progress=False, idle_ok=True)
     mass = torch.zeros(n_layers, n_heads, dtype=torch.float64)
     for key in keys:
         mass += per_batch[key]
-    return rank_heads(mass / len(items))
+    return [(layer, head, m) for layer, head, m in rank_heads(mass / len(items)) if m > 0]
 
 
 def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optional[Store] = None) -> CalibrationResult:
@@ -206,9 +209,7 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
         InterpError: heads outside the model, answer choices that share a first token, more
             ranks than calibration batches.
     """
-    from tqdm.auto import tqdm
-
-    from interp.distributed import log_add, map_units, world
+    from interp.distributed import world
 
     store = store or Store()
     if config.heads is not None:
@@ -217,7 +218,7 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
     calib, held = choice_set.split("calibration"), choice_set.split("heldout")
     cids = choice_token_ids(lm, choice_set.choices)
     store.note(task_sha256=choices_digest(choice_set))
-    log = store.log({**config.settings(), **store.notes, "model": lm.name})
+    settings = {**config.settings(), **store.notes, "model": lm.name}  # what a resumed search agrees on
 
     n_batches = -(-len(calib) // config.batch_size)
     if world().size > n_batches:
@@ -236,17 +237,13 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
             start = int(key.removeprefix("batch-"))
             return score_choices(lm, items[start : start + bs], cids, factory, batch_size=bs)
 
-        got = map_units(keys, one, what="task batches", progress=False, idle_ok=True)
+        got = store.map(keys, one, log=None, what="task batches", progress=False, idle_ok=True)
         pred = np.concatenate([got[k][0] for k in keys])
         logp = np.concatenate([got[k][1] for k in keys])
         return pred == np.array([it.answer for it in items]), logp
 
-    def cached(key: str, fn: Callable[[], dict]) -> dict:
-        if log is not None and log.done(key):
-            return {k: v for k, v in log.records[key].items() if k != "id"}
-        rec = fn()
-        log_add(log, key, rec)  # rank 0 writes; the other ranks keep it in memory
-        return rec
+    def cached(key: str, fn: Callable[[], dict]) -> dict:  # one search step, resumed from samples.jsonl
+        return store.cached(key, fn, settings=settings)
 
     def calib_step(factory: Optional[EditFactory], **extra: Any) -> dict:
         correct, logp = evaluate(calib, factory)
@@ -269,10 +266,10 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
         else:
             ranked = cached(
                 "candidates",
-                lambda: {"ranked": [[l, h, m] for (l, h), m in rank_act_candidates(lm, calib, config)[: config.n_candidates]]},
+                lambda: {"ranked": [[l, h, m] for l, h, m in rank_act_candidates(lm, calib, config, store)[: config.n_candidates]]},
             )["ranked"]
             chosen, best = [], base
-            for layer, head, mass in tqdm(ranked, desc="ACT head search", unit="head"):
+            for layer, head, mass in store.bar(ranked, desc="ACT head search", unit="head"):
                 trial = chosen + [(int(layer), int(head))]
                 rec = cached(
                     "trial-" + ",".join(f"{l}.{h}" for l, h in trial),  # keyed by the whole set tried
@@ -298,7 +295,7 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
             search.append(best)
         else:
             gamma, best = 1.0, {**base, "gamma": 1.0}
-            for g in tqdm(config.gammas, desc="ZeroTuning gamma search", unit="gamma"):
+            for g in store.bar(config.gammas, desc="ZeroTuning gamma search", unit="gamma"):
                 rec = cached(f"gamma-{g:g}", lambda: calib_step(factory_for(g), step=f"gamma={g:g}", gamma=g))
                 search.append(rec)
                 if better(rec, best):

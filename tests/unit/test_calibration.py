@@ -18,7 +18,6 @@ from interp.analyses.calibration import (
     hidden_sink_mass,
     mcnemar_exact,
     paired_bootstrap_diff,
-    rank_heads,
     wilson_interval,
 )
 from interp.datasets.choices import available_choice_sets as available_tasks
@@ -237,11 +236,6 @@ def test_hidden_sink_mass_counts_hidden_sinks_only():
     got = hidden_sink_mass(rm, tau=0.1, min_queries=1)
     assert got.dtype == torch.float64 and got.tolist() == pytest.approx([0.75, 0.0])
     assert hidden_sink_mass(rm, tau=0.1, min_queries=1, include_first=True).tolist() == pytest.approx([1.85, 0.2])
-
-
-def test_rank_heads_largest_first_without_empty_heads():
-    mass = torch.tensor([[0.0, 0.3, 0.1], [0.5, 0.0, 0.3]], dtype=torch.float64)
-    assert rank_heads(mass) == [((1, 0), 0.5), ((0, 1), 0.3), ((1, 2), 0.3), ((0, 2), pytest.approx(0.1))]
 
 
 def test_better_compares_accuracy_then_logp():

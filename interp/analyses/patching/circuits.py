@@ -1,6 +1,7 @@
-"""Circuits from patching results: the top heads by |score|, and the overlap of two tasks'
-circuits, the share of top-K heads common to both (Merullo et al. 2023 report about 78% between
-IOI and Colored Objects on GPT-2 Medium); the correlation of two methods' scores."""
+"""Circuits from patching results: the overlap of two tasks' circuits, the share of top-K heads
+common to both (Merullo et al. 2023 report about 78% between IOI and Colored Objects on GPT-2
+Medium); the correlation of two methods' scores. A result's top heads (`head_scores`,
+`top_heads`) live with `PatchResult` and are re-exported here."""
 
 from __future__ import annotations
 
@@ -10,43 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from interp.analyses.patching.results import PatchResult
+from interp.analyses.patching.results import PatchResult, head_scores, top_heads
 from interp.errors import InterpError
 
 __all__ = ["head_scores", "top_heads", "CircuitOverlap", "circuit_overlap", "method_correlation"]
-
-
-def head_scores(result: PatchResult) -> np.ndarray:
-    """[layer, head] scores; for per-position results the value of largest |score| over positions.
-
-    Raises:
-        InterpError: the result has no head axis (residual targets).
-    """
-    if "head" not in result.axes:
-        raise InterpError(
-            f"the {result.target} result has no head axis: circuits need a head target (head_out, q, k or v)"
-        )
-    s = result.scores
-    if "pos" not in result.axes:
-        return s
-    filled = np.where(np.isfinite(s), s, 0.0)
-    pick = np.abs(filled).argmax(axis=-1)
-    out = np.take_along_axis(s, pick[..., None], axis=-1)[..., 0]
-    out[~np.isfinite(s).any(axis=-1)] = np.nan
-    return out
-
-
-def top_heads(result: PatchResult, k: int = 10, *, signed: bool = False) -> list[tuple[int, int, float]]:
-    """The ``k`` heads with the largest |score| (or largest score if ``signed``): (layer, head, score)."""
-    if k < 1:
-        raise InterpError(f"top k = {k}: ask for at least one head")
-    s = head_scores(result)
-    flat = s.reshape(-1)
-    finite = np.flatnonzero(np.isfinite(flat))
-    key = flat[finite] if signed else np.abs(flat[finite])
-    order = finite[np.argsort(-key, kind="stable")][:k]
-    n_heads = s.shape[1]
-    return [(int(i // n_heads), int(i % n_heads), float(flat[i])) for i in order]
 
 
 @dataclass(frozen=True)

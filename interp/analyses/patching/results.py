@@ -13,9 +13,10 @@ from torch import Tensor
 
 from interp.analyses.checks import Check, as_records, at_least
 from interp.analyses.patching.metrics import logit_diff
+from interp.analyses.ranking import rank_heads
 from interp.errors import InterpError
 
-__all__ = ["Baseline", "PatchResult", "baseline_of", "baseline_checks", "dense_scores"]
+__all__ = ["Baseline", "PatchResult", "head_scores", "top_heads", "baseline_of", "baseline_checks", "dense_scores"]
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,6 @@ class PatchResult:
     def summary(self) -> dict:
         """Headline numbers for run.json: the task, its baseline, the top 10 heads (head targets)
         and the attribution-activation correlation (with ``compare``)."""
-        from interp.analyses.patching.circuits import top_heads
-
         return {
             "task": self.task,
             **(self.baseline.summary() if self.baseline else {}),
@@ -162,6 +161,32 @@ class PatchResult:
             head_axis=meta.get("head_axis"),
             checks=tuple(Check.from_dict(c) for c in meta.get("checks") or ()),
         )
+
+
+def head_scores(result: PatchResult) -> np.ndarray:
+    """[layer, head] scores; for per-position results the value of largest |score| over positions.
+
+    Raises:
+        InterpError: the result has no head axis (residual targets).
+    """
+    if "head" not in result.axes:
+        raise InterpError(
+            f"the {result.target} result has no head axis: circuits need a head target (head_out, q, k or v)"
+        )
+    s = result.scores
+    if "pos" not in result.axes:
+        return s
+    filled = np.where(np.isfinite(s), s, 0.0)
+    pick = np.abs(filled).argmax(axis=-1)
+    out = np.take_along_axis(s, pick[..., None], axis=-1)[..., 0]
+    out[~np.isfinite(s).any(axis=-1)] = np.nan
+    return out
+
+
+def top_heads(result: PatchResult, k: int = 10, *, signed: bool = False) -> list[tuple[int, int, float]]:
+    """The ``k`` heads with the largest |score| (or largest score if ``signed``): (layer, head, score);
+    heads not patched (NaN) are not ranked (`interp.analyses.rank_heads`)."""
+    return rank_heads(head_scores(result), k, by="value" if signed else "abs")
 
 
 def baseline_of(
