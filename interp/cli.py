@@ -34,6 +34,7 @@ def _launch(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Model weights dtype: float32 (default), bfloat16 or float16; statistics are accumulated in float32 either way."),
     attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help="Attention implementation to load the model with: sdpa, eager, flex_attention, ... (default: sdpa where the family has it, else eager)."),
     model_backend: Optional[str] = typer.Option(None, "--model-backend", help="hf (default: hooks on the HF module) or tl (a TransformerLens TransformerBridge over it; slower, eager attention)."),
+    prepend_bos: Optional[bool] = typer.Option(None, "--prepend-bos/--no-prepend-bos", help="Put the tokenizer's BOS token before every text, or not (default: as the model's tokenizer does: Llama, Mistral and Gemma add one, SmolLM2 does not)."),
     strict: bool = typer.Option(False, "--strict", help="A failed check of a finding (the model does not do the task, too few samples, chance level, ...) is an error: exit code 3 once the outputs are written (for scripted runs)."),
 ) -> None:
     """Mechanistic interpretability of attention. Launch options come before the command:
@@ -46,7 +47,7 @@ def _launch(
         raise InterpError(f"unknown --dtype {dtype!r}: use float32, bfloat16 or float16")
     configure(
         engine=engine, workers=workers, device_map=device_map, max_memory=parse_max_memory(max_memory),
-        dtype=dtype, attn_implementation=attn_implementation, model_backend=model_backend,
+        dtype=dtype, attn_implementation=attn_implementation, model_backend=model_backend, prepend_bos=prepend_bos,
     )
 
 

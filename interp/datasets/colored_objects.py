@@ -73,7 +73,7 @@ def _item_list(pairs: Sequence[tuple[str, str]]) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def colored_objects(tokenizer: Any, config: ColoredObjectsConfig = ColoredObjectsConfig()) -> TaskBatch:
+def colored_objects(tokenizer: Any, config: ColoredObjectsConfig = ColoredObjectsConfig(), *, bos: Optional[int] = None) -> TaskBatch:
     """Generate the Colored Objects task (Merullo et al. 2023).
 
     Each prompt lists ``n_items`` coloured objects and asks for the colour of one of them.
@@ -84,6 +84,8 @@ def colored_objects(tokenizer: Any, config: ColoredObjectsConfig = ColoredObject
     Args:
         tokenizer: the model's tokenizer.
         config: `ColoredObjectsConfig`.
+        bos: the token every prompt opens with (`LoadedModel.bos_id`; None: none), counted in
+            the role positions.
 
     Returns:
         A `TaskBatch` with roles item (the asked object in the list), colour (its colour),
@@ -125,7 +127,7 @@ def colored_objects(tokenizer: Any, config: ColoredObjectsConfig = ColoredObject
         slots["query"].append(roles["query"][-1])
     return task_from_prompts(
         tokenizer, clean, corrupt, correct, wrong, task="colored-objects", roles=roles, slots=slots,
-        dropped=d1 + d2,
+        dropped=d1 + d2, bos=bos,
     )
 
 

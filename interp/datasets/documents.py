@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from interp.errors import InterpError
 
@@ -76,11 +76,15 @@ def shipped_samples() -> tuple[QRSample, ...]:
     return _parse([(n, ln) for n, ln in enumerate(raw.splitlines(), 1) if ln.strip()], "qr_detection.jsonl")
 
 
-def build_prompt(tokenizer: Any, documents: Sequence[str], query: str) -> tuple[list[int], list[int], list[int]]:
+def build_prompt(
+    tokenizer: Any, documents: Sequence[str], query: str, *, bos: Optional[int] = None
+) -> tuple[list[int], list[int], list[int]]:
     """Token ids of "Documents:\\n[1] ...\\n...\\nQuery: {query}\\n", with the spans labelled.
 
     Args:
-        tokenizer: called as ``tokenizer(text, add_special_tokens=False).input_ids``.
+        tokenizer: called as ``tokenizer(text, add_special_tokens=False).input_ids`` per piece.
+        bos: the token the prompt opens with (`LoadedModel.bos_id`: the model's BOS where it
+            prepends one; None: none), labelled -1 like the other non-document tokens.
 
     Returns:
         (ids, segment label per token: document index or -1, query row indices).
@@ -89,7 +93,7 @@ def build_prompt(tokenizer: Any, documents: Sequence[str], query: str) -> tuple[
     def enc(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False).input_ids)
 
-    ids = enc("Documents:\n")
+    ids = ([bos] if bos is not None else []) + enc("Documents:\n")
     seg = [-1] * len(ids)
     for c, doc in enumerate(documents):
         label = enc(f"[{c + 1}] ")

@@ -101,7 +101,7 @@ class _Fill(dict):
         return "{" + key + "}"
 
 
-def ioi(tokenizer: Any, config: IOIConfig = IOIConfig()) -> TaskBatch:
+def ioi(tokenizer: Any, config: IOIConfig = IOIConfig(), *, bos: Optional[int] = None) -> TaskBatch:
     """Generate the IOI task (Wang et al. 2022): ABBA/BABA clean prompts, ABC corrupted prompts.
 
     Prompt ``i`` is ABBA for even ``i`` and BABA for odd ``i``. Correct answer: the indirect
@@ -111,6 +111,8 @@ def ioi(tokenizer: Any, config: IOIConfig = IOIConfig()) -> TaskBatch:
     Args:
         tokenizer: the model's tokenizer (checks that every filler is one token).
         config: `IOIConfig`.
+        bos: the token every prompt opens with (`LoadedModel.bos_id`; None: none), counted in
+            the role positions.
 
     Returns:
         A `TaskBatch` with roles IO, S1, S2, end.
@@ -153,6 +155,6 @@ def ioi(tokenizer: Any, config: IOIConfig = IOIConfig()) -> TaskBatch:
             slots[key].append(at[0] if at else -1)
     return task_from_prompts(
         tokenizer, clean, corrupt, correct, wrong, task="ioi", order=order, roles=roles, slots=slots,
-        dropped=dropped_t + d1 + d2 + d3,
+        dropped=dropped_t + d1 + d2 + d3, bos=bos,
     )
 

@@ -255,6 +255,7 @@ def build_sample(
     *,
     n_ctx: int,
     response: str = "needle",
+    bos: Optional[int] = None,
 ) -> NeedleSample:
     """Build one sample (see module docstring).
 
@@ -271,6 +272,9 @@ def build_sample(
         n_ctx: the model's context; prompt + response must fit.
         response: "needle" (teacher forcing feeds the needle sentence, as models restate it)
             or "answer" (only the answer, with the token ids it has inside the needle).
+        bos: the token the prompt opens with (`LoadedModel.bos_id`: the model's BOS where it
+            prepends one; None: none), once, at position 0 only (a head whose chat template
+            already opens with it keeps its own); every span counts it.
 
     Token-level shared prefixes: every segment is tokenised on its own and the prompt is the
     concatenation of their ids, and the haystack is whole sentences taken from its start, so
@@ -287,6 +291,8 @@ def build_sample(
     if response not in ("needle", "answer"):
         raise InterpError(f"response must be 'needle' or 'answer', got {response!r}")
     head = encode(template.head)
+    if bos is not None and head[:1] != [bos]:
+        head = [bos] + head
     tail = encode(template.tail(needle.question))
     n_before, n_answer, n_after = _needle_segments(encode, needle, " ")
     needle_ids = n_before + n_answer + n_after
@@ -364,10 +370,12 @@ def build_samples(
     *,
     n_ctx: int,
     response: str = "needle",
+    bos: Optional[int] = None,
 ) -> list[NeedleSample]:
-    """The grid lengths x depths x needles, in that nesting order (short samples first)."""
+    """The grid lengths x depths x needles, in that nesting order (short samples first); ``bos``
+    as in `build_sample`."""
     return [
-        build_sample(encode, template, haystack, needle, length, depth, n_ctx=n_ctx, response=response)
+        build_sample(encode, template, haystack, needle, length, depth, n_ctx=n_ctx, response=response, bos=bos)
         for length in lengths
         for depth in depths
         for needle in needles

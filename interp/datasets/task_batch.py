@@ -27,7 +27,8 @@ class TaskBatch:
 
     Attributes:
         task: "ioi", "colored-objects" or a name given to `task_from_prompts`.
-        clean: LongTensor [batch, pos], the clean prompts (no BOS; what `LoadedModel.encode` gives).
+        clean: LongTensor [batch, pos], the clean prompts (what `LoadedModel.encode` gives: BOS
+            first where the model prepends one, ``bos=`` of the builders).
         corrupt: LongTensor [batch, pos], the corrupted prompts, same length.
         correct: LongTensor [batch], the correct answer token of each prompt.
         wrong: LongTensor [batch], the wrong (distractor) answer token.
@@ -113,7 +114,7 @@ class TaskBatch:
 
 
 def token_ids(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of ``text`` with no special tokens (what `LoadedModel.encode` gives, without BOS)."""
+    """Token ids of ``text`` with no special tokens (`LoadedModel.tokens`: a piece, without BOS)."""
     return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
@@ -180,6 +181,7 @@ def task_from_prompts(
     slots: Optional[dict] = None,
     dropped: Sequence[str] = (),
     where: Optional[Sequence[str]] = None,
+    bos: Optional[int] = None,
 ) -> TaskBatch:
     """Tokenize prompt pairs into a :class:`TaskBatch`, checking what patching needs.
 
@@ -196,6 +198,9 @@ def task_from_prompts(
         dropped: default words left out by a generator (recorded in the batch).
         where: optional name of each example for error messages (e.g. "pairs.jsonl line 3");
             default "prompt i".
+        bos: the token every prompt opens with (`LoadedModel.bos_id`: the model's BOS where it
+            prepends one; None: nothing). ``roles`` and ``slots`` count positions in the prompt's
+            text tokens; they are shifted past it (a position of -1, "absent", stays -1).
 
     Raises:
         InterpError: empty or mismatched lists, an empty prompt, a clean and corrupted prompt of
@@ -215,6 +220,10 @@ def task_from_prompts(
     names = list(where) if where is not None else [f"prompt {i}" for i in range(n)]
     rows_clean = [token_ids(tokenizer, t) for t in clean]
     rows_corrupt = [token_ids(tokenizer, t) for t in corrupt]
+    # BOS first, once: a prompt whose text already opens with it (a chat template's) keeps its own
+    lead = [int(bos is not None and r[:1] != [bos]) for r in rows_clean]
+    rows_clean = [[bos] * k + r for k, r in zip(lead, rows_clean)]
+    rows_corrupt = [[bos] * int(bos is not None and r[:1] != [bos]) + r for r in rows_corrupt]
     for i, (a, b) in enumerate(zip(rows_clean, rows_corrupt)):
         if not a or not b:
             raise InterpError(f"{names[i]}: the {'clean' if not a else 'corrupted'} prompt is empty: give at least one token of text")
@@ -243,7 +252,14 @@ def task_from_prompts(
             "give two different one-token answers"
         )
     clean_t = torch.tensor(rows_clean, dtype=torch.long)
-    roles_t = {k: torch.as_tensor(v, dtype=torch.long) for k, v in (roles or {}).items()}
+    shift = torch.tensor(lead, dtype=torch.long)
+
+    def past_bos(where: Any) -> torch.Tensor:
+        where = torch.as_tensor(where, dtype=torch.long)
+        return torch.where(where >= 0, where + shift, where)
+
+    roles_t = {k: past_bos(v) for k, v in (roles or {}).items()}
+    slots = {k: past_bos(v) for k, v in slots.items()} if slots else None
     roles_t.setdefault("end", torch.full((n,), clean_t.shape[1] - 1, dtype=torch.long))
     return TaskBatch(
         task=task,

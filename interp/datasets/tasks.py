@@ -96,13 +96,16 @@ def read_pairs(path: Union[str, Path]) -> tuple[list[dict], list[int]]:
     return records, lines
 
 
-def task_from_jsonl(tokenizer: Any, path: Union[str, Path], *, task: Optional[str] = None) -> TaskBatch:
+def task_from_jsonl(
+    tokenizer: Any, path: Union[str, Path], *, task: Optional[str] = None, bos: Optional[int] = None
+) -> TaskBatch:
     """A :class:`TaskBatch` from a pairs file (see `read_pairs`), with the checks of the built-in tasks.
 
     Args:
         tokenizer: the model's tokenizer.
         path: a JSONL file, one ``{"clean", "corrupt", "correct", "wrong"}`` object per line.
         task: the task's name (default: the file name without its extension).
+        bos: the token every prompt opens with (`LoadedModel.bos_id`; None: none).
 
     Raises:
         InterpError: as `read_pairs` and `task_from_prompts`; every message names the line
@@ -113,7 +116,7 @@ def task_from_jsonl(tokenizer: Any, path: Union[str, Path], *, task: Optional[st
     records, lines = read_pairs(path)
     return task_from_prompts(
         tokenizer, *([r[k] for r in records] for k in PAIR_KEYS), task=task or path.stem,
-        where=[f"{path.name} line {n}" for n in lines],
+        where=[f"{path.name} line {n}" for n in lines], bos=bos,
     )
 
 
@@ -122,10 +125,11 @@ def pairs_digest(path: Union[str, Path]) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def make_task(tokenizer: Any, task: str, n: int = 16, seed: int = 0) -> TaskBatch:
-    """Generate ``task`` ("ioi" or "colored-objects") with ``n`` prompts from ``seed``."""
+def make_task(tokenizer: Any, task: str, n: int = 16, seed: int = 0, *, bos: Optional[int] = None) -> TaskBatch:
+    """Generate ``task`` ("ioi" or "colored-objects") with ``n`` prompts from ``seed``, each
+    opening with ``bos`` (`LoadedModel.bos_id`; None: none)."""
     if task == "ioi":
-        return ioi(tokenizer, IOIConfig(n=n, seed=seed))
+        return ioi(tokenizer, IOIConfig(n=n, seed=seed), bos=bos)
     if task in ("colored-objects", "colored_objects", "co"):
-        return colored_objects(tokenizer, ColoredObjectsConfig(n=n, seed=seed))
+        return colored_objects(tokenizer, ColoredObjectsConfig(n=n, seed=seed), bos=bos)
     raise InterpError(f"unknown task '{task}': use one of {', '.join(TASKS)}")

@@ -52,9 +52,11 @@ def configure(
     dtype: Optional[str] = None,
     attn_implementation: Optional[str] = None,
     model_backend: Optional[str] = None,
+    prepend_bos: Optional[bool] = None,
 ) -> None:
     """Process-wide launch options (what the CLI's ``--engine/--workers/--device-map/--max-memory``
-    set): the engine `map_units` uses and how `rank_model` places each rank's model."""
+    set): the engine `map_units` uses and how `rank_model` places and loads each rank's model
+    (``--dtype``, ``--attn-implementation``, ``--model-backend``, ``--prepend-bos/--no-prepend-bos``)."""
     if engine not in ("ranks", "ray"):
         raise InterpError(f"unknown --engine {engine!r}: use 'ranks' (torchrun/accelerate/srun processes) or 'ray'")
     if workers is not None and workers < 1:
@@ -76,6 +78,8 @@ def configure(
         if model_backend not in ("hf", "tl"):
             raise InterpError(f"unknown --model-backend {model_backend!r}: use hf (the HF module) or tl (a TransformerLens bridge over it)")
         _LOADING["backend"] = model_backend
+    if prepend_bos is not None:
+        _LOADING["prepend_bos"] = bool(prepend_bos)
 
 
 def rank_model(name: Optional[str] = None, **kwargs):

@@ -119,7 +119,7 @@ def choice_token_ids(lm: Model, choices: Sequence[str]) -> list[int]:
     """First token id of each answer choice; they must differ."""
     ids = []
     for c in choices:
-        toks = lm.encode(c, check=False)[0].tolist()
+        toks = lm.tokens(c)  # the choice as a continuation: no BOS
         if not toks:
             raise InterpError(f"answer choice {c!r} tokenises to nothing")
         ids.append(toks[0])

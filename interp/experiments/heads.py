@@ -37,7 +37,8 @@ def random_sequences(lm: Model, config: HeadConfig) -> Int[Tensor, "seq pos"]:
     """
     tok = lm.tokenizer
     vocab = len(tok) if tok is not None else lm.vocab_size
-    first = getattr(tok, "bos_token_id", None) if tok is not None else None
+    # BOS first where the tokenizer has one (a sink to rest on), unless BOS is switched off (--no-prepend-bos)
+    first = getattr(tok, "bos_token_id", None) if tok is not None and lm.prepend_bos is not False else None
     avoid = list(getattr(tok, "all_special_ids", []) or []) if tok is not None else []
     ids = repeated_random_tokens(config.n_seqs, config.length, vocab, config.seed, first, avoid)
     lm.check_length(ids.shape[1])

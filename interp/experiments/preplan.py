@@ -145,7 +145,7 @@ def score_prompt(
     if response is not None and not response.strip():
         raise InterpError("the response is empty: give response text (or omit it to generate one)")
     prompt_ids = lm.encode(lm.chat_prompt(prompt) if config.chat else prompt)
-    response_ids = lm.encode(response, check=False) if response is not None else None
+    response_ids = lm.encode(response, check=False, bos=False) if response is not None else None  # continues the prompt
     return score_ids(lm, config, prompt_ids, response_ids, prompt=prompt, response=response)
 
 

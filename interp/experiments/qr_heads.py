@@ -63,11 +63,11 @@ def score_sample(lm: Model, sample: QRSample, config: QRConfig, layers: Sequence
     """One sample's record: ``mass`` (query) and ``null`` (null query; None without calibration),
     each [layer index][head][doc]."""
     n_docs = len(sample.documents)
-    ids, seg, rows = build_prompt(lm.tokenizer, sample.documents, sample.query)
+    ids, seg, rows = build_prompt(lm.tokenizer, sample.documents, sample.query, bos=lm.bos_id)
     mass = document_mass(lm, ids, seg, rows, n_docs, layers, config.backend)
     null = None
     if config.calibrate:
-        ids0, seg0, rows0 = build_prompt(lm.tokenizer, sample.documents, NULL_QUERY)
+        ids0, seg0, rows0 = build_prompt(lm.tokenizer, sample.documents, NULL_QUERY, bos=lm.bos_id)
         null = document_mass(lm, ids0, seg0, rows0, n_docs, layers, config.backend).tolist()
     return {"mass": mass.tolist(), "null": null}
 

@@ -103,6 +103,7 @@ def prepare_samples(lm: Model, config: RetrievalConfig) -> tuple[list[NeedleSamp
         config.depths,
         n_ctx=lm.arch.n_ctx,
         response=config.response,
+        bos=lm.bos_id,  # BOS once, at position 0 (the haystack and needle pieces carry none)
     )
     provenance = {
         "model": lm.name,

@@ -68,14 +68,15 @@ def prompt_tokens(lm: Model, question: Question, anchor: str = "newline") -> tup
     """
     chars = option_anchors(question.prompt, question.n_options, anchor)
     enc = lm.tokenizer(question.prompt, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
+    ids = lm.with_bos(enc["input_ids"])  # the offsets index the text's tokens: a BOS shifts them by one
+    shift = len(ids) - len(enc["input_ids"])
     lm.check_length(len(ids))
-    return ids, anchor_tokens(enc["offset_mapping"], chars)
+    return ids, [shift + t for t in anchor_tokens(enc["offset_mapping"], chars)]
 
 
 def _letter_ids(lm: Model, n_options: int) -> list[int]:
     """The token id of " A", " B", ... (its last token): the model's answer is the likeliest."""
-    return [int(lm.encode(f" {LETTERS[i]}", check=False)[0, -1]) for i in range(n_options)]
+    return [lm.tokens(f" {LETTERS[i]}")[-1] for i in range(n_options)]
 
 
 def run(lm: Model, config: SelectCopyConfig = SelectCopyConfig(), store: Optional[Store] = None) -> SelectCopyResult:

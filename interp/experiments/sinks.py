@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
 import typer
 from torch import Tensor
 
@@ -29,7 +30,7 @@ def prepare_windows(lm: Model, config: SinkConfig) -> list[Tensor]:
 
     Without ``pack`` each text gives one window (its first ``length`` tokens); with ``pack``
     the texts are joined by blank lines and the stream is cut into consecutive windows (the
-    incomplete last one is dropped).
+    incomplete last one is dropped), each opening with BOS where the model prepends one.
 
     Raises:
         InterpError: no texts, a text shorter than ``length`` (without pack), too few tokens
@@ -43,14 +44,18 @@ def prepare_windows(lm: Model, config: SinkConfig) -> list[Tensor]:
             f"length {config.length} exceeds the context of {lm.name} ({lm.arch.n_ctx} tokens): lower --length"
         )
     if config.pack:
-        ids = lm.encode("\n\n".join(texts), check=False)[0]
-        n = ids.shape[0] // config.length
+        stream = lm.tokens("\n\n".join(texts))
+        step = config.length - int(lm.prepends_bos)  # every window opens with BOS where the model prepends one
+        n = len(stream) // step
         if n == 0:
             raise InterpError(
-                f"the texts hold {ids.shape[0]} tokens in all, fewer than one window of {config.length} "
+                f"the texts hold {len(stream)} tokens in all, fewer than one window of {config.length} "
                 "tokens (--length): lower --length or add text"
             )
-        windows = [ids[i * config.length : (i + 1) * config.length][None] for i in range(n)]
+        windows = [
+            torch.tensor([lm.with_bos(stream[i * step : (i + 1) * step])], dtype=torch.long, device=lm.device)
+            for i in range(n)
+        ]
     else:
         windows = []
         for i, text in enumerate(texts):

@@ -128,7 +128,7 @@ def test_run_scores_every_prompt_and_resumes(tiny_lm, tmp_path, monkeypatch):
     from interp.experiments import Store
 
     texts = {"q0": _ids(20, 5), "a0": _ids(30, 6), "q1": _ids(16, 7), "a1": _ids(25, 8)}
-    monkeypatch.setattr(tiny_lm, "encode", lambda text, check=True: texts[text], raising=False)
+    monkeypatch.setattr(tiny_lm, "encode", lambda text, check=True, bos=True: texts[text], raising=False)
     monkeypatch.setattr(tiny_lm, "chat_prompt", lambda user, system=None: user, raising=False)
     cfg = PreplanConfig(prompts=(Prompt("x", "q0", "a0"), Prompt("y", "q1", "a1")), band=(4, 20))
     out = runner.run(tiny_lm, cfg, Store(tmp_path / "run"))

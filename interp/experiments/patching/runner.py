@@ -108,8 +108,8 @@ def task_for(lm: Model, config: PatchConfig) -> TaskBatch:
     if lm.tokenizer is None:
         raise InterpError("this model has no tokenizer: the tasks are built from text; load the model with its tokenizer")
     if config.task == "pairs":
-        return task_from_jsonl(lm.tokenizer, config.pairs)
-    return make_task(lm.tokenizer, config.task, n=config.n, seed=config.seed)
+        return task_from_jsonl(lm.tokenizer, config.pairs, bos=lm.bos_id)
+    return make_task(lm.tokenizer, config.task, n=config.n, seed=config.seed, bos=lm.bos_id)
 
 
 def _log_hooks(log: Any) -> tuple[dict[Patch, float], OnPass]:
