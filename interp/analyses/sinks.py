@@ -39,6 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.analyses._config import Config
+from interp.analyses.checks import Check, as_records, at_least, holds
 from interp.errors import InterpError
 
 __all__ = [
@@ -152,6 +153,9 @@ class SinkResult:
             among keys seen by >= min_queries queries).
         hit_alpha: [n_hits] recv_mean at the hit.
         hit_hidden: [n_hits] bool, False for the first member of S of its (text, layer, head).
+        windows: per analysed layer, its sliding window W (None: global attention); empty: all global.
+        first_is_bos: per text, whether its position 0 is the BOS token; empty: not known.
+        model_bos: whether the model prepends BOS to every text (None: not known).
     """
 
     config: SinkConfig
@@ -166,10 +170,75 @@ class SinkResult:
     hits: np.ndarray
     hit_alpha: np.ndarray
     hit_hidden: np.ndarray
+    windows: tuple[Optional[int], ...] = ()
+    first_is_bos: tuple[bool, ...] = ()
+    model_bos: Optional[bool] = None
 
     @property
     def n_texts(self) -> int:
         return len(self.tokens)
+
+    @property
+    def length(self) -> int:
+        """Tokens per text."""
+        return int(self.position_count.shape[0])
+
+    def layer_windows(self) -> tuple[Optional[int], ...]:
+        """Per analysed layer, its sliding window (None: global), padded for results without them."""
+        return self.windows if len(self.windows) == len(self.layers) else (None,) * len(self.layers)
+
+    def layer_kinds(self) -> tuple[str, ...]:
+        """Per analysed layer, "global" or "windowed W=<W>" (a window as long as the text acts as global)."""
+        return tuple(
+            "global" if w is None or w >= self.length else f"windowed W={w}" for w in self.layer_windows()
+        )
+
+    def kind_sink_rates(self) -> dict[str, float]:
+        """Sink rate at position 0 in percent per layer kind (see `layer_kinds`)."""
+        kinds = np.asarray(self.layer_kinds())
+        return {str(k): sink_rate(self.alpha0[:, kinds == k], self.config.eps) for k in dict.fromkeys(kinds)}
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """Whether "the first token" is the sink the papers mean, and measurable in every layer.
+
+        - ``position_0_is_bos`` (when the model prepends BOS): every window must start with BOS;
+          the first-token sink of a model trained with BOS forms on BOS, so on a window whose
+          position 0 is an ordinary token its sink rate can read 0% and mean nothing.
+        - ``rows_seeing_position_0`` (when a layer has a window shorter than the text): the
+          first-token mass of a windowed layer is averaged over the min(T, W) - n rows that see
+          position 0; they must be at least ``min_queries``.
+        """
+        out = []
+        if self.model_bos is not None and len(self.first_is_bos) == self.n_texts:
+            share = float(np.mean(self.first_is_bos)) if self.first_is_bos else float("nan")
+            if self.model_bos:
+                out.append(
+                    at_least(
+                        "position_0_is_bos", share, 1.0,
+                        f"share of the {self.n_texts} windows whose position 0 is the BOS token the model prepends to "
+                        "every text; where it is not, the first-token sink is measured on an ordinary token",
+                    )
+                )  # fmt: skip
+            else:
+                out.append(
+                    holds(
+                        "position_0_is_bos", True,
+                        f"the model prepends no BOS: position 0 is the text's first token, as the model sees text "
+                        f"(BOS at position 0 in {share:.0%} of windows)",
+                    )
+                )  # fmt: skip
+        windowed = [w for w in self.layer_windows() if w is not None and w < self.length]
+        if windowed:
+            rows = min(windowed) - self.config.sink_tokens
+            out.append(
+                at_least(
+                    "rows_seeing_position_0", rows, self.config.min_queries,
+                    f"query rows past the sink that see position 0 in the narrowest windowed layer (W={min(windowed)}): "
+                    "the first-token mass and alpha_0 of windowed layers average over these rows only",
+                )
+            )  # fmt: skip
+        return tuple(out)
 
     @property
     def sink_rate(self) -> float:
@@ -177,10 +246,13 @@ class SinkResult:
         return sink_rate(self.alpha0, self.config.eps)
 
     def layer_sink_rates(self) -> pd.DataFrame:
-        """Per layer: sink rate (percent of (text, head) with alpha_0 > eps) and mean alpha_0."""
+        """Per layer: its kind (global / windowed W), window, sink rate (percent of (text, head) with
+        alpha_0 > eps), mean alpha_0 and mean first-token mass."""
         return pd.DataFrame(
             {
                 "layer": list(self.layers),
+                "kind": list(self.layer_kinds()),
+                "window": pd.array(list(self.layer_windows()), dtype="Int64"),
                 "sink_rate_pct": [sink_rate(self.alpha0[:, i], self.config.eps) for i in range(len(self.layers))],
                 "alpha0": self.alpha0.mean(axis=(0, 2)),
                 "first_token_mass": self.first_token_mass.mean(axis=(0, 2)),
@@ -296,6 +368,9 @@ class SinkResult:
             "n_texts": self.n_texts,
             "tokens_per_text": int(self.position_count.shape[0]),
             "sink_rate_pct": round(self.sink_rate, 2),
+            "sink_rate_pct_by_kind": {k: round(v, 2) for k, v in self.kind_sink_rates().items()},
+            "position_0_is_bos": None if len(self.first_is_bos) != self.n_texts else round(float(np.mean(self.first_is_bos)), 3),
+            "model_prepends_bos": self.model_bos,
             "mean_alpha0": round(float(self.alpha0.mean()), 4),
             "mean_first_token_mass": round(float(self.first_token_mass.mean()), 4),
             "layer_sink_rate_pct": {int(r.layer): round(float(r.sink_rate_pct), 1) for r in layer_rates.itertuples()},
@@ -310,6 +385,7 @@ class SinkResult:
                 {"token": r.token, "n_hidden": int(r.n_hidden), "n_heads": int(r.n_heads)}
                 for r in self.top_hidden_tokens(10).itertuples()
             ],
+            "checks": as_records(self.checks),
         }
 
 
@@ -318,17 +394,25 @@ class SinkResult:
 # --------------------------------------------------------------------------------------------
 
 
-def first_token_mass(sink: Float[Tensor, "*batch head query_pos"], sink_tokens: int = 1) -> Tensor:
-    """Mean of sink_i(n) over the query rows i >= n (rows that see more than the sink).
+def first_token_mass(
+    sink: Float[Tensor, "*batch head query_pos"], sink_tokens: int = 1, window: Optional[int] = None
+) -> Tensor:
+    """Mean of sink_i(n) over the query rows that see more than the sink and see position 0.
+
+    Rows n <= i (a row i < n sees nothing but the sink); in a windowed layer also i < W, the
+    rows for which position 0 is in sight (the others put no mass there by construction).
 
     Args:
         sink: the kernel's row statistic ``sink`` for every query row (padded rows NaN).
         sink_tokens: n, the number of first tokens the statistic counts.
+        window: the layer's sliding window W, or None (global attention).
 
     Returns:
         [*batch, head] float64, NaN-rows ignored.
     """
-    rows = sink[..., sink_tokens:].double()
+    rows = sink[..., sink_tokens : window if window is not None else None].double()
+    if rows.shape[-1] == 0:
+        raise InterpError(f"no query row sees past the first {sink_tokens} token(s) within the window of {window}")
     return torch.nanmean(rows, dim=-1)
 
 
@@ -341,7 +425,7 @@ def sink_rate(alpha: np.ndarray | Tensor, eps: float = 0.3) -> float:
 
 
 def sink_members(
-    recv_mean: Float[Tensor, "*batch key_pos"], tau: float = 0.1, min_queries: int = 1
+    recv_mean: Float[Tensor, "*batch key_pos"], tau: float = 0.1, min_queries: int = 1, window: Optional[int] = None
 ) -> tuple[Tensor, Tensor]:
     """Sink set S and its hidden part, per head (Yu et al. 2024).
 
@@ -359,16 +443,19 @@ def sink_members(
         (member, hidden): bool tensors shaped like ``recv_mean``.
     """
     key_pos = recv_mean.shape[-1]
-    eligible = torch.arange(key_pos, device=recv_mean.device) <= key_pos - min_queries
+    needed = min_queries if window is None else min(min_queries, window)
+    eligible = torch.arange(key_pos, device=recv_mean.device) <= key_pos - needed
     member = (recv_mean > tau) & eligible
     first = member.int().cumsum(-1) == 1  # true from the first hit until the second
     hidden = member & ~(first & member)
     return member, hidden
 
 
-def hidden_sinks(recv_mean: Float[Tensor, "*batch key_pos"], tau: float = 0.1, min_queries: int = 1) -> Tensor:
+def hidden_sinks(
+    recv_mean: Float[Tensor, "*batch key_pos"], tau: float = 0.1, min_queries: int = 1, window: Optional[int] = None
+) -> Tensor:
     """Bool mask of the hidden sinks: S without its first member (see `sink_members`)."""
-    return sink_members(recv_mean, tau, min_queries)[1]
+    return sink_members(recv_mean, tau, min_queries, window)[1]
 
 
 def token_type(token: str, special: bool = False) -> str:
@@ -393,7 +480,11 @@ def token_type(token: str, special: bool = False) -> str:
 
 
 def reduce_layer(
-    sink: Float[Tensor, "head query_pos"], recv_mean: Float[Tensor, "head key_pos"], layer: int, config: SinkConfig
+    sink: Float[Tensor, "head query_pos"],
+    recv_mean: Float[Tensor, "head key_pos"],
+    layer: int,
+    config: SinkConfig,
+    window: Optional[int] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list]]:
     """One layer's kernel statistics of one window, reduced to what a `SinkResult` keeps.
 
@@ -402,25 +493,40 @@ def reduce_layer(
             ``config.sink_tokens`` tokens), one window.
         recv_mean: the kernel's column statistic ``recv_mean`` (alpha_j), same window.
         layer: the layer's index (stored in the hits).
+        window: the layer's sliding window W, or None (see the module docstring for windowed layers).
 
     Returns:
         (first_token_mass [head], alpha0 [head], count [key_pos] of heads with alpha_j > eps,
         hits: [layer, head, position, alpha, hidden] of every sink member).
     """
     rm = recv_mean.double().cpu()
-    ftm = first_token_mass(sink.cpu(), config.sink_tokens).numpy()
-    member, hidden = sink_members(rm, config.tau, config.min_queries)
+    ftm = first_token_mass(sink.cpu(), config.sink_tokens, window).numpy()
+    member, hidden = sink_members(rm, config.tau, config.min_queries, window)
     hits = [[layer, h, j, float(rm[h, j]), bool(hidden[h, j])] for h, j in member.nonzero().tolist()]
     return ftm, rm[:, 0].numpy(), (rm > config.eps).sum(0).numpy(), hits
 
 
-def combine(lm_name: str, config: SinkConfig, layers: Sequence[int], n_heads: int, windows_tokens, records) -> SinkResult:
+def combine(
+    lm_name: str,
+    config: SinkConfig,
+    layers: Sequence[int],
+    n_heads: int,
+    windows_tokens,
+    records,
+    *,
+    layer_windows: Optional[Sequence[Optional[int]]] = None,
+    first_is_bos: Optional[Sequence[bool]] = None,
+    model_bos: Optional[bool] = None,
+) -> SinkResult:
     """Assemble per-window records (from `scan_window`) and their tokens into a `SinkResult`.
 
     Args:
         windows_tokens: per window, (token strings, special flags).
         records: per window, the record of `interp.experiments.sinks.scan_window` (JSON-able:
             first_token_mass, alpha0, position_count, hits), in the same order.
+        layer_windows: per layer of ``layers``, its sliding window (None: global); None: all global.
+        first_is_bos: per window, whether its position 0 is the BOS token (None: not known).
+        model_bos: whether the model prepends BOS to every text (None: not known).
     """
     hits, alphas, hidden = [], [], []
     for t, rec in enumerate(records):
@@ -443,4 +549,7 @@ def combine(lm_name: str, config: SinkConfig, layers: Sequence[int], n_heads: in
         hits=np.asarray(hits, dtype=np.int64).reshape(-1, 4),
         hit_alpha=np.asarray(alphas, dtype=float),
         hit_hidden=np.asarray(hidden, dtype=bool),
+        windows=tuple(layer_windows) if layer_windows is not None else (),
+        first_is_bos=tuple(bool(b) for b in first_is_bos) if first_is_bos is not None else (),
+        model_bos=model_bos,
     )

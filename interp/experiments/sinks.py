@@ -92,11 +92,10 @@ def scan_window(lm: Model, ids: Tensor, config: SinkConfig, layers: Sequence[int
     hits: list[list] = []
 
     def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
-        st = attention_stats(
-            q, k, **lm.attention_kwargs(layer), sink_tokens=config.sink_tokens, columns=True, backend=config.backend
-        )
+        kwargs = lm.attention_kwargs(layer)
+        st = attention_stats(q, k, **kwargs, sink_tokens=config.sink_tokens, columns=True, backend=config.backend)
         i = index[layer]
-        ftm[i], a0[i], count, layer_hits = reduce_layer(st.sink[0], st.recv_mean[0], layer, config)
+        ftm[i], a0[i], count, layer_hits = reduce_layer(st.sink[0], st.recv_mean[0], layer, config, kwargs["sliding_window"])
         pos_count[:] += count
         hits.extend(layer_hits)
 
@@ -136,18 +135,40 @@ def run(lm: Model, config: SinkConfig = SinkConfig(), store: Optional[Store] = N
     for ids in windows:
         id_list = ids[0].tolist()
         tokens.append((lm.token_strings(id_list), [i in special for i in id_list]))
-    return combine(lm.name, config, layers, lm.arch.n_heads, tokens, [done[key] for key in by_key])
+    return combine(
+        lm.name, config, layers, lm.arch.n_heads, tokens, [done[key] for key in by_key],
+        layer_windows=[lm.attention_kwargs(layer)["sliding_window"] for layer in layers],
+        first_is_bos=[lm.starts_with_bos(ids) for ids in windows], model_bos=lm.prepends_bos,
+    )  # fmt: skip
+
+
+def _first_token(result: SinkResult) -> str:
+    """What position 0 is: BOS, or the text's first token (and whether the model expects BOS)."""
+    if len(result.first_is_bos) != result.n_texts:
+        return ""
+    share = sum(result.first_is_bos) / max(result.n_texts, 1)
+    if share == 1:
+        return " (position 0 is BOS in every text)"
+    if result.model_bos:
+        return f" (position 0 is BOS in only {share:.0%} of texts, although the model prepends BOS)"
+    return " (position 0 is the text's first token: the model adds no BOS)"
 
 
 def describe(result: SinkResult) -> str:
-    """The finding in two sentences."""
+    """The finding in two or three sentences: sink rates per layer kind, what position 0 is, hidden sinks."""
     cfg, s = result.config, result.summary()
     heads = result.to_dataframe()
     top = heads.sort_values("first_token_mass", ascending=False).iloc[0]
     types = [f"{k} ({v['share']:.0%})" for k, v in list(s["hidden_token_types"].items())[:3]]
+    kinds = s["sink_rate_pct_by_kind"]
+    by_kind = (
+        " (" + "; ".join(f"{k} layers {v:.1f}%" for k, v in kinds.items()) + ", windowed layers judged over the "
+        "queries that see position 0)"
+        if len(kinds) > 1 or any(k != "global" for k in kinds) else ""
+    )  # fmt: skip
     return (
-        f"Sink rate at the first token: {result.sink_rate:.1f}% of (text, layer, head) have alpha_0 > "
-        f"{cfg.eps} (Gu et al. 2024) over {s['n_texts']} texts of {s['tokens_per_text']} tokens; mean first-token mass "
+        f"Sink rate at the first token{_first_token(result)}: {result.sink_rate:.1f}% of (text, layer, head) have "
+        f"alpha_0 > {cfg.eps} (Gu et al. 2024){by_kind} over {s['n_texts']} texts of {s['tokens_per_text']} tokens; mean first-token mass "
         f"{s['mean_first_token_mass']:.2f}, highest in layer {int(top['layer'])} head {int(top['head'])} "
         f"({top['first_token_mass']:.2f}). {s['n_hidden_sinks']} hidden sinks (recv_mean > {cfg.tau}, Yu et al. 2024)"
         + (f", mostly {', '.join(types)} tokens." if types else ".")

@@ -1,7 +1,7 @@
 """Figures of attention sinks and calibrations, drawn from `SinkResult` / `CalibrationResult`.
 
 `sinks_figure` is the page of `interp score sinks` (sinks.html): a layer x head heatmap of
-first-token mass, the sink rate per layer, and which token types become hidden sinks (their
+first-token mass, the sink rate per layer (global and windowed layers in their own colours), and which token types become hidden sinks (their
 share of hidden sinks next to their share of tokens). `calibration_figure` shows held-out
 accuracy before and after a calibration with its interval.
 """
@@ -45,10 +45,19 @@ def hidden_sink_types(result) -> go.Figure:
 
 
 def layer_sink_rates(result) -> go.Figure:
-    """Bars: Gu et al. sink rate (alpha_0 > eps) per layer, in percent."""
+    """Bars: Gu et al. sink rate (alpha_0 > eps) per layer, in percent, one colour per layer kind
+    (global / windowed W: a windowed layer's alpha_0 averages over the queries that see position 0)."""
     rates = result.layer_sink_rates()
-    fig = go.Figure(go.Bar(x=rates["layer"], y=rates["sink_rate_pct"], hovertemplate="layer %{x}: %{y:.1f}%<extra></extra>"))
-    fig.update_layout(title=f"Sink rate per layer (alpha_0 > {result.config.eps}); overall {result.sink_rate:.1f}%",
+    fig = go.Figure(
+        [
+            go.Bar(x=part["layer"], y=part["sink_rate_pct"], name=f"{kind} layers",
+                   hovertemplate=f"layer %{{x}} ({kind}): %{{y:.1f}}%<extra></extra>")
+            for kind, part in rates.groupby("kind", sort=False)
+        ]
+    )  # fmt: skip
+    by_kind = result.kind_sink_rates()
+    overall = "; ".join(f"{k} {v:.1f}%" for k, v in by_kind.items()) if len(by_kind) > 1 else f"overall {result.sink_rate:.1f}%"
+    fig.update_layout(title=f"Sink rate per layer (alpha_0 > {result.config.eps}); {overall}",
                       xaxis_title="layer", yaxis_title="% of (text, head)", yaxis_range=[0, 100])
     return fig
 

@@ -195,3 +195,78 @@ def test_finding_starts_with_the_warning():
 
     assert finding(Exp, _Result(True)) == "Heads L1H2 and L3H4 form the circuit."
     assert finding(Exp, _Result(False)).startswith("WARNING, do not trust this finding: model_does_task = 0")
+
+
+# --------------------------------------------------------------------------------------------
+# sinks: windowed layers and BOS (issue 20)
+# --------------------------------------------------------------------------------------------
+
+
+def test_windowed_first_token_mass_is_judged_over_the_queries_that_see_position_0():
+    """In a layer with window W, first-token mass averages the rows 1 <= i < W of a dense float64
+    softmax, and alpha_0 (the kernel's window-aware recv_mean) = (1 + (W - 1) * mass) / W; the
+    global definition (all rows) would count the rows past W, which cannot see position 0, as 0."""
+    import torch
+
+    from interp.analyses.sinks import first_token_mass, sink_members
+    from interp.kernels import attention_stats
+
+    g = torch.Generator().manual_seed(5)
+    t, w, d = 29, 8, 8  # length not a multiple of the window
+    q = torch.randn(1, 4, t, d, generator=g, dtype=torch.float64)
+    k = torch.randn(1, 2, t, d, generator=g, dtype=torch.float64)
+    k[:, :, 0] *= 3.0
+    st = attention_stats(q, k, scale=d**-0.5, sliding_window=w, columns=True, backend="reference")
+    s = (q @ k.repeat_interleave(2, 1).transpose(-1, -2))[0] * d**-0.5
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None]
+    a = torch.softmax(s.masked_fill((j > i) | (i - j >= w), float("-inf")), -1)
+    ftm = first_token_mass(st.sink[0], 1, window=w)
+    assert torch.allclose(ftm, a[:, 1:w, 0].mean(-1), atol=1e-9)
+    assert torch.allclose(st.recv_mean[0, :, 0].double(), (1 + (w - 1) * ftm) / w, atol=1e-9)
+    assert (first_token_mass(st.sink[0], 1) < ftm).all()  # the global definition dilutes it
+    # a window narrower than min_queries: keys seen by a full window are still candidates
+    rm = torch.full((1, t), 0.05, dtype=torch.float64)
+    rm[0, [0, 10]] = 0.5
+    member, hidden = sink_members(rm, 0.1, min_queries=16, window=w)
+    assert member[0].nonzero().flatten().tolist() == [0, 10] and hidden[0].nonzero().flatten().tolist() == [10]
+    assert sink_members(rm, 0.1, min_queries=16)[0][0].nonzero().flatten().tolist() == [0, 10]  # t - 16 = 13 >= 10
+
+
+def _sink_result(*, first_is_bos, model_bos, windows=(None, None), length=5):
+    from interp.analyses.sinks import SinkConfig, combine
+
+    toks = [(["<bos>", " a", " b", " c", " d"][:length], [True] + [False] * (length - 1))] * 2
+    rec = {"first_token_mass": [[0.9, 0.1], [0.5, 0.2]], "alpha0": [[0.92, 0.4], [0.6, 0.05]],
+           "position_count": [2] + [0] * (length - 1), "hits": []}  # fmt: skip
+    cfg = SinkConfig(texts=("a", "b"), length=length, min_queries=2)
+    return combine("toy", cfg, [0, 1], 2, toks, [rec, rec], layer_windows=windows, first_is_bos=first_is_bos, model_bos=model_bos)
+
+
+def test_sinks_check_that_position_0_is_bos():
+    ok = _sink_result(first_is_bos=[True, True], model_bos=True)
+    assert [(c.name, c.passed) for c in ok.checks] == [("position_0_is_bos", True)]
+    # the issue's Gemma run: the model prepends BOS but the windows start with an ordinary token
+    bad = _sink_result(first_is_bos=[False, True], model_bos=True)
+    (check,) = failed(bad.checks)
+    assert check.name == "position_0_is_bos" and check.value == 0.5
+    assert bad.summary()["position_0_is_bos"] == 0.5
+    # a model without BOS sees its text from the first token on: nothing to fail
+    assert not failed(_sink_result(first_is_bos=[False, False], model_bos=False).checks)
+
+
+def test_sinks_report_windowed_layers_apart():
+    r = _sink_result(first_is_bos=[True, True], model_bos=True, windows=(None, 3))
+    assert r.layer_kinds() == ("global", "windowed W=3")
+    rates = r.layer_sink_rates()
+    assert rates["kind"].tolist() == ["global", "windowed W=3"] and rates["window"].tolist()[1] == 3
+    assert r.kind_sink_rates() == {"global": 100.0, "windowed W=3": 50.0}  # alpha_0 > 0.3: 0.92, 0.4 | 0.6
+    assert r.summary()["sink_rate_pct_by_kind"] == {"global": 100.0, "windowed W=3": 50.0}
+    # W = 3 leaves 2 rows past the sink that see position 0: min_queries = 2 passes, 3 would not
+    rows = {c.name: c for c in r.checks}["rows_seeing_position_0"]
+    assert rows.value == 2 and rows.passed
+    from dataclasses import replace
+
+    narrow = replace(r, config=replace(r.config, min_queries=3))
+    assert [c.name for c in failed(narrow.checks)] == ["rows_seeing_position_0"]
+    # a window as long as the text acts as global attention
+    assert _sink_result(first_is_bos=[True, True], model_bos=True, windows=(None, 5)).layer_kinds() == ("global", "global")
