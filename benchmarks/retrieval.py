@@ -4,7 +4,7 @@ For every needle sample of a grid this times, side by side in one process:
 
   (a)  ours, the default: teacher-forced, every shared token prefix of the grid computed once
        (run twice, before and after the per-sample loops; the mean is reported)
-       (`interp.experiments._prefix_walk`: KV cache reused, sibling samples batched when
+       (`interp.hooks.prefix`: KV cache reused, sibling samples batched when
        --batch-size > 1), top-1 of the response rows only from `interp.kernels`;
   (a0) ours without reuse: one SDPA forward per sample on prompt + response (--no-single skips);
   (a') ours, decode mode: the paper's greedy loop on the SDPA model, top-1 of each step's row
@@ -88,7 +88,7 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
 
     from interp.analyses.retrieval import RetrievalConfig, rouge1_recall
-    from interp.analyses.shared_prefix import prefix_tree, tree_cost
+    from interp.hooks.prefix import prefix_tree, tree_cost
     from interp.experiments._retrieval_reference import paper_decode_trace
     from interp.experiments.retrieval import decode_trace, prepare_samples, teacher_trace, teacher_traces
     from interp.models import _resolve, load_model

@@ -23,7 +23,7 @@ attention matrix is never built):
   steps); the kernel computes only the decode rows.
 
 With ``share_prefix`` (the default) both modes and the masking check walk a prefix tree of the
-samples with a reused KV cache (`interp.analyses.shared_prefix`): each shared position is
+samples with a reused KV cache (`interp.hooks.prefix`): each shared position is
 computed once, and the results are those of one pass per sample.
 
 The causal check masks heads by making their attention uniform (`interp.hooks.uniform_attention`,
@@ -118,7 +118,7 @@ class RetrievalConfig(Config):
         seeds: one random-K draw per seed (the spread across seeds is reported).
         backend: `interp.kernels` backend ("auto", "torch", "triton", "reference").
         share_prefix: compute each shared token prefix of the grid once and reuse its KV
-            cache (`interp.analyses.shared_prefix`; models that take a prefix cache, the HF
+            cache (`interp.hooks.prefix`; models that take a prefix cache, the HF
             backend; both modes and the masking check; same results as one pass per sample).
             False = each sample on its own.
         batch_size: with ``share_prefix``, at most this many samples that differ only after

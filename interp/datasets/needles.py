@@ -279,7 +279,7 @@ def build_sample(
     Token-level shared prefixes: every segment is tokenised on its own and the prompt is the
     concatenation of their ids, and the haystack is whole sentences taken from its start, so
     two samples of one haystack share exactly the ids of ``head`` + the sentences before the
-    earlier needle, whatever their lengths and depths (`interp.analyses.shared_prefix` relies
+    earlier needle, whatever their lengths and depths (`interp.hooks.prefix` relies
     on this; it compares token ids, so it stays exact for any tokenizer).
 
     Raises:

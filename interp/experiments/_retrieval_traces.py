@@ -5,7 +5,7 @@ Every function here drives the model through `interp.models.Model` operations an
 that `interp.analyses.retrieval_scores` scores:
 
 - teacher mode: one forward pass on prompt + response (`teacher_trace`), or every sample of a
-  grid over a shared-prefix walk (`teacher_traces`, `interp.experiments._prefix_walk`); the
+  grid over a shared-prefix walk (`teacher_traces`, `interp.hooks.prefix`); the
   kernel computes top-1 of the response rows only.
 - decode mode: Wu et al.'s loop (prefill ``prompt[:-1]``, feed the last prompt token as the
   first step, greedy steps until a newline or end-of-sequence token); each step's query row is
@@ -96,18 +96,18 @@ def teacher_traces(
 ) -> list[RowTrace]:
     """`teacher_trace` of many samples, each shared token prefix computed once (prefix cache).
 
-    The samples' prompt + response ids go into a prefix tree (`interp.analyses.shared_prefix`):
+    The samples' prompt + response ids go into a prefix tree (`interp.hooks.prefix`):
     the template and the haystack before the earliest needle are computed once for the whole
     grid, the text before each needle once for all needles there, and so on; the kernel
     computes only the response rows, from the edge that holds them. The traces equal those of
     `teacher_trace` on each sample (same rows, same q and k up to rounding).
 
     Args:
-        batch_size, chunk_size: see `interp.experiments._prefix_walk.tree_rows`.
+        batch_size, chunk_size: see `interp.hooks.prefix.tree_rows`.
         on_trace: optional ``on_trace(index, trace)`` called as soon as a sample's trace is
             complete (samples finish in tree order, not input order).
     """
-    from interp.experiments._prefix_walk import tree_rows
+    from interp.hooks.prefix import tree_rows
 
     def top1_rows(layer: int, q: Tensor, k: Tensor, rows: Tensor) -> Tensor:
         return _stats_top1(lm, layer, q, k, rows, backend)  # [head, n_rows]
@@ -154,7 +154,7 @@ def teacher_answers(
     Args:
         on_answer: optional ``on_answer(index, token_ids)`` called as each sample completes.
     """
-    from interp.experiments._prefix_walk import tree_rows
+    from interp.hooks.prefix import tree_rows
 
     answers: dict[int, list[int]] = {}
 
@@ -280,14 +280,14 @@ def decode_traces(
 ) -> list[RowTrace]:
     """`decode_trace` of many samples, the prefill of each shared token prefix computed once.
 
-    The samples' ``prompt[:-1]`` go into a prefix tree (`interp.analyses.shared_prefix`); where
+    The samples' ``prompt[:-1]`` go into a prefix tree (`interp.hooks.prefix`); where
     a sample's prompt ends, its greedy loop starts from the cache the walk holds there, and
     its steps are cropped off again afterwards. Same traces as `decode_trace` on each sample.
 
     Args:
         on_trace: optional ``on_trace(index, trace)`` called as each sample's loop ends.
     """
-    from interp.experiments._prefix_walk import tree_rows
+    from interp.hooks.prefix import tree_rows
 
     traces: dict[int, RowTrace] = {}
 
@@ -313,7 +313,7 @@ def decode_answers(
     Args:
         on_answer: optional ``on_answer(index, token_ids)`` called as each sample's loop ends.
     """
-    from interp.experiments._prefix_walk import tree_rows
+    from interp.hooks.prefix import tree_rows
 
     answers: dict[int, list[int]] = {}
 

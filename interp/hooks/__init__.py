@@ -3,7 +3,8 @@
 Only this package knows model internals (see `adapters`). Everything else sees the canonical
 view of `sites`: post-RoPE q, k, v, per-head output z and the residual stream, per layer.
 `stream` hands each layer's q and k to a callback as the layer runs (`stream_layers`,
-`streaming`): the one way runners reduce attention layer by layer.
+`streaming`): the one way runners reduce attention layer by layer. `prefix` computes each
+shared token prefix of many sequences once, with a reused KV cache (`prefix_tree`, `tree_rows`).
 """
 
 from interp.hooks.adapters import SUPPORTED_MODEL_TYPES, HFAdapter, TLAdapter, adapter_for
@@ -20,6 +21,7 @@ from interp.hooks.edits import (
     start_at_layer,
     uniform_attention,
 )
+from interp.hooks.prefix import PrefixNode, RowStats, SequenceRows, prefix_tree, tree_cost, tree_rows
 from interp.hooks.sites import HEAD_SITES, KV_SITES, SITES
 from interp.hooks.stream import LayerCallback, Streamed, stream_layers, streaming
 
@@ -48,4 +50,10 @@ __all__ = [
     "uniform_attention",
     "key_bias",
     "start_at_layer",
+    "PrefixNode",
+    "prefix_tree",
+    "tree_cost",
+    "SequenceRows",
+    "RowStats",
+    "tree_rows",
 ]

@@ -65,6 +65,17 @@ class Streamed:
         """Forward passes that reached the callback (the most any layer fired)."""
         return max(self.fired.values(), default=0)
 
+    def check(self) -> None:
+        """Raise now unless every requested layer fired in every pass so far (the block's exit
+        checks this too; a long loop of passes calls it to fail at the first bad pass).
+
+        Raises:
+            InterpError: a layer that never fired, or fired in fewer passes than the others.
+        """
+        why = self._missing()
+        if why:
+            raise InterpError(f"no attention statistics from every layer: {why}; the hooks do not match the model's attention modules")
+
     def _missing(self) -> str:
         """Why the fired counts are incomplete, or '' when every layer fired in every pass."""
         n = self.passes
@@ -125,9 +136,7 @@ def streaming(
             fired = [layer for layer in chosen if seen.fired[layer]]
             err.add_note(f"raised while streaming layers {_span(chosen)}; layers that had fired: {_span(fired) if fired else 'none'}")
             raise
-    why = seen._missing()
-    if why:
-        raise InterpError(f"no attention statistics from every layer: {why}; the hooks do not match {lm.name}'s attention modules")
+    seen.check()
 
 
 def stream_layers(

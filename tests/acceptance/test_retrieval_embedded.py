@@ -67,7 +67,7 @@ def test_copying_model_gives_decode_identical_events(embedded, soup_sample):
 
 
 def test_shared_prefix_grid_equals_one_pass_per_sample(embedded):
-    from interp.analyses.shared_prefix import prefix_tree, tree_cost
+    from interp.hooks.prefix import prefix_tree, tree_cost
 
     samples, _ = prepare_samples(embedded, RetrievalConfig(lengths=(200, 320), depths=(0.0, 0.6)))
     assert tree_cost(prefix_tree([s.input_ids for s in samples])) < 0.7 * sum(len(s.input_ids) for s in samples)

@@ -21,7 +21,7 @@ import torch
 
 import interp.experiments.retrieval as retrieval
 from interp.analyses.retrieval import RetrievalConfig, score_trace
-from interp.analyses.shared_prefix import prefix_tree, tree_cost
+from interp.hooks.prefix import prefix_tree, tree_cost
 from interp.experiments import Store
 from interp.experiments._retrieval_reference import paper_decode_trace
 from interp.experiments.retrieval import (

@@ -20,7 +20,7 @@ from interp.datasets.needles import (
     insertion_index,
     load_needles,
 )
-from interp.analyses.shared_prefix import prefix_tree, tree_cost
+from interp.hooks.prefix import prefix_tree, tree_cost
 from interp.errors import InterpError
 
 _VOCAB: dict[str, int] = {}

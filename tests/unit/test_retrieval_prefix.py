@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from interp.analyses.shared_prefix import PrefixNode, prefix_tree, tree_cost
+from interp.hooks.prefix import PrefixNode, prefix_tree, tree_cost
 from interp.errors import InterpError
 
 

@@ -1,6 +1,15 @@
-"""The walk over a prefix tree with a reused KV cache: each distinct token prefix computed once.
+"""Shared-prefix reuse: each distinct token prefix of a set of sequences is computed once.
 
-`tree_rows` walks the radix tree of `interp.analyses.shared_prefix.prefix_tree` depth first with
+The samples of a needle grid share long token prefixes. Every sample of one haystack opens with
+the template and the haystack text before its needle, so two samples share their prompt up to
+the earlier of their two needles; the needles at one (length, depth) share everything before
+the needle; samples with the same needle at the same sentence (depth 0 at every length) share
+everything up to the question. `prefix_tree` finds these prefixes on token ids (longest common
+*token* prefixes, never strings: two texts that agree as strings may tokenise differently) and
+arranges the sequences in a radix tree whose edges are runs of tokens shared by the same
+sequences (pure, no model; `tree_cost` counts the positions the walk computes).
+
+`tree_rows` walks that tree depth first with
 one KV cache: each edge is one forward pass over its own tokens on top of the cached keys and
 values of its ancestors (`LoadedModel.logits_at` with ``past``), and the cache is cropped back on
 the way up (`LoadedModel.crop_cache`), so every distinct prefix position is computed once. For
@@ -24,24 +33,114 @@ needed and the real rows are those of the unbatched pass. On CPU batching measur
 (padding and cache copies, and no better use of the matrix units), so the retrieval default
 batches only on CUDA.
 
+What it cannot save: everything after a sequence's first private token (for a needle sample,
+from its needle to its end) is computed for that sequence alone, and those are the late,
+expensive positions (each attends to all earlier keys). The saving is largest where sequences
+share long prefixes and the private suffixes are short (deep needles, many needles per depth).
+
 Only models whose `LoadedModel.reuses_prefixes` is true (the HF backend) take a prefix cache.
+Every layer's q and k reach the walk through `interp.hooks.stream.streaming`, which checks after
+each pass that every layer fired.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from interp.analyses.shared_prefix import PrefixNode, prefix_tree
 from interp.errors import InterpError
-from interp.models import Model
+from interp.hooks.edits import intervene
+from interp.hooks.stream import Streamed, streaming
+from interp.protocols import Model
 
-__all__ = ["SequenceRows", "RowStats", "tree_rows"]
+__all__ = ["PrefixNode", "prefix_tree", "tree_cost", "SequenceRows", "RowStats", "tree_rows"]
+
+
+# --------------------------------------------------------------------------------------------
+# the tree (pure)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrefixNode:
+    """One edge of the radix tree over token sequences.
+
+    Attributes:
+        start: position of the edge's first token in every sequence passing through it.
+        tokens: the token ids of positions [start, start + len(tokens)), the same in every member.
+        members: indices (into the input list) of the sequences passing through, ascending.
+        ends: the members that end exactly at this edge's last token.
+        children: edges that continue it, ordered by their smallest member.
+    """
+
+    start: int
+    tokens: tuple[int, ...]
+    members: tuple[int, ...]
+    ends: tuple[int, ...]
+    children: tuple["PrefixNode", ...] = ()
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.tokens)
+
+    def walk(self) -> Iterator["PrefixNode"]:
+        """Every edge, parents before children (the order the walk computes them in)."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+
+def prefix_tree(sequences: Sequence[Sequence[int]]) -> PrefixNode:
+    """Radix tree of token sequences: shared token prefixes become shared edges.
+
+    The root's ``tokens`` is the longest common prefix of all sequences (possibly empty, then
+    ``start`` = 0 and its children diverge at the first token). Identical sequences end at the
+    same edge; a sequence that is a prefix of another ends at an inner edge.
+
+    Raises:
+        InterpError: no sequence, or an empty one.
+    """
+    if len(sequences) == 0:
+        raise InterpError("no sequences given: pass at least one token sequence")
+    arrays = [np.asarray(list(s), dtype=np.int64) for s in sequences]
+    empty = [i for i, a in enumerate(arrays) if a.size == 0]
+    if empty:
+        raise InterpError(f"sequence(s) {empty[:5]} are empty: every sequence needs at least one token")
+    return _node(arrays, list(range(len(arrays))), 0)
+
+
+def _node(arrays: list[np.ndarray], members: list[int], start: int) -> PrefixNode:
+    """The edge from ``start`` shared by ``members`` (recursion depth = branchings on a path)."""
+    first = arrays[members[0]]
+    end = min(arrays[m].size for m in members)
+    for m in members[1:]:
+        differ = np.flatnonzero(arrays[m][start:end] != first[start:end])
+        if differ.size:
+            end = start + int(differ[0])
+    ends = [m for m in members if arrays[m].size == end]
+    groups: dict[int, list[int]] = {}
+    for m in members:
+        if arrays[m].size > end:
+            groups.setdefault(int(arrays[m][end]), []).append(m)
+    children = sorted((_node(arrays, g, end) for g in groups.values()), key=lambda c: c.members[0])
+    return PrefixNode(start, tuple(int(t) for t in first[start:end]), tuple(members), tuple(ends), tuple(children))
+
+
+def tree_cost(tree: PrefixNode) -> int:
+    """Token positions the walk computes: the sum of the edge lengths (each prefix once)."""
+    return sum(len(node.tokens) for node in tree.walk())
+
+
+# --------------------------------------------------------------------------------------------
+# the walk (a reused KV cache)
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,12 +172,11 @@ class _Walk:
         self.parts: list[list[tuple[Tensor, Tensor, dict[int, Tensor]]]] = [[] for _ in rows]
         self.plan: list[tuple[int, int, list[tuple[int, Tensor]]]] = []  # per batch row: (past, length, [(member, local rows)])
         self.layer_out: dict[tuple[int, int], dict[int, Tensor]] = {}
-        self.fired: set[int] = set()
+        self.streamed: Optional[Streamed] = None  # set by tree_rows: the fired counts of the walk's passes
         self.results: dict[int, SequenceRows] = {}
 
-    # called by the capture for every layer of every forward pass
-    def on_layer(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
-        self.fired.add(layer)
+    # called by the stream for every layer of every forward pass
+    def on_layer(self, layer: int, q: Tensor, k: Tensor) -> None:
         if self.stats is None:
             return
         for b, (past, length, wanted) in enumerate(self.plan):
@@ -123,10 +221,9 @@ class _Walk:
                     keep.update(int(x) for x in local)
             self.plan.append((past, len(node.tokens), wanted))
         order = sorted(keep)
-        self.layer_out, self.fired = {}, set()
+        self.layer_out = {}
         logits = self.lm.logits_at(ids.to(self.lm.device), order or [width - 1], past=cache)
-        if len(self.fired) != self.lm.arch.n_layers:
-            raise InterpError(f"the hooks fired on {len(self.fired)} of {self.lm.arch.n_layers} layers: the adapter does not match this model")
+        self.streamed.check()  # every layer fired in this pass too (fails at the first bad pass, not the walk's end)
         greedy = logits.argmax(-1).cpu() if order else None  # [batch, len(order)]
         where = {p: i for i, p in enumerate(order)}
         for b, (_, _, wanted) in enumerate(self.plan):
@@ -217,8 +314,6 @@ def tree_rows(
     Raises:
         InterpError: a model without prefix caches, rows outside a sequence, or a sequence with no rows.
     """
-    from interp.hooks import capture, intervene
-
     if not lm.reuses_prefixes:
         raise InterpError("shared-prefix reuse needs a model that takes a KV cache (the HF backend); load the model with backend='hf'")
     if rows is not None and len(rows) != len(sequences):
@@ -241,7 +336,7 @@ def tree_rows(
         wanted.append(r)
     tree = prefix_tree(sequences)
     walk = _Walk(lm, wanted, stats, batch_size, chunk_size, on_done, at_end)
-    with intervene(lm, list(edits)), capture(lm, keep=(), on_layer=walk.on_layer):
+    with intervene(lm, list(edits)), streaming(lm, None, walk.on_layer) as walk.streamed:
         cache = lm.new_cache()
         if tree.tokens:
             walk.run([tree], cache)
