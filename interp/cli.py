@@ -16,13 +16,22 @@ from interp.errors import InterpError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic interpretability of attention.")
-score = typer.Typer(no_args_is_help=True, help="Score heads: retrieval, sinks, preplan, detectors, select-copy, qr-heads, influence.")
-calibrate = typer.Typer(no_args_is_help=True, help="Training-free attention calibrations (ACT, ZeroTuning).")
-patch = typer.Typer(no_args_is_help=True, help="Circuit patching on IOI and Colored Objects.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown", help="Mechanistic interpretability of attention.")
+score = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown", help="Score heads: retrieval, sinks, preplan, detectors, select-copy, qr-heads, influence.")
+calibrate = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown", help="Training-free attention calibrations (ACT, ZeroTuning).")
+patch = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown", help="Circuit patching on IOI and Colored Objects.")
 app.add_typer(score, name="score")
 app.add_typer(calibrate, name="calibrate")
 app.add_typer(patch, name="patch")
+
+
+def _print_version(value: Optional[bool]) -> None:
+    """``--version``: print the installed version and exit."""
+    if value:
+        from interp import __version__
+
+        typer.echo(f"interp {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -36,6 +45,7 @@ def _launch(
     model_backend: Optional[str] = typer.Option(None, "--model-backend", help="hf (default: hooks on the HF module) or tl (a TransformerLens TransformerBridge over it; slower, eager attention)."),
     prepend_bos: Optional[bool] = typer.Option(None, "--prepend-bos/--no-prepend-bos", help="Put the tokenizer's BOS token before every text, or not (default: as the model's tokenizer does: Llama, Mistral and Gemma add one, SmolLM2 does not)."),
     strict: bool = typer.Option(False, "--strict", help="A failed check of a finding (the model does not do the task, too few samples, chance level, ...) is an error: exit code 3 once the outputs are written (for scripted runs)."),
+    version: Optional[bool] = typer.Option(None, "--version", is_eager=True, callback=_print_version, help="Print the version of interp and exit."),
 ) -> None:
     """Mechanistic interpretability of attention. Launch options come before the command:
     `torchrun --nproc-per-node 2 -m interp --device-map auto score sinks ...`."""
