@@ -22,7 +22,8 @@ from interp.analyses.patching.results import PatchResult, dense_scores
 from interp.datasets.tasks import TaskBatch
 from interp.errors import InterpError
 from interp.experiments.patching.runner import resolve_metric
-from interp.experiments.patching.sweeps import _progress, answer_logits, check_pair, task_baseline
+from interp.experiments._base import Store
+from interp.experiments.patching.sweeps import answer_logits, check_pair, task_baseline
 from interp.hooks import Edit, capture, intervene
 from interp.models import Model
 
@@ -41,6 +42,7 @@ def path_patching(
     freeze_mlps: bool = False,
     batch_rows: Optional[int] = None,
     progress: bool = True,
+    store: Optional[Store] = None,
 ) -> Float[Tensor, " sender"]:
     """Path patching sender head -> receivers' q, k or v (Wang et al. 2022), batched over senders.
 
@@ -59,6 +61,8 @@ def path_patching(
         metric: ``logits -> [batch]``.
         freeze_mlps: freeze MLP outputs at their corrupted values in run 1 (direct path only).
         batch_rows: rows per forward (see `activation_patching`).
+        progress: show a progress bar (the ``store``'s: `Store.bar`).
+        store: the run's `Store` (default: one that keeps nothing).
 
     Returns:
         [n_senders] metric after each sender's path patch, averaged over prompts. A sender at or
@@ -105,7 +109,7 @@ def path_patching(
         clean_z = {layer: cap["z", layer] for layer in sender_layers}
     per_pass = max(1, (batch_rows or default_rows(lm.vocab_size, lm.arch.d_model, n, n_pos)) // n)
     out = torch.empty(len(senders), dtype=torch.float64)
-    bar = _progress(len(senders), f"path patching -> {receiver_input}", progress)
+    bar = (store or Store()).bar(total=len(senders), desc=f"path patching -> {receiver_input}", unit="patch", show=progress)
     try:
         for start in range(0, len(senders), per_pass):
             chunk = senders[start : start + per_pass].tolist()
@@ -161,6 +165,7 @@ def path_patch_task(
     freeze_mlps: bool = False,
     batch_rows: Optional[int] = None,
     progress: bool = True,
+    store: Optional[Store] = None,
 ) -> PatchResult:
     """Path patching of a task: every sender head (default: all heads below the deepest
     receiver) -> the receivers' ``receiver_input``. Returns a layer x head `PatchResult`
@@ -175,7 +180,7 @@ def path_patch_task(
     index = torch.tensor([(int(a), int(b)) for a, b in senders], dtype=torch.long).reshape(-1, 2)
     values = path_patching(
         lm, batch.clean, batch.corrupt, index, receivers, receiver_input, fn,
-        freeze_mlps=freeze_mlps, batch_rows=batch_rows, progress=progress,
+        freeze_mlps=freeze_mlps, batch_rows=batch_rows, progress=progress, store=store,
     )
     full = torch.cat([index, torch.full((len(index), 1), -1)], dim=1)
     shape = (lm.arch.n_layers, lm.arch.n_heads)

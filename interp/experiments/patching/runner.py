@@ -51,6 +51,7 @@ def patch_task(
     progress: bool = True,
     done: Optional[Mapping[Patch, float]] = None,
     on_pass: Optional[OnPass] = None,
+    store: Optional[Store] = None,
 ) -> PatchResult:
     """Patch one target of a task batch (any `TaskBatch`, e.g. from `task_from_prompts`).
 
@@ -62,6 +63,7 @@ def patch_task(
             logits at the answer position; one value per prompt).
         progress: show a progress bar over patches.
         done, on_pass: resume and store activation patches (see `activation_patching`).
+        store: the run's `Store` (progress bar, the passes' map over the ranks).
 
     Returns:
         A `PatchResult` (with the task's `Baseline`); with ``method="attribution", compare=True``
@@ -84,7 +86,7 @@ def patch_task(
     if method == "activation" or compare:
         values = activation_patching(
             lm, batch.clean, batch.corrupt, site, index, fn, batch_rows=batch_rows, progress=progress,
-            done=done, on_pass=on_pass,
+            done=done, on_pass=on_pass, store=store,
         )  # fmt: skip
         act_result = PatchResult(method="activation", scores=dense_scores(index, values, axes, shape), **common)
         if method == "activation":
@@ -164,6 +166,7 @@ def run(lm: Model, config: PatchConfig = PatchConfig(), store: Optional[Store] =
     result = patch_task(
         lm, batch, target=config.target, method=config.method, metric=config.metric, by_pos=config.by_pos,
         layers=config.layers, batch_rows=config.batch_rows, compare=config.compare, done=done, on_pass=on_pass,
+        store=store,
     )  # fmt: skip
     if config.position_map:
         # the layer x position map of the residual stream by attribution patching: one forward and one

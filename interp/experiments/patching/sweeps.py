@@ -39,6 +39,7 @@ from interp.analyses.patching.plan import (
 from interp.analyses.patching.results import Baseline, baseline_of
 from interp.datasets.tasks import TaskBatch
 from interp.errors import InterpError
+from interp.experiments._base import Store
 from interp.hooks import Edit, capture, intervene, start_at_layer
 from interp.models import Model
 
@@ -92,12 +93,6 @@ def _prefix_cache(lm: Model, kv: dict[int, tuple[Tensor, Tensor]], start: int, c
     return cache
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="patch", disable=not enabled, leave=False)
-
-
 def activation_patching(
     lm: Model,
     clean: Int[Tensor, "batch pos"],
@@ -110,6 +105,7 @@ def activation_patching(
     progress: bool = True,
     done: Optional[Mapping[Patch, float]] = None,
     on_pass: Optional[OnPass] = None,
+    store: Optional[Store] = None,
 ) -> Float[Tensor, " patch"]:
     """Patch clean activations into the corrupted run, many patches per forward pass.
 
@@ -129,6 +125,8 @@ def activation_patching(
             the same sweep: they are not run again (resume; see `interp.experiments.patching.run`).
         on_pass: called after each forward pass with its patches and their values (to store
             them as they finish).
+        store: the run's `Store`: its progress bar and its map of the passes over the ranks
+            (default: a store that keeps nothing).
 
     Returns:
         [n_patches] the metric after each patch, averaged over prompts. Launched on several
@@ -139,8 +137,7 @@ def activation_patching(
         InterpError: mismatched clean/corrupted shapes, a head given for a residual site, or a
             metric that does not return one scalar per prompt.
     """
-    from interp.distributed import map_units
-
+    store = store if store is not None else Store()
     check_pair(clean, corrupt)
     index = torch.as_tensor(index, dtype=torch.long).reshape(-1, 3).cpu()
     has_head = site in HEAD_SITES
@@ -180,7 +177,7 @@ def activation_patching(
             out[i] = float(done[tuple(index[i].tolist())])
         noop = noop | finished
     todo = torch.nonzero(~noop).flatten()
-    bar = _progress(len(index), f"patching {site}", progress)
+    bar = store.bar(total=len(index), desc=f"patching {site}", unit="patch", show=progress)
     bar.update(len(index) - len(todo))
     passes = plan_passes(first[todo], per_pass, n, n_pos, reuse=reuse, layer=index[todo, 0] if resid is not None else None)
 
@@ -215,7 +212,8 @@ def activation_patching(
             bar.update(c)
 
     try:  # the passes (and so every value) are those of a one-process run, shared over the ranks
-        got = map_units([f"pass-{i}" for i in range(len(passes))], compute_many=run_passes, what="patch passes", progress=False, idle_ok=True)
+        keys = [f"pass-{i}" for i in range(len(passes))]
+        got = store.map(keys, compute_many=run_passes, log=None, what="patch passes", progress=False, idle_ok=True)
     finally:
         bar.close()
     for key, values in got.items():
