@@ -1,27 +1,25 @@
 """interp.kernels.attention_stats: every bad input raises InterpError with a message that says what to do.
 
-Under the jaxtyping import hook (pytest --jaxtyping-packages=interp,...) a shape that
-contradicts the annotations is rejected by the hook before our own check; both are accepted
-for those cases.
+Under pytest the jaxtyping import hook (pyproject's addopts) rejects a shape or type that
+contradicts the annotations before our own check runs. A user's process has no hook, so the
+cases of a wrong shape or type call `attention_stats` (and the `prepare` it validates with)
+without the type checker (`tests/typecheck.py`) and require our InterpError and its message.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from contextlib import contextmanager
 
 import pytest
 import torch
 
+from typecheck import unchecked
+
 from interp.errors import InterpError
-from interp.kernels import attention_stats
-
-try:  # the hook's error type, when jaxtyping checks the annotations
-    from jaxtyping import TypeCheckError
-
-    SHAPE_ERRORS: tuple[type[Exception], ...] = (InterpError, TypeCheckError)
-except ImportError:  # pragma: no cover
-    SHAPE_ERRORS = (InterpError,)
+from interp.kernels import _problem, attention_stats
+from interp.kernels import stats as stats_module
 
 GEN = torch.Generator().manual_seed(0)
 Q = torch.randn(2, 4, 6, 8, generator=GEN)
@@ -30,11 +28,22 @@ K = torch.randn(2, 2, 6, 8, generator=GEN)
 
 @contextmanager
 def shape_error(match: str):
-    """InterpError matching `match`, or the jaxtyping hook's TypeCheckError (checked first)."""
-    with pytest.raises(SHAPE_ERRORS) as caught:
-        yield
-    if isinstance(caught.value, InterpError):
-        assert re.search(match, str(caught.value)), str(caught.value)
+    """Our InterpError matching `match`, as a user's process (no type checker) gets it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stats_module, "prepare", unchecked(_problem.prepare))
+        for name, fn in vars(_problem).items():  # prepare's own helpers, found through the module
+            if inspect.isfunction(fn) and fn.__module__ == _problem.__name__:
+                mp.setattr(_problem, name, unchecked(fn))
+        with pytest.raises(InterpError) as caught:
+            yield
+    assert re.search(match, str(caught.value)), str(caught.value)
+
+
+def call_unchecked(q=Q, k=K, **kwargs):
+    """`call` without the type checker's wrapper (use inside `shape_error`)."""
+    kwargs.setdefault("scale", 0.35)
+    kwargs.setdefault("backend", "torch")
+    return unchecked(attention_stats)(q, k, **kwargs)
 
 
 def call(q=Q, k=K, **kwargs):
@@ -55,7 +64,7 @@ def call(q=Q, k=K, **kwargs):
 )
 def test_shape_mismatch(q, k, match) -> None:
     with shape_error(match):
-        call(q, k)
+        call_unchecked(q, k)
 
 
 def test_dtype_mismatch() -> None:
@@ -106,7 +115,7 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
 )
 def test_mask_and_segment_shapes(kwargs: dict, match: str) -> None:
     with shape_error(match):
-        call(**kwargs)
+        call_unchecked(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -119,7 +128,7 @@ def test_mask_and_segment_shapes(kwargs: dict, match: str) -> None:
 )
 def test_sink_logits_shape(sinks, match: str) -> None:
     with shape_error(match):
-        call(sink_logits=sinks)
+        call_unchecked(sink_logits=sinks)
 
 
 @pytest.mark.parametrize(
@@ -131,8 +140,8 @@ def test_sink_logits_shape(sinks, match: str) -> None:
     ],
 )
 def test_sink_logits_values(sinks, match: str) -> None:
-    with shape_error(match):  # the jaxtyping hook rejects the integer dtype before our check
-        call(sink_logits=sinks)
+    with shape_error(match):  # the jaxtyping hook would reject the integer dtype before our check
+        call_unchecked(sink_logits=sinks)
 
 
 def test_sink_logits_of_any_float_dtype_agree() -> None:
