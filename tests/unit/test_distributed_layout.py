@@ -42,8 +42,28 @@ def test_bad_launch_environment(monkeypatch, env, message):
         world()
 
 
-def test_rank_device_on_cpu():
-    assert rank_device(World(rank=1, size=2, local_rank=1, local_size=2)) in ("cpu", "cuda:1")
+@pytest.mark.parametrize(
+    "n_gpus, expected",
+    [(0, "cpu"), (2, "cuda:1"), (8, "cuda:1")],
+)
+def test_rank_device(monkeypatch, n_gpus, expected):
+    """CUDA present (as many devices as given, faked) -> cuda:LOCAL_RANK; none -> cpu."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: n_gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n_gpus)
+    assert rank_device(World(rank=1, size=2, local_rank=1, local_size=2)) == expected
+    if n_gpus:
+        assert rank_device(World()) == "cuda:0"  # one process: the first GPU
+
+
+def test_rank_device_with_more_local_ranks_than_gpus(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(InterpError, match="LOCAL_RANK=1 but this machine has 1 CUDA devices"):
+        rank_device(World(rank=1, size=2, local_rank=1, local_size=2))
 
 
 def test_rank_max_memory_gives_each_rank_its_gpus():
