@@ -25,6 +25,7 @@ read the expected keys off token ids, `kind_sums` reduces one layer's target-key
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -36,6 +37,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyses._config import Config
+from interp.analyses.checks import Check, as_records, at_least
 from interp.analyses.ranking import rank_heads
 from interp.errors import InterpError
 
@@ -48,6 +50,7 @@ __all__ = [
     "detector_targets",
     "row_scores",
     "kind_sums",
+    "rows_in_window",
     "combine",
 ]
 
@@ -78,6 +81,9 @@ class HeadConfig(Config):
         exclude_current: drop j = i from the expected keys (TransformerLens's default).
         layers: layers to score; None = all.
         backend: `interp.kernels.attention_stats` backend.
+        min_rows_in_window: check: in a windowed layer, this share of the rows with an expected
+            key must have one within the window (a row whose expected keys are all out of sight
+            scores 0 by construction, not because the head ignores them).
     """
 
     kinds: tuple[str, ...] = KINDS
@@ -90,10 +96,13 @@ class HeadConfig(Config):
     exclude_current: bool = True  # TransformerLens's default
     layers: Optional[tuple[int, ...]] = None  # None: all layers
     backend: str = "auto"  # kernel backend
+    min_rows_in_window: float = 0.9  # check: share of rows whose expected key a windowed layer can see (no paper value)
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
         object.__setattr__(self, "kinds", parse_kinds(self.kinds))
+        if not 0.0 <= self.min_rows_in_window <= 1.0:
+            raise InterpError(f"min_rows_in_window must lie in [0, 1], got {self.min_rows_in_window!r}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
         if isinstance(self.texts, str):
@@ -204,6 +213,26 @@ def kind_sums(target: Float[Tensor, "batch head pos n"], widths: Sequence[int]) 
     return np.stack(out)
 
 
+def rows_in_window(targets: Int[Tensor, "batch pos n"], widths: Sequence[int], window: int) -> tuple[int, ...]:
+    """Per kind, the query rows with an expected key that a layer with sliding window W can see.
+
+    Query i sees key t when i - t < W; a row whose expected keys all lie further back scores 0
+    in that layer whatever the head does (on random tokens said twice, duplicate keys lie
+    ``length`` back and induction keys ``length - 1``).
+
+    Args:
+        targets, widths: from `detector_targets` (-1 = empty slot).
+        window: W.
+    """
+    i = torch.arange(targets.shape[1], device=targets.device)[None, :, None]
+    visible = (targets >= 0) & (i - targets < window)
+    out, start = [], 0
+    for width in widths:
+        out.append(int(visible[..., start : start + width].any(-1).sum()))
+        start += width
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------------------------
 # result
 # --------------------------------------------------------------------------------------------
@@ -222,6 +251,9 @@ class HeadResult:
         kinds: the detectors.
         scores: [source, kind, layer index, head] mean mass on the expected keys.
         n_rows: [source, kind] query rows averaged over (rows with an expected key).
+        windows: per analysed layer, its sliding window (None: global); empty: all global.
+        window_rows: per window W of an analysed layer, [source, kind] rows with an expected key
+            within W (`rows_in_window`); empty where not measured.
     """
 
     config: HeadConfig
@@ -232,6 +264,31 @@ class HeadResult:
     kinds: tuple[str, ...]
     scores: np.ndarray
     n_rows: np.ndarray
+    windows: tuple[Optional[int], ...] = ()
+    window_rows: Mapping[int, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """For each window W of an analysed layer: the share of rows with an expected key that the
+        layer can see, worst over sources and detectors, against ``config.min_rows_in_window``."""
+        out = []
+        for w in sorted({w for w in self.windows if w is not None}):
+            seen = self.window_rows.get(w)
+            if seen is None:
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                share = np.where(self.n_rows > 0, seen / np.maximum(self.n_rows, 1), 1.0)
+            s, k = np.unravel_index(np.argmin(share), share.shape)
+            layers = [l for l, lw in zip(self.layers, self.windows) if lw == w]
+            out.append(
+                at_least(
+                    f"expected_keys_in_window_{w}", float(share[s, k]), self.config.min_rows_in_window,
+                    f"share of the {self.sources[s]}/{self.kinds[k]} rows with an expected key within the window of "
+                    f"{w} tokens (layers {', '.join(map(str, layers))}); rows whose keys lie further back score 0 there "
+                    "whatever the head does",
+                )
+            )  # fmt: skip
+        return tuple(out)
 
     def grid(self, kind: str, source: Optional[str] = None) -> np.ndarray:
         """[layer index, head] scores of one detector (default source: the first)."""
@@ -263,17 +320,25 @@ class HeadResult:
                 for kind in self.kinds
             },
             "n_rows": {f"{s}/{k}": int(self.n_rows[i, j]) for i, s in enumerate(self.sources) for j, k in enumerate(self.kinds)},
+            "checks": as_records(self.checks),
         }
 
 
 def combine(
-    config: HeadConfig, model: str, layers: Sequence[int], n_heads: int, records: Mapping[str, Sequence[Mapping]]
+    config: HeadConfig,
+    model: str,
+    layers: Sequence[int],
+    n_heads: int,
+    records: Mapping[str, Sequence[Mapping]],
+    windows: Optional[Sequence[Optional[int]]] = None,
 ) -> HeadResult:
     """Per-unit sums -> mean scores per source.
 
     Args:
         records: source ("random", "text") -> its units' records in order, each
-            ``{"sums": [kind][layer index][head], "rows": [kind]}`` (from the runner).
+            ``{"sums": [kind][layer index][head], "rows": [kind]}`` (from the runner), and
+            ``"in_window": {W: [kind]}`` (`rows_in_window`) where layers have windows.
+        windows: per layer of ``layers``, its sliding window (None: global); None: all global.
     """
     sources = config.sources
     sums = np.zeros((len(sources), len(config.kinds), len(layers), n_heads))
@@ -284,4 +349,12 @@ def combine(
             counts[s] += np.asarray(rec["rows"], dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = np.where(counts[..., None, None] > 0, sums / np.maximum(counts, 1)[..., None, None], np.nan)
-    return HeadResult(config, model, tuple(layers), n_heads, sources, config.kinds, scores, counts)
+    window_rows: dict[int, np.ndarray] = {}
+    for w in {w for w in windows or () if w is not None}:
+        got = [[rec.get("in_window", {}).get(str(w)) for rec in records[source]] for source in sources]
+        if all(r is not None for per in got for r in per):  # a resumed record without them: not measured
+            window_rows[w] = np.array([np.sum(per, axis=0) for per in got], dtype=np.int64).reshape(counts.shape)
+    return HeadResult(
+        config, model, tuple(layers), n_heads, sources, config.kinds, scores, counts,
+        tuple(windows) if windows is not None else (), window_rows,
+    )  # fmt: skip

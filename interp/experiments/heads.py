@@ -18,7 +18,7 @@ import typer
 from jaxtyping import Int
 from torch import Tensor
 
-from interp.analyses.heads import HeadConfig, HeadResult, combine, detector_targets, kind_sums, parse_kinds
+from interp.analyses.heads import HeadConfig, HeadResult, combine, detector_targets, kind_sums, parse_kinds, rows_in_window
 from interp.datasets.random_tokens import repeated_random_tokens
 from interp.datasets.texts import read_texts, texts_digest
 from interp.experiments import flags
@@ -65,7 +65,9 @@ def score_unit(lm: Model, ids: Int[Tensor, "batch pos"], config: HeadConfig, lay
         sums[index[layer]] = kind_sums(st.target, widths)
 
     stream_layers(lm, ids.to(lm.device), layers, on_layer)
-    return {"sums": sums.tolist(), "rows": list(rows)}
+    windows = {lm.attention_kwargs(layer)["sliding_window"] for layer in layers} - {None}
+    in_window = {str(w): list(rows_in_window(targets, widths, w)) for w in sorted(windows)}
+    return {"sums": sums.tolist(), "rows": list(rows), "in_window": in_window}
 
 
 def run(lm: Model, config: HeadConfig = HeadConfig(), store: Optional[Store] = None) -> HeadResult:
@@ -101,7 +103,8 @@ def run(lm: Model, config: HeadConfig = HeadConfig(), store: Optional[Store] = N
     records: dict[str, list] = {source: [] for source in config.sources}
     for key, (source, _) in units.items():
         records[source].append(done[key])
-    return combine(config, lm.name, layers, lm.arch.n_heads, records)
+    windows = [lm.attention_kwargs(layer)["sliding_window"] for layer in layers]
+    return combine(config, lm.name, layers, lm.arch.n_heads, records, windows)
 
 
 def _top_text(top: Sequence[tuple[int, int, float]]) -> str:

@@ -270,3 +270,36 @@ def test_sinks_report_windowed_layers_apart():
     assert [c.name for c in failed(narrow.checks)] == ["rows_seeing_position_0"]
     # a window as long as the text acts as global attention
     assert _sink_result(first_is_bos=[True, True], model_bos=True, windows=(None, 5)).layer_kinds() == ("global", "global")
+
+
+# --------------------------------------------------------------------------------------------
+# head detectors: expected keys within a layer's window
+# --------------------------------------------------------------------------------------------
+
+
+def test_head_detectors_check_that_windowed_layers_see_the_expected_keys():
+    import torch
+
+    from interp.analyses.heads import HeadConfig, combine, detector_targets, rows_in_window
+
+    n = 6  # random tokens said twice: [BOS] r r, duplicate keys n back, induction keys n - 1 back
+    r = torch.randperm(50, generator=torch.Generator().manual_seed(0))[:n] + 10
+    ids = torch.cat([torch.tensor([1]), r, r])[None]
+    kinds = ("previous", "duplicate", "induction")
+    targets, widths, rows = detector_targets(ids, kinds)
+    assert rows == (2 * n, n, n)
+    assert rows_in_window(targets, widths, n + 1) == rows  # every key in sight
+    assert rows_in_window(targets, widths, n) == (2 * n, 0, n)  # duplicates out of sight, induction keys just in
+    assert rows_in_window(targets, widths, 2) == (2 * n, 0, 0)
+
+    sums = [[[0.0, 0.0]] * 3] * 2  # [layer][kind][head]
+    def record(w):
+        return {"sums": sums, "rows": list(rows), "in_window": {str(w): list(rows_in_window(targets, widths, w))}}
+
+    cfg = HeadConfig(kinds=kinds, n_seqs=1, length=n)
+    wide = combine(cfg, "m", [0, 1], 2, {"random": [record(64)]}, windows=[None, 64])
+    assert [(c.name, c.passed) for c in wide.checks] == [("expected_keys_in_window_64", True)]
+    narrow = combine(cfg, "m", [0, 1], 2, {"random": [record(n)]}, windows=[None, n])
+    (check,) = failed(narrow.checks)
+    assert check.value == 0.0 and "random/duplicate" in check.detail
+    assert combine(cfg, "m", [0, 1], 2, {"random": [record(n)]}).checks == ()  # all global: nothing to check
