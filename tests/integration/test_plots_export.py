@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -72,22 +73,86 @@ def test_save_page_inlines_plotlyjs_once_and_draws_every_figure(tmp_path):
     assert 'href="first/table.csv"' in text and ".x{color:red}" in text
 
 
-def test_is_static_and_png(tmp_path):
-    fig = _fig()
-    assert is_static(fig)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _animated_and_menu() -> tuple[go.Figure, go.Figure]:
     animated = go.Figure(go.Scatter(x=[0], y=[0]), frames=[go.Frame(data=[go.Scatter(x=[1], y=[1])])])
     menu = _fig()
     menu.update_layout(updatemenus=[{"buttons": [{"label": "a", "method": "restyle", "args": []}]}])
+    return animated, menu
+
+
+def test_is_static():
+    animated, menu = _animated_and_menu()
+    assert is_static(_fig())
     assert not is_static(animated) and not is_static(menu)
+
+
+@pytest.fixture
+def image_backend(monkeypatch):
+    """A fake working image backend: records what it is asked to draw and writes PNG bytes."""
+    import plotly.io as pio
+
+    from interp.plots import export
+
+    drawn: list[str] = []
+
+    def write_image(fig, path, **kwargs):
+        drawn.append(str(path))
+        Path(path).write_bytes(PNG_MAGIC)
+
+    def write_images(figs, paths, **kwargs):
+        assert len(figs) == len(paths)
+        for path in paths:
+            write_image(None, path)
+
+    monkeypatch.setattr(export, "image_backend_available", lambda: True)
+    monkeypatch.setattr(go.Figure, "write_image", write_image)
+    monkeypatch.setattr(pio, "write_images", write_images)
+    return drawn
+
+
+def test_png_with_a_working_backend(tmp_path, image_backend):
+    animated, menu = _animated_and_menu()
+    assert save_png(_fig(), tmp_path / "grid.png") == tmp_path / "grid.png"
+    assert (tmp_path / "grid.png").read_bytes()[:8] == PNG_MAGIC
     assert save_png(animated, tmp_path / "anim.png") is None and not (tmp_path / "anim.png").exists()
-    got = save_png(fig, tmp_path / "grid.png")
-    batch = save_pngs([(fig, tmp_path / "a.png"), (animated, tmp_path / "b.png")])
-    assert not (tmp_path / "b.png").exists()  # an animation is never flattened to a picture
-    if not image_backend_available():
-        assert got is None and not (tmp_path / "grid.png").exists() and batch == []
-    else:  # a working backend writes real PNGs; a broken one writes nothing
-        assert got is None or got.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert batch in ([], [tmp_path / "a.png"])
+    batch = save_pngs([(_fig(), tmp_path / "a.png"), (animated, tmp_path / "b.png"), (menu, tmp_path / "c.png")])
+    assert batch == [tmp_path / "a.png"]  # an animation or a menu is never flattened to a picture
+    assert image_backend == [str(tmp_path / "grid.png"), str(tmp_path / "a.png")]
+
+
+def test_png_without_a_backend_writes_nothing(tmp_path, monkeypatch):
+    from interp.plots import export
+
+    monkeypatch.setattr(export, "image_backend_available", lambda: False)
+    assert save_png(_fig(), tmp_path / "grid.png") is None
+    assert save_pngs([(_fig(), tmp_path / "a.png")]) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_png_with_a_broken_backend_writes_nothing(tmp_path, image_backend, monkeypatch):
+    """kaleido installed but unable to start: the HTML is the deliverable, no error, no file."""
+    import plotly.io as pio
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("kaleido could not start a browser")
+
+    monkeypatch.setattr(go.Figure, "write_image", fail)
+    monkeypatch.setattr(pio, "write_images", fail)
+    assert save_png(_fig(), tmp_path / "grid.png") is None
+    assert save_pngs([(_fig(), tmp_path / "a.png")]) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_image_backend_available_is_whether_kaleido_imports(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "kaleido" else object())
+    assert image_backend_available() is False
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert image_backend_available() is True
 
 
 def test_position_grid_hover_and_shape_check():
