@@ -7,9 +7,10 @@ matrix A itself (the only [T, T] array ever built, and only for T <= 1024). Abov
 cell is one block of A pooled over ``block x block`` tokens (the mean over the causal cells of the
 block, or their max), accumulated chunk by chunk, so neither [head, T, T] nor [T, T] exists.
 
-Definitions follow docs/METRICS.md#notation: ``s_ij = scale * q_i . k_j`` (optionally soft-capped and
-windowed), ``A_ij = softmax_{j <= i} s_ij``; when q has fewer rows than k, query row i sits at
-absolute position ``key_pos - query_pos + i`` (end-aligned, as with a KV cache).
+A is the kernel's own (`interp.kernels.attention_pattern`, docs/METRICS.md#notation):
+``s_ij = scale * q_i . k_j`` (optionally soft-capped and windowed), ``A_ij = softmax_{j <= i} s_ij``;
+when q has fewer rows than k, query row i sits at absolute position ``key_pos - query_pos + i``
+(end-aligned, as with a KV cache). This module only chooses rows, pools and draws.
 
 Typical use (capture one layer's q and k, pick the head and the key head it reads)::
 
@@ -115,14 +116,6 @@ def _as_tensor(x, name: str, dims: int) -> torch.Tensor:
     return t.to(device="cpu", dtype=torch.float32)
 
 
-def _scores(q_rows: torch.Tensor, k: torch.Tensor, scale: float, softcap: Optional[float]) -> torch.Tensor:
-    """Scores of a chunk of query rows against every key: [rows, key_pos]."""
-    s = (q_rows @ k.T) * scale
-    if softcap:
-        s = softcap * torch.tanh(s / softcap)
-    return s
-
-
 def _chunk_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -136,26 +129,20 @@ def _chunk_attention(
     key_mask: Optional[torch.Tensor],
     sink_logit: Optional[float] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A, visible) for query rows [start, stop): both [rows, key_pos]; A is 0 where not visible."""
-    n_query, n_key = q.shape[0], k.shape[0]
-    s = _scores(q[start:stop], k, scale, softcap)
-    abs_i = torch.arange(start, stop).unsqueeze(1) + (n_key - n_query)
-    j = torch.arange(n_key).unsqueeze(0)
-    visible = torch.ones_like(s, dtype=torch.bool)
-    if causal:
-        visible &= j <= abs_i
-    if window is not None:
-        visible &= (abs_i - j) < window
-    if key_mask is not None:
-        visible &= key_mask.unsqueeze(0)
-    s = s.masked_fill(~visible, float("-inf"))
-    if sink_logit is not None:  # the learned sink joins the normaliser and is then dropped (GPT-OSS)
-        s = torch.cat([s, torch.full_like(s[:, :1], float(sink_logit))], dim=-1)
-        a = torch.softmax(s, dim=-1)[:, :-1]
-    else:
-        a = torch.softmax(s, dim=-1)
-    a = torch.nan_to_num(a, nan=0.0)  # a row with no visible key (a padded query) is all zero
-    return a, visible
+    """(A, visible) for query rows [start, stop): both [rows, key_pos]; A is 0 where not visible.
+
+    A is the kernel's own softmax (`interp.kernels.attention_pattern`: scale, soft-cap, window,
+    padding and sink logit as `attention_stats` applies them), in float64.
+    """
+    from interp.kernels import attention_pattern
+
+    a = attention_pattern(
+        q[None, None], k[None, None], scale=scale, causal=causal, softcap=softcap, sliding_window=window,
+        sink_logits=None if sink_logit is None else torch.tensor([float(sink_logit)]),
+        key_padding_mask=None if key_mask is None else key_mask[None], rows=(start, stop), masked=True,
+    )[0, 0]  # fmt: skip
+    visible = ~torch.isnan(a)
+    return a.nan_to_num(0.0), visible
 
 
 def head_pattern(

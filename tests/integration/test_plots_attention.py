@@ -82,14 +82,16 @@ def test_pooled_pattern_is_block_pool_of_exact(pool, n_query):
 
 def test_long_input_never_builds_a_full_matrix(monkeypatch):
     """Above max_exact every score block is [<= chunk_size, key_pos]; nothing [T, T] is made."""
+    import interp.kernels.pattern as kernel_pattern
+
     shapes = []
-    real = attn._scores
+    real = kernel_pattern.reference_probs
 
-    def spy(q_rows, k, scale, softcap):
-        shapes.append(tuple(q_rows.shape[:1]) + (k.shape[0],))
-        return real(q_rows, k, scale, softcap)
+    def spy(problem, dtype=torch.float64):
+        shapes.append((problem.query_pos, problem.key_pos))
+        return real(problem, dtype)
 
-    monkeypatch.setattr(attn, "_scores", spy)
+    monkeypatch.setattr(kernel_pattern, "reference_probs", spy)  # where the viewer's A is computed
     t = 1500
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(t, 8, generator=g), torch.randn(t, 8, generator=g)
