@@ -9,6 +9,12 @@ every stage has finished, ``DIR/index.html`` is written: one self-contained page
 inlined once, opens with no network) that embeds every figure under a short summary of each
 finding, and links the tables.
 
+Every finding says whether it can be trusted: a stage whose result fails one of its checks
+(`interp.analyses.checks`: the model does not do the task, too few samples, chance level, ...)
+gets a red banner above its section and a "checks" column entry in the overview, its finding
+starts with the warning, and run.json lists each stage's checks. Under ``--strict`` the report is
+written in full and then fails with `ChecksFailed` (exit code 3).
+
 Everything that can be checked cheaply is checked before any long work starts: the output
 folder (`interp.runs.prepare_out_dir`), that the model has a hook adapter (from its config,
 before its weights are loaded), and the stage settings. A stage that fails fails the whole run:
@@ -27,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 
+from interp.analyses.checks import Check, ChecksFailed, as_records, check_all, failed
 from interp.errors import InterpError
 from interp.protocols import Model
 
@@ -115,6 +122,7 @@ class StageReport:
         seconds: wall time of the stage.
         tables: file names of its CSV tables (relative to the stage folder).
         figures: file names of its figure pages (relative to the stage folder).
+        checks: the preconditions of its finding, checked on its result (`interp.analyses.checks`).
     """
 
     name: str
@@ -123,6 +131,12 @@ class StageReport:
     seconds: float
     tables: tuple[str, ...]
     figures: tuple[str, ...]
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def trusted(self) -> bool:
+        """Whether every check of the finding passed."""
+        return not failed(self.checks)
 
 
 @dataclass(frozen=True)
@@ -136,7 +150,7 @@ class Report:
     seconds: float
 
     def to_dataframe(self):
-        """One row per stage: stage, title, seconds, n_tables, n_figures, summary."""
+        """One row per stage: stage, title, seconds, n_tables, n_figures, checks_failed, summary."""
         import pandas as pd
 
         return pd.DataFrame(
@@ -147,6 +161,7 @@ class Report:
                     "seconds": s.seconds,
                     "n_tables": len(s.tables),
                     "n_figures": len(s.figures),
+                    "checks_failed": ", ".join(c.name for c in failed(s.checks)),
                     "summary": s.summary,
                 }
                 for s in self.stages
@@ -164,6 +179,7 @@ class _Output:
     figures: list = field(default_factory=list)  # (name, Figure)
     json: dict = field(default_factory=dict)  # name -> JSON-able object
     result: Any = None
+    checks: tuple = ()  # the result's checks (interp.analyses.checks.Check)
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,8 +345,9 @@ def _write_stage(out_dir: Path, name: str, title: str, output: _Output, seconds:
     for jname, obj in output.json.items():
         atomic_write_json(folder / f"{jname}.json", obj)
     return StageReport(
-        name=name, title=title, summary=output.summary, seconds=round(seconds, 2), tables=tuple(tables), figures=tuple(figures)
-    )
+        name=name, title=title, summary=output.summary, seconds=round(seconds, 2), tables=tuple(tables),
+        figures=tuple(figures), checks=tuple(output.checks),
+    )  # fmt: skip
 
 
 _EXTRA_CSS = """
@@ -340,18 +357,41 @@ _EXTRA_CSS = """
 .tok:hover { outline: 1px solid #333; }
 .preplan { background: #f4a261; } .anchor { background: #8ecae6; } .both { background: #c77dff; }
 .dom { box-shadow: 0 0 0 2px #d00000; }
+.check-failed { background: #ffebe9; border: 2px solid #cf222e; border-radius: 6px; padding: .6em 1em; margin: .8em 0; }
+.check-failed b { color: #cf222e; }
+td.check-failed { padding: 3px 10px; } td.check-ok { color: #1a7f37; }
 """
+
+
+def _checks_cell(stage: StageReport) -> str:
+    """The overview's checks column: "passed (n)", "failed: names", or "none" for a stage without checks."""
+    bad = failed(stage.checks)
+    if bad:
+        return f'<td class="check-failed"><b>failed</b>: {_esc(", ".join(c.name for c in bad))}</td>'
+    return f'<td class="check-ok">passed ({len(stage.checks)})</td>' if stage.checks else "<td>none</td>"
+
+
+def _banner(stage: StageReport) -> str:
+    """The red banner above a section whose finding failed a check: each failed check with its numbers."""
+    bad = failed(stage.checks)
+    if not bad:
+        return ""
+    items = "".join(f"<li>{_esc(c.short())}: {_esc(c.detail)}</li>" for c in bad)
+    return (
+        '<div class="check-failed" role="alert"><b>Do not trust this finding.</b> '
+        f"{len(bad)} of its {len(stage.checks)} checks failed:<ul>{items}</ul></div>"
+    )
 
 
 def _write_index(out_dir: Path, lm: Model, config: ReportConfig, stages: list[StageReport], outputs: dict, seconds: float) -> Path:
     from interp.plots.export import PageSection, save_page
 
     rows = "".join(
-        f'<tr><td><a href="#{s.name}">{_esc(s.title)}</a></td><td>{_esc(s.summary)}</td><td>{s.seconds:.0f} s</td></tr>'
+        f'<tr><td><a href="#{s.name}">{_esc(s.title)}</a></td>{_checks_cell(s)}<td>{_esc(s.summary)}</td><td>{s.seconds:.0f} s</td></tr>'
         for s in stages
     )
     overview = (
-        '<table class="facts"><tr><th>analysis</th><th>finding</th><th>time</th></tr>' + rows + "</table>"
+        '<table class="facts"><tr><th>analysis</th><th>checks</th><th>finding</th><th>time</th></tr>' + rows + "</table>"
         f"<p>{_esc(_HOW_TO_READ)} Tables (CSV) and one page per figure are in the folder of each analysis.</p>"
     )
     a = lm.arch
@@ -359,7 +399,7 @@ def _write_index(out_dir: Path, lm: Model, config: ReportConfig, stages: list[St
     for s in stages:
         links = [(t, f"{s.name}/{t}") for t in s.tables] + [(f, f"{s.name}/{f}") for f in s.figures]
         sections.append(
-            PageSection(s.title, outputs[s.name].summary_html, figures=outputs[s.name].figures, links=links, anchor=s.name)
+            PageSection(s.title, _banner(s) + outputs[s.name].summary_html, figures=outputs[s.name].figures, links=links, anchor=s.name)
         )
     intro = (
         f"{_esc(lm.name)}: {a.n_layers} layers, {a.n_heads} query heads, {a.n_kv_heads} kv heads, d_head {a.d_head}. "
@@ -381,13 +421,17 @@ def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict) -> _Ou
     if exp.name not in config.configs:
         cfg = exp.report(config.quick, ctx["results"])
         ctx["configs"][exp.name] = cfg
+    from interp.experiments._base import finding
+
     result = exp.run(lm, cfg, Store())
     ctx["results"][exp.name] = result
-    text = exp.describe(result)
+    text = finding(exp, result)  # led by a warning when a check failed
     body = exp.report_html(result) if exp.report_html is not None else f"<p>{_esc(text)}</p>"
+    checks = check_all(result)
     return _Output(
         summary=text, summary_html=body, tables=(exp.report_tables or exp.tables)(result),
-        figures=list((exp.report_figures or exp.figures)(result).items()), json={"summary": exp.summary(result)}, result=result,
+        figures=list((exp.report_figures or exp.figures)(result).items()),
+        json={"summary": exp.summary(result), "checks": as_records(checks)}, result=result, checks=checks,
     )  # fmt: skip
 
 
@@ -407,6 +451,7 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
         InterpError: an output folder that is a file or not writable, a model without a hook
             adapter or tokenizer, or bad stage settings (all before any long work); any stage's
             failure fails the run and ``index.html`` is not written.
+        ChecksFailed: under ``--strict``, after everything is written, when a stage's check failed.
     """
     from rich.console import Console
 
@@ -451,10 +496,19 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
     settings = {name: c.settings() for name, c in configs.items()}
     settings["report"] = {"quick": config.quick, "stages": list(config.stages), "repeats": config.repeats}
     info = run_info(lm, settings, started, ranks=world().size)
-    info["stages"] = [{"name": s.name, "seconds": s.seconds, "summary": s.summary} for s in reports]
+    info["stages"] = [
+        {"name": s.name, "seconds": s.seconds, "summary": s.summary, "checks": as_records(s.checks)} for s in reports
+    ]
     atomic_write_json(out / "run.json", info)
     index = _write_index(out, lm, config, reports, outputs, seconds)
     console.print(f"[bold green]report written[/]: {index} ({index.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s")
+    untrusted = [s for s in reports if not s.trusted]
+    if untrusted:
+        console.print("[bold red]checks failed[/] in " + ", ".join(f"{s.name} ({', '.join(c.name for c in failed(s.checks))})" for s in untrusted))
+    from interp.experiments._base import strict
+
+    if untrusted and strict():
+        raise ChecksFailed(f"report of {lm.name}", [c for s in untrusted for c in failed(s.checks)])
     return Report(out_dir=out, index=index, model=lm.name, stages=tuple(reports), seconds=round(seconds, 2))
 
 

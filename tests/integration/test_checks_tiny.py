@@ -85,3 +85,22 @@ def test_execute_records_checks_warns_and_fails_under_strict(tiny_lm, tmp_path, 
         set_strict(False)
     info = json.loads((tmp_path / "strict" / "run.json").read_text())  # written before the error
     assert info["checks"][0]["passed"] is False
+
+
+def test_report_marks_a_failed_check_with_a_banner_and_an_overview_column(tiny_lm, tmp_path):
+    from interp.report import ReportConfig, StageReport, _Output, _write_index
+
+    ok = StageReport("sinks", "Attention sinks", "Sinks found.", 1.0, (), (), (above("position_0_is_bos", 1.0, 0.5, "x"),))
+    bad = StageReport(
+        "patching", "IOI circuit patching", "WARNING ... heads.", 1.0, (), (),
+        (above("clean_accuracy", 0.0, 0.8, "share of clean prompts right"), above("other", 1.0, 0.5, "y")),
+    )  # fmt: skip
+    outputs = {s.name: _Output(summary=s.summary, summary_html=f"<p>{s.summary}</p>") for s in (ok, bad)}
+    page = _write_index(tmp_path, tiny_lm, ReportConfig(), [ok, bad], outputs, 1.0).read_text()
+    assert "<th>checks</th>" in page
+    assert '<td class="check-ok">passed (1)</td>' in page
+    assert '<td class="check-failed"><b>failed</b>: clean_accuracy</td>' in page
+    banner = page.index('<div class="check-failed" role="alert">')
+    assert page.index('id="patching"') < banner  # the banner heads the failing section only
+    assert page.count('role="alert"') == 1 and "clean_accuracy = 0 (threshold 0.8)" in page[banner:]
+    assert ok.trusted and not bad.trusted
