@@ -53,12 +53,31 @@ def _launch(
     from interp.experiments import set_strict
 
     set_strict(strict)
+    if device_map is not None:
+        _check_device_map(device_map)
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
         raise InterpError(f"unknown --dtype {dtype!r}: use float32, bfloat16 or float16")
     configure(
         engine=engine, workers=workers, device_map=device_map, max_memory=parse_max_memory(max_memory),
         dtype=dtype, attn_implementation=attn_implementation, model_backend=model_backend, prepend_bos=prepend_bos,
     )
+
+
+_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's placement strategies
+
+
+def _check_device_map(device_map: str) -> None:
+    """``--device-map`` is one of accelerate's strategies or one device (cpu, cuda:0, ...)."""
+    import torch
+
+    if device_map in _DEVICE_MAPS:
+        return
+    try:
+        torch.device(device_map)
+    except (RuntimeError, ValueError):
+        raise InterpError(
+            f"unknown --device-map {device_map!r}: use {', '.join(_DEVICE_MAPS)}, or one device such as cpu or cuda:0"
+        ) from None
 
 
 _GROUPS = {"app": app, "score": score, "calibrate": calibrate, "patch": patch}
@@ -84,33 +103,43 @@ for _name in _COMMAND_MODULES:
     _mod.register(_GROUPS)
 
 
+def _usage_line(err: typer.TyperException) -> str:
+    """A usage error (typer's click) as one line, pointing at the command's ``--help``."""
+    message = " ".join((err.format_message() if hasattr(err, "format_message") else str(err)).split())
+    ctx = getattr(err, "ctx", None)
+    return f"{message} (see: {ctx.command_path} --help)" if ctx is not None else message
+
+
 def main() -> None:
     """Console entry point: run the app, turning InterpError into a clear message and exit code 2
     (exit code 3: a check of a finding failed under ``--strict``)."""
     from interp.analyses.checks import ChecksFailed
     from interp.distributed import configure
     from interp.experiments import set_strict
+    from interp.runs import forget_folders, interrupted_note
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer turns Ctrl-C into exit code 130 and returns it here
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)
     except ChecksFailed as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(3)
     except InterpError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.secho("interrupted: finished samples are saved; re-run the same command to resume", err=True)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.secho(interrupted_note(), err=True)
         sys.exit(130)
-    except Exception as err:  # usage errors (bad flags) arrive here in non-standalone mode
-        if hasattr(err, "show") and isinstance(getattr(err, "exit_code", None), int):
-            err.show()
-            sys.exit(err.exit_code)
-        if type(err).__name__ == "Abort":
-            sys.exit(130)
-        raise
+    except typer.TyperException as err:  # usage errors (unknown command, a value of the wrong type): one line too
+        if type(err).__name__ != "NoArgsIsHelpError":  # a group called bare has just printed its help
+            typer.secho(f"error: {_usage_line(err)}", fg=typer.colors.RED, err=True)
+        sys.exit(getattr(err, "exit_code", 2))
     finally:
         configure()  # launch options last for one command, also when main() runs in-process
+        forget_folders()
         set_strict(False)
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
-"""Run folders: atomic writes, resumable per-sample logs, and run metadata.
+"""Run folders: one run at a time, atomic writes, resumable per-sample logs, and run metadata.
 
-Long CLI runs write into an output folder. Every file is written atomically (to a temporary file
-in the same folder, then renamed), so an interrupted run never leaves a half-written table.
-Per-sample results go to an append-only JSONL log (`SampleLog`) flushed after each sample: a
-re-run with the same folder and settings skips finished samples, and Ctrl-C loses none.
+Long CLI runs write into an output folder. The folder is locked while a run writes into it
+(`lock_folder`: an exclusive ``flock`` that dies with its process, so no stale lock outlives a
+kill), and temporary files a killed run left behind are removed when the next run takes the lock
+(`clean_stale_temps`). Every file is written atomically (to a temporary file in the same folder,
+then renamed), so an interrupted run never leaves a half-written table. Per-sample results go to
+an append-only JSONL log (`SampleLog`) flushed after each sample: a re-run with the same folder
+and settings skips finished samples, and Ctrl-C loses none. The log's first line is its
+settings stamp, written with the first finished sample, so a run refused before any work leaves
+no log behind.
 """
 
 from __future__ import annotations
@@ -11,19 +16,36 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from interp.errors import InterpError
 from interp.protocols import Model
 
-__all__ = ["prepare_out_dir", "atomic_write_text", "atomic_write_json", "atomic_write_csv", "SampleLog", "run_info"]
+__all__ = [
+    "prepare_out_dir", "atomic_write_text", "atomic_write_json", "atomic_write_csv", "SampleLog", "read_log",
+    "LogContents", "lock_folder", "FolderLock", "clean_stale_temps", "kept_note", "interrupted_note", "forget_folders", "model_settings", "run_info",
+]
+
+_TMP_SUFFIX = ".interp-tmp"  # every temporary file of atomic_write_text ends so; clean_stale_temps finds them
+_LEGACY_TMP = re.compile(r"^\..+\.(csv|json|jsonl|html|png|js)\.[a-z0-9_]{8}$")  # mkstemp names before the suffix
+_LOCK_NAME = ".interp.lock"
 
 
 def prepare_out_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and check it is a writable folder, before any long work starts."""
+    """Create ``path`` if needed and check it is a writable folder, before any long work starts.
+
+    Raises:
+        InterpError: an empty path (it would write into the current folder), a file, or a
+            folder that cannot be written.
+    """
+    if not str(path).strip():
+        raise InterpError("--out is empty: give the output folder, e.g. --out runs/mine")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InterpError(f"output folder {out} is a file: pass a folder path with --out")
@@ -38,10 +60,14 @@ def prepare_out_dir(path: str | os.PathLike) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    The temporary file is ``.<name>.<random>.interp-tmp``; one left by a killed process is
+    removed by `clean_stale_temps` when the next run locks the folder.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -70,48 +96,244 @@ def atomic_write_csv(path: str | os.PathLike, df) -> Path:
     return atomic_write_text(path, df.to_csv(index=False))
 
 
+def clean_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporary files of atomic writes that a killed run left in ``folder`` (and its
+    ``parts/``). Call only while holding the folder's lock (`lock_folder`), so no live writer's
+    file is taken. Returns the names removed."""
+    removed = []
+    folder = Path(folder)
+    for sub in (folder, folder / "parts"):
+        if not sub.is_dir():
+            continue
+        for entry in sub.iterdir():
+            name = entry.name
+            if entry.is_file() and name.startswith(".") and (name.endswith(_TMP_SUFFIX) or _LEGACY_TMP.match(name)):
+                entry.unlink(missing_ok=True)
+                removed.append(name)
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+# One run per folder
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FolderLock:
+    """An exclusive lock on a run folder held by this process (see `lock_folder`)."""
+
+    folder: Path
+    fd: int
+    users: int = 1
+
+    def release(self) -> None:
+        """Drop one user; the last one removes the lock file and unlocks."""
+        self.users -= 1
+        if self.users > 0 or self.fd < 0:
+            return
+        _HELD.pop(str(self.folder), None)
+        try:
+            (self.folder / _LOCK_NAME).unlink(missing_ok=True)  # while still locked: nobody else holds this inode
+        except OSError:
+            pass
+        os.close(self.fd)  # closing the descriptor releases the flock
+        self.fd = -1
+
+
+_HELD: dict[str, FolderLock] = {}
+_LOCKED: list[Path] = []  # folders locked in this process since `interrupted_note` last looked
+
+
+def lock_folder(folder: str | os.PathLike) -> Optional[FolderLock]:
+    """Lock ``folder`` for this process, or raise if another process's run holds it.
+
+    The lock is an exclusive ``flock`` on ``folder/.interp.lock`` (which holds the holder's pid),
+    released by `FolderLock.release` or when the process ends however it ends, so a killed run
+    never blocks the next one. In one process the lock is shared (each `lock_folder` call adds a
+    user). Returns None where the platform has no ``flock``.
+
+    Raises:
+        InterpError: another process holds the lock; the message names its pid.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover  (Windows: no flock; runs are not guarded there)
+        return None
+    folder = Path(folder).resolve()
+    held = _HELD.get(str(folder))
+    if held is not None:
+        held.users += 1
+        return held
+    path = folder / _LOCK_NAME
+    for _ in range(20):  # the holder may unlink the file between our open and our flock: retry
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise InterpError(
+                f"{folder} is in use by another interp run ({_holder(path)}): wait for it to finish, "
+                "or choose another --out"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            lock = FolderLock(folder, fd)
+            _HELD[str(folder)] = lock
+            _LOCKED.append(folder)
+            return lock
+        os.close(fd)
+    raise InterpError(f"could not lock {folder}: another run keeps replacing {_LOCK_NAME}; choose another --out")
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        pid = ""
+    return f"pid {pid}" if pid.isdigit() else "pid unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# Resume logs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LogContents:
+    """What `read_log` found in a resume log.
+
+    Attributes:
+        settings: the settings stamp (None: the file is empty, or only a torn stamp).
+        records: finished records by id, in file order.
+        bad_lines: lines in the middle that are not records (an older crash), skipped.
+        torn: the last line was cut by a kill mid-write (dropped: that unit is redone).
+        keep_bytes: length of the file up to the end of its last whole line; appending after a
+            truncation to it starts on a fresh line.
+        ends_open: the last whole record is not followed by a newline.
+    """
+
+    settings: Optional[dict] = None
+    records: dict[str, dict] = field(default_factory=dict)
+    bad_lines: int = 0
+    torn: bool = False
+    keep_bytes: int = 0
+    ends_open: bool = False
+
+
+def read_log(path: str | os.PathLike) -> LogContents:
+    """Read a resume log line by line.
+
+    Raises:
+        InterpError: the file is not an interp resume log (its first line is no settings stamp).
+    """
+    path = Path(path)
+    out = LogContents()
+    if not path.exists():
+        return out
+    offset = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            offset += len(raw)
+            whole = raw.endswith(b"\n")
+            text = raw.strip()
+            if not text:
+                if whole:
+                    out.keep_bytes = offset
+                continue
+            try:
+                obj = json.loads(text)
+            except ValueError:  # JSONDecodeError and bad UTF-8 alike
+                obj = None
+            if out.settings is None:
+                if isinstance(obj, dict) and set(obj) == {"settings"} and isinstance(obj["settings"], dict):
+                    out.settings = obj["settings"]
+                    out.keep_bytes, out.ends_open = offset, not whole
+                    continue
+                if not whole and raw.startswith(b'{"settings"'):
+                    out.torn = True  # killed while writing the stamp: an empty log
+                    return out
+                raise InterpError(
+                    f"{path} is not an interp resume log (its first line is no settings stamp): "
+                    "move it away or choose another --out"
+                )
+            if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+                out.records[obj["id"]] = obj
+                out.keep_bytes, out.ends_open = offset, not whole
+            elif whole:
+                out.bad_lines += 1
+            else:
+                out.torn = True
+    return out
+
+
 class SampleLog:
     """Append-only JSONL log of finished samples, keyed by a string id, for resumable runs.
 
     The first line holds the run's settings; a re-run with different settings raises instead of
-    silently mixing results (the message says to use a new folder or ``--fresh``).
+    silently mixing results (the message says to use a new folder or ``--fresh``). The stamp is
+    written with the first record, so opening a log (and being refused afterwards) writes
+    nothing. A last line cut by a kill is dropped (reported once on stderr) and cut off before
+    the next record is appended; a log that holds no record yet takes the new settings.
+
+    Raises:
+        InterpError: the file is not a resume log, or holds records made with other settings.
     """
 
     def __init__(self, path: str | os.PathLike, settings: dict, fresh: bool = False):
         self.path = Path(path)
         self.settings = json.loads(json.dumps(settings, default=str))
-        self.records: dict[str, dict] = {}
-        if fresh and self.path.exists():
-            self.path.unlink()
-        if self.path.exists():
-            lines = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            if lines:
-                head = json.loads(lines[0])
-                if head.get("settings") != self.settings:
-                    raise InterpError(
-                        f"{self.path.parent} holds a run with other settings; use a new --out folder "
-                        "or pass --fresh to start over"
-                    )
-                for ln in lines[1:]:
-                    try:
-                        rec = json.loads(ln)
-                    except json.JSONDecodeError:
-                        continue  # a line cut by a crash: that sample is simply redone
-                    self.records[rec["id"]] = rec
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.write(json.dumps({"settings": self.settings}) + "\n")
+        found = read_log(self.path)  # before --fresh deletes anything: a foreign file is never deleted
+        if fresh:
+            self.path.unlink(missing_ok=True)
+            found = LogContents()
+        elif found.records and found.settings != self.settings:
+            raise InterpError(
+                f"{self.path.parent} holds a run with other settings ({_differences(found.settings or {}, self.settings)}); "
+                "use a new --out folder or pass --fresh to start over"
+            )
+        # how the next record is written: "write" the file anew, stamp first (no record yet);
+        # "repair" (cut a torn tail, end the last line) then append; or plain "append"
+        if not found.records:
+            self._mode = "write"
+        elif found.ends_open or found.keep_bytes != self.path.stat().st_size:
+            self._mode = "repair"
+        else:
+            self._mode = "append"
+        self._keep = found.keep_bytes
+        self._close_line = found.ends_open
+        self.records: dict[str, dict] = dict(found.records)
+        if found.torn or found.bad_lines:
+            what = ["its last line was cut by a kill"] if found.torn else []
+            what += [f"{found.bad_lines} unreadable line(s) skipped"] if found.bad_lines else []
+            sys.stderr.write(f"note: {self.path}: {'; '.join(what)}; those units are redone\n")
 
     def done(self, sample_id: str) -> bool:
         return sample_id in self.records
 
     def add(self, sample_id: str, record: dict) -> None:
         rec = {"id": sample_id, **json.loads(json.dumps(record, default=str))}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = json.dumps(rec) + "\n"
+        if self._mode == "write":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"settings": self.settings}) + "\n" + line)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            with open(self.path, "r+b") as f:
+                if self._mode == "repair":
+                    f.truncate(self._keep)  # the torn tail goes before anything is appended
+                    line = ("\n" if self._close_line else "") + line
+                f.seek(0, os.SEEK_END)
+                f.write(line.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+        self._mode = "append"
         self.records[sample_id] = rec
 
     def __iter__(self) -> Iterable[dict]:
@@ -119,6 +341,100 @@ class SampleLog:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+def _differences(old: dict, new: dict) -> str:
+    """``dtype: float32 -> bfloat16`` for up to three settings that differ (nested keys dotted)."""
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(old), flat(new)
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "<unset>") != b.get(k, "<unset>")]
+    shown = [f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}" for k in keys[:3]]
+    return ", ".join(shown) + (f", and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def interrupted_note() -> str:
+    """The CLI's one line on Ctrl-C: what the run kept in the folder this process locked last
+    (`kept_note`), and how to resume. Forgets the folders it looked at."""
+    folder = _LOCKED[-1] if _LOCKED else None
+    _LOCKED.clear()
+    if folder is None:
+        return "interrupted before an output folder was opened: nothing was written"
+    return kept_note(folder)
+
+
+def forget_folders() -> None:
+    """Forget which folders this process locked (the CLI, after each command)."""
+    _LOCKED.clear()
+
+
+def kept_note(folder: str | os.PathLike) -> str:
+    """What an interrupted run kept in ``folder``, and how to resume, in one line."""
+    folder = Path(folder)
+    logs = sorted(folder.glob("*.jsonl")) + sorted(folder.glob("parts/*.jsonl"))
+    finished: dict[str, set[str]] = {}  # main log name -> ids; a unit in a rank's part and in the merged log counts once
+    for log in logs:
+        try:
+            ids = read_log(log).records
+        except InterpError:
+            continue
+        if ids:
+            finished.setdefault(log.name.split(".rank-")[0].removesuffix(".jsonl") + ".jsonl", set()).update(ids)
+    kept = sum(len(ids) for ids in finished.values())
+    if not kept:
+        return f"interrupted before any unit of work finished: nothing kept in {folder}; re-run the command to start"
+    return (
+        f"interrupted: {kept} finished unit(s) of work kept in {folder} ({', '.join(sorted(finished))}); "
+        "re-run the same command to resume (add --fresh to start over)"
+    )
+
+
+def model_settings(lm: Model, kernel_backend: Optional[str] = None) -> dict[str, Any]:
+    """The settings of a loaded model that change the numbers a run computes: what a resume log
+    is stamped with (beside the analysis's settings) and run.json records under ``launch``.
+
+    Args:
+        lm: the loaded model.
+        kernel_backend: the ``--backend`` asked for; "auto" is recorded as the backend it picks
+            on the model's device.
+
+    Returns:
+        ``{"dtype", "attn_implementation", "model_backend", "device", "device_map",
+        "prepend_bos"}`` (and ``"kernel_backend"`` when given); ``device_map`` lists the devices
+        a device map spread the model over (None: one device).
+
+    Raises:
+        InterpError: ``kernel_backend`` is "triton" and Triton cannot run on the model's device.
+    """
+    import torch
+
+    hf = getattr(lm, "hf_model", None)
+    placed = getattr(hf, "hf_device_map", None)  # set when loaded with a device_map
+    out: dict[str, Any] = {
+        "dtype": str(getattr(hf, "dtype", "unknown")).removeprefix("torch."),
+        "attn_implementation": getattr(getattr(hf, "config", None), "_attn_implementation", None),
+        "model_backend": lm.backend,
+        "device": lm.device.type,
+        "device_map": sorted({str(d) for d in placed.values()}) if placed else None,
+        "prepend_bos": bool(lm.prepends_bos),
+    }
+    if kernel_backend is not None:
+        from interp.kernels.stats import triton_unavailable
+
+        reason = triton_unavailable(torch.empty(0, device=lm.device)) if kernel_backend in ("auto", "triton") else None
+        if kernel_backend == "triton" and reason is not None:
+            raise InterpError(f"--backend triton: {reason.replace('backend=', '--backend ')}")
+        if kernel_backend == "auto":
+            kernel_backend = "triton" if lm.device.type == "cuda" and reason is None else "torch"
+        out["kernel_backend"] = kernel_backend
+    return out
 
 
 def run_info(
@@ -145,6 +461,7 @@ def run_info(
         info["model"] = lm.name
         info["backend"] = lm.backend
         info["arch"] = {k: getattr(lm.arch, k) for k in ("n_layers", "n_heads", "n_kv_heads", "d_head", "n_ctx")}
+        info["launch"] = model_settings(lm)
     info["ranks"] = ranks
     if settings is not None:
         info["settings"] = settings

@@ -33,7 +33,7 @@ from interp.distributed._launch import (  # noqa: F401  (_LOADING etc.: the laun
     rank_model,
     use_engine,
 )
-from interp.distributed._logs import log_add, open_log, open_parted_log, part_path
+from interp.distributed._logs import lock_run_folder, log_add, open_log, open_parted_log, part_path
 from interp.distributed._map import finished, map_units
 from interp.distributed._world import World, barrier, settings_digest, world
 
@@ -45,6 +45,7 @@ __all__ = [
     "open_log",
     "open_parted_log",
     "log_add",
+    "lock_run_folder",
     "barrier",
     "settings_digest",
     "part_path",

@@ -28,27 +28,17 @@ def _parts_of(log_path: Path) -> list[Path]:
 
 
 def _read_part(path: Path, settings: dict) -> dict[str, dict]:
-    """Finished records of one part file; refuses a part stamped with other settings."""
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not lines:
-        return {}
-    try:
-        head = json.loads(lines[0])
-    except json.JSONDecodeError:
-        head = {}
-    if head.get("settings") != settings:
+    """Finished records of one part file (a torn last line dropped); refuses a part holding
+    records made with other settings, or a file that is no resume log."""
+    from interp.runs import read_log
+
+    found = read_log(path)
+    if found.records and found.settings != settings:
         raise InterpError(
             f"{path} is a part of another run (other settings): use a new --out folder, pass --fresh, "
             "or delete that part file"
         )
-    records = {}
-    for ln in lines[1:]:
-        try:
-            rec = json.loads(ln)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill: that unit is simply redone
-        records[rec["id"]] = rec
-    return records
+    return found.records
 
 
 class _ReplicaLog:
@@ -182,3 +172,24 @@ def log_add(log, key: str, record: dict) -> None:
         log.add(key, record)
     else:
         log.records[key] = {"id": key, **json.loads(json.dumps(record, default=str))}
+
+
+def lock_run_folder(folder: str | os.PathLike):
+    """Lock a run's output folder for the whole run, on behalf of every rank.
+
+    Rank 0 takes the lock (`interp.runs.lock_folder`: the ranks of one run share a folder, a
+    second run is refused) and removes temporary files a killed run left there; its error is
+    raised on every rank. Returns the lock on rank 0 (release it when the run ends), else None.
+
+    Raises:
+        InterpError: another run holds the folder.
+    """
+    from interp.runs import clean_stale_temps, lock_folder
+
+    w = world()
+    lock = None
+    with _collective(w):
+        if w.main:
+            lock = lock_folder(folder)
+            clean_stale_temps(folder)
+    return lock

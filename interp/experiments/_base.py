@@ -67,6 +67,13 @@ class Store:
             such as ``"../plotly.min.js"`` references one shared copy (the report).
         png: also write PNGs of static figures where an image backend (kaleido) works.
         progress: show the progress bars of units of work (rank 0 only).
+
+    A folder is locked for this run (`interp.runs.lock_folder`, taken by rank 0 for all ranks)
+    until `close`; temporary files a killed run left there are removed. A command refused
+    before any work finished leaves no file, and no folder it created.
+
+    Raises:
+        InterpError: the folder cannot be written, or another run holds it.
     """
 
     def __init__(
@@ -75,7 +82,12 @@ class Store:
     ) -> None:
         from interp.runs import prepare_out_dir
 
+        self._created = folder is not None and not Path(folder).exists()
         self.folder: Optional[Path] = prepare_out_dir(folder) if folder is not None else None
+        self._lock: Any = None
+        self.launch: dict[str, Any] = {}  # the settings of the model that change numbers (`bind`)
+        if self.folder is not None:
+            self._take_folder()
         self.fresh = fresh
         self.plotlyjs = plotlyjs
         self.png = png
@@ -83,6 +95,37 @@ class Store:
         self.notes: dict[str, Any] = {}
         self.written: list[str] = []
         self._logs: dict[str, Any] = {}
+
+    def _take_folder(self) -> None:
+        from interp.distributed import lock_run_folder
+
+        try:
+            self._lock = lock_run_folder(self.folder)
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    def close(self, failed: bool = False) -> None:
+        """Release the folder's lock; after a ``failed`` run, remove the folder if this store
+        created it and nothing was kept there."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if failed and self._created and self.folder is not None and self.folder.is_dir():
+            if not any(self.folder.iterdir()):
+                self.folder.rmdir()
+
+    def bind(self, lm: Any, config: Any = None) -> None:
+        """Stamp every log opened from now on with the model's settings that change numbers
+        (dtype, attention implementation, model backend, device, device map, BOS choice, and the
+        kernel backend ``config.backend`` resolves to): a resumed run must agree on them.
+
+        Raises:
+            InterpError: ``config.backend`` cannot run on the model's device (``triton`` on CPU).
+        """
+        from interp.runs import model_settings
+
+        self.launch = model_settings(lm, kernel_backend=getattr(config, "backend", None))
 
     def note(self, **settings: Any) -> None:
         """Record settings beside the config's (data files and their digests) for run.json."""
@@ -102,7 +145,8 @@ class Store:
             from interp.distributed import open_log, open_parted_log
 
             opener = open_parted_log if parted else open_log
-            self._logs[name] = opener(self.folder / name, dict(settings), fresh=self.fresh)
+            stamp = {**settings, "launch": self.launch} if self.launch else dict(settings)
+            self._logs[name] = opener(self.folder / name, stamp, fresh=self.fresh)
         return self._logs[name]
 
     def map(
@@ -196,8 +240,8 @@ class Store:
 
     def save(self, experiment: "Experiment", result: Any, lm: Any, config: Any, started: float) -> dict:
         """Write the experiment's tables, figures, pages and run.json (call on rank 0). Returns run.json's content."""
-        from interp.distributed import world
         from interp.analyses.checks import as_records, check_all
+        from interp.distributed import world
         from interp.runs import run_info
 
         for name, df in experiment.tables(result).items():
@@ -207,6 +251,7 @@ class Store:
         info = run_info(
             lm, settings={**config.settings(), **self.notes, "model": lm.name}, started=started, ranks=world().size
         )
+        info["launch"] = {**info.get("launch", {}), **self.launch}
         info["summary"] = experiment.summary(result)
         info["checks"] = as_records(check_all(result))
         info.update(experiment.record(result))
@@ -303,14 +348,20 @@ def execute(
     started = time.time()
     experiment.check(config)
     store = Store(out, fresh=fresh, progress=progress)
-    store.note(**(notes or {}))
-    lm = rank_model(model)
-    result = experiment.run(lm, config, store)
-    if world().main:
-        info = store.save(experiment, result, lm, config, started)
-        console = Console(stderr=True)
-        trusted = all(c["passed"] for c in info["checks"])
-        console.print(f"[bold]{lm.name}[/]: {finding(experiment, result)}", style=None if trusted else "red")
-        console.print(f"wrote {', '.join(store.written)} to {store.folder} ({info['wall_seconds']} s)")
+    try:
+        store.note(**(notes or {}))
+        lm = rank_model(model)
+        store.bind(lm, config)
+        result = experiment.run(lm, config, store)
+        if world().main:
+            info = store.save(experiment, result, lm, config, started)
+            console = Console(stderr=True)
+            trusted = all(c["passed"] for c in info["checks"])
+            console.print(f"[bold]{lm.name}[/]: {finding(experiment, result)}", style=None if trusted else "red")
+            console.print(f"wrote {', '.join(store.written)} to {store.folder} ({info['wall_seconds']} s)")
+    except BaseException:
+        store.close(failed=True)
+        raise
+    store.close()
     enforce_checks(f"{' '.join(experiment.command)} on {lm.name}", result)
     return result

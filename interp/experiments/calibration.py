@@ -380,16 +380,17 @@ def cli_act(
     tau: float = typer.Option(0.1, "--tau", help="Sink threshold on recv_mean."),
     min_queries: int = typer.Option(16, "--min-queries", help="Keys seen by fewer queries are not sinks (1 = paper exactly)."),
     include_first: bool = typer.Option(False, "--include-first", help="Also scale the first sink (ACT keeps it)."),
-    candidates: int = typer.Option(12, "--candidates", help="Heads tried by the greedy search (strongest hidden sinks first)."),
+    candidates: Optional[int] = typer.Option(None, "--candidates", help="Heads tried by the greedy search, strongest hidden sinks first (default 12)."),
     batch_size: int = typer.Option(20, "--batch-size", help="Prompts per forward pass."),
     backend: str = flags.backend_option(),
     fresh: bool = flags.fresh_option(),
 ) -> None:
     """ACT (Yu et al. 2024): search heads on the calibration split, report held-out accuracy before/after;
     writes heads.csv, accuracy.csv, search.csv, items.csv, run.json and calibration.html into OUT."""
+    flags.not_together("--heads", heads is not None, "--candidates", candidates is not None, "fixed --heads skip the greedy search over --candidates; give one of them")
     config = CalibrationConfig(
         method="act", task=task, heads=flags.parse_heads(heads), beta=beta, tau=tau, min_queries=min_queries,
-        include_first=include_first, n_candidates=candidates, batch_size=batch_size, backend=flags.check_backend(backend),
+        include_first=include_first, n_candidates=12 if candidates is None else candidates, batch_size=batch_size, backend=flags.check_backend(backend),
     )  # fmt: skip
     execute(ACT, config, model=model, out=out, fresh=fresh)
 
@@ -400,15 +401,17 @@ def cli_zerotune(
     out: Path = flags.out_option("runs/calibrate-zerotune"),
     heads: Optional[str] = typer.Option(None, "--heads", help="Heads LAYER.HEAD,... to scale (default: every head)."),
     gamma: Optional[float] = typer.Option(None, "--gamma", help="Fixed gamma > 0 (default: search --gammas)."),
-    gammas: str = typer.Option("0.25,0.5,0.75,1.5,2,4", "--gammas", help="Grid of gammas searched on the calibration split."),
+    gammas: Optional[str] = typer.Option(None, "--gammas", help="Grid of gammas searched on the calibration split (default 0.25,0.5,0.75,1.5,2,4)."),
     batch_size: int = typer.Option(20, "--batch-size", help="Prompts per forward pass."),
     fresh: bool = flags.fresh_option(),
 ) -> None:
     """ZeroTuning (initial-token scaling): choose gamma on the calibration split, report held-out accuracy;
     writes heads.csv, accuracy.csv, search.csv, items.csv, run.json and calibration.html into OUT."""
+    flags.not_together("--gamma", gamma is not None, "--gammas", gammas is not None, "a fixed --gamma skips the search over --gammas; give one of them")
+    grid = flags.parse_floats(gammas, "--gammas")
     config = CalibrationConfig(
         method="zerotune", task=task, heads=flags.parse_heads(heads), gamma=gamma,
-        gammas=flags.parse_floats(gammas, "--gammas"), batch_size=batch_size,
+        **({"gammas": grid} if grid is not None else {}), batch_size=batch_size,
     )  # fmt: skip
     execute(ZEROTUNE, config, model=model, out=out, fresh=fresh)
 

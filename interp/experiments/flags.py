@@ -5,7 +5,10 @@
 - ``--backend`` is always the `interp.kernels` backend (auto, reference, torch, triton). The
   model backend (HF module or TransformerLens bridge) is the launch option ``--model-backend``,
   like ``--dtype``: ``interp --model-backend tl patch ioi``.
-- ``--model``, ``--out`` and ``--fresh`` mean the same in every command.
+- ``--model``, ``--out`` and ``--fresh`` mean the same in every command; an empty ``--out`` is
+  refused (it would write into the current folder).
+- A flag that another flag makes pointless, or a count outside what a run can use, is refused
+  up front (`only_with`, `not_together`, `check_range`), never silently ignored.
 
 Parsers raise `InterpError` with the flag's name and an example, which the CLI prints as one
 line (exit code 2).
@@ -21,7 +24,8 @@ import typer
 from interp.errors import InterpError
 
 __all__ = [
-    "parse_layers", "parse_heads", "parse_ints", "parse_floats", "parse_names", "check_backend",
+    "parse_layers", "parse_heads", "parse_ints", "parse_floats", "parse_names", "check_backend", "parse_out",
+    "check_range", "only_with", "not_together",
     "KERNEL_BACKENDS", "model_option", "out_option", "fresh_option", "backend_option", "layers_option",
 ]
 
@@ -118,12 +122,51 @@ def check_backend(name: str) -> str:
     return name
 
 
+def check_range(value: Optional[int | float], flag: str, lo: int | float, hi: Optional[int | float] = None, why: str = ""):
+    """``value`` when it lies in [lo, hi] (None passes: the flag was not given).
+
+    Raises:
+        InterpError: naming the flag, the range and ``why`` (e.g. what a larger value would cost).
+    """
+    if value is None or (lo <= value and (hi is None or value <= hi)):
+        return value
+    span = f"from {lo} to {hi}" if hi is not None else f"at least {lo}"
+    raise InterpError(f"{flag} {value}: use {span}" + (f" ({why})" if why else ""))
+
+
+def only_with(flag: str, given: bool, needs: str, holds: bool) -> None:
+    """Refuse ``flag`` (``given``) where ``needs`` does not hold, rather than ignore it.
+
+    Raises:
+        InterpError: "--compare has no effect without --method attribution: ...".
+    """
+    if given and not holds:
+        raise InterpError(f"{flag} has no effect without {needs}: add {needs} or drop {flag}")
+
+
+def not_together(flag: str, given: bool, other: str, other_given: bool, hint: str = "") -> None:
+    """Refuse two flags that contradict each other (one would be silently ignored).
+
+    Raises:
+        InterpError: "--gammas and --gamma contradict each other: ...".
+    """
+    if given and other_given:
+        raise InterpError(f"{flag} and {other} contradict each other: {hint or 'give one of them'}")
+
+
+def parse_out(text: str | Path) -> Path:
+    """The ``--out`` folder; an empty one is refused (it would write into the current folder)."""
+    if not str(text).strip():
+        raise InterpError("--out is empty: give an output folder, e.g. --out runs/mine (or --out . for this folder)")
+    return Path(text)
+
+
 def model_option():
     return typer.Option(None, "--model", help=MODEL_HELP)
 
 
 def out_option(default: str):
-    return typer.Option(Path(default), "--out", help="Output folder (tables, figures, run.json, resume log).")
+    return typer.Option(Path(default), "--out", parser=parse_out, help="Output folder (tables, figures, run.json, resume log).")
 
 
 def fresh_option():

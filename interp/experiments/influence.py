@@ -125,9 +125,13 @@ def cli(
     """AttentionInfluence (arXiv 2505.07293): AI = (L_masked - L_base) / L_base per text with the top
     retrieval heads made uniform; ranks your texts. Writes texts.csv, run.json and influence.html into OUT."""
     text_set = read_texts(texts)
-    if heads.endswith(".csv") or Path(heads).is_file():
+    from_file = heads.endswith(".csv") or Path(heads).is_file()
+    flags.only_with("--k", k is not None, "a heads.csv in --heads (LAYER.HEAD pairs are masked as given)", from_file)
+    if from_file:
+        listed = read_heads(heads)
+        flags.check_range(k, "--k", 1, len(listed), f"{heads} lists {len(listed)} heads")
         config = InfluenceConfig(
-            heads=read_heads(heads), k=k, share=None if k is not None else 0.05, texts=text_set, max_tokens=max_tokens,
+            heads=listed, k=k, share=None if k is not None else 0.05, texts=text_set, max_tokens=max_tokens,
             heads_name=f"top heads of {heads}", heads_checked=heads_checks_passed(heads),
         )  # fmt: skip
     else:

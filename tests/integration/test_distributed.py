@@ -254,7 +254,7 @@ def test_part_from_another_run_is_refused_and_kept(tmp_path):
     with pytest.raises(InterpError, match="part of another run.*--fresh"):
         map_units(["unit-0"], lambda key: {"square": 0}, log=log)
     assert stale.read_text() == before
-    assert not records(tmp_path / "samples.jsonl")
+    assert not (tmp_path / "samples.jsonl").exists()  # refused before any unit: no log written
     open_log(tmp_path / "samples.jsonl", {"task": "squares"}, fresh=True)  # --fresh clears the parts
     assert not stale.exists()
 

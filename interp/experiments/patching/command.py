@@ -165,7 +165,15 @@ def record(result: PatchResult) -> dict[str, Any]:
     return {"result": result.meta()}
 
 
+MAX_PROMPTS = 1024  # --n: the baseline runs every prompt in one forward pass, so memory grows with n
+
+
 def _config(task: str, *, layers: Optional[str], pairs: Optional[Path] = None, **settings: Any) -> PatchConfig:
+    """The command's `PatchConfig`; flags that would be ignored or that no run can afford are refused."""
+    flags.only_with("--compare", settings["compare"], "--method attribution", settings["method"] == "attribution")
+    if task != "pairs":
+        flags.check_range(settings["n"], "--n", 1, MAX_PROMPTS, "every prompt goes through the model in one batch")
+    flags.check_range(settings["batch_rows"], "--batch-rows", 1)
     return PatchConfig(task=task, layers=flags.parse_layers(layers), pairs=None if pairs is None else str(pairs), **settings)
 
 
