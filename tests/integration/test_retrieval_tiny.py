@@ -9,21 +9,22 @@ touching what an earlier run wrote.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-import interp.experiments.retrieval as retrieval
+import interp.experiments.retrieval.runner as retrieval  # the runner's names, patched below
 from interp.analyses.retrieval import RetrievalConfig, score_trace
 from interp.hooks.prefix import prefix_tree, tree_cost
 from interp.experiments import Store
-from interp.experiments._retrieval_reference import paper_decode_trace
 from interp.experiments.retrieval import (
     EXPERIMENT,
     decode_answers,
@@ -35,6 +36,18 @@ from interp.experiments.retrieval import (
     teacher_trace,
     teacher_traces,
 )
+
+
+def _load_paper_loop():
+    """Wu et al.'s eager loop, the reference beside the benchmark (benchmarks/retrieval_paper_loop.py), loaded by path."""
+    path = Path(__file__).parents[2] / "benchmarks" / "retrieval_paper_loop.py"
+    spec = importlib.util.spec_from_file_location("retrieval_paper_loop", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.paper_decode_trace
+
+
+paper_decode_trace = _load_paper_loop()
 
 
 def score_retrieval(lm, config, out, *, progress=False):

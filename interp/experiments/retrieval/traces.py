@@ -1,7 +1,7 @@
 """The model side of retrieval scoring: the scored rows of needle samples, and answers under edits.
 
 Every function here drives the model through `interp.models.Model` operations and
-`interp.hooks` only (`capture`, `intervene`), and returns a `RowTrace` (or answer token ids)
+`interp.hooks` only (`streaming`, `intervene`, `tree_rows`), and returns a `RowTrace` (or answer token ids)
 that `interp.analyses.retrieval_scores` scores:
 
 - teacher mode: one forward pass on prompt + response (`teacher_trace`), or every sample of a
@@ -14,7 +14,9 @@ that `interp.analyses.retrieval_scores` scores:
 - the causal check: the model's answer with some heads' attention made uniform, no kernel
   (`needle_recall` one sample, `teacher_answers` / `decode_answers` a grid).
 
-Re-exported by `interp.experiments.retrieval`.
+Re-exported by `interp.experiments.retrieval`. The paper's own loop on a separately loaded eager
+model (materialised attention), against which these traces are checked, is
+``benchmarks/retrieval_paper_loop.py``.
 """
 
 from __future__ import annotations
@@ -61,20 +63,18 @@ def teacher_trace(lm: Model, sample: NeedleSample, *, backend: str = "auto", edi
     With ``edits`` (e.g. uniform attention on some heads) the same pass runs under
     `interp.hooks.intervene`; the kernel then sees the edited queries.
     """
-    from interp.hooks import capture, intervene
+    from interp.hooks import intervene, streaming
 
     ids = _ids(lm, sample.input_ids)
     n_resp = len(sample.response_ids)
     rows = response_rows(sample.n_prompt, n_resp)
     top1: dict[int, Tensor] = {}
 
-    def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+    def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
         top1[layer] = _stats_top1(lm, layer, q, k, rows.to(q.device), backend).cpu()
 
-    with intervene(lm, list(edits)), capture(lm, keep=(), on_layer=on_layer):
+    with intervene(lm, list(edits)), streaming(lm, None, on_layer):  # checks every layer fired
         logits = lm.logits_tail(ids, n_resp + 1)[0, :-1]
-    if len(top1) != lm.arch.n_layers:
-        raise InterpError(f"the kernel ran on {len(top1)} of {lm.arch.n_layers} layers: the hooks did not fire")
     return RowTrace(
         positions=rows,
         top1=torch.stack([top1[layer] for layer in range(lm.arch.n_layers)]),
@@ -236,7 +236,7 @@ def decode_trace(lm: Model, sample: NeedleSample, *, max_new_tokens: int = 50, b
 
 def _decode_rows(lm: Model, sample: NeedleSample, max_new_tokens: int, backend: str, past: Any) -> RowTrace:
     """`decode_trace`'s loop and kernel call (edits, if any, are already attached)."""
-    from interp.hooks import capture
+    from interp.hooks import streaming
 
     n_layers = lm.arch.n_layers
     q_rows: dict[int, list[Tensor]] = {layer: [] for layer in range(n_layers)}
@@ -246,15 +246,15 @@ def _decode_rows(lm: Model, sample: NeedleSample, max_new_tokens: int, backend: 
     def on_prefilled() -> None:
         decoding[0] = True
 
-    def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+    def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
         if decoding[0]:
             q_rows[layer].append(q[:, :, -1:])
             last_k[layer] = k
 
-    with capture(lm, keep=(), on_layer=on_layer):
+    with streaming(lm, None, on_layer):  # checks every layer fired in every pass
         emitted, stopped = greedy_answer(lm, sample.prompt_ids, max_new_tokens=max_new_tokens, past=past, on_prefilled=on_prefilled)
-    if any(len(q_rows[layer]) != len(emitted) for layer in range(n_layers)) or len(last_k) != n_layers:
-        raise InterpError("the hooks did not fire on every layer of every decode step")
+    if len(q_rows[0]) != len(emitted):  # one decode pass per emitted token, or the rows are misaligned
+        raise InterpError(f"internal error: {len(q_rows[0])} decode passes for {len(emitted)} emitted tokens")
     top1 = torch.stack(
         [_stats_top1(lm, layer, torch.cat(q_rows[layer], dim=2), last_k[layer], None, backend).cpu() for layer in range(n_layers)]
     )

@@ -1,9 +1,10 @@
 """REFERENCE PATH, for tests and benchmarks only: Wu et al.'s own way of reading j*.
 
 It runs a separately loaded eager HF model with ``output_attentions=True`` and materialises
-attention, which the analysis itself never does; it exists so tests and
-``benchmarks/retrieval.py`` can check that the kernel rows of `interp.experiments.retrieval`
-give the same events as the paper's loop.
+attention, which the library never does; it lives beside ``benchmarks/retrieval.py``, which
+times it against `interp.experiments.retrieval` and checks that the kernel rows give the same
+events as the paper's loop (tests/integration/test_retrieval_tiny.py checks the same, loading
+this file by path).
 """
 
 from __future__ import annotations
