@@ -155,7 +155,8 @@ def report_config(quick: bool, earlier: Mapping[str, Any]) -> InfluenceConfig:
         if found is not None and "induction" in found.kinds:
             heads = [(int(l), int(h)) for l, h, _ in found.top("induction", 5)]
         name, source = "top induction heads", found
-    checked = None if source is None or not heads else not failed(check_all(source))
+    checks = check_all(source) if source is not None and heads else ()
+    checked = not failed(checks) if checks else None  # None: a source that declares no checks
     return InfluenceConfig(
         heads=tuple(heads) or None, max_texts=sizes["n_texts"], max_tokens=sizes["max_tokens"], heads_name=name,
         heads_checked=checked,

@@ -303,3 +303,19 @@ def test_head_detectors_check_that_windowed_layers_see_the_expected_keys():
     (check,) = failed(narrow.checks)
     assert check.value == 0.0 and "random/duplicate" in check.detail
     assert combine(cfg, "m", [0, 1], 2, {"random": [record(n)]}).checks == ()  # all global: nothing to check
+
+
+def test_influence_in_the_report_knows_whether_its_heads_passed_their_checks():
+    from interp.experiments.influence import report_config
+
+    class Retrieval:
+        def __init__(self, passed):
+            self.checks = () if passed is None else (holds("counted_samples", passed, ""),)
+
+        def top(self, k):
+            return [(3, 1, 0.4), (5, 0, 0.2)]
+
+    assert report_config(True, {"retrieval": Retrieval(True)}).heads_checked is True
+    assert report_config(True, {"retrieval": Retrieval(False)}).heads_checked is False
+    assert report_config(True, {"retrieval": Retrieval(None)}).heads_checked is None  # declares no checks
+    assert report_config(True, {}).heads_checked is None  # no source run at all
