@@ -48,8 +48,8 @@ def test_report_head_sections(embedded, tmp_path):
     summary = rep.stages[0].summary
     assert f"induction: L{top.layer}H{top['head']} ({top.score:.2f})" in summary
     texts = pd.read_csv(tmp_path / "influence" / "texts.csv")
-    assert (texts["influence"] > 0).all()  # making induction heads uniform hurts every shipped text
+    assert (texts["influence"] > 0).all()  # regression guard (one run): uniform induction heads hurt every shipped text
     qr = json.loads((tmp_path / "qr_heads" / "summary.json").read_text())
-    assert qr["n_samples"] == 2 and qr["top"][0][2] > 0.1
+    assert qr["n_samples"] == 2 and qr["top"][0][2] > 0.1  # regression guard (one run): the top QR head clears 0.1
     for s in rep.stages:
-        assert s.seconds < 60 and (tmp_path / s.name / s.figures[0]).is_file()
+        assert s.seconds > 0 and (tmp_path / s.name / s.figures[0]).is_file()  # timed, not bounded: no wall-clock limits
