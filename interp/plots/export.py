@@ -1,8 +1,10 @@
 """Export of figures: self-contained HTML (works offline), PNG where an image backend exists.
 
 `save_figure` writes one figure as one HTML file with plotly.js inside (or pointing at a shared
-copy, for folders of many figures). `save_page` writes one page holding many figures, with
-plotly.js inlined once, so a whole report is a single file that opens with no network.
+copy, for folders of many figures). `page_html` is the one writer of pages holding many figures
+(the report's index, patch.html, preplan.html): sections of HTML and figures, with plotly.js
+inlined once, so a whole report is a single file that opens with no network; `save_page` writes
+one to a file.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "is_static",
     "image_backend_available",
     "PageSection",
+    "page_html",
     "save_page",
 ]
 
@@ -160,20 +163,28 @@ def save_page(
     intro_html: str = "",
     extra_css: str = "",
 ) -> Path:
-    """Write one self-contained HTML page: plotly.js inlined once, every section's figures drawn.
+    """Write `page_html` (plotly.js inlined once) atomically to ``path``; returns ``path``."""
+    return atomic_write_text(path, page_html(sections, title=title, intro_html=intro_html, extra_css=extra_css))
+
+
+def page_html(
+    sections: Sequence[PageSection],
+    *,
+    title: str,
+    intro_html: str = "",
+    extra_css: str = "",
+    plotlyjs: Union[bool, str] = True,
+) -> str:
+    """One HTML page: a heading, a navigation bar, and every section's summary, links and figures.
 
     Args:
-        path: the .html file.
         sections: the page's sections, in order.
         title: page title and heading.
         intro_html: trusted HTML under the heading.
         extra_css: more CSS for the page (e.g. for HTML fragments in the summaries).
-
-    Returns:
-        ``path``.
+        plotlyjs: True inlines plotly.js once (the page opens offline); a path such as
+            ``"../plotly.min.js"`` references one shared copy; False leaves it out.
     """
-    from plotly.offline import get_plotlyjs
-
     parts = []
     nav = []
     n_fig = 0
@@ -203,7 +214,7 @@ def save_page(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
 <style>{_STYLE}{extra_css}</style>
-<script type="text/javascript">{get_plotlyjs()}</script>
+{_plotly_script(plotlyjs)}
 </head>
 <body>
 <header><h1>{html.escape(title)}</h1><p>{intro_html}</p></header>
@@ -214,4 +225,14 @@ def save_page(
 </body>
 </html>
 """
-    return atomic_write_text(path, page)
+    return page
+
+
+def _plotly_script(plotlyjs: Union[bool, str]) -> str:
+    if plotlyjs is True:
+        from plotly.offline import get_plotlyjs
+
+        return f'<script type="text/javascript">{get_plotlyjs()}</script>'
+    if isinstance(plotlyjs, str):
+        return f'<script src="{html.escape(plotlyjs)}"></script>'
+    return ""

@@ -132,7 +132,9 @@ def overlap_figure(overlap: CircuitOverlap, scores_a: np.ndarray, scores_b: np.n
 
 
 def figures_html(figures: Sequence[go.Figure], title: str = "interp") -> str:
-    """One self-contained HTML page holding several figures (plotly.js embedded once)."""
-    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}) for i, fig in enumerate(figures)]
-    body = "\n".join(f"<div>{p}</div>" for p in parts)
-    return f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>\n{body}\n</body></html>\n"
+    """One self-contained HTML page holding several figures (`interp.plots.export.page_html`,
+    plotly.js embedded once)."""
+    from interp.plots.export import PageSection, page_html
+
+    section = PageSection("Figures", figures=[(f"figure-{i + 1}", fig) for i, fig in enumerate(figures)], anchor="figures")
+    return page_html([section], title=title)

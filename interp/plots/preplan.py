@@ -17,6 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from interp.plots.common import token_trace
+from interp.plots.export import PageSection, page_html
 from interp.runs import atomic_write_text
 
 __all__ = [
@@ -130,7 +131,7 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em; max-width: 1100px; }}
 """
 
 
-def _section(result, sample_id: str, plotlyjs: bool | str) -> str:
+def _section(result, sample_id: str, anchor: str) -> PageSection:
     s = result.summary()
     meta = (
         f"{html.escape(result.model)}; layers {s['layers']}; {result.n_local} local and {result.n_global} global heads; "
@@ -138,22 +139,14 @@ def _section(result, sample_id: str, plotlyjs: bool | str) -> str:
         f"{s['n_preplan']} preplan, {s['n_anchor']} anchor, {s['n_dominated_anchors']} locally dominated anchors "
         f"(tau_waad = {result.tau_waad:.3f}, k = {result.config.coupling_k})"
     )
-    figs = [waad_figure(result), fai_figure(result), span_figure(result)]
-    divs = [
-        f.to_html(full_html=False, include_plotlyjs=plotlyjs if i == 0 else False, config={"displaylogo": False})
-        for i, f in enumerate(figs)
-    ]
+    figs = [("waad", waad_figure(result)), ("fai", fai_figure(result)), ("span", span_figure(result))]
     legend = (
         f'<p class="legend"><span class="preplan">preplan</span><span class="anchor">anchor</span>'
         f'<span class="both">both</span><span class="anchor dom">locally dominated anchor</span>'
         f"hover a token for its numbers</p>"
     )
-    return (
-        f'<section><h2>{html.escape(sample_id)}</h2><p class="meta">{meta}</p>'
-        f'<p class="prompt">{html.escape(result.prompt)}</p>{legend}{highlighted_text_html(result)}'
-        + "".join(divs)
-        + "</section>"
-    )
+    text = f'<p class="meta">{meta}</p><p class="prompt">{html.escape(result.prompt)}</p>{legend}{highlighted_text_html(result)}'
+    return PageSection(sample_id, text, figures=figs, anchor=anchor)
 
 
 def preplan_page(
@@ -169,16 +162,13 @@ def preplan_page(
     if not results:
         raise ValueError("no results to draw")
     ids = list(ids) if ids is not None else [f"sample {i}" for i in range(len(results))]
-    sections = "".join(_section(r, i, include_plotlyjs if n == 0 else False) for n, (r, i) in enumerate(zip(results, ids)))
+    sections = [_section(r, i, f"sample-{n}") for n, (r, i) in enumerate(zip(results, ids))]
     intro = (
-        "<p>Li et al. 2025, <i>Attention Illuminates LLM Reasoning</i>: WAAD (windowed attention distance of the "
+        "Li et al. 2025, <i>Attention Illuminates LLM Reasoning</i>: WAAD (windowed attention distance of the "
         "local heads) and FAI (attention a token receives from 10-100 tokens later, global heads). Preplan tokens "
-        "sit at the largest WAAD jumps, anchors have the highest FAI.</p>"
+        "sit at the largest WAAD jumps, anchors have the highest FAI."
     )
-    return (
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{intro}{sections}</body></html>\n"
-    )
+    return page_html(sections, title=title, intro_html=intro, extra_css=_CSS, plotlyjs=include_plotlyjs)
 
 
 def save_preplan_html(results: Sequence, path: str | os.PathLike, ids: Sequence[str] | None = None) -> Path:
