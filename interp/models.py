@@ -573,4 +573,7 @@ def wrap_model(
     adapter.install(loaded)
     if backend == "tl":
         _check_bridge_hooks(loaded)
+        # interp feeds the bridge ids (`encode`); its own string entry points (to_tokens, a
+        # notebook's bridge("text")) then prepend BOS exactly as `encode` does
+        wrapped.cfg.default_prepend_bos = loaded.prepends_bos
     return loaded

@@ -183,9 +183,10 @@ def test_tl_backend_gets_the_same_ids_and_logits(saved):
     for text in TEXTS[:2]:
         ids = hf.encode(text)
         assert tl.encode(text).tolist() == ids.tolist() and ids[0, 0] == BOS and int((ids == BOS).sum()) == 1
+        assert tl.model.to_tokens(text).tolist() == ids.tolist()  # the bridge's own string route agrees
         torch.testing.assert_close(tl.forward(ids), hf.forward(ids), atol=1e-4, rtol=1e-4)
     off = load_model(str(saved), backend="tl", prepend_bos=False)
-    assert off.encode(TEXTS[0])[0].tolist() == hf.encode(TEXTS[0])[0, 1:].tolist()
+    assert off.encode(TEXTS[0])[0].tolist() == hf.encode(TEXTS[0])[0, 1:].tolist() == off.model.to_tokens(TEXTS[0])[0].tolist()
 
 
 # --------------------------------------------------------------------------------------------
