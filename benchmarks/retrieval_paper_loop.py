@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from interp.analyses.retrieval_scores import RowTrace
+from interp.analyses.retrieval.scores import RowTrace
 from interp.datasets.needles import NeedleSample
 
 __all__ = ["paper_decode_trace"]

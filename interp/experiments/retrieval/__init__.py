@@ -8,7 +8,7 @@
 - `command`: ``interp score retrieval``, its tables, figures and the report's stage (`EXPERIMENT`).
 
 The pure half (config, scoring, the grid's result, the masking check) is
-`interp.analyses.retrieval` and `interp.analyses.retrieval_scores`; the shared-prefix walk is
+`interp.analyses.retrieval`; the shared-prefix walk is
 `interp.hooks.prefix`; the samples come from `interp.datasets.needles`. In a notebook::
 
     from interp.experiments import Store

@@ -3,7 +3,7 @@
 `run` builds the needle grid (`interp.datasets.needles`) with the model's tokenizer and chat
 template, traces every sample (the scored rows and their top-1 key positions, from
 `interp.experiments.retrieval.traces`, over a shared-prefix walk by default), scores each trace
-(`interp.analyses.retrieval_scores`) and combines the grid (`interp.analyses.retrieval`); then
+(`interp.analyses.retrieval.scores`) and combines the grid (`interp.analyses.retrieval`); then
 the causal check re-answers every sample with the top-K and with random-K heads made uniform.
 Needle samples are the units of work of the scoring, (condition, sample) those of the check:
 shared over ranks in contiguous blocks (samples that share a prefix stay on one rank) and

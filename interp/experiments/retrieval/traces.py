@@ -2,11 +2,18 @@
 
 Every function here drives the model through `interp.models.Model` operations and
 `interp.hooks` only (`streaming`, `intervene`, `tree_rows`), and returns a `RowTrace` (or answer token ids)
-that `interp.analyses.retrieval_scores` scores:
+that `interp.analyses.retrieval.scores` scores:
+
+The paper decodes greedily with eager attention and ``output_attentions`` (the full [T, T]
+matrices) to read j*; here j* is the kernel's ``top1`` (`interp.kernels.attention_stats`) of
+the needed query rows only, and the attention matrix is never built:
 
 - teacher mode: one forward pass on prompt + response (`teacher_trace`), or every sample of a
   grid over a shared-prefix walk (`teacher_traces`, `interp.hooks.prefix`); the
-  kernel computes top-1 of the response rows only.
+  kernel computes top-1 of the response rows only. The rows are the positions that predict
+  each response token; a row is scored when the model's own greedy token equals the forced
+  one, so while the model copies correctly the rows, their prefixes and hence their events
+  are exactly those of greedy decoding.
 - decode mode: Wu et al.'s loop (prefill ``prompt[:-1]``, feed the last prompt token as the
   first step, greedy steps until a newline or end-of-sequence token); each step's query row is
   kept per layer and one kernel call per layer after the loop computes every decode row
@@ -28,7 +35,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.analyses.retrieval import RetrievalConfig
-from interp.analyses.retrieval_scores import RowTrace, response_rows, rouge1_recall
+from interp.analyses.retrieval.scores import RowTrace, response_rows, rouge1_recall
 from interp.datasets.needles import NeedleSample
 from interp.errors import InterpError
 from interp.models import Model

@@ -9,8 +9,8 @@ counts only when the model's answer has ROUGE-1 recall >= 0.5 against the refere
 This module is the per-sample part, pure: a `RowTrace` holds the scored rows of one sample
 (their top-1 key positions per head, the emitted and forced tokens), as the runner
 `interp.experiments.retrieval` captured them; `score_trace` turns it into copy events and the
-per-head sample score, `sample_record` into the resume log's record. Grid-level aggregation and
-the causal check are in `interp.analyses.retrieval`.
+per-head sample score, `sample_record` into the resume log's record. Grid-level aggregation is
+`interp.analyses.retrieval.results`, the causal check `interp.analyses.retrieval.masking`.
 """
 
 from __future__ import annotations
