@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     hf = interp.load_model()
     # a second copy of the same weights: booting a bridge rewires its HF model in place (eager attention)
     bridge = interp.load_model(backend="tl").model
-    batch = ioi(hf.tokenizer, IOIConfig(n=args.n, seed=args.seed))
+    batch = ioi(hf.tokenizer, IOIConfig(n=args.n, seed=args.seed), bos=hf.bos_id)
     layers = parse_layers(args.layers) if args.layers else tuple(range(0, hf.arch.n_layers, max(1, args.layer_step)))
     sweeps = [s.strip() for s in args.sweeps.split(",") if s.strip()]
     unknown = [s for s in sweeps if s not in SWEEPS]
