@@ -2,9 +2,12 @@
 
 `run_report` runs every experiment of `interp.experiments.registry` that has a report setting, in
 its ``order`` (retrieval heads, attention sinks, preplan/anchor tokens, IOI circuit patching, the
-head detectors, select-and-copy, QRHead, AttentionInfluence), each through its own runner, tables,
-figures and one-sentence finding, and then draws the attention patterns of the heads they found. Each stage writes its tables (CSV) and figures (HTML sharing one ``plotly.min.js``,
-plus PNG where the figure is static and an image backend exists) under ``DIR/<stage>/``; when
+head detectors, select-and-copy, QRHead, AttentionInfluence, the attention patterns of the heads
+they found), each through its own runner, tables, figures and one-sentence finding. A stage that
+takes another's results names it in `Experiment.needs`: the report runs that one first and hands
+its result over. Each stage writes its tables (CSV) and figures (HTML sharing one
+``plotly.min.js``, plus PNG where the figure is static and an image backend exists) through a
+`interp.experiments.Store` of ``DIR/<stage>/``; when
 every stage has finished, ``DIR/index.html`` is written: one self-contained page (plotly.js
 inlined once, opens with no network) that embeds every figure under a short summary of each
 finding, and links the tables.
@@ -49,10 +52,6 @@ __all__ = [
     "report",
 ]
 
-# The report's own last stage (not an analysis): the attention patterns of the heads found.
-_ATTENTION, _ATTENTION_TITLE = "attention", "Attention patterns of the heads found"
-
-
 def _experiments() -> dict:
     """The registry's experiments that take part in the report, by name."""
     from interp.experiments import registry
@@ -60,19 +59,7 @@ def _experiments() -> dict:
     return {name: exp for name, exp in registry().items() if exp.report is not None}
 
 
-def _stage_order() -> tuple[tuple[str, ...], dict[str, str]]:
-    exps = _experiments()  # already in report order
-    return (*exps, _ATTENTION), {**{n: e.title for n, e in exps.items()}, _ATTENTION: _ATTENTION_TITLE}
-
-
-STAGES, _TITLES = _stage_order()  # in run order; influence masks the heads retrieval found, attention draws retrieval's and patching's
-
-# The text shown in the attention viewer: a sentence of rare words, said twice. A head that copies
-# from context attends, on the second copy, to the token after the first occurrence of the current
-# token (the off-diagonal stripe), which is what retrieval heads do with a needle.
-_REPEAT_TEXT = (
-    "The violet lighthouse keeper Marguerite counted forty-seven copper gulls over the Baltic shore at dawn. "
-)
+STAGES = tuple(_experiments())  # in run order (the registry's report order)
 
 
 @dataclass(frozen=True)
@@ -82,18 +69,16 @@ class ReportConfig:
     Attributes:
         quick: use the smallest sizes (a first look in about a minute; noisier numbers). The
             defaults are sized so `make demo` finishes within 10 minutes on 2 CPU cores.
-        stages: which stages to run, a subset of `STAGES` (all by default). "attention" draws
-            the heads found by "retrieval" and "patching", so it needs them.
+        stages: which stages to run, a subset of `STAGES` (all by default); a stage comes with
+            the stages it needs (`Experiment.needs`).
         configs: stage name -> the analysis config that stage runs with (e.g.
             ``{"sinks": SinkConfig(length=512)}``); a stage not named runs at the report's sizes.
-        repeats: how many times the attention viewer's sentence is repeated.
         png: also write PNGs of static figures when an image backend (kaleido) works.
     """
 
     quick: bool = False  # smallest sizes (tests, a first look)
     stages: tuple[str, ...] = STAGES  # all analyses
     configs: Mapping[str, Any] = field(default_factory=dict)  # stage name -> its analysis config; missing = report default
-    repeats: int = 2  # copies of the attention viewer's sentence
     png: bool = True  # PNGs of static figures where an image backend exists
 
     def __post_init__(self) -> None:
@@ -101,14 +86,16 @@ class ReportConfig:
         unknown = [s for s in stages if s not in STAGES]
         if unknown or not stages:
             raise InterpError(f"unknown report stages {unknown or '(none given)'}: choose from {', '.join(STAGES)}")
-        if "attention" in stages and not {"retrieval", "patching"} <= set(stages):
-            raise InterpError("the attention stage draws the heads found by retrieval and patching: include both stages")
+        exps = _experiments()
+        for name in stages:
+            needs = exps[name].needs
+            if not set(needs) <= set(stages):
+                both = "both stages" if len(needs) == 2 else "those stages"
+                raise InterpError(f"the {name} stage takes the results of {' and '.join(needs)}: include {both}")
         object.__setattr__(self, "stages", tuple(s for s in STAGES if s in stages))
-        unknown = [s for s in self.configs if s not in STAGES or s == "attention"]
+        unknown = [s for s in self.configs if s not in STAGES]
         if unknown:
-            raise InterpError(f"configs for unknown stages {unknown}: name analysis stages from {', '.join(STAGES[:-1])}")
-        if not isinstance(self.repeats, int) or self.repeats < 2:
-            raise InterpError(f"repeats must be an int >= 2 (the viewer shows copying from the first copy), got {self.repeats!r}")
+            raise InterpError(f"configs for unknown stages {unknown}: name stages from {', '.join(STAGES)}")
 
 
 @dataclass(frozen=True)
@@ -190,14 +177,16 @@ class _Output:
 def stage_configs(config: ReportConfig) -> dict[str, Any]:
     """The analysis config each chosen stage runs with (the report's small defaults where None).
 
-    Building them validates every setting before any long work starts.
+    Building them validates every setting before any long work starts. A stage that takes other
+    stages' results (`Experiment.needs`) gets its config when they have run, unless one is given.
     """
-    out: dict[str, Any] = {}
-    quick = config.quick
     exps = _experiments()
+    out: dict[str, Any] = {}
     for name in config.stages:
-        if name in exps:  # validated when built; ``earlier`` results are not known yet here
-            out[name] = config.configs.get(name) or exps[name].report(quick, {})
+        if name in config.configs:
+            out[name] = config.configs[name]
+        elif not exps[name].needs:
+            out[name] = exps[name].report(config.quick, {})
     return out
 
 
@@ -246,45 +235,11 @@ def _esc(x: Any) -> str:
     return html.escape(str(x), quote=False)
 
 
-def _capture_head(lm: Model, ids, layer: int, head: int):
-    """(q, k) of one head on ``ids`` [1, pos]: [pos, d_head] each."""
-    from interp.hooks import capture
-
-    with capture(lm, layers=[layer], keep=("q", "k")) as cap:
-        lm.forward(ids)
-    return cap["q", layer][0, head], cap["k", layer][0, lm.arch.kv_map[head]]
-
-
-def _stage_attention(lm: Model, cfg, ctx: dict) -> _Output:
-    from interp.plots.attention import attention_view, pattern_kwargs
-
-    picks = _pick_attention_heads(lm, ctx)  # [(label, layer, head, text, why)]
-    figures = []
-    lines = []
-    for label, layer, head, text, why in picks:
-        ids = lm.encode(text)
-        q, k = _capture_head(lm, ids, layer, head)
-        fig = attention_view(
-            q, k, lm.token_strings(ids[0]), **pattern_kwargs(lm.attention_kwargs(layer), head), layer=layer, head=head
-        )
-        fig.update_layout(title=f"{why}: {fig.layout.title.text}")
-        figures.append((f"{label}_L{layer}H{head}", fig))
-        lines.append(f"{why}: layer {layer} head {head}")
-    text = "; ".join(lines) + "."
-    body = (
-        f"<p>{_esc(text)}</p><p>Each pattern is computed exactly from the head's captured q and k. The copy text is "
-        "one sentence said twice: a head that copies from context attends, on the second copy, to the token after "
-        "the current token's first occurrence (a stripe parallel to the diagonal). Hover a cell for the query and "
-        "key tokens.</p>"
-    )
-    return _Output(summary=text, summary_html=body, figures=figures)
-
-
 def figures_for(stage: str, result) -> list:
     """The (name, Figure) pairs the report draws for one analysis's result.
 
     Args:
-        stage: the name of an experiment in the report (`STAGES` but "attention").
+        stage: the name of an experiment in the report (`STAGES`).
         result: that analysis's result object.
     """
     exps = _experiments()
@@ -292,32 +247,6 @@ def figures_for(stage: str, result) -> list:
         raise InterpError(f"no figures for stage '{stage}': choose from {', '.join(exps)}")
     exp = exps[stage]
     return list((exp.report_figures or exp.figures)(result).items())
-
-
-def _pick_attention_heads(lm: Model, ctx: dict) -> list:
-    """Heads for the viewer: the top retrieval head on repeated text, the top IOI head on an IOI prompt.
-
-    Returns:
-        [(label, layer, head, text, why)].
-    """
-    from interp.analyses.patching import top_heads
-    from interp.datasets.tasks import make_task
-
-    picks = []
-    copy_text = _REPEAT_TEXT * ctx["config"].repeats
-    retrieval = ctx["results"].get("retrieval")  # the retrieval experiment's result
-    top = retrieval.top(5) if retrieval is not None else []
-    if top:
-        layer, head, _ = top[0]
-        picks.append(("retrieval", layer, head, copy_text, "Top retrieval head on repeated text"))
-    else:  # no needle sample was answered, so no head scored: show a mid-depth head instead
-        layer = lm.arch.n_layers // 2
-        picks.append(("retrieval", layer, 0, copy_text, "No retrieval head scored; a middle-layer head on repeated text"))
-    task = ctx["configs"]["patching"]
-    ioi = make_task(lm.tokenizer, task.task, n=1, seed=task.seed).clean_text[0]
-    layer, head, _ = top_heads(ctx["results"]["patching"], 1)[0]
-    picks.append(("patching", layer, head, ioi, f"Top {task.task.upper()} patching head on a clean prompt"))
-    return picks
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,25 +257,22 @@ _HOW_TO_READ = "Figures are interactive: hover for values, drag to zoom, double-
 
 
 def _write_stage(out_dir: Path, name: str, title: str, output: _Output, seconds: float, png: bool) -> StageReport:
-    from interp.plots.export import save_figure, save_pngs
-    from interp.runs import atomic_write_csv, atomic_write_json
+    """The stage's tables, figures (sharing the report's plotly.js; PNGs of the static ones where an
+    image backend works) and JSON, through the `Store` of ``out_dir/name``."""
+    from interp.experiments import Store
 
-    folder = out_dir / name
-    folder.mkdir(parents=True, exist_ok=True)
-    tables, figures = [], []
+    store = Store(out_dir / name, plotlyjs="../plotly.min.js", png=png, progress=False)
     for tname, df in output.tables.items():
-        atomic_write_csv(folder / f"{tname}.csv", df)
-        tables.append(f"{tname}.csv")
-    for fname, fig in output.figures:
-        save_figure(fig, folder / f"{fname}.html", include_plotlyjs="../plotly.min.js")
-        figures.append(f"{fname}.html")
-    if png:  # static figures as pictures too, where an image backend (kaleido) works
-        save_pngs([(fig, folder / f"{fname}.png") for fname, fig in output.figures])
+        store.write_table(tname, df)
+    store.write_figures(dict(output.figures))
     for jname, obj in output.json.items():
-        atomic_write_json(folder / f"{jname}.json", obj)
+        store.write_json(jname, obj)
+    if hasattr(store, "close"):
+        store.close()
     return StageReport(
-        name=name, title=title, summary=output.summary, seconds=round(seconds, 2), tables=tuple(tables),
-        figures=tuple(figures), checks=tuple(output.checks),
+        name=name, title=title, summary=output.summary, seconds=round(seconds, 2),
+        tables=tuple(f"{t}.csv" for t in output.tables), figures=tuple(f"{f}.html" for f, _ in output.figures),
+        checks=tuple(output.checks),
     )  # fmt: skip
 
 
@@ -416,13 +342,11 @@ def _write_index(out_dir: Path, lm: Model, config: ReportConfig, stages: list[St
 
 def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict) -> _Output:
     """One registry experiment as a report stage: its config may use the results of earlier stages."""
-    from interp.experiments import Store
+    from interp.experiments import Store, finding
 
     if exp.name not in config.configs:
         cfg = exp.report(config.quick, ctx["results"])
         ctx["configs"][exp.name] = cfg
-    from interp.experiments._base import finding
-
     result = exp.run(lm, cfg, Store())
     ctx["results"][exp.name] = result
     text = finding(exp, result)  # led by a warning when a check failed
@@ -475,14 +399,11 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
     exps = _experiments()
     n = len(config.stages)
     for i, name in enumerate(config.stages, 1):
-        title = _TITLES[name]
+        title = exps[name].title
         console.rule(f"[bold]{i}/{n} {title}")
         t0 = time.time()
         try:
-            if name == _ATTENTION:
-                output = _stage_attention(lm, None, ctx)
-            else:
-                output = _run_experiment(exps[name], lm, config, configs[name], ctx)
+            output = _run_experiment(exps[name], lm, config, configs.get(name), ctx)
         except Exception as err:
             console.print(f"[red]x {title} failed after {time.time() - t0:.0f} s; no index.html written[/]")
             if isinstance(err, InterpError):
@@ -494,7 +415,7 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
         console.print(f"[green]done[/] in {seconds:.0f} s: {output.summary}")
     seconds = time.time() - started
     settings = {name: c.settings() for name, c in configs.items()}
-    settings["report"] = {"quick": config.quick, "stages": list(config.stages), "repeats": config.repeats}
+    settings["report"] = {"quick": config.quick, "stages": list(config.stages)}
     info = run_info(lm, settings, started, ranks=world().size)
     info["stages"] = [
         {"name": s.name, "seconds": s.seconds, "summary": s.summary, "checks": as_records(s.checks)} for s in reports
@@ -505,7 +426,7 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
     untrusted = [s for s in reports if not s.trusted]
     if untrusted:
         console.print("[bold red]checks failed[/] in " + ", ".join(f"{s.name} ({', '.join(c.name for c in failed(s.checks))})" for s in untrusted))
-    from interp.experiments._base import strict
+    from interp.experiments import strict
 
     if untrusted and strict():
         raise ChecksFailed(f"report of {lm.name}", [c for s in untrusted for c in failed(s.checks)])

@@ -19,7 +19,7 @@ def report(
     quick: bool = typer.Option(False, "--quick", help="Smallest sizes: a first look in about a minute (noisier numbers)."),
     no_png: bool = typer.Option(False, "--no-png", help="Do not write PNGs of static figures (HTML only)."),
 ) -> None:
-    """Run retrieval, sinks, preplan/anchor and IOI patching on MODEL; write OUT/index.html."""
+    """Run every analysis at small sizes on MODEL (each experiment with a report setting); write OUT/index.html."""
     from rich.console import Console
 
     from interp.report import ReportConfig

@@ -16,9 +16,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from interp.experiments._base import Experiment, Store, execute, set_strict
+from interp.experiments._base import Experiment, Store, execute, finding, set_strict, strict
 
-__all__ = ["Experiment", "Store", "execute", "registry", "set_strict"]
+__all__ = ["Experiment", "Store", "execute", "registry", "finding", "set_strict", "strict"]
 
 _NOT_EXPERIMENTS = frozenset({"flags"})
 

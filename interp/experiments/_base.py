@@ -303,6 +303,8 @@ class Experiment(Generic[C, R]):
         report_tables: result -> {name: DataFrame} for the report's stage folder (default: ``tables``).
         report_figures: result -> {name: Figure} for the report page (default: ``figures``).
         report_html: result -> the report section's HTML (default: ``describe``, escaped, as a paragraph).
+        needs: the experiments whose results its ``report`` setting takes (in ``earlier``): the
+            report runs them first and refuses a stage list without them.
         order: position in the report (lower first).
     """
 
@@ -323,6 +325,7 @@ class Experiment(Generic[C, R]):
     report_tables: Optional[Callable[[R], dict[str, Any]]] = None
     report_figures: Optional[Callable[[R], dict[str, Any]]] = None
     report_html: Optional[Callable[[R], str]] = None
+    needs: tuple[str, ...] = ()
     order: int = 100
 
 

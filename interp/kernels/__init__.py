@@ -4,7 +4,8 @@ See `interp.kernels.stats.attention_stats` for the statistics and `docs/CONTRACT
 contract; the definitions are in docs/METRICS.md.
 """
 
+from interp.kernels._problem import BACKENDS
 from interp.kernels.pattern import attention_pattern
 from interp.kernels.stats import AttentionStats, attention_stats
 
-__all__ = ["AttentionStats", "attention_stats", "attention_pattern"]
+__all__ = ["AttentionStats", "attention_stats", "attention_pattern", "BACKENDS"]

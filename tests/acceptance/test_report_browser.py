@@ -110,7 +110,7 @@ def test_report_opens_offline_and_draws_every_figure(request, tmp_path):
             assert {"retrieval", "sinks", "preplan", "patching", "attention"} <= set(sections)
 
             # hover a cell of each attention-pattern heatmap: late query, early key (a causal cell)
-            from interp.report import _REPEAT_TEXT
+            from interp.experiments.attention import REPEAT_TEXT as _REPEAT_TEXT
 
             viewers = [f["name"] for f in figures if f["type"] == "heatmap" and f["name"].startswith(("retrieval_L", "patching_L"))]
             assert len(viewers) == 2, f"expected the two attention viewers, got {viewers}"

@@ -40,9 +40,39 @@ def test_registry_names_commands_and_config_convention():
     assert len(commands) == len(set(commands))
     for exp in reg.values():
         assert dataclasses.is_dataclass(exp.config) and exp.config.__dataclass_params__.frozen
+        if exp.needs:  # its report setting takes other stages' results: test_attention_views_from_earlier_results
+            assert exp.report is not None and set(exp.needs) < set(reg)
+            continue
         cfg = exp.report(True, {}) if exp.report is not None else exp.config()
         assert isinstance(cfg, exp.config)
         json.dumps(cfg.settings())  # one serialiser, JSON-able
+
+
+def test_attention_views_from_earlier_results():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from interp.analyses.patching import PatchResult
+    from interp.experiments.attention import REPEAT_TEXT, ViewConfig, report_config
+
+    scores = np.full((4, 3), np.nan)
+    scores[2, 1], scores[3, 0] = -0.9, 0.4
+    patching = PatchResult(task="ioi", target="head_out", method="activation", metric="score", axes=("layer", "head"),
+                           scores=scores, prompts=("When Mary and John went", "other"))  # fmt: skip
+    found = SimpleNamespace(top=lambda k: [(5, 2, 0.7)], scores=np.zeros((8, 4)))
+    cfg = report_config(True, {"retrieval": found, "patching": patching})
+    assert cfg.views == (
+        ("retrieval", 5, 2, REPEAT_TEXT * 2, "Top retrieval head on repeated text"),
+        ("patching", 2, 1, "When Mary and John went", "Top IOI patching head on a clean prompt"),  # largest |score|
+    )
+    none_scored = SimpleNamespace(top=lambda k: [], scores=np.zeros((8, 4)))
+    assert report_config(True, {"retrieval": none_scored, "patching": patching}).views[0][1:3] == (4, 0)  # middle layer
+    json.dumps(cfg.settings())
+    with pytest.raises(InterpError, match="no views"):
+        ViewConfig()
+    with pytest.raises(InterpError, match="names a file"):
+        ViewConfig(views=(("a b", 0, 0, "text", "c"),))
 
 
 def test_store_without_folder_keeps_nothing_and_with_folder_resumes(tmp_path):

@@ -63,6 +63,7 @@ class PatchResult:
         position_map: with ``position_map``, the resid_pre x position result by attribution patching.
         checks: whether the model does the task (`baseline_checks`); the scores mean nothing when
             one fails (the runner fills them from the config's thresholds).
+        prompts: the task's clean prompts (the runner fills them; e.g. to draw a head on one).
     """
 
     task: str
@@ -79,6 +80,7 @@ class PatchResult:
     activation: Optional["PatchResult"] = field(default=None, repr=False)
     position_map: Optional["PatchResult"] = field(default=None, repr=False)
     checks: tuple[Check, ...] = ()
+    prompts: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def n_layers(self) -> int:

@@ -173,4 +173,5 @@ def run(lm: Model, config: PatchConfig = PatchConfig(), store: Optional[Store] =
         # backward pass, where activation patching would need layers x positions patched runs
         resid = patch_task(lm, batch, target="resid_pre", method="attribution", metric=config.metric, by_pos=True, layers=config.layers)
         result = replace(result, position_map=resid)
-    return replace(result, checks=baseline_checks(result.baseline, config.min_clean_accuracy, config.min_logit_diff))
+    checks = baseline_checks(result.baseline, config.min_clean_accuracy, config.min_logit_diff)
+    return replace(result, checks=checks, prompts=tuple(batch.clean_text))
