@@ -14,7 +14,6 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-
 from typecheck import unchecked
 
 from interp.errors import InterpError
