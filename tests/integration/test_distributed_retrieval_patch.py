@@ -1,9 +1,21 @@
 """`score retrieval` and `patch` on two gloo ranks (torchrun) equal one process; a patch re-run
-resumes every pass from the ranks' parts. Helpers and fixtures from test_distributed.py."""
+resumes every pass from the ranks' parts. Helpers from tests/helpers.py."""
 
 from __future__ import annotations
 
-from test_distributed import _one_process, cli, records, same_tables, tiny_model, torchrun  # noqa: F401
+import pytest
+from helpers import clear_launch_env, cli, records, same_tables, save_tiny_llama, torchrun
+
+
+@pytest.fixture(autouse=True)
+def _one_process(monkeypatch):
+    """These tests choose their own rank layout; none leaks in from the shell."""
+    clear_launch_env(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-dist"))
 
 
 def test_retrieval_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
