@@ -107,7 +107,8 @@ def score_ids(
         )
     stats = collect_statistics(lm, torch.cat([prompt_ids, response_ids], dim=1), n_prompt, layers, config)
     resp_list = response_ids[0].tolist()
-    return PreplanResult(
+    return PreplanResult.found(
+        analyse(stats, config),
         config=config,
         model=lm.name,
         prompt=prompt,
@@ -118,7 +119,6 @@ def score_ids(
         token_ids=np.asarray(resp_list, dtype=np.int64),
         layers=tuple(layers),
         prompt_tokens=tuple(lm.token_strings(prompt_ids[0].tolist())),
-        **analyse(stats, config),
     )
 
 

@@ -56,12 +56,12 @@ def test_embedded_matches_dense_float64(embedded):
         embedded.forward(ids)
     parts = [dense_stats(cap["q", l], cap["k", l], embedded.arch.scale, res.n_prompt, 10, (10, 100)) for l in res.layers]
     ref = analyse(PreplanStats(res.layers, *(np.stack([p[n] for p in parts]) for n in range(3))), cfg)
-    np.testing.assert_allclose(res.span, ref["span"], rtol=1e-4)
-    assert (res.local == ref["local"]).all() and (res.global_ == ref["global_"]).all()
+    np.testing.assert_allclose(res.span, ref.span, rtol=1e-4)
+    assert (res.local == ref.local).all() and (res.global_ == ref.global_).all()
     assert res.n_local == res.n_global == 14  # 30% of 45 heads (index 13.2 of 0..44: 14 at or below)
-    np.testing.assert_allclose(res.waad, ref["waad"], rtol=1e-4)
-    np.testing.assert_allclose(res.fai, ref["fai"], rtol=1e-3, atol=1e-7)
-    assert (res.preplan == ref["preplan"]).all() and (res.anchor == ref["anchor"]).all()
+    np.testing.assert_allclose(res.waad, ref.waad, rtol=1e-4)
+    np.testing.assert_allclose(res.fai, ref.fai, rtol=1e-3, atol=1e-7)
+    assert (res.preplan == ref.preplan).all() and (res.anchor == ref.anchor).all()
 
 
 def test_embedded_greedy_generation(embedded):

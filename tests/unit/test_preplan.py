@@ -195,18 +195,19 @@ def test_analyse_on_known_answer_heads():
     stats = PreplanStats(layers=(0,), dist=dist[None], waad=waad[None], band=band[None])
     found = analyse(stats, cfg)
     d0, _, b0 = _uniform_closed_form()
-    np.testing.assert_allclose(found["span"], [[d0.mean(), 1.0]], rtol=1e-6)
-    assert found["local"].tolist() == [[False, True]] and found["global_"].tolist() == [[True, False]]
-    np.testing.assert_allclose(found["waad"], 1.0, atol=1e-6)  # WAAD = the previous-token head's
-    np.testing.assert_allclose(found["fai"][~np.isnan(b0)], b0[~np.isnan(b0)], rtol=1e-6)  # FAI = uniform head's
+    np.testing.assert_allclose(found.span, [[d0.mean(), 1.0]], rtol=1e-6)
+    assert found.local.tolist() == [[False, True]] and found.global_.tolist() == [[True, False]]
+    np.testing.assert_allclose(found.waad, 1.0, atol=1e-6)  # WAAD = the previous-token head's
+    np.testing.assert_allclose(found.fai[~np.isnan(b0)], b0[~np.isnan(b0)], rtol=1e-6)  # FAI = uniform head's
     # FAI of uniform attention falls with s: the anchors are the earliest response keys
     n_finite = int((~np.isnan(b0)).sum())
-    assert found["anchor"].sum() == _top_count(n_finite, 0.4)
-    assert found["anchor"][: found["anchor"].sum()].all()
+    assert found.anchor.sum() == _top_count(n_finite, 0.4)
+    assert found.anchor[: found.anchor.sum()].all()
 
 
 def _result_from(found, n_resp, cfg):
-    return PreplanResult(
+    return PreplanResult.found(
+        found,
         config=cfg,
         model="synthetic",
         prompt="p",
@@ -216,7 +217,6 @@ def _result_from(found, n_resp, cfg):
         tokens=tuple(f"t{i}" for i in range(n_resp)),
         token_ids=np.arange(n_resp),
         layers=(0, 1),
-        **found,
     )
 
 
@@ -236,17 +236,17 @@ def _random_found(seed=0, n_resp=30):
 def test_analyse_means_and_marks_match_definitions():
     stats, found, cfg = _random_found()
     span = stats.dist.mean(-1)
-    assert found["local"].sum() == 4 and found["global_"].sum() == 4  # 30% of 12 heads, no ties
-    assert span[found["local"]].max() < span[~found["local"]].min()
-    assert span[found["global_"]].min() > span[~found["global_"]].max()
-    np.testing.assert_allclose(found["waad"], stats.waad[found["local"]].mean(0))
-    np.testing.assert_allclose(found["fai"], stats.band[found["global_"]].mean(0))
-    assert np.isnan(found["fai"][-LO:]).all() and not found["anchor"][-LO:].any()
-    delta = np.abs(np.diff(found["waad"]))
-    assert found["preplan"][:-1].sum() == _top_count(delta.size, 0.4)
-    assert delta[found["preplan"][:-1]].min() > delta[~found["preplan"][:-1]].max()
-    assert found["tau_waad"] == pytest.approx(np.median(found["waad"]))
-    assert not (found["dominated"] & ~found["anchor"]).any()
+    assert found.local.sum() == 4 and found.global_.sum() == 4  # 30% of 12 heads, no ties
+    assert span[found.local].max() < span[~found.local].min()
+    assert span[found.global_].min() > span[~found.global_].max()
+    np.testing.assert_allclose(found.waad, stats.waad[found.local].mean(0))
+    np.testing.assert_allclose(found.fai, stats.band[found.global_].mean(0))
+    assert np.isnan(found.fai[-LO:]).all() and not found.anchor[-LO:].any()
+    delta = np.abs(np.diff(found.waad))
+    assert found.preplan[:-1].sum() == _top_count(delta.size, 0.4)
+    assert delta[found.preplan[:-1]].min() > delta[~found.preplan[:-1]].max()
+    assert found.tau_waad == pytest.approx(np.median(found.waad))
+    assert not (found.dominated & ~found.anchor).any()
 
 
 def test_result_tables_and_page():
