@@ -275,7 +275,7 @@ class SinkResult:
         counts = np.zeros((n_layers, self.n_heads), dtype=np.int64)
         mass = np.zeros((n_layers, self.n_heads))
         index = {layer: i for i, layer in enumerate(self.layers)}
-        for (text, layer, head, _), a in zip(hidden, self.hit_alpha[self.hit_hidden]):
+        for (_text, layer, head, _), a in zip(hidden, self.hit_alpha[self.hit_hidden]):
             counts[index[int(layer)], head] += 1
             mass[index[int(layer)], head] += a
         li, hi = np.meshgrid(np.arange(n_layers), np.arange(self.n_heads), indexing="ij")

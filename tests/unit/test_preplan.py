@@ -118,7 +118,9 @@ def test_config_rejects_bad_values(kwargs, match):
 def test_config_is_frozen_and_normalises():
     cfg = unchecked_new(PreplanConfig, layers=(5, 3, 3), band=[2, 7])  # a user's list, normalised
     assert cfg.layers == (3, 5) and cfg.band == (2, 7)
-    with pytest.raises(Exception):
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):  # not any exception: the dataclass is frozen
         cfg.window = 3  # type: ignore[misc]
 
 
