@@ -332,9 +332,11 @@ def _cli(monkeypatch, capsys, *argv):
     from interp import cli
 
     monkeypatch.setattr(sys, "argv", ["interp", *argv])
-    with pytest.raises(SystemExit) as exc:
+    try:
         cli.main()
-    return exc.value.code, capsys.readouterr().err
+    except SystemExit as exc:
+        return exc.code, capsys.readouterr().err
+    return 0, capsys.readouterr().err
 
 
 def test_cli_prepend_bos_without_a_bos_token_is_one_error_line(tmp_path, monkeypatch, capsys):
@@ -350,3 +352,19 @@ def test_cli_prepend_bos_without_a_bos_token_is_one_error_line(tmp_path, monkeyp
     assert code == 2 and not out.exists()
     lines = [ln for ln in err.splitlines() if "error" in ln.lower()]  # (loading progress bars aside)
     assert len(lines) == 1 and lines[0].startswith("error:") and "no BOS token" in lines[0] and "Traceback" not in err
+
+
+def test_cli_records_the_choice_and_resume_refuses_another(saved, tmp_path, monkeypatch, capsys):
+    """run.json records the effective BOS choice; a resume with the other choice is refused, losing nothing."""
+    import json
+
+    out = tmp_path / "out"
+    args = ("score", "sinks", "--model", str(saved), "--length", "16", "--max-texts", "2", "--out", str(out))
+    code, err = _cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    info = json.loads((out / "run.json").read_text())
+    assert info["launch"]["prepend_bos"] is True
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code, err = _cli(monkeypatch, capsys, "--no-prepend-bos", *args)
+    assert code == 2 and "prepend_bos: True -> False" in " ".join(err.split())
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
