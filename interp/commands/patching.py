@@ -47,9 +47,8 @@ def patch_overlap(
 
     from interp.analyses.patching import circuit_overlap, head_scores
     from interp.errors import InterpError
-    from interp.plots.export import save_figure
+    from interp.experiments import Store
     from interp.plots.patching import overlap_figure
-    from interp.runs import atomic_write_csv, atomic_write_json, prepare_out_dir
 
     a, b = load_run(run_a), load_run(run_b)
     if a.model and b.model and a.model != b.model:
@@ -61,16 +60,18 @@ def patch_overlap(
         f"share {ov.share:.0%}, Jaccard {ov.jaccard:.2f}"
     )
     console.print("shared: " + (", ".join(f"L{layer}H{head}" for layer, head in ov.shared) or "none"))
-    if out is not None:
-        folder = prepare_out_dir(out)
-        atomic_write_csv(folder / "overlap.csv", ov.to_dataframe())
-        atomic_write_json(folder / "overlap.json", {
+    if out is not None:  # written through a Store, as every command's files
+        store = Store(out, progress=False)
+        store.write_table("overlap", ov.to_dataframe())
+        store.write_json("overlap", {
             "run_a": str(run_a), "run_b": str(run_b), "task_a": ov.task_a, "task_b": ov.task_b, "top": top,
             "share": ov.share, "jaccard": ov.jaccard, "shared": [list(h) for h in ov.shared],
             "heads_a": [list(h) for h in ov.heads_a], "heads_b": [list(h) for h in ov.heads_b],
-        })
-        save_figure(overlap_figure(ov, head_scores(a), head_scores(b)), folder / "overlap.html")
-        console.print(f"wrote overlap.csv, overlap.json, overlap.html to {folder}")
+        })  # fmt: skip
+        store.write_figures({"overlap": overlap_figure(ov, head_scores(a), head_scores(b))})
+        if hasattr(store, "close"):
+            store.close()
+        console.print(f"wrote {', '.join(store.written)} to {store.folder}")
 
 
 def register(groups) -> None:
