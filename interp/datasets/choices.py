@@ -15,12 +15,12 @@ Shipped sets live in `interp/data/tasks/` (written for this project): ``sentimen
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from interp.digest import digest
 from interp.errors import InterpError
 
 __all__ = ["ChoiceItem", "ChoiceSet", "available_choice_sets", "load_choices", "parse_choices", "choices_digest"]
@@ -143,4 +143,4 @@ def load_choices(name: str) -> ChoiceSet:
 def choices_digest(choice_set: ChoiceSet) -> str:
     """A short sha256 of a choice set's choices and items, stored with a run's settings."""
     content = [list(choice_set.choices), [asdict(it) for it in choice_set.items]]
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(content)

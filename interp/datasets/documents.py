@@ -10,7 +10,6 @@ boundaries are exact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+from interp.digest import digest
 from interp.errors import InterpError
 
 __all__ = ["QRSample", "read_samples", "shipped_samples", "build_prompt", "samples_digest"]
@@ -116,4 +116,4 @@ def build_prompt(
 def samples_digest(samples: Sequence[QRSample]) -> str:
     """A short sha256 of a sample set, stored with a run's settings (resume checks it)."""
     text = "\x00".join(json.dumps([s.id, s.query, list(s.documents), s.gold]) for s in samples)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest(text)

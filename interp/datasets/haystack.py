@@ -10,7 +10,6 @@ prompts from.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import re
@@ -19,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
+from interp.digest import digest
 from interp.errors import InterpError
 
 __all__ = ["Haystack", "STDLIB_MODULES", "stdlib_sentences", "read_haystack", "load_haystack", "split_sentences"]
@@ -158,4 +158,4 @@ class Haystack:
 
     def digest(self) -> str:
         """Short hash of the text (for run.json and resume checks)."""
-        return hashlib.sha256("\n".join(self.sentences).encode()).hexdigest()[:16]
+        return digest("\n".join(self.sentences))

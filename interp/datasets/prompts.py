@@ -8,13 +8,13 @@ anchor analysis scores the model's answers to them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
+from interp.digest import digest
 from interp.errors import InterpError
 
 __all__ = ["Prompt", "load_prompts", "default_prompts", "prompts_digest"]
@@ -74,4 +74,4 @@ def prompts_digest(prompts: Sequence[Prompt]) -> str:
     """A short sha256 of a prompt set, stored with a run's settings (same as for the dict form
     ``{"id", "prompt", "response"}`` earlier versions logged, so their folders still resume)."""
     rows = [asdict(p) for p in prompts]
-    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(rows)

@@ -11,13 +11,13 @@ nothing here needs a model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.digest import digest
 from interp.errors import InterpError
 
 __all__ = [
@@ -162,4 +162,4 @@ def option_count(questions: Sequence[Question]) -> int:
 def questions_digest(questions: Sequence[Question]) -> str:
     """A short sha256 of a question set, stored with a run's settings (resume checks it)."""
     text = "\x00".join(f"{q.id}\x01{q.prompt}\x01{q.answer}" for q in questions)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest(text)

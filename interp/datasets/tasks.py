@@ -20,7 +20,6 @@ tokens) and a corruption must not change the prompt's length; the messages say w
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -28,6 +27,7 @@ from typing import Any, Optional, Union
 from interp.datasets.colored_objects import ColoredObjectsConfig, colored_objects
 from interp.datasets.ioi import IOIConfig, ioi
 from interp.datasets.task_batch import TaskBatch, task_from_prompts
+from interp.digest import digest
 from interp.errors import InterpError
 
 __all__ = [
@@ -121,8 +121,9 @@ def task_from_jsonl(
 
 
 def pairs_digest(path: Union[str, Path]) -> str:
-    """sha256 of a pairs file's bytes, stored with a run's settings (an edited file starts a new log)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """A short sha256 of a pairs file's bytes (`interp.digest`), stored with a run's settings (an
+    edited file starts a new log)."""
+    return digest(Path(path).read_bytes())
 
 
 def make_task(tokenizer: Any, task: str, n: int = 16, seed: int = 0, *, bos: Optional[int] = None) -> TaskBatch:

@@ -9,11 +9,11 @@ AttentionInfluence read their texts from here.
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
+from interp.digest import digest
 from interp.errors import InterpError
 
 __all__ = ["TEXT_SEPARATOR", "split_texts", "read_texts", "default_texts", "texts_digest"]
@@ -61,4 +61,4 @@ def default_texts() -> tuple[str, ...]:
 
 def texts_digest(texts: Optional[Sequence[str]]) -> str:
     """A short sha256 of a text set (None = the shipped set), stored with a run's settings."""
-    return hashlib.sha256("\x00".join(texts or default_texts()).encode()).hexdigest()[:16]
+    return digest("\x00".join(texts or default_texts()))

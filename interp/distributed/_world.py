@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
+from interp.digest import digest
 from interp.errors import InterpError
 
 _LAUNCH_HINT = "launch with `torchrun --nproc-per-node N -m interp ...` (or accelerate launch / srun)"
@@ -159,7 +158,7 @@ def _collective(w: World) -> Iterator[None]:
 
 def settings_digest(obj: Any) -> str:
     """Short stable hash of JSON-able settings (what every rank must agree on)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(obj)
 
 
 def _check_same(w: World, what: str, obj: Any) -> None:
