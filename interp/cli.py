@@ -16,10 +16,10 @@ from interp.errors import InterpError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown", help="Mechanistic interpretability of attention.")
-score = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown", help="Score heads: retrieval, sinks, preplan, detectors, select-copy, qr-heads, influence.")
-calibrate = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown", help="Training-free attention calibrations (ACT, ZeroTuning).")
-patch = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown", help="Circuit patching on IOI and Colored Objects.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Mechanistic interpretability of attention.")
+score = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Score heads: retrieval, sinks, preplan, detectors, select-copy, qr-heads, influence.")
+calibrate = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Training-free attention calibrations (ACT, ZeroTuning).")
+patch = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Circuit patching on IOI and Colored Objects.")
 app.add_typer(score, name="score")
 app.add_typer(calibrate, name="calibrate")
 app.add_typer(patch, name="patch")
