@@ -1,9 +1,10 @@
 """`interp --help` shows every help string as written, and `interp --version` the installed version.
 
 Typer renders help through rich; in rich's markup mode ``pip install 'interp[ray]'`` printed as
-``pip install 'interp'`` (``[ray]`` read as a style tag). Each command's ``--help`` is rendered
-here and every token of its help strings that markup could eat (brackets, asterisks,
-underscores, backticks) must appear in the output.
+``pip install 'interp'`` (``[ray]`` read as a style tag); in Markdown mode ``head_L<layer>H<head>.html``
+lost ``<layer>`` as an HTML tag. Help is printed as written (``rich_markup_mode=None``). Each
+command's ``--help`` is rendered here and every token of its help strings that markup could eat
+(brackets, angle brackets, asterisks, underscores) must appear in the output.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def fragile_tokens(text: str) -> list[str]:
     tokens = []
     for token in text.split():
         token = token.strip(".,;:()")
-        if re.search(r"[\[\]*_]", token) and not token.startswith("`"):
+        if re.search(r"[\[\]<>*_]", token):
             tokens.append(token)
     return tokens
 
