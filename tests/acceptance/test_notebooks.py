@@ -1,4 +1,5 @@
-"""Every notebook in notebooks/ runs top to bottom on the embedded model, with no error.
+"""Every notebook in notebooks/ runs top to bottom on the embedded model, with no error, and shows
+what it is written to show (its figures, printed lines and table columns).
 
 Executed with nbclient in a kernel of this interpreter (the venv's python): an ipykernel
 kernelspec is installed into a temporary prefix and put on JUPYTER_PATH, so nothing outside the
@@ -8,8 +9,10 @@ notebooks/_build.py writes, without outputs.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +83,53 @@ def test_notebook_runs_top_to_bottom(name, venv_kernel, tmp_path):
     assert all(c.execution_count is not None for c in code), "a cell did not run"
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors
-    # every notebook ends by showing something: a figure, a table or text
-    last = code[-1].outputs
-    assert any(o.output_type in ("display_data", "execute_result", "stream") for o in last), f"{name}: last cell showed nothing"
+    for cell in code:  # a cell ending in an expression shows it; print() writes a line
+        shown = _shows(cell)
+        assert shown is None or shown, f"{name}: cell {cell.id} shows nothing:\n{cell.source}"
+    figures = sum(_is_figure(o) for c in code for o in c.outputs)
+    assert figures == FIGURES[name], f"{name}: {figures} plotly figures, expected {FIGURES[name]}"
+    text = "\n".join(_text(o) for c in code for o in c.outputs)
+    for pattern in EXPECTED[name]:
+        assert re.search(pattern, text), f"{name}: no output matches {pattern!r}"
+
+
+# what each notebook must show (the figures drawn, and lines or table columns its cells produce)
+FIGURES = {
+    "00_quickstart.ipynb": 2,  # head_grid, attention_view
+    "01_retrieval.ipynb": 2,  # retrieval figure, attention_view
+    "02_sinks.ipynb": 2,  # first_token_mass_grid, layer_sink_rates
+    "03_patching.ipynb": 2,  # head_out patch, resid_pre attribution by position
+    "04_preplan.ipynb": 3,  # waad, fai, span
+    "05_heads.ipynb": 4,  # detectors, select-copy, QRHead, AttentionInfluence
+}
+EXPECTED = {
+    "00_quickstart.ipynb": [r"\('[^']*', 0\.\d+\)", r"sinks\.html \d+ KiB"],
+    "01_retrieval.ipynb": [r"\d+\.\d% of heads score > 0\.1 over \d+ counted samples", r"\brank\b", r"\bscore\b"],
+    "02_sinks.ipynb": [r"sink rate at position 0: \d+\.\d% of \(text, layer, head\)", r"alpha0", r"sink_rate_pct", r"enrichment"],
+    "03_patching.ipynb": [r"Baseline\(n=2, clean_accuracy=", r"\(2[234], \d+, "],
+    "04_preplan.ipynb": [r"'n_preplan': \d+", r"'n_anchor': \d+", r"\bwaad\b", r'class="tok (anchor|both)\b'],
+    "05_heads.ipynb": [r"'induction': \[\(\d+, \d+, ", r"qr_score", r"\bai\b|influence"],
+}
+
+
+def _shows(cell) -> bool | None:
+    """Whether a cell shows its result: None when its last statement is not an expression."""
+    tree = ast.parse(cell.source)
+    last = tree.body[-1] if tree.body else None
+    if not isinstance(last, ast.Expr):
+        return None
+    if isinstance(last.value, ast.Call) and getattr(last.value.func, "id", None) == "print":
+        return any(o.output_type == "stream" and o.text.strip() for o in cell.outputs)
+    return any(o.output_type in ("execute_result", "display_data") for o in cell.outputs)
+
+
+def _is_figure(output) -> bool:
+    data = output.get("data", {})
+    return "application/vnd.plotly.v1+json" in data or "plotly" in str(data.get("text/html", ""))[:5000].lower()
+
+
+def _text(output) -> str:
+    if output.output_type == "stream":
+        return output.text
+    data = output.get("data", {})
+    return "\n".join(str(data[k]) for k in ("text/plain", "text/html") if k in data)
