@@ -57,7 +57,7 @@ def test_copying_model_gives_decode_identical_events(embedded, soup_sample):
     teacher = teacher_trace(lm, s)
     assert rouge1_recall(lm.tokenizer.decode(teacher.answer_ids()), s.answer) == 1.0
     events_t, scores_t = score_trace(teacher, s)
-    assert (scores_t > 0.1).any()  # retrieval heads exist
+    assert (scores_t > 0.1).any()  # regression guard (one run): retrieval heads exist
     assert (scores_t > 0.1).float().mean() < 0.25  # ... and they are few
     decode = decode_trace(lm, s, max_new_tokens=len(s.response_ids) + 2)
     n = len(s.response_ids)

@@ -67,8 +67,8 @@ def test_embedded_model_has_first_token_sinks(short_run):
     """Gu et al. 2024 find sinks at position 0 in most heads of trained LMs."""
     _, _, _, result = short_run
     rates = result.layer_sink_rates()
-    assert result.sink_rate > 50.0
-    assert rates[rates.layer >= 3].sink_rate_pct.median() > 70.0
+    assert result.sink_rate > 50.0  # regression guard (one run): 56% measured on the full text set
+    assert rates[rates.layer >= 3].sink_rate_pct.median() > 70.0  # regression guard (one run): sinks from layer 3 on
 
 
 def _main(monkeypatch, embedded, argv):
