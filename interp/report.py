@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-
 from interp.analyses.checks import Check, ChecksFailed, as_records, check_all, failed
 from interp.errors import InterpError
 from interp.protocols import Model
@@ -379,8 +378,8 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
     """
     from rich.console import Console
 
-    from interp.plots.export import save_plotlyjs
     from interp.distributed import world
+    from interp.plots.export import save_plotlyjs
     from interp.runs import atomic_write_json, prepare_out_dir, run_info
 
     started = time.time()

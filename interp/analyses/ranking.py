@@ -48,7 +48,9 @@ def rank_heads(
         raise InterpError(f"rank heads by {by!r}: use 'value' or 'abs'")
     if k is not None and k < 1:
         raise InterpError(f"top k = {k}: ask for at least one head")
-    grid = scores.detach().double().cpu().numpy() if isinstance(scores, Tensor) else np.asarray(scores, dtype=np.float64)
+    grid = (
+        scores.detach().double().cpu().numpy() if isinstance(scores, Tensor) else np.asarray(scores, dtype=np.float64)
+    )
     n_layers, n_heads = grid.shape
     if layers is not None and len(layers) != n_layers:
         raise InterpError(f"{len(layers)} layer numbers for a grid of {n_layers} layers: give one per row")

@@ -25,8 +25,8 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from interp.hooks import capture
     from interp.distributed import rank_model as load_model  # honours --dtype, --attn-implementation, --device-map
+    from interp.hooks import capture
 
     console = Console()
     lm = load_model(model)

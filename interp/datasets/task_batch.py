@@ -70,7 +70,7 @@ class TaskBatch:
     @classmethod
     def from_tokens(
         cls, clean: torch.Tensor, corrupt: torch.Tensor, correct, wrong, *, task: str = "custom"
-    ) -> "TaskBatch":
+    ) -> TaskBatch:
         """A batch from token ids directly: clean/corrupt [batch, pos], correct/wrong [batch].
 
         Raises:
@@ -94,7 +94,7 @@ class TaskBatch:
             pos_labels=tuple(f"pos {p}" for p in range(clean.shape[1])),
         )
 
-    def to(self, device: Union[str, torch.device]) -> "TaskBatch":
+    def to(self, device: Union[str, torch.device]) -> TaskBatch:
         """The same batch with its tensors on ``device``."""
         from dataclasses import replace
 

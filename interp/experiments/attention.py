@@ -28,9 +28,7 @@ from interp.models import Model
 __all__ = ["ViewConfig", "AttentionViews", "REPEAT_TEXT", "run", "EXPERIMENT"]
 
 # The report's copy text: a sentence of rare words, said ``repeats`` times.
-REPEAT_TEXT = (
-    "The violet lighthouse keeper Marguerite counted forty-seven copper gulls over the Baltic shore at dawn. "
-)
+REPEAT_TEXT = "The violet lighthouse keeper Marguerite counted forty-seven copper gulls over the Baltic shore at dawn. "
 
 View = tuple[str, int, int, str, str]  # (label, layer, head, text, caption)
 
@@ -133,7 +131,9 @@ def report_config(quick: bool, earlier: Mapping[str, Any]) -> ViewConfig:
         layer = retrieval.scores.shape[0] // 2
         views = [("retrieval", layer, 0, copy_text, "No retrieval head scored; a middle-layer head on repeated text")]
     layer, head, _ = top_heads(patching, 1)[0]
-    views.append(("patching", layer, head, patching.prompts[0], f"Top {patching.task.upper()} patching head on a clean prompt"))
+    views.append(
+        ("patching", layer, head, patching.prompts[0], f"Top {patching.task.upper()} patching head on a clean prompt")
+    )
     return ViewConfig(views=tuple(views))
 
 

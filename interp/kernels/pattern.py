@@ -63,7 +63,9 @@ def attention_pattern(
         InterpError: anything `attention_stats` refuses, or ``rows`` outside ``0..query_pos``.
     """
     settings = dict(scale=scale, causal=causal, softcap=softcap, sliding_window=sliding_window, sink_logits=sink_logits)
-    stats_only = dict(sink_tokens=0, window=1, band=(0, 0), segments=None, n_segments=None, query_rows=None, columns=False)
+    stats_only = dict(
+        sink_tokens=0, window=1, band=(0, 0), segments=None, n_segments=None, query_rows=None, columns=False
+    )
     problem = prepare(q, k, **settings, key_padding_mask=key_padding_mask, **stats_only)  # every check of the kernel
     n_query, n_key = problem.query_pos, problem.key_pos
     start, stop = (0, n_query) if rows is None else (int(rows[0]), int(rows[1]))

@@ -59,7 +59,9 @@ def import_graph(root: Path, package: str, *, everywhere: bool = False) -> dict[
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         nodes = (
-            [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))] if everywhere else _top_level(tree.body)
+            [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+            if everywhere
+            else _top_level(tree.body)
         )
         edges: set[tuple[str, str]] = set()
         for node in nodes:
@@ -120,7 +122,9 @@ def private_crossings(graph: dict[str, set[tuple[str, str]]]) -> list[str]:
             if area == _area(module, packages):
                 continue
             inner = target[len(area) :].split(".")[1:]  # below its package
-            if any(p.startswith("_") and p != "__init__" for p in inner) or (name.startswith("_") and not name.startswith("__")):
+            if any(p.startswith("_") and p != "__init__" for p in inner) or (
+                name.startswith("_") and not name.startswith("__")
+            ):
                 out.append(f"{module} -> {target}{'.' + name if name else ''}")
     return sorted(out)
 
@@ -144,7 +148,10 @@ def test_planted_circle_is_found(tmp_path):
     })  # fmt: skip
     cycle = find_cycle(import_graph(root, "pkg"))
     assert cycle[0] == cycle[-1] and set(cycle) == {"pkg.a.x", "pkg.b.y", "pkg.c"}
-    root_ok = _plant(tmp_path / "ok", {"__init__.py": "", "a.py": "from pkg.b import f\n", "b.py": "def f():\n    from pkg import a\n"})
+    root_ok = _plant(
+        tmp_path / "ok",
+        {"__init__.py": "", "a.py": "from pkg.b import f\n", "b.py": "def f():\n    from pkg import a\n"},
+    )
     assert find_cycle(import_graph(root_ok, "pkg")) == []
     assert find_cycle(import_graph(root_ok, "pkg", everywhere=True)) == ["pkg.a", "pkg.b", "pkg.a"]
 
@@ -159,7 +166,10 @@ def test_planted_private_import_is_found(tmp_path):
         "b/__init__.py": "",
         "b/user.py": "from pkg.a._cfg import Config\nfrom pkg.a.helpers import _secret\n",
     })  # fmt: skip
-    assert private_crossings(import_graph(root, "pkg")) == ["pkg.b.user -> pkg.a._cfg.Config", "pkg.b.user -> pkg.a.helpers._secret"]
+    assert private_crossings(import_graph(root, "pkg")) == [
+        "pkg.b.user -> pkg.a._cfg.Config",
+        "pkg.b.user -> pkg.a.helpers._secret",
+    ]
 
 
 def test_interp_has_no_import_circle():

@@ -41,7 +41,13 @@ def test_analyses_rank_through_it():
 
     grid = np.array([[[[0.1, np.nan], [0.7, 0.7]]]])  # [source, kind, layer, head]
     result = HeadResult(
-        config=HeadConfig(), model="m", layers=(4, 6), n_heads=2, sources=("text",), kinds=("induction",), scores=grid,
+        config=HeadConfig(),
+        model="m",
+        layers=(4, 6),
+        n_heads=2,
+        sources=("text",),
+        kinds=("induction",),
+        scores=grid,
         n_rows=np.ones((1, 1)),
     )
     # regression guard of the old policy's difference: NaN was ranked last as -inf, now left out

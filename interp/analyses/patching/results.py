@@ -77,8 +77,8 @@ class PatchResult:
     model: str = ""
     correlation: Optional[float] = None
     head_axis: Optional[str] = None
-    activation: Optional["PatchResult"] = field(default=None, repr=False)
-    position_map: Optional["PatchResult"] = field(default=None, repr=False)
+    activation: Optional[PatchResult] = field(default=None, repr=False)
+    position_map: Optional[PatchResult] = field(default=None, repr=False)
     checks: tuple[Check, ...] = ()
     prompts: tuple[str, ...] = field(default=(), repr=False)
 
@@ -136,7 +136,7 @@ class PatchResult:
         }
 
     @classmethod
-    def from_dataframe(cls, df: pd.DataFrame, meta: dict) -> "PatchResult":
+    def from_dataframe(cls, df: pd.DataFrame, meta: dict) -> PatchResult:
         """Rebuild a result from its `to_dataframe()` table and `meta()` (e.g. a run folder)."""
         try:
             axes = tuple(meta["axes"])

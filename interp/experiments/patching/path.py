@@ -21,8 +21,8 @@ from interp.analyses.patching.plan import default_rows, patch_mask
 from interp.analyses.patching.results import PatchResult, dense_scores
 from interp.datasets.tasks import TaskBatch
 from interp.errors import InterpError
-from interp.experiments.patching.runner import resolve_metric
 from interp.experiments._base import Store
+from interp.experiments.patching.runner import resolve_metric
 from interp.experiments.patching.sweeps import answer_logits, check_pair, task_baseline
 from interp.hooks import Edit, capture, intervene
 from interp.models import Model

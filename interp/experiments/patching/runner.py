@@ -22,7 +22,14 @@ from interp.analyses.patching.results import PatchResult, baseline_checks, dense
 from interp.datasets.tasks import TaskBatch, make_task, pairs_digest, task_from_jsonl
 from interp.errors import InterpError
 from interp.experiments._base import Store
-from interp.experiments.patching.sweeps import OnPass, Patch, activation_patching, attribution_patching, check_pair, task_baseline
+from interp.experiments.patching.sweeps import (
+    OnPass,
+    Patch,
+    activation_patching,
+    attribution_patching,
+    check_pair,
+    task_baseline,
+)
 from interp.models import Model
 
 __all__ = ["resolve_metric", "patch_task", "task_for", "run", "LOG_NAME"]
