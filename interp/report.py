@@ -266,8 +266,7 @@ def _write_stage(out_dir: Path, name: str, title: str, output: _Output, seconds:
     store.write_figures(dict(output.figures))
     for jname, obj in output.json.items():
         store.write_json(jname, obj)
-    if hasattr(store, "close"):
-        store.close()
+    store.close()
     return StageReport(
         name=name, title=title, summary=output.summary, seconds=round(seconds, 2),
         tables=tuple(f"{t}.csv" for t in output.tables), figures=tuple(f"{f}.html" for f, _ in output.figures),

@@ -69,8 +69,7 @@ def patch_overlap(
             "heads_a": [list(h) for h in ov.heads_a], "heads_b": [list(h) for h in ov.heads_b],
         })  # fmt: skip
         store.write_figures({"overlap": overlap_figure(ov, head_scores(a), head_scores(b))})
-        if hasattr(store, "close"):
-            store.close()
+        store.close()
         console.print(f"wrote {', '.join(store.written)} to {store.folder}")
 
 
