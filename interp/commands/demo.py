@@ -33,7 +33,8 @@ def info(
     a = lm.arch
     console.print(
         f"[bold]{lm.name}[/] ({lm.backend}): {a.n_layers} layers, {a.n_heads} query heads, {a.n_kv_heads} kv heads, "
-        f"d_head {a.d_head}, context {a.n_ctx}; attention: {lm.hf_model.config._attn_implementation}"
+        f"d_head {a.d_head}, context {a.n_ctx}; attention: {lm.hf_model.config._attn_implementation}; "
+        + (f"BOS {lm.decode([lm.bos_id])!r} before every text" if lm.bos_id is not None else "no BOS")
     )
     ids = lm.encode(prompt)
     with capture(lm) as cap:
