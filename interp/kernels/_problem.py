@@ -53,6 +53,7 @@ class Problem:
     # [batch, n_rows, n_targets] int64 expected key index per requested row, -1 = none; or None
     targets: Tensor | None = None
     targets_2d: bool = False  # the user passed [batch, n_rows]: return [batch, head, n_rows]
+    recent_windows: tuple[int, ...] = ()  # w of recent / distant, distinct ints >= 1
 
     @property
     def batch(self) -> int:
@@ -121,6 +122,10 @@ class RawStats:
     band_sum: Tensor | None
     target_mass: Tensor | None = None  # [batch, head, n_rows, n_targets] A_{i, target}
     target_score: Tensor | None = None  # [batch, head, n_rows, n_targets] s_{i, target}
+    first: Tensor | None = None  # [batch, head, n_rows] A_{i, first real token}
+    self_mass: Tensor | None = None  # [batch, head, n_rows] A_{i, a_i}
+    recent: Tensor | None = None  # [batch, head, n_rows, n_windows] mass on 0 <= a_i - j < w
+    distant: Tensor | None = None  # [batch, head, n_rows, n_windows] mass on a_i - j >= w, past the sink tokens
 
 
 def column_counts(problem: Problem) -> tuple[Tensor, Tensor]:
@@ -173,6 +178,7 @@ def prepare(
     query_rows: Tensor | Sequence[int] | None,
     columns: bool,
     targets: Tensor | None = None,
+    recent_windows: Sequence[int] = (),
 ) -> Problem:
     """Check every argument of `attention_stats` and normalise it. Raises InterpError."""
     _check_qk(q, k)
@@ -194,6 +200,7 @@ def prepare(
     lo, hi = int(band[0]), int(band[1])
     if lo > hi:
         raise InterpError(f"band lo={lo} > hi={hi}: pass (lo, hi) with lo <= hi, e.g. (10, 100)")
+    windows = _recent_windows(recent_windows)
 
     sinks = _sink_logits(sink_logits, heads, device)
     key_real = _key_real(key_padding_mask, batch, key_pos, device)
@@ -222,11 +229,23 @@ def prepare(
         padded=key_padding_mask is not None and not bool(key_real.all()),
         targets=tgt,
         targets_2d=targets is not None and targets.ndim == 2,
+        recent_windows=windows,
     )
 
 
 def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _recent_windows(windows: Sequence[int]) -> tuple[int, ...]:
+    """The windows w of `recent` / `distant` as a tuple of distinct ints >= 1."""
+    if isinstance(windows, (str, bytes)) or not isinstance(windows, Sequence):
+        raise InterpError(f"recent_windows must be a sequence of ints >= 1, e.g. (16, 128), got {windows!r}")
+    if not all(_is_int(w) and w >= 1 for w in windows):
+        raise InterpError(f"recent_windows must hold ints >= 1 (positions back from the query), got {list(windows)}")
+    if len(set(windows)) != len(windows):
+        raise InterpError(f"recent_windows must be distinct, got {list(windows)}")
+    return tuple(int(w) for w in windows)
 
 
 def _check_qk(q: Tensor, k: Tensor) -> None:

@@ -62,16 +62,27 @@ def reference_stats(problem: Problem, dtype: torch.dtype = torch.float64) -> dic
         "dist": (ar * lagr).sum(-1),
         "waad": (ar * lagr.clamp(max=problem.window)).sum(-1),
         "seg": None,
+        "first": (ar * (j == problem.first_real[:, None])[:, None, None, :]).sum(-1),  # the first real token
+        "self_mass": (ar * (lagr == 0)).sum(-1),  # the query's own key
+        "recent": None,
+        "distant": None,
     }
+    if problem.recent_windows:
+        ws = torch.tensor(problem.recent_windows, dtype=dtype, device=s.device)[:, None, None]  # [n_win, 1, 1]
+        recent = (lagr >= 0) & (lagr < ws)  # [n_win, n_rows, key_pos]
+        distant = (lagr >= ws)[None] & ~sink_keys[:, None, None, :]  # [batch, n_win, n_rows, key_pos]
+        out["recent"] = torch.einsum("bhik,wik->bhiw", ar, recent.to(dtype))
+        out["distant"] = torch.einsum("bhik,bwik->bhiw", ar, distant.to(dtype))
     if problem.segments is not None:
         onehot = torch.nn.functional.one_hot(problem.segments + 1, problem.n_segments + 1)[..., 1:]
         out["seg"] = torch.einsum("bhik,bkc->bhic", ar, onehot.to(dtype))
     row_real = problem.query_real()[:, rows][:, None, :]
-    for name in ("lse", "top1p", "entropy", "sink", "dist", "waad"):
+    for name in ("lse", "top1p", "entropy", "sink", "dist", "waad", "first", "self_mass"):
         out[name] = out[name].masked_fill(~row_real, float("nan"))
     out["top1"] = out["top1"].masked_fill(~row_real, -1)
-    if out["seg"] is not None:
-        out["seg"] = out["seg"].masked_fill(~row_real[..., None], float("nan"))
+    for name in ("seg", "recent", "distant"):
+        if out[name] is not None:
+            out[name] = out[name].masked_fill(~row_real[..., None], float("nan"))
 
     out.update(target=None, target_score=None)
     if problem.targets is not None:

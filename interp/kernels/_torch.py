@@ -22,6 +22,13 @@ computed, so a causal chunk of rows ending at key index a only touches keys 0..a
   sink);
 - waad = mu W - sum p_ij * max(W - (a_i - j), 0): only the last W keys of each row differ
   from W, so it is a product over a narrow diagonal band of the tile;
+- first is the tile column of the first real token (0 when a sliding window cut it off),
+  self_mass one gathered entry per row (its own key);
+- recent_w is a product over the diagonal band 0 <= a_i - j < w of the tile, like waad;
+  distant_w is its complement among the non-sink keys the row sees,
+  distant_w = (mu - sink) - (recent_w - the sink keys' share of recent_w), so no window costs
+  more than the band of width w + c (the sink keys are the first few tile columns); without
+  a causal mask the keys after the query (a band above the diagonal) come off mu and sink;
 - recv adds (real-row indicator) @ p, band adds the band-masked p, both over rows;
 - target keys (A_{i, target[i]}) need only the final lse: after the chunks, one dot product
   per (row, target) gives s_it and A_it = exp(s_it - lse_i) (`_problem.target_stats`).
@@ -60,6 +67,10 @@ def tile_stats(
     band_start: int,
     row_w: Tensor | None,
     sink: Tensor | None = None,
+    self_col: Tensor | None = None,
+    first_col: int = -1,
+    masks: list[Tensor] | None = None,
+    mask_starts: list[int] | None = None,
 ) -> tuple[Tensor | None, ...]:
     """Statistics of one chunk of complete rows (the hot loop; `torch.compile`-able).
 
@@ -76,11 +87,18 @@ def tile_stats(
         row_w: [c] 1.0 for real query rows, 0.0 for padded rows (None: no column stats).
         sink: [kv_head, group * c] the sink logit of each row's head, compute dtype (None:
             no sink).
+        self_col: [c] int64 tile column of each row's own key (clamped into the tile).
+        first_col: tile column of the first real token, -1 when it is not in the tile.
+        masks: [c, n_m] weights of tile columns from `mask_starts[m]`; one row sum each
+            (the bands of recent / distant).
+        mask_starts: the first tile column of each mask.
 
     Returns:
         top1 (tile column), top1p, lse, entropy, all [kv, g*c]; p @ v [kv, g*c, 2 + C];
         waad's band sum [kv, g*c]; recv [kv, g, n_keys] and band [kv, g, n_b] or None; the
-        row mass sum_j p_ij [kv, g*c] (None without a sink: it is 1).
+        row mass sum_j p_ij [kv, g*c] (None without a sink: it is 1); first and self_mass
+        [kv, g*c] (None without first_col / self_col); the masked sums [kv, g*c, n_masks]
+        (None without masks).
     """
     kv, gc, _ = qc.shape
     c = vis.shape[0]
@@ -111,7 +129,16 @@ def tile_stats(
         recv = torch.matmul(row_w, p4)  # sum over real rows: [kv, g, n_keys]
         if band_w is not None:
             band = (p4[..., band_start : band_start + band_w.shape[1]] * band_w).sum(-2)
-    return top1, top1p, lse, entropy, rowdot, waad_part, recv, band, mass
+    first = p[..., first_col] if first_col >= 0 else torch.zeros_like(lse)
+    self_mass = masked = None
+    if self_col is not None:
+        self_mass = p4.gather(-1, self_col.view(1, 1, c, 1).expand(kv, gc // c, c, 1)).view(kv, gc)
+    if masks:
+        assert mask_starts is not None
+        masked = torch.stack(
+            [(p4[..., m0 : m0 + m.shape[1]] * m).sum(-1).view(kv, gc) for m, m0 in zip(masks, mask_starts)], -1
+        )
+    return top1, top1p, lse, entropy, rowdot, waad_part, recv, band, mass, first, self_mass, masked
 
 
 def torch_stats(
@@ -203,10 +230,43 @@ def _tile_inputs(pb: Problem, ch: _Chunk, holes: bool, qb: Tensor, kb: Tensor, c
     sink = None
     if pb.sink_logits is not None:  # rows are [kv, group, c] flattened: one logit per head
         sink = pb.sink_logits.to(cdtype).view(pb.kv_heads, pb.group, 1).expand(-1, -1, c).reshape(pb.kv_heads, -1)
+    n_keys = ch.k1 - ch.k0
+    self_col = (ch.a[:, 0] - ch.k0).clamp(0, n_keys - 1)  # padded rows may sit left of the tile
+    first_col = 0 if ch.k0 == ch.first_real else -1  # k0 > first_real: a window hides the first token
+    masks, mask_starts = _window_masks(pb, ch, j, cdtype)
     return dict(
         qc=qc, kt=kt, softcap=pb.softcap, vis=vis, vis_start=vis_start, v=v, waad_w=waad_w,
         waad_start=waad_start, band_w=band_w, band_start=band_start, row_w=row_w, sink=sink,
+        self_col=self_col, first_col=first_col, masks=masks, mask_starts=mask_starts,
     )  # fmt: skip
+
+
+def _window_masks(pb: Problem, ch: _Chunk, j: Tensor, cdtype: torch.dtype) -> tuple[list[Tensor], list[int]]:
+    """The bands whose row sums give recent / distant (see `_Accumulator.add`), as (masks, starts).
+
+    Per window w: the band 0 <= a_i - j < w (recent_w), then the same band on the sink
+    columns only; without a causal mask two more: the keys after the query (a_i - j < 0),
+    on all columns and on the sink columns. Empty without recent_windows.
+    """
+    if not pb.recent_windows:
+        return [], []
+    a, k0 = ch.a, ch.k0
+    sink_stop = max(min(ch.first_real + pb.sink_tokens, ch.k1) - k0, 0)  # sink tokens: tile columns [0, sink_stop)
+    lag_sink = a - j[:, :sink_stop]
+    recent, recent_sink, starts = [], [], []
+    for w in pb.recent_windows:
+        r0 = max(ch.a_min - w + 1, k0) - k0
+        r1 = max(min(ch.a_max + 1, ch.k1) - k0, r0)  # no row's band reaches past the last row
+        lag = a - j[:, r0:r1]
+        recent.append(((lag >= 0) & (lag < w)).to(cdtype))
+        starts.append(r0)
+        recent_sink.append(((lag_sink >= 0) & (lag_sink < w)).to(cdtype))
+    masks, mask_starts = recent + recent_sink, starts + [0] * len(recent_sink)
+    if not pb.causal:
+        f0 = min(max(ch.a_min + 1, k0), ch.k1) - k0  # padded rows may sit left of the tile
+        masks += [(a - j[:, f0:] < 0).to(cdtype), (lag_sink < 0).to(cdtype)]
+        mask_starts += [f0, 0]
+    return masks, mask_starts
 
 
 class _Accumulator:
@@ -216,17 +276,20 @@ class _Accumulator:
         self.pb = pb
         dev = pb.q.device
         shape = (pb.batch, pb.heads, n_rows)
-        names = ("lse", "top1p", "entropy", "sink", "dist", "waad")
+        names = ("lse", "top1p", "entropy", "sink", "dist", "waad", "first", "self_mass")
         self.rows = {n: torch.full(shape, float("nan"), device=dev) for n in names}
         self.rows["top1"] = torch.full(shape, -1, dtype=torch.int64, device=dev)
         self.seg = torch.full((*shape, pb.n_segments), float("nan"), device=dev) if pb.segments is not None else None
+        n_win = len(pb.recent_windows)
+        self.recent = torch.full((*shape, n_win), float("nan"), device=dev) if n_win else None
+        self.distant = torch.full((*shape, n_win), float("nan"), device=dev) if n_win else None
         self.recv = self.band = None
         if pb.columns:
             self.recv = torch.zeros(pb.batch, pb.heads, pb.key_pos, dtype=torch.float64, device=dev)
             self.band = torch.zeros_like(self.recv)
 
     def add(self, ch: _Chunk, rows: slice, out: tuple[Tensor | None, ...], band_start: int) -> None:
-        top1, top1p, lse, ent, rowdot, waad_part, recv, band, mass = out
+        top1, top1p, lse, ent, rowdot, waad_part, recv, band, mass, first, self_mass, masked = out
         heads, c, b, window = self.pb.heads, ch.idx.numel(), ch.b, self.pb.window
 
         def put(x: Tensor) -> Tensor:  # [kv, g*c, ...] -> [head, c, ...]
@@ -243,6 +306,19 @@ class _Accumulator:
         r["waad"][b, :, rows] = (mu * window - put(waad_part)).float()
         if self.seg is not None:
             self.seg[b, :, rows] = put(rowdot[..., 2:]).float()
+        r["first"][b, :, rows] = put(first).float()
+        r["self_mass"][b, :, rows] = put(self_mass).float()
+        if self.recent is not None and self.distant is not None:
+            n = self.recent.shape[-1]
+            sums = put(masked)  # [head, c, n_masks], see _window_masks
+            recent, recent_sink = sums[..., :n], sums[..., n : 2 * n]
+            # the non-sink keys at or before the query: mu - sink, less the keys after it
+            # when there is no causal mask
+            past = mu - put(rowdot[..., 1])
+            if not self.pb.causal:
+                past = past - (sums[..., 2 * n] - sums[..., 2 * n + 1])
+            self.recent[b, :, rows] = recent.float()
+            self.distant[b, :, rows] = (past[..., None] - (recent - recent_sink)).float()
         if self.recv is not None:
             self.recv[b, :, ch.k0 : ch.k1] += recv.reshape(heads, -1)
         if self.band is not None and band is not None:
@@ -250,11 +326,10 @@ class _Accumulator:
             self.band[b, :, b0 : b0 + band.shape[-1]] += band.reshape(heads, -1)
 
     def result(self) -> RawStats:
-        rows, seg = self.rows, self.seg
+        rows = {**self.rows, "seg": self.seg, "recent": self.recent, "distant": self.distant}
         if self.pb.columns:  # we streamed over all rows; keep the requested ones
-            rows = {name: t[:, :, self.pb.rows] for name, t in rows.items()}
-            seg = seg[:, :, self.pb.rows] if seg is not None else None
-        return RawStats(seg=seg, recv_sum=self.recv, band_sum=self.band, **rows)
+            rows = {name: t[:, :, self.pb.rows] if t is not None else None for name, t in rows.items()}
+        return RawStats(recv_sum=self.recv, band_sum=self.band, **rows)
 
 
 def _auto_chunk(pb: Problem, first_row: int, cdtype: torch.dtype) -> int:

@@ -13,6 +13,10 @@ by pass 1, so each column sum is complete inside one program: no atomics.
 A third, small pass serves the target-key statistics (A_{i, target[i]}): it needs only the
 final lse, so each (row, target) is one gathered key row and one fp32 dot product.
 
+The row pass also sums p over single keys (the first real token, the query's own key) and,
+per window w of `recent_windows`, over the band 0 <= a - j < w (recent) and over the non-sink
+keys beyond it (distant): masked row sums like the sink mass, one pair per window.
+
 Learned sink logits (GPT-OSS) only touch the row pass's epilogue: the sink adds
 exp(sigma - m) to the normaliser, the accumulators are rescaled to the new normaliser, and
 the stored lse includes the sink, so the column pass's p = exp(s - lse) is already right.
@@ -116,8 +120,9 @@ def _softcap(s, cap):
 @triton.jit
 @no_type_check  # the test-time type-check hook must not wrap a Triton kernel
 def _row_pass(
-    Q, K, KeyReal, Seg, Rows, FirstReal, Sinks,  # inputs; Sinks [head] float32
+    Q, K, KeyReal, Seg, Rows, FirstReal, Sinks, Win,  # inputs; Sinks [head] float32, Win [N_WIN] int32
     Lse, Top1, Top1p, Ent, Sink, Dist, Waad, SegOut,  # outputs, [batch, head, n_rows] (+ [n_seg])
+    First, Self, Recent, Distant,  # outputs, [batch, head, n_rows] (+ [N_WIN])
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     n_rows, n_heads, group, n_keys, offset, n_seg,
@@ -125,6 +130,7 @@ def _row_pass(
     HEAD_DIM: tl.constexpr, SEG_PAD: tl.constexpr,
     CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, SLIDING: tl.constexpr, HAS_SEG: tl.constexpr,
     HAS_SINK: tl.constexpr, PRECISION: tl.constexpr,
+    N_WIN: tl.constexpr, WIN_PAD: tl.constexpr,  # recent / distant windows, and a power of 2 >= N_WIN
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
@@ -154,6 +160,11 @@ def _row_pass(
     acc_dist = tl.zeros([BLOCK_M], tl.float32)  # sum p (a - j)
     acc_waad = tl.zeros([BLOCK_M], tl.float32)  # sum p min(a - j, W)
     acc_seg = tl.zeros([BLOCK_M, SEG_PAD], tl.float32)  # sum p [seg_j == c]
+    acc_first = tl.zeros([BLOCK_M], tl.float32)  # sum p [j == first_real]
+    acc_self = tl.zeros([BLOCK_M], tl.float32)  # sum p [j == a]
+    offs_w = tl.arange(0, WIN_PAD)
+    acc_recent = tl.zeros([BLOCK_M, WIN_PAD], tl.float32)  # column c: sum p [0 <= a - j < w_c]
+    acc_distant = tl.zeros([BLOCK_M, WIN_PAD], tl.float32)  # column c: sum p [a - j >= w_c, j not a sink token]
     # -- the keys these rows can see: from the first real token (and the window start)
     #    up to the last row's own position when causal --
     lo = first_real
@@ -188,7 +199,8 @@ def _row_pass(
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
         alpha = tl.exp(m_i - m_safe)
         p = tl.exp(s - m_safe[:, None])  # 0 on invisible keys
-        lag = (a[:, None] - offs_n[None, :]).to(tl.float32)
+        lag_i = a[:, None] - offs_n[None, :]
+        lag = lag_i.to(tl.float32)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc_s = acc_s * alpha + tl.sum(p * tl.where(vis, s, 0.0), 1)
         acc_dist = acc_dist * alpha + tl.sum(p * lag, 1)
@@ -199,6 +211,19 @@ def _row_pass(
             labels = tl.load(Seg + b * n_keys + offs_n, mask=key_ok, other=-1)
             onehot = (labels[:, None] == tl.arange(0, SEG_PAD)[None, :]).to(tl.float32)
             acc_seg = acc_seg * alpha[:, None] + tl.dot(p, onehot, input_precision="ieee")
+        acc_first = acc_first * alpha + tl.sum(tl.where(offs_n[None, :] == first_real, p, 0.0), 1)
+        acc_self = acc_self * alpha + tl.sum(tl.where(lag_i == 0, p, 0.0), 1)
+        if N_WIN > 0:
+            # -- one masked row sum per window, written into column c of the [BLOCK_M, WIN_PAD]
+            #    accumulators (the window count is a constexpr: the loop unrolls) --
+            acc_recent = acc_recent * alpha[:, None]
+            acc_distant = acc_distant * alpha[:, None]
+            for c in tl.static_range(N_WIN):
+                w = tl.load(Win + c)
+                recent = tl.sum(tl.where((lag_i >= 0) & (lag_i < w), p, 0.0), 1)
+                distant = tl.sum(tl.where((lag_i >= w) & (offs_n >= first_real + sink_tokens)[None, :], p, 0.0), 1)
+                acc_recent += tl.where(offs_w[None, :] == c, recent[:, None], 0.0)
+                acc_distant += tl.where(offs_w[None, :] == c, distant[:, None], 0.0)
         m_i = m_new
     # -- epilogue: lse = m + log l; every mean is its accumulator over l --
     #    (a padded row may see no key at all: l = 0; its values are discarded later)
@@ -227,6 +252,13 @@ def _row_pass(
     tl.store(Sink + out, acc_sink * inv_l, mask=row_ok)
     tl.store(Dist + out, acc_dist * inv_l, mask=row_ok)
     tl.store(Waad + out, acc_waad * inv_l, mask=row_ok)
+    tl.store(First + out, acc_first * inv_l, mask=row_ok)
+    tl.store(Self + out, acc_self * inv_l, mask=row_ok)
+    if N_WIN > 0:
+        win_out = out[:, None] * N_WIN + offs_w[None, :]
+        win_ok = row_ok[:, None] & (offs_w < N_WIN)[None, :]
+        tl.store(Recent + win_out, acc_recent * inv_l[:, None], mask=win_ok)
+        tl.store(Distant + win_out, acc_distant * inv_l[:, None], mask=win_ok)
     if HAS_SEG:
         offs_c = tl.arange(0, SEG_PAD)
         tl.store(
@@ -353,7 +385,7 @@ def _target_pass(
         tl.store(Score + out, tl.where(has, s, float("nan")), mask=row_ok)
 
 
-_ROW_KEY = ["HEAD_DIM", "SEG_PAD", "CAUSAL", "PRECISION", "t_bucket"]
+_ROW_KEY = ["HEAD_DIM", "SEG_PAD", "CAUSAL", "PRECISION", "N_WIN", "t_bucket"]
 _COL_KEY = ["HEAD_DIM", "CAUSAL", "PRECISION", "t_bucket"]
 _row_tuned = _column_tuned = None  # the interpreter runs one fixed config
 if not _INTERPRET:
@@ -398,7 +430,10 @@ def triton_stats(problem: Problem, config: dict | None = None) -> RawStats:
     n_rows = rows.numel()
     shape = (pb.batch, pb.heads, n_rows)
     f32 = dict(dtype=torch.float32, device=device)
-    lse, top1p, ent, sink, dist, waad = (torch.empty(shape, **f32) for _ in range(6))
+    lse, top1p, ent, sink, dist, waad, first, self_mass = (torch.empty(shape, **f32) for _ in range(8))
+    n_win = len(pb.recent_windows)
+    recent, distant = (torch.empty(*shape, max(n_win, 1), **f32) for _ in range(2))
+    windows = torch.tensor(pb.recent_windows or (1,), dtype=torch.int32, device=device)
     top1 = torch.empty(shape, dtype=torch.int32, device=device)
     n_seg = pb.n_segments
     seg_out = torch.empty(*shape, max(n_seg, 1), **f32)
@@ -418,13 +453,15 @@ def triton_stats(problem: Problem, config: dict | None = None) -> RawStats:
     fixed["enable_fp_fusion"] = True  # Triton's default, said explicitly (3.9 warns when it is left unset)
     if n_rows:
         row_kernel[lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]), pb.batch * pb.heads)](
-            q, k, key_real, labels.contiguous(), rows.to(torch.int32).contiguous(), first_real, sinks,
+            q, k, key_real, labels.contiguous(), rows.to(torch.int32).contiguous(), first_real, sinks, windows,
             lse, top1, top1p, ent, sink, dist, waad, seg_out,
+            first, self_mass, recent, distant,
             *q.stride(), *k.stride(),
             n_rows, pb.heads, pb.group, pb.key_pos, pb.offset, max(n_seg, 1),
             pb.scale, pb.softcap or 1.0, pb.sliding_window or 1, pb.sink_tokens, pb.window, _t_bucket(pb.key_pos),
             SEG_PAD=max(16, triton.next_power_of_2(n_seg)), HAS_SEG=pb.segments is not None,
             HAS_SINK=pb.sink_logits is not None,
+            N_WIN=n_win, WIN_PAD=max(2, triton.next_power_of_2(n_win)),
             **common, **fixed,
         )  # fmt: skip
     recv = band = None
@@ -440,7 +477,8 @@ def triton_stats(problem: Problem, config: dict | None = None) -> RawStats:
             **common, **fixed,
         )  # fmt: skip
         keep = pb.rows
-        lse, top1, top1p, ent, sink, dist, waad = (t[:, :, keep] for t in (lse, top1, top1p, ent, sink, dist, waad))
+        kept = (t[:, :, keep] for t in (lse, top1, top1p, ent, sink, dist, waad, first, self_mass, recent, distant))
+        lse, top1, top1p, ent, sink, dist, waad, first, self_mass, recent, distant = kept
         seg_out = seg_out[:, :, keep]
     target_mass = target_score = None
     if pb.targets is not None:
@@ -472,4 +510,8 @@ def triton_stats(problem: Problem, config: dict | None = None) -> RawStats:
         seg=seg_out[..., :n_seg] if pb.segments is not None else None,
         recv_sum=recv,
         band_sum=band,
+        first=first,
+        self_mass=self_mass,
+        recent=recent if n_win else None,
+        distant=distant if n_win else None,
     )

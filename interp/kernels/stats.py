@@ -2,7 +2,8 @@
 
 `attention_stats(q, k, ...)` reduces post-RoPE queries and keys of one layer to the row and
 column statistics of docs/METRICS.md (lse, top-1, entropy, sink mass, attention distance, WAAD,
-segment mass; received attention and its band mean). Three backends compute the same thing:
+segment mass, mass on the first token, on the query itself, on the last w positions and beyond
+them; received attention and its band mean). Three backends compute the same thing:
 
 - ``"torch"``: row-chunked streaming in plain torch, memory O(chunk x key_pos) per head
   (`_torch.py`); the CPU default.
@@ -34,7 +35,7 @@ from interp.kernels._torch import torch_stats
 
 __all__ = ["AttentionStats", "attention_stats"]
 
-_ROW_STATS = ("lse", "top1", "top1p", "entropy", "sink", "dist", "waad")
+_ROW_STATS = ("lse", "top1", "top1p", "entropy", "sink", "dist", "waad", "first", "self_mass")
 _COLUMN_STATS = ("recv", "recv_mean", "band")
 
 
@@ -56,6 +57,16 @@ class AttentionStats:
     - waad: sum_j A_ij min(i - j, W), windowed average attention distance (Li et al. 2025).
     - seg: [batch, head, n_rows, n_segments] mass on each labelled key segment, or None.
     - query_rows: [n_rows] key index of each row (key_pos - query_pos + the row of q).
+    - first: mass on the first real token (position 0 after padding: BOS when the tokenizer
+      adds one), whatever `sink_tokens` is; 0 where a sliding window hides it.
+    - self_mass: A_ii, the mass on the query's own key.
+    - recent: [batch, head, n_rows, n_windows] mass on the keys with 0 <= i - j < w, for each
+      w of `recent_windows` (the last w positions, the query included); None without windows.
+    - distant: [batch, head, n_rows, n_windows] mass on the keys with i - j >= w that are not
+      among the first `sink_tokens` real tokens; None without windows. With sink_tokens = 0
+      (and a causal mask) recent + distant is the row's mass; otherwise the sink tokens
+      more than w - 1 positions back hold the rest. Profiles of heads (issue 22) read these with entropy,
+      dist, waad, top1p, sink and the column recv.
 
     Column statistics are [batch, head, key_pos] over all query rows of q (None when
     columns=False); padded keys hold NaN:
@@ -94,18 +105,28 @@ class AttentionStats:
     band: Tensor | None
     target: Tensor | None = None
     target_score: Tensor | None = None
+    first: Tensor | None = None
+    self_mass: Tensor | None = None
+    recent: Tensor | None = None
+    distant: Tensor | None = None
+    recent_windows: tuple[int, ...] = ()  # the w of each recent / distant column
 
     def to_dataframe(self, which: str = "rows") -> pd.DataFrame:
         """Long format: one line per (batch, head, row) with a column per statistic.
 
         Args:
-            which: "rows" (columns batch, head, row, lse, ..., seg_0, ...; row is the key
-                index of the query) or "columns" (batch, head, key, recv, recv_mean, band).
+            which: "rows" (columns batch, head, row, lse, ..., seg_0, ..., recent_<w>, ...,
+                distant_<w>, ...; row is the key index of the query) or "columns" (batch,
+                head, key, recv, recv_mean, band).
         """
         if which == "rows":
-            stats = {name: getattr(self, name) for name in _ROW_STATS}
+            stats = {name: getattr(self, name) for name in _ROW_STATS if getattr(self, name) is not None}
             if self.seg is not None:
                 stats |= {f"seg_{c}": self.seg[..., c] for c in range(self.seg.shape[-1])}
+            for name in ("recent", "distant"):
+                per_window = getattr(self, name)
+                if per_window is not None:
+                    stats |= {f"{name}_{w}": per_window[..., c] for c, w in enumerate(self.recent_windows)}
             index, positions = "row", self.query_rows
         elif which == "columns":
             if self.recv is None:
@@ -141,6 +162,7 @@ def attention_stats(
     sliding_window: int | None = None,
     sink_logits: Float[Tensor, " head"] | None = None,
     targets: Int[Tensor, "batch n_rows *n_targets"] | None = None,
+    recent_windows: Sequence[int] = (),
 ) -> AttentionStats:
     """Row and column attention statistics of one layer (definitions: docs/METRICS.md).
 
@@ -176,6 +198,8 @@ def attention_stats(
             real keys only.
         targets: expected key index per requested row ([batch, n_rows] or [batch, n_rows,
             n_targets], -1 = none): adds `target` (A_{i,t}) and `target_score` (s_{i,t}).
+        recent_windows: the w of `recent` (mass on the last w positions) and `distant` (mass
+            beyond them, sink tokens excluded), distinct ints >= 1; empty: both None.
 
     Returns:
         AttentionStats; float32 (float64 for the reference backend).
@@ -200,6 +224,7 @@ def attention_stats(
         query_rows=query_rows,
         columns=columns,
         targets=targets,
+        recent_windows=recent_windows,
     )
     if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise InterpError(f"chunk_size must be None or an int >= 1, got {chunk_size!r}")
@@ -209,7 +234,7 @@ def attention_stats(
         backend = "triton" if q.is_cuda and triton_unavailable(q) is None else "torch"
     if backend == "reference":
         out = reference_stats(problem)
-        return AttentionStats(query_rows=problem.offset + problem.rows, **out)
+        return AttentionStats(query_rows=problem.offset + problem.rows, recent_windows=problem.recent_windows, **out)
     if backend == "triton":
         reason = triton_unavailable(q)
         if reason is not None:
@@ -242,7 +267,10 @@ def _finalize(problem: Problem, raw: RawStats) -> AttentionStats:
     nan = float("nan")
     rows = {name: getattr(raw, name).float().masked_fill(~row_real, nan) for name in _ROW_STATS if name != "top1"}
     rows["top1"] = raw.top1.masked_fill(~row_real, -1)
-    seg = raw.seg.float().masked_fill(~row_real[..., None], nan) if raw.seg is not None else None
+    per_window = {}  # seg [.., n_segments], recent and distant [.., n_windows]: NaN on padded rows
+    for name in ("seg", "recent", "distant"):
+        value = getattr(raw, name)
+        per_window[name] = value.float().masked_fill(~row_real[..., None], nan) if value is not None else None
     cols: dict[str, Tensor | None] = dict.fromkeys(_COLUMN_STATS)
     if problem.columns:
         assert raw.recv_sum is not None and raw.band_sum is not None
@@ -260,6 +288,11 @@ def _finalize(problem: Problem, raw: RawStats) -> AttentionStats:
         if problem.targets_2d:
             target, target_score = target[..., 0], target_score[..., 0]
     return AttentionStats(
-        seg=seg, query_rows=problem.offset + problem.rows, **rows, **cols, target=target, target_score=target_score
+        query_rows=problem.offset + problem.rows,
+        **rows,
+        **per_window,
+        **cols,
+        target=target,
+        target_score=target_score,
+        recent_windows=problem.recent_windows,
     )
-

@@ -28,8 +28,12 @@ from interp.kernels import AttentionStats, attention_stats
 from interp.kernels._problem import prepare
 from interp.kernels._reference import reference_probs, reference_stats
 
-FLOAT_STATS = ("lse", "top1p", "entropy", "sink", "dist", "waad", "seg", "recv", "recv_mean", "band")
+FLOAT_STATS = (
+    "lse", "top1p", "entropy", "sink", "dist", "waad", "seg", "first", "self_mass", "recent", "distant",
+    "recv", "recv_mean", "band",
+)  # fmt: skip
 TOL = 2e-5  # float32 accumulation tolerance, absolute and relative
+RECENT = (1, 3, 12, 100)  # windows of recent / distant for the closed forms: 1, inside, beyond T
 
 
 @dataclass
@@ -82,6 +86,8 @@ def cases(draw, max_t: int = 96, max_heads: int = 16, dtype: torch.dtype = torch
         kwargs["sliding_window"] = draw(st.integers(1, t + 2))
     if draw(st.integers(0, 2)) == 0:  # learned sink logits (GPT-OSS), from negligible to dominant
         kwargs["sink_logits"] = torch.randn(kv * ratio, generator=gen) * draw(st.sampled_from([1.0, 4.0]))
+    if draw(st.booleans()):  # windows of recent / distant, below and beyond T
+        kwargs["recent_windows"] = tuple(draw(st.lists(st.integers(1, t + 3), min_size=1, max_size=3, unique=True)))
     return Case(q, k, kwargs)
 
 
@@ -128,7 +134,7 @@ def _prepare_kwargs(kwargs: dict) -> dict:
     full = dict(
         causal=True, softcap=None, sliding_window=None, sink_tokens=1, window=10, band=(10, 100),
         segments=None, n_segments=None, key_padding_mask=None, query_rows=None, columns=True,
-        sink_logits=None,
+        sink_logits=None, recent_windows=(),
     )  # fmt: skip
     full.update(kwargs)
     return full
@@ -165,15 +171,15 @@ def test_torch_long_rows_match_reference() -> None:
 
 
 OPTIONS = [
-    dict(query_rows=torch.tensor([40, 2, 2]), sliding_window=9, softcap=2.0, band=(0, 5), sink_tokens=3),
+    dict(query_rows=torch.tensor([40, 2, 2]), sliding_window=9, softcap=2.0, band=(0, 5), sink_tokens=3, recent_windows=(1, 4, 30)),
     dict(causal=False, columns=False, query_rows=torch.tensor([0, 5, 39]), window=3),
-    dict(causal=False, band=(-4, 4), key_padding_mask=torch.arange(70)[None] >= 3),
+    dict(causal=False, band=(-4, 4), key_padding_mask=torch.arange(70)[None] >= 3, recent_windows=(2, 20), sink_tokens=4),
     dict(key_padding_mask=(torch.arange(70)[None] % 7) != 3),  # holes, not left padding
-    dict(sliding_window=23),
+    dict(sliding_window=23, recent_windows=(5, 23, 40)),
     dict(softcap=3.0, band=(0, 30)),
-    dict(sink_logits=torch.tensor([-1.0, 2.5, 6.0]), sliding_window=12, softcap=4.0, key_padding_mask=torch.arange(70)[None] >= 9),
-    dict(sink_logits=torch.tensor([0.5, -3.0, 3.0]), causal=False, key_padding_mask=(torch.arange(70)[None] % 5) != 1),
-]
+    dict(sink_logits=torch.tensor([-1.0, 2.5, 6.0]), sliding_window=12, softcap=4.0, key_padding_mask=torch.arange(70)[None] >= 9, recent_windows=(3, 64)),
+    dict(sink_logits=torch.tensor([0.5, -3.0, 3.0]), causal=False, key_padding_mask=(torch.arange(70)[None] % 5) != 1, recent_windows=(7,)),
+]  # fmt: skip
 OPTION_IDS = [
     "kv-cache-rows-window-softcap", "bidirectional-rows-only", "bidirectional-padded", "mask-with-holes",
     "sliding-window", "softcap", "sinks-window-softcap-padded", "sinks-bidirectional-holes",
@@ -251,7 +257,8 @@ def test_zero_queries_with_sink_logits(backend: str) -> None:
     q = torch.zeros(1, 3, 40, 16)
     k = torch.randn(1, 1, 40, 16, generator=torch.Generator().manual_seed(14))
     sinks = torch.tensor([-2.0, 0.7, 3.0])
-    st_ = attention_stats(q, k, scale=0.25, band=(3, 9), window=5, sink_tokens=2, sink_logits=sinks, backend=backend)
+    kw = dict(band=(3, 9), window=5, sink_tokens=2, sink_logits=sinks, recent_windows=RECENT)
+    st_ = attention_stats(q, k, scale=0.25, **kw, backend=backend)
     _assert_uniform_with_sinks(st_, sinks, 40, 5, 2)
 
 
@@ -266,6 +273,9 @@ def _assert_uniform_with_sinks(st_: AttentionStats, sinks: torch.Tensor, t: int,
         "sink": i.clamp(max=n - 1).add(1) / z,
         "waad": torch.tensor([sum(min(d, w) for d in range(r + 1)) for r in range(t)], dtype=torch.float64) / z,
         "recv": (1 / z).flip(-1).cumsum(-1).flip(-1),  # sum_{i >= j} 1 / z_i
+        "first": 1 / z,
+        "self_mass": 1 / z,
+        **_uniform_windows(i, n, (i + 1) / z),
     }
     for name, want in expect.items():
         got = getattr(st_, name).double()[0]
@@ -307,14 +317,27 @@ def test_zero_queries_give_uniform_attention(backend: str) -> None:
     t, lo, hi, w, n = 40, 3, 9, 5, 2
     q = torch.zeros(1, 2, t, 16)
     k = torch.randn(1, 1, t, 16, generator=torch.Generator().manual_seed(2))
-    st_ = attention_stats(q, k, scale=0.25, band=(lo, hi), window=w, sink_tokens=n, backend=backend)
+    kw = dict(band=(lo, hi), window=w, sink_tokens=n, recent_windows=RECENT)
+    st_ = attention_stats(q, k, scale=0.25, **kw, backend=backend)
     _assert_uniform(st_, t, lo, hi, w, n)
+
+
+def _uniform_windows(i: torch.Tensor, n: int, mass: torch.Tensor) -> dict[str, torch.Tensor]:
+    """recent / distant when row i spreads `mass` evenly over keys 0..i, n sink tokens."""
+    w = torch.tensor(RECENT, dtype=torch.float64)
+    keys = i[:, None] + 1
+    recent = torch.minimum(w, keys)  # keys j with i - j < w
+    distant = (i[:, None] - w - n + 1).clamp(min=0)  # keys n <= j <= i - w
+    return {"recent": recent / keys * mass[..., None], "distant": distant / keys * mass[..., None]}
 
 
 def _assert_uniform(st_: AttentionStats, t: int, lo: int, hi: int, w: int, n: int) -> None:
     i = torch.arange(t, dtype=torch.float64)
     count = i + 1
     expect = {
+        "first": 1 / count,
+        "self_mass": 1 / count,
+        **_uniform_windows(i, n, torch.ones(t, dtype=torch.float64)),
         "lse": torch.log(count),
         "entropy": torch.log(count),
         "top1p": 1 / count,
@@ -335,6 +358,58 @@ def _assert_uniform(st_: AttentionStats, t: int, lo: int, hi: int, w: int, n: in
         got = getattr(st_, name).double()
         torch.testing.assert_close(got, want.expand_as(got), rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
     assert (st_.top1 == 0).all()  # all keys tie: the smallest index wins
+
+
+ROW_MASS_CASES = {
+    # (batch, heads, kv, query_pos, key_pos, kwargs): decode, left padding, GQA, windows, sinks
+    "padded-gqa": (2, 4, 2, 30, 30, dict(key_padding_mask=torch.arange(30)[None] >= torch.tensor([[0], [8]]), sink_tokens=2)),
+    "decode-window": (1, 3, 1, 5, 40, dict(sliding_window=9, sink_tokens=3)),
+    "window-longer-than-T": (1, 2, 1, 25, 25, dict(sliding_window=60, sink_tokens=0)),
+    "sink-logits-rows": (1, 3, 1, 28, 28, dict(sink_logits=torch.tensor([-1.0, 1.0, 4.0]), query_rows=torch.tensor([27, 0, 9, 9]))),
+    "bidirectional": (1, 2, 1, 20, 26, dict(causal=False, sink_tokens=2)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("name", list(ROW_MASS_CASES))
+def test_row_masses_by_definition(name: str, backend: str) -> None:
+    """first, self_mass, recent, distant read off the dense float64 A one entry at a time."""
+    batch, heads, kv, n_q, t, kwargs = ROW_MASS_CASES[name]
+    gen = torch.Generator().manual_seed(19)
+    q, k = torch.randn(batch, heads, n_q, 16, generator=gen) * 2, torch.randn(batch, kv, t, 16, generator=gen)
+    windows = (1, 4, 11, t + 5)
+    got = attention_stats(q, k, scale=0.25, recent_windows=windows, backend=backend, **kwargs)
+    problem = prepare(q, k, **_prepare_kwargs(dict(scale=0.25, **kwargs)))
+    _, a = reference_probs(problem)  # [batch, head, query_pos, key_pos] float64
+    n_sink = problem.sink_tokens
+    for b in range(batch):
+        fr = int(problem.first_real[b])
+        for r, row in enumerate(problem.rows.tolist()):
+            i = problem.offset + row  # the query's key index
+            if i < fr:  # a padded query row
+                assert got.first[b, :, r].isnan().all() and got.recent[b, :, r].isnan().all()
+                continue
+            want = {
+                "first": a[b, :, row, fr],
+                "self_mass": a[b, :, row, i],
+                "recent": torch.stack([a[b, :, row, max(i - w + 1, 0) : i + 1].sum(-1) for w in windows], -1),
+                "distant": torch.stack([a[b, :, row, fr + n_sink : max(i - w + 1, 0)].sum(-1) for w in windows], -1),
+            }
+            for stat, value in want.items():
+                torch.testing.assert_close(getattr(got, stat)[b, :, r].double(), value, rtol=1e-5, atol=1e-6, msg=stat)
+    assert got.recent_windows == windows
+
+
+def test_row_masses_in_the_dataframe() -> None:
+    gen = torch.Generator().manual_seed(20)
+    q, k = torch.randn(1, 2, 9, 8, generator=gen), torch.randn(1, 1, 9, 8, generator=gen)
+    st_ = attention_stats(q, k, scale=0.3, recent_windows=(2, 8), backend="torch")
+    rows = st_.to_dataframe()
+    assert {"first", "self_mass", "recent_2", "recent_8", "distant_2", "distant_8"} <= set(rows.columns)
+    one = rows[(rows["head"] == 1) & (rows["row"] == 7)]
+    assert one.distant_2.item() == pytest.approx(st_.distant[0, 1, 7, 0].item())
+    plain = attention_stats(q, k, scale=0.3, backend="torch")
+    assert plain.recent is None and plain.distant is None and "recent_2" not in plain.to_dataframe().columns
 
 
 @pytest.mark.parametrize("backend", ["reference", "torch"])
@@ -361,7 +436,7 @@ def test_left_padding_is_invisible(backend: str) -> None:
     t, pad = 30, 7
     q, k = torch.randn(1, 4, t, 16, generator=gen), torch.randn(1, 2, t, 16, generator=gen)
     segs = torch.randint(-1, 2, (1, t), generator=gen)
-    kw = dict(scale=0.25, band=(2, 9), sink_tokens=3, backend=backend)
+    kw = dict(scale=0.25, band=(2, 9), sink_tokens=3, recent_windows=(1, 6, 40), backend=backend)
     plain = attention_stats(q, k, segments=segs, n_segments=2, **kw)
     qp = torch.cat([torch.randn(1, 4, pad, 16, generator=gen), q], 2)
     kp = torch.cat([torch.randn(1, 2, pad, 16, generator=gen), k], 2)
@@ -480,7 +555,8 @@ def test_interpreted_triton_uniform_attention() -> None:
     t, lo, hi, w, n = 70, 3, 9, 5, 2
     q = torch.zeros(1, 1, t, 16)
     k = torch.randn(1, 1, t, 16, generator=torch.Generator().manual_seed(9))
-    st_ = attention_stats(q, k, scale=0.25, band=(lo, hi), window=w, sink_tokens=n, backend="triton")
+    kw = dict(band=(lo, hi), window=w, sink_tokens=n, recent_windows=RECENT)
+    st_ = attention_stats(q, k, scale=0.25, **kw, backend="triton")
     _assert_uniform(st_, t, lo, hi, w, n)
 
 
@@ -489,7 +565,8 @@ def test_interpreted_triton_zero_queries_with_sink_logits() -> None:
     q = torch.zeros(1, 3, 70, 16)
     k = torch.randn(1, 1, 70, 16, generator=torch.Generator().manual_seed(16))
     sinks = torch.tensor([-2.0, 0.7, 3.0])
-    st_ = attention_stats(q, k, scale=0.25, window=5, sink_tokens=2, sink_logits=sinks, backend="triton")
+    kw = dict(window=5, sink_tokens=2, sink_logits=sinks, recent_windows=RECENT)
+    st_ = attention_stats(q, k, scale=0.25, **kw, backend="triton")
     _assert_uniform_with_sinks(st_, sinks, 70, 5, 2)
 
 
@@ -529,6 +606,7 @@ def test_interpreted_triton_every_tile_shape_of_the_search_spaces() -> None:
     kw = dict(
         scale=0.25, key_padding_mask=torch.arange(150)[None] >= 29, sliding_window=70, softcap=5.0,
         segments=torch.randint(-1, 2, (1, 150), generator=gen), sink_logits=torch.tensor([0.5, 3.0]), band=(2, 40),
+        recent_windows=(4, 65),
     )  # fmt: skip
     case = Case(q, k, kw)
     problem = prepare(q, k, **_prepare_kwargs(kw))

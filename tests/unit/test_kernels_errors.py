@@ -151,6 +151,12 @@ def test_sink_logits_of_any_float_dtype_agree() -> None:
     assert not torch.equal(a.lse, call().lse)
 
 
+@pytest.mark.parametrize("windows", [(0,), (3, 3), (2.5,), "8", 4])
+def test_recent_windows(windows) -> None:
+    with shape_error("recent_windows"):
+        call_unchecked(scale=0.3, recent_windows=windows)
+
+
 def test_triton_on_cpu_says_what_to_use(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(InterpError, match="backend='torch'"):
