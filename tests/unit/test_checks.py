@@ -319,3 +319,50 @@ def test_influence_in_the_report_knows_whether_its_heads_passed_their_checks():
     assert report_config(True, {"retrieval": Retrieval(False)}).heads_checked is False
     assert report_config(True, {"retrieval": Retrieval(None)}).heads_checked is None  # declares no checks
     assert report_config(True, {}).heads_checked is None  # no source run at all
+
+
+# --------------------------------------------------------------------------------------------
+# retrieval: counted samples and the masking check
+# --------------------------------------------------------------------------------------------
+
+
+def _retrieval(recalls, masking=None):
+    from interp.analyses.retrieval import RetrievalConfig, RetrievalResult
+    from interp.analyses.retrieval.results import SampleRecord, aggregate
+
+    cfg = RetrievalConfig(lengths=(64,), depths=(0.5,))
+    per = np.random.default_rng(0).random((len(recalls), 2, 3))
+    counted = [r >= cfg.min_recall for r in recalls]
+    scores, n = aggregate(per, counted)
+    rows = tuple(
+        SampleRecord(f"s{i}", 64, 0.5, "n", 60, 0.5, r, c, 1, "a", 0.1) for i, (r, c) in enumerate(zip(recalls, counted))
+    )
+    return RetrievalResult(scores, per, rows, n, masking, cfg, "m", {})
+
+
+def _masking(top, randoms):
+    from interp.analyses.retrieval import MaskingResult
+
+    return MaskingResult(1, 1, ((0, 1),), tuple(((1, s),) for s in range(len(randoms))), tuple(range(len(randoms))),
+                         1.0, top, tuple(randoms))  # fmt: skip
+
+
+def test_retrieval_needs_recalled_needles():
+    ok = _retrieval([1.0, 0.8, 0.6, 0.2])
+    assert [(c.name, c.passed, c.value) for c in ok.checks] == [("counted_samples", True, 3.0)]
+    # a needle the model cannot recall: nothing counts, so no head can be scored
+    bad = _retrieval([0.0, 0.1, 0.2])
+    (check,) = failed(bad.checks)
+    assert check.name == "counted_samples" and check.value == 0 and "mean recall of the unmasked model 0.10" in check.detail
+    assert bad.summary()["checks"][0]["passed"] is False
+
+
+def test_retrieval_masking_must_separate_top_from_random_beyond_the_seed_spread():
+    sep = _retrieval([1.0] * 3, _masking(0.2, [0.9, 0.95, 1.0]))
+    assert not failed(sep.checks)
+    # top-K masked barely below the random draws, whose own spread is larger: not separated
+    close = _retrieval([1.0] * 3, _masking(0.85, [0.7, 0.9, 1.0]))
+    (check,) = failed(close.checks)
+    assert check.name == "masking_top_below_random" and check.threshold == pytest.approx(2 * np.std([0.7, 0.9, 1.0], ddof=1))
+    # masking the top heads raises recall: fails whatever the spread
+    assert failed(_retrieval([1.0] * 3, _masking(1.0, [0.9, 0.9])).checks)[0].name == "masking_top_below_random"

@@ -50,6 +50,10 @@ class RetrievalConfig(Config):
             a shared prefix (e.g. the needles at one length and depth) run as one batch.
             None = 1 on CPU (measured: batching there only adds padding and cache copies,
             benchmarks/RESULTS.md) and 4 on CUDA.
+        min_counted: check: at least this many samples must count (the model recalls the
+            needle), else the scores average over too few retrievals to rank heads.
+        masking_sigmas: check: masking the top-K heads must lower recall below the random-K
+            mean by more than this many standard deviations across the seeds.
     """
 
     lengths: tuple[int, ...] = (512, 1024)  # tokens; the paper's grid goes to the context (8192)
@@ -68,6 +72,10 @@ class RetrievalConfig(Config):
     backend: str = "auto"  # interp.kernels backend
     share_prefix: bool = True  # reuse the KV cache of shared token prefixes (exact)
     batch_size: Optional[int] = None  # samples per batch below a shared prefix; None: 1 on CPU, 4 on CUDA
+    # Preconditions (interp.analyses.checks); no paper value: Wu et al. average over a 20 x 10 grid and show
+    # the top-K masking effect by eye, so these only flag a grid too small or a check that does not separate.
+    min_counted: int = 3  # check: counted samples (the model recalls the needle)
+    masking_sigmas: float = 2.0  # check: top-K recall below random-K by > this x the seeds' standard deviation
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range (K against the model: `mask_sizes`)."""
@@ -94,6 +102,10 @@ class RetrievalConfig(Config):
             raise InterpError(f"threshold must lie in [0, 1), got {self.threshold} (Wu et al. use 0.1)")
         if self.batch_size is not None and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise InterpError(f"batch_size must be None or an int >= 1, got {self.batch_size!r}")
+        if not (isinstance(self.min_counted, int) and self.min_counted >= 1):
+            raise InterpError(f"min_counted must be an int >= 1, got {self.min_counted!r}")
+        if not self.masking_sigmas >= 0:
+            raise InterpError(f"masking_sigmas must be >= 0, got {self.masking_sigmas!r}")
         if self.mask and not self.seeds:
             raise InterpError("seeds is empty: give at least one seed for the random-K masking (or mask=False)")
         for name in ("mask_top", "mask_random"):

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
+from interp.analyses.checks import Check, above, as_records, at_least
 from interp.analyses.retrieval.config import Head, RetrievalConfig
 from interp.datasets.needles import NeedleSample
 from interp.errors import InterpError
@@ -160,6 +161,39 @@ class RetrievalResult:
     timings: dict
 
     @property
+    def checks(self) -> tuple[Check, ...]:
+        """Whether the scores rest on enough retrievals, and the causal check separates.
+
+        - ``counted_samples``: samples whose answer recalls the needle (ROUGE-1 recall >=
+          ``min_recall``), at least ``config.min_counted``; a model that cannot recall the needle
+          gives no retrieval heads to find.
+        - ``masking_top_below_random`` (when the causal check ran): recall with K random heads
+          masked (mean over seeds) minus recall with the top-K masked, above ``masking_sigmas``
+          standard deviations of the random-K recall across seeds.
+        """
+        recall = float(np.mean([s.recall for s in self.samples])) if self.samples else float("nan")
+        out = [
+            at_least(
+                "counted_samples", self.n_samples, self.config.min_counted,
+                f"samples of {len(self.samples)} whose answer recalls the needle (ROUGE-1 recall >= "
+                f"{self.config.min_recall}; mean recall of the unmasked model {recall:.2f}); the scores average "
+                "over these only",
+            )
+        ]  # fmt: skip
+        m = self.masking
+        if m is not None:
+            gap = m.recall_random_mean - m.recall_top
+            out.append(
+                above(
+                    "masking_top_below_random", gap, self.config.masking_sigmas * m.recall_random_std,
+                    f"recall with {m.k_random} random heads masked ({m.recall_random_mean:.2f}, mean of {len(m.seeds)} "
+                    f"seeds) minus recall with the top {m.k_top} masked ({m.recall_top:.2f}), against "
+                    f"{self.config.masking_sigmas:g} x the seeds' standard deviation ({m.recall_random_std:.3f})",
+                )
+            )  # fmt: skip
+        return tuple(out)
+
+    @property
     def share(self) -> float:
         """Share of heads with score > threshold (the paper reports < 5%)."""
         return share_above(self.scores, self.config.threshold)
@@ -213,6 +247,7 @@ class RetrievalResult:
         }
         if self.masking is not None:
             out["masking"] = self.masking.summary()
+        out["checks"] = as_records(self.checks)
         return out
 
 
