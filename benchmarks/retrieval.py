@@ -85,13 +85,13 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from retrieval_paper_loop import paper_decode_trace  # beside this file (run as a script)
     from transformers import AutoModelForCausalLM
 
     from interp.analyses.retrieval import RetrievalConfig, rouge1_recall
-    from interp.hooks.prefix import prefix_tree, tree_cost
     from interp.experiments.retrieval import decode_trace, prepare_samples, teacher_trace, teacher_traces
+    from interp.hooks.prefix import prefix_tree, tree_cost
     from interp.models import _resolve, load_model
-    from retrieval_paper_loop import paper_decode_trace  # beside this file (run as a script)
 
     load_start = os.getloadavg()
     started = time.time()

@@ -22,7 +22,7 @@ alpha is the last query's self-attention), so they cross tau by chance. ``min_qu
 
 This module is pure: functions over kernel statistics (`first_token_mass`, `sink_rate`,
 `sink_members`, `reduce_layer`, `combine`, ...), the frozen `SinkConfig` and `SinkResult`. The
-runner that drives the model, one forward pass per text with ``interp.hooks.capture(on_layer=...)``,
+runner that drives the model, one forward pass per text through ``interp.hooks.stream_layers``,
 is `interp.experiments.sinks`; the texts come from `interp.datasets.texts`.
 """
 

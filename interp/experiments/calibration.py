@@ -162,7 +162,7 @@ def rank_act_candidates(
     Batches of ``config.batch_size`` prompts are shared over the ranks (`Store.map`, not logged:
     the search logs the ranking as one step) and summed in batch order.
     """
-    from interp.hooks import capture
+    from interp.hooks import stream_layers
     from interp.kernels import attention_stats
 
     n_layers, n_heads = lm.arch.n_layers, lm.arch.n_heads
@@ -173,12 +173,11 @@ def rank_act_candidates(
         ids, mask = lm.encode_batch([it.prompt for it in chunk])
         mass = torch.zeros(n_layers, n_heads, dtype=torch.float64)
 
-        def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+        def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
             rm = attention_stats(q, k, **lm.attention_kwargs(layer), key_padding_mask=mask, backend=config.backend).recv_mean
             mass[layer] += hidden_sink_mass(rm, config.tau, config.min_queries, config.include_first)
 
-        with capture(lm, keep=(), on_layer=on_layer):
-            lm.forward(ids, mask)
+        stream_layers(lm, ids, None, on_layer, attention_mask=mask)  # every layer, no logits
         return mass
 
     keys = [f"batch-{start}" for start in range(0, len(items), config.batch_size)]

@@ -20,7 +20,15 @@ import typer
 from jaxtyping import Integer
 from torch import Tensor
 
-from interp.analyses.preplan import PreplanConfig, PreplanResult, PreplanRun, PreplanStats, analyse, default_layers, layer_statistics
+from interp.analyses.preplan import (
+    PreplanConfig,
+    PreplanResult,
+    PreplanRun,
+    PreplanStats,
+    analyse,
+    default_layers,
+    layer_statistics,
+)
 from interp.datasets.prompts import Prompt, default_prompts, load_prompts, prompts_digest
 from interp.errors import InterpError
 from interp.experiments import flags

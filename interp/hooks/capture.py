@@ -19,8 +19,8 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import torch
 
 from interp.errors import InterpError
-from interp.protocols import Model
 from interp.hooks.sites import SITES
+from interp.protocols import Model
 
 __all__ = ["Capture", "capture", "check_layers"]
 

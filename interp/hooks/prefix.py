@@ -82,13 +82,13 @@ class PrefixNode:
     tokens: tuple[int, ...]
     members: tuple[int, ...]
     ends: tuple[int, ...]
-    children: tuple["PrefixNode", ...] = ()
+    children: tuple[PrefixNode, ...] = ()
 
     @property
     def end(self) -> int:
         return self.start + len(self.tokens)
 
-    def walk(self) -> Iterator["PrefixNode"]:
+    def walk(self) -> Iterator[PrefixNode]:
         """Every edge, parents before children (the order the walk computes them in)."""
         stack = [self]
         while stack:

@@ -23,7 +23,6 @@ import torch
 
 import interp.experiments.retrieval.runner as retrieval  # the runner's names, patched below
 from interp.analyses.retrieval import RetrievalConfig, score_trace
-from interp.hooks.prefix import prefix_tree, tree_cost
 from interp.experiments import Store
 from interp.experiments.retrieval import (
     EXPERIMENT,
@@ -36,6 +35,7 @@ from interp.experiments.retrieval import (
     teacher_trace,
     teacher_traces,
 )
+from interp.hooks.prefix import prefix_tree, tree_cost
 
 
 def _load_paper_loop():

@@ -7,15 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from typecheck import unchecked_new
 
 from interp.analyses.preplan import (
     PreplanConfig,
     PreplanResult,
+    PreplanRun,
     PreplanStats,
     analyse,
     bottom_quantile,
     couple_anchors,
-    PreplanRun,
     default_layers,
     head_groups,
     layer_statistics,
@@ -24,7 +25,6 @@ from interp.analyses.preplan import (
 )
 from interp.datasets.prompts import Prompt, default_prompts, load_prompts, prompts_digest
 from interp.errors import InterpError
-from typecheck import unchecked_new
 
 # ---------------------------------------------------------------------------------------------
 # pure functions on hand-made arrays

@@ -43,7 +43,7 @@ class PreplanResult(PreplanFindings):
     prompt_tokens: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
-    def found(cls, findings: PreplanFindings, **context) -> "PreplanResult":
+    def found(cls, findings: PreplanFindings, **context) -> PreplanResult:
         """The result of ``findings`` in their ``context`` (every field of `PreplanResult` that is
         not a finding: config, model, prompt, response, generated, n_prompt, tokens, token_ids,
         layers, optionally prompt_tokens)."""
@@ -126,7 +126,7 @@ class PreplanResult(PreplanFindings):
         return out
 
     @classmethod
-    def from_record(cls, record: dict, config: PreplanConfig) -> "PreplanResult":
+    def from_record(cls, record: dict, config: PreplanConfig) -> PreplanResult:
         """Inverse of `to_record` (``record`` may carry a log's extra "id" key)."""
         values: dict = {"config": config}
         for f in fields(cls):

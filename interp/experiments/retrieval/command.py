@@ -8,7 +8,7 @@ input files read before the model loads (`check`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -106,14 +106,14 @@ def cli(
     lengths: Optional[str] = typer.Option(None, "--lengths", help="Prompt lengths in tokens, comma-separated (default 512,1024; the paper's grid for SmolLM2: 1024,2048,...,8192)."),
     depths: Optional[str] = typer.Option(None, "--depths", help="Needle depths in [0, 1], comma-separated (default 0.1,0.5,0.9; the paper: 0,0.1,...,1)."),
     needles: Optional[Path] = typer.Option(None, "--needles", help="JSONL file, one {\"id\", \"needle\", \"question\", \"answer\"} per line (default: the shipped 3)."),
-    haystack: Optional[List[Path]] = typer.Option(None, "--haystack", help="Text file for the haystack; repeat for several (default: Python stdlib docstrings)."),
+    haystack: Optional[list[Path]] = typer.Option(None, "--haystack", help="Text file for the haystack; repeat for several (default: Python stdlib docstrings)."),
     mode: str = typer.Option("teacher", "--mode", help="teacher (one forward per sample) or decode (the paper's greedy loop)."),
     response: str = typer.Option("needle", "--response", help="Teacher forcing feeds the needle sentence ('needle') or only the answer ('answer')."),
     out: Path = typer.Option(Path("runs/retrieval"), "--out", parser=flags.parse_out, help="Output folder (re-running with it resumes)."),
     mask: bool = typer.Option(True, "--mask/--no-mask", help="Run the causal check (top-K vs random-K heads made uniform)."),
     mask_top: Optional[int] = typer.Option(None, "--mask-top", help="K top heads to mask (default: 5% of heads)."),
     mask_random: Optional[int] = typer.Option(None, "--mask-random", help="K random non-retrieval heads to mask (default: same as --mask-top)."),
-    seed: Optional[List[int]] = typer.Option(None, "--seed", help="Seed of a random-K draw; repeat for several (default 0 1 2)."),
+    seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed of a random-K draw; repeat for several (default 0 1 2)."),
     max_new_tokens: int = typer.Option(50, "--max-new-tokens", help="Decode mode: step limit (the paper's 50)."),
     min_recall: float = typer.Option(0.5, "--min-recall", help="ROUGE-1 recall for a sample to count (the paper's 0.5)."),
     threshold: float = typer.Option(0.1, "--threshold", help="Retrieval head: score > threshold (the paper's 0.1)."),
