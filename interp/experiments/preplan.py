@@ -176,7 +176,9 @@ def run(lm: Model, config: PreplanConfig = PreplanConfig(), store: Optional[Stor
 
     done = store.map(list(by_id), one, settings=settings, what="prompts", progress=len(prompts) > 1)
     results = tuple(PreplanResult.from_record(done[key], config) for key in by_id)
-    return PreplanRun(config=config, model=lm.name, ids=tuple(by_id), results=results)
+    layers = results[0].layers if results else ()
+    windows = tuple(lm.attention_kwargs(layer)["sliding_window"] for layer in layers)
+    return PreplanRun(config=config, model=lm.name, ids=tuple(by_id), results=results, windows=windows)
 
 
 # --------------------------------------------------------------------------------------------

@@ -366,3 +366,34 @@ def test_retrieval_masking_must_separate_top_from_random_beyond_the_seed_spread(
     assert check.name == "masking_top_below_random" and check.threshold == pytest.approx(2 * np.std([0.7, 0.9, 1.0], ddof=1))
     # masking the top heads raises recall: fails whatever the spread
     assert failed(_retrieval([1.0] * 3, _masking(1.0, [0.9, 0.9])).checks)[0].name == "masking_top_below_random"
+
+
+# --------------------------------------------------------------------------------------------
+# preplan / anchor: windows of the chosen layers
+# --------------------------------------------------------------------------------------------
+
+
+def _preplan_run(windows, n_prompt=20, n_resp=30):
+    from interp.analyses.preplan import PreplanConfig, PreplanResult, PreplanRun, PreplanStats, analyse
+
+    rng = np.random.default_rng(0)
+    cfg = PreplanConfig(layers=(0, 1))
+    stats = PreplanStats(layers=(0, 1), dist=rng.uniform(0, 40, (2, 6, n_resp)), waad=rng.uniform(0, 10, (2, 6, n_resp)),
+                         band=rng.uniform(0, 0.1, (2, 6, n_resp)))  # fmt: skip
+    found = analyse(stats, cfg)
+    res = PreplanResult.found(
+        found, config=cfg, model="m", prompt="p", response="r", generated=False, n_prompt=n_prompt,
+        tokens=tuple(f"t{i}" for i in range(n_resp)), token_ids=np.arange(n_resp), layers=(0, 1),
+    )  # fmt: skip
+    return PreplanRun(config=cfg, model="m", ids=("q",), results=(res,), windows=windows)
+
+
+def test_preplan_checks_the_windows_of_the_chosen_layers():
+    # global layers, or windows longer than the 50-token text: spans and FAI mean what the paper means
+    for windows in ((None, None), (None, 4096)):
+        run = _preplan_run(windows)
+        assert [(c.name, c.passed) for c in run.checks] == [("windowed_layers_shorter_than_text", True)]
+    # a 40-token window in a 50-token text caps spans; FAI's band (10, 100) reaches past it
+    run = _preplan_run((None, 40))
+    assert [c.name for c in failed(run.checks)] == ["windowed_layers_shorter_than_text", "band_within_window"]
+    assert "layer 1 (W=40)" in run.checks[0].detail and run.summary()["checks"][1]["threshold"] == 101

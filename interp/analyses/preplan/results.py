@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
+from interp.analyses.checks import Check, as_records, at_least, at_most
 from interp.analyses.preplan.config import PreplanConfig
 from interp.analyses.preplan.findings import PreplanFindings
 
@@ -150,12 +152,52 @@ class PreplanRun:
         model: model name.
         ids: the prompt ids, in order.
         results: one `PreplanResult` per prompt.
+        windows: per chosen layer (``results[i].layers``), its sliding window (None: global);
+            empty: all global.
     """
 
     config: PreplanConfig
     model: str
     ids: tuple[str, ...]
     results: tuple[PreplanResult, ...]
+    windows: tuple[Optional[int], ...] = ()
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """Whether dist, waad and band mean in the chosen layers what the paper means.
+
+        - ``windowed_layers_shorter_than_text``: chosen layers whose sliding window is shorter
+          than the longest prompt + response, at most 0. In such a layer a head's span (mean
+          dist) is capped by the window, so "local" and "global" heads partly sort layers by
+          their window rather than heads by their behaviour.
+        - ``band_within_window`` (when such layers exist): FAI_s averages A_is over the queries
+          s + lo .. s + hi; the narrowest window must exceed hi for all of them to see s.
+        """
+        if not self.results:
+            return ()
+        layers = self.results[0].layers
+        windows = self.windows if len(self.windows) == len(layers) else (None,) * len(layers)
+        longest = max(r.n_prompt + len(r.tokens) for r in self.results)
+        short = [(l, w) for l, w in zip(layers, windows) if w is not None and w < longest]
+        out = [
+            at_most(
+                "windowed_layers_shorter_than_text", len(short), 0,
+                f"chosen layers whose sliding window is shorter than the longest text ({longest} tokens): "
+                + (", ".join(f"layer {l} (W={w})" for l, w in short) or "none")
+                + "; there a head's span is capped by the window, so the local/global split reflects the window",
+            )
+        ]  # fmt: skip
+        if short:
+            narrowest = min(w for _, w in short)
+            hi = self.config.band[1]
+            out.append(
+                at_least(
+                    "band_within_window", narrowest, hi + 1,
+                    f"the narrowest window of a chosen layer (W={narrowest}) against FAI's band ({self.config.band[0]}, "
+                    f"{hi}): queries more than W - 1 tokens after s cannot attend to s",
+                )
+            )  # fmt: skip
+        return tuple(out)
 
     def _joined(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
         df = pd.concat([f.assign(sample=i) for f, i in zip(frames, self.ids)], ignore_index=True)
@@ -172,4 +214,7 @@ class PreplanRun:
 
     def summary(self) -> dict:
         """``{"samples": [{"id", ...PreplanResult.summary()}]}`` for run.json."""
-        return {"samples": [{"id": i, **r.summary()} for i, r in zip(self.ids, self.results)]}
+        return {
+            "samples": [{"id": i, **r.summary()} for i, r in zip(self.ids, self.results)],
+            "checks": as_records(self.checks),
+        }
