@@ -11,10 +11,10 @@ import numpy as np
 from interp.analyses._config import Config
 from interp.datasets.prompts import Prompt
 from interp.errors import InterpError
+from interp.kernels import BACKENDS
 
 __all__ = ["PreplanConfig", "default_layers"]
 
-_BACKENDS = ("auto", "reference", "torch", "triton")
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,8 @@ class PreplanConfig(Config):
             if not layers or not all(_is_int(x) for x in layers):
                 raise InterpError(f"layers must be a non-empty list of ints (or None for the default), got {self.layers!r}")
             object.__setattr__(self, "layers", tuple(sorted(set(int(x) for x in layers))))
-        if self.backend not in _BACKENDS:
-            raise InterpError(f"unknown kernel backend '{self.backend}': use one of {', '.join(_BACKENDS)}")
+        if self.backend not in BACKENDS:
+            raise InterpError(f"unknown kernel backend '{self.backend}': use one of {', '.join(BACKENDS)}")
         if self.prompts is not None:
             prompts = tuple(self.prompts)
             if not prompts or not all(isinstance(p, Prompt) for p in prompts):

@@ -16,6 +16,7 @@ import pandas as pd
 from jaxtyping import Float
 
 from interp.analyses.checks import Check, above, as_records, at_least
+from interp.analyses.ranking import rank_heads
 from interp.analyses.retrieval.config import Head, RetrievalConfig
 from interp.datasets.needles import NeedleSample
 from interp.errors import InterpError
@@ -52,10 +53,7 @@ def top_heads(scores: Float[np.ndarray, "layer head"], k: int) -> list[Head]:
     scores = np.asarray(scores, dtype=np.float64)
     if np.isnan(scores).all():
         raise InterpError("no sample counted, so the scores are undefined and there are no top heads")
-    flat = np.nan_to_num(scores, nan=-np.inf).ravel()
-    order = np.lexsort((np.arange(flat.size), -flat))  # by score desc, then index asc
-    n_heads = scores.shape[1]
-    return [(int(i) // n_heads, int(i) % n_heads) for i in order[:k]]
+    return [(layer, head) for layer, head, _ in rank_heads(scores, k)]  # `interp.analyses.rank_heads`
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +213,8 @@ class RetrievalResult:
         flat = self.scores.ravel()
         rank = np.full(flat.size, -1)
         if self.n_samples:
-            rank[[lh[0] * n_heads + lh[1] for lh in top_heads(self.scores, flat.size)]] = np.arange(1, flat.size + 1)
+            ranked = [lh[0] * n_heads + lh[1] for lh in top_heads(self.scores, flat.size)]
+            rank[ranked] = np.arange(1, len(ranked) + 1)
         return pd.DataFrame(
             {
                 "layer": layer,

@@ -12,11 +12,9 @@ resumed from ``samples.jsonl`` and ``masking-<hash>.jsonl``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, replace
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from interp.analyses.retrieval import (
     RetrievalConfig,
@@ -28,6 +26,7 @@ from interp.analyses.retrieval import (
 )
 from interp.datasets.haystack import Haystack, load_haystack
 from interp.datasets.needles import NeedleSample, PromptTemplate, build_samples, load_needles
+from interp.digest import digest
 from interp.errors import InterpError
 from interp.experiments._base import Store
 from interp.experiments.retrieval.traces import (
@@ -43,10 +42,6 @@ from interp.experiments.retrieval.traces import (
 from interp.models import Model
 
 __all__ = ["prepare_samples", "run"]
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def prepare_samples(lm: Model, config: RetrievalConfig) -> tuple[list[NeedleSample], dict]:
@@ -87,7 +82,7 @@ def prepare_samples(lm: Model, config: RetrievalConfig) -> tuple[list[NeedleSamp
         "response": config.response if config.mode == "teacher" else None,
         "max_new_tokens": config.max_new_tokens if config.mode == "decode" else None,
         "needles": config.needles or "interp/data/needles.jsonl",
-        "needles_sha256": _digest([asdict(n) for n in needles]),
+        "needles_sha256": digest([asdict(n) for n in needles]),
         "haystack": hay_name,
         "haystack_sha256": haystack.digest(),
         "haystack_tokens": haystack.n_tokens,
@@ -130,12 +125,6 @@ def _recall_all(lm: Model, todo: Sequence[NeedleSample], config: RetrievalConfig
         finish(sample, *needle_recall(lm, sample, config, edits))
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, unit="sample", leave=False)
-
-
 def run(lm: Model, config: RetrievalConfig = RetrievalConfig(), store: Optional[Store] = None) -> RetrievalResult:
     """Score every head for retrieval on the needle grid, and run the causal check.
 
@@ -150,7 +139,7 @@ def run(lm: Model, config: RetrievalConfig = RetrievalConfig(), store: Optional[
         InterpError: bad input (checked before any model work or write), or a folder holding a
             run with other settings.
     """
-    from interp.distributed import finished, world
+    from interp.distributed import finished
     from interp.hooks import uniform_attention
 
     store = store or Store()
@@ -159,12 +148,11 @@ def run(lm: Model, config: RetrievalConfig = RetrievalConfig(), store: Optional[
         config.mask_sizes(arch.n_layers * arch.n_heads)  # K must fit the model: fail before any work
     samples, provenance = prepare_samples(lm, config)
     store.note(**provenance)
-    progress = store.progress and world().main  # under torchrun/srun: one bar, rank 0's
     by_key = {s.key: s for s in samples}
     n_computed = len(samples) - len(finished(store.log(provenance), list(by_key)))  # by all ranks together
 
     t0 = time.perf_counter()
-    with _progress(len(samples), f"retrieval ({config.mode})", progress) as bar:
+    with store.bar(total=len(samples), desc=f"retrieval ({config.mode})", unit="sample") as bar:  # rank 0's
         last = [time.perf_counter()]
 
         def trace_many(keys: list[str], done: Callable) -> None:  # this rank's unfinished samples
@@ -189,7 +177,7 @@ def run(lm: Model, config: RetrievalConfig = RetrievalConfig(), store: Optional[
         conditions = masking_conditions(result.scores, config)
         mask_settings = {**provenance, "conditions": [[c, s, [list(h) for h in heads]] for c, s, heads in conditions]}
         recalls: dict[tuple[str, Optional[int]], dict[str, float]] = {}
-        with _progress(len(conditions) * len(samples), "masking check", progress) as bar:
+        with store.bar(total=len(conditions) * len(samples), desc="masking check", unit="sample") as bar:
             for name, seed, heads in conditions:
                 edits = [uniform_attention(layer, head) for layer, head in heads]
                 prefix = f"{name}{'' if seed is None else seed}|"
@@ -203,7 +191,7 @@ def run(lm: Model, config: RetrievalConfig = RetrievalConfig(), store: Optional[
 
                 recs = store.map(
                     [prefix + s.key for s in samples], compute_many=recall_many, settings=mask_settings,
-                    log=f"masking-{_digest(mask_settings)}.jsonl", what="masked samples", progress=False, contiguous=True,
+                    log=f"masking-{digest(mask_settings)}.jsonl", what="masked samples", progress=False, contiguous=True,
                 )  # fmt: skip
                 recalls[(name, seed)] = {s.key: float(recs[prefix + s.key]["recall"]) for s in samples}
         result = replace(result, masking=masking_result(result, conditions, recalls))
