@@ -67,6 +67,11 @@ class LoadedModel:
     def __post_init__(self) -> None:
         self._bos = _resolve_bos(self.tokenizer, self.prepend_bos)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "prepend_bos" and "_bos" in self.__dict__:  # a notebook's lm.prepend_bos = False
+            self.__dict__["_bos"] = _resolve_bos(self.tokenizer, value)  # checked before it is set
+        super().__setattr__(name, value)
+
     def __repr__(self) -> str:
         a = self.arch
         return (

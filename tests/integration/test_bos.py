@@ -87,6 +87,9 @@ def test_encode_follows_the_tokenizer_and_the_switch_overrides_it(lm, bos_tok):
     assert lm.prepends_bos and lm.bos_id == BOS and lm.prepend_bos is None
     off = wrap_model(lm.hf_model, bos_tok, prepend_bos=False)
     assert not off.prepends_bos and off.bos_id is None
+    flip = wrap_model(lm.hf_model, bos_tok)
+    flip.prepend_bos = False  # the setting changed after loading takes effect
+    assert not flip.prepends_bos and flip.encode("hi")[0].tolist() == bos_tok("hi").input_ids[1:]
     for text in TEXTS:
         want = bos_tok(text).input_ids
         assert want[0] == BOS  # the tokenizer itself adds it
@@ -144,6 +147,10 @@ def test_bad_setting_is_one_clear_error(bos_tok):
         wrap_model(_tiny(len(bos_tok)), tok, prepend_bos=True)
     with pytest.raises(InterpError, match="has no BOS token"):
         wrap_model(_tiny(8), None, prepend_bos=True)
+    plain = wrap_model(_tiny(len(bos_tok)), tok)
+    with pytest.raises(InterpError, match="has no BOS token"):
+        plain.prepend_bos = True
+    assert plain.prepend_bos is None and not plain.prepends_bos  # refused: nothing changed
     assert not wrap_model(_tiny(len(bos_tok)), tok).prepends_bos  # follow: no BOS to add
 
 
