@@ -34,7 +34,9 @@ def test_sink_scan_alpha_equals_the_models_own_attention(family):
     lm, ids, probs = _setup(family)
     record = scan_window(lm, ids, SinkConfig(length=SEQ, min_queries=1, backend="torch"), layers=[0, 1, 2])
     alpha0 = np.array(record["alpha0"])  # [layer, head]
-    expected = np.stack([p[:, :, 0].mean(-1).numpy() for p in probs])  # mean over the SEQ queries of A_i0
+    # alpha_0 averages A_i0 over the queries that may see position 0: the first min(SEQ, W) of a windowed layer
+    seen = [min(SEQ, lm.attention_kwargs(layer)["sliding_window"] or SEQ) for layer in range(len(probs))]
+    expected = np.stack([p[:, :n, 0].mean(-1).numpy() for p, n in zip(probs, seen)])
     assert np.abs(alpha0 - expected).max() < 1e-5
     first = np.array(record["first_token_mass"])
     assert first.shape == alpha0.shape and np.isfinite(first).all()
