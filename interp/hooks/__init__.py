@@ -20,6 +20,8 @@ from interp.hooks.edits import (
     scale_head,
     start_at_layer,
     uniform_attention,
+    window_attention,
+    WindowAttention,
 )
 from interp.hooks.prefix import PrefixNode, RowStats, SequenceRows, prefix_tree, tree_cost, tree_rows
 from interp.hooks.sites import HEAD_SITES, KV_SITES, SITES
@@ -49,6 +51,8 @@ __all__ = [
     "patch_site",
     "uniform_attention",
     "key_bias",
+    "window_attention",
+    "WindowAttention",
     "start_at_layer",
     "PrefixNode",
     "prefix_tree",

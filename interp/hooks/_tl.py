@@ -104,3 +104,17 @@ class TLAdapter:
         names = [self.hooks["q"][0].format(L=layer), self.hooks["k"][0].format(L=layer), f"blocks.{layer}.attn.hook_attn_scores"]
         handles = [self._hook_point(lm, n).add_hook(h) for n, h in zip(names, (grab_q, grab_k, add_bias))]
         return _Handle(lambda: [h.hook.remove() for h in handles])
+
+    def attach_window(self, lm: Model, layer: int, head: int, window: int, sinks: int) -> _Handle:
+        """Per-head window on the bridge: mask the eager scores [batch, head, q, k] of ``head`` outside
+        its first ``sinks`` keys and last ``window`` keys (positions from 0: the bridge is not padded)."""
+        from interp.hooks._window_heads import window_keep
+
+        def restrict(scores, hook):
+            keep = window_keep(scores.shape[-2], scores.shape[-1], window, sinks).to(scores.device)
+            scores = scores.clone()
+            scores[:, head] = scores[:, head].masked_fill(~keep, float("-inf"))
+            return scores
+
+        handle = self._hook_point(lm, f"blocks.{layer}.attn.hook_attn_scores").add_hook(restrict)
+        return _Handle(handle.hook.remove)

@@ -29,6 +29,7 @@ from interp.errors import InterpError
 from interp.protocols import Model
 from interp.hooks._tl import TLAdapter
 from interp.hooks._window_blocks import windowed_blocks
+from interp.hooks._window_heads import apply_windows
 from interp.hooks.families import (  # noqa: F401  (re-exported)
     _HF_LAYOUTS,
     SUPPORTED_MODEL_TYPES,
@@ -132,7 +133,12 @@ def _interp_attention(module, query, key, value, attention_mask, **kwargs):
         key = torch.cat([key, *extra_k], dim=-1)
         kwargs["scaling"] = scaling
     # Local layers on CPU run per query block, over the keys in reach only (see _window_blocks).
-    return windowed_blocks(_base_function(module), module, query, key, value, attention_mask, **kwargs)
+    out = windowed_blocks(_base_function(module), module, query, key, value, attention_mask, **kwargs)
+    if state.get("window"):  # per-head StreamingLLM windows (window_attention; see _window_heads)
+        attn, weights = out
+        attn = apply_windows(_base_function(module), module, query, key, value, attention_mask, attn, state["window"], kwargs)
+        return attn, weights
+    return out
 
 
 def _base_function(module) -> Callable:
@@ -220,7 +226,7 @@ class HFAdapter:
         for i, (layer, spec) in enumerate(zip(self.layers(lm), lm.arch.attention)):
             attn = getattr(layer, self.layout.attn)
             attn._interp_base = base
-            attn._interp = {"q": [], "k": [], "v": [], "bias": []}
+            attn._interp = {"q": [], "k": [], "v": [], "bias": [], "window": []}
             attn._interp_layer = i
             attn._interp_spec = spec
             if base == "eager":
@@ -344,3 +350,11 @@ class HFAdapter:
         lst = self.attention(lm, layer)._interp["bias"]
         lst.append(fn)
         return self._track(lm, lambda: lst.remove(fn))
+
+    def attach_window(self, lm: Model, layer: int, head: int, window: int, sinks: int) -> _Handle:
+        """Attach a per-head window edit (`interp.hooks.window_attention`): ``head`` of ``layer`` sees
+        only its first ``sinks`` real keys and its last ``window`` keys."""
+        lst = self.attention(lm, layer)._interp["window"]
+        entry = (head, window, sinks)
+        lst.append(entry)
+        return self._track(lm, lambda: lst.remove(entry))

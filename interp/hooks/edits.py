@@ -29,6 +29,8 @@ __all__ = [
     "patch_site",
     "uniform_attention",
     "key_bias",
+    "WindowAttention",
+    "window_attention",
     "start_at_layer",
 ]
 
@@ -79,6 +81,23 @@ class KeyBias:
         return q_extra, k_extra
 
 
+@dataclass(frozen=True)
+class WindowAttention:
+    """Restrict query head ``head`` of ``layer`` to its first ``sinks`` real keys and its last
+    ``window`` keys (StreamingLLM, Xiao et al. 2024, for one head), within the model's own mask.
+
+    Attributes:
+        layer, head: the query head.
+        window: query i keeps the keys with i - j < window (>= 1; 1 = only itself).
+        sinks: and the first ``sinks`` real tokens (>= 0).
+    """
+
+    layer: int
+    head: int
+    window: int
+    sinks: int
+
+
 def _check(lm: Model, layer: int, head: Optional[int], site: str) -> None:
     if site not in SITES:
         raise InterpError(f"unknown site '{site}': use one of {', '.join(SITES)}")
@@ -94,14 +113,14 @@ def _check(lm: Model, layer: int, head: Optional[int], site: str) -> None:
 
 
 @contextmanager
-def intervene(lm: Model, edits: Sequence[Union[Edit, KeyBias]]) -> Iterator[None]:
+def intervene(lm: Model, edits: Sequence[Union[Edit, KeyBias, WindowAttention]]) -> Iterator[None]:
     """Apply ``edits`` to every forward pass inside the block; remove them on exit.
 
     Raises:
         InterpError: a layer, head or site out of range (before anything is attached).
     """
     for e in edits:
-        if isinstance(e, KeyBias):
+        if isinstance(e, (KeyBias, WindowAttention)):
             _check(lm, e.layer, e.head, "q")
         elif isinstance(e, Edit):
             _check(lm, e.layer, e.head, e.site)
@@ -112,6 +131,8 @@ def intervene(lm: Model, edits: Sequence[Union[Edit, KeyBias]]) -> Iterator[None
         for e in edits:
             if isinstance(e, KeyBias):
                 handles.append(lm.adapter.attach_key_bias(lm, e.layer, e.columns))
+            elif isinstance(e, WindowAttention):
+                handles.append(lm.adapter.attach_window(lm, e.layer, e.head, e.window, e.sinks))
             else:
                 handles.append(lm.adapter.attach(lm, e.site, e.layer, e.fn))
         yield
@@ -225,3 +246,21 @@ def key_bias(layer: int, head: int, keys: torch.Tensor, bias: Union[float, torch
     scaling; with a per-row bias it implements ACT's redistribution (see `interp.analyses.sinks`).
     """
     return KeyBias(layer, head, keys, bias)
+
+
+def window_attention(layer: int, head: int, window: int, sinks: int = 4) -> WindowAttention:
+    """Restrict one head to its first ``sinks`` keys and its last ``window`` keys (a per-head
+    StreamingLLM cache: what a KV-cache policy keeps for a windowed head; `interp score atlas`).
+
+    Key j stays visible to query i when ``j < first_real + sinks`` or ``i - j < window``, and the
+    model's own mask (causal, sliding window, padding) allows it. Works on every attention
+    implementation of the HF backend (the layer's own attention function runs over the kept
+    keys, per query block: no [T, T] tensor) and on the TL bridge (its eager scores).
+
+    Raises:
+        InterpError: window < 1 or sinks < 0 (now); a layer or head out of range (in `intervene`).
+    """
+    from interp.hooks._window_heads import check_window
+
+    check_window(window, sinks)
+    return WindowAttention(layer, head, window, sinks)
