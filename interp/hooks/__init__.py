@@ -12,6 +12,7 @@ from interp.hooks.capture import Capture, capture, check_layers
 from interp.hooks.edits import (
     Edit,
     KeyBias,
+    WindowAttention,
     ablate_head,
     intervene,
     key_bias,
@@ -21,7 +22,6 @@ from interp.hooks.edits import (
     start_at_layer,
     uniform_attention,
     window_attention,
-    WindowAttention,
 )
 from interp.hooks.prefix import PrefixNode, RowStats, SequenceRows, prefix_tree, tree_cost, tree_rows
 from interp.hooks.sites import HEAD_SITES, KV_SITES, SITES

@@ -26,7 +26,6 @@ from typing import Any, Callable
 import torch
 
 from interp.errors import InterpError
-from interp.protocols import Model
 from interp.hooks._tl import TLAdapter
 from interp.hooks._window_blocks import windowed_blocks
 from interp.hooks._window_heads import apply_windows
@@ -40,6 +39,7 @@ from interp.hooks.families import (  # noqa: F401  (re-exported)
     read_layer_attention,
 )
 from interp.hooks.sites import SITES, Listener, _Handle, run_listeners
+from interp.protocols import Model
 
 __all__ = ["adapter_for", "HFAdapter", "TLAdapter", "LayerAttention", "SUPPORTED_MODEL_TYPES", "UNSUPPORTED_MODEL_TYPES"]
 

@@ -16,8 +16,8 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 import torch
 
 from interp.errors import InterpError
-from interp.protocols import Model
 from interp.hooks.sites import HEAD_SITES, KV_SITES, SITES
+from interp.protocols import Model
 
 __all__ = [
     "Edit",
