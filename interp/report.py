@@ -4,7 +4,7 @@
 its ``order`` (retrieval heads, attention sinks, preplan/anchor tokens, IOI circuit patching, the
 head detectors, select-and-copy, QRHead, AttentionInfluence, the attention patterns of the heads
 they found), each through its own runner, tables, figures and one-sentence finding. A stage that
-takes another's results names it in `Experiment.needs`: the report runs that one first and hands
+takes another's results names it in its `InReport.needs`: the report runs that one first and hands
 its result over. Each stage writes its tables (CSV) and figures (HTML sharing one
 ``plotly.min.js``, plus PNG where the figure is static and an image backend exists) through a
 `interp.experiments.Store` of ``DIR/<stage>/``; when
@@ -69,7 +69,7 @@ class ReportConfig:
         quick: use the smallest sizes (a first look in about a minute; noisier numbers). The
             defaults are sized so `make demo` finishes within 10 minutes on 2 CPU cores.
         stages: which stages to run, a subset of `STAGES` (all by default); a stage comes with
-            the stages it needs (`Experiment.needs`).
+            the stages it needs (`InReport.needs`).
         configs: stage name -> the analysis config that stage runs with (e.g.
             ``{"sinks": SinkConfig(length=512)}``); a stage not named runs at the report's sizes.
         png: also write PNGs of static figures when an image backend (kaleido) works.
@@ -87,7 +87,7 @@ class ReportConfig:
             raise InterpError(f"unknown report stages {unknown or '(none given)'}: choose from {', '.join(STAGES)}")
         exps = _experiments()
         for name in stages:
-            needs = exps[name].needs
+            needs = exps[name].report.needs
             if not set(needs) <= set(stages):
                 both = "both stages" if len(needs) == 2 else "those stages"
                 raise InterpError(f"the {name} stage takes the results of {' and '.join(needs)}: include {both}")
@@ -177,15 +177,15 @@ def stage_configs(config: ReportConfig) -> dict[str, Any]:
     """The analysis config each chosen stage runs with (the report's small defaults where None).
 
     Building them validates every setting before any long work starts. A stage that takes other
-    stages' results (`Experiment.needs`) gets its config when they have run, unless one is given.
+    stages' results (`InReport.needs`) gets its config when they have run, unless one is given.
     """
     exps = _experiments()
     out: dict[str, Any] = {}
     for name in config.stages:
         if name in config.configs:
             out[name] = config.configs[name]
-        elif not exps[name].needs:
-            out[name] = exps[name].report(config.quick, {})
+        elif not exps[name].report.needs:
+            out[name] = exps[name].report.config(config.quick, {})
     return out
 
 
@@ -245,7 +245,7 @@ def figures_for(stage: str, result) -> list:
     if stage not in exps:
         raise InterpError(f"no figures for stage '{stage}': choose from {', '.join(exps)}")
     exp = exps[stage]
-    return list((exp.report_figures or exp.figures)(result).items())
+    return list((exp.report.figures or exp.figures)(result).items())
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,16 +343,17 @@ def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict) -> _Ou
     from interp.experiments import Store, finding
 
     if exp.name not in config.configs:
-        cfg = exp.report(config.quick, ctx["results"])
+        cfg = exp.report.config(config.quick, ctx["results"])
         ctx["configs"][exp.name] = cfg
     result = exp.run(lm, cfg, Store())
     ctx["results"][exp.name] = result
     text = finding(exp, result)  # led by a warning when a check failed
-    body = exp.report_html(result) if exp.report_html is not None else f"<p>{_esc(text)}</p>"
+    shown = exp.report  # what the report shows of it (`InReport`)
+    body = shown.html(result) if shown.html is not None else f"<p>{_esc(text)}</p>"
     checks = check_all(result)
     return _Output(
-        summary=text, summary_html=body, tables=(exp.report_tables or exp.tables)(result),
-        figures=list((exp.report_figures or exp.figures)(result).items()),
+        summary=text, summary_html=body, tables=(shown.tables or exp.tables)(result),
+        figures=list((shown.figures or exp.figures)(result).items()),
         json={"summary": exp.summary(result), "checks": as_records(checks)}, result=result, checks=checks,
     )  # fmt: skip
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from interp.experiments._base import Experiment, Store, execute, finding, set_strict, strict
+from interp.experiments._base import Experiment, InReport, Store, execute, finding, report_sizes, set_strict, strict
 
-__all__ = ["Experiment", "Store", "execute", "registry", "finding", "set_strict", "strict"]
+__all__ = ["Experiment", "InReport", "Store", "execute", "registry", "report_sizes", "finding", "set_strict", "strict"]
 
 _NOT_EXPERIMENTS = frozenset({"flags"})
 
@@ -41,7 +41,7 @@ def registry() -> dict[str, Experiment]:
             found.append(module.EXPERIMENT)
     out: dict[str, Experiment] = {}
     commands: set[tuple[str, str]] = set()
-    for exp in sorted(found, key=lambda e: (e.order, e.name)):
+    for exp in sorted(found, key=lambda e: (e.report.order if e.report is not None else 100, e.name)):
         if exp.name in out or exp.command in commands:
             raise InterpError(f"two experiments are named {exp.name!r} or run as {' '.join(exp.command)!r}")
         out[exp.name] = exp

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Mapping, Optional, Sequence, TypeVar
 
-__all__ = ["Experiment", "Store", "execute", "report_sizes", "finding", "set_strict", "strict", "enforce_checks"]
+__all__ = ["Experiment", "InReport", "Store", "execute", "report_sizes", "finding", "set_strict", "strict", "enforce_checks"]
 
 _STRICT = {"on": False}  # the CLI's --strict launch option: a failed check is an error (exit code 3)
 
@@ -272,12 +272,36 @@ def _nothing(result: Any) -> dict:
 
 
 def report_sizes(config: type, sizes: Mapping[bool, Mapping[str, Any]]) -> Callable[[bool, Mapping[str, Any]], Any]:
-    """An `Experiment.report` setting that builds ``config(**sizes[quick])`` (earlier stages unused)."""
+    """An `InReport.config` that builds ``config(**sizes[quick])`` (earlier stages unused)."""
 
     def build(quick: bool, earlier: Mapping[str, Any]) -> Any:
         return config(**sizes[quick])
 
     return build
+
+
+@dataclass(frozen=True)
+class InReport:
+    """How an experiment takes part in the one-command report (`interp.report`): everything the
+    report reads of an experiment, in one value.
+
+    Attributes:
+        config: ``(quick, earlier) -> config`` the stage runs with, where ``earlier`` maps the
+            names of the stages already run to their results (`report_sizes` builds one from sizes).
+        order: position in the report (lower first).
+        needs: the stages whose results ``config`` takes: the report runs them first and refuses
+            a stage list without them.
+        tables: result -> {name: DataFrame} for the stage's folder (default: the command's ``tables``).
+        figures: result -> {name: Figure} for the page (default: the command's ``figures``).
+        html: result -> the section's HTML (default: the finding, escaped, as a paragraph).
+    """
+
+    config: Callable[[bool, Mapping[str, Any]], Any]
+    order: int = 100
+    needs: tuple[str, ...] = ()
+    tables: Optional[Callable[[Any], dict[str, Any]]] = None
+    figures: Optional[Callable[[Any], dict[str, Any]]] = None
+    html: Optional[Callable[[Any], str]] = None
 
 
 @dataclass(frozen=True)
@@ -298,14 +322,8 @@ class Experiment(Generic[C, R]):
         pages: result -> {name: whole HTML page}, written as ``name.html`` by the command (default none).
         record: result -> more run.json fields, e.g. what a later command reads back (default none).
         check: config -> None, checks that need no model (a task file), run before loading one.
-        report: ``(quick, earlier) -> config`` for the one-command report, where ``earlier``
-            maps the names of experiments already run to their results; None: not in the report.
-        report_tables: result -> {name: DataFrame} for the report's stage folder (default: ``tables``).
-        report_figures: result -> {name: Figure} for the report page (default: ``figures``).
-        report_html: result -> the report section's HTML (default: ``describe``, escaped, as a paragraph).
-        needs: the experiments whose results its ``report`` setting takes (in ``earlier``): the
-            report runs them first and refuses a stage list without them.
-        order: position in the report (lower first).
+        report: how it appears in the one-command report (`InReport`: its config there, order,
+            the stages it needs, its tables, figures and HTML); None: not in the report.
     """
 
     name: str
@@ -321,12 +339,7 @@ class Experiment(Generic[C, R]):
     pages: Callable[[R], dict[str, str]] = _nothing
     record: Callable[[R], dict] = _nothing
     check: Callable[[Any], None] = _no_check
-    report: Optional[Callable[[bool, Mapping[str, Any]], Any]] = None
-    report_tables: Optional[Callable[[R], dict[str, Any]]] = None
-    report_figures: Optional[Callable[[R], dict[str, Any]]] = None
-    report_html: Optional[Callable[[R], str]] = None
-    needs: tuple[str, ...] = ()
-    order: int = 100
+    report: Optional[InReport] = None
 
 
 def execute(

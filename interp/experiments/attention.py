@@ -22,7 +22,7 @@ import typer
 from interp.analyses import Config
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, execute
+from interp.experiments._base import Experiment, InReport, execute
 from interp.models import Model
 
 __all__ = ["ViewConfig", "AttentionViews", "REPEAT_TEXT", "run", "EXPERIMENT"]
@@ -162,8 +162,5 @@ EXPERIMENT = Experiment(
     figures=lambda result: dict(result.figures),
     describe=describe,
     cli=cli,
-    report=report_config,
-    report_html=report_html,
-    needs=("retrieval", "patching"),
-    order=1000,
+    report=InReport(report_config, order=1000, needs=("retrieval", "patching"), html=report_html),
 )

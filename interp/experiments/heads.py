@@ -22,7 +22,7 @@ from interp.analyses.heads import HeadConfig, HeadResult, combine, detector_targ
 from interp.datasets.random_tokens import repeated_random_tokens
 from interp.datasets.texts import read_texts, texts_digest
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute, report_sizes
+from interp.experiments._base import Experiment, InReport, Store, execute, report_sizes
 from interp.models import Model
 
 __all__ = ["EXPERIMENT", "random_sequences", "score_unit", "run"]
@@ -186,7 +186,5 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=report_sizes(HeadConfig, _REPORT_SIZES),
-    report_figures=report_figures,
-    order=50,
+    report=InReport(report_sizes(HeadConfig, _REPORT_SIZES), order=50, figures=report_figures),
 )

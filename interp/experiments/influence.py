@@ -24,7 +24,7 @@ from interp.datasets.head_lists import heads_checks_passed, read_heads
 from interp.datasets.texts import default_texts, read_texts, texts_digest
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute
+from interp.experiments._base import Experiment, InReport, Store, execute
 from interp.models import Model
 
 __all__ = ["EXPERIMENT", "check_heads", "losses", "run"]
@@ -173,7 +173,5 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=report_config,
-    report_figures=report_figures,
-    order=80,
+    report=InReport(report_config, order=80, figures=report_figures),
 )

@@ -32,7 +32,7 @@ from interp.analyses.preplan import (
 from interp.datasets.prompts import Prompt, default_prompts, load_prompts, prompts_digest
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute
+from interp.experiments._base import Experiment, InReport, Store, execute
 from interp.models import Model
 
 __all__ = ["EXPERIMENT", "collect_statistics", "score_ids", "score_prompt", "run"]
@@ -304,8 +304,5 @@ EXPERIMENT = Experiment(
     pages=pages,
     describe=describe,
     cli=cli,
-    report=report_config,
-    report_figures=report_figures,
-    report_html=report_html,
-    order=30,
+    report=InReport(report_config, order=30, figures=report_figures, html=report_html),
 )

@@ -21,7 +21,7 @@ from interp.analyses.qr_heads import NULL_QUERY, QRConfig, QRResult, combine, qr
 from interp.datasets.documents import QRSample, build_prompt, read_samples, samples_digest, shipped_samples
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute, report_sizes
+from interp.experiments._base import Experiment, InReport, Store, execute, report_sizes
 from interp.models import Model
 
 __all__ = ["EXPERIMENT", "document_mass", "score_sample", "run"]
@@ -158,7 +158,5 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=report_sizes(QRConfig, _REPORT_SIZES),
-    report_figures=report_figures,
-    order=70,
+    report=InReport(report_sizes(QRConfig, _REPORT_SIZES), order=70, figures=report_figures),
 )

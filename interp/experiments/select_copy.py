@@ -23,7 +23,7 @@ from interp.datasets.questions import (
 )  # fmt: skip
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute, report_sizes
+from interp.experiments._base import Experiment, InReport, Store, execute, report_sizes
 from interp.models import Model
 
 __all__ = ["EXPERIMENT", "option_scores", "prompt_tokens", "run"]
@@ -181,7 +181,5 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=report_sizes(SelectCopyConfig, _REPORT_SIZES),
-    report_figures=report_figures,
-    order=60,
+    report=InReport(report_sizes(SelectCopyConfig, _REPORT_SIZES), order=60, figures=report_figures),
 )

@@ -19,7 +19,7 @@ from interp.analyses.sinks import SinkConfig, SinkResult, combine, reduce_layer
 from interp.datasets.texts import default_texts, read_texts, texts_digest
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, Store, execute, report_sizes
+from interp.experiments._base import Experiment, InReport, Store, execute, report_sizes
 from interp.models import Model
 
 __all__ = ["EXPERIMENT", "prepare_windows", "scan_window", "run"]
@@ -238,7 +238,5 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=report_sizes(SinkConfig, _REPORT_SIZES),
-    report_figures=report_figures,
-    order=20,
+    report=InReport(report_sizes(SinkConfig, _REPORT_SIZES), order=20, figures=report_figures),
 )

@@ -45,7 +45,7 @@ from typing import Optional
 import numpy as np
 import torch
 import typer
-from interp.experiments import Experiment, Store, execute, flags
+from interp.experiments import Experiment, InReport, Store, execute, flags
 from toy_analysis import ToyConfig, ToyResult, mean_entropy
 
 def run(lm, config, store=None):
@@ -70,7 +70,7 @@ def cli(model: Optional[str] = flags.model_option(), length: int = typer.Option(
 EXPERIMENT = Experiment(
     name="toy", title="Toy entropy", command=("score", "toy"), config=ToyConfig, run=run,
     tables=lambda r: {"heads": r.to_dataframe()}, figures=lambda r: {}, cli=cli,
-    describe=lambda r: f"max entropy {r.entropy.max():.2f}", report=lambda quick, earlier: ToyConfig(), order=25,
+    describe=lambda r: f"max entropy {r.entropy.max():.2f}", report=InReport(lambda quick, earlier: ToyConfig(), order=25),
 )
 '''
 
@@ -92,10 +92,11 @@ def test_two_new_files_make_a_registered_experiment(tmp_path, tiny_lm, monkeypat
     monkeypatch.setattr(experiments, "__path__", [*experiments.__path__, str(pkg)])
     reg = registry()
     assert "toy" in reg and reg["toy"].command == ("score", "toy")
-    from interp.report import _stage_order
+    from interp.report import _experiments
 
-    names, titles = _stage_order()
-    assert names.index("sinks") < names.index("toy") < names.index("attention") and titles["toy"] == "Toy entropy"
+    stages = _experiments()  # the report's stages, in report order
+    names = list(stages)
+    assert names.index("sinks") < names.index("toy") < names.index("attention") and stages["toy"].title == "Toy entropy"
     out = tmp_path / "run"
     result = reg["toy"].run(tiny_lm, reg["toy"].config(length=6), Store(out))
     # the entropy of a causal row over i+1 keys is at most log(i+1): the mean over rows is below the mean bound

@@ -40,10 +40,10 @@ def test_registry_names_commands_and_config_convention():
     assert len(commands) == len(set(commands))
     for exp in reg.values():
         assert dataclasses.is_dataclass(exp.config) and exp.config.__dataclass_params__.frozen
-        if exp.needs:  # its report setting takes other stages' results: test_attention_views_from_earlier_results
-            assert exp.report is not None and set(exp.needs) < set(reg)
+        if exp.report is not None and exp.report.needs:  # takes other stages' results: test_attention_views_from_earlier_results
+            assert set(exp.report.needs) < set(reg)
             continue
-        cfg = exp.report(True, {}) if exp.report is not None else exp.config()
+        cfg = exp.report.config(True, {}) if exp.report is not None else exp.config()
         assert isinstance(cfg, exp.config)
         json.dumps(cfg.settings())  # one serialiser, JSON-able
 

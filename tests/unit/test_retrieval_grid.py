@@ -120,10 +120,10 @@ def test_describe_states_the_finding_and_the_causal_check():
         " Masking the top 2 heads drops needle recall from 0.57 to 0.10; masking 1 random heads gives 0.53 (sd 0.05 over 2 seeds)."
     )
     assert set(EXPERIMENT.tables(masked)) == {"heads", "samples"}  # the command's files, as before
-    assert set(EXPERIMENT.report_tables(masked)) == {"heads", "samples", "masking"}  # the report's
+    assert set(EXPERIMENT.report.tables(masked)) == {"heads", "samples", "masking"}  # the report's
     assert EXPERIMENT.summary(masked)["masking"]["k_top"] == 2
     assert [row["condition"] for row in EXPERIMENT.record(masked)["masking"]] == ["unmasked", "top", "random", "random"]
     none = {key: {**rec, "recall": 0.0} for key, rec in records.items()}
     unanswered = combine("toy", config, samples, none, (2, 3))
     assert EXPERIMENT.record(unanswered)["masking"].startswith("skipped: no sample counted")
-    assert EXPERIMENT.report(True, {}) == RetrievalConfig(lengths=(192,), depths=(0.5,), mask=False)
+    assert EXPERIMENT.report.config(True, {}) == RetrievalConfig(lengths=(192,), depths=(0.5,), mask=False)

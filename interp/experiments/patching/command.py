@@ -23,7 +23,7 @@ from interp.analyses.patching.circuits import top_heads
 from interp.analyses.patching.config import PatchConfig
 from interp.analyses.patching.results import PatchResult
 from interp.experiments import flags
-from interp.experiments._base import Experiment, execute
+from interp.experiments._base import Experiment, InReport, execute
 from interp.experiments.patching.runner import run
 
 __all__ = ["EXPERIMENTS", "describe", "tables", "figures", "report_figures", "report_config", "patch_ioi", "patch_colored_objects", "patch_pairs"]
@@ -233,11 +233,11 @@ def report_config(quick: bool, earlier: Mapping[str, Any]) -> PatchConfig:
 
 _COMMON = dict(
     config=PatchConfig, run=run, tables=cli_tables, figures=lambda result: {}, pages=pages, record=record,
-    report_tables=tables, describe=describe, check=check,
+    describe=describe, check=check,
 )  # the command writes one patch.html page; the report draws report_figures
 IOI = Experiment(
     name="patching", title="IOI circuit patching", command=("patch", "ioi"), cli=patch_ioi,
-    report=report_config, report_figures=report_figures, order=40, **_COMMON,
+    report=InReport(report_config, order=40, tables=tables, figures=report_figures), **_COMMON,
 )  # fmt: skip
 COLORED_OBJECTS = Experiment(
     name="patch_colored_objects", title="Colored Objects circuit patching", command=("patch", "colored-objects"),

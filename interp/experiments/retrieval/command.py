@@ -17,7 +17,7 @@ from interp.datasets.haystack import load_haystack
 from interp.datasets.needles import load_needles
 from interp.errors import InterpError
 from interp.experiments import flags
-from interp.experiments._base import Experiment, execute, report_sizes
+from interp.experiments._base import Experiment, InReport, execute, report_sizes
 from interp.experiments.retrieval.runner import run
 
 __all__ = ["EXPERIMENT", "describe"]
@@ -161,8 +161,5 @@ EXPERIMENT = Experiment(
     cli=cli,
     record=record,
     check=check,
-    report=report_sizes(RetrievalConfig, _REPORT_SIZES),
-    report_tables=report_tables,
-    report_figures=report_figures,
-    order=10,
+    report=InReport(report_sizes(RetrievalConfig, _REPORT_SIZES), order=10, tables=report_tables, figures=report_figures),
 )
