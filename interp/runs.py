@@ -166,7 +166,7 @@ def lock_folder(folder: str | os.PathLike) -> Optional[FolderLock]:
         return held
     path = folder / _LOCK_NAME
     for _ in range(20):  # the holder may unlink the file between our open and our flock: retry
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from interp.analyses.patching import PatchResult
+from interp.experiments.flags import parse_out
 
 __all__ = ["register", "patch_overlap", "load_run"]
 
@@ -40,7 +41,7 @@ def patch_overlap(
     run_a: Path = typer.Argument(..., help="Folder of the first patching run."),
     run_b: Path = typer.Argument(..., help="Folder of the second patching run."),
     top: int = typer.Option(10, "--top", min=1, help="Circuit size: the top-K heads by |score| of each run."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Optional folder for overlap.csv, overlap.json and overlap.html."),
+    out: Optional[Path] = typer.Option(None, "--out", parser=parse_out, help="Optional folder for overlap.csv, overlap.json and overlap.html."),
 ) -> None:
     """Overlap of two runs' circuits (Merullo et al. 2023): the share of top-K heads found in both."""
     from rich.console import Console

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Mapping, Optional, Sequence, TypeVar
@@ -100,16 +101,18 @@ class Store:
         from interp.distributed import lock_run_folder
 
         try:
-            self._lock = lock_run_folder(self.folder)
+            lock = lock_run_folder(self.folder)
         except BaseException:
             self.close(failed=True)
             raise
+        if lock is not None:  # released by close, or when a notebook's store is collected
+            self._lock = weakref.finalize(self, lock.release)
 
     def close(self, failed: bool = False) -> None:
         """Release the folder's lock; after a ``failed`` run, remove the folder if this store
         created it and nothing was kept there."""
         if self._lock is not None:
-            self._lock.release()
+            self._lock()  # a finalizer runs once
             self._lock = None
         if failed and self._created and self.folder is not None and self.folder.is_dir():
             if not any(self.folder.iterdir()):
