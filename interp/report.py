@@ -378,15 +378,28 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
     """
     from rich.console import Console
 
-    from interp.distributed import world
-    from interp.plots.export import save_plotlyjs
-    from interp.runs import atomic_write_json, prepare_out_dir, run_info
+    from interp.experiments import Store
+    from interp.runs import prepare_out_dir
 
     started = time.time()
     out = prepare_out_dir(out_dir)
     _check_lm(lm)
     configs = stage_configs(config)
-    console = console or Console(stderr=True)
+    store = Store(out, progress=False)  # the report's folder, locked for the run: run.json goes through it
+    try:
+        return _run_stages(lm, store, config, configs, console or Console(stderr=True), started)
+    finally:
+        store.close()
+
+
+def _run_stages(lm: Model, store: Any, config: ReportConfig, configs: dict, console: Any, started: float) -> Report:
+    """`run_report` once everything is checked: each stage, then run.json and index.html in ``store``'s folder."""
+    from interp.distributed import world
+    from interp.plots.export import save_plotlyjs
+    from interp.runs import run_info
+
+    out = store.folder
+
     stale = out / "index.html"
     if stale.is_file():  # a failed run must not leave an older, complete-looking page behind
         stale.unlink()
@@ -419,7 +432,7 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
     info["stages"] = [
         {"name": s.name, "seconds": s.seconds, "summary": s.summary, "checks": as_records(s.checks)} for s in reports
     ]
-    atomic_write_json(out / "run.json", info)
+    store.write_json("run", info)
     index = _write_index(out, lm, config, reports, outputs, seconds)
     console.print(f"[bold green]report written[/]: {index} ({index.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s")
     untrusted = [s for s in reports if not s.trusted]
