@@ -1,6 +1,8 @@
 """Benchmark `interp.kernels.attention_stats` against dense eager code and SDPA.
 
     .venv/bin/python benchmarks/attn_stats.py [--quick] [--no-write]          # CPU (make bench)
+    .venv/bin/python benchmarks/attn_stats.py --threads 1 --shapes 9/3/64 --lengths 8k,16k \
+        --methods torch,windowed --sliding-window 512 --section attn_stats_window   # windowed layers
     python benchmarks/attn_stats.py --device cuda --shapes 32/8/128 \
         --lengths 4k,16k,32k,64k,128k --methods triton,sdpa,eager --section attn_stats_gpu
 
@@ -12,6 +14,9 @@ subprocess so its peak memory is its own:
   compiled  the streaming path with its per-chunk function under torch.compile
             (first-call compile time reported apart)
   triton    attention_stats(backend="triton") (CUDA; on CPU only under TRITON_INTERPRET=1)
+  windowed  attention_stats(backend="torch", sliding_window=W) (only with --sliding-window W):
+            a sliding-window layer, whose cost should grow as T * W, not T^2; the report
+            adds its time over the full-attention torch path's
   sdpa      F.scaled_dot_product_attention forward on the same q, k (v = k), for scale; on
             CUDA restricted to the flash-attention backend (GQA natively, or k repeated first
             when this torch's flash kernel has no GQA: said in the note)
@@ -49,7 +54,7 @@ SHAPES = [(9, 3, 64), (32, 8, 128)]  # (heads, kv_head, d_head): SmolLM2-135M, L
 CPU_T = [512, 1024, 2048, 4096]
 GPU_T = [4096, 16384, 32768, 65536, 131072]  # issue 16
 GPU_SHAPES = [(32, 8, 128)]  # Llama-3-8B
-METHODS = ["eager", "torch", "compiled", "triton", "sdpa"]
+METHODS = ["eager", "torch", "compiled", "triton", "sdpa", "windowed"]
 GPU_METHODS = ["triton", "sdpa", "eager"]  # the streaming torch path is a CPU method
 CPU_CAP_BYTES = 14 * 2**30
 EAGER_TENSORS = 6  # [head, T, T] float32 tensors eager_stats holds at its peak (s, p, entr, products)
@@ -82,11 +87,15 @@ def eager_stats(q, k, scale, window=10, band=(10, 100), sink_tokens=1):
     return lse, top1, top1p, entropy, dist, waad, sink, recv, recv_mean, band_mean
 
 
-def make_method(name, q, k, scale):
+def make_method(name, q, k, scale, sliding_window=None):
     import torch
 
     from interp.kernels import attention_stats
 
+    if name == "windowed":
+        if sliding_window is None:
+            raise ValueError("the windowed method needs --sliding-window W")
+        return lambda: attention_stats(q, k, scale=scale, backend="torch", sliding_window=sliding_window)
     if name == "eager":
         return lambda: eager_stats(q, k, scale)
     if name in ("torch", "triton"):
@@ -172,7 +181,16 @@ def _sampled_peak(fn) -> tuple[float, int]:
 
 
 def child(
-    method: str, heads: int, kv: int, d: int, t: int, device: str, repeats: int, threads: int, dtype_name: str
+    method: str,
+    heads: int,
+    kv: int,
+    d: int,
+    t: int,
+    device: str,
+    repeats: int,
+    threads: int,
+    dtype_name: str,
+    sliding_window: int | None = None,
 ) -> dict:
     import torch
 
@@ -187,7 +205,7 @@ def child(
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     out: dict = {}
     try:
-        fn = make_method(method, q, k, d**-0.5)
+        fn = make_method(method, q, k, d**-0.5, sliding_window)
         if getattr(fn, "note", None):
             out["note"] = fn.note
         base_rss = _rss()
@@ -248,8 +266,9 @@ def triton_configs() -> str:
 # ----------------------------------------------------------------------------- driver
 
 
-def measure(method, heads, kv, d, t, device, repeats, threads, dtype, timeout) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps([method, heads, kv, d, t, device, repeats, threads, dtype])]
+def measure(method, heads, kv, d, t, device, repeats, threads, dtype, timeout, sliding_window=None) -> dict:
+    args = [method, heads, kv, d, t, device, repeats, threads, dtype, sliding_window]
+    cmd = [sys.executable, __file__, "--child", json.dumps(args)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
@@ -345,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--section", help="name of the block to write (default attn_stats, attn_stats_gpu on CUDA)")
     ap.add_argument("--title", help="heading of the block (default: ## <section>)")
     ap.add_argument("--note", action="append", default=[], help="a line to add under the table (repeatable)")
+    ap.add_argument("--sliding-window", type=int, help="W of the windowed method (a sliding-window layer)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -362,7 +382,9 @@ def main(argv: list[str] | None = None) -> None:
         if unknown := set(methods) - set(METHODS):
             raise SystemExit(f"--methods: unknown {sorted(unknown)}; use {','.join(METHODS)}")
     else:
-        methods = GPU_METHODS if device == "cuda" else [m for m in METHODS if m != "triton"]
+        methods = GPU_METHODS if device == "cuda" else [m for m in METHODS if m not in ("triton", "windowed")]
+    if "windowed" in methods and not args.sliding_window:
+        raise SystemExit("--methods windowed needs --sliding-window W")
     dtype = args.dtype if args.dtype != "auto" else ("float16" if device == "cuda" else "float32")
     if args.lengths:
         lengths = parse_lengths(args.lengths)
@@ -384,7 +406,9 @@ def main(argv: list[str] | None = None) -> None:
                 elif skip:
                     res[m] = {"status": skip}
                 else:
-                    res[m] = measure(m, heads, kv, d, t, device, repeats, args.threads, dtype, args.timeout)
+                    res[m] = measure(
+                        m, heads, kv, d, t, device, repeats, args.threads, dtype, args.timeout, args.sliding_window
+                    )
                     if res[m]["status"] == "OOM":
                         oom_at[(heads, kv, d, m)] = t
                 print(f"heads={heads} kv={kv} d={d} T={t} {m}: {res[m]}", flush=True)
@@ -392,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     run = dict(
         device=device, dtype=dtype, lengths=lengths, load=(load0, os.getloadavg()), elapsed=time.time() - started,
         threads=args.threads or torch.get_num_threads(), interpreter=interpreter, argv=argv,
+        sliding_window=args.sliding_window,
     )  # fmt: skip
     report = render(rows, methods, oom_at, run, title=args.title or f"## {section}", notes=args.note)
     print(report)
@@ -439,6 +464,8 @@ def render(rows, methods, oom_at, run, title: str, notes: list[str]) -> str:
                 f"{_ratio(r['time'], ref.get('time'))} | {_ratio(r['time'], eager.get('time'))} | "
                 f"{_ratio(r.get('peak_extra'), eager.get('peak_extra'))} | {_note(m, r)} |"
             )
+    if "windowed" in methods and "torch" in methods:
+        out += ["", *window_table(rows, run.get("sliding_window"))]
     out += ["", "Out of memory (first T that failed, per method and shape):"]
     if not oom_at:
         out.append(f"none up to T = {max(lengths)}.")
@@ -480,6 +507,23 @@ def summary_table(rows, baseline: str) -> list[str]:
         out.append(
             f"| {heads}/{kv}/{d} | {t} | {cell(tri)} | {cell(ref)} | {_ratio(tri.get('time'), ref.get('time'))} | "
             f"{cell(tri, 'peak_extra')} | {cell(ref, 'peak_extra')} | {cell(eager)} | {cell(eager, 'peak_extra')} |"
+        )
+    return out
+
+
+def window_table(rows, window) -> list[str]:
+    """One line per (shape, T): the sliding-window layer's time against full attention's."""
+    out = [
+        f"Sliding window W = {window} against full causal attention, both `backend=\"torch\"`, same q and k:",
+        "",
+        "| heads/kv/d | T | full (s) | windowed (s) | windowed / full | T / W |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (heads, kv, d, t), res in rows:
+        full, win = res.get("torch", {}), res.get("windowed", {})
+        out.append(
+            f"| {heads}/{kv}/{d} | {t} | {full.get('time', float('nan')):.3f} | {win.get('time', float('nan')):.3f} | "
+            f"{_ratio(win.get('time'), full.get('time'))} | {t / window:.0f} |"
         )
     return out
 

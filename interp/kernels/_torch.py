@@ -51,6 +51,7 @@ from interp.kernels._problem import Problem, RawStats, target_stats
 __all__ = ["torch_stats", "tile_stats", "TILE_BYTES"]
 
 TILE_BYTES = 16 * 2**20  # bytes of one [heads, c, keys] score tile; s and p make two of them
+WINDOW_CHUNK_MIN = 64  # fewest rows per chunk of a sliding-window layer (fewer: per-chunk overhead dominates)
 _MASKED = -1e30  # finite "minus infinity": p = 0 there and p * s stays 0 (never NaN)
 
 
@@ -165,7 +166,7 @@ def torch_stats(
         kb = pb.k[b].to(cdtype)  # [kv, key_pos, d]: upcast once per batch element
         start = 0
         while start < len(rows_host):
-            stop = min(start + (chunk_size or _auto_chunk(pb, rows_host[start], cdtype)), len(rows_host))
+            stop = min(start + (chunk_size or _auto_chunk(pb, rows_host, start, cdtype)), len(rows_host))
             chunk = _Chunk.plan(pb, b, first_real[b], work_rows[start:stop], rows_host[start:stop])
             if chunk is not None:
                 inputs = _tile_inputs(pb, chunk, holes, pb.q[b], kb, cdtype)
@@ -332,20 +333,33 @@ class _Accumulator:
         return RawStats(recv_sum=self.recv, band_sum=self.band, **rows)
 
 
-def _auto_chunk(pb: Problem, first_row: int, cdtype: torch.dtype) -> int:
-    """Rows per chunk so that a [heads, c, n_keys] tile holds about TILE_BYTES.
+def _auto_chunk(pb: Problem, rows: list[int], start: int, cdtype: torch.dtype) -> int:
+    """Rows per chunk, starting at rows[start], so that a [heads, c, n_keys] tile holds about TILE_BYTES.
 
     A causal chunk starting at key index a0 spans about a0 + 1 + c keys, so early chunks
     can take more rows: solve heads * bytes * c * (width0 + c) = TILE_BYTES for c.
+    A causal sliding-window chunk of consecutive rows spans W + c - 1 keys whatever its
+    position, of which c * (c - 1) are masked (the triangles before the first row's window
+    and after the last row), so it takes c = W / 4 rows (at least WINDOW_CHUNK_MIN): a
+    fifth of the tile is wasted and the tile stays small (measured in benchmarks/RESULTS.md).
     """
     per_key = pb.heads * torch.finfo(cdtype).bits // 8
     budget = TILE_BYTES / per_key
+
+    def fit(width0: int) -> int:  # c with c * (width0 + c) = budget
+        return max(1, int((-width0 + math.sqrt(width0 * width0 + 4 * budget)) / 2))
+
+    if pb.causal and pb.sliding_window is not None:
+        c = min(fit(pb.sliding_window), max(WINDOW_CHUNK_MIN, pb.sliding_window // 4))
+        chunk = rows[start : start + c]
+        if max(chunk) - min(chunk) < len(chunk):  # consecutive rows (as when streaming all of them)
+            return c
     if not (pb.causal and pb.columns):  # rows may be anywhere: assume full-width rows
         return max(1, int(budget / pb.key_pos))
-    width0 = min(pb.key_pos, pb.offset + first_row + 1)
+    width0 = min(pb.key_pos, pb.offset + rows[start] + 1)
     if pb.sliding_window is not None:
         width0 = min(width0, pb.sliding_window)
-    return max(1, int((-width0 + math.sqrt(width0 * width0 + 4 * budget)) / 2))
+    return fit(width0)
 
 
 def _partial_visibility(pb: Problem, ch: _Chunk, holes: bool) -> tuple[Tensor, int]:

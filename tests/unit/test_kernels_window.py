@@ -111,3 +111,35 @@ def test_band_outside_the_window_is_nan() -> None:
     got = attention_stats(q, k, scale=0.25, sliding_window=5, band=(5, 9), backend="torch")
     assert got.band.isnan().all()
     assert not got.recv_mean.isnan().any()
+
+
+@pytest.mark.parametrize("columns", [True, False])
+def test_windowed_chunks_read_only_the_keys_in_their_windows(columns: bool) -> None:
+    """Each chunk of a sliding-window layer computes keys [a_first - W + 1, a_last] only: O(T W), not O(T^2)."""
+    from interp.kernels._torch import tile_stats, torch_stats
+
+    t, w = 600, 40
+    q, k = _inputs(1, 2, 1, t, t, seed=5)
+    kwargs = dict(scale=0.25, sliding_window=w, band=(0, 10), recent_windows=(8,))
+    full = dict(
+        causal=True, softcap=None, sink_tokens=1, window=10, segments=None, n_segments=None,
+        key_padding_mask=None, query_rows=None, columns=columns, sink_logits=None,
+    )  # fmt: skip
+    problem = prepare(q, k, **full, **kwargs)
+    widths: list[tuple[int, int]] = []
+
+    def spy(**inputs):
+        widths.append((inputs["vis"].shape[0], inputs["kt"].shape[-1]))  # (rows c, keys computed)
+        return tile_stats(**inputs)
+
+    torch_stats(problem, tile_fn=spy)
+    assert sum(c for c, _ in widths) == t
+    assert all(n_keys <= w + c - 1 for c, n_keys in widths), widths
+    assert len(widths) > 1 and max(c for c, _ in widths) < t  # several chunks
+    got = attention_stats(q, k, backend="torch", columns=columns, **kwargs)
+    ref = attention_stats(q, k, backend="reference", columns=columns, **kwargs)
+    tol = dict(rtol=2e-5, atol=2e-5, equal_nan=True)
+    for name in ("lse", "entropy", "dist", "waad", "recent", "distant", "recv_mean", "band"):
+        want = getattr(ref, name)
+        if want is not None:
+            torch.testing.assert_close(getattr(got, name).double(), want, **tol, msg=name)
