@@ -57,6 +57,7 @@ class Check:
         threshold: the number it is compared with.
         passed: whether the finding may rest on it.
         detail: one plain sentence: what is compared, and what a failure means for the finding.
+        op: how ``value`` must compare with ``threshold`` to pass: ">=", ">" or "<=".
     """
 
     name: str
@@ -64,6 +65,7 @@ class Check:
     threshold: float
     passed: bool
     detail: str
+    op: str = ">="
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly (run.json): name, value, threshold, passed, detail (NaN as None)."""
@@ -73,6 +75,7 @@ class Check:
             "threshold": _plain(self.threshold),
             "passed": bool(self.passed),
             "detail": self.detail,
+            "op": self.op,
         }
 
     @classmethod
@@ -82,12 +85,12 @@ class Check:
         value, threshold = record.get("value"), record.get("threshold")
         return cls(
             str(record["name"]), nan if value is None else float(value), nan if threshold is None else float(threshold),
-            bool(record["passed"]), str(record.get("detail", "")),
+            bool(record["passed"]), str(record.get("detail", "")), str(record.get("op", ">=")),
         )  # fmt: skip
 
     def short(self) -> str:
         """``name = value (needs >= threshold)`` for one-line messages."""
-        return f"{self.name} = {_fmt(self.value)} (threshold {_fmt(self.threshold)})"
+        return f"{self.name} = {_fmt(self.value)} (needs {self.op} {_fmt(self.threshold)})"
 
 
 class ChecksFailed(InterpError):
@@ -127,12 +130,12 @@ def at_least(name: str, value: float, threshold: float, detail: str) -> Check:
 
 def above(name: str, value: float, threshold: float, detail: str) -> Check:
     """Passes when ``value > threshold`` (NaN fails)."""
-    return Check(name, float(value), float(threshold), _measured(value) and float(value) > threshold, detail)
+    return Check(name, float(value), float(threshold), _measured(value) and float(value) > threshold, detail, ">")
 
 
 def at_most(name: str, value: float, threshold: float, detail: str) -> Check:
     """Passes when ``value <= threshold`` (NaN fails)."""
-    return Check(name, float(value), float(threshold), _measured(value) and float(value) <= threshold, detail)
+    return Check(name, float(value), float(threshold), _measured(value) and float(value) <= threshold, detail, "<=")
 
 
 def holds(name: str, condition: bool, detail: str) -> Check:
@@ -177,7 +180,7 @@ def failed(checks: Iterable[Check]) -> tuple[Check, ...]:
 def warning(checks: Iterable[Check]) -> str:
     """The warning a finding starts with when a check fails ("" when all pass).
 
-    E.g. ``"WARNING, do not trust this finding: clean_accuracy = 0 (threshold 0.8). "``
+    E.g. ``"WARNING, do not trust this finding: clean_accuracy = 0 (needs >= 0.8). "``
     """
     bad = failed(checks)
     if not bad:

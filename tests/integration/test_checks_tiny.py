@@ -72,7 +72,7 @@ def test_execute_records_checks_warns_and_fails_under_strict(tiny_lm, tmp_path, 
     monkeypatch.setattr(distributed, "rank_model", lambda name=None, **kw: tiny_lm)
     execute(_TOY, _ToyConfig(True), model=None, out=tmp_path / "ok")
     info = json.loads((tmp_path / "ok" / "run.json").read_text())
-    assert info["checks"] == [{"name": "clean_accuracy", "value": 1.0, "threshold": 0.5, "passed": True, "detail": "toy"}]
+    assert info["checks"] == [{"name": "clean_accuracy", "value": 1.0, "threshold": 0.5, "passed": True, "detail": "toy", "op": ">"}]
     assert "WARNING" not in capsys.readouterr().err
 
     execute(_TOY, _ToyConfig(False), model=None, out=tmp_path / "bad")  # not strict: a warning, no error
@@ -102,5 +102,5 @@ def test_report_marks_a_failed_check_with_a_banner_and_an_overview_column(tiny_l
     assert '<td class="check-failed"><b>failed</b>: clean_accuracy</td>' in page
     banner = page.index('<div class="check-failed" role="alert">')
     assert page.index('id="patching"') < banner  # the banner heads the failing section only
-    assert page.count('role="alert"') == 1 and "clean_accuracy = 0 (threshold 0.8)" in page[banner:]
+    assert page.count('role="alert"') == 1 and "clean_accuracy = 0 (needs &gt; 0.8)" in page[banner:]
     assert ok.trusted and not bad.trusted

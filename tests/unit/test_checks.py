@@ -38,7 +38,7 @@ def test_records_round_trip_and_warning_names_the_failed_check():
     assert back[0] == checks[0] and math.isnan(back[1].value) and back[2] == checks[2]
     assert [c.name for c in failed(checks)] == ["clean_accuracy", "gap"]
     text = warning(checks)
-    assert text.startswith("WARNING") and "clean_accuracy = 0 (threshold 0.8)" in text and "ok" not in text
+    assert text.startswith("WARNING") and "clean_accuracy = 0 (needs >= 0.8)" in text and "ok" not in text
     assert warning(checks[2:]) == ""
     err = ChecksFailed("patch ioi", failed(checks))
     assert isinstance(err, InterpError) and "2 check(s) failed" in str(err)
