@@ -108,13 +108,13 @@ def cli(
     needles: Optional[Path] = typer.Option(None, "--needles", help="JSONL file, one {\"id\", \"needle\", \"question\", \"answer\"} per line (default: the shipped 3)."),
     haystack: Optional[list[Path]] = typer.Option(None, "--haystack", help="Text file for the haystack; repeat for several (default: Python stdlib docstrings)."),
     mode: str = typer.Option("teacher", "--mode", help="teacher (one forward per sample) or decode (the paper's greedy loop)."),
-    response: str = typer.Option("needle", "--response", help="Teacher forcing feeds the needle sentence ('needle') or only the answer ('answer')."),
+    response: Optional[str] = typer.Option(None, "--response", help="Teacher forcing feeds the needle sentence ('needle', the default) or only the answer ('answer')."),
     out: Path = typer.Option(Path("runs/retrieval"), "--out", parser=flags.parse_out, help="Output folder (re-running with it resumes)."),
     mask: bool = typer.Option(True, "--mask/--no-mask", help="Run the causal check (top-K vs random-K heads made uniform)."),
     mask_top: Optional[int] = typer.Option(None, "--mask-top", help="K top heads to mask (default: 5% of heads)."),
     mask_random: Optional[int] = typer.Option(None, "--mask-random", help="K random non-retrieval heads to mask (default: same as --mask-top)."),
     seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed of a random-K draw; repeat for several (default 0 1 2)."),
-    max_new_tokens: int = typer.Option(50, "--max-new-tokens", help="Decode mode: step limit (the paper's 50)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Decode mode: step limit (default: the paper's 50)."),
     min_recall: float = typer.Option(0.5, "--min-recall", help="ROUGE-1 recall for a sample to count (the paper's 0.5)."),
     threshold: float = typer.Option(0.1, "--threshold", help="Retrieval head: score > threshold (the paper's 0.1)."),
     backend: str = flags.backend_option(),
@@ -127,13 +127,16 @@ def cli(
     heads matter, and write heads.csv, samples.csv, run.json and retrieval_heads.html into OUT."""
     for flag, given in (("--mask-top", mask_top is not None), ("--mask-random", mask_random is not None), ("--seed", bool(seed))):
         flags.only_with(flag, given, "--mask", mask)  # the masking check's settings would be ignored
+    flags.only_with("--response", response is not None, "--mode teacher", mode == "teacher")
+    flags.only_with("--max-new-tokens", max_new_tokens is not None, "--mode decode", mode == "decode")
     defaults = RetrievalConfig()
     config = RetrievalConfig(
         lengths=_list(lengths, "--lengths", int) or defaults.lengths,
         depths=_list(depths, "--depths", float) or defaults.depths,
         needles=str(needles) if needles is not None else None,
         haystack=tuple(str(p) for p in haystack or ()),
-        mode=mode, response=response, max_new_tokens=max_new_tokens, min_recall=min_recall, threshold=threshold,
+        mode=mode, response=defaults.response if response is None else response, min_recall=min_recall,
+        max_new_tokens=defaults.max_new_tokens if max_new_tokens is None else max_new_tokens, threshold=threshold,
         mask=mask, mask_top=mask_top, mask_random=mask_random, seeds=tuple(seed) if seed else defaults.seeds,
         backend=flags.check_backend(backend), share_prefix=share_prefix, batch_size=batch_size,
     )  # fmt: skip
