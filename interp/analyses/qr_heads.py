@@ -172,7 +172,8 @@ class QRResult:
                 "best_head_above_chance", best, level,
                 f"accuracy of the most accurate of {n} heads at picking the gold document of {self.n_samples} samples "
                 f"(chance {mean_chance:.2f} per sample) against the {self.config.chance_quantile:.0%} quantile of the "
-                f"best of {n} heads guessing at random",
+                f"best of {n} heads guessing at random"
+                + (f"; with {self.n_samples} samples even a head right on all of them cannot beat it: add samples" if level >= 1 else ""),
             ),
         )  # fmt: skip
 

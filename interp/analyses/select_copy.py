@@ -167,7 +167,8 @@ class SelectCopyResult:
                 "best_head_above_chance", best, level,
                 f"best QK accuracy of {n} heads on {self.n_questions} questions of {self.n_options} options (chance "
                 f"{1 / max(self.n_options, 1):.2f}; the model itself: {self.model_accuracy:.2f}) against the "
-                f"{self.config.chance_quantile:.0%} quantile of the best of {n} heads guessing at random",
+                f"{self.config.chance_quantile:.0%} quantile of the best of {n} heads guessing at random"
+                + (f"; with {self.n_questions} questions even a head right on all of them cannot beat it: add questions" if level >= 1 else ""),
             ),
         )  # fmt: skip
 

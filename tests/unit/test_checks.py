@@ -397,3 +397,10 @@ def test_preplan_checks_the_windows_of_the_chosen_layers():
     run = _preplan_run((None, 40))
     assert [c.name for c in failed(run.checks)] == ["windowed_layers_shorter_than_text", "band_within_window"]
     assert "layer 1 (W=40)" in run.checks[0].detail and run.summary()["checks"][1]["threshold"] == 101
+
+
+def test_too_few_items_to_beat_chance_says_so():
+    few = _select_copy(True, n_q=2)  # a perfect head on 2 questions: the best of 6 guessers often is too
+    (check,) = few.checks
+    assert not check.passed and check.threshold == 1.0 and "add questions" in check.detail
+    assert "add samples" in _qr(True, n_s=1).checks[0].detail
