@@ -114,9 +114,11 @@ class Store:
         if self._lock is not None:
             self._lock()  # a finalizer runs once
             self._lock = None
-        if failed and self._created and self.folder is not None and self.folder.is_dir():
-            if not any(self.folder.iterdir()):
-                self.folder.rmdir()
+        if failed and self._created and self.folder is not None:
+            try:
+                self.folder.rmdir()  # only when empty; another rank may have removed it first
+            except OSError:
+                pass
 
     def bind(self, lm: Any, config: Any = None) -> None:
         """Stamp every log opened from now on with the model's settings that change numbers
