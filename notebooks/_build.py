@@ -148,6 +148,20 @@ result.to_dataframe().head()"""),
 from interp.plots.sinks import first_token_mass_grid, layer_sink_rates
 first_token_mass_grid(result)"""),
     ("code", "layer_sink_rates(result)"),
+    ("md", """\
+## The head atlas (issue 22)
+
+Every head's use of a long context against query position (first-token and sink mass, entropy,
+distance, recent and distant mass), a kind per head, and a KV-cache policy: the heads whose
+distant mass stays under 0.05 keep only 4 sink tokens and a recent window. `interp atlas` also
+checks the policy causally (`causal.csv`) and writes an interactive page (`atlas.html`)."""),
+    ("code", """\
+from interp.analyses.atlas import AtlasConfig
+from interp.experiments import atlas
+# the command's run: length=8192 (the default) with the causal check on a held-out window
+atlas_result = atlas.run(lm, AtlasConfig(length=512, windows=(32, 128), max_texts=1, causal_texts=0))
+print(atlas_result.summary()["kinds"], "KV cache saved:", atlas_result.policy()["kv_saved"])
+atlas_result.to_dataframe()[["layer", "head", "sink", "prev", "distant_128", "concentration", "kind"]].head(10)"""),
 ]
 
 NOTEBOOKS["03_patching"] = [

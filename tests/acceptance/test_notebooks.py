@@ -105,7 +105,7 @@ FIGURES = {
 EXPECTED = {
     "00_quickstart.ipynb": [r"\('[^']*', 0\.\d+\)", r"sinks\.html \d+ KiB"],
     "01_retrieval.ipynb": [r"\d+\.\d% of heads score > 0\.1 over \d+ counted samples", r"\brank\b", r"\bscore\b"],
-    "02_sinks.ipynb": [r"sink rate at position 0: \d+\.\d% of \(text, layer, head\)", r"alpha0", r"sink_rate_pct", r"enrichment"],
+    "02_sinks.ipynb": [r"sink rate at position 0: \d+\.\d% of \(text, layer, head\)", r"alpha0", r"sink_rate_pct", r"enrichment", r"'previous-token': \d+"],
     "03_patching.ipynb": [r"Baseline\(n=2, clean_accuracy=", r"\(2[234], \d+, "],
     "04_preplan.ipynb": [r"'n_preplan': \d+", r"'n_anchor': \d+", r"\bwaad\b", r'class="tok (anchor|both)\b'],
     "05_heads.ipynb": [r"'induction': \[\(\d+, \d+, ", r"qr_score", r"\bai\b|influence"],
