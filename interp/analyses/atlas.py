@@ -391,7 +391,7 @@ class AtlasResult:
 
     def windowable_share(self) -> float:
         """Largest budget of the policy's heads whose loss change stays under the tolerance (0 when none; NaN without the check)."""
-        rows = [r for r in self.causal if r["condition"] == "policy"]
+        rows = [r for r in self.causal if r["condition"] in ("policy", "policy.json")]
         if not rows:
             return float("nan")
         ok = [r["budget"] for r in rows if r["delta_loss"] < self.config.loss_tolerance]

@@ -134,3 +134,21 @@ def test_bad_input_is_one_clear_error(tmp_path):
     policy.write_text(json.dumps({"model": "SmolLM2-135M", "n_layers": 30, "n_heads": 9, "windowed": []}))
     with pytest.raises(InterpError, match="written for SmolLM2-135M"):
         read_policy(policy, lm)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--length", "256", "--windows", "64,256"), "below --length 256"),
+        (("--sinks", "-1"), "--sinks must be >= 0"),
+        (("--windows", "64,x"), "--windows takes comma-separated integers"),
+    ],
+)
+def test_cli_bad_input_is_one_error_line_and_writes_nothing(monkeypatch, capsys, tmp_path, argv, message):
+    from helpers import cli
+
+    out = tmp_path / "atlas"
+    assert cli(monkeypatch, "atlas", *argv, "--out", out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert not out.exists()
