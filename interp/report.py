@@ -4,11 +4,11 @@
 its ``order`` (retrieval heads, attention sinks, preplan/anchor tokens, IOI circuit patching, the
 head detectors, select-and-copy, QRHead, AttentionInfluence, the attention patterns of the heads
 they found), each through its own runner, tables, figures and one-sentence finding. A stage that
-takes another's results names it in its `InReport.needs`: the report runs that one first and hands
-its result over. Each stage writes its tables (CSV) and figures (HTML sharing one
-``plotly.min.js``, plus PNG where the figure is static and an image backend exists) through a
-`interp.experiments.Store` of ``DIR/<stage>/``; when
-every stage has finished, ``DIR/index.html`` is written: one self-contained page (plotly.js
+takes another's results names it in its `InReport` (``needs``, or ``uses`` when it can do
+without): the report runs that one first and hands its result over. Each stage writes its tables
+(CSV) and figures (HTML sharing one ``plotly.min.js``, plus PNG where the figure is static and an
+image backend exists) through a `interp.experiments.Store` of ``DIR/<stage>/``; when every stage
+has finished, ``DIR/index.html`` is written: one self-contained page (plotly.js
 inlined once, opens with no network) that embeds every figure under a short summary of each
 finding, and links the tables.
 
@@ -88,6 +88,9 @@ class ReportConfig:
         exps = _experiments()
         for name in stages:
             needs = exps[name].report.needs
+            late = [s for s in (*needs, *exps[name].report.uses) if STAGES.index(s) > STAGES.index(name)]
+            if late:  # a registry mistake, not the user's
+                raise InterpError(f"the {name} stage takes the results of {', '.join(late)}, which run after it: fix their order")
             if not set(needs) <= set(stages):
                 both = "both stages" if len(needs) == 2 else "those stages"
                 raise InterpError(f"the {name} stage takes the results of {' and '.join(needs)}: include {both}")
@@ -343,7 +346,9 @@ def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict) -> _Ou
     from interp.experiments import Store, finding
 
     if exp.name not in config.configs:
-        cfg = exp.report.config(config.quick, ctx["results"])
+        takes = (*exp.report.needs, *exp.report.uses)
+        earlier = {name: result for name, result in ctx["results"].items() if name in takes}
+        cfg = exp.report.config(config.quick, earlier)
         ctx["configs"][exp.name] = cfg
     result = exp.run(lm, cfg, Store())
     ctx["results"][exp.name] = result

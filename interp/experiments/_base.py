@@ -292,10 +292,13 @@ class InReport:
 
     Attributes:
         config: ``(quick, earlier) -> config`` the stage runs with, where ``earlier`` maps the
-            names of the stages already run to their results (`report_sizes` builds one from sizes).
+            stages of ``needs`` and ``uses`` that ran to their results (`report_sizes` builds one
+            from sizes).
         order: position in the report (lower first).
         needs: the stages whose results ``config`` takes: the report runs them first and refuses
             a stage list without them.
+        uses: the stages whose results ``config`` takes when they are in the report (it falls
+            back on its own otherwise): run first when chosen.
         tables: result -> {name: DataFrame} for the stage's folder (default: the command's ``tables``).
         figures: result -> {name: Figure} for the page (default: the command's ``figures``).
         html: result -> the section's HTML (default: the finding, escaped, as a paragraph).
@@ -304,6 +307,7 @@ class InReport:
     config: Callable[[bool, Mapping[str, Any]], Any]
     order: int = 100
     needs: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
     tables: Optional[Callable[[Any], dict[str, Any]]] = None
     figures: Optional[Callable[[Any], dict[str, Any]]] = None
     html: Optional[Callable[[Any], str]] = None

@@ -173,5 +173,5 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=InReport(report_config, order=80, figures=report_figures),
+    report=InReport(report_config, order=80, uses=("retrieval", "heads"), figures=report_figures),
 )

@@ -129,3 +129,25 @@ def test_model_backend_is_a_launch_option_with_a_clear_error():
     finally:
         configure()
     assert "backend" not in _LOADING
+
+
+def test_report_hands_a_stage_only_the_results_it_names():
+    from typecheck import unchecked
+
+    from interp.experiments import Experiment, InReport
+    from interp.report import ReportConfig, _run_experiment
+
+    seen = {}
+
+    def config(quick, earlier):
+        seen.update(earlier)
+        return "cfg"
+
+    exp = Experiment(
+        name="toy", title="Toy", command=("score", "toy"), config=object, run=lambda lm, cfg, store: {"ran": cfg},
+        tables=lambda r: {}, figures=lambda r: {}, describe=lambda r: "found", cli=lambda: None,
+        summary=lambda r: r, report=InReport(config, needs=("retrieval",), uses=("heads", "absent")),
+    )  # fmt: skip
+    ctx = {"configs": {}, "results": {"retrieval": 1, "heads": 2, "sinks": 3}}
+    out = unchecked(_run_experiment)(exp, None, ReportConfig(quick=True), None, ctx)  # no model: the runner is fake
+    assert seen == {"retrieval": 1, "heads": 2} and ctx["results"]["toy"] == {"ran": "cfg"} and out.summary == "found"
