@@ -30,6 +30,13 @@ the correct answer, `better`); ZeroTuning's gamma is chosen on a small grid. Hel
 reported with Wilson intervals, a paired bootstrap interval of the difference and an exact
 McNemar test.
 
+Checks (`interp.analyses.checks`, `CalibrationResult.checks`): the finding rests on enough
+held-out items (``heldout_items``), a held-out split that shares no prompt with the calibration
+split the setting was chosen on (``heldout_disjoint``), an uncalibrated model above the accuracy
+guessing reaches by luck on those items (``base_above_chance``: at chance there is nothing to
+calibrate, and a change is noise), and for ACT, calibrated heads that carry hidden-sink mass
+above tau on the calibration prompts (``act_heads_sink_mass``: else ACT scales almost nothing).
+
 This module is pure: the bias and statistics functions, `ACTBias` (computed from the live q
 and k inside the model's forward pass), the frozen `CalibrationConfig` and `CalibrationResult`.
 The runner that drives the model (the edits for a model's heads, batched scoring, the searches,
@@ -50,6 +57,7 @@ from jaxtyping import Bool, Float, Integer, Shaped
 from torch import Tensor
 
 from interp.analyses._config import Config
+from interp.analyses.checks import Check, above, as_records, at_least, at_most, chance_level
 from interp.errors import InterpError
 from interp.hooks import KeyBias
 
@@ -68,9 +76,14 @@ __all__ = [
     "wilson_interval",
     "paired_bootstrap_diff",
     "mcnemar_exact",
+    "CHECK_SETTINGS",
 ]
 
 Head = tuple[int, int]  # (layer, head)
+
+# The config fields that only set check thresholds: they change no number, so a resumed search
+# leaves them out of the settings it must agree on (run.json still records them).
+CHECK_SETTINGS = ("min_heldout", "chance_quantile")
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,6 +323,9 @@ class CalibrationConfig(Config):
         n_boot: bootstrap resamples of the accuracy difference.
         seed: bootstrap seed.
         backend: kernel backend for ACT's statistics.
+        min_heldout: check: at least this many held-out items (``heldout_items``).
+        chance_quantile: check: the uncalibrated held-out accuracy must exceed this quantile of
+            the accuracy of a model guessing among the choices (``base_above_chance``).
     """
 
     method: str = "act"  # "act" | "zerotune"
@@ -327,6 +343,12 @@ class CalibrationConfig(Config):
     n_boot: int = 2000
     seed: int = 0
     backend: str = "auto"
+    # Preconditions (`interp.analyses.checks`); neither paper gives a cut-off (both evaluate on hundreds
+    # to thousands of items). Under 30 items the 95% interval of an accuracy near 50% spans more than
+    # +-17 points and one item moves it by over 3 points: a gain of the papers' size (a few points) is
+    # one or two items.
+    min_heldout: int = 30  # held-out items
+    chance_quantile: float = 0.95  # base accuracy above the 95th percentile of guessing (about 5% false alarms)
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range (heads are checked against the
@@ -351,6 +373,10 @@ class CalibrationConfig(Config):
             raise InterpError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
         if not 0 < self.confidence < 1:
             raise InterpError(f"confidence must lie in (0, 1), got {self.confidence}")
+        if not (isinstance(self.min_heldout, int) and self.min_heldout >= 1):
+            raise InterpError(f"min_heldout must be an int >= 1, got {self.min_heldout!r}")
+        if not 0 < self.chance_quantile < 1:
+            raise InterpError(f"chance_quantile must lie in (0, 1), got {self.chance_quantile!r}")
         if self.heads is not None:
             if not self.heads:
                 raise InterpError("heads is empty: give at least one LAYER.HEAD, or omit it to search")
@@ -370,6 +396,12 @@ class CalibrationResult:
         item_ids: held-out item ids.
         before, after: [n_heldout] bool, held-out item correct without / with it.
         logp_before, logp_after: [n_heldout] log-prob of the correct choice.
+        n_choices: answer choices per item (chance is 1 / n_choices); None when not known.
+        heldout_in_calibration: held-out items whose prompt is also a calibration prompt; None
+            when not known.
+        head_sink_mass: ACT, per calibrated head (order of ``heads``), its hidden-sink mass on
+            the calibration prompts (mean over prompts of the summed recv_mean of its hidden
+            sinks, `hidden_sink_mass`); empty for ZeroTuning.
     """
 
     config: CalibrationConfig
@@ -385,6 +417,9 @@ class CalibrationResult:
     after: np.ndarray
     logp_before: np.ndarray
     logp_after: np.ndarray
+    n_choices: Optional[int] = None
+    heldout_in_calibration: Optional[int] = None
+    head_sink_mass: tuple[float, ...] = ()
 
     @property
     def accuracy_before(self) -> float:
@@ -401,6 +436,60 @@ class CalibrationResult:
 
     def p_value(self) -> float:
         return mcnemar_exact(self.before, self.after)
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """The preconditions of the held-out finding, with their numbers.
+
+        - ``heldout_items``: held-out items >= ``config.min_heldout``.
+        - ``heldout_disjoint``: held-out prompts that are also calibration prompts <= 0 (the
+          setting is chosen on the calibration split; measured on its own items it is optimistic).
+        - ``base_above_chance``: held-out accuracy before calibration > the
+          ``config.chance_quantile`` quantile of the accuracy of guessing among ``n_choices``
+          on as many items (`chance_level`).
+        - ``act_heads_sink_mass`` (ACT, when heads were calibrated): the smallest hidden-sink
+          mass of a calibrated head on the calibration prompts > ``config.tau`` (one sink's
+          worth per prompt; below it the head has a hidden sink on few prompts, and ACT leaves
+          the prompts without one unchanged).
+        """
+        cfg, n = self.config, len(self.before)
+        nan = float("nan")
+        level = chance_level([1 / self.n_choices] * n, 1, cfg.chance_quantile) if self.n_choices and n else nan
+        shared = nan if self.heldout_in_calibration is None else self.heldout_in_calibration
+        out = [
+            at_least(
+                "heldout_items", n, cfg.min_heldout,
+                f"held-out items the accuracies are measured on; with {n} one item is {1 / max(n, 1):.1%} and the "
+                "difference cannot resolve a gain of a few points: add items",
+            ),
+            at_most(
+                "heldout_disjoint", shared, 0,
+                "held-out prompts that are also calibration prompts (where the calibration was chosen): "
+                "its held-out accuracy would be optimistic; give the splits different items",
+            ),
+            above(
+                "base_above_chance", self.accuracy_before, level,
+                f"held-out accuracy without calibration against the {cfg.chance_quantile:.0%} quantile of "
+                f"guessing among {self.n_choices} choices on {n} items (chance "
+                + (f"{1 / self.n_choices:.2f}" if self.n_choices else "not known")
+                + "): at chance there is nothing to calibrate and a change is noise",
+            ),
+        ]
+        if cfg.method == "act" and self.heads:
+            measured = len(self.head_sink_mass) == len(self.heads)
+            weakest = int(np.argmin(self.head_sink_mass)) if measured else 0
+            layer, head = self.heads[weakest]
+            out.append(
+                above(
+                    "act_heads_sink_mass", self.head_sink_mass[weakest] if measured else nan, cfg.tau,
+                    f"smallest hidden-sink mass on the calibration prompts (mean over prompts of the summed recv_mean "
+                    f"of its hidden sinks) of the {len(self.heads)} calibrated head(s)"
+                    + (f", head {layer}.{head}" if measured else " (not measured)")
+                    + f", against tau = {cfg.tau:g}: below it the head has hidden sinks on few prompts, ACT leaves "
+                    "it nearly unchanged, and a change in accuracy is not ACT's doing",
+                )
+            )
+        return tuple(out)
 
     def to_dataframe(self) -> pd.DataFrame:
         """Held-out accuracy before and after (accuracy.csv): condition, n, correct, accuracy,
@@ -451,5 +540,6 @@ class CalibrationResult:
             "difference": round(self.accuracy_after - self.accuracy_before, 4),
             "difference_ci": [round(lo, 4), round(hi, 4)],
             "mcnemar_p": round(self.p_value(), 4),
+            "checks": as_records(self.checks),
         }
 

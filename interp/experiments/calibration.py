@@ -23,6 +23,7 @@ from jaxtyping import Shaped
 from torch import Tensor
 
 from interp.analyses.calibration import (
+    CHECK_SETTINGS,
     ACTBias,
     CalibrationConfig,
     CalibrationResult,
@@ -217,7 +218,8 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
     calib, held = choice_set.split("calibration"), choice_set.split("heldout")
     cids = choice_token_ids(lm, choice_set.choices)
     store.note(task_sha256=choices_digest(choice_set))
-    settings = {**config.settings(), **store.notes, "model": lm.name}  # what a resumed search agrees on
+    # what a resumed search agrees on (the checks' thresholds change no step: a resume may change them)
+    settings = {**{k: v for k, v in config.settings().items() if k not in CHECK_SETTINGS}, **store.notes, "model": lm.name}
 
     n_batches = -(-len(calib) // config.batch_size)
     if world().size > n_batches:
@@ -251,6 +253,7 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
     base = cached("calib-baseline", lambda: calib_step(None, step="baseline"))
     search: list[dict] = [base]
     gamma: Optional[float] = None
+    sink_mass: dict[Head, float] = {}  # ACT: hidden-sink mass on the calibration prompts (the check's numbers)
     if config.method == "act":
         def factory_for(heads: list[Head]) -> EditFactory:
             return lambda ids, mask: act_edits(
@@ -262,11 +265,17 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
             chosen = list(config.heads)
             best = cached("calib-fixed", lambda: calib_step(factory_for(chosen), step="fixed heads"))
             search.append(best)
+            masses = cached(
+                "fixed-sink-mass",
+                lambda: {"ranked": [[l, h, m] for l, h, m in rank_act_candidates(lm, calib, config, store) if (l, h) in chosen]},
+            )["ranked"]
+            sink_mass = {(int(l), int(h)): float(m) for l, h, m in masses}
         else:
             ranked = cached(
                 "candidates",
                 lambda: {"ranked": [[l, h, m] for l, h, m in rank_act_candidates(lm, calib, config, store)[: config.n_candidates]]},
             )["ranked"]
+            sink_mass = {(int(l), int(h)): float(m) for l, h, m in ranked}
             chosen, best = [], base
             for layer, head, mass in store.bar(ranked, desc="ACT head search", unit="head"):
                 trial = chosen + [(int(layer), int(head))]
@@ -312,6 +321,7 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
 
     before = heldout("heldout-before", None)
     after = heldout("heldout-after", final) if final is not None else before
+    calib_prompts = {it.prompt for it in calib}
     return CalibrationResult(
         config=config,
         model=lm.name,
@@ -326,6 +336,10 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
         after=np.asarray(after["correct"], bool),
         logp_before=np.asarray(before["logp"], float),
         logp_after=np.asarray(after["logp"], float),
+        n_choices=len(choice_set.choices),
+        heldout_in_calibration=sum(it.prompt in calib_prompts for it in held),
+        # a head without hidden sinks on the calibration prompts is left out of the ranking: mass 0
+        head_sink_mass=tuple(sink_mass.get((int(l), int(h)), 0.0) for l, h in chosen) if config.method == "act" else (),
     )
 
 
