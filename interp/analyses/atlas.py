@@ -96,6 +96,8 @@ class AtlasConfig(Config):
             held-out window (the positions farthest from the sinks, where a window loses most).
         needles: needle recall at the full length in the causal check (needles from the retrieval
             machinery's default file; 0: none).
+        policy_file: a policy.json (from an earlier `interp atlas` on this model) whose windowed
+            heads the causal check's ``policy.json`` condition uses instead of this run's.
         layers: layers to profile (None: all; the policy and the causal check need all).
         backend: kernel backend.
     """
@@ -118,6 +120,7 @@ class AtlasConfig(Config):
     needles: int = 2
     layers: Optional[tuple[int, ...]] = None
     backend: str = "auto"
+    policy_file: Optional[str] = None  # a policy.json whose heads the causal check windows (default: this run's policy)
 
     def validate(self) -> None:
         if self.texts is not None and not any(t.strip() for t in self.texts):

@@ -138,12 +138,11 @@ def _needle_samples(lm: Model, config: AtlasConfig) -> tuple[list, Any]:
     return samples[: config.needles], rconfig
 
 
-def _conditions(result: AtlasResult) -> list[dict]:
+def _conditions(result: AtlasResult, policy: dict) -> list[dict]:
     """The causal check's conditions: policy.json's heads, then per budget the policy's, the most distant and random heads."""
     cfg = result.config
     distant = result.full()[f"distant_{cfg.policy_window}"]
     n_total = distant.size
-    policy = result.policy()
     index = {layer: i for i, layer in enumerate(result.layers)}
     exact = [(index[layer], h) for layer, h in policy["windowed"]]
     out = [{"condition": "policy.json", "seed": 0, "budget": len(exact) / n_total, "heads": exact}]
@@ -161,8 +160,16 @@ def causal_check(lm: Model, result: AtlasResult, held: Sequence[Tensor], store: 
     from interp.hooks import window_attention
 
     cfg = result.config
+    policy = result.policy()
+    if cfg.policy_file is not None:
+        policy = read_policy(cfg.policy_file, lm)
+        if (policy.get("window"), policy.get("sinks")) != (cfg.policy_window, cfg.sinks):
+            raise InterpError(
+                f"the policy {cfg.policy_file} keeps {policy.get('sinks')} sinks and a window of {policy.get('window')}, "
+                f"this run {cfg.sinks} and {cfg.policy_window}: pass --sinks {policy.get('sinks')} --window {policy.get('window')}"
+            )
     samples, rconfig = _needle_samples(lm, cfg)
-    conditions = _conditions(result)
+    conditions = _conditions(result, policy)
 
     def measure(heads: Sequence[tuple[int, int]]) -> dict:
         edits = [window_attention(result.layers[i], h, cfg.policy_window, cfg.sinks) for i, h in heads]
@@ -171,7 +178,7 @@ def causal_check(lm: Model, result: AtlasResult, held: Sequence[Tensor], store: 
         return {"loss": loss, "recall": None if math.isnan(recall) else recall}
 
     units = {"base": []} | {f"{c['condition']}-{c['budget']:.4f}-{c['seed']}": c["heads"] for c in conditions}
-    settings = {**cfg.settings(), **store.notes, "model": lm.name, "policy": result.policy()}
+    settings = {**cfg.settings(), **store.notes, "model": lm.name, "policy": policy}
     done = store.map(list(units), lambda key: measure(units[key]), settings=settings, what="atlas: causal check", log="causal.jsonl")
     base = done["base"]
     rows = []
@@ -200,6 +207,10 @@ def run(lm: Model, config: AtlasConfig = AtlasConfig(), store: Optional[Store] =
     layers = check_layers(lm, config.layers)
     if config.causal_texts and len(layers) != lm.arch.n_layers:
         raise InterpError("the causal check windows heads of every layer: drop --layers or pass --causal-texts 0")
+    if config.policy_file is not None:
+        read_policy(config.policy_file, lm)  # another model's policy: refused before any work
+        if not config.causal_texts:
+            raise InterpError("--policy is what the causal check windows: pass --causal-texts 1 or more")
     profiled, held = prepare_windows(lm, config)
     store.note(texts_sha256=texts_digest(config.texts))
     settings = {**config.settings(), **store.notes, "model": lm.name}
@@ -299,6 +310,7 @@ def cli(
     budgets: str = typer.Option("0.25,0.5,0.75", "--budgets", help="Shares of heads windowed in the causal sweep."),
     seeds: int = typer.Option(3, "--seeds", help="Random head sets per budget."),
     needles: int = typer.Option(2, "--needles", help="Needle samples for recall at --length (0: none)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="A policy.json of an earlier interp atlas on this model: the causal check windows its heads (default: this run's policy)."),
     layers: Optional[str] = flags.layers_option(),
     backend: str = flags.backend_option(),
     out: Path = flags.out_option("runs/atlas"),
@@ -314,6 +326,7 @@ def cli(
         texts=read_texts(texts) if texts is not None else None, length=length, max_texts=max_texts, sinks=sinks,
         windows=parse_ints(windows, "--windows"), window=window, n_bins=bins, distant_max=distant_max,
         causal_texts=causal_texts, budgets=shares, seeds=seeds, needles=needles, layers=flags.parse_layers(layers),
+        policy_file=str(policy) if policy is not None else None,
         backend=flags.check_backend(backend),
     )  # fmt: skip
     execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"texts_file": str(texts) if texts else None})

@@ -134,6 +134,10 @@ def test_bad_input_is_one_clear_error(tmp_path):
     policy.write_text(json.dumps({"model": "SmolLM2-135M", "n_layers": 30, "n_heads": 9, "windowed": []}))
     with pytest.raises(InterpError, match="written for SmolLM2-135M"):
         read_policy(policy, lm)
+    cfg = AtlasConfig(texts=_texts(200), length=40, windows=(4,), needles=0, policy_file=str(policy))
+    with pytest.raises(InterpError, match="written for SmolLM2-135M"):
+        run(lm, cfg, Store(tmp_path / "refused"))
+    assert not (tmp_path / "refused" / "samples.jsonl").exists()  # refused before any work
 
 
 @pytest.mark.parametrize(
