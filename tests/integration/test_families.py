@@ -32,12 +32,15 @@ def _eager_twin(model):
     return twin
 
 
-def _eager_stats(p: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Entropy, top-1 and column mean of dense probabilities p [batch, head, query, key] (float64)."""
+def _eager_stats(p: torch.Tensor, window: int | None = None) -> dict[str, torch.Tensor]:
+    """Entropy, top-1 and column mean of dense probabilities p [batch, head, query, key] (float64).
+
+    The column mean of key j is over the queries that may see it: i >= j, and i - j < window
+    on a sliding-window layer."""
     p = p.double()
     t = p.shape[-1]
     logp = torch.where(p > 0, p.clamp_min(1e-300).log(), torch.zeros_like(p))
-    seen_by = torch.arange(t, 0, -1, dtype=torch.float64)  # queries i >= j of key j
+    seen_by = torch.arange(t, 0, -1, dtype=torch.float64).clamp(max=window or t)  # i >= j, i - j < W
     return {"entropy": -(p * logp).sum(-1), "top1": p.argmax(-1), "recv_mean": p.sum(-2) / seen_by}
 
 
@@ -60,7 +63,7 @@ def test_kernel_with_layer_settings_reproduces_eager_attention(family):
         eager = _eager_twin(model)(ids, output_attentions=True).attentions
     for layer in range(lm.arch.n_layers):
         kwargs = lm.attention_kwargs(layer)
-        ref = _eager_stats(eager[layer])
+        ref = _eager_stats(eager[layer], kwargs.get("sliding_window"))
         for backend in ("reference", "torch"):
             st = attention_stats(cap["q", layer], cap["k", layer], **kwargs, backend=backend)
             ent, col, top1 = _max_errors(st, ref)
@@ -207,8 +210,9 @@ def test_flex_attention_is_wrapped_too():
     assert model.config._attn_implementation == "flex_attention"
     assert torch.allclose(logits, eager.logits, atol=TOL)
     for layer in range(3):
-        st = attention_stats(cap["q", layer], cap["k", layer], **lm.attention_kwargs(layer), backend="torch")
-        ent, col, top1 = _max_errors(st, _eager_stats(eager.attentions[layer]))
+        kwargs = lm.attention_kwargs(layer)
+        st = attention_stats(cap["q", layer], cap["k", layer], **kwargs, backend="torch")
+        ent, col, top1 = _max_errors(st, _eager_stats(eager.attentions[layer], kwargs.get("sliding_window")))
         assert ent < TOL and col < TOL and top1, layer
 
 
