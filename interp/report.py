@@ -278,12 +278,6 @@ def _write_stage(out_dir: Path, name: str, title: str, output: _Output, seconds:
 
 
 _EXTRA_CSS = """
-.resp { font-family: ui-monospace, monospace; line-height: 1.9; white-space: pre-wrap; border: 1px solid #eee;
-        padding: .8em; max-width: 1100px; }
-.tok { border-radius: 3px; padding: 0 1px; }
-.tok:hover { outline: 1px solid #333; }
-.preplan { background: #f4a261; } .anchor { background: #8ecae6; } .both { background: #c77dff; }
-.dom { box-shadow: 0 0 0 2px #d00000; }
 .check-failed { background: #ffebe9; border: 2px solid #cf222e; border-radius: 6px; padding: .6em 1em; margin: .8em 0; }
 .check-failed b { color: #cf222e; }
 td.check-failed { padding: 3px 10px; } td.check-ok { color: #1a7f37; }
@@ -333,7 +327,8 @@ def _write_index(out_dir: Path, lm: Model, config: ReportConfig, stages: list[St
         f"{len(stages)} analyses in {seconds:.0f} s{' (quick sizes)' if config.quick else ''}; written "
         f"{time.strftime('%Y-%m-%d %H:%M')}."
     )
-    return save_page(out_dir / "index.html", sections, title="interp report", intro_html=intro, extra_css=_EXTRA_CSS)
+    css = _EXTRA_CSS + "".join(exp.report.css for name, exp in _experiments().items() if name in config.stages)
+    return save_page(out_dir / "index.html", sections, title="interp report", intro_html=intro, extra_css=css)
 
 
 # --------------------------------------------------------------------------------------------

@@ -302,6 +302,7 @@ class InReport:
         tables: result -> {name: DataFrame} for the stage's folder (default: the command's ``tables``).
         figures: result -> {name: Figure} for the page (default: the command's ``figures``).
         html: result -> the section's HTML (default: the finding, escaped, as a paragraph).
+        css: the CSS that HTML needs on the page.
     """
 
     config: Callable[[bool, Mapping[str, Any]], Any]
@@ -311,6 +312,7 @@ class InReport:
     tables: Optional[Callable[[Any], dict[str, Any]]] = None
     figures: Optional[Callable[[Any], dict[str, Any]]] = None
     html: Optional[Callable[[Any], str]] = None
+    css: str = ""
 
 
 @dataclass(frozen=True)

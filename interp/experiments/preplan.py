@@ -227,6 +227,16 @@ def report_figures(result: PreplanRun) -> dict[str, Any]:
     return out
 
 
+_REPORT_CSS = """
+.resp { font-family: ui-monospace, monospace; line-height: 1.9; white-space: pre-wrap; border: 1px solid #eee;
+        padding: .8em; max-width: 1100px; }
+.tok { border-radius: 3px; padding: 0 1px; }
+.tok:hover { outline: 1px solid #333; }
+.preplan { background: #f4a261; } .anchor { background: #8ecae6; } .both { background: #c77dff; }
+.dom { box-shadow: 0 0 0 2px #d00000; }
+"""  # the coloured tokens of `report_html`
+
+
 def report_html(result: PreplanRun) -> str:
     """The report section: the finding, the prompt, and the response with its tokens coloured."""
     from interp.plots.preplan import highlighted_text_html
@@ -304,5 +314,5 @@ EXPERIMENT = Experiment(
     pages=pages,
     describe=describe,
     cli=cli,
-    report=InReport(report_config, order=30, figures=report_figures, html=report_html),
+    report=InReport(report_config, order=30, figures=report_figures, html=report_html, css=_REPORT_CSS),
 )
