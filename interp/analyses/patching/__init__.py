@@ -27,7 +27,13 @@ and circuits. The runner that drives the model (the sweeps, `patch_task`, `run`)
 `interp.datasets`.
 """
 
-from interp.analyses.patching.circuits import CircuitOverlap, circuit_overlap, head_scores, method_correlation, top_heads
+from interp.analyses.patching.circuits import (
+    CircuitOverlap,
+    circuit_overlap,
+    head_scores,
+    method_correlation,
+    top_heads,
+)
 from interp.analyses.patching.config import METHODS, METRICS, TARGETS, PatchConfig
 from interp.analyses.patching.metrics import Metric, evaluate_metric, logit_diff, make_metric
 from interp.analyses.patching.plan import (
