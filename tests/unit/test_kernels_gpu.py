@@ -67,17 +67,19 @@ def gpu_cases(draw, dtype: torch.dtype) -> Case:
         kwargs["sliding_window"] = draw(st.integers(1, t + 10))
     if draw(st.integers(0, 2)) == 0:
         kwargs["sink_logits"] = torch.randn(kv * group, generator=gen) * 3
+    if draw(st.booleans()):
+        kwargs["recent_windows"] = tuple(draw(st.lists(st.integers(1, t + 10), min_size=1, max_size=4, unique=True)))
     return _cuda(Case(q, k, kwargs))
 
 
 FEATURES = {
     "padding": dict(key_padding_mask="left+holes"),
-    "sliding-window": dict(sliding_window=300),
+    "sliding-window": dict(sliding_window=300, recent_windows=(1, 64, 299, 1000)),
     "softcap": dict(softcap=20.0),
     "sinks": dict(sink_logits=torch.tensor([-2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 9.0])),
     "all": dict(
         key_padding_mask="left", sliding_window=128, softcap=30.0, segments=True,
-        sink_logits=torch.linspace(-1.0, 5.0, 8),
+        sink_logits=torch.linspace(-1.0, 5.0, 8), recent_windows=(8, 100),
     ),
 }  # fmt: skip
 
