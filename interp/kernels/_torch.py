@@ -97,9 +97,9 @@ def tile_stats(
     Returns:
         top1 (tile column), top1p, lse, entropy, all [kv, g*c]; p @ v [kv, g*c, 2 + C];
         waad's band sum [kv, g*c]; recv [kv, g, n_keys] and band [kv, g, n_b] or None; the
-        row mass sum_j p_ij [kv, g*c] (None without a sink: it is 1); first and self_mass
-        [kv, g*c] (None without first_col / self_col); the masked sums [kv, g*c, n_masks]
-        (None without masks).
+        row mass sum_j p_ij [kv, g*c] (None without a sink: it is 1); first [kv, g*c] (0
+        when first_col = -1); self_mass [kv, g*c] (None without self_col); the masked sums
+        [kv, g*c, n_masks] (None without masks).
     """
     kv, gc, _ = qc.shape
     c = vis.shape[0]
