@@ -133,10 +133,10 @@ _GGUF_FILE = DEFAULT_MODEL.gguf_name
 
 
 def _package_folder(module: str) -> Path | None:
+    """The folder of an installed package, found without importing it (None: not installed)."""
     spec = importlib.util.find_spec(module)
-    for loc in list(spec.submodule_search_locations or []) if spec else []:
-        return Path(loc)
-    return None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
 
 
 def _part_path(model: EmbeddedModel, part: GgufPart) -> Path:

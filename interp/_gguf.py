@@ -78,16 +78,14 @@ def gguf_model_type(path: Path) -> str:
         InterpError: not a GGUF file, an architecture transformers' GGUF loader does not read,
             or one that interp has no family adapter for.
     """
-    from transformers.integrations.gguf.reader import read_gguf_metadata
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     from interp.hooks.families import SUPPORTED_MODEL_TYPES, UNSUPPORTED_MODEL_TYPES
 
     try:
-        metadata, _ = read_gguf_metadata(str(path))
-    except (ValueError, OSError, IndexError, UnicodeDecodeError, struct.error) as err:  # not GGUF, or cut short
+        arch = _architecture(path)
+    except (ValueError, OSError, IndexError, KeyError, UnicodeDecodeError, struct.error) as err:  # not GGUF, or cut short
         raise InterpError(f"cannot read {path} as a GGUF file: {err}") from err
-    arch = str(metadata["general.architecture"])
     model_type = _ARCH_TO_MODEL_TYPE.get(arch, arch)
     if arch not in GGUF_SUPPORTED_ARCHITECTURES and model_type not in GGUF_SUPPORTED_ARCHITECTURES:
         raise InterpError(
@@ -101,6 +99,19 @@ def gguf_model_type(path: Path) -> str:
             f"Supported families: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
     return model_type
+
+
+def _architecture(path: Path) -> str:
+    """``general.architecture`` of a GGUF file, read from its header only."""
+    try:  # transformers >= 5.x's header reader skips the vocabulary instead of parsing it
+        from transformers.integrations.gguf.reader import read_gguf_metadata
+    except ImportError:  # older releases: gguf's reader (parses every field; seconds on a big vocabulary)
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(path)).fields["general.architecture"]
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    metadata, _ = read_gguf_metadata(str(path))
+    return str(metadata["general.architecture"])
 
 
 def is_converted(folder: Path) -> bool:
