@@ -109,13 +109,10 @@ def breakdown(t: int, model: str) -> None:
                     lm.hf_model.model(input_ids=ids, use_cache=False)
         wall = time.time() - started
         ops = {e.key: e for e in prof.key_averages()}
-
-        def self_s(key: str) -> float:
-            return ops[key].self_cpu_time_total / 1e6 if key in ops else 0.0
-
+        seconds = {key: e.self_cpu_time_total / 1e6 for key, e in ops.items()}
         sdpa = [k for k in ops if k.startswith("aten::_scaled_dot_product")]
-        print(f"| {name} | {wall:.1f} | {sum(self_s(k) for k in sdpa):.2f} | {sum(ops[k].count for k in sdpa)} | "
-              f"{self_s('aten::mm'):.2f} | {self_s('aten::where'):.2f} |")
+        print(f"| {name} | {wall:.1f} | {sum(seconds[k] for k in sdpa):.2f} | {sum(ops[k].count for k in sdpa)} | "
+              f"{seconds.get('aten::mm', 0.0):.2f} | {seconds.get('aten::where', 0.0):.2f} |")
 
 
 def main() -> None:
