@@ -428,7 +428,9 @@ def main(argv: list[str] | None = None) -> None:
 def render(rows, methods, oom_at, run, title: str, notes: list[str]) -> str:
     device, lengths = run["device"], run["lengths"]
     load0, load1 = run["load"]
-    command = shlex.join(["benchmarks/attn_stats.py", *_shown_args(run["argv"] if run["argv"] is not None else sys.argv[1:])])
+    command = shlex.join(
+        ["benchmarks/attn_stats.py", *_shown_args(run["argv"] if run["argv"] is not None else sys.argv[1:])]
+    )
     where = device_name(device) + (" (Triton interpreter)" if device == "cpu" and run["interpreter"] else "")
     out = [
         title,
@@ -438,7 +440,11 @@ def render(rows, methods, oom_at, run, title: str, notes: list[str]) -> str:
         + f"{run['dtype']} inputs, batch 1, causal, no padding or segments; "
         f"{time.strftime('%Y-%m-%d')}, {run['elapsed'] / 60:.1f} min. "
         f"Load average {load0[0]:.1f} at start, {load1[0]:.1f} at end"
-        + (" (the machine was shared: absolute times are noisy, ratios within a row less so)." if device == "cpu" else "."),
+        + (
+            " (the machine was shared: absolute times are noisy, ratios within a row less so)."
+            if device == "cpu"
+            else "."
+        ),
         "",
     ]
     baseline = "flash" if device == "cuda" else "SDPA"
@@ -514,7 +520,7 @@ def summary_table(rows, baseline: str) -> list[str]:
 def window_table(rows, window) -> list[str]:
     """One line per (shape, T): the sliding-window layer's time against full attention's."""
     out = [
-        f"Sliding window W = {window} against full causal attention, both `backend=\"torch\"`, same q and k:",
+        f'Sliding window W = {window} against full causal attention, both `backend="torch"`, same q and k:',
         "",
         "| heads/kv/d | T | full (s) | windowed (s) | windowed / full | T / W |",
         "|---|---|---|---|---|---|",

@@ -24,10 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> None:
+    import families
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    import families
     from interp.errors import InterpError
     from interp.hooks import capture
     from interp.kernels import attention_stats
@@ -76,15 +76,28 @@ def main() -> None:
             model.save_pretrained(folder)
             families.tokenizer().save_pretrained(folder)
             try:
-                wrap_model(AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder),
-                           name=family, backend="tl", source=folder)
+                wrap_model(
+                    AutoModelForCausalLM.from_pretrained(folder).eval(),
+                    AutoTokenizer.from_pretrained(folder),
+                    name=family,
+                    backend="tl",
+                    source=folder,
+                )
                 bridge = "agrees"
             except InterpError as err:
                 text = str(err)
-                bridge = ("refused: logits differ" if "does not reproduce" in text else
-                          "refused: q/k hooks do not fire" if "does not expose" in text else "refused: cannot bridge")
-        print(f"| {family} | {model.config._attn_implementation} | {', '.join(settings) or '-'} | "
-              f"{ent_err:.1e} | {col_err:.1e} | {'equal' if top1 else 'DIFFERS'} | {bridge} |", flush=True)
+                bridge = (
+                    "refused: logits differ"
+                    if "does not reproduce" in text
+                    else "refused: q/k hooks do not fire"
+                    if "does not expose" in text
+                    else "refused: cannot bridge"
+                )
+        print(
+            f"| {family} | {model.config._attn_implementation} | {', '.join(settings) or '-'} | "
+            f"{ent_err:.1e} | {col_err:.1e} | {'equal' if top1 else 'DIFFERS'} | {bridge} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

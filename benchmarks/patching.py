@@ -62,15 +62,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=4, help="IOI prompts (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="IOI generator seed")
-    parser.add_argument("--layers", default=None, help="layers patched, e.g. 0-29 (default: every --layer-step-th layer)")
-    parser.add_argument("--layer-step", type=int, default=2, help="without --layers: patch layers 0, step, 2 step, ... (default 2)")
-    parser.add_argument("--ours-serial", action="store_true", help="also time ours with one patch per forward (separates batching from the rest)")
+    parser.add_argument(
+        "--layers", default=None, help="layers patched, e.g. 0-29 (default: every --layer-step-th layer)"
+    )
+    parser.add_argument(
+        "--layer-step", type=int, default=2, help="without --layers: patch layers 0, step, 2 step, ... (default 2)"
+    )
+    parser.add_argument(
+        "--ours-serial",
+        action="store_true",
+        help="also time ours with one patch per forward (separates batching from the rest)",
+    )
     parser.add_argument("--sweeps", default="head_out,resid_pre", help="comma list of: " + ", ".join(SWEEPS))
     parser.add_argument("--batch-rows", type=int, default=None, help="rows per forward for ours (default: auto)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (default 1: steadier on a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for both sides (default 1: steadier on a shared machine)"
+    )
     parser.add_argument("--tol", type=float, default=1e-4, help="largest allowed |ours - TL| (logit-difference units)")
     parser.add_argument("--json", type=Path, default=None, help="write every number to this file")
-    parser.add_argument("--record", action="store_true", help=f"rewrite the patching block of {RESULTS.relative_to(ROOT)}")
+    parser.add_argument(
+        "--record", action="store_true", help=f"rewrite the patching block of {RESULTS.relative_to(ROOT)}"
+    )
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -113,7 +125,9 @@ def main(argv=None) -> int:
     )
     print(header, flush=True)
     if align > args.tol:
-        print(f"FAIL: the bridge's logits differ from the HF model's by {align:.2e} on the same tokens", file=sys.stderr)
+        print(
+            f"FAIL: the bridge's logits differ from the HF model's by {align:.2e} on the same tokens", file=sys.stderr
+        )
         return 1
 
     rows = []
@@ -127,26 +141,42 @@ def main(argv=None) -> int:
         serial_t = None
         if args.ours_serial:
             with _Clock() as serial_t, torch.no_grad():
-                serial = activation_patching(hf, batch.clean, batch.corrupt, site, index, metric, batch_rows=batch.n, progress=False)
+                serial = activation_patching(
+                    hf, batch.clean, batch.corrupt, site, index, metric, batch_rows=batch.n, progress=False
+                )
             assert float((serial - ours).abs().max()) <= args.tol
         columns = {"layer": index[:, 0], "head": index[:, 1], "pos": index[:, 2]}
         index_df = pd.DataFrame({c: columns[c].numpy() for c in cols})
         with _Clock() as tl_t, torch.no_grad():
             theirs = tlp.generic_activation_patch(
-                bridge, batch.corrupt, clean_cache, lambda logits: metric(logits).mean(),
-                getattr(tlp, setter_name), act_name, index_df=index_df,
+                bridge,
+                batch.corrupt,
+                clean_cache,
+                lambda logits: metric(logits).mean(),
+                getattr(tlp, setter_name),
+                act_name,
+                index_df=index_df,
             )
         diff = float((theirs.double().reshape(-1) - ours).abs().max())
         spread = float(ours.max() - ours.min())
-        rows.append({
-            "sweep": name, "patches": len(index), "ours_wall": ours_t.wall, "ours_cpu": ours_t.cpu,
-            "tl_wall": tl_t.wall, "tl_cpu": tl_t.cpu, "max_diff": diff, "ld_range": spread,
-            **({"serial_wall": serial_t.wall, "serial_cpu": serial_t.cpu} if serial_t else {}),
-        })
+        rows.append(
+            {
+                "sweep": name,
+                "patches": len(index),
+                "ours_wall": ours_t.wall,
+                "ours_cpu": ours_t.cpu,
+                "tl_wall": tl_t.wall,
+                "tl_cpu": tl_t.cpu,
+                "max_diff": diff,
+                "ld_range": spread,
+                **({"serial_wall": serial_t.wall, "serial_cpu": serial_t.cpu} if serial_t else {}),
+            }
+        )
         print(
             f"  {name}: {len(index)} patches, ours {ours_t.wall:.1f} s wall / {ours_t.cpu:.1f} s cpu, transformer-lens "
             f"{tl_t.wall:.1f} s / {tl_t.cpu:.1f} s, max |diff| {diff:.1e} (LD range {spread:.2f})"
-            + (f"; ours one patch per forward {serial_t.wall:.1f} s / {serial_t.cpu:.1f} s" if serial_t else ""), flush=True,
+            + (f"; ours one patch per forward {serial_t.wall:.1f} s / {serial_t.cpu:.1f} s" if serial_t else ""),
+            flush=True,
         )
     total = {k: sum(r[k] for r in rows) for k in ("patches", "ours_wall", "ours_cpu", "tl_wall", "tl_cpu")}
     total.update(sweep="total", max_diff=max(r["max_diff"] for r in rows), ld_range=max(r["ld_range"] for r in rows))
@@ -155,7 +185,7 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - started
 
     lines = [
-        f"| sweep | patches | ours wall s | ours cpu s | TL wall s | TL cpu s | TL/ours wall | TL/ours cpu | max abs diff |",
+        "| sweep | patches | ours wall s | ours cpu s | TL wall s | TL cpu s | TL/ours wall | TL/ours cpu | max abs diff |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -169,10 +199,20 @@ def main(argv=None) -> int:
     print(f"\nload average {load_end[0]:.1f} at end; whole run {elapsed / 60:.1f} min")
     command = "python benchmarks/patching.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.json is not None:
-        args.json.write_text(json.dumps({
-            "command": command.strip(), "header": header, "rows": rows, "load_start": load_start,
-            "load_end": load_end, "minutes": elapsed / 60,
-        }, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": command.strip(),
+                    "header": header,
+                    "rows": rows,
+                    "load_start": load_start,
+                    "load_end": load_end,
+                    "minutes": elapsed / 60,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     if args.record:
         _write_section(
             f"`{command.strip()}` on **{platform.processor() or platform.machine()}, {os.cpu_count()} cores**, "

@@ -76,7 +76,12 @@ def main() -> int:
     parser.add_argument("--lengths", default="512,1024", help="comma-separated prompt lengths (default: the CLI's)")
     parser.add_argument("--depths", default="0.1,0.5,0.9", help="comma-separated depths (default: the CLI's)")
     parser.add_argument("--needles", default=None, help="comma-separated needle ids to keep (default: all shipped)")
-    parser.add_argument("--batch-size", type=int, default=None, help="samples per batch below a shared prefix (default: RetrievalConfig's)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="samples per batch below a shared prefix (default: RetrievalConfig's)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-single", action="store_true", help="skip (a0), one full pass per sample")
     parser.add_argument("--decode", action="store_true", help="also time (a'), our decode mode")
@@ -128,13 +133,18 @@ def main() -> int:
     with clocks["shared"] as c:
         shared = teacher_traces(lm, samples, batch_size=batch_size)
     shared_runs.append({"wall": c.last, "cpu": clocks["shared"].cpu, "load": os.getloadavg()[0]})
-    print(f"(a) shared-prefix teacher forcing, run 1: {c.last:.1f} s wall, {clocks['shared'].cpu:.1f} s CPU "
-          f"for {len(samples)} samples ({n_tree} of {n_tokens} positions computed)", flush=True)
+    print(
+        f"(a) shared-prefix teacher forcing, run 1: {c.last:.1f} s wall, {clocks['shared'].cpu:.1f} s CPU "
+        f"for {len(samples)} samples ({n_tree} of {n_tokens} positions computed)",
+        flush=True,
+    )
 
     failures: list[str] = []
     rows = []
     copied = counted_both = fast_differ = 0
-    print(f"{'sample':<22}{'tokens':>7}{'single s':>10}{'decode s':>10}{'paper s':>9}{'fast s':>10}{'steps':>7}  copies  events")
+    print(
+        f"{'sample':<22}{'tokens':>7}{'single s':>10}{'decode s':>10}{'paper s':>9}{'fast s':>10}{'steps':>7}  copies  events"
+    )
     for s, tt in zip(samples, shared):
         ev_t = _events(tt, s)
         t_single = t_decode = float("nan")
@@ -176,12 +186,25 @@ def main() -> int:
             verdict = "same" if same else "DIFFER"
             if not same:
                 failures.append(f"{s.key}: teacher events differ from the paper's although the model copies the needle")
-        rows.append({"key": s.key, "tokens": s.n_prompt, "single_s": t_single, "decode_s": t_decode, "paper_s": t_paper,
-                     "paper_fast_prefill_s": t_fast, "paper_fast_prefill_same": fast_same,
-                     "steps": len(pt.emitted), "copies": copies, "events": verdict,
-                     "events_ours": int(ev_t.sum()), "events_paper": int(ev_p.sum()),
-                     "cpu_so_far": {k: clocks[k].cpu for k in clocks}, "load": os.getloadavg()[0],
-                     "failures_so_far": len(failures)})
+        rows.append(
+            {
+                "key": s.key,
+                "tokens": s.n_prompt,
+                "single_s": t_single,
+                "decode_s": t_decode,
+                "paper_s": t_paper,
+                "paper_fast_prefill_s": t_fast,
+                "paper_fast_prefill_same": fast_same,
+                "steps": len(pt.emitted),
+                "copies": copies,
+                "events": verdict,
+                "events_ours": int(ev_t.sum()),
+                "events_paper": int(ev_p.sum()),
+                "cpu_so_far": {k: clocks[k].cpu for k in clocks},
+                "load": os.getloadavg()[0],
+                "failures_so_far": len(failures),
+            }
+        )
         if args.json:  # a long run that dies keeps what it measured
             with open(args.json + ".partial", "a") as f:
                 f.write(json.dumps(rows[-1]) + "\n")
@@ -199,11 +222,15 @@ def main() -> int:
         failures.append("the two runs of (a) gave different traces")
     clocks["shared"].wall /= 2
     clocks["shared"].cpu /= 2
-    print(f"(a) run 2: {shared_runs[1]['wall']:.1f} s wall, {shared_runs[1]['cpu']:.1f} s CPU (the totals below use the mean of both runs)")
+    print(
+        f"(a) run 2: {shared_runs[1]['wall']:.1f} s wall, {shared_runs[1]['cpu']:.1f} s CPU (the totals below use the mean of both runs)"
+    )
     load_end = os.getloadavg()
     print()
-    print(f"model {lm.name}, {len(samples)} samples, torch threads {torch.get_num_threads()}, batch size {batch_size}; "
-          f"load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end")
+    print(
+        f"model {lm.name}, {len(samples)} samples, torch threads {torch.get_num_threads()}, batch size {batch_size}; "
+        f"load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end"
+    )
     print(f"{'':36}{'wall s':>9}{'CPU s':>9}")
     labels = {
         "shared": "(a)  ours, shared-prefix teacher",
@@ -212,34 +239,63 @@ def main() -> int:
         "paper": "(b)  paper's loop, all eager",
         "paper_fast": "(b') paper's loop, fast prefill",
     }
-    ran = [k for k in labels if k not in ("single", "decode") or (k == "single" and not args.no_single) or (k == "decode" and args.decode)]
+    ran = [
+        k
+        for k in labels
+        if k not in ("single", "decode") or (k == "single" and not args.no_single) or (k == "decode" and args.decode)
+    ]
     for k in ran:
         print(f"{labels[k]:<36}{clocks[k].wall:9.2f}{clocks[k].cpu:9.2f}")
     ratios = {}
     for base in ("paper", "paper_fast"):
         for k in ran:
             if k not in ("paper", "paper_fast"):
-                r = ratios.setdefault(base, {})[k] = {"wall": clocks[base].wall / clocks[k].wall, "cpu": clocks[base].cpu / clocks[k].cpu}
-                print(f"ratio {labels[base].split()[0]}/{labels[k].split()[0]}: {r['wall']:.2f}x wall, {r['cpu']:.2f}x CPU time")
+                r = ratios.setdefault(base, {})[k] = {
+                    "wall": clocks[base].wall / clocks[k].wall,
+                    "cpu": clocks[base].cpu / clocks[k].cpu,
+                }
+                print(
+                    f"ratio {labels[base].split()[0]}/{labels[k].split()[0]}: {r['wall']:.2f}x wall, {r['cpu']:.2f}x CPU time"
+                )
     print(f"positions computed: {n_tree} of {n_tokens} ({n_tokens / n_tree:.2f}x fewer with shared prefixes)")
-    print(f"events: teacher vs paper identical on {copied} samples where the model copies the needle "
-          f"({counted_both} counted by both); reuse vs one pass checked on {0 if args.no_single else len(samples)} samples; "
-          f"(b') vs (b) differ in tokens or events on {fast_differ} of {len(samples)} samples")
+    print(
+        f"events: teacher vs paper identical on {copied} samples where the model copies the needle "
+        f"({counted_both} counted by both); reuse vs one pass checked on {0 if args.no_single else len(samples)} samples; "
+        f"(b') vs (b) differ in tokens or events on {fast_differ} of {len(samples)} samples"
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process (both models loaded): {peak:.0f} MiB; {time.time() - started:.0f} s in all")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({
-                "model": lm.name, "lengths": list(config.lengths), "depths": list(config.depths), "needles": args.needles,
-                "samples": len(samples), "positions": n_tokens, "positions_shared": n_tree,
-                "threads": torch.get_num_threads(), "batch_size": batch_size,
-                "load_start": load_start, "load_end": load_end, "cpu": platform.processor() or platform.machine(),
-                "time": time.strftime("%Y-%m-%d %H:%M"), "seconds_total": time.time() - started, "peak_rss_mib": peak,
-                "totals": {k: {"wall": clocks[k].wall, "cpu": clocks[k].cpu} for k in ran}, "ratios": ratios,
-                "shared_runs": shared_runs,
-                "copied_identical": copied, "counted_both": counted_both, "paper_fast_prefill_differs": fast_differ,
-                "failures": failures, "rows": rows,
-            }, f, indent=1)
+            json.dump(
+                {
+                    "model": lm.name,
+                    "lengths": list(config.lengths),
+                    "depths": list(config.depths),
+                    "needles": args.needles,
+                    "samples": len(samples),
+                    "positions": n_tokens,
+                    "positions_shared": n_tree,
+                    "threads": torch.get_num_threads(),
+                    "batch_size": batch_size,
+                    "load_start": load_start,
+                    "load_end": load_end,
+                    "cpu": platform.processor() or platform.machine(),
+                    "time": time.strftime("%Y-%m-%d %H:%M"),
+                    "seconds_total": time.time() - started,
+                    "peak_rss_mib": peak,
+                    "totals": {k: {"wall": clocks[k].wall, "cpu": clocks[k].cpu} for k in ran},
+                    "ratios": ratios,
+                    "shared_runs": shared_runs,
+                    "copied_identical": copied,
+                    "counted_both": counted_both,
+                    "paper_fast_prefill_differs": fast_differ,
+                    "failures": failures,
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
     if failures:
         print("FAILED:")
         for f in failures:

@@ -21,7 +21,12 @@ __all__ = ["paper_decode_trace"]
 
 
 def paper_decode_trace(
-    eager_model: Any, tokenizer: Any, sample: NeedleSample, *, max_new_tokens: int = 50, prefill_model: Optional[Any] = None
+    eager_model: Any,
+    tokenizer: Any,
+    sample: NeedleSample,
+    *,
+    max_new_tokens: int = 50,
+    prefill_model: Optional[Any] = None,
 ) -> RowTrace:
     """Wu et al.'s loop on a separately loaded eager HF model (reference for tests/benchmarks).
 
@@ -37,7 +42,10 @@ def paper_decode_trace(
             steps; pass the same weights loaded with SDPA to reproduce that.
     """
     stops: set[int] = set()
-    for source in (getattr(tokenizer, "eos_token_id", None), getattr(getattr(eager_model, "generation_config", None), "eos_token_id", None)):
+    for source in (
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(getattr(eager_model, "generation_config", None), "eos_token_id", None),
+    ):
         if isinstance(source, int):
             stops.add(source)
         elif isinstance(source, (list, tuple)):

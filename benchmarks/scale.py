@@ -24,10 +24,26 @@ from pathlib import Path
 
 
 def run(nproc: int, threads: int, out: Path, args: list[str]) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env.update(OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "interp",
-           "score", "sinks", *args, "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "interp",
+        "score",
+        "sinks",
+        *args,
+        "--out",
+        str(out),
+    ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
@@ -45,10 +61,14 @@ def main() -> None:
 
     import pandas as pd
 
-    work = ["--max-texts", str(args.texts), "--length", str(args.length)] + (["--model", args.model] if args.model else [])
+    work = ["--max-texts", str(args.texts), "--length", str(args.length)] + (
+        ["--model", args.model] if args.model else []
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        run(1, 1, tmp / "warm", ["--max-texts", "1", "--length", "16"] + work[4:])  # weights cached, files in page cache
+        run(
+            1, 1, tmp / "warm", ["--max-texts", "1", "--length", "16"] + work[4:]
+        )  # weights cached, files in page cache
         load = os.getloadavg()[0]
         one = run(1, 1, tmp / "one", work)
         two = run(2, 1, tmp / "two", work)
@@ -57,7 +77,9 @@ def main() -> None:
             pd.read_csv(tmp / "one" / name).equals(pd.read_csv(tmp / "two" / name))
             for name in ("heads.csv", "sinks.csv", "layers.csv", "token_types.csv")
         )
-    print(f"interp score sinks, {args.texts} texts x {args.length} tokens, {os.cpu_count()} CPUs, load average {load:.1f} at start")
+    print(
+        f"interp score sinks, {args.texts} texts x {args.length} tokens, {os.cpu_count()} CPUs, load average {load:.1f} at start"
+    )
     print("| run | wall (s) | speed-up over 1 rank x 1 thread |")
     print("|---|---|---|")
     for name, seconds in (("1 rank x 1 thread", one), ("2 ranks x 1 thread", two), ("1 rank x 2 threads", threads)):

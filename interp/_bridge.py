@@ -9,6 +9,7 @@ import torch
 from interp.errors import InterpError
 from interp.protocols import Model
 
+
 def _probe_ids(model: Any) -> torch.Tensor:
     vocab = int(model.get_input_embeddings().weight.shape[0])
     return (torch.arange(8) * 7 % vocab).view(1, -1).to(model.get_input_embeddings().weight.device)

@@ -16,9 +16,17 @@ from interp.errors import InterpError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Mechanistic interpretability of attention.")
-score = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Score heads: retrieval, sinks, preplan, detectors, select-copy, qr-heads, influence.")
-calibrate = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Training-free attention calibrations (ACT, ZeroTuning).")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Mechanistic interpretability of attention."
+)
+score = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Score heads: retrieval, sinks, preplan, detectors, select-copy, qr-heads, influence.",
+)
+calibrate = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Training-free attention calibrations (ACT, ZeroTuning)."
+)
 patch = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Circuit patching on IOI and Colored Objects.")
 app.add_typer(score, name="score")
 app.add_typer(calibrate, name="calibrate")
@@ -36,16 +44,52 @@ def _print_version(value: Optional[bool]) -> None:
 
 @app.callback()
 def _launch(
-    engine: str = typer.Option("ranks", "--engine", help="How units of work are run: 'ranks' (this process, or the ranks of torchrun / accelerate launch / srun) or 'ray' (Ray actors, one model each; pip install 'interp[ray]')."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="With --engine ray: number of actors (default: one per CPU, or per GPU)."),
-    device_map: Optional[str] = typer.Option(None, "--device-map", help="Spread each rank's model over its devices (accelerate), e.g. auto; with several ranks per machine each rank gets its share of the GPUs."),
-    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="With --device-map: memory cap per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (GPU indices count within the rank's share)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Model weights dtype: float32 (default), bfloat16 or float16; statistics are accumulated in float32 either way."),
-    attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help="Attention implementation to load the model with: sdpa, eager, flex_attention, ... (default: sdpa where the family has it, else eager)."),
-    model_backend: Optional[str] = typer.Option(None, "--model-backend", help="hf (default: hooks on the HF module) or tl (a TransformerLens TransformerBridge over it; slower, eager attention)."),
-    prepend_bos: Optional[bool] = typer.Option(None, "--prepend-bos/--no-prepend-bos", help="Put the tokenizer's BOS token before every text, or not (default: as the model's tokenizer does: Llama, Mistral and Gemma add one, SmolLM2 does not)."),
-    strict: bool = typer.Option(False, "--strict", help="A failed check of a finding (the model does not do the task, too few samples, chance level, ...) is an error: exit code 3 once the outputs are written (for scripted runs)."),
-    version: Optional[bool] = typer.Option(None, "--version", is_eager=True, callback=_print_version, help="Print the version of interp and exit."),
+    engine: str = typer.Option(
+        "ranks",
+        "--engine",
+        help="How units of work are run: 'ranks' (this process, or the ranks of torchrun / accelerate launch / srun) or 'ray' (Ray actors, one model each; pip install 'interp[ray]').",
+    ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", help="With --engine ray: number of actors (default: one per CPU, or per GPU)."
+    ),
+    device_map: Optional[str] = typer.Option(
+        None,
+        "--device-map",
+        help="Spread each rank's model over its devices (accelerate), e.g. auto; with several ranks per machine each rank gets its share of the GPUs.",
+    ),
+    max_memory: Optional[str] = typer.Option(
+        None,
+        "--max-memory",
+        help="With --device-map: memory cap per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (GPU indices count within the rank's share).",
+    ),
+    dtype: Optional[str] = typer.Option(
+        None,
+        "--dtype",
+        help="Model weights dtype: float32 (default), bfloat16 or float16; statistics are accumulated in float32 either way.",
+    ),
+    attn_implementation: Optional[str] = typer.Option(
+        None,
+        "--attn-implementation",
+        help="Attention implementation to load the model with: sdpa, eager, flex_attention, ... (default: sdpa where the family has it, else eager).",
+    ),
+    model_backend: Optional[str] = typer.Option(
+        None,
+        "--model-backend",
+        help="hf (default: hooks on the HF module) or tl (a TransformerLens TransformerBridge over it; slower, eager attention).",
+    ),
+    prepend_bos: Optional[bool] = typer.Option(
+        None,
+        "--prepend-bos/--no-prepend-bos",
+        help="Put the tokenizer's BOS token before every text, or not (default: as the model's tokenizer does: Llama, Mistral and Gemma add one, SmolLM2 does not).",
+    ),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="A failed check of a finding (the model does not do the task, too few samples, chance level, ...) is an error: exit code 3 once the outputs are written (for scripted runs).",
+    ),
+    version: Optional[bool] = typer.Option(
+        None, "--version", is_eager=True, callback=_print_version, help="Print the version of interp and exit."
+    ),
 ) -> None:
     """Mechanistic interpretability of attention. Launch options come before the command:
     `torchrun --nproc-per-node 2 -m interp --device-map auto score sinks ...`."""
@@ -58,8 +102,14 @@ def _launch(
     if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
         raise InterpError(f"unknown --dtype {dtype!r}: use float32, bfloat16 or float16")
     configure(
-        engine=engine, workers=workers, device_map=device_map, max_memory=parse_max_memory(max_memory),
-        dtype=dtype, attn_implementation=attn_implementation, model_backend=model_backend, prepend_bos=prepend_bos,
+        engine=engine,
+        workers=workers,
+        device_map=device_map,
+        max_memory=parse_max_memory(max_memory),
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        model_backend=model_backend,
+        prepend_bos=prepend_bos,
     )
 
 
@@ -82,6 +132,7 @@ def _check_device_map(device_map: str) -> None:
 
 _GROUPS = {"app": app, "score": score, "calibrate": calibrate, "patch": patch}
 _COMMAND_MODULES = ("demo", "patching", "report")
+
 
 def _register_experiments() -> None:
     from interp.experiments import registry
@@ -141,6 +192,7 @@ def main() -> None:
         configure()  # launch options last for one command, also when main() runs in-process
         forget_folders()
         set_strict(False)
+
 
 if __name__ == "__main__":
     main()

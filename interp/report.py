@@ -51,6 +51,7 @@ __all__ = [
     "report",
 ]
 
+
 def _experiments() -> dict:
     """The registry's experiments that take part in the report, by name."""
     from interp.experiments import registry
@@ -77,7 +78,9 @@ class ReportConfig:
 
     quick: bool = False  # smallest sizes (tests, a first look)
     stages: tuple[str, ...] = STAGES  # all analyses
-    configs: Mapping[str, Any] = field(default_factory=dict)  # stage name -> its analysis config; missing = report default
+    configs: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # stage name -> its analysis config; missing = report default
     png: bool = True  # PNGs of static figures where an image backend exists
 
     def __post_init__(self) -> None:
@@ -90,7 +93,9 @@ class ReportConfig:
             needs = exps[name].report.needs
             late = [s for s in (*needs, *exps[name].report.uses) if STAGES.index(s) > STAGES.index(name)]
             if late:  # a registry mistake, not the user's
-                raise InterpError(f"the {name} stage takes the results of {', '.join(late)}, which run after it: fix their order")
+                raise InterpError(
+                    f"the {name} stage takes the results of {', '.join(late)}, which run after it: fix their order"
+                )
             if not set(needs) <= set(stages):
                 both = "both stages" if len(needs) == 2 else "those stages"
                 raise InterpError(f"the {name} stage takes the results of {' and '.join(needs)}: include {both}")
@@ -225,7 +230,9 @@ def _check_lm(lm: object) -> None:  # any object: this is the check that it is a
             "interp.models.wrap_model) so the report can capture its attention"
         )
     if getattr(lm, "tokenizer", None) is None:
-        raise InterpError(f"model {lm.name!r} has no tokenizer: the report builds text prompts; load it with its tokenizer")
+        raise InterpError(
+            f"model {lm.name!r} has no tokenizer: the report builds text prompts; load it with its tokenizer"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,7 +311,9 @@ def _banner(stage: StageReport) -> str:
     )
 
 
-def _write_index(out_dir: Path, lm: Model, config: ReportConfig, stages: list[StageReport], outputs: dict, seconds: float) -> Path:
+def _write_index(
+    out_dir: Path, lm: Model, config: ReportConfig, stages: list[StageReport], outputs: dict, seconds: float
+) -> Path:
     from interp.plots.export import PageSection, save_page
 
     rows = "".join(
@@ -312,7 +321,9 @@ def _write_index(out_dir: Path, lm: Model, config: ReportConfig, stages: list[St
         for s in stages
     )
     overview = (
-        '<table class="facts"><tr><th>analysis</th><th>checks</th><th>finding</th><th>time</th></tr>' + rows + "</table>"
+        '<table class="facts"><tr><th>analysis</th><th>checks</th><th>finding</th><th>time</th></tr>'
+        + rows
+        + "</table>"
         f"<p>{_esc(_HOW_TO_READ)} Tables (CSV) and one page per figure are in the folder of each analysis.</p>"
     )
     a = lm.arch
@@ -320,7 +331,13 @@ def _write_index(out_dir: Path, lm: Model, config: ReportConfig, stages: list[St
     for s in stages:
         links = [(t, f"{s.name}/{t}") for t in s.tables] + [(f, f"{s.name}/{f}") for f in s.figures]
         sections.append(
-            PageSection(s.title, _banner(s) + outputs[s.name].summary_html, figures=outputs[s.name].figures, links=links, anchor=s.name)
+            PageSection(
+                s.title,
+                _banner(s) + outputs[s.name].summary_html,
+                figures=outputs[s.name].figures,
+                links=links,
+                anchor=s.name,
+            )
         )
     intro = (
         f"{_esc(lm.name)}: {a.n_layers} layers, {a.n_heads} query heads, {a.n_kv_heads} kv heads, d_head {a.d_head}. "
@@ -437,7 +454,10 @@ def _run_stages(lm: Model, store: Any, config: ReportConfig, configs: dict, cons
     console.print(f"[bold green]report written[/]: {index} ({index.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s")
     untrusted = [s for s in reports if not s.trusted]
     if untrusted:
-        console.print("[bold red]checks failed[/] in " + ", ".join(f"{s.name} ({', '.join(c.name for c in failed(s.checks))})" for s in untrusted))
+        console.print(
+            "[bold red]checks failed[/] in "
+            + ", ".join(f"{s.name} ({', '.join(c.name for c in failed(s.checks))})" for s in untrusted)
+        )
     from interp.experiments import strict
 
     if untrusted and strict():
@@ -445,7 +465,9 @@ def _run_stages(lm: Model, store: Any, config: ReportConfig, configs: dict, cons
     return Report(out_dir=out, index=index, model=lm.name, stages=tuple(reports), seconds=round(seconds, 2))
 
 
-def report(model: Optional[str] = None, out_dir="out/report", config: ReportConfig = ReportConfig(), *, console=None) -> Report:
+def report(
+    model: Optional[str] = None, out_dir="out/report", config: ReportConfig = ReportConfig(), *, console=None
+) -> Report:
     """Load ``model`` (None = the embedded SmolLM2) and `run_report` it into ``out_dir``.
 
     The output folder, the model's adapter (from its config, before loading weights) and the

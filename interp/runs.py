@@ -28,8 +28,21 @@ from interp.errors import InterpError
 from interp.protocols import Model
 
 __all__ = [
-    "prepare_out_dir", "atomic_write_text", "atomic_write_json", "atomic_write_csv", "SampleLog", "read_log",
-    "LogContents", "lock_folder", "FolderLock", "clean_stale_temps", "kept_note", "interrupted_note", "forget_folders", "model_settings", "run_info",
+    "prepare_out_dir",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_write_csv",
+    "SampleLog",
+    "read_log",
+    "LogContents",
+    "lock_folder",
+    "FolderLock",
+    "clean_stale_temps",
+    "kept_note",
+    "interrupted_note",
+    "forget_folders",
+    "model_settings",
+    "run_info",
 ]
 
 _TMP_SUFFIX = ".interp-tmp"  # every temporary file of atomic_write_text ends so; clean_stale_temps finds them
@@ -379,7 +392,9 @@ def kept_note(folder: str | os.PathLike) -> str:
     """What an interrupted run kept in ``folder``, and how to resume, in one line."""
     folder = Path(folder)
     logs = sorted(folder.glob("*.jsonl")) + sorted(folder.glob("parts/*.jsonl"))
-    finished: dict[str, set[str]] = {}  # main log name -> ids; a unit in a rank's part and in the merged log counts once
+    finished: dict[
+        str, set[str]
+    ] = {}  # main log name -> ids; a unit in a rank's part and in the merged log counts once
     for log in logs:
         try:
             ids = read_log(log).records

@@ -16,7 +16,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_NUM_TASKS")
+DIST_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SLURM_STEP_NUM_TASKS",
+)
 
 
 def clear_launch_env(monkeypatch) -> None:
@@ -34,9 +42,18 @@ def save_tiny_llama(path: Path) -> Path:
     tok = AutoTokenizer.from_pretrained(_embedded_weights_dir())
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=512, attn_implementation="sdpa",
-        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        attn_implementation="sdpa",
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     LlamaForCausalLM(cfg).eval().save_pretrained(path)
     tok.save_pretrained(path)
@@ -47,7 +64,15 @@ def torchrun(*args, nproc: int = 2, script: Path | None = None, timeout: int = 2
     """`torchrun --standalone --nproc-per-node N -m interp ARGS` (or a script), as a user runs it."""
     env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
     target = [str(script)] if script is not None else ["-m", "interp"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *target, *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        *target,
+        *map(str, args),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**env, "COLUMNS": "200"})
 
 
@@ -72,7 +97,10 @@ def same_tables(a: Path, b: Path, names, drop=()) -> None:
     """The tables ``names`` of folders ``a`` and ``b`` are equal (exactly) and not empty."""
     for name in names:
         left, right = pd.read_csv(a / name), pd.read_csv(b / name)
-        left, right = left.drop(columns=[c for c in drop if c in left]), right.drop(columns=[c for c in drop if c in right])
+        left, right = (
+            left.drop(columns=[c for c in drop if c in left]),
+            right.drop(columns=[c for c in drop if c in right]),
+        )
         assert len(left) > 0, name
         pd.testing.assert_frame_equal(left, right, check_exact=True, obj=name)
 

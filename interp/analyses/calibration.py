@@ -190,7 +190,9 @@ def head_pairs(heads: Sequence[Any]) -> tuple[Head, ...]:
         try:
             layer, head = (int(x) for x in spec)
         except (TypeError, ValueError) as err:
-            raise InterpError(f"head spec {spec!r} is not a (layer, head) pair: write heads as LAYER.HEAD, e.g. 12.3") from err
+            raise InterpError(
+                f"head spec {spec!r} is not a (layer, head) pair: write heads as LAYER.HEAD, e.g. 12.3"
+            ) from err
         out.append((layer, head))
     return tuple(out)
 
@@ -458,17 +460,23 @@ class CalibrationResult:
         shared = nan if self.heldout_in_calibration is None else self.heldout_in_calibration
         out = [
             at_least(
-                "heldout_items", n, cfg.min_heldout,
+                "heldout_items",
+                n,
+                cfg.min_heldout,
                 f"held-out items the accuracies are measured on; with {n} one item is {1 / max(n, 1):.1%} and the "
                 "difference cannot resolve a gain of a few points: add items",
             ),
             at_most(
-                "heldout_disjoint", shared, 0,
+                "heldout_disjoint",
+                shared,
+                0,
                 "held-out prompts that are also calibration prompts (where the calibration was chosen): "
                 "its held-out accuracy would be optimistic; give the splits different items",
             ),
             above(
-                "base_above_chance", self.accuracy_before, level,
+                "base_above_chance",
+                self.accuracy_before,
+                level,
                 f"held-out accuracy without calibration against the {cfg.chance_quantile:.0%} quantile of "
                 f"guessing among {self.n_choices} choices on {n} items (chance "
                 + (f"{1 / self.n_choices:.2f}" if self.n_choices else "not known")
@@ -481,7 +489,9 @@ class CalibrationResult:
             layer, head = self.heads[weakest]
             out.append(
                 above(
-                    "act_heads_sink_mass", self.head_sink_mass[weakest] if measured else nan, cfg.tau,
+                    "act_heads_sink_mass",
+                    self.head_sink_mass[weakest] if measured else nan,
+                    cfg.tau,
                     f"smallest hidden-sink mass on the calibration prompts (mean over prompts of the summed recv_mean "
                     f"of its hidden sinks) of the {len(self.heads)} calibrated head(s)"
                     + (f", head {layer}.{head}" if measured else " (not measured)")
@@ -499,8 +509,15 @@ class CalibrationResult:
             k, n = int(np.sum(correct)), len(correct)
             lo, hi = wilson_interval(k, n, self.config.confidence)
             rows.append(
-                {"condition": cond, "n": n, "correct": k, "accuracy": k / n, "ci_low": lo, "ci_high": hi,
-                 "mean_logp_correct": float(np.mean(logp))}
+                {
+                    "condition": cond,
+                    "n": n,
+                    "correct": k,
+                    "accuracy": k / n,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "mean_logp_correct": float(np.mean(logp)),
+                }
             )
         return pd.DataFrame(rows)
 
@@ -509,8 +526,12 @@ class CalibrationResult:
         value = self.config.beta if self.config.method == "act" else self.gamma
         name = "beta" if self.config.method == "act" else "gamma"
         return pd.DataFrame(
-            {"layer": [h[0] for h in self.heads], "head": [h[1] for h in self.heads],
-             "method": self.config.method, name: value}
+            {
+                "layer": [h[0] for h in self.heads],
+                "head": [h[1] for h in self.heads],
+                "method": self.config.method,
+                name: value,
+            }
         )
 
     def search_dataframe(self) -> pd.DataFrame:
@@ -518,8 +539,13 @@ class CalibrationResult:
 
     def items_dataframe(self) -> pd.DataFrame:
         return pd.DataFrame(
-            {"id": list(self.item_ids), "correct_before": self.before, "correct_after": self.after,
-             "logp_before": self.logp_before, "logp_after": self.logp_after}
+            {
+                "id": list(self.item_ids),
+                "correct_before": self.before,
+                "correct_after": self.after,
+                "logp_before": self.logp_before,
+                "logp_after": self.logp_after,
+            }
         )
 
     def summary(self) -> dict:
@@ -533,8 +559,10 @@ class CalibrationResult:
             "calibration_accuracy": {"before": round(self.calib_before, 4), "after": round(self.calib_after, 4)},
             "heldout_n": len(self.before),
             "heldout_accuracy": {
-                c: {"accuracy": round(float(acc.loc[c, "accuracy"]), 4),
-                    "ci": [round(float(acc.loc[c, "ci_low"]), 4), round(float(acc.loc[c, "ci_high"]), 4)]}
+                c: {
+                    "accuracy": round(float(acc.loc[c, "accuracy"]), 4),
+                    "ci": [round(float(acc.loc[c, "ci_low"]), 4), round(float(acc.loc[c, "ci_high"]), 4)],
+                }
                 for c in ("before", "after")
             },
             "difference": round(self.accuracy_after - self.accuracy_before, 4),
@@ -542,4 +570,3 @@ class CalibrationResult:
             "mcnemar_p": round(self.p_value(), 4),
             "checks": as_records(self.checks),
         }
-

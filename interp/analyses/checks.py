@@ -79,7 +79,7 @@ class Check:
         }
 
     @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> "Check":
+    def from_dict(cls, record: dict[str, Any]) -> Check:
         """The inverse of `as_dict` (a run.json's record; None values are NaN)."""
         nan = float("nan")
         value, threshold = record.get("value"), record.get("threshold")

@@ -62,7 +62,9 @@ def parse_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
     items = [k.strip() for k in (kinds.split(",") if isinstance(kinds, str) else kinds) if k.strip()]
     bad = [k for k in items if k not in KINDS]
     if bad or not items:
-        raise InterpError(f"unknown head kind(s) {bad or '(none given)'}: choose from {', '.join(KINDS)}, e.g. induction,previous")
+        raise InterpError(
+            f"unknown head kind(s) {bad or '(none given)'}: choose from {', '.join(KINDS)}, e.g. induction,previous"
+        )
     return tuple(k for k in KINDS if k in items)
 
 
@@ -110,7 +112,9 @@ class HeadConfig(Config):
         if self.texts is not None:
             object.__setattr__(self, "texts", tuple(self.texts))
             if not self.texts or not all(t.strip() for t in self.texts):
-                raise InterpError("texts is empty or holds an empty text: give at least one non-blank text, or texts=None")
+                raise InterpError(
+                    "texts is empty or holds an empty text: give at least one non-blank text, or texts=None"
+                )
         if not self.random and self.texts is None:
             raise InterpError("nothing to score: keep random=True or give texts")
         for name in ("n_seqs", "length", "max_targets"):
@@ -319,7 +323,9 @@ class HeadResult:
                 for source in self.sources
                 for kind in self.kinds
             },
-            "n_rows": {f"{s}/{k}": int(self.n_rows[i, j]) for i, s in enumerate(self.sources) for j, k in enumerate(self.kinds)},
+            "n_rows": {
+                f"{s}/{k}": int(self.n_rows[i, j]) for i, s in enumerate(self.sources) for j, k in enumerate(self.kinds)
+            },
             "checks": as_records(self.checks),
         }
 
@@ -345,7 +351,9 @@ def combine(
     counts = np.zeros((len(sources), len(config.kinds)), dtype=np.int64)
     for s, source in enumerate(sources):
         for rec in records[source]:
-            sums[s] += np.asarray(rec["sums"], dtype=float).transpose(1, 0, 2)  # [layer, kind, head] -> [kind, layer, head]
+            sums[s] += np.asarray(rec["sums"], dtype=float).transpose(
+                1, 0, 2
+            )  # [layer, kind, head] -> [kind, layer, head]
             counts[s] += np.asarray(rec["rows"], dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = np.where(counts[..., None, None] > 0, sums / np.maximum(counts, 1)[..., None, None], np.nan)

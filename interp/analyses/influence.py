@@ -86,14 +86,18 @@ class InfluenceConfig(Config):
         if self.max_texts is not None and not (isinstance(self.max_texts, int) and self.max_texts >= 1):
             raise InterpError(f"max_texts must be None or an int >= 1, got {self.max_texts!r}")
         if self.max_tokens is not None and not (isinstance(self.max_tokens, int) and self.max_tokens >= 2):
-            raise InterpError(f"max_tokens must be None or an int >= 2 (the loss needs 2 tokens), got {self.max_tokens!r}")
+            raise InterpError(
+                f"max_tokens must be None or an int >= 2 (the loss needs 2 tokens), got {self.max_tokens!r}"
+            )
 
     def settings(self) -> dict:
         """JSON-friendly settings (heads as "LAYER.HEAD", texts summarised)."""
         out = super().settings()
         out["heads"] = None if self.heads is None else [f"{l}.{h}" for l, h in self.heads]
         texts = out.pop("texts")
-        out["texts"] = "shipped sink_texts.txt" if texts is None else f"{len(texts)} texts, {sum(map(len, texts))} chars"
+        out["texts"] = (
+            "shipped sink_texts.txt" if texts is None else f"{len(texts)} texts, {sum(map(len, texts))} chars"
+        )
         return out
 
 
@@ -195,7 +199,11 @@ class InfluenceResult:
 
 
 def combine(
-    config: InfluenceConfig, model: str, heads: Sequence[tuple[int, int]], texts: Sequence[str], records: Sequence[Mapping]
+    config: InfluenceConfig,
+    model: str,
+    heads: Sequence[tuple[int, int]],
+    texts: Sequence[str],
+    records: Sequence[Mapping],
 ) -> InfluenceResult:
     """Per-text records ``{"n_tokens", "base_loss", "masked_loss"}`` (in text order) -> `InfluenceResult`."""
     return InfluenceResult(

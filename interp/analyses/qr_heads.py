@@ -34,8 +34,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.analyses._config import Config
-from interp.analyses.ranking import rank_heads
 from interp.analyses.checks import Check, above, as_records, chance_level
+from interp.analyses.ranking import rank_heads
 from interp.datasets.documents import QRSample
 from interp.errors import InterpError
 
@@ -65,7 +65,9 @@ class QRConfig(Config):
     top: int = 5  # heads in the summary
     layers: Optional[tuple[int, ...]] = None  # None: all layers
     backend: str = "auto"  # kernel backend
-    chance_quantile: float = 0.95  # check: best head above the 95th percentile of the best guessing head (no paper value)
+    chance_quantile: float = (
+        0.95  # check: best head above the 95th percentile of the best guessing head (no paper value)
+    )
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
@@ -203,14 +205,21 @@ class QRResult:
         idx = {layer: i for i, layer in enumerate(self.layers)}
         return {
             "n_samples": self.n_samples,
-            "top": [[l, h, round(v, 4), float(acc[idx[l], h])] for l, h, v in self.top(n)],  # layer, head, score, accuracy
+            "top": [
+                [l, h, round(v, 4), float(acc[idx[l], h])] for l, h, v in self.top(n)
+            ],  # layer, head, score, accuracy
             "best_accuracy_head": [self.layers[best[0]], int(best[1]), float(acc[best])],
             "checks": as_records(self.checks),
         }
 
 
 def combine(
-    config: QRConfig, model: str, layers: Sequence[int], n_heads: int, samples: Sequence[QRSample], records: Sequence[Mapping]
+    config: QRConfig,
+    model: str,
+    layers: Sequence[int],
+    n_heads: int,
+    samples: Sequence[QRSample],
+    records: Sequence[Mapping],
 ) -> QRResult:
     """Per-sample document masses -> per-head QR scores.
 

@@ -31,8 +31,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyses._config import Config
-from interp.analyses.ranking import rank_heads
 from interp.analyses.checks import Check, above, as_records, chance_level
+from interp.analyses.ranking import rank_heads
 from interp.datasets.questions import Question
 from interp.errors import InterpError
 
@@ -60,7 +60,9 @@ class SelectCopyConfig(Config):
     top: int = 5  # heads in the summary
     layers: Optional[tuple[int, ...]] = None  # None: all layers
     backend: str = "auto"  # kernel backend
-    chance_quantile: float = 0.95  # check: best head above the 95th percentile of the best guessing head (no paper value)
+    chance_quantile: float = (
+        0.95  # check: best head above the 95th percentile of the best guessing head (no paper value)
+    )
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
@@ -161,7 +163,11 @@ class SelectCopyResult:
         """
         n = self.qk_correct[0].size
         best = float(self.qk_accuracy.max()) if self.n_questions else float("nan")
-        level = chance_level([1 / self.n_options] * self.n_questions, n, self.config.chance_quantile) if self.n_questions else float("nan")
+        level = (
+            chance_level([1 / self.n_options] * self.n_questions, n, self.config.chance_quantile)
+            if self.n_questions
+            else float("nan")
+        )
         return (
             above(
                 "best_head_above_chance", best, level,

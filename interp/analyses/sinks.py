@@ -129,7 +129,9 @@ class SinkConfig(Config):
         """JSON-friendly settings (texts summarised by count and total characters)."""
         out = super().settings()
         texts = out.pop("texts")
-        out["texts"] = "shipped sink_texts.txt" if texts is None else f"{len(texts)} texts, {sum(map(len, texts))} chars"
+        out["texts"] = (
+            "shipped sink_texts.txt" if texts is None else f"{len(texts)} texts, {sum(map(len, texts))} chars"
+        )
         return out
 
 
@@ -189,9 +191,7 @@ class SinkResult:
 
     def layer_kinds(self) -> tuple[str, ...]:
         """Per analysed layer, "global" or "windowed W=<W>" (a window as long as the text acts as global)."""
-        return tuple(
-            "global" if w is None or w >= self.length else f"windowed W={w}" for w in self.layer_windows()
-        )
+        return tuple("global" if w is None or w >= self.length else f"windowed W={w}" for w in self.layer_windows())
 
     def kind_sink_rates(self) -> dict[str, float]:
         """Sink rate at position 0 in percent per layer kind (see `layer_kinds`)."""
@@ -369,13 +369,17 @@ class SinkResult:
             "tokens_per_text": int(self.position_count.shape[0]),
             "sink_rate_pct": round(self.sink_rate, 2),
             "sink_rate_pct_by_kind": {k: round(v, 2) for k, v in self.kind_sink_rates().items()},
-            "position_0_is_bos": None if len(self.first_is_bos) != self.n_texts else round(float(np.mean(self.first_is_bos)), 3),
+            "position_0_is_bos": None
+            if len(self.first_is_bos) != self.n_texts
+            else round(float(np.mean(self.first_is_bos)), 3),
             "model_prepends_bos": self.model_bos,
             "mean_alpha0": round(float(self.alpha0.mean()), 4),
             "mean_first_token_mass": round(float(self.first_token_mass.mean()), 4),
             "layer_sink_rate_pct": {int(r.layer): round(float(r.sink_rate_pct), 1) for r in layer_rates.itertuples()},
             "n_hidden_sinks": int(self.hit_hidden.sum()),
-            "hidden_per_head_per_text": round(float(self.hit_hidden.sum()) / (self.n_texts * len(self.layers) * self.n_heads), 3),
+            "hidden_per_head_per_text": round(
+                float(self.hit_hidden.sum()) / (self.n_texts * len(self.layers) * self.n_heads), 3
+            ),
             "hidden_token_types": {
                 r.token_type: {"share": round(r.share, 3), "enrichment": round(r.enrichment, 2)}
                 for r in top.itertuples()

@@ -28,12 +28,16 @@ def load_run(folder: Path) -> PatchResult:
     folder = Path(folder)
     csv, meta = folder / "patch.csv", folder / "run.json"
     if not csv.is_file() or not meta.is_file():
-        raise InterpError(f"{folder} has no patch.csv and run.json: pass a folder written by `interp patch ioi` or `colored-objects`")
+        raise InterpError(
+            f"{folder} has no patch.csv and run.json: pass a folder written by `interp patch ioi` or `colored-objects`"
+        )
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
         result_meta = info["result"]
     except (json.JSONDecodeError, KeyError) as err:
-        raise InterpError(f"{meta} is not the run.json of a patching run: re-run `interp patch` into that folder") from err
+        raise InterpError(
+            f"{meta} is not the run.json of a patching run: re-run `interp patch` into that folder"
+        ) from err
     return PatchResult.from_dataframe(pd.read_csv(csv), result_meta)
 
 
@@ -41,7 +45,9 @@ def patch_overlap(
     run_a: Path = typer.Argument(..., help="Folder of the first patching run."),
     run_b: Path = typer.Argument(..., help="Folder of the second patching run."),
     top: int = typer.Option(10, "--top", min=1, help="Circuit size: the top-K heads by |score| of each run."),
-    out: Optional[Path] = typer.Option(None, "--out", parser=parse_out, help="Optional folder for overlap.csv, overlap.json and overlap.html."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", parser=parse_out, help="Optional folder for overlap.csv, overlap.json and overlap.html."
+    ),
 ) -> None:
     """Overlap of two runs' circuits (Merullo et al. 2023): the share of top-K heads found in both."""
     from rich.console import Console

@@ -16,9 +16,15 @@ __all__ = ["register", "report"]
 
 
 def report(
-    model: Optional[str] = typer.Option(None, "--model", help="HF hub id or local folder (default: embedded SmolLM2-135M-Instruct)."),
-    out: Path = typer.Option(Path("out/report"), "--out", parser=parse_out, help="Report folder; DIR/index.html is the page."),
-    quick: bool = typer.Option(False, "--quick", help="Smallest sizes: a first look in about a minute (noisier numbers)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="HF hub id or local folder (default: embedded SmolLM2-135M-Instruct)."
+    ),
+    out: Path = typer.Option(
+        Path("out/report"), "--out", parser=parse_out, help="Report folder; DIR/index.html is the page."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="Smallest sizes: a first look in about a minute (noisier numbers)."
+    ),
     no_png: bool = typer.Option(False, "--no-png", help="Do not write PNGs of static figures (HTML only)."),
 ) -> None:
     """Run every analysis at small sizes on MODEL (each experiment with a report setting); write OUT/index.html."""

@@ -29,16 +29,47 @@ from interp.datasets.colored_objects import ColoredObjectsConfig, colored_object
 from interp.datasets.ioi import IOIConfig, ioi
 from interp.datasets.tasks import TASKS, TaskBatch, make_task, read_pairs, task_from_jsonl, task_from_prompts
 
-__all__ += ["TASKS", "TaskBatch", "make_task", "read_pairs", "task_from_jsonl", "task_from_prompts", "IOIConfig", "ioi", "ColoredObjectsConfig", "colored_objects"]
+__all__ += [
+    "TASKS",
+    "TaskBatch",
+    "make_task",
+    "read_pairs",
+    "task_from_jsonl",
+    "task_from_prompts",
+    "IOIConfig",
+    "ioi",
+    "ColoredObjectsConfig",
+    "colored_objects",
+]
 
 from interp.datasets.choices import ChoiceItem, ChoiceSet, available_choice_sets, load_choices
 from interp.datasets.prompts import Prompt, default_prompts, load_prompts
 
-__all__ += ["ChoiceItem", "ChoiceSet", "available_choice_sets", "load_choices", "Prompt", "default_prompts", "load_prompts"]
+__all__ += [
+    "ChoiceItem",
+    "ChoiceSet",
+    "available_choice_sets",
+    "load_choices",
+    "Prompt",
+    "default_prompts",
+    "load_prompts",
+]
 
 from interp.datasets.documents import QRSample, build_prompt, read_samples, shipped_samples
 from interp.datasets.head_lists import read_heads
 from interp.datasets.questions import Question, format_prompt, option_anchors, read_questions, shipped_questions
 from interp.datasets.random_tokens import repeated_random_tokens
 
-__all__ += ["QRSample", "build_prompt", "read_samples", "shipped_samples", "read_heads", "Question", "format_prompt", "option_anchors", "read_questions", "shipped_questions", "repeated_random_tokens"]
+__all__ += [
+    "QRSample",
+    "build_prompt",
+    "read_samples",
+    "shipped_samples",
+    "read_heads",
+    "Question",
+    "format_prompt",
+    "option_anchors",
+    "read_questions",
+    "shipped_questions",
+    "repeated_random_tokens",
+]

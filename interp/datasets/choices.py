@@ -64,7 +64,9 @@ class ChoiceSet:
         """
         out = tuple(it for it in self.items if it.split == name)
         if not out:
-            raise InterpError(f"task '{self.name}' has no items in split '{name}': add items with \"split\": \"{name}\"")
+            raise InterpError(
+                f"task '{self.name}' has no items in split '{name}': add items with \"split\": \"{name}\""
+            )
         return out
 
 
@@ -89,7 +91,9 @@ def parse_choices(raw: str, name: str) -> ChoiceSet:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise InterpError(f"task '{name}' line {number} is not valid JSON ({err.msg}): write one object per line") from err
+            raise InterpError(
+                f"task '{name}' line {number} is not valid JSON ({err.msg}): write one object per line"
+            ) from err
         if not isinstance(row, dict):
             raise InterpError(f"task '{name}' line {number} holds a JSON {type(row).__name__}, not an object")
         rows.append((number, row))
@@ -114,7 +118,9 @@ def parse_choices(raw: str, name: str) -> ChoiceSet:
             raise InterpError(
                 f"task '{name}' item {n + 1} (line {number}): answer {row.get('answer')!r} is not one of {labels}"
             )
-        items.append(ChoiceItem(str(row.get("id", n)), str(row.get("split", "heldout")), prompt, labels.index(row["answer"])))
+        items.append(
+            ChoiceItem(str(row.get("id", n)), str(row.get("split", "heldout")), prompt, labels.index(row["answer"]))
+        )
     return ChoiceSet(head["task"], head.get("kind", ""), head.get("description", ""), choices, tuple(items))
 
 
@@ -135,7 +141,9 @@ def load_choices(name: str) -> ChoiceSet:
     else:
         shipped = available_choice_sets()
         if name not in shipped:
-            raise InterpError(f"unknown task '{name}': use a shipped choice set ({', '.join(shipped)}) or a .jsonl path")
+            raise InterpError(
+                f"unknown task '{name}': use a shipped choice set ({', '.join(shipped)}) or a .jsonl path"
+            )
         raw = resources.files("interp").joinpath(f"{_FOLDER}/{name}.jsonl").read_text(encoding="utf-8")
     return parse_choices(raw, name)
 

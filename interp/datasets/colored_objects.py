@@ -39,7 +39,6 @@ CO_OBJECTS: tuple[str, ...] = tuple(
 COLOURS: tuple[str, ...] = tuple("red blue green yellow black white orange purple pink brown grey silver gold".split())
 
 
-
 @dataclass(frozen=True)
 class ColoredObjectsConfig(Config):
     """Settings of the Colored Objects generator (Merullo et al. 2023); word lists are checked
@@ -73,7 +72,9 @@ def _item_list(pairs: Sequence[tuple[str, str]]) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def colored_objects(tokenizer: Any, config: ColoredObjectsConfig = ColoredObjectsConfig(), *, bos: Optional[int] = None) -> TaskBatch:
+def colored_objects(
+    tokenizer: Any, config: ColoredObjectsConfig = ColoredObjectsConfig(), *, bos: Optional[int] = None
+) -> TaskBatch:
     """Generate the Colored Objects task (Merullo et al. 2023).
 
     Each prompt lists ``n_items`` coloured objects and asks for the colour of one of them.
@@ -126,8 +127,14 @@ def colored_objects(tokenizer: Any, config: ColoredObjectsConfig = ColoredObject
             slots[f"object{j + 1}"].append(position_of(ids, single_token(tokenizer, " " + objs[j])))
         slots["query"].append(roles["query"][-1])
     return task_from_prompts(
-        tokenizer, clean, corrupt, correct, wrong, task="colored-objects", roles=roles, slots=slots,
-        dropped=d1 + d2, bos=bos,
+        tokenizer,
+        clean,
+        corrupt,
+        correct,
+        wrong,
+        task="colored-objects",
+        roles=roles,
+        slots=slots,
+        dropped=d1 + d2,
+        bos=bos,
     )
-
-

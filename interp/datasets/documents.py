@@ -65,7 +65,7 @@ def read_samples(path: str | Path) -> tuple[QRSample, ...]:
     """
     p = Path(path)
     if not p.is_file():
-        raise InterpError(f"samples file {p} not found: pass a JSONL file of {{\"query\", \"documents\", \"gold\"}} lines")
+        raise InterpError(f'samples file {p} not found: pass a JSONL file of {{"query", "documents", "gold"}} lines')
     lines = [(n, ln) for n, ln in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if ln.strip()]
     return _parse(lines, str(p))
 

@@ -26,12 +26,53 @@ __all__ = ["Haystack", "STDLIB_MODULES", "stdlib_sentences", "read_haystack", "l
 # Modules whose docstrings make the default haystack (pure-Python modules shipped with every
 # CPython build); the order is part of the haystack's definition.
 STDLIB_MODULES = (
-    "collections", "functools", "itertools", "json", "pathlib", "argparse", "logging", "threading",
-    "subprocess", "unittest", "csv", "datetime", "decimal", "fractions", "random", "statistics",
-    "heapq", "bisect", "dataclasses", "typing", "inspect", "pickle", "shutil", "tempfile", "zipfile",
-    "tarfile", "asyncio", "email", "textwrap", "string", "difflib", "enum", "contextlib",
-    "configparser", "queue", "socket", "http.client", "urllib.request", "urllib.parse", "ipaddress",
-    "uuid", "mailbox", "smtplib", "multiprocessing", "pydoc", "os", "re",
+    "collections",
+    "functools",
+    "itertools",
+    "json",
+    "pathlib",
+    "argparse",
+    "logging",
+    "threading",
+    "subprocess",
+    "unittest",
+    "csv",
+    "datetime",
+    "decimal",
+    "fractions",
+    "random",
+    "statistics",
+    "heapq",
+    "bisect",
+    "dataclasses",
+    "typing",
+    "inspect",
+    "pickle",
+    "shutil",
+    "tempfile",
+    "zipfile",
+    "tarfile",
+    "asyncio",
+    "email",
+    "textwrap",
+    "string",
+    "difflib",
+    "enum",
+    "contextlib",
+    "configparser",
+    "queue",
+    "socket",
+    "http.client",
+    "urllib.request",
+    "urllib.parse",
+    "ipaddress",
+    "uuid",
+    "mailbox",
+    "smtplib",
+    "multiprocessing",
+    "pydoc",
+    "os",
+    "re",
 )
 
 _SENTENCE_OK = re.compile(r"[A-Z][A-Za-z0-9 ,;:'\"()\-]*[a-z0-9)]\.")
@@ -108,7 +149,9 @@ def read_haystack(files: Sequence[str | Path]) -> tuple[str, ...]:
         try:
             text = Path(f).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
-            raise InterpError(f"cannot read haystack file {f} ({err}): pass readable UTF-8 text files with --haystack") from err
+            raise InterpError(
+                f"cannot read haystack file {f} ({err}): pass readable UTF-8 text files with --haystack"
+            ) from err
         sentences.extend(split_sentences(text))
     if not sentences:
         raise InterpError(f"the haystack files {[str(f) for f in files]} hold no text: give files with prose in them")
@@ -146,7 +189,9 @@ class Haystack:
     name: str
 
     @classmethod
-    def tokenize(cls, sentences: Sequence[str], encode_many: Callable[[list[str]], list[list[int]]], name: str) -> "Haystack":
+    def tokenize(
+        cls, sentences: Sequence[str], encode_many: Callable[[list[str]], list[list[int]]], name: str
+    ) -> Haystack:
         if not sentences:
             raise InterpError("the haystack is empty: give text with --haystack (or use the default)")
         ids = encode_many([" " + s for s in sentences])

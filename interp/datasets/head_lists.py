@@ -27,7 +27,9 @@ def read_heads(path: str | Path, k: Optional[int] = None) -> tuple[tuple[int, in
 
     p = Path(path)
     if not p.is_file():
-        raise InterpError(f"heads file {p} not found: pass the heads.csv of a retrieval run (interp score retrieval --out DIR)")
+        raise InterpError(
+            f"heads file {p} not found: pass the heads.csv of a retrieval run (interp score retrieval --out DIR)"
+        )
     if k is not None and not (isinstance(k, int) and k >= 1):
         raise InterpError(f"k (heads to mask) must be an int >= 1, got {k!r}")
     try:

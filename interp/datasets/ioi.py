@@ -154,7 +154,15 @@ def ioi(tokenizer: Any, config: IOIConfig = IOIConfig(), *, bos: Optional[int] =
             at = [position_of(ids, t) for t in (single_token(tokenizer, " " + fill[key]),) if t in ids]
             slots[key].append(at[0] if at else -1)
     return task_from_prompts(
-        tokenizer, clean, corrupt, correct, wrong, task="ioi", order=order, roles=roles, slots=slots,
-        dropped=dropped_t + d1 + d2 + d3, bos=bos,
+        tokenizer,
+        clean,
+        corrupt,
+        correct,
+        wrong,
+        task="ioi",
+        order=order,
+        roles=roles,
+        slots=slots,
+        dropped=dropped_t + d1 + d2 + d3,
+        bos=bos,
     )
-

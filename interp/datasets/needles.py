@@ -107,7 +107,9 @@ def load_needles(path: Optional[str | Path] = None) -> tuple[Needle, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise InterpError(f"cannot read needles file {path} ({err}): pass a readable UTF-8 JSONL file with --needles") from err
+        raise InterpError(
+            f"cannot read needles file {path} ({err}): pass a readable UTF-8 JSONL file with --needles"
+        ) from err
     needles: list[Needle] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -120,7 +122,9 @@ def load_needles(path: Optional[str | Path] = None) -> tuple[Needle, ...]:
             raise InterpError(f"{path}:{number}: expected a JSON object with needle, question, answer")
         missing = [k for k in ("needle", "question", "answer") if k not in obj]
         if missing:
-            raise InterpError(f"{path}:{number}: missing field(s) {missing}; each line needs needle, question, answer (id optional)")
+            raise InterpError(
+                f"{path}:{number}: missing field(s) {missing}; each line needs needle, question, answer (id optional)"
+            )
         needles.append(Needle(str(obj.get("id", f"n{len(needles)}")), obj["needle"], obj["question"], obj["answer"]))
     if not needles:
         raise InterpError(f"needles file {path} holds no needles: write one JSON object per line")
@@ -155,7 +159,7 @@ class PromptTemplate:
     chat: bool
 
     @classmethod
-    def from_chat(cls, chat_prompt: Optional[Callable[[str], str]]) -> "PromptTemplate":
+    def from_chat(cls, chat_prompt: Optional[Callable[[str], str]]) -> PromptTemplate:
         """Build from a ``chat_prompt(user) -> text`` function (`LoadedModel.chat_prompt`) or None."""
         if chat_prompt is not None:
             wrapped = chat_prompt(_MARKER)
@@ -210,7 +214,9 @@ class NeedleSample:
         return self.prompt_ids + self.response_ids
 
 
-def _needle_segments(encode: Callable[[str], list[int]], needle: Needle, prefix: str) -> tuple[list[int], list[int], list[int]]:
+def _needle_segments(
+    encode: Callable[[str], list[int]], needle: Needle, prefix: str
+) -> tuple[list[int], list[int], list[int]]:
     """Token ids of ``prefix + needle`` as (before answer, answer, after answer) segments."""
     before, answer, after = needle.parts()
     if before:
@@ -306,9 +312,7 @@ def build_sample(
 
     overhead = len(head) + len(tail) + len(needle_ids)
     if length > n_ctx:
-        raise InterpError(
-            f"length {length} exceeds the model's context of {n_ctx} tokens: use --lengths up to {n_ctx}"
-        )
+        raise InterpError(f"length {length} exceeds the model's context of {n_ctx} tokens: use --lengths up to {n_ctx}")
     # The response must fit behind the prompt: at the context's end the prompt gives way to it.
     budget = min(length, n_ctx - len(response_ids)) - overhead
     if budget <= 0:
@@ -331,7 +335,7 @@ def build_sample(
         raise InterpError(f"no haystack sentence fits into length {length}: raise --lengths")
     k = insertion_index(counts, depth)
     hay_before = [t for ids in haystack.ids[:k] for t in ids]
-    hay_after = [t for ids in haystack.ids[k:len(counts)] for t in ids]
+    hay_after = [t for ids in haystack.ids[k : len(counts)] for t in ids]
     prompt = head + hay_before + needle_ids + hay_after + tail
     needle_start = len(head) + len(hay_before)
     answer_start = needle_start + len(n_before)

@@ -42,7 +42,7 @@ def load_prompts(path: str | Path) -> tuple[Prompt, ...]:
     except (OSError, UnicodeDecodeError) as err:
         raise InterpError(
             f"cannot read prompt file {path} ({getattr(err, 'strerror', None) or err}): "
-            "pass a UTF-8 JSONL file with one {\"prompt\": ...} per line"
+            'pass a UTF-8 JSONL file with one {"prompt": ...} per line'
         ) from err
     rows: list[Prompt] = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -53,14 +53,14 @@ def load_prompts(path: str | Path) -> tuple[Prompt, ...]:
         except json.JSONDecodeError as err:
             raise InterpError(f"{path} line {n} is not JSON ({err.msg}): write one JSON object per line") from err
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise InterpError(f"{path} line {n} has no \"prompt\" text: each line needs {{\"prompt\": \"...\"}}")
+            raise InterpError(f'{path} line {n} has no "prompt" text: each line needs {{"prompt": "..."}}')
         if row.get("response") is not None and not isinstance(row["response"], str):
-            raise InterpError(f"{path} line {n}: \"response\" must be a string when given")
+            raise InterpError(f'{path} line {n}: "response" must be a string when given')
         rows.append(Prompt(str(row.get("id", f"p{len(rows)}")), row["prompt"], row.get("response")))
     if not rows:
-        raise InterpError(f"{path} holds no prompts: write one {{\"prompt\": ...}} per line")
+        raise InterpError(f'{path} holds no prompts: write one {{"prompt": ...}} per line')
     if len({r.id for r in rows}) != len(rows):
-        raise InterpError(f"{path} repeats a prompt \"id\": give every line a distinct id")
+        raise InterpError(f'{path} repeats a prompt "id": give every line a distinct id')
     return tuple(rows)
 
 

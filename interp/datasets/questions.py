@@ -63,7 +63,9 @@ def read_questions(path: str | Path) -> tuple[Question, ...]:
     """
     p = Path(path)
     if not p.is_file():
-        raise InterpError(f"questions file {p} not found: pass a JSONL file of {{\"question\", \"options\", \"answer\"}} lines")
+        raise InterpError(
+            f'questions file {p} not found: pass a JSONL file of {{"question", "options", "answer"}} lines'
+        )
     out = []
     for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -76,13 +78,19 @@ def read_questions(path: str | Path) -> tuple[Question, ...]:
         if not isinstance(row, dict) or not {"question", "options", "answer"} <= set(row):
             raise InterpError(f'{where}: need an object with "question", "options" and "answer"')
         opts = row["options"]
-        if not (isinstance(opts, list) and 2 <= len(opts) <= len(LETTERS) and all(isinstance(o, str) and o.strip() and "\n" not in o for o in opts)):
+        if not (
+            isinstance(opts, list)
+            and 2 <= len(opts) <= len(LETTERS)
+            and all(isinstance(o, str) and o.strip() and "\n" not in o for o in opts)
+        ):
             raise InterpError(f"{where}: options must be a list of 2-{len(LETTERS)} non-empty one-line strings")
         ans = row["answer"]
         if isinstance(ans, str) and len(ans.strip()) == 1 and ans.strip().upper() in LETTERS[: len(opts)]:
             ans = LETTERS.index(ans.strip().upper())
         if not (isinstance(ans, int) and not isinstance(ans, bool) and 0 <= ans < len(opts)):
-            raise InterpError(f"{where}: answer {row['answer']!r} must be a letter A-{LETTERS[len(opts) - 1]} or an index 0-{len(opts) - 1}")
+            raise InterpError(
+                f"{where}: answer {row['answer']!r} must be a letter A-{LETTERS[len(opts) - 1]} or an index 0-{len(opts) - 1}"
+            )
         out.append(Question(str(row.get("id", f"line-{n}")), format_prompt(str(row["question"]), opts), len(opts), ans))
     if not out:
         raise InterpError(f"questions file {p} is empty: put one JSON object per line")
@@ -155,7 +163,9 @@ def option_count(questions: Sequence[Question]) -> int:
     if not counts:
         raise InterpError("no questions to score: pass at least one")
     if len(counts) != 1:
-        raise InterpError(f"questions have different numbers of options {sorted(counts)}: give every question the same number")
+        raise InterpError(
+            f"questions have different numbers of options {sorted(counts)}: give every question the same number"
+        )
     return counts.pop()
 
 

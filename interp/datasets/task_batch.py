@@ -88,8 +88,15 @@ class TaskBatch:
         if correct.shape != (n,) or wrong.shape != (n,):
             raise InterpError(f"give one correct and one wrong answer token per prompt ({n} prompts)")
         return cls(
-            task=task, clean=clean, corrupt=corrupt, correct=correct, wrong=wrong,
-            clean_text=("",) * n, corrupt_text=("",) * n, answers=(("", ""),) * n, order=("",) * n,
+            task=task,
+            clean=clean,
+            corrupt=corrupt,
+            correct=correct,
+            wrong=wrong,
+            clean_text=("",) * n,
+            corrupt_text=("",) * n,
+            answers=(("", ""),) * n,
+            order=("",) * n,
             roles={"end": torch.full((n,), clean.shape[1] - 1, dtype=torch.long)},
             pos_labels=tuple(f"pos {p}" for p in range(clean.shape[1])),
         )
@@ -124,7 +131,9 @@ def single_token(tokenizer: Any, word: str) -> Optional[int]:
     return ids[0] if len(ids) == 1 else None
 
 
-def word_pool(tokenizer: Any, given: Optional[Sequence[str]], default: Sequence[str], what: str, need: int) -> tuple[list[str], list[str]]:
+def word_pool(
+    tokenizer: Any, given: Optional[Sequence[str]], default: Sequence[str], what: str, need: int
+) -> tuple[list[str], list[str]]:
     """Words usable as single tokens (with a leading space). Strict for user lists.
 
     Returns (usable words, dropped words).
@@ -226,7 +235,9 @@ def task_from_prompts(
     rows_corrupt = [[bos] * int(bos is not None and r[:1] != [bos]) + r for r in rows_corrupt]
     for i, (a, b) in enumerate(zip(rows_clean, rows_corrupt)):
         if not a or not b:
-            raise InterpError(f"{names[i]}: the {'clean' if not a else 'corrupted'} prompt is empty: give at least one token of text")
+            raise InterpError(
+                f"{names[i]}: the {'clean' if not a else 'corrupted'} prompt is empty: give at least one token of text"
+            )
         if len(a) != len(b):
             raise InterpError(
                 f"{names[i]}: the clean prompt has {len(a)} tokens but the corrupted prompt has {len(b)}: patching "
@@ -236,7 +247,7 @@ def task_from_prompts(
             )
     lengths = Counter(len(r) for r in rows_clean)
     if len(lengths) > 1:
-        (common, _), = lengths.most_common(1)
+        ((common, _),) = lengths.most_common(1)
         odd = [f"{names[i]} ({len(r)})" for i, r in enumerate(rows_clean) if len(r) != common]
         raise InterpError(
             f"prompts tokenize to different lengths {dict(sorted(lengths.items()))}: most have {common} tokens but "

@@ -69,7 +69,9 @@ def read_pairs(path: Union[str, Path]) -> tuple[list[dict], list[int]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
-        raise InterpError(f"cannot read pairs file {path} ({err}): pass a UTF-8 text file with one JSON object per line") from err
+        raise InterpError(
+            f"cannot read pairs file {path} ({err}): pass a UTF-8 text file with one JSON object per line"
+        ) from err
     records, lines = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -82,10 +84,14 @@ def read_pairs(path: Union[str, Path]) -> tuple[list[dict], list[int]]:
                 f"{where} is not valid JSON ({err.msg} at column {err.colno}): each line must be one object like {shape}"
             ) from err
         if not isinstance(obj, dict):
-            raise InterpError(f"{where} holds a JSON {type(obj).__name__}, not an object: write one object like {shape} per line")
+            raise InterpError(
+                f"{where} holds a JSON {type(obj).__name__}, not an object: write one object like {shape} per line"
+            )
         missing = [k for k in PAIR_KEYS if k not in obj]
         if missing:
-            raise InterpError(f"{where} lacks {', '.join(repr(k) for k in missing)}: every line needs {', '.join(PAIR_KEYS)}")
+            raise InterpError(
+                f"{where} lacks {', '.join(repr(k) for k in missing)}: every line needs {', '.join(PAIR_KEYS)}"
+            )
         bad = [k for k in PAIR_KEYS if not isinstance(obj[k], str) or not obj[k]]
         if bad:
             raise InterpError(f"{where}: {', '.join(repr(k) for k in bad)} must be a non-empty string")
@@ -115,8 +121,11 @@ def task_from_jsonl(
     path = Path(path)
     records, lines = read_pairs(path)
     return task_from_prompts(
-        tokenizer, *([r[k] for r in records] for k in PAIR_KEYS), task=task or path.stem,
-        where=[f"{path.name} line {n}" for n in lines], bos=bos,
+        tokenizer,
+        *([r[k] for r in records] for k in PAIR_KEYS),
+        task=task or path.stem,
+        where=[f"{path.name} line {n}" for n in lines],
+        bos=bos,
     )
 
 

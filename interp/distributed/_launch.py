@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Optional
 
-from interp.errors import InterpError
-
 from interp.distributed._world import World, world
-
+from interp.errors import InterpError
 
 # --------------------------------------------------------------------------------------------
 # Engines
@@ -76,7 +74,9 @@ def configure(
         _LOADING["attn_implementation"] = attn_implementation
     if model_backend is not None:
         if model_backend not in ("hf", "tl"):
-            raise InterpError(f"unknown --model-backend {model_backend!r}: use hf (the HF module) or tl (a TransformerLens bridge over it)")
+            raise InterpError(
+                f"unknown --model-backend {model_backend!r}: use hf (the HF module) or tl (a TransformerLens bridge over it)"
+            )
         _LOADING["backend"] = model_backend
     if prepend_bos is not None:
         _LOADING["prepend_bos"] = bool(prepend_bos)
@@ -93,8 +93,6 @@ def rank_model(name: Optional[str] = None, **kwargs):
     if device_map is not None:
         return load_model(name, device_map=device_map, max_memory=rank_max_memory(max_memory, w), **kwargs)
     return load_model(name, device=rank_device(w), **kwargs)
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,7 +132,9 @@ def parse_max_memory(text: Optional[str]) -> Optional[dict]:
     return out
 
 
-def rank_max_memory(max_memory: Optional[dict], w: Optional[World] = None, n_gpus: Optional[int] = None) -> Optional[dict]:
+def rank_max_memory(
+    max_memory: Optional[dict], w: Optional[World] = None, n_gpus: Optional[int] = None
+) -> Optional[dict]:
     """This rank's share of the machine's GPUs for ``device_map="auto"``.
 
     With ``local_size`` ranks on a machine of ``n_gpus`` GPUs, local rank r owns GPUs
@@ -169,7 +169,9 @@ def rank_max_memory(max_memory: Optional[dict], w: Optional[World] = None, n_gpu
             out[gpu] = int(free * 0.9)
     bad = [k for k in given if isinstance(k, int) and k >= share]
     if bad:
-        raise InterpError(f"--max-memory names GPU {bad[0]} but each rank owns {share} GPUs (0..{share - 1}): index GPUs within the rank")
+        raise InterpError(
+            f"--max-memory names GPU {bad[0]} but each rank owns {share} GPUs (0..{share - 1}): index GPUs within the rank"
+        )
     for k, v in given.items():
         if not isinstance(k, int):
             out[k] = v

@@ -6,10 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from interp.distributed._world import World, _check_same, _collective, world
 from interp.errors import InterpError
-
-from interp.distributed._world import World, _collective, _check_same, world
-
 
 # --------------------------------------------------------------------------------------------
 # Logs and parts

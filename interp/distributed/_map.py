@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from interp.errors import InterpError
-
 from interp.distributed._launch import current_engine
 from interp.distributed._logs import _parts_of, _read_part, log_add, part_path
 from interp.distributed._world import _check_same, _collective, _gather, world
-
+from interp.errors import InterpError
 
 # --------------------------------------------------------------------------------------------
 # The map
@@ -117,7 +115,9 @@ def map_units(
             bar.close()
         lost = [key for key in todo if key not in records]
         if lost:
-            raise InterpError(f"{len(lost)} {what} were never finished (first: {lost[0]}): re-run the same command to resume")
+            raise InterpError(
+                f"{len(lost)} {what} were never finished (first: {lost[0]}): re-run the same command to resume"
+            )
     records = {key: records[key] for key in mine}
     if not w.distributed:
         return records
@@ -126,7 +126,9 @@ def map_units(
         merged.update(got)
     missing = [k for k in keys if k not in merged]
     if missing:  # cannot happen unless a rank's shard went astray; never return a partial result
-        raise InterpError(f"{len(missing)} {what} came back from no rank (first: {missing[0]}): re-run the same command to resume")
+        raise InterpError(
+            f"{len(missing)} {what} came back from no rank (first: {missing[0]}): re-run the same command to resume"
+        )
     if log is not None:
         for key in keys:
             if not log.done(key):

@@ -98,7 +98,14 @@ def _pool(workers: Optional[int], needed: int) -> list:
 
 
 def ray_map(
-    keys: Sequence[str], compute: Callable[[str], Any], *, log, resumed: dict, workers: Optional[int], what: str, progress: bool
+    keys: Sequence[str],
+    compute: Callable[[str], Any],
+    *,
+    log,
+    resumed: dict,
+    workers: Optional[int],
+    what: str,
+    progress: bool,
 ) -> dict[str, Any]:
     """`interp.distributed.map_units` on Ray actors: ``{key: compute(key)}`` in ``keys`` order.
 

@@ -56,7 +56,9 @@ def _layout() -> World:
     if size < 1:
         raise InterpError(f"WORLD_SIZE={size} must be at least 1: unset it or {_LAUNCH_HINT}")
     if rank is None:
-        raise InterpError(f"WORLD_SIZE={size} is set but RANK is not, so this process has no place in a process group: {_LAUNCH_HINT}, or unset WORLD_SIZE to run one process")
+        raise InterpError(
+            f"WORLD_SIZE={size} is set but RANK is not, so this process has no place in a process group: {_LAUNCH_HINT}, or unset WORLD_SIZE to run one process"
+        )
     if not 0 <= rank < size:
         raise InterpError(f"RANK={rank} is outside 0..{size - 1} (WORLD_SIZE={size}): {_LAUNCH_HINT}")
     return World(rank=rank, size=size, local_rank=local, local_size=max(local_size, 1))
@@ -78,7 +80,9 @@ def world() -> World:
 
     if dist.is_available() and dist.is_initialized():
         layout = _layout()
-        return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=layout.local_rank, local_size=layout.local_size)
+        return World(
+            rank=dist.get_rank(), size=dist.get_world_size(), local_rank=layout.local_rank, local_size=layout.local_size
+        )
     layout = _layout()
     if not layout.distributed:
         return layout
@@ -89,7 +93,9 @@ def world() -> World:
             f"{_LAUNCH_HINT}, export MASTER_ADDR/MASTER_PORT under srun, or unset WORLD_SIZE to run one process"
         )
     if not dist.is_available():
-        raise InterpError("this torch build has no torch.distributed: install a standard torch wheel to run several ranks")
+        raise InterpError(
+            "this torch build has no torch.distributed: install a standard torch wheel to run several ranks"
+        )
     timeout = datetime.timedelta(seconds=float(os.environ.get("INTERP_DIST_TIMEOUT", 86400)))
     dist.init_process_group(
         backend=os.environ.get("INTERP_DIST_BACKEND", "gloo"),

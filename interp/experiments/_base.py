@@ -23,7 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Mapping, Optional, Sequence, TypeVar
 
-__all__ = ["Experiment", "InReport", "Store", "execute", "report_sizes", "finding", "set_strict", "strict", "enforce_checks"]
+__all__ = [
+    "Experiment",
+    "InReport",
+    "Store",
+    "execute",
+    "report_sizes",
+    "finding",
+    "set_strict",
+    "strict",
+    "enforce_checks",
+]
 
 _STRICT = {"on": False}  # the CLI's --strict launch option: a failed check is an error (exit code 3)
 
@@ -38,7 +48,7 @@ def strict() -> bool:
     return _STRICT["on"]
 
 
-def finding(experiment: "Experiment", result: Any) -> str:
+def finding(experiment: Experiment, result: Any) -> str:
     """The experiment's one-sentence finding, led by a warning when one of the result's checks failed."""
     from interp.analyses.checks import check_all, warning
 
@@ -52,6 +62,7 @@ def enforce_checks(what: str, result: Any) -> None:
     bad = failed(check_all(result))
     if bad and strict():
         raise ChecksFailed(what, bad)
+
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -78,8 +89,13 @@ class Store:
     """
 
     def __init__(
-        self, folder: Optional[str | os.PathLike] = None, *, fresh: bool = False, plotlyjs: bool | str = True,
-        png: bool = False, progress: bool = True,
+        self,
+        folder: Optional[str | os.PathLike] = None,
+        *,
+        fresh: bool = False,
+        plotlyjs: bool | str = True,
+        png: bool = False,
+        progress: bool = True,
     ) -> None:
         from interp.runs import prepare_out_dir
 
@@ -194,7 +210,12 @@ class Store:
         return record
 
     def bar(
-        self, iterable: Optional[Iterable] = None, *, total: Optional[int] = None, desc: str, unit: str = "unit",
+        self,
+        iterable: Optional[Iterable] = None,
+        *,
+        total: Optional[int] = None,
+        desc: str,
+        unit: str = "unit",
         show: bool = True,
     ) -> Any:
         """A progress bar (tqdm): iterate it over ``iterable``, or ``update`` it towards ``total``.
@@ -243,7 +264,7 @@ class Store:
             atomic_write_json(self.folder / f"{name}.json", obj)
             self.written.append(f"{name}.json")
 
-    def save(self, experiment: "Experiment", result: Any, lm: Any, config: Any, started: float) -> dict:
+    def save(self, experiment: Experiment, result: Any, lm: Any, config: Any, started: float) -> dict:
         """Write the experiment's tables, figures, pages and run.json (call on rank 0). Returns run.json's content."""
         from interp.analyses.checks import as_records, check_all
         from interp.distributed import world
@@ -354,8 +375,14 @@ class Experiment(Generic[C, R]):
 
 
 def execute(
-    experiment: Experiment, config: Any, *, model: Optional[str], out: str | os.PathLike, fresh: bool = False,
-    notes: Optional[Mapping[str, Any]] = None, progress: bool = True,
+    experiment: Experiment,
+    config: Any,
+    *,
+    model: Optional[str],
+    out: str | os.PathLike,
+    fresh: bool = False,
+    notes: Optional[Mapping[str, Any]] = None,
+    progress: bool = True,
 ) -> Any:
     """What every command does: check, open the store, load the model, run, write, print.
 

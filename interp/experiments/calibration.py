@@ -44,8 +44,16 @@ from interp.hooks import KeyBias, intervene, key_bias
 from interp.models import Model
 
 __all__ = [
-    "EXPERIMENTS", "ACT", "ZEROTUNE", "check_heads", "act_edits", "zerotune_edits", "choice_token_ids",
-    "score_choices", "rank_act_candidates", "run",
+    "EXPERIMENTS",
+    "ACT",
+    "ZEROTUNE",
+    "check_heads",
+    "act_edits",
+    "zerotune_edits",
+    "choice_token_ids",
+    "score_choices",
+    "rank_act_candidates",
+    "run",
 ]
 
 Head = tuple[int, int]
@@ -83,8 +91,17 @@ def act_edits(
     placeholder = torch.zeros(1, dtype=torch.bool)
     return [
         ACTBias(
-            layer, head, placeholder, 0.0, beta=beta, tau=tau, min_queries=min_queries, include_first=include_first,
-            attention=lm.attention_kwargs(layer), key_padding_mask=attention_mask, backend=backend,
+            layer,
+            head,
+            placeholder,
+            0.0,
+            beta=beta,
+            tau=tau,
+            min_queries=min_queries,
+            include_first=include_first,
+            attention=lm.attention_kwargs(layer),
+            key_padding_mask=attention_mask,
+            backend=backend,
         )
         for layer, head in check_heads(lm, heads)
     ]
@@ -130,7 +147,12 @@ def choice_token_ids(lm: Model, choices: Sequence[str]) -> list[int]:
 
 
 def score_choices(
-    lm: Model, items: Sequence[ChoiceItem], choice_ids: Sequence[int], edits: Optional[EditFactory] = None, *, batch_size: int = 20
+    lm: Model,
+    items: Sequence[ChoiceItem],
+    choice_ids: Sequence[int],
+    edits: Optional[EditFactory] = None,
+    *,
+    batch_size: int = 20,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and correct-answer log-probabilities of ``items`` (`choice_scores` of each batch).
 
@@ -175,14 +197,18 @@ def rank_act_candidates(
         mass = torch.zeros(n_layers, n_heads, dtype=torch.float64)
 
         def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
-            rm = attention_stats(q, k, **lm.attention_kwargs(layer), key_padding_mask=mask, backend=config.backend).recv_mean
+            rm = attention_stats(
+                q, k, **lm.attention_kwargs(layer), key_padding_mask=mask, backend=config.backend
+            ).recv_mean
             mass[layer] += hidden_sink_mass(rm, config.tau, config.min_queries, config.include_first)
 
         stream_layers(lm, ids, None, on_layer, attention_mask=mask)  # every layer, no logits
         return mass
 
     keys = [f"batch-{start}" for start in range(0, len(items), config.batch_size)]
-    per_batch = (store or Store()).map(keys, batch_mass, log=None, what="ACT candidate batches", progress=False, idle_ok=True)
+    per_batch = (store or Store()).map(
+        keys, batch_mass, log=None, what="ACT candidate batches", progress=False, idle_ok=True
+    )
     mass = torch.zeros(n_layers, n_heads, dtype=torch.float64)
     for key in keys:
         mass += per_batch[key]
@@ -219,7 +245,11 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
     cids = choice_token_ids(lm, choice_set.choices)
     store.note(task_sha256=choices_digest(choice_set))
     # what a resumed search agrees on (the checks' thresholds change no step: a resume may change them)
-    settings = {**{k: v for k, v in config.settings().items() if k not in CHECK_SETTINGS}, **store.notes, "model": lm.name}
+    settings = {
+        **{k: v for k, v in config.settings().items() if k not in CHECK_SETTINGS},
+        **store.notes,
+        "model": lm.name,
+    }
 
     n_batches = -(-len(calib) // config.batch_size)
     if world().size > n_batches:
@@ -255,10 +285,17 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
     gamma: Optional[float] = None
     sink_mass: dict[Head, float] = {}  # ACT: hidden-sink mass on the calibration prompts (the check's numbers)
     if config.method == "act":
+
         def factory_for(heads: list[Head]) -> EditFactory:
             return lambda ids, mask: act_edits(
-                lm, heads, beta=config.beta, tau=config.tau, min_queries=config.min_queries,
-                include_first=config.include_first, attention_mask=mask, backend=config.backend,
+                lm,
+                heads,
+                beta=config.beta,
+                tau=config.tau,
+                min_queries=config.min_queries,
+                include_first=config.include_first,
+                attention_mask=mask,
+                backend=config.backend,
             )
 
         if config.heads is not None:
@@ -267,13 +304,21 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
             search.append(best)
             masses = cached(
                 "fixed-sink-mass",
-                lambda: {"ranked": [[l, h, m] for l, h, m in rank_act_candidates(lm, calib, config, store) if (l, h) in chosen]},
+                lambda: {
+                    "ranked": [
+                        [l, h, m] for l, h, m in rank_act_candidates(lm, calib, config, store) if (l, h) in chosen
+                    ]
+                },
             )["ranked"]
             sink_mass = {(int(l), int(h)): float(m) for l, h, m in masses}
         else:
             ranked = cached(
                 "candidates",
-                lambda: {"ranked": [[l, h, m] for l, h, m in rank_act_candidates(lm, calib, config, store)[: config.n_candidates]]},
+                lambda: {
+                    "ranked": [
+                        [l, h, m] for l, h, m in rank_act_candidates(lm, calib, config, store)[: config.n_candidates]
+                    ]
+                },
             )["ranked"]
             sink_mass = {(int(l), int(h)): float(m) for l, h, m in ranked}
             chosen, best = [], base
@@ -289,9 +334,11 @@ def run(lm: Model, config: CalibrationConfig = CalibrationConfig(), store: Optio
                     chosen, best = trial, rec
         final = factory_for(chosen) if chosen else None
     else:
-        heads = list(config.heads) if config.heads is not None else [
-            (l, h) for l in range(lm.arch.n_layers) for h in range(lm.arch.n_heads)
-        ]
+        heads = (
+            list(config.heads)
+            if config.heads is not None
+            else [(l, h) for l in range(lm.arch.n_layers) for h in range(lm.arch.n_heads)]
+        )
         chosen = heads
 
         def factory_for(g: float) -> EditFactory:  # type: ignore[misc]
@@ -391,16 +438,26 @@ def cli_act(
     heads: Optional[str] = typer.Option(None, "--heads", help="Fixed heads LAYER.HEAD,... (default: greedy search)."),
     beta: float = typer.Option(0.4, "--beta", help="Fraction of sink attention kept, in (0, 1]."),
     tau: float = typer.Option(0.1, "--tau", help="Sink threshold on recv_mean."),
-    min_queries: int = typer.Option(16, "--min-queries", help="Keys seen by fewer queries are not sinks (1 = paper exactly)."),
+    min_queries: int = typer.Option(
+        16, "--min-queries", help="Keys seen by fewer queries are not sinks (1 = paper exactly)."
+    ),
     include_first: bool = typer.Option(False, "--include-first", help="Also scale the first sink (ACT keeps it)."),
-    candidates: Optional[int] = typer.Option(None, "--candidates", help="Heads tried by the greedy search, strongest hidden sinks first (default 12)."),
+    candidates: Optional[int] = typer.Option(
+        None, "--candidates", help="Heads tried by the greedy search, strongest hidden sinks first (default 12)."
+    ),
     batch_size: int = typer.Option(20, "--batch-size", help="Prompts per forward pass."),
     backend: str = flags.backend_option(),
     fresh: bool = flags.fresh_option(),
 ) -> None:
     """ACT (Yu et al. 2024): search heads on the calibration split, report held-out accuracy before/after;
     writes heads.csv, accuracy.csv, search.csv, items.csv, run.json and calibration.html into OUT."""
-    flags.not_together("--heads", heads is not None, "--candidates", candidates is not None, "fixed --heads skip the greedy search over --candidates; give one of them")
+    flags.not_together(
+        "--heads",
+        heads is not None,
+        "--candidates",
+        candidates is not None,
+        "fixed --heads skip the greedy search over --candidates; give one of them",
+    )
     config = CalibrationConfig(
         method="act", task=task, heads=flags.parse_heads(heads), beta=beta, tau=tau, min_queries=min_queries,
         include_first=include_first, n_candidates=12 if candidates is None else candidates, batch_size=batch_size, backend=flags.check_backend(backend),
@@ -414,13 +471,21 @@ def cli_zerotune(
     out: Path = flags.out_option("runs/calibrate-zerotune"),
     heads: Optional[str] = typer.Option(None, "--heads", help="Heads LAYER.HEAD,... to scale (default: every head)."),
     gamma: Optional[float] = typer.Option(None, "--gamma", help="Fixed gamma > 0 (default: search --gammas)."),
-    gammas: Optional[str] = typer.Option(None, "--gammas", help="Grid of gammas searched on the calibration split (default 0.25,0.5,0.75,1.5,2,4)."),
+    gammas: Optional[str] = typer.Option(
+        None, "--gammas", help="Grid of gammas searched on the calibration split (default 0.25,0.5,0.75,1.5,2,4)."
+    ),
     batch_size: int = typer.Option(20, "--batch-size", help="Prompts per forward pass."),
     fresh: bool = flags.fresh_option(),
 ) -> None:
     """ZeroTuning (initial-token scaling): choose gamma on the calibration split, report held-out accuracy;
     writes heads.csv, accuracy.csv, search.csv, items.csv, run.json and calibration.html into OUT."""
-    flags.not_together("--gamma", gamma is not None, "--gammas", gammas is not None, "a fixed --gamma skips the search over --gammas; give one of them")
+    flags.not_together(
+        "--gamma",
+        gamma is not None,
+        "--gammas",
+        gammas is not None,
+        "a fixed --gamma skips the search over --gammas; give one of them",
+    )
     grid = flags.parse_floats(gammas, "--gammas")
     config = CalibrationConfig(
         method="zerotune", task=task, heads=flags.parse_heads(heads), gamma=gamma,
@@ -432,6 +497,10 @@ def cli_zerotune(
 _COMMON = dict(config=CalibrationConfig, run=run, tables=tables, figures=figures, describe=describe, check=_check)
 ACT = Experiment(name="calibrate-act", title="ACT calibration", command=("calibrate", "act"), cli=cli_act, **_COMMON)
 ZEROTUNE = Experiment(
-    name="calibrate-zerotune", title="ZeroTuning calibration", command=("calibrate", "zerotune"), cli=cli_zerotune, **_COMMON
+    name="calibrate-zerotune",
+    title="ZeroTuning calibration",
+    command=("calibrate", "zerotune"),
+    cli=cli_zerotune,
+    **_COMMON,
 )
 EXPERIMENTS = (ACT, ZEROTUNE)

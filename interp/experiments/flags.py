@@ -25,9 +25,22 @@ from interp.errors import InterpError
 from interp.kernels import BACKENDS
 
 __all__ = [
-    "parse_layers", "parse_heads", "parse_ints", "parse_floats", "parse_names", "check_backend", "parse_out",
-    "check_range", "only_with", "not_together",
-    "KERNEL_BACKENDS", "model_option", "out_option", "fresh_option", "backend_option", "layers_option",
+    "parse_layers",
+    "parse_heads",
+    "parse_ints",
+    "parse_floats",
+    "parse_names",
+    "check_backend",
+    "parse_out",
+    "check_range",
+    "only_with",
+    "not_together",
+    "KERNEL_BACKENDS",
+    "model_option",
+    "out_option",
+    "fresh_option",
+    "backend_option",
+    "layers_option",
 ]
 
 KERNEL_BACKENDS = BACKENDS  # the kernel backends: one list, `interp.kernels.BACKENDS`
@@ -74,7 +87,9 @@ def parse_heads(text: Optional[str], flag: str = "--heads") -> Optional[tuple[tu
             layer, head = part.split(".")
             heads.append((int(layer), int(head)))
         except ValueError as err:
-            raise InterpError(f"{flag} takes LAYER.HEAD pairs separated by commas, e.g. 12.3,20.1; got {part!r}") from err
+            raise InterpError(
+                f"{flag} takes LAYER.HEAD pairs separated by commas, e.g. 12.3,20.1; got {part!r}"
+            ) from err
     if not heads:
         raise InterpError(f"{flag} is empty: give LAYER.HEAD pairs, e.g. 12.3,20.1, or omit it")
     return tuple(heads)
@@ -123,7 +138,9 @@ def check_backend(name: str) -> str:
     return name
 
 
-def check_range(value: Optional[int | float], flag: str, lo: int | float, hi: Optional[int | float] = None, why: str = ""):
+def check_range(
+    value: Optional[int | float], flag: str, lo: int | float, hi: Optional[int | float] = None, why: str = ""
+):
     """``value`` when it lies in [lo, hi] (None passes: the flag was not given).
 
     Raises:
@@ -167,7 +184,9 @@ def model_option():
 
 
 def out_option(default: str):
-    return typer.Option(Path(default), "--out", parser=parse_out, help="Output folder (tables, figures, run.json, resume log).")
+    return typer.Option(
+        Path(default), "--out", parser=parse_out, help="Output folder (tables, figures, run.json, resume log)."
+    )
 
 
 def fresh_option():

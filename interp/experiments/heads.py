@@ -18,7 +18,15 @@ import typer
 from jaxtyping import Int
 from torch import Tensor
 
-from interp.analyses.heads import HeadConfig, HeadResult, combine, detector_targets, kind_sums, parse_kinds, rows_in_window
+from interp.analyses.heads import (
+    HeadConfig,
+    HeadResult,
+    combine,
+    detector_targets,
+    kind_sums,
+    parse_kinds,
+    rows_in_window,
+)
 from interp.datasets.random_tokens import repeated_random_tokens
 from interp.datasets.texts import read_texts, texts_digest
 from interp.experiments import flags
@@ -148,9 +156,13 @@ def report_figures(result: HeadResult) -> dict[str, Any]:
 
 
 def cli(
-    kind: str = typer.Option("previous,duplicate,induction", "--kind", help="Detectors, comma-separated: previous, duplicate, induction."),
+    kind: str = typer.Option(
+        "previous,duplicate,induction", "--kind", help="Detectors, comma-separated: previous, duplicate, induction."
+    ),
     model: Optional[str] = flags.model_option(),
-    texts: Optional[Path] = typer.Option(None, "--texts", help="Also score on your texts: UTF-8 file, texts separated by lines '---'."),
+    texts: Optional[Path] = typer.Option(
+        None, "--texts", help="Also score on your texts: UTF-8 file, texts separated by lines '---'."
+    ),
     no_random: bool = typer.Option(False, "--no-random", help="Skip the repeated random tokens (needs --texts)."),
     n_seqs: int = typer.Option(8, "--n-seqs", help="Repeated random sequences."),
     length: int = typer.Option(64, "--length", help="Random tokens per copy (sequences are 1 + 2 x length tokens)."),
@@ -173,7 +185,6 @@ def cli(
 # The head analyses take seconds each at these sizes (one thread of the 2-core machine).
 # The report's sizes: 8 sequences of 48 random tokens said twice (quick: 2 of 24).
 _REPORT_SIZES = {False: {"n_seqs": 8, "length": 48}, True: {"n_seqs": 2, "length": 24}}
-
 
 
 EXPERIMENT = Experiment(

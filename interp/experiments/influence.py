@@ -114,7 +114,9 @@ def report_figures(result: InfluenceResult) -> dict[str, Any]:
 
 
 def cli(
-    heads: str = typer.Option(..., "--heads", help="A retrieval run's heads.csv (top --k by score), or LAYER.HEAD pairs like 18.6,23.2."),
+    heads: str = typer.Option(
+        ..., "--heads", help="A retrieval run's heads.csv (top --k by score), or LAYER.HEAD pairs like 18.6,23.2."
+    ),
     texts: Path = typer.Option(..., "--texts", help="UTF-8 file of the texts to rank, separated by lines '---'."),
     model: Optional[str] = flags.model_option(),
     k: Optional[int] = typer.Option(None, "--k", help="Heads taken from heads.csv (default: 5% of the model's heads)."),
@@ -136,7 +138,9 @@ def cli(
         )  # fmt: skip
     else:
         config = InfluenceConfig(heads=flags.parse_heads(heads), texts=text_set, max_tokens=max_tokens)
-    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"heads_source": heads, "texts_file": str(texts)})
+    execute(
+        EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"heads_source": heads, "texts_file": str(texts)}
+    )
 
 
 _REPORT_SIZES = {False: {"n_texts": 4, "max_tokens": 128, "k": 8}, True: {"n_texts": 2, "max_tokens": 48, "k": 4}}

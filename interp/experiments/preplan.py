@@ -88,7 +88,9 @@ def score_ids(
     n_prompt = int(prompt_ids.shape[1])
     if n_prompt == 0:
         raise InterpError("prompt is empty: give at least one token of prompt text")
-    layers = list(config.layers) if config.layers is not None else default_layers(arch.n_layers, config.n_default_layers)
+    layers = (
+        list(config.layers) if config.layers is not None else default_layers(arch.n_layers, config.n_default_layers)
+    )
     for layer in layers:
         arch.check_layer(int(layer))
     generated = response_ids is None
@@ -223,7 +225,11 @@ def report_figures(result: PreplanRun) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for i, r in zip(result.ids, result.results):
         suffix = "" if len(result.results) == 1 else f"_{i}"
-        out |= {f"waad{suffix}": pp.waad_figure(r), f"fai{suffix}": pp.fai_figure(r), f"spans{suffix}": pp.span_figure(r)}
+        out |= {
+            f"waad{suffix}": pp.waad_figure(r),
+            f"fai{suffix}": pp.fai_figure(r),
+            f"spans{suffix}": pp.span_figure(r),
+        }
     return out
 
 
@@ -256,20 +262,28 @@ def report_html(result: PreplanRun) -> str:
 
 def cli(
     model: Optional[str] = flags.model_option(),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="One question (default: the shipped math word problems)."),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", help="JSONL file, one {\"id\", \"prompt\", \"response\"?} per line."),
+    prompt: Optional[str] = typer.Option(
+        None, "--prompt", help="One question (default: the shipped math word problems)."
+    ),
+    prompts: Optional[Path] = typer.Option(
+        None, "--prompts", help='JSONL file, one {"id", "prompt", "response"?} per line.'
+    ),
     response: Optional[str] = typer.Option(None, "--response", help="Response to score (default: greedy generation)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Greedy tokens when no response is given."),
     out: Path = flags.out_option("runs/preplan"),
     layers: Optional[str] = flags.layers_option("5 in [L/3, 2L/3]"),
     local_quantile: float = typer.Option(0.3, "--local-quantile", help="Share of heads with the lowest span = local."),
-    global_quantile: float = typer.Option(0.3, "--global-quantile", help="Share of heads with the highest span = global."),
+    global_quantile: float = typer.Option(
+        0.3, "--global-quantile", help="Share of heads with the highest span = global."
+    ),
     preplan_quantile: float = typer.Option(0.4, "--preplan-quantile", help="Top share of WAAD jumps = preplan tokens."),
     anchor_quantile: float = typer.Option(0.4, "--anchor-quantile", help="Top share of FAI = anchor tokens."),
     window: int = typer.Option(10, "--window", help="W of WAAD."),
     band_lo: int = typer.Option(10, "--band-lo", help="FAI band start (queries s+lo..s+hi)."),
     band_hi: int = typer.Option(100, "--band-hi", help="FAI band end."),
-    tau_waad: Optional[float] = typer.Option(None, "--tau-waad", help="WAAD cut for locally dominated anchors (default: median)."),
+    tau_waad: Optional[float] = typer.Option(
+        None, "--tau-waad", help="WAAD cut for locally dominated anchors (default: median)."
+    ),
     no_chat: bool = typer.Option(False, "--no-chat", help="Do not wrap prompts in the chat template."),
     backend: str = flags.backend_option(),
     fresh: bool = flags.fresh_option(),
@@ -284,7 +298,7 @@ def cli(
         chosen: Optional[tuple[Prompt, ...]] = (Prompt("prompt", prompt, response),)
     else:
         if response is not None:
-            raise InterpError("--response needs --prompt (for a prompt file, put a \"response\" field on each line)")
+            raise InterpError('--response needs --prompt (for a prompt file, put a "response" field on each line)')
         chosen = load_prompts(prompts) if prompts is not None else None
     config = PreplanConfig(
         prompts=chosen, layers=flags.parse_layers(layers), window=window, band=(band_lo, band_hi),

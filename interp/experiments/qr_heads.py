@@ -28,7 +28,13 @@ __all__ = ["EXPERIMENT", "document_mass", "score_sample", "run"]
 
 
 def document_mass(
-    lm: Model, ids: Sequence[int], seg: Sequence[int], rows: Sequence[int], n_docs: int, layers: Sequence[int], backend: str = "auto"
+    lm: Model,
+    ids: Sequence[int],
+    seg: Sequence[int],
+    rows: Sequence[int],
+    n_docs: int,
+    layers: Sequence[int],
+    backend: str = "auto",
 ) -> Float[Tensor, "layer head doc"]:
     """[layer index, head, n_docs] m_c of one prompt: mean over the query rows of the mass on each document.
 
@@ -90,7 +96,10 @@ def run(lm: Model, config: QRConfig = QRConfig(), store: Optional[Store] = None)
     store.note(samples_sha256=samples_digest(samples))
     settings = {**config.settings(), **store.notes, "model": lm.name}
     done = store.map(
-        list(by_key), lambda key: score_sample(lm, by_key[key], config, layers), settings=settings, what="qr-heads: samples"
+        list(by_key),
+        lambda key: score_sample(lm, by_key[key], config, layers),
+        settings=settings,
+        what="qr-heads: samples",
     )
     return combine(config, lm.name, layers, lm.arch.n_heads, samples, [done[key] for key in by_key])
 
@@ -124,7 +133,9 @@ def report_figures(result: QRResult) -> dict[str, Any]:
 
 
 def cli(
-    samples: Optional[Path] = typer.Option(None, "--samples", help="JSONL of {query, documents, gold} lines (default: the shipped detection set)."),
+    samples: Optional[Path] = typer.Option(
+        None, "--samples", help="JSONL of {query, documents, gold} lines (default: the shipped detection set)."
+    ),
     model: Optional[str] = flags.model_option(),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Score only the first N samples."),
     no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Do not subtract the null-query score."),
@@ -140,12 +151,13 @@ def cli(
         samples=read_samples(samples) if samples is not None else None, max_samples=max_samples,
         calibrate=not no_calibrate, top=top, layers=flags.parse_layers(layers), backend=flags.check_backend(backend),
     )  # fmt: skip
-    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"samples_file": str(samples) if samples else None})
+    execute(
+        EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"samples_file": str(samples) if samples else None}
+    )
 
 
 # The report's sizes: the first 8 shipped samples (quick: 2).
 _REPORT_SIZES = {False: {"max_samples": 8}, True: {"max_samples": 2}}
-
 
 
 EXPERIMENT = Experiment(

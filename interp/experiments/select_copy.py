@@ -19,7 +19,14 @@ from torch import Tensor
 
 from interp.analyses.select_copy import SelectCopyConfig, SelectCopyResult, combine
 from interp.datasets.questions import (
-    LETTERS, Question, anchor_tokens, option_anchors, option_count, questions_digest, read_questions, shipped_questions,
+    LETTERS,
+    Question,
+    anchor_tokens,
+    option_anchors,
+    option_count,
+    questions_digest,
+    read_questions,
+    shipped_questions,
 )  # fmt: skip
 from interp.errors import InterpError
 from interp.experiments import flags
@@ -145,10 +152,16 @@ def report_figures(result: SelectCopyResult) -> dict[str, Any]:
 
 
 def cli(
-    questions: str = typer.Option("mcq", "--questions", help="Shipped task 'mcq', or a JSONL file of {question, options, answer} lines."),
+    questions: str = typer.Option(
+        "mcq", "--questions", help="Shipped task 'mcq', or a JSONL file of {question, options, answer} lines."
+    ),
     model: Optional[str] = flags.model_option(),
     max_questions: Optional[int] = typer.Option(None, "--max-questions", help="Score only the first N questions."),
-    anchor: str = typer.Option("newline", "--anchor", help="Option token: 'newline' (end of the option's line, the paper) or 'label' (its letter)."),
+    anchor: str = typer.Option(
+        "newline",
+        "--anchor",
+        help="Option token: 'newline' (end of the option's line, the paper) or 'label' (its letter).",
+    ),
     layers: Optional[str] = flags.layers_option(),
     backend: str = flags.backend_option(),
     top: int = typer.Option(10, "--top", help="Best heads listed in run.json's summary."),
@@ -168,7 +181,6 @@ def cli(
 
 # The report's sizes: the first 20 shipped questions (quick: 4).
 _REPORT_SIZES = {False: {"max_questions": 20}, True: {"max_questions": 4}}
-
 
 
 EXPERIMENT = Experiment(

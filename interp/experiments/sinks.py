@@ -95,7 +95,9 @@ def scan_window(lm: Model, ids: Tensor, config: SinkConfig, layers: Sequence[int
         kwargs = lm.attention_kwargs(layer)
         st = attention_stats(q, k, **kwargs, sink_tokens=config.sink_tokens, columns=True, backend=config.backend)
         i = index[layer]
-        ftm[i], a0[i], count, layer_hits = reduce_layer(st.sink[0], st.recv_mean[0], layer, config, kwargs["sliding_window"])
+        ftm[i], a0[i], count, layer_hits = reduce_layer(
+            st.sink[0], st.recv_mean[0], layer, config, kwargs["sliding_window"]
+        )
         pos_count[:] += count
         hits.extend(layer_hits)
 
@@ -130,7 +132,9 @@ def run(lm: Model, config: SinkConfig = SinkConfig(), store: Optional[Store] = N
     by_key = {f"text-{n:05d}": ids for n, ids in enumerate(windows)}
     store.note(texts_sha256=texts_digest(config.texts))
     settings = {**config.settings(), **store.notes, "model": lm.name}
-    done = store.map(list(by_key), lambda key: scan_window(lm, by_key[key], config, layers), settings=settings, what="sinks: texts")
+    done = store.map(
+        list(by_key), lambda key: scan_window(lm, by_key[key], config, layers), settings=settings, what="sinks: texts"
+    )
     tokens = []
     for ids in windows:
         id_list = ids[0].tolist()
@@ -202,14 +206,22 @@ def report_figures(result: SinkResult) -> dict[str, Any]:
 
 def cli(
     model: Optional[str] = flags.model_option(),
-    texts: Optional[Path] = typer.Option(None, "--texts", help="UTF-8 file of texts separated by lines '---' (default: the shipped set)."),
-    length: int = typer.Option(256, "--length", help="Tokens analysed per text (the sink window); shorter texts are an error unless --pack."),
-    pack: bool = typer.Option(False, "--pack", help="Join the texts and cut the token stream into windows of --length tokens."),
+    texts: Optional[Path] = typer.Option(
+        None, "--texts", help="UTF-8 file of texts separated by lines '---' (default: the shipped set)."
+    ),
+    length: int = typer.Option(
+        256, "--length", help="Tokens analysed per text (the sink window); shorter texts are an error unless --pack."
+    ),
+    pack: bool = typer.Option(
+        False, "--pack", help="Join the texts and cut the token stream into windows of --length tokens."
+    ),
     max_texts: Optional[int] = typer.Option(None, "--max-texts", help="Analyse only the first N texts (windows)."),
     out: Path = flags.out_option("runs/sinks"),
     eps: float = typer.Option(0.3, "--eps", help="Gu et al. sink threshold on alpha_j."),
     tau: float = typer.Option(0.1, "--tau", help="Yu et al. hidden-sink threshold on recv_mean."),
-    min_queries: int = typer.Option(16, "--min-queries", help="Keys seen by fewer queries are not sinks (1 = paper exactly)."),
+    min_queries: int = typer.Option(
+        16, "--min-queries", help="Keys seen by fewer queries are not sinks (1 = paper exactly)."
+    ),
     layers: Optional[str] = flags.layers_option(),
     backend: str = flags.backend_option(),
     fresh: bool = flags.fresh_option(),
@@ -225,7 +237,6 @@ def cli(
 
 # The report's small sizes: 6 texts of 256 tokens (quick: 2 of 128).
 _REPORT_SIZES = {False: {"length": 256, "max_texts": 6}, True: {"length": 128, "max_texts": 2}}
-
 
 
 EXPERIMENT = Experiment(

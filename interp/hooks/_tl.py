@@ -58,7 +58,9 @@ class TLAdapter:
             hooks["k"] = ("blocks.{L}.attn.hook_k", "bthd")
         missing = [n.format(L=0) for n, _ in hooks.values() if n.format(L=0) not in lm.model.hook_dict]
         if missing:
-            raise InterpError(f"this TransformerBridge lacks hook points {missing}: it cannot be used with backend='tl'")
+            raise InterpError(
+                f"this TransformerBridge lacks hook points {missing}: it cannot be used with backend='tl'"
+            )
         self.hooks = hooks
 
     def forward(self, lm: Model, input_ids, attention_mask=None):
@@ -101,7 +103,11 @@ class TLAdapter:
             kc = kc.repeat_interleave(group, dim=1)
             return scores + qc @ kc.transpose(-1, -2)
 
-        names = [self.hooks["q"][0].format(L=layer), self.hooks["k"][0].format(L=layer), f"blocks.{layer}.attn.hook_attn_scores"]
+        names = [
+            self.hooks["q"][0].format(L=layer),
+            self.hooks["k"][0].format(L=layer),
+            f"blocks.{layer}.attn.hook_attn_scores",
+        ]
         handles = [self._hook_point(lm, n).add_hook(h) for n, h in zip(names, (grab_q, grab_k, add_bias))]
         return _Handle(lambda: [h.hook.remove() for h in handles])
 

@@ -58,8 +58,6 @@ def windowed_blocks(base: Callable, module, query, key, value, attention_mask, *
         rows = attention_mask[..., start:stop, :]
         seen = rows.flatten(0, -2).any(dim=0).nonzero()  # key columns some query of the block may see
         lo, hi = (int(seen[0]), int(seen[-1]) + 1) if seen.numel() else (0, kv_len)
-        out, _ = base(
-            module, query[:, :, start:stop], key[:, :, lo:hi], value[:, :, lo:hi], rows[..., lo:hi], **kwargs
-        )
+        out, _ = base(module, query[:, :, start:stop], key[:, :, lo:hi], value[:, :, lo:hi], rows[..., lo:hi], **kwargs)
         outs.append(out)
     return torch.cat(outs, dim=1), None

@@ -134,7 +134,9 @@ def capture(
             h.remove()
     missing = _missing(cap, chosen, keep, on_layer)
     if cap.fired and missing:
-        raise InterpError(f"these hooks never fired: {_listed(missing)}; the adapter does not match this model's modules")
+        raise InterpError(
+            f"these hooks never fired: {_listed(missing)}; the adapter does not match this model's modules"
+        )
 
 
 def _missing(cap: Capture, chosen: Sequence[int], keep: Sequence[str], on_layer) -> list[tuple[str, int]]:

@@ -114,7 +114,9 @@ def read_layer_attention(model: Any, layout: _HFLayout) -> tuple[LayerAttention,
     out = []
     for i, layer in enumerate(layers):
         attn = getattr(layer, layout.attn)
-        kind = types[i] if types else ("sliding_attention" if layout.window == "config" and window else "full_attention")
+        kind = (
+            types[i] if types else ("sliding_attention" if layout.window == "config" and window else "full_attention")
+        )
         if kind not in ("full_attention", "sliding_attention"):
             raise InterpError(
                 f"layer {i} of this {config.model_type} model uses '{kind}' attention, which the statistics "
@@ -132,7 +134,15 @@ def read_layer_attention(model: Any, layout: _HFLayout) -> tuple[LayerAttention,
             scale = float(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads) ** -0.5
         cap = getattr(attn, "attn_logit_softcapping", None) if layout.softcap else None
         sinks = isinstance(getattr(attn, "sinks", None), torch.Tensor)
-        out.append(LayerAttention(scale=float(scale), causal=causal, sliding_window=w, softcap=float(cap) if cap else None, sink_logits=sinks))
+        out.append(
+            LayerAttention(
+                scale=float(scale),
+                causal=causal,
+                sliding_window=w,
+                softcap=float(cap) if cap else None,
+                sink_logits=sinks,
+            )
+        )
     return tuple(out)
 
 
@@ -197,7 +207,7 @@ class ArchInfo:
         return head
 
     @classmethod
-    def from_config(cls, config: Any, attention: Sequence[LayerAttention] = ()) -> "ArchInfo":
+    def from_config(cls, config: Any, attention: Sequence[LayerAttention] = ()) -> ArchInfo:
         """Read the facts from a HuggingFace config (Llama, Mistral, Qwen, GPT-2 field names).
 
         Args:
@@ -206,11 +216,11 @@ class ArchInfo:
                 them all (GPT-2 scales by layer, GPT-OSS keeps sink logits on the module).
         """
         text = getattr(config, "text_config", None) or config
-        n_heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head")
-        d_model = getattr(text, "hidden_size", None) or getattr(text, "n_embd")
+        n_heads = getattr(text, "num_attention_heads", None) or text.n_head
+        d_model = getattr(text, "hidden_size", None) or text.n_embd
         n_kv = getattr(text, "num_key_value_heads", None) or n_heads
         d_head = getattr(text, "head_dim", None) or d_model // n_heads
-        n_layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer")
+        n_layers = getattr(text, "num_hidden_layers", None) or text.n_layer
         n_ctx = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 2048
         scale = getattr(text, "query_pre_attn_scalar", None)
         scale = float(scale) ** -0.5 if scale else float(d_head) ** -0.5

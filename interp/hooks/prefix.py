@@ -165,12 +165,23 @@ RowStats = Callable[[int, Tensor, Tensor, Tensor], Tensor]
 class _Walk:
     """State of one depth-first walk: the cache, what each forward pass must record, results."""
 
-    def __init__(self, lm: Model, rows: list[np.ndarray], stats: Optional[RowStats], batch_size: int, chunk_size: int, on_done, at_end):
+    def __init__(
+        self,
+        lm: Model,
+        rows: list[np.ndarray],
+        stats: Optional[RowStats],
+        batch_size: int,
+        chunk_size: int,
+        on_done,
+        at_end,
+    ):
         self.lm, self.rows, self.stats, self.on_done, self.at_end = lm, rows, stats, on_done, at_end
         self.batch_size, self.chunk_size = (1 if at_end is not None else batch_size), chunk_size
         self.left = [int(r.size) for r in rows]  # rows still to compute per sequence
         self.parts: list[list[tuple[Tensor, Tensor, dict[int, Tensor]]]] = [[] for _ in rows]
-        self.plan: list[tuple[int, int, list[tuple[int, Tensor]]]] = []  # per batch row: (past, length, [(member, local rows)])
+        self.plan: list[
+            tuple[int, int, list[tuple[int, Tensor]]]
+        ] = []  # per batch row: (past, length, [(member, local rows)])
         self.layer_out: dict[tuple[int, int], dict[int, Tensor]] = {}
         self.streamed: Optional[Streamed] = None  # set by tree_rows: the fired counts of the walk's passes
         self.results: dict[int, SequenceRows] = {}
@@ -183,7 +194,9 @@ class _Walk:
             for member, local in wanted:
                 q_b = q[b : b + 1, :, :length]
                 k_b = k[b : b + 1, :, : past + length]
-                self.layer_out.setdefault((b, member), {})[layer] = self.stats(layer, q_b, k_b, local.to(q.device)).cpu()
+                self.layer_out.setdefault((b, member), {})[layer] = self.stats(
+                    layer, q_b, k_b, local.to(q.device)
+                ).cpu()
 
     def run(self, nodes: Sequence[PrefixNode], cache: Any) -> None:
         """Compute sibling edges (one batch row each) on ``cache``, at most ``chunk_size`` positions a cached pass.
@@ -315,9 +328,13 @@ def tree_rows(
         InterpError: a model without prefix caches, rows outside a sequence, or a sequence with no rows.
     """
     if not lm.reuses_prefixes:
-        raise InterpError("shared-prefix reuse needs a model that takes a KV cache (the HF backend); load the model with backend='hf'")
+        raise InterpError(
+            "shared-prefix reuse needs a model that takes a KV cache (the HF backend); load the model with backend='hf'"
+        )
     if rows is not None and len(rows) != len(sequences):
-        raise InterpError(f"rows has {len(rows)} entries for {len(sequences)} sequences: give one list of positions per sequence")
+        raise InterpError(
+            f"rows has {len(rows)} entries for {len(sequences)} sequences: give one list of positions per sequence"
+        )
     if rows is None and at_end is None:
         raise InterpError("nothing to compute: give rows, at_end, or both")
     if not (isinstance(batch_size, int) and batch_size >= 1):

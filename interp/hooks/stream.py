@@ -74,7 +74,9 @@ class Streamed:
         """
         why = self._missing()
         if why:
-            raise InterpError(f"no attention statistics from every layer: {why}; the hooks do not match the model's attention modules")
+            raise InterpError(
+                f"no attention statistics from every layer: {why}; the hooks do not match the model's attention modules"
+            )
 
     def _missing(self) -> str:
         """Why the fired counts are incomplete, or '' when every layer fired in every pass."""
@@ -91,7 +93,11 @@ class Streamed:
 
 
 def _span(layers: list[int]) -> str:
-    return str(layers) if len(layers) <= 8 else f"[{', '.join(map(str, layers[:6]))}, ... {layers[-1]}] ({len(layers)} layers)"
+    return (
+        str(layers)
+        if len(layers) <= 8
+        else f"[{', '.join(map(str, layers[:6]))}, ... {layers[-1]}] ({len(layers)} layers)"
+    )
 
 
 @contextmanager
@@ -134,7 +140,9 @@ def streaming(
             seen.stopped = True
         except BaseException as err:
             fired = [layer for layer in chosen if seen.fired[layer]]
-            err.add_note(f"raised while streaming layers {_span(chosen)}; layers that had fired: {_span(fired) if fired else 'none'}")
+            err.add_note(
+                f"raised while streaming layers {_span(chosen)}; layers that had fired: {_span(fired) if fired else 'none'}"
+            )
             raise
     seen.check()
 

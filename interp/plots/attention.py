@@ -57,6 +57,7 @@ def pattern_kwargs(attention: dict, head: int) -> dict:
         "sink_logit": None if sinks is None else float(sinks[head]),
     }
 
+
 MAX_EXACT = 1024  # longest sequence shown cell by cell; above it, block-pooled
 
 
@@ -279,7 +280,9 @@ def pattern_figure(
         xs = [_span_label(*pattern.col_span(c), tokens) for c in range(nb_k)]
         what = f"{pattern.pool} attention"
         how = f"{pattern.pool} over {pattern.block}x{pattern.block}-token blocks, {pattern.n_key} tokens"
-    name = " ".join(p for p in (f"layer {layer}" if layer is not None else "", f"head {head}" if head is not None else "") if p)
+    name = " ".join(
+        p for p in (f"layer {layer}" if layer is not None else "", f"head {head}" if head is not None else "") if p
+    )
     if title is None:
         title = f"{name + ': ' if name else ''}attention pattern ({how})"
     finite = pattern.values[np.isfinite(pattern.values)]

@@ -34,9 +34,7 @@ __all__ = [
 _CONFIG = {"displaylogo": False, "responsive": True}
 
 
-def save_figure(
-    fig, path: str | os.PathLike, *, png: bool = False, include_plotlyjs: Union[bool, str] = True
-) -> Path:
+def save_figure(fig, path: str | os.PathLike, *, png: bool = False, include_plotlyjs: Union[bool, str] = True) -> Path:
     """Write ``fig`` to ``path`` as one HTML file with plotly.js embedded (no network needed).
 
     Args:
@@ -218,7 +216,7 @@ def page_html(
 </head>
 <body>
 <header><h1>{html.escape(title)}</h1><p>{intro_html}</p></header>
-<nav>{''.join(nav)}</nav>
+<nav>{"".join(nav)}</nav>
 <main>
 {chr(10).join(parts)}
 </main>

@@ -55,7 +55,9 @@ def select_copy_figure(result: SelectCopyResult) -> go.Figure:
     Args:
         result: `interp.analyses.select_copy.SelectCopyResult`.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["QK-score accuracy", "attention-score accuracy"], shared_yaxes=True)
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=["QK-score accuracy", "attention-score accuracy"], shared_yaxes=True
+    )
     for c, grid in enumerate((result.qk_accuracy, result.attn_accuracy), 1):
         fig.add_trace(_grid_trace(grid, result.layers, "accuracy", "coloraxis"), row=1, col=c)
         fig.update_xaxes(title_text="head", row=1, col=c)

@@ -40,8 +40,16 @@ def _label(result: PatchResult) -> str:
 
 def _title(result: PatchResult, what: str) -> str:
     base = result.baseline
-    acc = f"; clean accuracy {base.clean_accuracy:.0%}, LD clean {base.clean_logit_diff:.2f} / corrupt {base.corrupt_logit_diff:.2f}" if base else ""
-    corr = f"; r(attribution, activation) = {result.correlation:.2f}" if result.correlation is not None and np.isfinite(result.correlation) else ""
+    acc = (
+        f"; clean accuracy {base.clean_accuracy:.0%}, LD clean {base.clean_logit_diff:.2f} / corrupt {base.corrupt_logit_diff:.2f}"
+        if base
+        else ""
+    )
+    corr = (
+        f"; r(attribution, activation) = {result.correlation:.2f}"
+        if result.correlation is not None and np.isfinite(result.correlation)
+        else ""
+    )
     return f"{result.task}: {result.method} patching of {result.target} {what}{acc}{corr}"
 
 
@@ -49,15 +57,27 @@ def _pos_grid(values: np.ndarray, labels: Sequence[str], *, title: str, colorbar
     """Heatmap of a [layer, pos] array with the position labels on the x axis."""
     n_layers, n_pos = values.shape
     ticks = [f"{p}: {labels[p]}" if labels else str(p) for p in range(n_pos)]
-    text = [[f"layer {layer}, {ticks[p]}<br>{colorbar}: {values[layer, p]:.4g}" for p in range(n_pos)] for layer in range(n_layers)]
+    text = [
+        [f"layer {layer}, {ticks[p]}<br>{colorbar}: {values[layer, p]:.4g}" for p in range(n_pos)]
+        for layer in range(n_layers)
+    ]
     fig = go.Figure(
         go.Heatmap(
-            z=values, x=ticks, y=list(range(n_layers)), text=text, hovertemplate="%{text}<extra></extra>",
-            colorscale=_SCALE, zmin=-zmax, zmax=zmax, colorbar={"title": {"text": colorbar}},
+            z=values,
+            x=ticks,
+            y=list(range(n_layers)),
+            text=text,
+            hovertemplate="%{text}<extra></extra>",
+            colorscale=_SCALE,
+            zmin=-zmax,
+            zmax=zmax,
+            colorbar={"title": {"text": colorbar}},
         )
     )
     fig.update_layout(
-        title=title, xaxis_title="position", yaxis_title="layer",
+        title=title,
+        xaxis_title="position",
+        yaxis_title="layer",
         yaxis={"autorange": "reversed", "dtick": max(1, n_layers // 15)},
         height=max(350, 18 * n_layers + 160),
     )
@@ -87,7 +107,9 @@ def patch_figure(result: PatchResult) -> go.Figure:
         return fig
     if "pos" in result.axes:
         return _pos_grid(s, result.pos_labels, title=_title(result, "(layer x position)"), colorbar=label, zmax=zmax)
-    return _pos_grid(s[:, None], ["all positions"], title=_title(result, "(per layer, all positions)"), colorbar=label, zmax=zmax)
+    return _pos_grid(
+        s[:, None], ["all positions"], title=_title(result, "(per layer, all positions)"), colorbar=label, zmax=zmax
+    )
 
 
 def position_heatmap(result: PatchResult) -> go.Figure:
@@ -120,13 +142,24 @@ def overlap_figure(overlap: CircuitOverlap, scores_a: np.ndarray, scores_b: np.n
     for layer, head in overlap.heads_b:
         code[layer, head] += 2
     names = {0: "", 1: f"{overlap.task_a} only", 2: f"{overlap.task_b} only", 3: "both"}
-    hover = [[f"{names[int(code[i, j])]}<br>{overlap.task_a}: {scores_a[i, j]:.3g}, {overlap.task_b}: {scores_b[i, j]:.3g}"
-              for j in range(shape[1])] for i in range(shape[0])]
+    hover = [
+        [
+            f"{names[int(code[i, j])]}<br>{overlap.task_a}: {scores_a[i, j]:.3g}, {overlap.task_b}: {scores_b[i, j]:.3g}"
+            for j in range(shape[1])
+        ]
+        for i in range(shape[0])
+    ]
     fig = head_grid(
-        np.where(code > 0, code, np.nan), title=(
+        np.where(code > 0, code, np.nan),
+        title=(
             f"top-{overlap.top} circuits: {len(overlap.shared)} shared heads "
             f"({overlap.share:.0%} of the circuit, Jaccard {overlap.jaccard:.2f})"
-        ), colorbar="1 A, 2 B, 3 both", hover=hover, zmin=1.0, zmax=3.0, colorscale="Portland",
+        ),
+        colorbar="1 A, 2 B, 3 both",
+        hover=hover,
+        zmin=1.0,
+        zmax=3.0,
+        colorscale="Portland",
     )
     return fig
 
@@ -136,5 +169,7 @@ def figures_html(figures: Sequence[go.Figure], title: str = "interp") -> str:
     plotly.js embedded once)."""
     from interp.plots.export import PageSection, page_html
 
-    section = PageSection("Figures", figures=[(f"figure-{i + 1}", fig) for i, fig in enumerate(figures)], anchor="figures")
+    section = PageSection(
+        "Figures", figures=[(f"figure-{i + 1}", fig) for i, fig in enumerate(figures)], anchor="figures"
+    )
     return page_html([section], title=title)

@@ -141,16 +141,19 @@ def _section(result, sample_id: str, anchor: str) -> PageSection:
     )
     figs = [("waad", waad_figure(result)), ("fai", fai_figure(result)), ("span", span_figure(result))]
     legend = (
-        f'<p class="legend"><span class="preplan">preplan</span><span class="anchor">anchor</span>'
-        f'<span class="both">both</span><span class="anchor dom">locally dominated anchor</span>'
-        f"hover a token for its numbers</p>"
+        '<p class="legend"><span class="preplan">preplan</span><span class="anchor">anchor</span>'
+        '<span class="both">both</span><span class="anchor dom">locally dominated anchor</span>'
+        "hover a token for its numbers</p>"
     )
     text = f'<p class="meta">{meta}</p><p class="prompt">{html.escape(result.prompt)}</p>{legend}{highlighted_text_html(result)}'
     return PageSection(sample_id, text, figures=figs, anchor=anchor)
 
 
 def preplan_page(
-    results: Sequence, ids: Sequence[str] | None = None, *, title: str = "Preplan and anchor tokens",
+    results: Sequence,
+    ids: Sequence[str] | None = None,
+    *,
+    title: str = "Preplan and anchor tokens",
     include_plotlyjs: bool | str = True,
 ) -> str:
     """One HTML page with a section per result.

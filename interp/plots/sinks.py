@@ -23,7 +23,10 @@ def first_token_mass_grid(result) -> go.Figure:
     grid = heads["first_token_mass"].to_numpy().reshape(n_layers, result.n_heads)
     a0 = heads["alpha0"].to_numpy().reshape(n_layers, result.n_heads)
     hid = heads["hidden_per_text"].to_numpy().reshape(n_layers, result.n_heads)
-    hover = [[f"alpha_0: {a0[i, h]:.3f}<br>hidden sinks per text: {hid[i, h]:.2f}" for h in range(result.n_heads)] for i in range(n_layers)]
+    hover = [
+        [f"alpha_0: {a0[i, h]:.3f}<br>hidden sinks per text: {hid[i, h]:.2f}" for h in range(result.n_heads)]
+        for i in range(n_layers)
+    ]
     fig = head_grid(grid, title="First-token mass per head", colorbar="first-token mass", hover=hover, zmin=0, zmax=1)
     fig.update_yaxes(tickvals=list(range(n_layers)), ticktext=[str(x) for x in result.layers])
     return fig
@@ -34,10 +37,19 @@ def hidden_sink_types(result) -> go.Figure:
     table = result.token_type_table()
     fig = go.Figure(
         [
-            go.Bar(x=table["token_type"], y=table["share"], name="share of hidden sinks",
-                   customdata=table["n_hidden"], hovertemplate="%{x}: %{y:.1%} of hidden sinks (%{customdata})<extra></extra>"),
-            go.Bar(x=table["token_type"], y=table["base_share"], name="share of tokens",
-                   hovertemplate="%{x}: %{y:.1%} of tokens<extra></extra>"),
+            go.Bar(
+                x=table["token_type"],
+                y=table["share"],
+                name="share of hidden sinks",
+                customdata=table["n_hidden"],
+                hovertemplate="%{x}: %{y:.1%} of hidden sinks (%{customdata})<extra></extra>",
+            ),
+            go.Bar(
+                x=table["token_type"],
+                y=table["base_share"],
+                name="share of tokens",
+                hovertemplate="%{x}: %{y:.1%} of tokens<extra></extra>",
+            ),
         ]
     )
     fig.update_layout(title="Which tokens become hidden sinks", barmode="group", yaxis_tickformat=".0%")
@@ -56,9 +68,17 @@ def layer_sink_rates(result) -> go.Figure:
         ]
     )  # fmt: skip
     by_kind = result.kind_sink_rates()
-    overall = "; ".join(f"{k} {v:.1f}%" for k, v in by_kind.items()) if len(by_kind) > 1 else f"overall {result.sink_rate:.1f}%"
-    fig.update_layout(title=f"Sink rate per layer (alpha_0 > {result.config.eps}); {overall}",
-                      xaxis_title="layer", yaxis_title="% of (text, head)", yaxis_range=[0, 100])
+    overall = (
+        "; ".join(f"{k} {v:.1f}%" for k, v in by_kind.items())
+        if len(by_kind) > 1
+        else f"overall {result.sink_rate:.1f}%"
+    )
+    fig.update_layout(
+        title=f"Sink rate per layer (alpha_0 > {result.config.eps}); {overall}",
+        xaxis_title="layer",
+        yaxis_title="% of (text, head)",
+        yaxis_range=[0, 100],
+    )
     return fig
 
 
@@ -67,7 +87,10 @@ def sinks_figure(result) -> go.Figure:
     grid, rates, types = first_token_mass_grid(result), layer_sink_rates(result), hidden_sink_types(result)
     n_layers = len(result.layers)
     fig = make_subplots(
-        rows=3, cols=1, row_heights=[0.55, 0.2, 0.25], vertical_spacing=0.08,
+        rows=3,
+        cols=1,
+        row_heights=[0.55, 0.2, 0.25],
+        vertical_spacing=0.08,
         subplot_titles=(
             f"First-token mass per head ({result.model}, {result.n_texts} texts x {result.position_count.shape[0]} tokens)",
             rates.layout.title.text,
@@ -81,14 +104,21 @@ def sinks_figure(result) -> go.Figure:
         fig.add_trace(tr, row=2, col=1)
     for tr in types.data:
         fig.add_trace(tr, row=3, col=1)
-    fig.update_yaxes(autorange="reversed", title_text="layer", row=1, col=1,
-                     tickvals=list(range(n_layers)), ticktext=[str(x) for x in result.layers])
+    fig.update_yaxes(
+        autorange="reversed",
+        title_text="layer",
+        row=1,
+        col=1,
+        tickvals=list(range(n_layers)),
+        ticktext=[str(x) for x in result.layers],
+    )
     fig.update_xaxes(title_text="head", dtick=1, row=1, col=1)
     fig.update_xaxes(title_text="layer", row=2, col=1)
     fig.update_yaxes(title_text="%", range=[0, 100], row=2, col=1)
     fig.update_yaxes(tickformat=".0%", row=3, col=1)
-    fig.update_layout(height=max(900, 22 * n_layers + 650), barmode="group", showlegend=True,
-                      legend={"orientation": "h", "y": -0.05})
+    fig.update_layout(
+        height=max(900, 22 * n_layers + 650), barmode="group", showlegend=True, legend={"orientation": "h", "y": -0.05}
+    )
     return fig
 
 
@@ -99,9 +129,14 @@ def calibration_figure(result) -> go.Figure:
     err_lo = (acc["accuracy"] - acc["ci_low"]).to_numpy()
     lo, hi = result.difference_interval()
     fig = go.Figure(
-        go.Bar(x=acc["condition"], y=acc["accuracy"], error_y={"type": "data", "array": err_hi, "arrayminus": err_lo},
-               text=[f"{a:.1%}" for a in acc["accuracy"]], textposition="outside",
-               hovertemplate="%{x}: %{y:.1%}<extra></extra>")
+        go.Bar(
+            x=acc["condition"],
+            y=acc["accuracy"],
+            error_y={"type": "data", "array": err_hi, "arrayminus": err_lo},
+            text=[f"{a:.1%}" for a in acc["accuracy"]],
+            textposition="outside",
+            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+        )
     )
     heads = ", ".join(f"{l}.{h}" for l, h in result.heads[:8]) + (" ..." if len(result.heads) > 8 else "")
     extra = f", gamma={result.gamma:g}" if result.gamma is not None else ""
@@ -109,6 +144,7 @@ def calibration_figure(result) -> go.Figure:
         title=f"{result.config.method} on {result.task}: held-out accuracy (n={len(result.before)}), "
         f"diff {result.accuracy_after - result.accuracy_before:+.1%} [{lo:+.1%}, {hi:+.1%}], "
         f"McNemar p={result.p_value():.2f}<br><sup>heads: {heads or 'none'}{extra}</sup>",
-        yaxis_range=[0, 1.05], yaxis_tickformat=".0%",
+        yaxis_range=[0, 1.05],
+        yaxis_tickformat=".0%",
     )
     return fig

@@ -14,7 +14,15 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-_DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_NUM_TASKS")
+_DIST_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SLURM_STEP_NUM_TASKS",
+)
 
 
 def test_sinks_two_ranks_equal_one_process_on_the_embedded_model(embedded, tmp_path, monkeypatch):
@@ -25,7 +33,9 @@ def test_sinks_two_ranks_equal_one_process_on_the_embedded_model(embedded, tmp_p
     # `embedded` has converted and cached the weights, so both ranks load from the cache.
     args = ["score", "sinks", "--length", "32", "--max-texts", "3", "--layers", "0,5,12,20,29"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "interp", *args]
-    proc = subprocess.run([*cmd, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300, env=dict(os.environ)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     monkeypatch.setattr(sys, "argv", ["interp", *args, "--out", str(tmp_path / "one")])

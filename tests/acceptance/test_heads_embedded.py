@@ -18,8 +18,8 @@ from interp.hooks import capture
 def test_induction_and_previous_token_heads(embedded):
     lm = embedded
     result = run(lm, HeadConfig(n_seqs=2, length=32, seed=3))
-    (il, ih, iscore), = result.top("induction", 1)
-    (pl, ph, pscore), = result.top("previous", 1)
+    ((il, ih, iscore),) = result.top("induction", 1)
+    ((pl, ph, pscore),) = result.top("previous", 1)
     assert iscore > 0.5 and 12 <= il <= 22, (il, ih, iscore)  # regression guard (one run): L18H6 0.89 (8 x 64 tokens)
     assert pscore > 0.5, (pl, ph, pscore)  # regression guard (one run): L16H0 0.89
     # the top induction head's score against a float64 materialised attention matrix
@@ -52,4 +52,6 @@ def test_report_head_sections(embedded, tmp_path):
     qr = json.loads((tmp_path / "qr_heads" / "summary.json").read_text())
     assert qr["n_samples"] == 2 and qr["top"][0][2] > 0.1  # regression guard (one run): the top QR head clears 0.1
     for s in rep.stages:
-        assert s.seconds > 0 and (tmp_path / s.name / s.figures[0]).is_file()  # timed, not bounded: no wall-clock limits
+        assert (
+            s.seconds > 0 and (tmp_path / s.name / s.figures[0]).is_file()
+        )  # timed, not bounded: no wall-clock limits

@@ -24,11 +24,17 @@ def test_tasks_are_solved_before_patching(embedded):
 
 def test_ioi_heads_restore_the_answer_and_attribution_tracks_them(embedded):
     batch = ioi(embedded.tokenizer, IOIConfig(n=4, seed=2))
-    res = patch_task(embedded, batch, target="head_out", method="attribution", compare=True, layers=[22, 23, 24], progress=False)
+    res = patch_task(
+        embedded, batch, target="head_out", method="attribution", compare=True, layers=[22, 23, 24], progress=False
+    )
     act = res.activation
     best = top_heads(act, 1, signed=True)[0]
-    assert best[2] > 0.2  # regression guard (one run): one clean head output brings back a fifth of the logit difference
-    assert np.isfinite(res.correlation) and res.correlation > 0.8  # regression guard (one run): attribution tracks activation
+    assert (
+        best[2] > 0.2
+    )  # regression guard (one run): one clean head output brings back a fifth of the logit difference
+    assert (
+        np.isfinite(res.correlation) and res.correlation > 0.8
+    )  # regression guard (one run): attribution tracks activation
     assert np.isnan(act.scores[0]).all() and np.isfinite(act.scores[22:25]).all()
 
 
@@ -40,4 +46,6 @@ def test_residual_by_position_moves_from_names_to_the_end(embedded):
     assert int(np.argmax(first)) in names  # at layer 0 the information sits at the names
     same = (batch.clean == batch.corrupt).all(0).numpy()
     assert np.abs(first[same]).max() < 1e-5  # positions whose tokens agree carry nothing at layer 0
-    assert int(np.argmax(last)) == batch.n_pos - 1 and last[-1] > 0.8  # regression guard (one run): at the top it has moved to the end
+    assert (
+        int(np.argmax(last)) == batch.n_pos - 1 and last[-1] > 0.8
+    )  # regression guard (one run): at the top it has moved to the end

@@ -13,8 +13,8 @@ import torch
 
 from interp.analyses.preplan import PreplanConfig, PreplanStats, analyse
 from interp.datasets.prompts import default_prompts
-from interp.experiments.preplan import score_prompt as score_preplan
 from interp.errors import InterpError
+from interp.experiments.preplan import score_prompt as score_preplan
 from interp.hooks import capture
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,9 @@ def test_embedded_matches_dense_float64(embedded):
     assert res.n_prompt + len(res.tokens) == ids.shape[1]
     with capture(embedded, layers=res.layers, keep=("q", "k")) as cap:
         embedded.forward(ids)
-    parts = [dense_stats(cap["q", l], cap["k", l], embedded.arch.scale, res.n_prompt, 10, (10, 100)) for l in res.layers]
+    parts = [
+        dense_stats(cap["q", l], cap["k", l], embedded.arch.scale, res.n_prompt, 10, (10, 100)) for l in res.layers
+    ]
     ref = analyse(PreplanStats(res.layers, *(np.stack([p[n] for p in parts]) for n in range(3))), cfg)
     np.testing.assert_allclose(res.span, ref.span, rtol=1e-4)
     assert (res.local == ref.local).all() and (res.global_ == ref.global_).all()

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from typecheck import unchecked
 
 from interp.errors import InterpError
 from interp.report import STAGES, ReportConfig, run_report
-from typecheck import unchecked
 
 
 def _cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -60,7 +60,9 @@ def test_report_writes_every_stage_and_one_offline_page(quick_report):
     # every figure page under DIR/<stage>/ is embedded in the index, and every link resolves
     pages = sorted(out.glob("*/*.html"))
     assert len(pages) == text.count('class="figure"') >= len(STAGES)
-    links = [h for block in re.findall(r'<p class="links">(.*?)</p>', text) for h in re.findall(r'href="([^"]+)"', block)]
+    links = [
+        h for block in re.findall(r'<p class="links">(.*?)</p>', text) for h in re.findall(r'href="([^"]+)"', block)
+    ]
     assert {h.split("/")[0] for h in links} == set(STAGES)  # every stage links its files
     for href in links:
         assert (out / href).is_file(), f"index.html links a missing file: {href}"

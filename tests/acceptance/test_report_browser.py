@@ -97,7 +97,9 @@ def test_report_opens_offline_and_draws_every_figure(request, tmp_path):
             page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
             page.goto(index.as_uri(), wait_until="load")
             page.wait_for_function(
-                "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n", arg=len(figure_pages), timeout=60_000
+                "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
+                arg=len(figure_pages),
+                timeout=60_000,
             )
             figures = page.evaluate(_FIGURES_JS)
 
@@ -112,7 +114,11 @@ def test_report_opens_offline_and_draws_every_figure(request, tmp_path):
             # hover a cell of each attention-pattern heatmap: late query, early key (a causal cell)
             from interp.experiments.attention import REPEAT_TEXT as _REPEAT_TEXT
 
-            viewers = [f["name"] for f in figures if f["type"] == "heatmap" and f["name"].startswith(("retrieval_L", "patching_L"))]
+            viewers = [
+                f["name"]
+                for f in figures
+                if f["type"] == "heatmap" and f["name"].startswith(("retrieval_L", "patching_L"))
+            ]
             assert len(viewers) == 2, f"expected the two attention viewers, got {viewers}"
             for name in viewers:
                 fig = page.locator(f'.figure[data-figure="{name}"]')

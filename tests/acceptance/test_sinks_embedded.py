@@ -124,10 +124,22 @@ def test_cli_score_sinks_bad_input(tmp_path, monkeypatch, embedded, capsys):
     assert "is empty" in capsys.readouterr().err
     short = tmp_path / "short.txt"
     short.write_text("Just a few words.\n", encoding="utf-8")
-    assert _main(monkeypatch, embedded, ["score", "sinks", "--texts", str(short), "--length", "64", "--out", str(tmp_path / "b")]) == 2
+    assert (
+        _main(
+            monkeypatch,
+            embedded,
+            ["score", "sinks", "--texts", str(short), "--length", "64", "--out", str(tmp_path / "b")],
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "fewer than the sink window" in err and "--length" in err
     assert _main(monkeypatch, embedded, ["score", "sinks", "--eps", "1.5", "--out", str(tmp_path / "c")]) == 2
     assert "eps" in capsys.readouterr().err
-    assert _main(monkeypatch, embedded, ["score", "sinks", "--layers", "30", "--length", "8", "--out", str(tmp_path / "d")]) == 2
+    assert (
+        _main(
+            monkeypatch, embedded, ["score", "sinks", "--layers", "30", "--length", "8", "--out", str(tmp_path / "d")]
+        )
+        == 2
+    )
     assert "out of range" in capsys.readouterr().err

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from families import SEQ, VOCAB, build
+
 from interp.analyses.preplan import PreplanConfig
-from interp.experiments.preplan import collect_statistics
 from interp.analyses.sinks import SinkConfig
+from interp.experiments.preplan import collect_statistics
 from interp.experiments.sinks import scan_window
 from interp.models import wrap_model
 

@@ -53,8 +53,15 @@ def _tiny(vocab: int, seed: int = 0):
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=512, attn_implementation="sdpa",
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        attn_implementation="sdpa",
     )
     return LlamaForCausalLM(cfg).eval()
 
@@ -121,7 +128,7 @@ def test_encode_batch_left_pads_behind_bos(lm, bos_tok):
     for b, text in enumerate(TEXTS):
         row = bos_tok(text).input_ids
         n = len(row)
-        assert ids[b, width - n:].tolist() == row and mask[b].tolist() == [0] * (width - n) + [1] * n
+        assert ids[b, width - n :].tolist() == row and mask[b].tolist() == [0] * (width - n) + [1] * n
         # the padded row's last logits equal the text's own (padding is masked, BOS is attended)
         alone = lm.forward(lm.encode(text))[0, -1]
         torch.testing.assert_close(lm.forward(ids, mask)[b, -1], alone, atol=1e-5, rtol=1e-5)
@@ -169,7 +176,9 @@ def test_chat_prompt_has_exactly_one_bos(bos_tok):
     m = wrap_model(_tiny(len(tok)), tok)
     ids = m.encode(m.chat_prompt("What is 2+2?"))[0].tolist()
     assert ids[0] == BOS and ids.count(BOS) == 1
-    assert bos_tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)).input_ids.count(BOS) == 2  # what naive tokenising would give
+    assert (
+        bos_tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)).input_ids.count(BOS) == 2
+    )  # what naive tokenising would give
     want = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
     assert ids == list(want)
     # 2) the template has no BOS text (SmolLM2's): encode adds the one BOS
@@ -193,7 +202,11 @@ def test_tl_backend_gets_the_same_ids_and_logits(saved):
         assert tl.model.to_tokens(text).tolist() == ids.tolist()  # the bridge's own string route agrees
         torch.testing.assert_close(tl.forward(ids), hf.forward(ids), atol=1e-4, rtol=1e-4)
     off = load_model(str(saved), backend="tl", prepend_bos=False)
-    assert off.encode(TEXTS[0])[0].tolist() == hf.encode(TEXTS[0])[0, 1:].tolist() == off.model.to_tokens(TEXTS[0])[0].tolist()
+    assert (
+        off.encode(TEXTS[0])[0].tolist()
+        == hf.encode(TEXTS[0])[0, 1:].tolist()
+        == off.model.to_tokens(TEXTS[0])[0].tolist()
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,15 +219,17 @@ def test_needle_spans_with_bos(lm, bos_tok):
     from interp.experiments.retrieval import prepare_samples
 
     samples, _ = prepare_samples(lm, RetrievalConfig(lengths=(200,), depths=(0.0, 0.5, 1.0), min_recall=0.0))
-    off, _ = prepare_samples(wrap_model(lm.hf_model, bos_tok, prepend_bos=False),
-                             RetrievalConfig(lengths=(200,), depths=(0.0,), min_recall=0.0))
+    off, _ = prepare_samples(
+        wrap_model(lm.hf_model, bos_tok, prepend_bos=False),
+        RetrievalConfig(lengths=(200,), depths=(0.0,), min_recall=0.0),
+    )
     by_needle = {s.needle_id: s for s in off}
     for s in samples:
         ids = list(s.prompt_ids)
         assert ids[0] == BOS and ids.count(BOS) == 1 and BOS not in s.response_ids  # once, at the start only
         a0, a1 = s.answer_span
         n0, n1 = s.needle_span
-        assert n0 <= a0 < a1 <= n1 and ids[a0:a1] == lm.tokens(" " + s.answer)[-(a1 - a0):]
+        assert n0 <= a0 < a1 <= n1 and ids[a0:a1] == lm.tokens(" " + s.answer)[-(a1 - a0) :]
         assert s.answer.strip() in lm.decode(ids[n0:n1])
         if s.depth == 0.0:  # the needle right after the intro: one later than without BOS
             assert (n0, a0) == (by_needle[s.needle_id].needle_span[0] + 1, by_needle[s.needle_id].answer_span[0] + 1)
@@ -261,8 +276,14 @@ def test_pairs_file_with_bos(lm, tmp_path):
     from interp.datasets.tasks import task_from_jsonl
 
     path = tmp_path / "pairs.jsonl"
-    rows = [{"clean": "When Mary and John went to the store, John gave a drink to", "corrupt":
-             "When Alice and Bob went to the store, Tom gave a drink to", "correct": " Mary", "wrong": " John"}]
+    rows = [
+        {
+            "clean": "When Mary and John went to the store, John gave a drink to",
+            "corrupt": "When Alice and Bob went to the store, Tom gave a drink to",
+            "correct": " Mary",
+            "wrong": " John",
+        }
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     b = task_from_jsonl(lm.tokenizer, path, bos=lm.bos_id)
     assert b.clean[0].tolist() == lm.encode(rows[0]["clean"])[0].tolist()
@@ -354,8 +375,19 @@ def test_cli_prepend_bos_without_a_bos_token_is_one_error_line(tmp_path, monkeyp
     tok.save_pretrained(folder)
     out = tmp_path / "out"
     capsys.readouterr()  # drop the saving's progress bars
-    code, err = _cli(monkeypatch, capsys, "--prepend-bos", "score", "sinks", "--model", str(folder), "--length", "16",
-                     "--out", str(out))
+    code, err = _cli(
+        monkeypatch,
+        capsys,
+        "--prepend-bos",
+        "score",
+        "sinks",
+        "--model",
+        str(folder),
+        "--length",
+        "16",
+        "--out",
+        str(out),
+    )
     assert code == 2 and not out.exists()
     lines = [ln for ln in err.splitlines() if "error" in ln.lower()]  # (loading progress bars aside)
     assert len(lines) == 1 and lines[0].startswith("error:") and "no BOS token" in lines[0] and "Traceback" not in err

@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
+from typecheck import unchecked
 
-from interp.experiments.calibration import act_edits, zerotune_edits
 from interp.analyses.sinks import sink_members
 from interp.errors import InterpError
+from interp.experiments.calibration import act_edits, zerotune_edits
 from interp.hooks import capture, intervene
-from typecheck import unchecked
 
 T = 16
 PAD = 4  # left padding of batch row 0
@@ -81,8 +81,11 @@ def test_act_equals_materialised_definition(tiny_lm, beta):
     assert torch.allclose(z1[:, head][real], expected_z[real], atol=2e-5)
     assert (z1[:, head][real] - z0[:, head][real]).abs().max() > 1e-3  # the calibration did something
     others = [h for h in range(lm.arch.n_heads) if h != head]
-    assert torch.allclose(z1[:, others][real[:, None].expand(-1, len(others), -1)],
-                          z0[:, others][real[:, None].expand(-1, len(others), -1)], atol=1e-6)
+    assert torch.allclose(
+        z1[:, others][real[:, None].expand(-1, len(others), -1)],
+        z0[:, others][real[:, None].expand(-1, len(others), -1)],
+        atol=1e-6,
+    )
 
 
 def test_act_include_first_also_scales_the_first_sink(tiny_lm):
@@ -97,8 +100,10 @@ def test_act_include_first_also_scales_the_first_sink(tiny_lm):
     s_mask = member[:, None, :] & visible[:, 0]
     m = (ah * s_mask).sum(-1, keepdim=True)
     other = ah * ~s_mask
-    full = (other.sum(-1, keepdim=True) == 0)  # rows that see only S keys are left unchanged
-    expected_a = torch.where(full, ah, torch.where(s_mask, beta * ah, other + other / (1 - m).clamp_min(1e-30) * (1 - beta) * m))
+    full = other.sum(-1, keepdim=True) == 0  # rows that see only S keys are left unchanged
+    expected_a = torch.where(
+        full, ah, torch.where(s_mask, beta * ah, other + other / (1 - m).clamp_min(1e-30) * (1 - beta) * m)
+    )
     group = lm.arch.n_heads // lm.arch.n_kv_heads
     expected_z = expected_a @ v[:, head // group]
     edits = act_edits(lm, [(layer, head)], beta=beta, min_queries=1, include_first=True, attention_mask=mask)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-
 from families import SEQ, VOCAB, build
-from interp.analyses.checks import ChecksFailed, Check, above
+
+from interp.analyses.checks import Check, ChecksFailed, above
 from interp.analyses.sinks import SinkConfig
 from interp.experiments import Experiment, execute, set_strict
 from interp.experiments.sinks import scan_window
@@ -72,7 +72,9 @@ def test_execute_records_checks_warns_and_fails_under_strict(tiny_lm, tmp_path, 
     monkeypatch.setattr(distributed, "rank_model", lambda name=None, **kw: tiny_lm)
     execute(_TOY, _ToyConfig(True), model=None, out=tmp_path / "ok")
     info = json.loads((tmp_path / "ok" / "run.json").read_text())
-    assert info["checks"] == [{"name": "clean_accuracy", "value": 1.0, "threshold": 0.5, "passed": True, "detail": "toy", "op": ">"}]
+    assert info["checks"] == [
+        {"name": "clean_accuracy", "value": 1.0, "threshold": 0.5, "passed": True, "detail": "toy", "op": ">"}
+    ]
     assert "WARNING" not in capsys.readouterr().err
 
     execute(_TOY, _ToyConfig(False), model=None, out=tmp_path / "bad")  # not strict: a warning, no error
@@ -90,7 +92,9 @@ def test_execute_records_checks_warns_and_fails_under_strict(tiny_lm, tmp_path, 
 def test_report_marks_a_failed_check_with_a_banner_and_an_overview_column(tiny_lm, tmp_path):
     from interp.report import ReportConfig, StageReport, _Output, _write_index
 
-    ok = StageReport("sinks", "Attention sinks", "Sinks found.", 1.0, (), (), (above("position_0_is_bos", 1.0, 0.5, "x"),))
+    ok = StageReport(
+        "sinks", "Attention sinks", "Sinks found.", 1.0, (), (), (above("position_0_is_bos", 1.0, 0.5, "x"),)
+    )
     bad = StageReport(
         "patching", "IOI circuit patching", "WARNING ... heads.", 1.0, (), (),
         (above("clean_accuracy", 0.0, 0.8, "share of clean prompts right"), above("other", 1.0, 0.5, "y")),

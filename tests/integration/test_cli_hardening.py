@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-_DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_NUM_TASKS")
+_DIST_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SLURM_STEP_NUM_TASKS",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -35,9 +43,18 @@ def tiny_model(tmp_path_factory):
     tok = AutoTokenizer.from_pretrained(_embedded_weights_dir())
     torch.manual_seed(0)
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=512, attn_implementation="sdpa",
-        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        attn_implementation="sdpa",
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     path = tmp_path_factory.mktemp("tiny-cli")
     LlamaForCausalLM(cfg).eval().save_pretrained(path)
@@ -89,7 +106,9 @@ def test_ctrl_c_before_any_work_exits_130_and_leaves_nothing(monkeypatch, capsys
     assert not (tmp_path / "o").exists()
 
 
-def test_ctrl_c_keeps_finished_units_and_resume_refuses_other_launch_settings(tiny_model, monkeypatch, capsys, tmp_path):
+def test_ctrl_c_keeps_finished_units_and_resume_refuses_other_launch_settings(
+    tiny_model, monkeypatch, capsys, tmp_path
+):
     import interp.experiments.sinks as sinks_module
 
     real, calls = sinks_module.scan_window, []
@@ -204,7 +223,10 @@ def test_refused_runs_leave_no_trace_and_stale_temps_go(tiny_model, monkeypatch,
         (["calibrate", "zerotune", "--gamma", "1", "--gammas", "0.5,2"], "--gamma and --gammas contradict each other"),
         (["calibrate", "act", "--heads", "1.2", "--candidates", "4"], "--heads and --candidates contradict each other"),
         (["score", "retrieval", "--no-mask", "--mask-top", "3"], "--mask-top has no effect without --mask"),
-        (["score", "retrieval", "--mode", "decode", "--response", "answer"], "--response has no effect without --mode teacher"),
+        (
+            ["score", "retrieval", "--mode", "decode", "--response", "answer"],
+            "--response has no effect without --mode teacher",
+        ),
         (["patch", "ioi", "--n", "100000"], "--n 100000: use from 1 to 1024"),
         (["score", "sinks", "--out", ""], "--out is empty"),
         (["bogus"], "No such command 'bogus'"),

@@ -40,7 +40,8 @@ def test_sinks_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
     # rank r scanned texts r, r+2, ...: its part holds exactly those; rank 0 merged all in order
     parts = sorted((tmp_path / "two" / "parts").glob("samples.rank-*-of-002.jsonl"))
     assert [sorted(records(p)) for p in parts] == [
-        ["text-00000", "text-00002", "text-00004"], ["text-00001", "text-00003"]
+        ["text-00000", "text-00002", "text-00004"],
+        ["text-00001", "text-00003"],
     ]
     merged = records(tmp_path / "two" / "samples.jsonl")
     assert list(merged) == [f"text-{n:05d}" for n in range(5)]
@@ -50,11 +51,29 @@ def test_sinks_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
 
 def test_preplan_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(
-        json.dumps({"id": f"q{i}", "prompt": f"What is {i} plus {i}?", "response": f"{i} plus {i} is {2 * i}. " * 4}) + "\n"
-        for i in range(3)
-    ))
-    args = ["score", "preplan", "--model", tiny_model, "--prompts", prompts, "--layers", "0,1", "--band-lo", 2, "--band-hi", 8]
+    prompts.write_text(
+        "".join(
+            json.dumps(
+                {"id": f"q{i}", "prompt": f"What is {i} plus {i}?", "response": f"{i} plus {i} is {2 * i}. " * 4}
+            )
+            + "\n"
+            for i in range(3)
+        )
+    )
+    args = [
+        "score",
+        "preplan",
+        "--model",
+        tiny_model,
+        "--prompts",
+        prompts,
+        "--layers",
+        "0,1",
+        "--band-lo",
+        2,
+        "--band-hi",
+        8,
+    ]
     proc = torchrun(*args, "--out", tmp_path / "two")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert cli(monkeypatch, *args, "--out", tmp_path / "one") == 0

@@ -19,8 +19,23 @@ def tiny_model(tmp_path_factory):
 
 
 def test_retrieval_two_ranks_equal_one_process(tiny_model, tmp_path, monkeypatch):
-    args = ["score", "retrieval", "--model", tiny_model, "--lengths", "200", "--depths", "0.3,0.7",
-            "--min-recall", 0, "--mask-top", 2, "--seed", 0, "--no-progress"]  # every sample counted: masking runs
+    args = [
+        "score",
+        "retrieval",
+        "--model",
+        tiny_model,
+        "--lengths",
+        "200",
+        "--depths",
+        "0.3,0.7",
+        "--min-recall",
+        0,
+        "--mask-top",
+        2,
+        "--seed",
+        0,
+        "--no-progress",
+    ]  # every sample counted: masking runs
     proc = torchrun(*args, "--out", tmp_path / "two")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert cli(monkeypatch, *args, "--out", tmp_path / "one") == 0

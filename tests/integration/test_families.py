@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from families import FAMILIES, SEQ, VOCAB, build
+
 from interp.hooks import ablate_head, capture, intervene, uniform_attention
 from interp.kernels import attention_stats
 from interp.models import wrap_model
@@ -118,8 +118,9 @@ def test_uniform_attention_and_zero_ablation_have_their_defined_effect(family):
 
 
 def _implementations(family: str) -> list[str]:
-    from interp.models import _default_attention
     from families import config
+
+    from interp.models import _default_attention
 
     cfg = config(family)
     return ["eager"] if _default_attention(cfg) == "eager" else ["eager", "sdpa"]
@@ -154,15 +155,18 @@ def test_capture_on_every_implementation_matches_and_leaves_no_routing(family):
 # Families whose transformer-lens 4.x bridge reproduces the HF model and fires every hook; the
 # others must be refused with a clear error (Gemma 3: the bridge changes the logits; GPT-NeoX and
 # Phi-3: fused qkv, the rotary hooks never fire; Phi: q/k layernorm not declared by the bridge).
-TL_REFUSED = {"gemma3_text": "does not reproduce", "gpt_neox": "does not expose", "phi3": "does not expose",
-              "phi": "cannot bridge"}
+TL_REFUSED = {
+    "gemma3_text": "does not reproduce",
+    "gpt_neox": "does not expose",
+    "phi3": "does not expose",
+    "phi": "cannot bridge",
+}
 
 
 def _saved(family: str, folder) -> tuple:
     """The family's tiny model saved with a word-level tokenizer, as a user's folder would be."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from families import tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = build(family)
     model.save_pretrained(folder)
@@ -230,7 +234,9 @@ def test_a_layer_kind_the_kernel_cannot_reproduce_is_refused():
 
     model = build("qwen2")
     model.config.layer_types = ["full_attention", "chunked_attention", "full_attention"]
-    with pytest.raises(InterpError, match="layer 1 .* 'chunked_attention' attention, which the statistics kernel cannot"):
+    with pytest.raises(
+        InterpError, match="layer 1 .* 'chunked_attention' attention, which the statistics kernel cannot"
+    ):
         wrap_model(model, None, name="qwen2")
 
 

@@ -60,8 +60,15 @@ def write_gguf(path: Path, arch: str = "llama", *, tensors: bool = True, seed: i
         w.add_tensor("output_norm.weight", np.ones(_D, np.float32))
         w.add_tensor("output.weight", rand(len(tokens), _D))
         for i in range(_LAYERS):
-            for name, shape in [("attn_q", (_D, _D)), ("attn_k", (kv, _D)), ("attn_v", (kv, _D)), ("attn_output", (_D, _D)),
-                                ("ffn_gate", (_FF, _D)), ("ffn_up", (_FF, _D)), ("ffn_down", (_D, _FF))]:
+            for name, shape in [
+                ("attn_q", (_D, _D)),
+                ("attn_k", (kv, _D)),
+                ("attn_v", (kv, _D)),
+                ("attn_output", (_D, _D)),
+                ("ffn_gate", (_FF, _D)),
+                ("ffn_up", (_FF, _D)),
+                ("ffn_down", (_D, _FF)),
+            ]:
                 w.add_tensor(f"blk.{i}.{name}.weight", rand(*shape))
             w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(_D, np.float32))
             w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(_D, np.float32))
@@ -97,7 +104,9 @@ def test_local_gguf_loads_with_transformers_logits_and_converts_once(tiny_gguf, 
     assert lm.name == "tiny.gguf" and lm.arch.model_type == "llama"
     assert (lm.arch.n_layers, lm.arch.n_heads, lm.arch.n_kv_heads) == (_LAYERS, _HEADS, _KV)
     ids = lm.encode("the cat sat on the mat")
-    reference = AutoModelForCausalLM.from_pretrained(tiny_gguf.parent, gguf_file=tiny_gguf.name, dtype=torch.float32).eval()
+    reference = AutoModelForCausalLM.from_pretrained(
+        tiny_gguf.parent, gguf_file=tiny_gguf.name, dtype=torch.float32
+    ).eval()
     with torch.no_grad():
         expected = reference(input_ids=ids).logits
     torch.testing.assert_close(lm.forward(ids), expected, rtol=0, atol=1e-5)
@@ -161,7 +170,9 @@ def test_conversion_killed_half_way_leaves_nothing_that_loads(tiny_gguf, cache):
         load_model({str(tiny_gguf)!r})
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "INTERP_CACHE": str(cache)}, capture_output=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "INTERP_CACHE": str(cache)}, capture_output=True, timeout=600
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     left = _entries(cache)
     assert left and all(name.startswith(".") for name in left)  # only the hidden temporary folder
@@ -188,14 +199,29 @@ def split_model(tiny_gguf, tmp_path, monkeypatch):
     cuts = [0, len(blob) // 3, 2 * len(blob) // 3, len(blob)]
     parts = []
     for i in range(3):
-        chunk = blob[cuts[i]:cuts[i + 1]]
+        chunk = blob[cuts[i] : cuts[i + 1]]
         folder = tmp_path / "site" / f"tiny_part{i + 1}" / "data"
         folder.mkdir(parents=True)
         (folder / f"tiny.gguf.part{i:02d}").write_bytes(chunk)
-        parts.append(embedded.GgufPart(f"tiny-part{i + 1}==1.0", f"tiny_part{i + 1}", f"data/tiny.gguf.part{i:02d}", len(chunk), hashlib.sha256(chunk).hexdigest()))
+        parts.append(
+            embedded.GgufPart(
+                f"tiny-part{i + 1}==1.0",
+                f"tiny_part{i + 1}",
+                f"data/tiny.gguf.part{i:02d}",
+                len(chunk),
+                hashlib.sha256(chunk).hexdigest(),
+            )
+        )
     row = dataclasses.replace(
-        embedded._GEMMA3_270M, name="tiny-split", aliases=("tiny-split",), cache_subdir="tiny-split-f32", gguf_name="tiny.gguf",
-        parts=tuple(parts), sha256=hashlib.sha256(blob).hexdigest(), terms=None, notice=None,
+        embedded._GEMMA3_270M,
+        name="tiny-split",
+        aliases=("tiny-split",),
+        cache_subdir="tiny-split-f32",
+        gguf_name="tiny.gguf",
+        parts=tuple(parts),
+        sha256=hashlib.sha256(blob).hexdigest(),
+        terms=None,
+        notice=None,
     )
     monkeypatch.setattr(embedded, "_package_folder", lambda module: tmp_path / "site" / module)
     return row, tmp_path / "site"

@@ -9,7 +9,9 @@ import pytest
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "interp.cli", "score", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "interp.cli", "score", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -48,7 +50,9 @@ def test_qr_heads_malformed_jsonl_names_the_line(tmp_path):
 def test_influence_bad_input(tmp_path):
     texts = tmp_path / "t.txt"
     texts.write_text("one text\n---\nanother\n")
-    proc = _cli("influence", "--heads", str(tmp_path / "missing.csv"), "--texts", str(texts), "--out", str(tmp_path / "o"))
+    proc = _cli(
+        "influence", "--heads", str(tmp_path / "missing.csv"), "--texts", str(texts), "--out", str(tmp_path / "o")
+    )
     assert proc.returncode == 2 and "heads file" in proc.stderr and "not found" in proc.stderr, proc.stderr
     proc = _cli("influence", "--heads", "18.x", "--texts", str(texts), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "LAYER.HEAD" in proc.stderr, proc.stderr

@@ -8,8 +8,8 @@ import torch
 
 from interp.analyses.heads import HeadConfig
 from interp.datasets.random_tokens import repeated_random_tokens
-from interp.experiments.heads import run
 from interp.errors import InterpError
+from interp.experiments.heads import run
 from interp.hooks import capture
 
 
@@ -37,7 +37,11 @@ def test_scores_match_float64(tiny_lm):
         assert np.allclose(got["duplicate"], dup.numpy(), atol=1e-5)
     assert result.n_rows.tolist() == [[3 * (t - 1), 3 * 12, 3 * 12]]
     df = result.to_dataframe()
-    assert len(df) == 3 * lm.arch.n_layers * lm.arch.n_heads and set(df["kind"]) == {"previous", "duplicate", "induction"}
+    assert len(df) == 3 * lm.arch.n_layers * lm.arch.n_heads and set(df["kind"]) == {
+        "previous",
+        "duplicate",
+        "induction",
+    }
 
 
 def test_layers_out_of_range(tiny_lm):

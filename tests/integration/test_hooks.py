@@ -27,12 +27,23 @@ def _config(family: str):
         return GPT2Config(n_embd=32, n_layer=3, n_head=4, n_positions=128, **common)
     if family == "llama":
         return LlamaConfig(
-            hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=6,
-            num_key_value_heads=2, head_dim=8, max_position_embeddings=128, **common,
+            hidden_size=48,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=128,
+            **common,
         )
     return Qwen2Config(
-        hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=6,
-        num_key_value_heads=3, max_position_embeddings=128, **common,
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        num_key_value_heads=3,
+        max_position_embeddings=128,
+        **common,
     )
 
 
@@ -90,7 +101,9 @@ def test_attention_stays_sdpa_and_never_calls_eager(family, monkeypatch):
     real = sdpa_mod.sdpa_attention_forward
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setitem(
+        ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     with capture(lm, keep=("q",)) as cap:
         lm.forward(_ids(model.config.vocab_size))
     assert len(calls) == lm.arch.n_layers  # every layer went through SDPA

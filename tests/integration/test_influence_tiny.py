@@ -49,6 +49,7 @@ def test_run_equals_losses_and_resumes(tiny_lm, tmp_path):
     assert np.allclose(result.base_loss, base, rtol=1e-12) and np.allclose(result.masked_loss, masked, rtol=1e-12)
     assert result.n_tokens.tolist() == [6, 6, 3] and result.labels[1] == "one two three four five six seven eight nine"
     assert np.allclose(result.influence, (masked - base) / base)
+
     def no_forward(*args, **kwargs):
         raise AssertionError("a resumed run must not run the model again")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from families import VOCAB, build
+
 from interp.errors import InterpError
 from interp.models import wrap_model
 
@@ -35,7 +35,7 @@ def test_greedy_equals_a_loop_of_full_passes_and_stops_at_a_stop_token(family):
     with torch.no_grad():
         for _ in range(8):  # independent route: argmax of a full pass each step
             seq = torch.cat([seq, model(seq).logits[:, -1:].argmax(-1)], dim=1)
-    expected = seq[:, prompt.shape[1]:]
+    expected = seq[:, prompt.shape[1] :]
     assert torch.equal(lm.greedy(prompt, 8, stop=()), expected)
     stop = int(expected[0, 3])
     first = int((expected[0] == stop).nonzero()[0])

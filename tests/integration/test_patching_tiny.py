@@ -9,7 +9,13 @@ import torch
 
 from interp.analyses.patching import logit_diff, make_metric, target_index
 from interp.datasets.tasks import TaskBatch
-from interp.experiments.patching import activation_patching, attribution_patching, patch_task, path_patching, task_baseline
+from interp.experiments.patching import (
+    activation_patching,
+    attribution_patching,
+    patch_task,
+    path_patching,
+    task_baseline,
+)
 from interp.hooks import Edit, capture, intervene
 from interp.models import wrap_model
 
@@ -82,7 +88,8 @@ def _slow_patch(lm, b, site, layer, head, pos):
 
 
 @pytest.mark.parametrize(
-    "target,by_pos", [("head_out", True), ("q", False), ("k", True), ("v", False), ("resid_pre", True), ("mlp_out", False)]
+    "target,by_pos",
+    [("head_out", True), ("q", False), ("k", True), ("v", False), ("resid_pre", True), ("mlp_out", False)],
 )
 def test_batched_patching_equals_slow_loop(lm64, batch, target, by_pos):
     site, index, *_ = target_index(lm64.arch, target, batch.n_pos, by_pos=by_pos, layers=[0, 2])
@@ -98,7 +105,8 @@ def test_batched_patching_equals_slow_loop(lm64, batch, target, by_pos):
 
 
 @pytest.mark.parametrize(
-    "target,by_pos", [("head_out", True), ("resid_pre", True), ("v", True), ("head_out", False), ("k", False), ("mlp_out", False)]
+    "target,by_pos",
+    [("head_out", True), ("resid_pre", True), ("v", True), ("head_out", False), ("k", False), ("mlp_out", False)],
 )
 def test_every_patch_equals_slow_loop_with_skips_and_prefix_reuse(lm64, target, by_pos):
     """All patches of a longer prompt pair (40 tokens, corrupted at positions 5, 18 and 30), so
@@ -197,8 +205,16 @@ def test_path_patching_matches_independent_construction(lm64, batch, freeze_mlps
     receivers = [(2, 0), (2, 1)]  # query heads of layer 2
     senders = torch.tensor([(0, 0), (0, lm64.arch.n_heads - 1), (1, 1), (2, 0)])
     got = path_patching(
-        lm64, batch.clean, batch.corrupt, senders, receivers, "q", metric,
-        freeze_mlps=freeze_mlps, batch_rows=6, progress=False,
+        lm64,
+        batch.clean,
+        batch.corrupt,
+        senders,
+        receivers,
+        "q",
+        metric,
+        freeze_mlps=freeze_mlps,
+        batch_rows=6,
+        progress=False,
     )
     layers = [0, 1]
     with capture(lm64, layers=layers, keep=("z", "mlp_out")) as cap:
@@ -221,13 +237,16 @@ def test_path_patching_matches_independent_construction(lm64, batch, freeze_mlps
                 delta = (zk[sl][:, sh] - zc[sl][:, sh]) @ w_o.T
                 edits = [Edit("resid_pre", 2, lambda x, delta=delta: resid_corrupt + delta)]
             else:
+
                 def z_fn(L):
                     def fn(x):
                         x = zc[L].clone()
                         if L == sl:
                             x[:, sh] = zk[L][:, sh]
                         return x
+
                     return fn
+
                 edits = [Edit("z", L, z_fn(L)) for L in layers]
             with intervene(lm64, edits), capture(lm64, layers=[2], keep=("q",)) as cap:
                 lm64.forward(batch.corrupt)
@@ -353,10 +372,41 @@ def test_cli_writes_and_compares_runs(saved_tiny, tmp_path, monkeypatch, capsys)
 
     a, b, r = tmp_path / "ioi", tmp_path / "co", tmp_path / "resid"
     assert _cli(monkeypatch, "patch", "ioi", "--model", saved_tiny, "--n", 2, "--out", a) == 0
-    assert _cli(monkeypatch, "patch", "colored-objects", "--model", saved_tiny, "--n", 2, "--method", "attribution",
-                "--compare", "--out", b) == 0
-    assert _cli(monkeypatch, "patch", "ioi", "--model", saved_tiny, "--n", 2, "--target", "resid_pre",
-                "--layers", "1", "--out", r) == 0
+    assert (
+        _cli(
+            monkeypatch,
+            "patch",
+            "colored-objects",
+            "--model",
+            saved_tiny,
+            "--n",
+            2,
+            "--method",
+            "attribution",
+            "--compare",
+            "--out",
+            b,
+        )
+        == 0
+    )
+    assert (
+        _cli(
+            monkeypatch,
+            "patch",
+            "ioi",
+            "--model",
+            saved_tiny,
+            "--n",
+            2,
+            "--target",
+            "resid_pre",
+            "--layers",
+            "1",
+            "--out",
+            r,
+        )
+        == 0
+    )
     df = pd.read_csv(a / "patch.csv")
     assert list(df.columns[:5]) == ["layer", "head", "pos", "pos_label", "score"]
     assert len(df) == 2 * 6 and df["pos"].isna().all()  # 2 layers x 6 heads, all positions
@@ -372,7 +422,10 @@ def test_cli_writes_and_compares_runs(saved_tiny, tmp_path, monkeypatch, capsys)
     capsys.readouterr()
     # the model backend is the launch option: the TL bridge patches to the same values as HF
     tl_out = tmp_path / "ioi-tl"
-    assert _cli(monkeypatch, "--model-backend", "tl", "patch", "ioi", "--model", saved_tiny, "--n", 2, "--out", tl_out) == 0
+    assert (
+        _cli(monkeypatch, "--model-backend", "tl", "patch", "ioi", "--model", saved_tiny, "--n", 2, "--out", tl_out)
+        == 0
+    )
     assert json.loads((tl_out / "run.json").read_text())["backend"] == "tl"
     assert pd.read_csv(tl_out / "patch.csv")["score"].to_numpy() == pytest.approx(df["score"].to_numpy(), abs=1e-4)
     assert _cli(monkeypatch, "patch", "overlap", a, b, "--top", 3, "--out", tmp_path / "ov") == 0
@@ -397,9 +450,24 @@ def test_cli_writes_and_compares_runs(saved_tiny, tmp_path, monkeypatch, capsys)
 # --------------------------------------------------------------------------------------------
 
 _PAIRS = [
-    ("When Mary and John went to the store, John gave a drink to", "When Anna and Paul went to the store, Paul gave a drink to", " Mary", " John"),
-    ("When Tom and Kate went to the park, Kate gave a ball to", "When Adam and Lucy went to the park, Lucy gave a ball to", " Tom", " Kate"),
-    ("When Emma and Jack went to the beach, Emma gave a book to", "When Sam and Ben went to the beach, Sam gave a book to", " Jack", " Emma"),
+    (
+        "When Mary and John went to the store, John gave a drink to",
+        "When Anna and Paul went to the store, Paul gave a drink to",
+        " Mary",
+        " John",
+    ),
+    (
+        "When Tom and Kate went to the park, Kate gave a ball to",
+        "When Adam and Lucy went to the park, Lucy gave a ball to",
+        " Tom",
+        " Kate",
+    ),
+    (
+        "When Emma and Jack went to the beach, Emma gave a book to",
+        "When Sam and Ben went to the beach, Sam gave a book to",
+        " Jack",
+        " Emma",
+    ),
 ]
 
 
@@ -417,15 +485,31 @@ def test_cli_pairs_equal_one_forward_per_patch_and_resume(saved_tiny, tmp_path, 
     import pandas as pd
 
     pairs, out = _pairs_file(tmp_path / "names.jsonl"), tmp_path / "run"
-    argv = ("patch", "pairs", pairs, "--model", saved_tiny, "--target", "resid_pre", "--metric", "logit_diff", "--out", out)
+    argv = (
+        "patch",
+        "pairs",
+        pairs,
+        "--model",
+        saved_tiny,
+        "--target",
+        "resid_pre",
+        "--metric",
+        "logit_diff",
+        "--out",
+        out,
+    )
     assert _cli(monkeypatch, *argv) == 0
     df = pd.read_csv(out / "patch.csv")
     # reference: the file tokenized here, one plain forward per patch
     hf = _load(saved_tiny, "hf")
     enc = lambda texts: torch.tensor([hf.tokenizer(t, add_special_tokens=False).input_ids for t in texts])  # noqa: E731
     one = lambda word: hf.tokenizer(word, add_special_tokens=False).input_ids[0]  # noqa: E731
-    b = TaskBatch.from_tokens(enc([p[0] for p in _PAIRS]), enc([p[1] for p in _PAIRS]),
-                              [one(p[2]) for p in _PAIRS], [one(p[3]) for p in _PAIRS])
+    b = TaskBatch.from_tokens(
+        enc([p[0] for p in _PAIRS]),
+        enc([p[1] for p in _PAIRS]),
+        [one(p[2]) for p in _PAIRS],
+        [one(p[3]) for p in _PAIRS],
+    )
     assert len(df) == 2 * b.n_pos and df["head"].isna().all()  # 2 layers x every position
     for row in df.itertuples():
         want = _slow_patch(hf, b, "resid_pre", int(row.layer), -1, int(row.pos))
@@ -481,7 +565,20 @@ def test_cli_pairs_takes_every_target_method_and_metric(saved_tiny, tmp_path, mo
     import pandas as pd
 
     out = tmp_path / "run"
-    assert _cli(monkeypatch, "patch", "pairs", _pairs_file(tmp_path / "p.jsonl"), "--model", saved_tiny, *flags, "--out", out) == 0
+    assert (
+        _cli(
+            monkeypatch,
+            "patch",
+            "pairs",
+            _pairs_file(tmp_path / "p.jsonl"),
+            "--model",
+            saved_tiny,
+            *flags,
+            "--out",
+            out,
+        )
+        == 0
+    )
     info = json.loads((out / "run.json").read_text())["result"]
     df = pd.read_csv(out / "patch.csv")
     assert info["target"] == flags[1] and np.isfinite(df["score"]).all() and (df["score"] != 0).any()
@@ -494,12 +591,21 @@ def test_cli_pairs_takes_every_target_method_and_metric(saved_tiny, tmp_path, mo
 def test_cli_pairs_errors_name_the_line(saved_tiny, tmp_path, monkeypatch, capsys):
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text(_pairs_file(tmp_path / "ok.jsonl").read_text() + "{oops\n", encoding="utf-8")
-    mismatch = _pairs_file(tmp_path / "len.jsonl", [_PAIRS[0], (_PAIRS[1][0], "When Maximilian and Lucy went to the park, Lucy gave a ball to", " Tom", " Kate")])
+    mismatch = _pairs_file(
+        tmp_path / "len.jsonl",
+        [_PAIRS[0], (_PAIRS[1][0], "When Maximilian and Lucy went to the park, Lucy gave a ball to", " Tom", " Kate")],
+    )
     cases = [
         # the file is checked before the model loads: a model that does not exist is never reached
-        (("patch", "pairs", bad_json, "--model", tmp_path / "no-model", "--out", tmp_path / "x"), "bad.jsonl line 4 is not valid JSON"),
+        (
+            ("patch", "pairs", bad_json, "--model", tmp_path / "no-model", "--out", tmp_path / "x"),
+            "bad.jsonl line 4 is not valid JSON",
+        ),
         (("patch", "pairs", tmp_path / "none.jsonl", "--out", tmp_path / "x"), "not found"),
-        (("patch", "pairs", mismatch, "--model", saved_tiny, "--out", tmp_path / "y"), "len.jsonl line 2: the clean prompt has"),
+        (
+            ("patch", "pairs", mismatch, "--model", saved_tiny, "--out", tmp_path / "y"),
+            "len.jsonl line 2: the clean prompt has",
+        ),
     ]
     for argv, message in cases:
         capsys.readouterr()

@@ -14,7 +14,6 @@ import torch
 from interp.errors import InterpError
 from interp.hooks import capture
 from interp.models import wrap_model
-from interp.plots import attention as attn
 from interp.plots.attention import HeadPattern, attention_view, head_pattern, pattern_figure
 
 
@@ -54,8 +53,8 @@ def _block_reference(a: np.ndarray, visible: np.ndarray, block: int, pool: str) 
     out = np.full((-(-nq // block), -(-nk // block)), np.nan)
     for r in range(out.shape[0]):
         for c in range(out.shape[1]):
-            cells = a[r * block:(r + 1) * block, c * block:(c + 1) * block]
-            vis = visible[r * block:(r + 1) * block, c * block:(c + 1) * block]
+            cells = a[r * block : (r + 1) * block, c * block : (c + 1) * block]
+            vis = visible[r * block : (r + 1) * block, c * block : (c + 1) * block]
             if vis.any():
                 out[r, c] = cells[vis].mean() if pool == "mean" else cells[vis].max()
     return out

@@ -30,9 +30,18 @@ def tiny_model(tmp_path_factory):
     tok = AutoTokenizer.from_pretrained(_embedded_weights_dir())
     torch.manual_seed(1)
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=512, attn_implementation="sdpa",
-        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        attn_implementation="sdpa",
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     path = tmp_path_factory.mktemp("tiny-ray")
     LlamaForCausalLM(cfg).eval().save_pretrained(path)

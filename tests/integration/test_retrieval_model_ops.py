@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from families import VOCAB, build
+
 from interp.errors import InterpError
 from interp.models import wrap_model
 
@@ -33,7 +33,7 @@ def _loop(model, prompt: torch.Tensor, steps: int) -> torch.Tensor:
     with torch.no_grad():
         for _ in range(steps):
             seq = torch.cat([seq, model(seq).logits[:, -1:].argmax(-1)], dim=1)
-    return seq[:, prompt.shape[1]:]
+    return seq[:, prompt.shape[1] :]
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral"])
@@ -49,7 +49,9 @@ def test_greedy_from_a_prefix_cache_with_a_stop_rule(family):
     stop = int(expected[0, 4])
     first = int((expected[0] == stop).nonzero()[0])
     rule = lambda token: token == stop  # noqa: E731
-    assert torch.equal(lm.greedy(prompt, 8, stop=rule), expected[:, : first + 1])  # a rule, like a set: the stop token is kept
+    assert torch.equal(
+        lm.greedy(prompt, 8, stop=rule), expected[:, : first + 1]
+    )  # a rule, like a set: the stop token is kept
 
 
 def test_greedy_length_check_counts_the_positions_fed():

@@ -72,10 +72,19 @@ def _config(tokenizer, n_heads, n_kv, attn="sdpa", init=1.0):
 
     # initializer_range 1.0 makes attention peaked, so top-1 is well separated (no near-ties)
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=8 * n_heads, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=n_heads, num_key_value_heads=n_kv, head_dim=8, max_position_embeddings=1024,
-        initializer_range=init, attn_implementation=attn, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=8 * n_heads,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv,
+        head_dim=8,
+        max_position_embeddings=1024,
+        initializer_range=init,
+        attn_implementation=attn,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -107,9 +116,15 @@ def test_end_to_end_files_and_resume(tokenizer, tmp_path, monkeypatch):
     assert (heads["n_samples"] == n).all()  # min_recall 0: every sample counts
     assert len(samples) == n and {"length", "depth", "needle_id", "recall", "counted"} <= set(samples.columns)
     assert info["model"] == "tiny-6-2" and info["summary"]["n_samples_total"] == n
-    assert info["summary"]["masking"]["k_top"] == 2 and len(info["summary"]["masking"]["recall_random_masked_per_seed"]) == 2
+    assert (
+        info["summary"]["masking"]["k_top"] == 2
+        and len(info["summary"]["masking"]["recall_random_masked_per_seed"]) == 2
+    )
     assert [m["condition"] for m in info["masking"]] == ["unmasked", "top", "random", "random"]
-    assert info["timings"]["samples_computed"] == n and info["settings"]["haystack"] == "Python standard-library docstrings"
+    assert (
+        info["timings"]["samples_computed"] == n
+        and info["settings"]["haystack"] == "Python standard-library docstrings"
+    )
     assert first.timings["samples_computed"] == n and first.masking is not None
     assert set(first.masking.top).isdisjoint(h for draw in first.masking.random for h in draw)
     # the per-head score is the mean of the per-sample scores
@@ -119,7 +134,15 @@ def test_end_to_end_files_and_resume(tokenizer, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished sample was recomputed")
 
-    for name in ("teacher_trace", "teacher_traces", "decode_trace", "decode_traces", "teacher_answers", "decode_answers", "needle_recall"):
+    for name in (
+        "teacher_trace",
+        "teacher_traces",
+        "decode_trace",
+        "decode_traces",
+        "teacher_answers",
+        "decode_answers",
+        "needle_recall",
+    ):
         monkeypatch.setattr(retrieval, name, boom)
     again = score_retrieval(lm, SMALL, out, progress=False)
     assert again.timings["samples_resumed"] == n
@@ -175,8 +198,16 @@ def _mistral(tokenizer, window):
 
     torch.manual_seed(1)
     config = MistralConfig(
-        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=1024, initializer_range=1.0, sliding_window=window,
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=1024,
+        initializer_range=1.0,
+        sliding_window=window,
         attn_implementation="sdpa",
     )
     return wrap_model(MistralForCausalLM(config).eval(), tokenizer, name="tiny-mistral")
@@ -185,7 +216,9 @@ def _mistral(tokenizer, window):
 def _fed_tokens(lm):
     """Counter of real token positions fed to the model (embedding inputs), for checking reuse."""
     fed = {"n": 0}
-    handle = lm.hf_model.get_input_embeddings().register_forward_pre_hook(lambda mod, args: fed.__setitem__("n", fed["n"] + args[0].numel()))
+    handle = lm.hf_model.get_input_embeddings().register_forward_pre_hook(
+        lambda mod, args: fed.__setitem__("n", fed["n"] + args[0].numel())
+    )
     return fed, handle
 
 
@@ -220,7 +253,9 @@ def test_shared_prefix_traces_equal_one_full_pass_per_sample(grid, batch_size, c
         assert torch.equal(got.positions, one.positions)
         assert torch.equal(got.tokens, one.tokens) and torch.equal(got.reference, one.reference)
         assert torch.equal(got.emitted, one.emitted), (name, sample.key)
-        assert torch.equal(got.top1, one.top1), f"{name} {sample.key}: {(got.top1 != one.top1).sum()} top-1 cells differ"
+        assert torch.equal(got.top1, one.top1), (
+            f"{name} {sample.key}: {(got.top1 != one.top1).sum()} top-1 cells differ"
+        )
         assert torch.equal(score_trace(got, sample)[1], score_trace(one, sample)[1])
 
 
@@ -272,7 +307,9 @@ def test_shared_prefill_decode_equals_the_loop_per_sample(tokenizer):
 
 def test_decode_mode_runs_end_to_end(tokenizer, tmp_path):
     lm, _ = _tiny_pair(tokenizer, 4, 2)
-    config = RetrievalConfig(lengths=(160,), depths=(0.5,), mode="decode", max_new_tokens=6, min_recall=0.0, mask_top=1, seeds=(3,))
+    config = RetrievalConfig(
+        lengths=(160,), depths=(0.5,), mode="decode", max_new_tokens=6, min_recall=0.0, mask_top=1, seeds=(3,)
+    )
     result = score_retrieval(lm, config, tmp_path, progress=False)
     assert len(result.samples) == 3 and result.n_samples == 3
     assert result.masking is not None and result.masking.seeds == (3,)
@@ -312,8 +349,25 @@ def _cli(monkeypatch, *args) -> int:
 
 def test_cli_writes_everything_and_rejects_bad_input(tiny_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    base = ["--model", tiny_dir, "--lengths", "160", "--depths", "0.5", "--min-recall", "0", "--mask-top", "1",
-            "--seed", "0", "--seed", "1", "--out", out, "--no-progress"]
+    base = [
+        "--model",
+        tiny_dir,
+        "--lengths",
+        "160",
+        "--depths",
+        "0.5",
+        "--min-recall",
+        "0",
+        "--mask-top",
+        "1",
+        "--seed",
+        "0",
+        "--seed",
+        "1",
+        "--out",
+        out,
+        "--no-progress",
+    ]
     assert _cli(monkeypatch, *base) == 0
     for name in ("heads.csv", "samples.csv", "run.json", "retrieval_heads.html", "samples.jsonl"):
         assert (out / name).is_file(), name
@@ -340,7 +394,7 @@ def test_cli_writes_everything_and_rejects_bad_input(tiny_dir, tmp_path, monkeyp
         for flag in extra[::2]:
             if flag in args:  # replace the base value of the flag
                 i = args.index(flag)
-                del args[i:i + 2]
+                del args[i : i + 2]
         code = _cli(monkeypatch, *args, *extra)
         err = capsys.readouterr().err
         assert code == 2, (extra, err)

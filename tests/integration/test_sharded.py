@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from families import SEQ, VOCAB, build, tokenizer
+
 from interp.errors import InterpError
 from interp.hooks import ablate_head, capture, intervene
 from interp.kernels import attention_stats
@@ -35,8 +35,15 @@ def _run(lm, edits=()):
 
 def test_layers_offloaded_to_disk_capture_and_edit_like_the_plain_model(saved, tmp_path):
     plain = load_model(str(saved))
-    layout = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
-              "model.layers.2": "disk", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    layout = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.layers.2": "disk",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
     sharded = load_model(str(saved), device_map=layout, offload_folder=tmp_path / "offload")
     assert set(sharded.hf_model.hf_device_map.values()) == {"cpu", "disk"}
     for edits in ((), (ablate_head(1, 2), ablate_head(2, 0))):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from interp.analyses.sinks import SinkConfig
-from interp.experiments.sinks import run, scan_window
 from interp.errors import InterpError
+from interp.experiments.sinks import run, scan_window
 from interp.hooks import capture
 
 

@@ -22,7 +22,11 @@ def _drop_layer(lm, monkeypatch, dropped: int) -> None:
         def remove(self) -> None:
             pass
 
-    monkeypatch.setattr(lm.adapter, "attach", lambda lm_, site, layer, fn: _Nothing() if layer == dropped else attach(lm_, site, layer, fn))
+    monkeypatch.setattr(
+        lm.adapter,
+        "attach",
+        lambda lm_, site, layer, fn: _Nothing() if layer == dropped else attach(lm_, site, layer, fn),
+    )
 
 
 def test_stream_layers_hands_the_captured_qk_and_stops_after_the_last_layer(tiny_lm):

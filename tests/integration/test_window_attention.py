@@ -44,7 +44,9 @@ def _hand_masked_eager(monkeypatch, twin, first: torch.Tensor) -> None:
     monkeypatch.setattr(module, "eager_attention_forward", masked)
 
 
-CASES = [(family, None) for family in FAMILIES] + [(family, "eager") for family in ("llama", "gemma3_text", "gpt_oss") if family in FAMILIES]
+CASES = [(family, None) for family in FAMILIES] + [
+    (family, "eager") for family in ("llama", "gemma3_text", "gpt_oss") if family in FAMILIES
+]
 
 
 @pytest.mark.parametrize(("family", "attn"), CASES, ids=[f"{f}-{a or 'default'}" for f, a in CASES])

@@ -12,8 +12,16 @@ def _tiny(family: str):
 
     torch.manual_seed(0)
     common = dict(
-        vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=12, max_position_embeddings=256, sliding_window=5, attn_implementation="sdpa",
+        vocab_size=97,
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,
+        max_position_embeddings=256,
+        sliding_window=5,
+        attn_implementation="sdpa",
     )
     if family == "gemma3_text":
         cfg = Gemma3TextConfig(**common, layer_types=["sliding_attention", "full_attention", "sliding_attention"])

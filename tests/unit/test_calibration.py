@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from typecheck import unchecked_new
 
 from interp.analyses.calibration import (
     CalibrationConfig,
@@ -21,9 +22,9 @@ from interp.analyses.calibration import (
     wilson_interval,
 )
 from interp.datasets.choices import available_choice_sets as available_tasks
-from interp.datasets.choices import choices_digest, load_choices as load_task
+from interp.datasets.choices import choices_digest
+from interp.datasets.choices import load_choices as load_task
 from interp.errors import InterpError
-from typecheck import unchecked_new
 
 
 def _act_materialised(a: torch.Tensor, s_mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -143,7 +144,9 @@ def test_task_file_errors(tmp_path):
     with pytest.raises(InterpError, match="unknown task"):
         load_task("nope")
     good = tmp_path / "good.jsonl"
-    good.write_text(json.dumps(header) + "\n" + json.dumps({"id": "a", "split": "heldout", "text": "x", "answer": "no"}) + "\n")
+    good.write_text(
+        json.dumps(header) + "\n" + json.dumps({"id": "a", "split": "heldout", "text": "x", "answer": "no"}) + "\n"
+    )
     task = load_task(str(good))
     assert task.items[0].prompt == "Q: x\nA:" and task.items[0].answer == 1
     with pytest.raises(InterpError, match="no items in split 'calibration'"):
@@ -178,10 +181,19 @@ def _result(before, after, heads=((3, 1), (12, 4))):
 
     n = len(before)
     return CalibrationResult(
-        config=CalibrationConfig(method="act"), model="toy", task="toy", heads=tuple(heads), gamma=None,
-        search=({"step": "baseline", "accuracy": 0.5, "mean_logp": -0.7},), calib_before=0.5, calib_after=0.6,
-        item_ids=tuple(str(i) for i in range(n)), before=np.asarray(before, bool), after=np.asarray(after, bool),
-        logp_before=np.full(n, -0.7), logp_after=np.full(n, -0.6),
+        config=CalibrationConfig(method="act"),
+        model="toy",
+        task="toy",
+        heads=tuple(heads),
+        gamma=None,
+        search=({"step": "baseline", "accuracy": 0.5, "mean_logp": -0.7},),
+        calib_before=0.5,
+        calib_after=0.6,
+        item_ids=tuple(str(i) for i in range(n)),
+        before=np.asarray(before, bool),
+        after=np.asarray(after, bool),
+        logp_before=np.full(n, -0.7),
+        logp_after=np.full(n, -0.6),
     )
 
 

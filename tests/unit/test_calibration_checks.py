@@ -14,7 +14,9 @@ from interp.analyses.checks import failed
 from interp.errors import InterpError
 
 
-def _result(n=40, correct=36, *, method="act", n_choices=2, shared=0, heads=((3, 1), (12, 4)), mass=(0.5, 0.3), **config):
+def _result(
+    n=40, correct=36, *, method="act", n_choices=2, shared=0, heads=((3, 1), (12, 4)), mass=(0.5, 0.3), **config
+):
     """A result on ``n`` held-out items of which ``correct`` are right before (and after) calibrating."""
     before = np.arange(n) < correct
     cfg = CalibrationConfig(method=method, **config)
@@ -43,7 +45,12 @@ def _binomial_quantile(n: int, p: float, q: float) -> float:
 
 def test_a_trustworthy_act_result_passes_every_check():
     r = _result()
-    assert [c.name for c in r.checks] == ["heldout_items", "heldout_disjoint", "base_above_chance", "act_heads_sink_mass"]
+    assert [c.name for c in r.checks] == [
+        "heldout_items",
+        "heldout_disjoint",
+        "base_above_chance",
+        "act_heads_sink_mass",
+    ]
     assert not failed(r.checks)
     records = r.summary()["checks"]
     json.dumps(records, allow_nan=False)

@@ -10,10 +10,18 @@ import numpy as np
 import pytest
 
 from interp.analyses.checks import (
-    Check, ChecksFailed, above, as_records, at_least, at_most, chance_level, failed, holds, warning,
+    Check,
+    ChecksFailed,
+    above,
+    as_records,
+    at_least,
+    at_most,
+    chance_level,
+    failed,
+    holds,
+    warning,
 )  # fmt: skip
 from interp.errors import InterpError
-
 
 # --------------------------------------------------------------------------------------------
 # the type
@@ -63,15 +71,21 @@ def test_patching_needs_a_model_that_does_the_task():
     from interp.analyses.patching import Baseline, PatchResult
     from interp.analyses.patching.results import baseline_checks
 
-    does = Baseline(n=8, clean_accuracy=1.0, clean_top1=0.9, corrupt_accuracy=0.1, clean_logit_diff=3.2, corrupt_logit_diff=-0.4)
+    does = Baseline(
+        n=8, clean_accuracy=1.0, clean_top1=0.9, corrupt_accuracy=0.1, clean_logit_diff=3.2, corrupt_logit_diff=-0.4
+    )
     # the Gemma run: the right name on 0% of clean prompts, LD -6.05 (corrupted -0.31)
-    does_not = Baseline(n=8, clean_accuracy=0.0, clean_top1=0.0, corrupt_accuracy=0.5, clean_logit_diff=-6.05, corrupt_logit_diff=-0.31)
+    does_not = Baseline(
+        n=8, clean_accuracy=0.0, clean_top1=0.0, corrupt_accuracy=0.5, clean_logit_diff=-6.05, corrupt_logit_diff=-0.31
+    )
     assert not failed(baseline_checks(does))
     bad = failed(baseline_checks(does_not))
     assert [c.name for c in bad] == ["clean_accuracy", "clean_minus_corrupt_logit_diff"]
     assert bad[1].value == pytest.approx(-6.05 + 0.31)
     # pairs whose corrupted answer is the right one: the clean run prefers it less than the corrupted run
-    swapped = Baseline(n=4, clean_accuracy=1.0, clean_top1=1.0, corrupt_accuracy=1.0, clean_logit_diff=0.5, corrupt_logit_diff=2.0)
+    swapped = Baseline(
+        n=4, clean_accuracy=1.0, clean_top1=1.0, corrupt_accuracy=1.0, clean_logit_diff=0.5, corrupt_logit_diff=2.0
+    )
     assert [c.name for c in failed(baseline_checks(swapped))] == ["clean_minus_corrupt_logit_diff"]
     # the checks travel through run.json's layout (what `interp patch overlap` reads back) and the summary
     r = PatchResult("ioi", "head_out", "activation", "score", ("layer", "head"), np.zeros((2, 2)), does_not,
@@ -130,7 +144,10 @@ def test_influence_masking_must_raise_the_loss_and_heads_must_be_checked():
 
     texts = ("one text here", "another text")
     up = [{"n_tokens": 3, "base_loss": 2.0, "masked_loss": 2.5}, {"n_tokens": 2, "base_loss": 3.0, "masked_loss": 3.1}]
-    down = [{"n_tokens": 3, "base_loss": 2.0, "masked_loss": 1.9}, {"n_tokens": 2, "base_loss": 3.0, "masked_loss": 2.9}]
+    down = [
+        {"n_tokens": 3, "base_loss": 2.0, "masked_loss": 1.9},
+        {"n_tokens": 2, "base_loss": 3.0, "masked_loss": 2.9},
+    ]
     cfg = InfluenceConfig(heads=((0, 1),), texts=texts)
     assert not failed(combine(cfg, "m", ((0, 1),), texts, up).checks)
     assert [c.name for c in failed(combine(cfg, "m", ((0, 1),), texts, down).checks)] == ["masking_raises_loss"]
@@ -146,7 +163,9 @@ def test_heads_checks_passed_reads_the_run_beside_heads_csv(tmp_path):
     assert heads_checks_passed(heads) is None  # no run.json: not known
     (tmp_path / "run.json").write_text(json.dumps({"checks": as_records([holds("a", True, "")])}))
     assert heads_checks_passed(heads) is True
-    (tmp_path / "run.json").write_text(json.dumps({"checks": as_records([holds("a", True, ""), holds("b", False, "")])}))
+    (tmp_path / "run.json").write_text(
+        json.dumps({"checks": as_records([holds("a", True, ""), holds("b", False, "")])})
+    )
     assert heads_checks_passed(heads) is False
 
 
@@ -239,7 +258,9 @@ def _sink_result(*, first_is_bos, model_bos, windows=(None, None), length=5):
     rec = {"first_token_mass": [[0.9, 0.1], [0.5, 0.2]], "alpha0": [[0.92, 0.4], [0.6, 0.05]],
            "position_count": [2] + [0] * (length - 1), "hits": []}  # fmt: skip
     cfg = SinkConfig(texts=("a", "b"), length=length, min_queries=2)
-    return combine("toy", cfg, [0, 1], 2, toks, [rec, rec], layer_windows=windows, first_is_bos=first_is_bos, model_bos=model_bos)
+    return combine(
+        "toy", cfg, [0, 1], 2, toks, [rec, rec], layer_windows=windows, first_is_bos=first_is_bos, model_bos=model_bos
+    )
 
 
 def test_sinks_check_that_position_0_is_bos():
@@ -269,7 +290,10 @@ def test_sinks_report_windowed_layers_apart():
     narrow = replace(r, config=replace(r.config, min_queries=3))
     assert [c.name for c in failed(narrow.checks)] == ["rows_seeing_position_0"]
     # a window as long as the text acts as global attention
-    assert _sink_result(first_is_bos=[True, True], model_bos=True, windows=(None, 5)).layer_kinds() == ("global", "global")
+    assert _sink_result(first_is_bos=[True, True], model_bos=True, windows=(None, 5)).layer_kinds() == (
+        "global",
+        "global",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,6 +317,7 @@ def test_head_detectors_check_that_windowed_layers_see_the_expected_keys():
     assert rows_in_window(targets, widths, 2) == (2 * n, 0, 0)
 
     sums = [[[0.0, 0.0]] * 3] * 2  # [layer][kind][head]
+
     def record(w):
         return {"sums": sums, "rows": list(rows), "in_window": {str(w): list(rows_in_window(targets, widths, w))}}
 
@@ -335,7 +360,8 @@ def _retrieval(recalls, masking=None):
     counted = [r >= cfg.min_recall for r in recalls]
     scores, n = aggregate(per, counted)
     rows = tuple(
-        SampleRecord(f"s{i}", 64, 0.5, "n", 60, 0.5, r, c, 1, "a", 0.1) for i, (r, c) in enumerate(zip(recalls, counted))
+        SampleRecord(f"s{i}", 64, 0.5, "n", 60, 0.5, r, c, 1, "a", 0.1)
+        for i, (r, c) in enumerate(zip(recalls, counted))
     )
     return RetrievalResult(scores, per, rows, n, masking, cfg, "m", {})
 
@@ -353,7 +379,11 @@ def test_retrieval_needs_recalled_needles():
     # a needle the model cannot recall: nothing counts, so no head can be scored
     bad = _retrieval([0.0, 0.1, 0.2])
     (check,) = failed(bad.checks)
-    assert check.name == "counted_samples" and check.value == 0 and "mean recall of the unmasked model 0.10" in check.detail
+    assert (
+        check.name == "counted_samples"
+        and check.value == 0
+        and "mean recall of the unmasked model 0.10" in check.detail
+    )
     assert bad.summary()["checks"][0]["passed"] is False
 
 
@@ -363,7 +393,9 @@ def test_retrieval_masking_must_separate_top_from_random_beyond_the_seed_spread(
     # top-K masked barely below the random draws, whose own spread is larger: not separated
     close = _retrieval([1.0] * 3, _masking(0.85, [0.7, 0.9, 1.0]))
     (check,) = failed(close.checks)
-    assert check.name == "masking_top_below_random" and check.threshold == pytest.approx(2 * np.std([0.7, 0.9, 1.0], ddof=1))
+    assert check.name == "masking_top_below_random" and check.threshold == pytest.approx(
+        2 * np.std([0.7, 0.9, 1.0], ddof=1)
+    )
     # masking the top heads raises recall: fails whatever the spread
     assert failed(_retrieval([1.0] * 3, _masking(1.0, [0.9, 0.9])).checks)[0].name == "masking_top_below_random"
 

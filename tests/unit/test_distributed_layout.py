@@ -8,8 +8,18 @@ import pytest
 from interp.distributed import World, configure, parse_max_memory, rank_device, rank_max_memory, world
 from interp.errors import InterpError
 
-_DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-             "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_STEP_TASKS_PER_NODE")
+_DIST_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SLURM_STEP_NUM_TASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "SLURM_STEP_TASKS_PER_NODE",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -108,8 +118,23 @@ def test_cli_passes_device_map_to_from_pretrained(monkeypatch, tmp_path, capsys)
         raise InterpError("stop here")
 
     monkeypatch.setattr(interp.models, "load_model", fake_load)
-    monkeypatch.setattr(sys, "argv", ["interp", "--device-map", "auto", "--max-memory", "0=2GiB,cpu=8GiB",
-                                      "score", "sinks", "--model", "m", "--out", str(tmp_path / "o")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "interp",
+            "--device-map",
+            "auto",
+            "--max-memory",
+            "0=2GiB,cpu=8GiB",
+            "score",
+            "sinks",
+            "--model",
+            "m",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     with pytest.raises(SystemExit) as exit_:
         main()
     assert exit_.value.code == 2 and "stop here" in capsys.readouterr().err
@@ -131,8 +156,23 @@ def test_cli_passes_dtype_and_attention_implementation(monkeypatch, tmp_path, ca
         raise InterpError("stop here")
 
     monkeypatch.setattr(interp.models, "load_model", fake_load)
-    monkeypatch.setattr(sys, "argv", ["interp", "--dtype", "bfloat16", "--attn-implementation", "eager",
-                                      "score", "sinks", "--model", "m", "--out", str(tmp_path / "o")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "interp",
+            "--dtype",
+            "bfloat16",
+            "--attn-implementation",
+            "eager",
+            "score",
+            "sinks",
+            "--model",
+            "m",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     with pytest.raises(SystemExit) as exit_:
         main()
     assert exit_.value.code == 2 and "stop here" in capsys.readouterr().err

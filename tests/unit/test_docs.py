@@ -24,7 +24,13 @@ MD_LINK = re.compile(r"\]\(([^)\s]+\.md)(#[\w-]+)?\)")
 def sources(root: Path) -> list[Path]:
     """The files whose citations are checked: code, tests, benchmarks, scripts, README, docs, Makefile."""
     files = [root / "README.md", root / "Makefile", root / "mkdocs.yml", root / "notebooks" / "_build.py"]
-    for folder, pattern in (("interp", "*.py"), ("tests", "*.py"), ("benchmarks", "*.py"), ("scripts", "*"), ("docs", "*.md")):
+    for folder, pattern in (
+        ("interp", "*.py"),
+        ("tests", "*.py"),
+        ("benchmarks", "*.py"),
+        ("scripts", "*"),
+        ("docs", "*.md"),
+    ):
         files += sorted(p for p in (root / folder).rglob(pattern) if p.is_file())
     this = Path(__file__).resolve()  # its own examples cite made-up documents on purpose
     return [p for p in files if p.exists() and p.resolve() != this]

@@ -40,7 +40,9 @@ def test_registry_names_commands_and_config_convention():
     assert len(commands) == len(set(commands))
     for exp in reg.values():
         assert dataclasses.is_dataclass(exp.config) and exp.config.__dataclass_params__.frozen
-        if exp.report is not None and exp.report.needs:  # takes other stages' results: test_attention_views_from_earlier_results
+        if (
+            exp.report is not None and exp.report.needs
+        ):  # takes other stages' results: test_attention_views_from_earlier_results
             assert set(exp.report.needs) < set(reg)
             continue
         cfg = exp.report.config(True, {}) if exp.report is not None else exp.config()

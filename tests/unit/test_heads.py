@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from interp.analyses.heads import HeadConfig, combine, detector_targets, expected_keys, kind_sums, parse_kinds, row_scores
+from interp.analyses.heads import (
+    HeadConfig,
+    combine,
+    detector_targets,
+    expected_keys,
+    kind_sums,
+    parse_kinds,
+    row_scores,
+)
 from interp.datasets.random_tokens import repeated_random_tokens
 from interp.errors import InterpError
 
@@ -86,7 +94,10 @@ def test_detector_targets_concatenate_kinds_and_count_rows():
     targets, widths, rows = detector_targets(ids, ("previous", "induction"), max_targets=2)
     assert targets.shape == (2, 4, 3) and widths == (1, 2)
     assert targets[0, :, 0].tolist() == [-1, 0, 1, 2]  # previous token
-    assert targets[0, 2, 1:].tolist() == [1, -1] and targets[0, 3, 1:].tolist() == [2, -1]  # token after the earlier copy
+    assert targets[0, 2, 1:].tolist() == [1, -1] and targets[0, 3, 1:].tolist() == [
+        2,
+        -1,
+    ]  # token after the earlier copy
     assert rows == (2 * 3, 2)  # previous: every row but the first; induction: the two repeats of sequence 0
 
 
@@ -102,7 +113,9 @@ def test_kind_sums_and_combine_average_over_rows_with_keys():
     rec = {"sums": [sums.tolist()], "rows": [2, 2]}  # one layer
     result = combine(cfg, "m", (4,), 2, {"random": [rec], "text": [rec, rec]})
     assert result.sources == ("random", "text") and result.n_rows.tolist() == [[2, 2], [4, 4]]
-    assert np.allclose(result.grid("previous"), [[0.375, 0.5]]) and np.allclose(result.grid("induction", "text"), [[0.3, 0.0]])
+    assert np.allclose(result.grid("previous"), [[0.375, 0.5]]) and np.allclose(
+        result.grid("induction", "text"), [[0.3, 0.0]]
+    )
     assert result.top("previous", 1) == [(4, 1, 0.5)]
     df = result.to_dataframe()
     assert len(df) == 2 * 2 * 2 and set(df.columns) == {"source", "kind", "layer", "head", "score", "n_rows"}

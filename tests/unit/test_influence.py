@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from typecheck import unchecked_new
 
 from interp.analyses.influence import InfluenceConfig, combine, heads_to_mask, influence, text_label, text_loss
 from interp.datasets.head_lists import read_heads
 from interp.errors import InterpError
-from typecheck import unchecked_new
 
 
 def test_read_heads_takes_top_by_score(tmp_path):
@@ -73,7 +73,10 @@ def test_config_checks_and_settings():
 
 def test_combine_and_ranking():
     cfg = InfluenceConfig(heads=((1, 2),))
-    recs = [{"n_tokens": 5, "base_loss": 2.0, "masked_loss": 2.5}, {"n_tokens": 7, "base_loss": 4.0, "masked_loss": 6.0}]
+    recs = [
+        {"n_tokens": 5, "base_loss": 2.0, "masked_loss": 2.5},
+        {"n_tokens": 7, "base_loss": 4.0, "masked_loss": 6.0},
+    ]
     r = combine(cfg, "m", ((1, 2),), ["first  text\nhere", "second"], recs)
     assert r.labels == ("first text here", "second") and np.allclose(r.influence, [0.25, 0.5])
     df = r.to_dataframe()

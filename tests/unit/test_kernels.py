@@ -247,7 +247,9 @@ def test_sink_logits_match_hf_gpt_oss_eager_attention(sliding_window: int | None
     for backend in ("reference", "torch"):
         got = attention_stats(q.float(), k.float(), backend=backend, **kw)
         for name, value in want.items():
-            torch.testing.assert_close(getattr(got, name).double(), value, rtol=1e-5, atol=1e-5, msg=f"{backend} {name}")
+            torch.testing.assert_close(
+                getattr(got, name).double(), value, rtol=1e-5, atol=1e-5, msg=f"{backend} {name}"
+            )
         assert torch.equal(got.top1, hf.argmax(-1)), backend
 
 

@@ -56,7 +56,11 @@ def test_render_reports_the_triton_flash_ratio_at_every_length(bench) -> None:
     ok = lambda t, mem: {"status": "ok", "time": t, "first": 3 * t, "peak_extra": mem * 2**20}  # noqa: E731
     rows = [
         ((32, 8, 128), 4096, {"triton": ok(0.02, 40), "sdpa": ok(0.01, 8), "eager": ok(0.5, 9000)}),
-        ((32, 8, 128), 131072, {"triton": ok(3.0, 900), "sdpa": ok(1.0, 200), "eager": {"status": "skipped: needs ~1 GiB"}}),
+        (
+            (32, 8, 128),
+            131072,
+            {"triton": ok(3.0, 900), "sdpa": ok(1.0, 200), "eager": {"status": "skipped: needs ~1 GiB"}},
+        ),
     ]
     rows = [((*shape, t), res) for shape, t, res in rows]
     run = dict(device="cpu", dtype="float16", lengths=[4096, 131072], load=((1.0,), (1.0,)), elapsed=60.0,

@@ -17,7 +17,6 @@ import os
 import pytest
 
 
-
 def _why_not() -> str | None:
     """Why this module cannot compile ahead of time here (None if it can)."""
     if importlib.util.find_spec("triton") is None:
@@ -41,7 +40,16 @@ ROW_FEATURES = dict(HAS_SEG=True, HAS_SINK=True, SEG_PAD=16, N_WIN=3, WIN_PAD=4)
 
 def _signature(fn, dtype: str, constexprs: dict) -> dict:
     """Triton type of every kernel argument, by the kernels' naming convention."""
-    pointers = {"Q": dtype, "K": dtype, "KeyReal": "i8", "Seg": "i32", "Rows": "i32", "FirstReal": "i32", "Top1": "i32", "Win": "i32"}
+    pointers = {
+        "Q": dtype,
+        "K": dtype,
+        "KeyReal": "i8",
+        "Seg": "i32",
+        "Rows": "i32",
+        "FirstReal": "i32",
+        "Top1": "i32",
+        "Win": "i32",
+    }
     sig = {}
     for name in fn.arg_names:
         if name in constexprs:
@@ -91,8 +99,15 @@ def test_every_autotune_config_compiles_for_sm90(which: str) -> None:
     """Every entry of the search space, bf16 (GPT-OSS's dtype), d_head 64 and 128, within shared memory."""
     from interp.kernels import _triton
 
-    fn, space = (_triton._row_pass, _triton._ROW_SPACE) if which == "row" else (_triton._column_pass, _triton._COL_SPACE)
-    flags = dict(CAUSAL=True, SOFTCAP=False, SLIDING=False, **(dict(HAS_SEG=False, HAS_SINK=True, SEG_PAD=16, N_WIN=2, WIN_PAD=2) if which == "row" else {}))
+    fn, space = (
+        (_triton._row_pass, _triton._ROW_SPACE) if which == "row" else (_triton._column_pass, _triton._COL_SPACE)
+    )
+    flags = dict(
+        CAUSAL=True,
+        SOFTCAP=False,
+        SLIDING=False,
+        **(dict(HAS_SEG=False, HAS_SINK=True, SEG_PAD=16, N_WIN=2, WIN_PAD=2) if which == "row" else {}),
+    )
     assert len(space) == len(set(space)) >= 4
     for config in space:
         for head_dim in (64, 128):

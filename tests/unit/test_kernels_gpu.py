@@ -109,10 +109,11 @@ def test_features_match_reference(name: str, dtype: torch.dtype) -> None:
 
 def test_every_config_matches_reference() -> None:
     """Each entry of both autotune search spaces, forced on both passes, fp16 and d_head 128."""
+    from test_kernels import _prepare_kwargs
+
     from interp.kernels._problem import prepare
     from interp.kernels._triton import _COL_SPACE, _ROW_SPACE, triton_stats
     from interp.kernels.stats import _finalize
-    from test_kernels import _prepare_kwargs
 
     case = _feature_case("sinks", torch.float16, t=1500)
     problem = prepare(case.q, case.k, **_prepare_kwargs(case.kwargs))
@@ -166,7 +167,9 @@ def test_memory_is_linear_in_t() -> None:
 
 @pytest.mark.usefixtures("fixed_config")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_fuzzed_shapes_match_reference(dtype: torch.dtype, data) -> None:
     check_against_reference(data.draw(gpu_cases(dtype)), "triton")

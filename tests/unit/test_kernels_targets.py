@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from typecheck import unchecked
 
 from interp.errors import InterpError
 from interp.kernels import attention_stats
-from typecheck import unchecked
 
 TOL = 2e-5
 

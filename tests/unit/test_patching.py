@@ -94,16 +94,25 @@ def test_target_index_errors():
         PatchConfig(target="heads").validate()
     with pytest.raises(InterpError, match='task "pairs" needs a pairs file'):
         PatchConfig(task="pairs").validate()
-    with pytest.raises(InterpError, match="set task to \"pairs\""):
+    with pytest.raises(InterpError, match='set task to "pairs"'):
         PatchConfig(task="ioi", pairs="mine.jsonl").validate()
     PatchConfig(task="pairs", pairs="mine.jsonl", n=0).validate()  # n is not used with a pairs file
 
 
 def _result(scores, axes, task="ioi", pos_labels=()):
-    base = Baseline(n=4, clean_accuracy=1.0, clean_top1=0.5, corrupt_accuracy=0.25, clean_logit_diff=3.0, corrupt_logit_diff=0.1)
+    base = Baseline(
+        n=4, clean_accuracy=1.0, clean_top1=0.5, corrupt_accuracy=0.25, clean_logit_diff=3.0, corrupt_logit_diff=0.1
+    )
     return PatchResult(
-        task=task, target="head_out" if "head" in axes else "resid_pre", method="activation", metric="score",
-        axes=axes, scores=np.asarray(scores, dtype=float), baseline=base, pos_labels=pos_labels, model="m",
+        task=task,
+        target="head_out" if "head" in axes else "resid_pre",
+        method="activation",
+        metric="score",
+        axes=axes,
+        scores=np.asarray(scores, dtype=float),
+        baseline=base,
+        pos_labels=pos_labels,
+        model="m",
         head_axis="head" if "head" in axes else None,
     )
 
@@ -204,8 +213,13 @@ def test_config_is_validated_when_built_and_serialises_its_settings():
     s = cfg.settings()
     assert s["layers"] == [3, 1] and s["pairs"] == "mine.jsonl" and s["position_map"] is True
     assert "progress" not in s  # progress bars are the runner's, not a setting
-    for bad, message in [({"task": "ioi2"}, "unknown task 'ioi2'"), ({"metric": "acc"}, "unknown metric"),
-                         ({"batch_rows": 0}, "batch_rows = 0"), ({"n": 0}, "at least one prompt"), ({"layers": ()}, "no layers")]:
+    for bad, message in [
+        ({"task": "ioi2"}, "unknown task 'ioi2'"),
+        ({"metric": "acc"}, "unknown metric"),
+        ({"batch_rows": 0}, "batch_rows = 0"),
+        ({"n": 0}, "at least one prompt"),
+        ({"layers": ()}, "no layers"),
+    ]:
         with pytest.raises(InterpError, match=message):
             PatchConfig(**bad)
 
@@ -241,7 +255,9 @@ def test_plan_passes_covers_every_patch_once_in_position_order():
     # holds 14 < 16, so patches 2 and 3 at position 3 join it)
     reuse = plan_passes(pos, 10, n=2, n_pos=8, reuse=True, min_tokens=16)
     assert [p.tolist() for p in reuse] == [[1, 4], [6, 2, 3], [0, 5]]
-    layered = plan_passes(torch.zeros(4, dtype=torch.long), 10, n=2, n_pos=8, reuse=False, layer=torch.tensor([2, 1, 2, 1]), min_tokens=16)
+    layered = plan_passes(
+        torch.zeros(4, dtype=torch.long), 10, n=2, n_pos=8, reuse=False, layer=torch.tensor([2, 1, 2, 1]), min_tokens=16
+    )
     assert [p.tolist() for p in layered] == [[1, 3], [0, 2]]  # layer skipping: passes split by lowest layer
 
 
@@ -305,7 +321,12 @@ def test_summary_and_description_of_a_result():
 
     both = replace(heads, position_map=resid)
     text = describe(both)
-    assert text.startswith("IOI on 4 prompts (Wang et al. 2022): the model prefers the right name on 100% of clean prompts")
+    assert text.startswith(
+        "IOI on 4 prompts (Wang et al. 2022): the model prefers the right name on 100% of clean prompts"
+    )
     assert "L2H1 (+0.80), L1H3 (-0.40)" in text
     assert "the strongest patch is layer 2 at 'end' (+1.10)." in text
-    assert set(tables(both)) == {"heads", "resid_pre"} and list(report_figures(both)) == ["head_out_grid", "resid_pre_by_position"]
+    assert set(tables(both)) == {"heads", "resid_pre"} and list(report_figures(both)) == [
+        "head_out_grid",
+        "resid_pre_by_position",
+    ]

@@ -32,9 +32,11 @@ def test_copy_event_needs_span_and_same_token():
     emitted = torch.tensor([40, 50, 60])
     top1 = torch.tensor(
         [
-            [[4, 5, 6],  # head 0: copies every answer token
-             [4, 4, 6],  # head 1: row 1 points at token 40 but emitted 50 -> no event there
-             [8, 9, 0]],  # head 2: same tokens, but outside the span (a later repeat) -> none
+            [
+                [4, 5, 6],  # head 0: copies every answer token
+                [4, 4, 6],  # head 1: row 1 points at token 40 but emitted 50 -> no event there
+                [8, 9, 0],
+            ],  # head 2: same tokens, but outside the span (a later repeat) -> none
         ]
     )  # [layer=1, head=3, rows=3]
     ev = copy_events(top1, tokens, emitted, (4, 7))
@@ -149,9 +151,17 @@ def test_config_validation():
 
 def _sample(prompt, response, answer_span, response_answer_span):
     return NeedleSample(
-        key="k", length=len(prompt), depth=0.5, needle_id="n", prompt_ids=tuple(prompt), response_ids=tuple(response),
-        needle_span=(answer_span[0] - 1, answer_span[1] + 1), answer_span=answer_span,
-        response_answer_span=response_answer_span, answer="x", haystack_depth=0.5,
+        key="k",
+        length=len(prompt),
+        depth=0.5,
+        needle_id="n",
+        prompt_ids=tuple(prompt),
+        response_ids=tuple(response),
+        needle_span=(answer_span[0] - 1, answer_span[1] + 1),
+        answer_span=answer_span,
+        response_answer_span=response_answer_span,
+        answer="x",
+        haystack_depth=0.5,
     )
 
 

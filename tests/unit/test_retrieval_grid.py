@@ -32,7 +32,9 @@ def _sample(key: str, answer: str = "smoked paprika") -> NeedleSample:
 def test_sample_record_holds_scores_events_and_recall():
     s = _sample("L8-d0.50-a")
     top1 = torch.tensor([[[2, 3, 4], [2, 3, 1]]])  # [1 layer, 2 heads, 3 rows]
-    trace = RowTrace(response_rows(8, 3), top1, torch.tensor([30, 40, 50]), torch.tensor([30, 40, 50]), torch.tensor(s.input_ids))
+    trace = RowTrace(
+        response_rows(8, 3), top1, torch.tensor([30, 40, 50]), torch.tensor([30, 40, 50]), torch.tensor(s.input_ids)
+    )
     rec = sample_record(s, trace, "the answer is smoked paprika", seconds=1.23456)
     # head 0 copies 40 and 50 from the span (2 events / span 2), head 1 copies 40 only
     assert rec["scores"] == [[1.0, 0.5]] and rec["n_events"] == 3
@@ -43,7 +45,11 @@ def test_sample_record_holds_scores_events_and_recall():
 
 def _records():
     # three samples of a 2-layer x 3-head model; sample b is not counted (recall 0.2 < 0.5)
-    scores = {"a": [[1.0, 0.0, 0.0], [0.0, 0.5, 0.0]], "b": [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]], "c": [[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]}
+    scores = {
+        "a": [[1.0, 0.0, 0.0], [0.0, 0.5, 0.0]],
+        "b": [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]],
+        "c": [[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]],
+    }
     recall = {"a": 1.0, "b": 0.2, "c": 0.5}
     samples = [_sample(f"L8-d0.50-{n}") for n in "abc"]
     records = {
@@ -114,7 +120,11 @@ def test_describe_states_the_finding_and_the_causal_check():
     )
     assert describe(result) == text
     keys = [s.key for s in samples]
-    recalls = {("top", None): dict.fromkeys(keys, 0.1), ("random", 4): dict(zip(keys, [1.0, 0.2, 0.5])), ("random", 5): dict.fromkeys(keys, 0.5)}
+    recalls = {
+        ("top", None): dict.fromkeys(keys, 0.1),
+        ("random", 4): dict(zip(keys, [1.0, 0.2, 0.5])),
+        ("random", 5): dict.fromkeys(keys, 0.5),
+    }
     masked = replace(result, masking=masking_result(result, masking_conditions(result.scores, config), recalls))
     assert describe(masked) == text + (
         " Masking the top 2 heads drops needle recall from 0.57 to 0.10; masking 1 random heads gives 0.53 (sd 0.05 over 2 seeds)."

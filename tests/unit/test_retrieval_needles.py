@@ -20,8 +20,8 @@ from interp.datasets.needles import (
     insertion_index,
     load_needles,
 )
-from interp.hooks.prefix import prefix_tree, tree_cost
 from interp.errors import InterpError
+from interp.hooks.prefix import prefix_tree, tree_cost
 
 _VOCAB: dict[str, int] = {}
 _PIECE = re.compile(r"\s*[A-Za-z0-9']+|\s*[^A-Za-z0-9'\s]|\s+")
@@ -40,7 +40,9 @@ def encode_many(texts):
     return [encode(t) for t in texts]
 
 
-NEEDLE = Needle("soup", "The secret ingredient in the soup is smoked paprika.", "What is the secret ingredient?", "smoked paprika")
+NEEDLE = Needle(
+    "soup", "The secret ingredient in the soup is smoked paprika.", "What is the secret ingredient?", "smoked paprika"
+)
 SENTENCES = tuple(f"Sentence number {i} talks about topic {i} at length." for i in range(60))  # 10 tokens each
 HAY = Haystack.tokenize(SENTENCES, encode_many, "toy")
 CHAT = PromptTemplate.from_chat(lambda user: f"<s>user: {user}</s><s>assistant:")
@@ -95,7 +97,7 @@ def test_depth_placement_at_a_sentence_boundary(depth):
     total = before + after
     assert before % 10 == 0 and after % 10 == 0  # whole sentences on both sides
     k = before // 10
-    assert s.prompt_ids[head:s.needle_span[0]] == tuple(t for ids in HAY.ids[:k] for t in ids)
+    assert s.prompt_ids[head : s.needle_span[0]] == tuple(t for ids in HAY.ids[:k] for t in ids)
     # the last boundary at or before depth x haystack
     assert before <= depth * total + 1e-9 < before + 10 or (depth == 1.0 and after == 0)
     assert s.haystack_depth == pytest.approx(before / total)
@@ -115,7 +117,9 @@ def test_answer_opening_the_needle():
     s = build_sample(encode, PLAIN, HAY, needle, 200, 0.5, n_ctx=1000)
     assert s.answer_span[0] == s.needle_span[0]
     assert decode(s.prompt_ids[slice(*s.answer_span)]) == " Paprika"
-    assert s.response_ids[slice(*s.response_answer_span)] == s.prompt_ids[slice(*s.answer_span)]  # " Paprika" after "Answer:"
+    assert (
+        s.response_ids[slice(*s.response_answer_span)] == s.prompt_ids[slice(*s.answer_span)]
+    )  # " Paprika" after "Answer:"
     chat = build_sample(encode, CHAT, HAY, needle, 200, 0.5, n_ctx=1000)
     assert decode(chat.response_ids[slice(*chat.response_answer_span)]) == "Paprika"  # no space after the chat header
 
@@ -157,7 +161,9 @@ def test_bad_input():
 
 def test_load_needles(tmp_path):
     good = tmp_path / "n.jsonl"
-    good.write_text(json.dumps({"id": "a", "needle": "Bob owns a kite.", "question": "What?", "answer": "a kite"}) + "\n\n")
+    good.write_text(
+        json.dumps({"id": "a", "needle": "Bob owns a kite.", "question": "What?", "answer": "a kite"}) + "\n\n"
+    )
     assert load_needles(good)[0].answer == "a kite"
     shipped = load_needles()
     assert len(shipped) >= 3 and all(n.answer in n.needle for n in shipped)

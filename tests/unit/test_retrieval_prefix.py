@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from interp.hooks.prefix import PrefixNode, prefix_tree, tree_cost
 from interp.errors import InterpError
+from interp.hooks.prefix import PrefixNode, prefix_tree, tree_cost
 
 
 def _shape(node: PrefixNode):
@@ -21,14 +21,30 @@ def test_tree_by_hand():
     seqs = [[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 7], [9]]
     tree = prefix_tree(seqs)
     assert _shape(tree) == (
-        0, (), (0, 1, 2, 3), (), (
-            (0, (1, 2), (0, 1, 2), (), (
-                (2, (3,), (0, 1), (), (
-                    (3, (4,), (0,), (0,), ()),
-                    (3, (5, 6), (1,), (1,), ()),
-                )),
-                (2, (7,), (2,), (2,), ()),
-            )),
+        0,
+        (),
+        (0, 1, 2, 3),
+        (),
+        (
+            (
+                0,
+                (1, 2),
+                (0, 1, 2),
+                (),
+                (
+                    (
+                        2,
+                        (3,),
+                        (0, 1),
+                        (),
+                        (
+                            (3, (4,), (0,), (0,), ()),
+                            (3, (5, 6), (1,), (1,), ()),
+                        ),
+                    ),
+                    (2, (7,), (2,), (2,), ()),
+                ),
+            ),
             (0, (9,), (3,), (3,), ()),
         ),
     )

@@ -10,7 +10,13 @@ import torch
 
 from interp.analyses.select_copy import answer_margin, combine, head_predictions
 from interp.datasets.questions import (
-    Question, anchor_tokens, format_prompt, option_anchors, option_count, read_questions, shipped_questions,
+    Question,
+    anchor_tokens,
+    format_prompt,
+    option_anchors,
+    option_count,
+    read_questions,
+    shipped_questions,
 )  # fmt: skip
 from interp.errors import InterpError
 
@@ -26,7 +32,7 @@ def test_read_questions_and_anchors(tmp_path):
     p = qs[0].prompt
     nl = option_anchors(p, 3)
     assert [p[c] for c in nl] == ["\n"] * 3
-    assert [p[: c].rsplit("\n", 1)[-1] for c in nl] == ["A. 3", "B. 4", "C. 5"]
+    assert [p[:c].rsplit("\n", 1)[-1] for c in nl] == ["A. 3", "B. 4", "C. 5"]
     lab = option_anchors(p, 3, "label")
     assert [p[c] for c in lab] == ["A", "B", "C"]
 
@@ -84,7 +90,18 @@ def test_chance_best_grows_with_fewer_questions():
 
     def result(n_q):
         z = np.zeros((n_q, 30, 9), bool)
-        return SelectCopyResult(SelectCopyConfig(), "m", tuple(range(30)), 9, tuple(map(str, range(n_q))), 4, z, z, z[:, 0, 0], z.astype(float))
+        return SelectCopyResult(
+            SelectCopyConfig(),
+            "m",
+            tuple(range(30)),
+            9,
+            tuple(map(str, range(n_q))),
+            4,
+            z,
+            z,
+            z[:, 0, 0],
+            z.astype(float),
+        )
 
     few, many = result(20).chance_best(), result(2000).chance_best()
     assert 0.25 < many < 0.30 < few < 0.7  # 270 chance heads: the best is far above 0.25 on 20 questions

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from typecheck import unchecked_new
 
 from interp.analyses.sinks import (
     TOKEN_TYPES,
@@ -22,7 +23,6 @@ from interp.analyses.sinks import (
 from interp.datasets.texts import default_texts, read_texts, split_texts
 from interp.errors import InterpError
 from interp.kernels import attention_stats
-from typecheck import unchecked_new
 
 
 def test_first_token_mass_skips_the_sink_rows_and_nan():
@@ -153,8 +153,10 @@ def test_kernel_first_token_mass_matches_float64_and_alpha0_identity():
 
 def _synthetic_result():
     # 2 texts x 5 tokens, 2 layers (3 and 7) x 2 heads
-    tokens = [(["A", " the", ",", "\n", " cat"], [True, False, False, False, False]),
-              (["B", " x", ".", " of", "\n"], [False, False, False, False, False])]
+    tokens = [
+        (["A", " the", ",", "\n", " cat"], [True, False, False, False, False]),
+        (["B", " x", ".", " of", "\n"], [False, False, False, False, False]),
+    ]
     rec0 = {
         "first_token_mass": [[0.9, 0.1], [0.5, 0.2]],
         "alpha0": [[0.92, 0.28], [0.6, 0.36]],
@@ -226,12 +228,20 @@ def test_reduce_layer_matches_dense_attention():
     float64 attention matrix (first-token mass, alpha_0, counts above eps, sink members)."""
     g = torch.Generator().manual_seed(11)
     t, h, d = 24, 3, 8
-    q, k = torch.randn(1, h, t, d, generator=g, dtype=torch.float64), torch.randn(1, h, t, d, generator=g, dtype=torch.float64)
+    q, k = (
+        torch.randn(1, h, t, d, generator=g, dtype=torch.float64),
+        torch.randn(1, h, t, d, generator=g, dtype=torch.float64),
+    )
     k[:, :, 0] *= 4.0  # a strong first key, so sinks exist
     st = attention_stats(q, k, scale=d**-0.5, columns=True, backend="reference")
     config = SinkConfig(length=t, eps=0.2, tau=0.1, min_queries=4)
     ftm, a0, count, hits = reduce_layer(st.sink[0], st.recv_mean[0], 7, config)
-    a = torch.softmax((q[0] @ k[0].transpose(-1, -2) * d**-0.5).masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf")), -1)
+    a = torch.softmax(
+        (q[0] @ k[0].transpose(-1, -2) * d**-0.5).masked_fill(
+            ~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf")
+        ),
+        -1,
+    )
     rm = a.sum(1) / torch.arange(t, 0, -1, dtype=torch.float64)
     assert np.allclose(ftm, a[:, 1:, 0].mean(-1).numpy(), atol=1e-9)
     assert np.allclose(a0, rm[:, 0].numpy(), atol=1e-9)

@@ -81,7 +81,9 @@ def test_make_task_and_unknown(tok):
 
 def test_different_lengths_explain_the_fix(tok):
     with pytest.raises(InterpError, match="same length"):
-        task_from_prompts(tok, ["When Mary and John went"], ["When Maximilian and Bartholomew went"], [" Mary"], [" John"])
+        task_from_prompts(
+            tok, ["When Mary and John went"], ["When Maximilian and Bartholomew went"], [" Mary"], [" John"]
+        )
     with pytest.raises(InterpError, match="different lengths"):
         task_from_prompts(tok, ["a b c", "a b"], ["a b d", "a c"], [" x", " x"], [" y", " y"])
 
@@ -101,7 +103,10 @@ def test_user_word_lists_are_checked(tok):
     with pytest.raises(InterpError, match="needs 5"):
         ioi(tok, IOIConfig(n=2, names=("Mary", "John", "Tom")))
     with pytest.raises(InterpError, match="different lengths"):
-        ioi(tok, IOIConfig(n=2, templates=("When {N1} and {N2} went out, {S} said to", "{N1} and {N2} met; {S} waved to")))
+        ioi(
+            tok,
+            IOIConfig(n=2, templates=("When {N1} and {N2} went out, {S} said to", "{N1} and {N2} met; {S} waved to")),
+        )
     with pytest.raises(InterpError, match="at least 2 items"):
         colored_objects(tok, ColoredObjectsConfig(n=2, n_items=1))
 
@@ -124,7 +129,9 @@ def _write(tmp_path, lines, name="pairs.jsonl"):
     return path
 
 
-def _pair(clean="When Mary and John went to the store, John gave a drink to", corrupt=None, correct=" Mary", wrong=" John"):
+def _pair(
+    clean="When Mary and John went to the store, John gave a drink to", corrupt=None, correct=" Mary", wrong=" John"
+):
     import json
 
     corrupt = corrupt if corrupt is not None else clean.replace("Mary", "Anna").replace("John", "Paul")
@@ -136,8 +143,15 @@ def test_pairs_file_reads_into_a_batch(tok, tmp_path):
 
     from interp.datasets.tasks import task_from_jsonl
 
-    extra = json.dumps({"id": "mine", "clean": "When Tom and Kate went to the park, Kate gave a ball to",
-                        "corrupt": "When Adam and Lucy went to the park, Lucy gave a ball to", "correct": " Tom", "wrong": " Kate"})
+    extra = json.dumps(
+        {
+            "id": "mine",
+            "clean": "When Tom and Kate went to the park, Kate gave a ball to",
+            "corrupt": "When Adam and Lucy went to the park, Lucy gave a ball to",
+            "correct": " Tom",
+            "wrong": " Kate",
+        }
+    )
     path = _write(tmp_path, [_pair(), "", "   ", extra], name="my-task.jsonl")
     b = task_from_jsonl(tok, path)
     assert b.task == "my-task" and b.n == 2
@@ -167,7 +181,10 @@ def test_shipped_example_pairs_file_is_valid(tok):
         (["{not json"], r"pairs\.jsonl line 1 is not valid JSON"),
         ([_pair(), "", '["a", "b"]'], r"pairs\.jsonl line 3 holds a JSON list, not an object"),
         ([_pair(), '{"clean": "a", "corrupt": "b", "correct": " x"}'], r"pairs\.jsonl line 2 lacks 'wrong'"),
-        ([_pair(), _pair(), '{"clean": "a", "corrupt": "b", "correct": 3, "wrong": ""}'], r"pairs\.jsonl line 3: 'correct', 'wrong' must be a non-empty string"),
+        (
+            [_pair(), _pair(), '{"clean": "a", "corrupt": "b", "correct": 3, "wrong": ""}'],
+            r"pairs\.jsonl line 3: 'correct', 'wrong' must be a non-empty string",
+        ),
         (["", "  "], "holds no pairs"),
     ],
 )
@@ -188,10 +205,14 @@ def test_missing_pairs_file(tmp_path):
 @pytest.mark.parametrize(
     "bad,message",
     [
-        (_pair(corrupt="When Maximilian and Bartholomew went to the store, Bartholomew gave a drink to"),
-         r"pairs\.jsonl line 3: the clean prompt has \d+ tokens but the corrupted prompt has \d+.*same length"),
-        (_pair(clean="When Mary and John went to the big store, John gave a drink to"),
-         r"different lengths .*most have \d+ tokens but pairs\.jsonl line 3 \(\d+\) do not"),
+        (
+            _pair(corrupt="When Maximilian and Bartholomew went to the store, Bartholomew gave a drink to"),
+            r"pairs\.jsonl line 3: the clean prompt has \d+ tokens but the corrupted prompt has \d+.*same length",
+        ),
+        (
+            _pair(clean="When Mary and John went to the big store, John gave a drink to"),
+            r"different lengths .*most have \d+ tokens but pairs\.jsonl line 3 \(\d+\) do not",
+        ),
         (_pair(correct=" Maximilianus"), r"pairs\.jsonl line 3: answer ' Maximilianus' is \d+ tokens .* not one"),
         (_pair(wrong=" Mary"), r"pairs\.jsonl line 3: the same correct and wrong answer"),
     ],

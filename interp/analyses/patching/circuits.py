@@ -73,15 +73,23 @@ def circuit_overlap(a: PatchResult, b: PatchResult, top: int = 10) -> CircuitOve
     union = set(ha) | set(hb)
     k = max(len(ha), len(hb), 1)
     return CircuitOverlap(
-        top=top, heads_a=ha, heads_b=hb, shared=shared, share=len(shared) / k,
-        jaccard=len(shared) / max(len(union), 1), task_a=a.task, task_b=b.task,
+        top=top,
+        heads_a=ha,
+        heads_b=hb,
+        shared=shared,
+        share=len(shared) / k,
+        jaccard=len(shared) / max(len(union), 1),
+        task_a=a.task,
+        task_b=b.task,
     )
 
 
 def method_correlation(a: PatchResult, b: PatchResult) -> float:
     """Pearson r between two results' scores over the cells both computed (NaN if < 3 cells)."""
     if a.scores.shape != b.scores.shape:
-        raise InterpError(f"results have different shapes {a.scores.shape} and {b.scores.shape}: compare the same target")
+        raise InterpError(
+            f"results have different shapes {a.scores.shape} and {b.scores.shape}: compare the same target"
+        )
     x, y = a.scores.reshape(-1), b.scores.reshape(-1)
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 3 or np.std(x[ok]) == 0 or np.std(y[ok]) == 0:

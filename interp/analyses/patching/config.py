@@ -78,15 +78,21 @@ class PatchConfig(Config):
         if self.task not in TASK_NAMES:
             raise InterpError(f"unknown task '{self.task}': use one of ioi, colored-objects, pairs")
         if self.task == "pairs" and self.pairs is None:
-            raise InterpError('task "pairs" needs a pairs file: set pairs to a JSONL file of {"clean", "corrupt", "correct", "wrong"} lines')
+            raise InterpError(
+                'task "pairs" needs a pairs file: set pairs to a JSONL file of {"clean", "corrupt", "correct", "wrong"} lines'
+            )
         if self.pairs is not None and self.task != "pairs":
-            raise InterpError(f"a pairs file was given with task '{self.task}': set task to \"pairs\" to run it, or drop the file")
+            raise InterpError(
+                f"a pairs file was given with task '{self.task}': set task to \"pairs\" to run it, or drop the file"
+            )
         if self.target not in TARGETS:
             raise InterpError(f"unknown target '{self.target}': use one of {', '.join(TARGETS)}")
         if self.method not in METHODS:
             raise InterpError(f"unknown method '{self.method}': use one of {', '.join(METHODS)}")
         if self.metric not in METRICS:
-            raise InterpError(f"unknown metric '{self.metric}': use one of {', '.join(METRICS)} (or pass a callable to patch_task)")
+            raise InterpError(
+                f"unknown metric '{self.metric}': use one of {', '.join(METRICS)} (or pass a callable to patch_task)"
+            )
         if self.task != "pairs" and self.n < 1:
             raise InterpError(f"n = {self.n}: use at least one prompt")
         if self.batch_rows is not None and self.batch_rows < 1:

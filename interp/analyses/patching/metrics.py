@@ -41,7 +41,10 @@ def logit_diff(
 
 
 def make_metric(
-    name: str, batch: TaskBatch, clean_logits: Float[Tensor, "batch pos vocab"], corrupt_logits: Float[Tensor, "batch pos vocab"]
+    name: str,
+    batch: TaskBatch,
+    clean_logits: Float[Tensor, "batch pos vocab"],
+    corrupt_logits: Float[Tensor, "batch pos vocab"],
 ) -> Metric:
     """A metric ``logits [batch, pos, vocab] -> [batch]`` for ``batch`` (one value per prompt).
 

@@ -113,7 +113,9 @@ class PatchResult:
         return {
             "task": self.task,
             **(self.baseline.summary() if self.baseline else {}),
-            "top_heads": [{"layer": a, "head": h, "score": s} for a, h, s in top_heads(self, 10)] if "head" in self.axes else None,
+            "top_heads": [{"layer": a, "head": h, "score": s} for a, h, s in top_heads(self, 10)]
+            if "head" in self.axes
+            else None,
             "correlation_attribution_activation": self.correlation,
             "checks": as_records(self.checks),
         }
@@ -211,7 +213,9 @@ def baseline_of(
     )
 
 
-def baseline_checks(baseline: Baseline, min_clean_accuracy: float = 0.8, min_logit_diff: float = 1.0) -> tuple[Check, ...]:
+def baseline_checks(
+    baseline: Baseline, min_clean_accuracy: float = 0.8, min_logit_diff: float = 1.0
+) -> tuple[Check, ...]:
     """Whether the model does the task, so that patching scores mean something.
 
     The normalised score (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt) is undefined when the

@@ -34,7 +34,6 @@ prompt streamed through `interp.hooks.stream_layers`) is `interp.experiments.pre
 prompts come from `interp.datasets.prompts`.
 """
 
-
 from interp.analyses.preplan.config import PreplanConfig, default_layers
 from interp.analyses.preplan.findings import (
     PreplanFindings,

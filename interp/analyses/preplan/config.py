@@ -16,7 +16,6 @@ from interp.kernels import BACKENDS
 __all__ = ["PreplanConfig", "default_layers"]
 
 
-
 @dataclass(frozen=True)
 class PreplanConfig(Config):
     """Settings of the preplan-and-anchor analysis (defaults: Li et al. 2025).
@@ -88,13 +87,17 @@ class PreplanConfig(Config):
             if not _is_int(v) or v < least:
                 raise InterpError(f"{name} must be an int >= {least}, got {v!r}")
         if self.tau_waad is not None and (
-            isinstance(self.tau_waad, bool) or not isinstance(self.tau_waad, (int, float)) or not math.isfinite(self.tau_waad)
+            isinstance(self.tau_waad, bool)
+            or not isinstance(self.tau_waad, (int, float))
+            or not math.isfinite(self.tau_waad)
         ):
             raise InterpError(f"tau_waad must be a finite number or None (median WAAD), got {self.tau_waad!r}")
         if self.layers is not None:
             layers = tuple(self.layers)
             if not layers or not all(_is_int(x) for x in layers):
-                raise InterpError(f"layers must be a non-empty list of ints (or None for the default), got {self.layers!r}")
+                raise InterpError(
+                    f"layers must be a non-empty list of ints (or None for the default), got {self.layers!r}"
+                )
             object.__setattr__(self, "layers", tuple(sorted(set(int(x) for x in layers))))
         if self.backend not in BACKENDS:
             raise InterpError(f"unknown kernel backend '{self.backend}': use one of {', '.join(BACKENDS)}")
@@ -106,7 +109,9 @@ class PreplanConfig(Config):
                 if not p.prompt.strip():
                     raise InterpError(f"prompt {p.id!r} is empty: give the question text")
                 if p.response is not None and not p.response.strip():
-                    raise InterpError(f"the response of prompt {p.id!r} is empty: give response text (or omit it to generate one)")
+                    raise InterpError(
+                        f"the response of prompt {p.id!r} is empty: give response text (or omit it to generate one)"
+                    )
             if len({p.id for p in prompts}) != len(prompts):
                 raise InterpError("two prompts share an id: give every prompt a distinct id")
             object.__setattr__(self, "prompts", prompts)

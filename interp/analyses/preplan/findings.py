@@ -45,7 +45,9 @@ def top_quantile(values: np.ndarray, q: float) -> np.ndarray:
     return finite & (values >= np.quantile(values[finite], 1.0 - q))
 
 
-def head_groups(span: np.ndarray, local_quantile: float = 0.3, global_quantile: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def head_groups(
+    span: np.ndarray, local_quantile: float = 0.3, global_quantile: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
     """Local and global heads from their spans.
 
     Args:

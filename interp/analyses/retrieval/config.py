@@ -129,7 +129,9 @@ class RetrievalConfig(Config):
         k_top = self.mask_top if self.mask_top is not None else default_k(n_heads_total)
         k_random = self.mask_random if self.mask_random is not None else k_top
         if k_top > n_heads_total:
-            raise InterpError(f"--mask-top {k_top} is larger than the model's {n_heads_total} heads: use K <= {n_heads_total}")
+            raise InterpError(
+                f"--mask-top {k_top} is larger than the model's {n_heads_total} heads: use K <= {n_heads_total}"
+            )
         if k_random > n_heads_total - k_top:
             raise InterpError(
                 f"--mask-random {k_random} is too large: random heads are drawn from the {n_heads_total - k_top} "

@@ -21,7 +21,9 @@ from interp.errors import InterpError
 __all__ = ["random_heads", "masking_conditions", "masking_result"]
 
 
-def random_heads(scores: Float[np.ndarray, "layer head"], k: int, seed: int, exclude: Sequence[Head], threshold: float = 0.1) -> list[Head]:
+def random_heads(
+    scores: Float[np.ndarray, "layer head"], k: int, seed: int, exclude: Sequence[Head], threshold: float = 0.1
+) -> list[Head]:
     """k random heads for the control: drawn from non-retrieval heads (score <= threshold).
 
     Wu et al. mask random *non-retrieval* heads. Heads in ``exclude`` (the top-K) are never
@@ -50,9 +52,10 @@ def masking_conditions(scores: Float[np.ndarray, "layer head"], config: Retrieva
     return [("top", None, top)] + [("random", seed, heads) for seed, heads in zip(config.seeds, randoms)]
 
 
-
 def masking_result(
-    result: RetrievalResult, conditions: Sequence[Condition], recalls: Mapping[tuple[str, Optional[int]], Mapping[str, float]]
+    result: RetrievalResult,
+    conditions: Sequence[Condition],
+    recalls: Mapping[tuple[str, Optional[int]], Mapping[str, float]],
 ) -> MaskingResult:
     """The causal check from each condition's per-sample recalls.
 

@@ -29,7 +29,9 @@ __all__ = ["RetrievalResult", "SampleRecord", "MaskingResult", "aggregate", "sha
 # --------------------------------------------------------------------------------------------
 
 
-def aggregate(per_sample: Float[np.ndarray, "n layer head"], counted: Sequence[bool]) -> tuple[Float[np.ndarray, "layer head"], int]:
+def aggregate(
+    per_sample: Float[np.ndarray, "n layer head"], counted: Sequence[bool]
+) -> tuple[Float[np.ndarray, "layer head"], int]:
     """Mean per-head score over counted samples, and their number (scores NaN when none counts)."""
     per_sample = np.asarray(per_sample, dtype=np.float64)
     mask = np.asarray(counted, dtype=bool)
@@ -242,7 +244,9 @@ class RetrievalResult:
             "mean_recall": float(np.mean([s.recall for s in self.samples])) if self.samples else float("nan"),
             "share_above_threshold": self.share,
             "threshold": self.config.threshold,
-            "top_heads": [{"layer": layer, "head": head, "score": round(score, 4)} for layer, head, score in self.top(10)],
+            "top_heads": [
+                {"layer": layer, "head": head, "score": round(score, 4)} for layer, head, score in self.top(10)
+            ],
         }
         if self.masking is not None:
             out["masking"] = self.masking.summary()
@@ -269,7 +273,9 @@ def combine(
     """
     per_sample = np.stack([np.asarray(records[s.key]["scores"], dtype=np.float64) for s in samples])
     if per_sample.shape[1:] != tuple(shape):
-        raise InterpError(f"the log holds scores of {per_sample.shape[1:]} heads, not the model's {tuple(shape)}: re-run with --fresh")
+        raise InterpError(
+            f"the log holds scores of {per_sample.shape[1:]} heads, not the model's {tuple(shape)}: re-run with --fresh"
+        )
     counted = [records[s.key]["recall"] >= config.min_recall for s in samples]
     scores, n_counted = aggregate(per_sample, counted)
     rows = tuple(

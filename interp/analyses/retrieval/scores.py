@@ -115,7 +115,9 @@ class RowTrace:
         return ids[:-1] if self.stopped else ids
 
 
-def score_trace(trace: RowTrace, sample: NeedleSample) -> tuple[Bool[Tensor, "layer head n_rows"], Float[Tensor, "layer head"]]:
+def score_trace(
+    trace: RowTrace, sample: NeedleSample
+) -> tuple[Bool[Tensor, "layer head n_rows"], Float[Tensor, "layer head"]]:
     """(events [layer, head, n_rows] on valid rows, per-head sample score [layer, head])."""
     events = copy_events(trace.top1, trace.tokens, trace.emitted, sample.answer_span) & trace.valid.view(1, 1, -1)
     span = sample.answer_span[1] - sample.answer_span[0]

@@ -26,17 +26,33 @@ from interp.experiments import flags
 from interp.experiments._base import Experiment, InReport, execute
 from interp.experiments.patching.runner import run
 
-__all__ = ["EXPERIMENTS", "describe", "tables", "figures", "report_figures", "report_config", "patch_ioi", "patch_colored_objects", "patch_pairs"]
+__all__ = [
+    "EXPERIMENTS",
+    "describe",
+    "tables",
+    "figures",
+    "report_figures",
+    "report_config",
+    "patch_ioi",
+    "patch_colored_objects",
+    "patch_pairs",
+]
 
 _N = typer.Option(16, "--n", help="Prompts (the metric is averaged over them).")
 _SEED = typer.Option(0, "--seed", help="Task generator seed.")
 _TARGET = typer.Option("head_out", "--target", help="head_out | q | k | v | resid_pre | attn_out | mlp_out.")
 _METHOD = typer.Option("activation", "--method", help="activation | attribution.")
 _METRIC = typer.Option("score", "--metric", help="score (normalised logit difference) | logit_diff | kl.")
-_BY_POS = typer.Option(None, "--by-pos/--all-pos", help="Patch each position separately (default: yes for resid/attn/mlp, no for heads).")
+_BY_POS = typer.Option(
+    None, "--by-pos/--all-pos", help="Patch each position separately (default: yes for resid/attn/mlp, no for heads)."
+)
 _LAYERS = typer.Option(None, "--layers", help="Layers to patch, e.g. 0-5,10 (default: all).")
-_ROWS = typer.Option(None, "--batch-rows", help="Rows (patch copies x prompts) per forward pass (default: keep one pass near 256 MiB).")
-_COMPARE = typer.Option(False, "--compare", help="With --method attribution: also run activation patching and report their correlation.")
+_ROWS = typer.Option(
+    None, "--batch-rows", help="Rows (patch copies x prompts) per forward pass (default: keep one pass near 256 MiB)."
+)
+_COMPARE = typer.Option(
+    False, "--compare", help="With --method attribution: also run activation patching and report their correlation."
+)
 
 _PAPERS = {"ioi": "Wang et al. 2022", "colored-objects": "Merullo et al. 2023"}
 _METRIC_NOTE = {
@@ -174,13 +190,23 @@ def _config(task: str, *, layers: Optional[str], pairs: Optional[Path] = None, *
     if task != "pairs":
         flags.check_range(settings["n"], "--n", 1, MAX_PROMPTS, "every prompt goes through the model in one batch")
     flags.check_range(settings["batch_rows"], "--batch-rows", 1)
-    return PatchConfig(task=task, layers=flags.parse_layers(layers), pairs=None if pairs is None else str(pairs), **settings)
+    return PatchConfig(
+        task=task, layers=flags.parse_layers(layers), pairs=None if pairs is None else str(pairs), **settings
+    )
 
 
 def patch_ioi(
-    model: Optional[str] = flags.model_option(), n: int = _N, seed: int = _SEED, target: str = _TARGET,
-    method: str = _METHOD, metric: str = _METRIC, by_pos: Optional[bool] = _BY_POS, layers: Optional[str] = _LAYERS,
-    batch_rows: Optional[int] = _ROWS, compare: bool = _COMPARE, out: Path = flags.out_option("runs/patch-ioi"),
+    model: Optional[str] = flags.model_option(),
+    n: int = _N,
+    seed: int = _SEED,
+    target: str = _TARGET,
+    method: str = _METHOD,
+    metric: str = _METRIC,
+    by_pos: Optional[bool] = _BY_POS,
+    layers: Optional[str] = _LAYERS,
+    batch_rows: Optional[int] = _ROWS,
+    compare: bool = _COMPARE,
+    out: Path = flags.out_option("runs/patch-ioi"),
     fresh: bool = flags.fresh_option(),
 ) -> None:
     """Patch the IOI task (Wang et al. 2022): writes patch.csv, run.json and patch.html into OUT."""
@@ -190,9 +216,17 @@ def patch_ioi(
 
 
 def patch_colored_objects(
-    model: Optional[str] = flags.model_option(), n: int = _N, seed: int = _SEED, target: str = _TARGET,
-    method: str = _METHOD, metric: str = _METRIC, by_pos: Optional[bool] = _BY_POS, layers: Optional[str] = _LAYERS,
-    batch_rows: Optional[int] = _ROWS, compare: bool = _COMPARE, out: Path = flags.out_option("runs/patch-colored-objects"),
+    model: Optional[str] = flags.model_option(),
+    n: int = _N,
+    seed: int = _SEED,
+    target: str = _TARGET,
+    method: str = _METHOD,
+    metric: str = _METRIC,
+    by_pos: Optional[bool] = _BY_POS,
+    layers: Optional[str] = _LAYERS,
+    batch_rows: Optional[int] = _ROWS,
+    compare: bool = _COMPARE,
+    out: Path = flags.out_option("runs/patch-colored-objects"),
     fresh: bool = flags.fresh_option(),
 ) -> None:
     """Patch the Colored Objects task (Merullo et al. 2023): writes patch.csv, run.json and patch.html into OUT."""
@@ -203,9 +237,16 @@ def patch_colored_objects(
 
 def patch_pairs(
     file: Path = typer.Argument(..., help='JSONL file: one {"clean", "corrupt", "correct", "wrong"} object per line.'),
-    model: Optional[str] = flags.model_option(), target: str = _TARGET, method: str = _METHOD, metric: str = _METRIC,
-    by_pos: Optional[bool] = _BY_POS, layers: Optional[str] = _LAYERS, batch_rows: Optional[int] = _ROWS,
-    compare: bool = _COMPARE, out: Path = flags.out_option("runs/patch-pairs"), fresh: bool = flags.fresh_option(),
+    model: Optional[str] = flags.model_option(),
+    target: str = _TARGET,
+    method: str = _METHOD,
+    metric: str = _METRIC,
+    by_pos: Optional[bool] = _BY_POS,
+    layers: Optional[str] = _LAYERS,
+    batch_rows: Optional[int] = _ROWS,
+    compare: bool = _COMPARE,
+    out: Path = flags.out_option("runs/patch-pairs"),
+    fresh: bool = flags.fresh_option(),
 ) -> None:
     """Patch your own prompt pairs: each line of FILE holds a clean prompt, its corrupted version
     (same token length), and the correct and wrong one-token answers (e.g. " Mary", " John").
@@ -232,8 +273,14 @@ def report_config(quick: bool, earlier: Mapping[str, Any]) -> PatchConfig:
 
 
 _COMMON = dict(
-    config=PatchConfig, run=run, tables=cli_tables, figures=lambda result: {}, pages=pages, record=record,
-    describe=describe, check=check,
+    config=PatchConfig,
+    run=run,
+    tables=cli_tables,
+    figures=lambda result: {},
+    pages=pages,
+    record=record,
+    describe=describe,
+    check=check,
 )  # the command writes one patch.html page; the report draws report_figures
 IOI = Experiment(
     name="patching", title="IOI circuit patching", command=("patch", "ioi"), cli=patch_ioi,

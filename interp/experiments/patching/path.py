@@ -109,7 +109,9 @@ def path_patching(
         clean_z = {layer: cap["z", layer] for layer in sender_layers}
     per_pass = max(1, (batch_rows or default_rows(lm.vocab_size, lm.arch.d_model, n, n_pos)) // n)
     out = torch.empty(len(senders), dtype=torch.float64)
-    bar = (store or Store()).bar(total=len(senders), desc=f"path patching -> {receiver_input}", unit="patch", show=progress)
+    bar = (store or Store()).bar(
+        total=len(senders), desc=f"path patching -> {receiver_input}", unit="patch", show=progress
+    )
     try:
         for start in range(0, len(senders), per_pass):
             chunk = senders[start : start + per_pass].tolist()
@@ -126,7 +128,10 @@ def path_patching(
                     edits.append(Edit("mlp_out", layer, _constant(corrupt_mlp[layer].repeat(c, 1, 1))))
             with intervene(lm, edits), capture(lm, layers=sorted(recv), keep=(receiver_input,)) as cap:
                 answer_logits(lm, corrupt.repeat(c, 1))
-            edits = [Edit(receiver_input, layer, _heads_from(cap[receiver_input, layer], heads)) for layer, heads in recv.items()]
+            edits = [
+                Edit(receiver_input, layer, _heads_from(cap[receiver_input, layer], heads))
+                for layer, heads in recv.items()
+            ]
             with intervene(lm, edits):
                 logits = answer_logits(lm, corrupt.repeat(c, 1))
             for j in range(c):
@@ -179,15 +184,28 @@ def path_patch_task(
         senders = [(layer, h) for layer in range(top) for h in range(lm.arch.n_heads)]
     index = torch.tensor([(int(a), int(b)) for a, b in senders], dtype=torch.long).reshape(-1, 2)
     values = path_patching(
-        lm, batch.clean, batch.corrupt, index, receivers, receiver_input, fn,
-        freeze_mlps=freeze_mlps, batch_rows=batch_rows, progress=progress, store=store,
+        lm,
+        batch.clean,
+        batch.corrupt,
+        index,
+        receivers,
+        receiver_input,
+        fn,
+        freeze_mlps=freeze_mlps,
+        batch_rows=batch_rows,
+        progress=progress,
+        store=store,
     )
     full = torch.cat([index, torch.full((len(index), 1), -1)], dim=1)
     shape = (lm.arch.n_layers, lm.arch.n_heads)
     return PatchResult(
-        task=batch.task, target=f"path:{receiver_input}", method="path", metric=metric_name,
-        axes=("layer", "head"), scores=dense_scores(full, values, ("layer", "head"), shape), baseline=base,
-        model=lm.name, head_axis="head",
+        task=batch.task,
+        target=f"path:{receiver_input}",
+        method="path",
+        metric=metric_name,
+        axes=("layer", "head"),
+        scores=dense_scores(full, values, ("layer", "head"), shape),
+        baseline=base,
+        model=lm.name,
+        head_axis="head",
     )
-
-

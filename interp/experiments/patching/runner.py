@@ -37,7 +37,9 @@ __all__ = ["resolve_metric", "patch_task", "task_for", "run", "LOG_NAME"]
 LOG_NAME = "patch_log.jsonl"  # activation patches, one record per forward pass (resume)
 
 
-def resolve_metric(metric: Union[str, Metric], batch: TaskBatch, clean_logits: Tensor, corrupt_logits: Tensor) -> tuple[Metric, str]:
+def resolve_metric(
+    metric: Union[str, Metric], batch: TaskBatch, clean_logits: Tensor, corrupt_logits: Tensor
+) -> tuple[Metric, str]:
     """A metric function and its name: one of `METRICS` built for ``batch``, or a callable as given."""
     if callable(metric):
         return metric, getattr(metric, "__name__", "custom")
@@ -103,7 +105,9 @@ def patch_task(
         return PatchResult(method="attribution", scores=dense_scores(index, estimate, axes, shape), **common)
     # compare the estimate with the activation effect M(patched) - M(corrupt)
     effect = replace(act_result, scores=act_result.scores - m_corrupt)
-    attr = PatchResult(method="attribution", scores=dense_scores(index, estimate, axes, shape), activation=act_result, **common)
+    attr = PatchResult(
+        method="attribution", scores=dense_scores(index, estimate, axes, shape), activation=act_result, **common
+    )
     return replace(attr, correlation=method_correlation(attr, effect))
 
 
@@ -115,7 +119,9 @@ def task_for(lm: Model, config: PatchConfig) -> TaskBatch:
             file (the message names the line).
     """
     if lm.tokenizer is None:
-        raise InterpError("this model has no tokenizer: the tasks are built from text; load the model with its tokenizer")
+        raise InterpError(
+            "this model has no tokenizer: the tasks are built from text; load the model with its tokenizer"
+        )
     if config.task == "pairs":
         return task_from_jsonl(lm.tokenizer, config.pairs, bos=lm.bos_id)
     return make_task(lm.tokenizer, config.task, n=config.n, seed=config.seed, bos=lm.bos_id)
@@ -138,7 +144,12 @@ def log_settings(lm: Model, config: PatchConfig, notes: Mapping[str, Any]) -> di
     """What the patch values depend on: a re-run with other settings (or an edited pairs file, or
     another model backend) is refused rather than mixed with the logged passes."""
     skip = ("batch_rows", "pairs", "position_map", "min_clean_accuracy", "min_logit_diff")
-    return {"model": lm.name, "backend": lm.backend, **{k: v for k, v in config.settings().items() if k not in skip}, **notes}
+    return {
+        "model": lm.name,
+        "backend": lm.backend,
+        **{k: v for k, v in config.settings().items() if k not in skip},
+        **notes,
+    }
 
 
 def run(lm: Model, config: PatchConfig = PatchConfig(), store: Optional[Store] = None) -> PatchResult:
@@ -178,7 +189,9 @@ def run(lm: Model, config: PatchConfig = PatchConfig(), store: Optional[Store] =
     if config.position_map:
         # the layer x position map of the residual stream by attribution patching: one forward and one
         # backward pass, where activation patching would need layers x positions patched runs
-        resid = patch_task(lm, batch, target="resid_pre", method="attribution", metric=config.metric, by_pos=True, layers=config.layers)
+        resid = patch_task(
+            lm, batch, target="resid_pre", method="attribution", metric=config.metric, by_pos=True, layers=config.layers
+        )
         result = replace(result, position_map=resid)
     checks = baseline_checks(result.baseline, config.min_clean_accuracy, config.min_logit_diff)
     return replace(result, checks=checks, prompts=tuple(batch.clean_text))

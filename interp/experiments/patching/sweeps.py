@@ -43,13 +43,23 @@ from interp.experiments._base import Store
 from interp.hooks import Edit, capture, intervene, start_at_layer
 from interp.models import Model
 
-__all__ = ["Patch", "OnPass", "task_baseline", "activation_patching", "attribution_patching", "answer_logits", "check_pair"]
+__all__ = [
+    "Patch",
+    "OnPass",
+    "task_baseline",
+    "activation_patching",
+    "attribution_patching",
+    "answer_logits",
+    "check_pair",
+]
 
 Patch = tuple[int, int, int]  # (layer, head, pos), -1 = all / not applicable
 OnPass = Callable[[list[Patch], list[float]], None]  # called after each forward pass with its patches' values
 
 
-def answer_logits(lm: Model, ids: Int[Tensor, "batch pos"], *, grad: bool = False, past: Any = None) -> Float[Tensor, "batch 1 vocab"]:
+def answer_logits(
+    lm: Model, ids: Int[Tensor, "batch pos"], *, grad: bool = False, past: Any = None
+) -> Float[Tensor, "batch 1 vocab"]:
     """Logits [batch, 1, vocab] at the last (answer) position: every metric here reads only
     that position (`Model.logits_tail`; ``past``: a prefix KV cache, see `_prefix_cache`)."""
     return lm.logits_tail(ids, 1, past=past, grad=grad)
@@ -166,7 +176,8 @@ def activation_patching(
     resid = {layer: cap["resid_pre", layer] for layer in layers} if skip else None
     unpatched = evaluate_metric(metric, base_logits, n).double().mean()
     first = torch.tensor(
-        [first_difference(clean_act[la], corrupt_act[la], h, p, has_head) for la, h, p in index.tolist()], dtype=torch.long
+        [first_difference(clean_act[la], corrupt_act[la], h, p, has_head) for la, h, p in index.tolist()],
+        dtype=torch.long,
     )
     noop = first >= n_pos
     per_pass = max(1, (batch_rows or default_rows(lm.vocab_size, lm.arch.d_model, n, n_pos)) // n)
@@ -179,7 +190,9 @@ def activation_patching(
     todo = torch.nonzero(~noop).flatten()
     bar = store.bar(total=len(index), desc=f"patching {site}", unit="patch", show=progress)
     bar.update(len(index) - len(todo))
-    passes = plan_passes(first[todo], per_pass, n, n_pos, reuse=reuse, layer=index[todo, 0] if resid is not None else None)
+    passes = plan_passes(
+        first[todo], per_pass, n, n_pos, reuse=reuse, layer=index[todo, 0] if resid is not None else None
+    )
 
     def run_passes(keys: list, finished: Callable[[str, Any], None]) -> None:  # this rank's share of the passes
         for key in keys:

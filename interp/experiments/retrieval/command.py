@@ -103,29 +103,69 @@ def _list(text: Optional[str], flag: str, kind: type) -> Optional[tuple]:
 
 def cli(
     model: Optional[str] = flags.model_option(),
-    lengths: Optional[str] = typer.Option(None, "--lengths", help="Prompt lengths in tokens, comma-separated (default 512,1024; the paper's grid for SmolLM2: 1024,2048,...,8192)."),
-    depths: Optional[str] = typer.Option(None, "--depths", help="Needle depths in [0, 1], comma-separated (default 0.1,0.5,0.9; the paper: 0,0.1,...,1)."),
-    needles: Optional[Path] = typer.Option(None, "--needles", help="JSONL file, one {\"id\", \"needle\", \"question\", \"answer\"} per line (default: the shipped 3)."),
-    haystack: Optional[list[Path]] = typer.Option(None, "--haystack", help="Text file for the haystack; repeat for several (default: Python stdlib docstrings)."),
-    mode: str = typer.Option("teacher", "--mode", help="teacher (one forward per sample) or decode (the paper's greedy loop)."),
-    response: Optional[str] = typer.Option(None, "--response", help="Teacher forcing feeds the needle sentence ('needle', the default) or only the answer ('answer')."),
-    out: Path = typer.Option(Path("runs/retrieval"), "--out", parser=flags.parse_out, help="Output folder (re-running with it resumes)."),
-    mask: bool = typer.Option(True, "--mask/--no-mask", help="Run the causal check (top-K vs random-K heads made uniform)."),
+    lengths: Optional[str] = typer.Option(
+        None,
+        "--lengths",
+        help="Prompt lengths in tokens, comma-separated (default 512,1024; the paper's grid for SmolLM2: 1024,2048,...,8192).",
+    ),
+    depths: Optional[str] = typer.Option(
+        None, "--depths", help="Needle depths in [0, 1], comma-separated (default 0.1,0.5,0.9; the paper: 0,0.1,...,1)."
+    ),
+    needles: Optional[Path] = typer.Option(
+        None,
+        "--needles",
+        help='JSONL file, one {"id", "needle", "question", "answer"} per line (default: the shipped 3).',
+    ),
+    haystack: Optional[list[Path]] = typer.Option(
+        None, "--haystack", help="Text file for the haystack; repeat for several (default: Python stdlib docstrings)."
+    ),
+    mode: str = typer.Option(
+        "teacher", "--mode", help="teacher (one forward per sample) or decode (the paper's greedy loop)."
+    ),
+    response: Optional[str] = typer.Option(
+        None,
+        "--response",
+        help="Teacher forcing feeds the needle sentence ('needle', the default) or only the answer ('answer').",
+    ),
+    out: Path = typer.Option(
+        Path("runs/retrieval"), "--out", parser=flags.parse_out, help="Output folder (re-running with it resumes)."
+    ),
+    mask: bool = typer.Option(
+        True, "--mask/--no-mask", help="Run the causal check (top-K vs random-K heads made uniform)."
+    ),
     mask_top: Optional[int] = typer.Option(None, "--mask-top", help="K top heads to mask (default: 5% of heads)."),
-    mask_random: Optional[int] = typer.Option(None, "--mask-random", help="K random non-retrieval heads to mask (default: same as --mask-top)."),
-    seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed of a random-K draw; repeat for several (default 0 1 2)."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Decode mode: step limit (default: the paper's 50)."),
-    min_recall: float = typer.Option(0.5, "--min-recall", help="ROUGE-1 recall for a sample to count (the paper's 0.5)."),
+    mask_random: Optional[int] = typer.Option(
+        None, "--mask-random", help="K random non-retrieval heads to mask (default: same as --mask-top)."
+    ),
+    seed: Optional[list[int]] = typer.Option(
+        None, "--seed", help="Seed of a random-K draw; repeat for several (default 0 1 2)."
+    ),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, "--max-new-tokens", help="Decode mode: step limit (default: the paper's 50)."
+    ),
+    min_recall: float = typer.Option(
+        0.5, "--min-recall", help="ROUGE-1 recall for a sample to count (the paper's 0.5)."
+    ),
     threshold: float = typer.Option(0.1, "--threshold", help="Retrieval head: score > threshold (the paper's 0.1)."),
     backend: str = flags.backend_option(),
-    share_prefix: bool = typer.Option(True, "--share-prefix/--no-share-prefix", help="Compute each shared token prefix of the grid once and reuse its KV cache (HF backend; same results)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per batch below a shared prefix (default: 1 on CPU, 4 on CUDA)."),
+    share_prefix: bool = typer.Option(
+        True,
+        "--share-prefix/--no-share-prefix",
+        help="Compute each shared token prefix of the grid once and reuse its KV cache (HF backend; same results).",
+    ),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Samples per batch below a shared prefix (default: 1 on CPU, 4 on CUDA)."
+    ),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore finished samples in --out and start over."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Score every head for retrieval on a needle-in-a-haystack grid, check causally that the top
     heads matter, and write heads.csv, samples.csv, run.json and retrieval_heads.html into OUT."""
-    for flag, given in (("--mask-top", mask_top is not None), ("--mask-random", mask_random is not None), ("--seed", bool(seed))):
+    for flag, given in (
+        ("--mask-top", mask_top is not None),
+        ("--mask-random", mask_random is not None),
+        ("--seed", bool(seed)),
+    ):
         flags.only_with(flag, given, "--mask", mask)  # the masking check's settings would be ignored
     flags.only_with("--response", response is not None, "--mode teacher", mode == "teacher")
     flags.only_with("--max-new-tokens", max_new_tokens is not None, "--mode decode", mode == "decode")
@@ -151,7 +191,6 @@ _REPORT_SIZES = {
 }
 
 
-
 EXPERIMENT = Experiment(
     name="retrieval",
     title="Retrieval heads",
@@ -164,5 +203,7 @@ EXPERIMENT = Experiment(
     cli=cli,
     record=record,
     check=check,
-    report=InReport(report_sizes(RetrievalConfig, _REPORT_SIZES), order=10, tables=report_tables, figures=report_figures),
+    report=InReport(
+        report_sizes(RetrievalConfig, _REPORT_SIZES), order=10, tables=report_tables, figures=report_figures
+    ),
 )

@@ -112,7 +112,9 @@ def _trace_all(lm: Model, todo: Sequence[NeedleSample], config: RetrievalConfig,
             finish(sample, decode_trace(lm, sample, max_new_tokens=config.max_new_tokens, backend=config.backend))
 
 
-def _recall_all(lm: Model, todo: Sequence[NeedleSample], config: RetrievalConfig, edits: Sequence, finish: Callable) -> None:
+def _recall_all(
+    lm: Model, todo: Sequence[NeedleSample], config: RetrievalConfig, edits: Sequence, finish: Callable
+) -> None:
     """Needle recall of every sample of ``todo`` under ``edits``; ``finish(sample, recall, text)``."""
     if _shares_prefix(lm, config) and todo:
         done = lambda i, ids: finish(todo[i], *answer_recall(lm, ids, todo[i]))  # noqa: E731
@@ -158,7 +160,10 @@ def run(lm: Model, config: RetrievalConfig = RetrievalConfig(), store: Optional[
         def trace_many(keys: list[str], done: Callable) -> None:  # this rank's unfinished samples
             def finish(sample: NeedleSample, trace) -> None:
                 now = time.perf_counter()
-                done(sample.key, sample_record(sample, trace, answer_recall(lm, trace.answer_ids(), sample)[1], now - last[0]))
+                done(
+                    sample.key,
+                    sample_record(sample, trace, answer_recall(lm, trace.answer_ids(), sample)[1], now - last[0]),
+                )
                 last[0] = now
                 bar.update(1)
 
@@ -166,7 +171,12 @@ def run(lm: Model, config: RetrievalConfig = RetrievalConfig(), store: Optional[
 
         # contiguous blocks keep samples that share a prefix on one rank
         records = store.map(
-            list(by_key), compute_many=trace_many, settings=provenance, what="needle samples", progress=False, contiguous=True
+            list(by_key),
+            compute_many=trace_many,
+            settings=provenance,
+            what="needle samples",
+            progress=False,
+            contiguous=True,
         )
         bar.update(len(samples) - bar.n)
     scoring_seconds = time.perf_counter() - t0
@@ -182,12 +192,14 @@ def run(lm: Model, config: RetrievalConfig = RetrievalConfig(), store: Optional[
                 edits = [uniform_attention(layer, head) for layer, head in heads]
                 prefix = f"{name}{'' if seed is None else seed}|"
 
-                def recall_many(keys: list[str], done: Callable, edits=edits, prefix=prefix) -> None:  # this rank's share
+                def recall_many(
+                    keys: list[str], done: Callable, edits=edits, prefix=prefix
+                ) -> None:  # this rank's share
                     def finish(sample: NeedleSample, recall: float, text: str) -> None:
                         done(prefix + sample.key, {"recall": recall, "answer": text})
                         bar.update(1)
 
-                    _recall_all(lm, [by_key[k[len(prefix):]] for k in keys], config, edits, finish)
+                    _recall_all(lm, [by_key[k[len(prefix) :]] for k in keys], config, edits, finish)
 
                 recs = store.map(
                     [prefix + s.key for s in samples], compute_many=recall_many, settings=mask_settings,

@@ -226,7 +226,9 @@ def greedy_answer(
     return emitted, stop(emitted[-1])
 
 
-def decode_trace(lm: Model, sample: NeedleSample, *, max_new_tokens: int = 50, backend: str = "auto", edits: Sequence = ()) -> RowTrace:
+def decode_trace(
+    lm: Model, sample: NeedleSample, *, max_new_tokens: int = 50, backend: str = "auto", edits: Sequence = ()
+) -> RowTrace:
     """The paper's greedy loop; the kernel computes the decode rows only.
 
     Each step's query row (the new token's q) is kept per layer, and the keys seen at the last
@@ -259,11 +261,16 @@ def _decode_rows(lm: Model, sample: NeedleSample, max_new_tokens: int, backend: 
             last_k[layer] = k
 
     with streaming(lm, None, on_layer):  # checks every layer fired in every pass
-        emitted, stopped = greedy_answer(lm, sample.prompt_ids, max_new_tokens=max_new_tokens, past=past, on_prefilled=on_prefilled)
+        emitted, stopped = greedy_answer(
+            lm, sample.prompt_ids, max_new_tokens=max_new_tokens, past=past, on_prefilled=on_prefilled
+        )
     if len(q_rows[0]) != len(emitted):  # one decode pass per emitted token, or the rows are misaligned
         raise InterpError(f"internal error: {len(q_rows[0])} decode passes for {len(emitted)} emitted tokens")
     top1 = torch.stack(
-        [_stats_top1(lm, layer, torch.cat(q_rows[layer], dim=2), last_k[layer], None, backend).cpu() for layer in range(n_layers)]
+        [
+            _stats_top1(lm, layer, torch.cat(q_rows[layer], dim=2), last_k[layer], None, backend).cpu()
+            for layer in range(n_layers)
+        ]
     )
     n_prompt = sample.n_prompt
     return RowTrace(
