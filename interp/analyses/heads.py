@@ -172,9 +172,17 @@ def expected_keys(
 
 
 def detector_targets(
-    ids: Int[Tensor, "batch pos"], kinds: Sequence[str], max_targets: int = 8, exclude_current: bool = True
+    ids: Int[Tensor, "batch pos"],
+    kinds: Sequence[str],
+    max_targets: int = 8,
+    exclude_current: bool = True,
+    bos_id: Optional[int] = None,
 ) -> tuple[Int[Tensor, "batch pos n"], tuple[int, ...], tuple[int, ...]]:
     """The expected keys of every detector side by side, for one batch.
+
+    A sequence that opens with ``bos_id`` has no expected key at position 0: BOS is the sink a
+    model trained with it rests on, not content a detector looks for (else row 1's previous
+    token would be BOS, and every sink head would score 1 there as a "previous-token head").
 
     Returns:
         (targets [batch, pos, n]: each kind's `expected_keys` concatenated along the last axis,
@@ -183,6 +191,9 @@ def detector_targets(
     per_kind = [
         torch.stack([expected_keys(row, kind, max_targets, exclude_current) for row in ids.cpu()]) for kind in kinds
     ]  # each [batch, pos, n]
+    if bos_id is not None:
+        opens = (ids[:, 0].cpu() == bos_id)[:, None, None]  # [batch, 1, 1]
+        per_kind = [t.masked_fill(opens & (t == 0), -1) for t in per_kind]
     widths = tuple(t.shape[-1] for t in per_kind)
     rows = tuple(int((t >= 0).any(-1).sum()) for t in per_kind)
     return torch.cat(per_kind, -1), widths, rows

@@ -63,7 +63,8 @@ def score_unit(lm: Model, ids: Int[Tensor, "batch pos"], config: HeadConfig, lay
     from interp.hooks import stream_layers
     from interp.kernels import attention_stats
 
-    targets, widths, rows = detector_targets(ids, config.kinds, config.max_targets, config.exclude_current)
+    bos = getattr(lm.tokenizer, "bos_token_id", None) if lm.tokenizer is not None else None  # BOS: no expected key
+    targets, widths, rows = detector_targets(ids, config.kinds, config.max_targets, config.exclude_current, bos)
     targets = targets.to(lm.device)
     index = {layer: i for i, layer in enumerate(layers)}
     sums = np.zeros((len(layers), len(config.kinds), lm.arch.n_heads))

@@ -119,3 +119,14 @@ def test_kind_sums_and_combine_average_over_rows_with_keys():
     assert result.top("previous", 1) == [(4, 1, 0.5)]
     df = result.to_dataframe()
     assert len(df) == 2 * 2 * 2 and set(df.columns) == {"source", "kind", "layer", "head", "score", "n_rows"}
+
+
+def test_detector_targets_give_bos_no_expected_key():
+    """Row 1's previous token is BOS in a sequence that opens with it: a sink, not content, so that
+    row has no previous-token key (and is not counted); a sequence without BOS keeps it."""
+    ids = torch.tensor([[2, 7, 8, 7, 8], [9, 7, 8, 7, 8]])
+    targets, widths, rows = detector_targets(ids, ("previous", "duplicate", "induction"), max_targets=2, bos_id=2)
+    assert targets[0, :, 0].tolist() == [-1, -1, 1, 2, 3]
+    assert targets[1, :, 0].tolist() == [-1, 0, 1, 2, 3]
+    assert rows == (3 + 4, 2 + 2, 2 + 2)  # duplicate/induction rows are unchanged: BOS never repeats
+    assert not (targets[0] == 0).any()
