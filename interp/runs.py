@@ -476,6 +476,8 @@ def run_info(
         info["model"] = lm.name
         info["backend"] = lm.backend
         info["arch"] = {k: getattr(lm.arch, k) for k in ("n_layers", "n_heads", "n_kv_heads", "d_head", "n_ctx")}
+        # per layer, its sliding window (None: global): what a windowed model's per-layer numbers are read against
+        info["arch"]["sliding_window"] = [lm.arch.layer_attention(i).sliding_window for i in range(lm.arch.n_layers)]
         info["launch"] = model_settings(lm)
     info["ranks"] = ranks
     if settings is not None:

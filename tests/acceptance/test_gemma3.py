@@ -39,6 +39,9 @@ def test_loading_facts(gemma3):
     assert windows == [None if layer in GLOBAL_LAYERS else 512 for layer in range(18)]
     assert all(lm.attention_kwargs(layer)["sliding_window"] == windows[layer] for layer in range(18))
     assert lm.prepends_bos and lm.bos_id == 2
+    from interp.runs import run_info
+
+    assert run_info(lm)["arch"]["sliding_window"] == windows  # run.json says which layers are windowed
     # The Gemma terms of use travel with the converted weights.
     assert (embedded_weights_dir(_GEMMA3_270M) / "GEMMA_TERMS.html").is_file()
 
