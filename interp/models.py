@@ -19,9 +19,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from interp.errors import InterpError
-from interp.hooks.families import ArchInfo, LayerAttention  # noqa: F401  (re-exported)
-from interp.protocols import Model
 from interp._bridge import _boot_bridge, _check_bridge_hooks
 from interp._embedded import (  # noqa: F401  (re-exported: tests and the report use them)
     _CACHE_SUBDIR,
@@ -33,8 +30,12 @@ from interp._embedded import (  # noqa: F401  (re-exported: tests and the report
     cache_dir,
     embedded_model_dir,
 )
+from interp.errors import InterpError
+from interp.hooks.families import ArchInfo, LayerAttention  # noqa: F401  (re-exported)
+from interp.protocols import Model
 
 __all__ = ["ArchInfo", "Model", "LoadedModel", "load_model", "embedded_model_dir", "cache_dir", "EMBEDDED_NAME"]
+
 
 @dataclass
 class LoadedModel:
@@ -99,7 +100,10 @@ class LoadedModel:
     def stop_ids(self) -> frozenset[int]:
         """End-of-sequence token ids (tokenizer's and generation config's)."""
         ids: set[int] = set()
-        sources = (getattr(self.tokenizer, "eos_token_id", None), getattr(self.hf_model.generation_config, "eos_token_id", None))
+        sources = (
+            getattr(self.tokenizer, "eos_token_id", None),
+            getattr(self.hf_model.generation_config, "eos_token_id", None),
+        )
         for src in sources:
             if src is not None:
                 ids.update([src] if isinstance(src, int) else list(src))
@@ -111,9 +115,7 @@ class LoadedModel:
         (HF backend; the TL bridge always runs the whole sequence and every layer)."""
         return self.backend == "hf"
 
-    def logits_tail(
-        self, input_ids: torch.Tensor, n: int = 1, *, past: Any = None, grad: bool = False
-    ) -> torch.Tensor:
+    def logits_tail(self, input_ids: torch.Tensor, n: int = 1, *, past: Any = None, grad: bool = False) -> torch.Tensor:
         """Logits ``[batch, n, vocab]`` of the last ``n`` positions only.
 
         On the HF backend the unembedding runs on those positions alone (a pre-hook on the
@@ -145,7 +147,13 @@ class LoadedModel:
 
     @torch.no_grad()
     def greedy(
-        self, prompt_ids: torch.Tensor, max_new_tokens: int, *, stop: Any = None, past: Any = None, progress: bool = False
+        self,
+        prompt_ids: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        stop: Any = None,
+        past: Any = None,
+        progress: bool = False,
     ) -> torch.Tensor:
         """Greedy decoding of one prompt, stopping after a stop token (kept) or ``max_new_tokens``.
 
@@ -247,7 +255,9 @@ class LoadedModel:
         if length == 0:
             return DynamicCache()
         if not 0 < length <= self.cache_length(cache) or cache.layers[0].keys.shape[0] != 1:
-            raise InterpError(f"repeat_cache takes the first 1..{self.cache_length(cache)} positions of a batch-1 cache, got {length}")
+            raise InterpError(
+                f"repeat_cache takes the first 1..{self.cache_length(cache)} positions of a batch-1 cache, got {length}"
+            )
         data = []
         for layer in cache.layers:
             k, v = layer.keys[..., :length, :], layer.values[..., :length, :]
@@ -372,8 +382,8 @@ class LoadedModel:
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for b, r in enumerate(rows):
-            ids[b, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[b, width - len(r):] = 1
+            ids[b, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[b, width - len(r) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
@@ -545,7 +555,9 @@ def load_model(
     if (max_memory is not None or offload_folder is not None) and device_map is None:
         raise InterpError("max_memory and offload_folder need device_map (e.g. device_map='auto')")
     display, source = _resolve(name)
-    model, tokenizer = _load_hf(source, display, dtype, device, attn_implementation, device_map, max_memory, offload_folder)
+    model, tokenizer = _load_hf(
+        source, display, dtype, device, attn_implementation, device_map, max_memory, offload_folder
+    )
     return wrap_model(model, tokenizer, name=display, backend=backend, source=str(source), prepend_bos=prepend_bos)
 
 
@@ -576,7 +588,13 @@ def wrap_model(
         wrapped = _boot_bridge(model, tokenizer, source or getattr(model.config, "_name_or_path", name) or name)
     arch = ArchInfo.from_config(model.config, adapter.layer_attention(model))
     loaded = LoadedModel(
-        model=wrapped, tokenizer=tokenizer, arch=arch, adapter=adapter, backend=backend, name=name, hf_model=model,
+        model=wrapped,
+        tokenizer=tokenizer,
+        arch=arch,
+        adapter=adapter,
+        backend=backend,
+        name=name,
+        hf_model=model,
         prepend_bos=prepend_bos,
     )
     adapter.install(loaded)

@@ -110,7 +110,9 @@ class AtlasConfig(Config):
     window: Optional[int] = None
     n_bins: int = 16
     sink_min: float = 0.5  # half of the row's mass on the first S tokens
-    prev_min: float = 0.5  # half of the row's mass on i - 1 (TransformerLens's previous-token score reads the same mass)
+    prev_min: float = (
+        0.5  # half of the row's mass on i - 1 (TransformerLens's previous-token score reads the same mass)
+    )
     distant_max: float = 0.05  # at most 5% of the mass beyond the sinks and the window: streaming-compatible
     causal_texts: int = 1
     budgets: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -124,7 +126,9 @@ class AtlasConfig(Config):
 
     def validate(self) -> None:
         if self.texts is not None and not any(t.strip() for t in self.texts):
-            raise InterpError("no texts to analyse: pass at least one non-empty text (or omit texts for the shipped corpus)")
+            raise InterpError(
+                "no texts to analyse: pass at least one non-empty text (or omit texts for the shipped corpus)"
+            )
         if self.length < 2:
             raise InterpError(f"length must be at least 2 tokens, got {self.length}")
         if self.sinks < 0:
@@ -135,7 +139,9 @@ class AtlasConfig(Config):
             raise InterpError(f"--windows must be distinct integers, got {list(self.windows)}")
         for w in self.windows:
             if not 1 <= w < self.length:
-                raise InterpError(f"window {w} must lie in 1..{self.length - 1} (below --length {self.length}): lower it or raise --length")
+                raise InterpError(
+                    f"window {w} must lie in 1..{self.length - 1} (below --length {self.length}): lower it or raise --length"
+                )
         if self.window is not None and self.window not in self.windows:
             raise InterpError(f"the policy window {self.window} must be one of --windows {list(self.windows)}")
         if self.n_bins < 1:
@@ -204,7 +210,10 @@ def concentration(recv: Float[Tensor, "head key_pos"], share: float = 0.01) -> F
 
 
 def reduce_layer(
-    rows: Mapping[str, Float[Tensor, "head n_rows"]], bins: np.ndarray, n_bins: int, recv: Optional[Float[Tensor, "head key_pos"]]
+    rows: Mapping[str, Float[Tensor, "head n_rows"]],
+    bins: np.ndarray,
+    n_bins: int,
+    recv: Optional[Float[Tensor, "head key_pos"]],
 ) -> dict[str, Any]:
     """One layer of one text: per-bin sums of every row metric, the row count per bin, the concentration.
 
@@ -266,7 +275,12 @@ def select_heads(distant: np.ndarray, n: int, how: str, seed: int = 0) -> list[t
 
 
 def kv_saved(
-    windowed: Sequence[tuple[int, int]], n_layers: int, kv_map: Sequence[int], length: int, window: int, sinks: int,
+    windowed: Sequence[tuple[int, int]],
+    n_layers: int,
+    kv_map: Sequence[int],
+    length: int,
+    window: int,
+    sinks: int,
     layer_windows: Sequence[Optional[int]],
 ) -> float:
     """Share of the KV cache at ``length`` tokens saved by windowing ``windowed`` heads.
@@ -345,7 +359,9 @@ class AtlasResult:
         """The KV-cache policy at the policy window: ``{"window", "sinks", "full", "windowed", "kv_saved", ...}``."""
         cfg, W = self.config, self.config.policy_window
         distant = self.full()[f"distant_{W}"]
-        windowed = [(i, h) for i in range(len(self.layers)) for h in range(self.n_heads) if distant[i, h] <= cfg.distant_max]
+        windowed = [
+            (i, h) for i in range(len(self.layers)) for h in range(self.n_heads) if distant[i, h] <= cfg.distant_max
+        ]
         full = [(i, h) for i in range(len(self.layers)) for h in range(self.n_heads) if (i, h) not in set(windowed)]
         saved = kv_saved(windowed, len(self.layers), self.kv_map, cfg.length, W, cfg.sinks, self.layer_windows)
         return {
@@ -367,7 +383,12 @@ class AtlasResult:
         rows = []
         for i, layer in enumerate(self.layers):
             for h in range(self.n_heads):
-                row: dict[str, Any] = {"layer": layer, "head": h, "kv_head": self.kv_map[h], "layer_window": self.layer_windows[i]}
+                row: dict[str, Any] = {
+                    "layer": layer,
+                    "head": h,
+                    "kv_head": self.kv_map[h],
+                    "layer_window": self.layer_windows[i],
+                }
                 row |= {m: float(full[m][i, h]) for m in self.metrics}
                 row |= {"concentration": float(self.concentration[i, h]), "kind": kinds[i, h]}
                 rows.append(row)
@@ -376,7 +397,9 @@ class AtlasResult:
     def profiles_dataframe(self) -> pd.DataFrame:
         """profiles.csv: layer, head, bin, pos_lo, pos_hi, metric, value (long format)."""
         n_layers, n_heads, n_metrics, n_bins = self.profiles.shape
-        li, hi, mi, bi = np.meshgrid(np.arange(n_layers), np.arange(n_heads), np.arange(n_metrics), np.arange(n_bins), indexing="ij")
+        li, hi, mi, bi = np.meshgrid(
+            np.arange(n_layers), np.arange(n_heads), np.arange(n_metrics), np.arange(n_bins), indexing="ij"
+        )
         return pd.DataFrame({
             "layer": np.asarray(self.layers)[li.reshape(-1)],
             "head": hi.reshape(-1),
@@ -434,9 +457,14 @@ class AtlasResult:
             "n_texts": self.n_texts,
             "length": self.config.length,
             "kinds": {k: int((kinds == k).sum()) for k in KINDS},
-            "thresholds": {"sink_min": self.config.sink_min, "prev_min": self.config.prev_min,
-                           "distant_max": self.config.distant_max, "window": self.config.policy_window,
-                           "sinks": self.config.sinks, "concentration_top": 0.01},  # fmt: skip
+            "thresholds": {
+                "sink_min": self.config.sink_min,
+                "prev_min": self.config.prev_min,
+                "distant_max": self.config.distant_max,
+                "window": self.config.policy_window,
+                "sinks": self.config.sinks,
+                "concentration_top": 0.01,
+            },  # fmt: skip
             "windowed_heads": len(policy["windowed"]),
             "kv_saved": policy["kv_saved"],
             "base_loss": None if math.isnan(self.base_loss) else self.base_loss,
@@ -447,8 +475,13 @@ class AtlasResult:
 
 
 def combine(
-    model: str, config: AtlasConfig, layers: Sequence[int], n_heads: int, kv_map: Sequence[int],
-    layer_windows: Sequence[Optional[int]], records: Sequence[Mapping[str, Any]],
+    model: str,
+    config: AtlasConfig,
+    layers: Sequence[int],
+    n_heads: int,
+    kv_map: Sequence[int],
+    layer_windows: Sequence[Optional[int]],
+    records: Sequence[Mapping[str, Any]],
 ) -> AtlasResult:
     """Average the per-text records of the runner into an `AtlasResult`.
 
@@ -483,6 +516,10 @@ def combine(
     )  # fmt: skip
 
 
-def with_causal(result: AtlasResult, rows: Sequence[Mapping[str, Any]], base_loss: float, base_recall: float) -> AtlasResult:
+def with_causal(
+    result: AtlasResult, rows: Sequence[Mapping[str, Any]], base_loss: float, base_recall: float
+) -> AtlasResult:
     """The result with the causal check's rows (see `AtlasResult.causal`)."""
-    return dataclasses.replace(result, causal=tuple(dict(r) for r in rows), base_loss=float(base_loss), base_recall=float(base_recall))
+    return dataclasses.replace(
+        result, causal=tuple(dict(r) for r in rows), base_loss=float(base_loss), base_recall=float(base_recall)
+    )

@@ -65,7 +65,9 @@ def prepare_windows(lm: Model, config: AtlasConfig) -> tuple[list[Tensor], list[
     """
     lm.check_length(config.length)
     if lm.tokenizer is None:
-        raise InterpError("the atlas reads texts, so it needs the model's tokenizer: load the model with interp.load_model")
+        raise InterpError(
+            "the atlas reads texts, so it needs the model's tokenizer: load the model with interp.load_model"
+        )
     stream = lm.tokens("\n\n".join(_corpus(config)))
     step = config.length - int(lm.prepends_bos)
     n = len(stream) // step
@@ -76,7 +78,8 @@ def prepare_windows(lm: Model, config: AtlasConfig) -> tuple[list[Tensor], list[
             "--causal-texts"
         )
     windows = [
-        torch.tensor([lm.with_bos(stream[i * step : (i + 1) * step])], dtype=torch.long, device=lm.device) for i in range(n)
+        torch.tensor([lm.with_bos(stream[i * step : (i + 1) * step])], dtype=torch.long, device=lm.device)
+        for i in range(n)
     ]
     held = windows[n - config.causal_texts :] if config.causal_texts else []
     profiled = windows[: n - config.causal_texts]
@@ -105,7 +108,9 @@ def scan_text(lm: Model, ids: Tensor, config: AtlasConfig, layers: Sequence[int]
             backend=config.backend,
         )  # fmt: skip
         assert st.recent is not None and st.distant is not None and st.recv is not None
-        rows = {name: getattr(st, name)[0] for name in ("first", "sink", "entropy", "dist", "waad", "top1p", "self_mass")}
+        rows = {
+            name: getattr(st, name)[0] for name in ("first", "sink", "entropy", "dist", "waad", "top1p", "self_mass")
+        }
         rows["prev"] = st.recent[0, :, :, windows.index(2)] - st.self_mass[0]
         for w in config.windows:
             rows[f"recent_{w}"] = st.recent[0, :, :, windows.index(w)]
@@ -150,7 +155,10 @@ def _conditions(result: AtlasResult, policy: dict) -> list[dict]:
         n = int(round(b * n_total))
         out.append({"condition": "policy", "seed": 0, "budget": b, "heads": select_heads(distant, n, "policy")})
         out.append({"condition": "distant", "seed": 0, "budget": b, "heads": select_heads(distant, n, "distant")})
-        out += [{"condition": "random", "seed": s, "budget": b, "heads": select_heads(distant, n, "random", s)} for s in range(cfg.seeds)]
+        out += [
+            {"condition": "random", "seed": s, "budget": b, "heads": select_heads(distant, n, "random", s)}
+            for s in range(cfg.seeds)
+        ]
     return out
 
 
@@ -179,12 +187,22 @@ def causal_check(lm: Model, result: AtlasResult, held: Sequence[Tensor], store: 
 
     units = {"base": []} | {f"{c['condition']}-{c['budget']:.4f}-{c['seed']}": c["heads"] for c in conditions}
     settings = {**cfg.settings(), **store.notes, "model": lm.name, "policy": policy}
-    done = store.map(list(units), lambda key: measure(units[key]), settings=settings, what="atlas: causal check", log="causal.jsonl")
+    done = store.map(
+        list(units), lambda key: measure(units[key]), settings=settings, what="atlas: causal check", log="causal.jsonl"
+    )
     base = done["base"]
     rows = []
     for c, key in zip(conditions, list(units)[1:]):
         rec = done[key]
-        saved = kv_saved(c["heads"], len(result.layers), result.kv_map, cfg.length, cfg.policy_window, cfg.sinks, result.layer_windows)
+        saved = kv_saved(
+            c["heads"],
+            len(result.layers),
+            result.kv_map,
+            cfg.length,
+            cfg.policy_window,
+            cfg.sinks,
+            result.layer_windows,
+        )
         rows.append({
             "condition": c["condition"], "seed": c["seed"], "budget": round(c["budget"], 4), "n_heads": len(c["heads"]),
             "kv_saved": round(saved, 6), "delta_loss": rec["loss"] - base["loss"],
@@ -215,7 +233,9 @@ def run(lm: Model, config: AtlasConfig = AtlasConfig(), store: Optional[Store] =
     store.note(texts_sha256=texts_digest(config.texts))
     settings = {**config.settings(), **store.notes, "model": lm.name}
     by_key = {f"text-{n:05d}": ids for n, ids in enumerate(profiled)}
-    done = store.map(list(by_key), lambda key: scan_text(lm, by_key[key], config, layers), settings=settings, what="atlas: texts")
+    done = store.map(
+        list(by_key), lambda key: scan_text(lm, by_key[key], config, layers), settings=settings, what="atlas: texts"
+    )
     result = combine(
         lm.name, config, layers, lm.arch.n_heads, lm.arch.kv_map,
         [lm.attention_kwargs(layer)["sliding_window"] for layer in layers], [done[key] for key in by_key],
@@ -239,7 +259,11 @@ def read_policy(path: str | Path, lm: Model) -> dict:
         policy = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise InterpError(f"cannot read the policy file {path}: {err}") from None
-    if policy.get("model") != lm.name or policy.get("n_layers") != lm.arch.n_layers or policy.get("n_heads") != lm.arch.n_heads:
+    if (
+        policy.get("model") != lm.name
+        or policy.get("n_layers") != lm.arch.n_layers
+        or policy.get("n_heads") != lm.arch.n_heads
+    ):
         raise InterpError(
             f"the policy {path} was written for {policy.get('model')} ({policy.get('n_layers')} layers x "
             f"{policy.get('n_heads')} heads), not {lm.name} ({lm.arch.n_layers} x {lm.arch.n_heads}): run interp atlas on this model"
@@ -298,19 +322,33 @@ def record(result: AtlasResult) -> dict:
 
 def cli(
     model: Optional[str] = flags.model_option(),
-    texts: Optional[Path] = typer.Option(None, "--texts", help="UTF-8 file of texts separated by lines '---', joined and cut into windows (default: stdlib docstring prose and the shipped texts)."),
+    texts: Optional[Path] = typer.Option(
+        None,
+        "--texts",
+        help="UTF-8 file of texts separated by lines '---', joined and cut into windows (default: stdlib docstring prose and the shipped texts).",
+    ),
     length: int = typer.Option(8192, "--length", help="Tokens per window: every head is profiled up to this position."),
     max_texts: Optional[int] = typer.Option(None, "--max-texts", help="Profile at most N windows."),
     sinks: int = typer.Option(4, "--sinks", help="S: the first tokens a windowed head keeps (StreamingLLM keeps 4)."),
-    windows: str = typer.Option("64,256,1024", "--windows", help="The W of the recent and distant masses, comma-separated, each below --length."),
-    window: Optional[int] = typer.Option(None, "--window", help="The policy's window, one of --windows (default the largest)."),
+    windows: str = typer.Option(
+        "64,256,1024", "--windows", help="The W of the recent and distant masses, comma-separated, each below --length."
+    ),
+    window: Optional[int] = typer.Option(
+        None, "--window", help="The policy's window, one of --windows (default the largest)."
+    ),
     bins: int = typer.Option(16, "--bins", help="Log-spaced query-position bins of the profiles."),
-    distant_max: float = typer.Option(0.05, "--distant-max", help="A head with at most this distant mass may be windowed."),
+    distant_max: float = typer.Option(
+        0.05, "--distant-max", help="A head with at most this distant mass may be windowed."
+    ),
     causal_texts: int = typer.Option(1, "--causal-texts", help="Windows held out for the causal check (0: none)."),
     budgets: str = typer.Option("0.25,0.5,0.75", "--budgets", help="Shares of heads windowed in the causal sweep."),
     seeds: int = typer.Option(3, "--seeds", help="Random head sets per budget."),
     needles: int = typer.Option(2, "--needles", help="Needle samples for recall at --length (0: none)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="A policy.json of an earlier interp atlas on this model: the causal check windows its heads (default: this run's policy)."),
+    policy: Optional[Path] = typer.Option(
+        None,
+        "--policy",
+        help="A policy.json of an earlier interp atlas on this model: the causal check windows its heads (default: this run's policy).",
+    ),
     layers: Optional[str] = flags.layers_option(),
     backend: str = flags.backend_option(),
     out: Path = flags.out_option("runs/atlas"),
@@ -334,8 +372,24 @@ def cli(
 
 # The report's small sizes: 2 windows of 512 tokens, one held out (quick: 256 tokens, no needles).
 _REPORT_SIZES = {
-    False: {"length": 512, "windows": (32, 128), "max_texts": 1, "budgets": (0.25, 0.5), "seeds": 1, "needles": 0, "loss_tokens": 256},
-    True: {"length": 256, "windows": (32, 64), "max_texts": 1, "budgets": (0.5,), "seeds": 1, "needles": 0, "loss_tokens": 128},
+    False: {
+        "length": 512,
+        "windows": (32, 128),
+        "max_texts": 1,
+        "budgets": (0.25, 0.5),
+        "seeds": 1,
+        "needles": 0,
+        "loss_tokens": 256,
+    },
+    True: {
+        "length": 256,
+        "windows": (32, 64),
+        "max_texts": 1,
+        "budgets": (0.5,),
+        "seeds": 1,
+        "needles": 0,
+        "loss_tokens": 128,
+    },
 }
 
 

@@ -63,8 +63,15 @@ def _first_real(mask, batch: int, tk: int, device) -> torch.Tensor:
 
 
 def apply_windows(
-    base: Callable, module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
-    out: torch.Tensor, edits: Sequence[tuple[int, int, int]], kwargs: dict,
+    base: Callable,
+    module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask,
+    out: torch.Tensor,
+    edits: Sequence[tuple[int, int, int]],
+    kwargs: dict,
 ) -> torch.Tensor:
     """Replace the windowed heads' rows of ``out`` by their attention over the sinks and the window.
 
@@ -103,7 +110,11 @@ def apply_windows(
         for start in range(0, tq, _BLOCK):
             stop = min(start + _BLOCK, tq)
             lo = max(0, tk - tq + start - window + 1)
-            cols = torch.unique(torch.cat([torch.arange(0, min(n_sink, tk), device=device), torch.arange(lo, tk - tq + stop, device=device)]))
+            cols = torch.unique(
+                torch.cat(
+                    [torch.arange(0, min(n_sink, tk), device=device), torch.arange(lo, tk - tq + stop, device=device)]
+                )
+            )
             rows = torch.arange(start, stop, device=device)
             pos = (tk - tq + rows)[:, None]
             keep = (pos - cols[None, :] < window)[None] | (cols[None, None, :] < (first[:, None, None] + sinks))
@@ -112,7 +123,9 @@ def apply_windows(
             keep = keep | empty[..., None]
             mask = keep[:, None]  # [batch, 1, rows, cols]
             if as_float:
-                mask = torch.zeros(mask.shape, dtype=query.dtype, device=device).masked_fill(~mask, torch.finfo(query.dtype).min)
+                mask = torch.zeros(mask.shape, dtype=query.dtype, device=device).masked_fill(
+                    ~mask, torch.finfo(query.dtype).min
+                )
             sub, _ = fn(module, query[:, :, start:stop], key[:, :, cols], value[:, :, cols], mask, **kwargs)
             sub = sub[:, :, heads].to(out.dtype)
             out[:, start:stop, heads] = torch.where(empty[:, :, None, None], out[:, start:stop, heads], sub)

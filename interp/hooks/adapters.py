@@ -41,7 +41,14 @@ from interp.hooks.families import (  # noqa: F401  (re-exported)
 from interp.hooks.sites import SITES, Listener, _Handle, run_listeners
 from interp.protocols import Model
 
-__all__ = ["adapter_for", "HFAdapter", "TLAdapter", "LayerAttention", "SUPPORTED_MODEL_TYPES", "UNSUPPORTED_MODEL_TYPES"]
+__all__ = [
+    "adapter_for",
+    "HFAdapter",
+    "TLAdapter",
+    "LayerAttention",
+    "SUPPORTED_MODEL_TYPES",
+    "UNSUPPORTED_MODEL_TYPES",
+]
 
 
 def adapter_for(model_type: str, backend: str = "hf"):
@@ -136,7 +143,9 @@ def _interp_attention(module, query, key, value, attention_mask, **kwargs):
     out = windowed_blocks(_base_function(module), module, query, key, value, attention_mask, **kwargs)
     if state.get("window"):  # per-head StreamingLLM windows (window_attention; see _window_heads)
         attn, weights = out
-        attn = apply_windows(_base_function(module), module, query, key, value, attention_mask, attn, state["window"], kwargs)
+        attn = apply_windows(
+            _base_function(module), module, query, key, value, attention_mask, attn, state["window"], kwargs
+        )
         return attn, weights
     return out
 
@@ -216,7 +225,7 @@ class HFAdapter:
         model = lm.hf_model
         base = model.config._attn_implementation or "sdpa"
         if base.startswith("interp_"):
-            base = base[len("interp_"):]
+            base = base[len("interp_") :]
         if base not in _SUPPORTED_IMPLEMENTATIONS:
             raise InterpError(
                 f"the model runs attention implementation '{base}', which interp cannot wrap: load it with "
@@ -301,7 +310,11 @@ class HFAdapter:
                 return None if new is x else (args, {**kwargs, "hidden_states": new})
 
             return _Handle(block.register_forward_pre_hook(pre_layer, with_kwargs=True).remove)
-        module = {"resid_post": block, "attn_out": getattr(block, self.layout.attn), "mlp_out": getattr(block, self.layout.mlp)}.get(site)
+        module = {
+            "resid_post": block,
+            "attn_out": getattr(block, self.layout.attn),
+            "mlp_out": getattr(block, self.layout.mlp),
+        }.get(site)
         if module is None:
             raise InterpError(f"unknown site '{site}': use one of {', '.join(SITES)}")
 

@@ -70,9 +70,7 @@ class KeyBias:
         keys = self.keys.to(k.device)
         keys = keys.expand(b, tk) if keys.dim() == 1 else keys
         if keys.shape[-1] != tk:
-            raise InterpError(
-                f"key_bias keys cover {keys.shape[-1]} positions but the layer sees {tk} keys"
-            )
+            raise InterpError(f"key_bias keys cover {keys.shape[-1]} positions but the layer sees {tk} keys")
         bias = torch.as_tensor(self.bias, dtype=q.dtype, device=q.device)
         bias = bias.expand(b, tq) if bias.dim() < 2 else bias[:, -tq:]
         q_extra = torch.zeros(b, h, tq, 1, dtype=q.dtype, device=q.device)

@@ -41,7 +41,8 @@ def atlas_page(result: AtlasResult) -> str:
         "kinds": [[str(k) for k in row] for row in result.kinds],
         "centres": [float(f"{(lo + hi) / 2 + 1:.4g}") for lo, hi in result.bins],
         "profiles": {
-            m: [_round(result.profiles[i, :, j]) for i in range(len(result.layers))] for j, m in enumerate(result.metrics)
+            m: [_round(result.profiles[i, :, j]) for i in range(len(result.layers))]
+            for j, m in enumerate(result.metrics)
         },
         "scale": list(_SCALE),
     }
@@ -55,7 +56,10 @@ def atlas_page(result: AtlasResult) -> str:
         "position bin); click a head for its profiles against query position."
     )
     payload = json.dumps(data).replace("</", "<\\/")  # no "</script>" inside the JSON
-    options = "".join(f'<option value="{html.escape(m)}"{" selected" if m == "distant_" + str(policy["window"]) else ""}>{html.escape(m)}</option>' for m in metrics)
+    options = "".join(
+        f'<option value="{html.escape(m)}"{" selected" if m == "distant_" + str(policy["window"]) else ""}>{html.escape(m)}</option>'
+        for m in metrics
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#1f2328}} #grid,#profile{{width:100%;height:520px}}</style>
@@ -102,10 +106,13 @@ def causal_figure(result: AtlasResult) -> Any:
             name=str(condition), text=[f"budget {b:.0%}, {n} heads, seed {s}, recall {r:.2f}" for b, n, s, r in
                                        zip(part["budget"], part["n_heads"], part["seed"], part["recall"])],
         ))  # fmt: skip
-    fig.add_hline(y=result.config.loss_tolerance, line_dash="dot", annotation_text=f"{result.config.loss_tolerance} nats/token")
+    fig.add_hline(
+        y=result.config.loss_tolerance, line_dash="dot", annotation_text=f"{result.config.loss_tolerance} nats/token"
+    )
     fig.update_layout(
         title=f"Windowing heads of {result.model} (window {result.config.policy_window}, {result.config.sinks} sinks): "
         "KV cache saved against loss change",
-        xaxis_title=f"KV cache saved at {result.config.length} tokens", yaxis_title="loss change (nats/token)",
+        xaxis_title=f"KV cache saved at {result.config.length} tokens",
+        yaxis_title="loss change (nats/token)",
     )
     return fig

@@ -32,7 +32,12 @@ def test_loading_facts(gemma3):
     lm = gemma3
     arch = lm.arch
     assert (arch.model_type, arch.n_layers, arch.n_heads, arch.n_kv_heads, arch.d_head, arch.n_ctx) == (
-        "gemma3_text", 18, 4, 1, 256, 32768,
+        "gemma3_text",
+        18,
+        4,
+        1,
+        256,
+        32768,
     )
     assert arch.kv_map == [0, 0, 0, 0]
     windows = [arch.layer_attention(layer).sliding_window for layer in range(arch.n_layers)]

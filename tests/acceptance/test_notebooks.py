@@ -60,9 +60,17 @@ def test_notebooks_are_built_from_the_script_without_outputs(tmp_path):
 
     built = sorted(p.name for p in _builder().build(tmp_path))
     assert built == NOTEBOOKS, "notebooks/ differs from notebooks/_build.py: run python notebooks/_build.py"
-    assert {"00_quickstart.ipynb", "01_retrieval.ipynb", "02_sinks.ipynb", "03_patching.ipynb", "04_preplan.ipynb"} <= set(built)
+    assert {
+        "00_quickstart.ipynb",
+        "01_retrieval.ipynb",
+        "02_sinks.ipynb",
+        "03_patching.ipynb",
+        "04_preplan.ipynb",
+    } <= set(built)
     for name in built:
-        assert (tmp_path / name).read_text() == (NB_DIR / name).read_text(), f"{name} is stale: run python notebooks/_build.py"
+        assert (tmp_path / name).read_text() == (NB_DIR / name).read_text(), (
+            f"{name} is stale: run python notebooks/_build.py"
+        )
         nb = nbformat.read(NB_DIR / name, as_version=4)
         for cell in nb.cells:
             if cell.cell_type == "code":
@@ -105,7 +113,13 @@ FIGURES = {
 EXPECTED = {
     "00_quickstart.ipynb": [r"\('[^']*', 0\.\d+\)", r"sinks\.html \d+ KiB"],
     "01_retrieval.ipynb": [r"\d+\.\d% of heads score > 0\.1 over \d+ counted samples", r"\brank\b", r"\bscore\b"],
-    "02_sinks.ipynb": [r"sink rate at position 0: \d+\.\d% of \(text, layer, head\)", r"alpha0", r"sink_rate_pct", r"enrichment", r"'previous-token': \d+"],
+    "02_sinks.ipynb": [
+        r"sink rate at position 0: \d+\.\d% of \(text, layer, head\)",
+        r"alpha0",
+        r"sink_rate_pct",
+        r"enrichment",
+        r"'previous-token': \d+",
+    ],
     "03_patching.ipynb": [r"Baseline\(n=2, clean_accuracy=", r"\(2[234], \d+, "],
     "04_preplan.ipynb": [r"'n_preplan': \d+", r"'n_anchor': \d+", r"\bwaad\b", r'class="tok (anchor|both)\b'],
     "05_heads.ipynb": [r"'induction': \[\(\d+, \d+, ", r"qr_score", r"\bai\b|influence"],

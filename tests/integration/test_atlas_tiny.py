@@ -18,7 +18,9 @@ from interp.hooks import capture
 from interp.models import wrap_model
 
 
-def _dense_rows(q: torch.Tensor, k: torch.Tensor, scale: float, sinks: int, windows, sliding) -> dict[str, torch.Tensor]:
+def _dense_rows(
+    q: torch.Tensor, k: torch.Tensor, scale: float, sinks: int, windows, sliding
+) -> dict[str, torch.Tensor]:
     """Every atlas row metric from the dense float64 attention of one layer ([head, T] each)."""
     q, k = q[0].double(), k[0].double()
     k = k.repeat_interleave(q.shape[0] // k.shape[0], 0)
@@ -104,7 +106,9 @@ def test_run_writes_the_contract_files_and_resumes(tmp_path):
     n = lm.arch.n_layers * lm.arch.n_heads
     assert policy["window"] == 8 and policy["sinks"] == 1
     assert len(policy["full"]) + len(policy["windowed"]) == n
-    assert sorted(map(tuple, policy["full"] + policy["windowed"])) == [(L, h) for L in range(lm.arch.n_layers) for h in range(lm.arch.n_heads)]
+    assert sorted(map(tuple, policy["full"] + policy["windowed"])) == [
+        (L, h) for L in range(lm.arch.n_layers) for h in range(lm.arch.n_heads)
+    ]
     import pandas as pd
 
     heads = pd.read_csv(folder / "heads.csv")
