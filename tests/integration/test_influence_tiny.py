@@ -30,9 +30,13 @@ def test_losses(tiny_lm):
 class _Tok:
     """Each word is one token: its length + 1 (ids below the tiny vocabulary of 97)."""
 
+    bos_token_id = None
+
     def __call__(self, text, return_tensors=None, add_special_tokens=False):
-        class _E:
-            input_ids = torch.tensor([[min(len(w), 90) + 1 for w in text.split()]])
+        ids = [min(len(w), 90) + 1 for w in text.split()]
+
+        class _E:  # as a HF tokenizer: a flat list for one text, a [1, pos] tensor with return_tensors="pt"
+            input_ids = torch.tensor([ids]) if return_tensors == "pt" else ids
 
         return _E()
 
