@@ -16,36 +16,19 @@ import math
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kernel_cases import FLOAT_STATS, Case, check_against_reference, compare_to_reference, prepare_kwargs
 
 from interp.kernels import AttentionStats, attention_stats
 from interp.kernels._problem import prepare
-from interp.kernels._reference import reference_probs, reference_stats
+from interp.kernels._reference import reference_probs
 
-FLOAT_STATS = (
-    "lse", "top1p", "entropy", "sink", "dist", "waad", "seg", "first", "self_mass", "recent", "distant",
-    "recv", "recv_mean", "band",
-)  # fmt: skip
-TOL = 2e-5  # float32 accumulation tolerance, absolute and relative
 RECENT = (1, 3, 12, 100)  # windows of recent / distant for the closed forms: 1, inside, beyond T
-
-
-@dataclass
-class Case:
-    """One random problem: tensors plus the keyword arguments of attention_stats."""
-
-    q: torch.Tensor
-    k: torch.Tensor
-    kwargs: dict = field(default_factory=dict)
-
-    def __repr__(self) -> str:  # hypothesis prints this on failure
-        return f"Case(q={tuple(self.q.shape)} {self.q.dtype}, k={tuple(self.k.shape)}, kwargs={self.kwargs})"
 
 
 @st.composite
@@ -89,55 +72,6 @@ def cases(draw, max_t: int = 96, max_heads: int = 16, dtype: torch.dtype = torch
     if draw(st.booleans()):  # windows of recent / distant, below and beyond T
         kwargs["recent_windows"] = tuple(draw(st.lists(st.integers(1, t + 3), min_size=1, max_size=3, unique=True)))
     return Case(q, k, kwargs)
-
-
-def check_against_reference(case: Case, backend: str, **extra) -> None:
-    """Every statistic of `backend` within the flash-attention tolerance of float64."""
-    compare_to_reference(case, attention_stats(case.q, case.k, backend=backend, **case.kwargs, **extra))
-
-
-def compare_to_reference(case: Case, got: AttentionStats) -> None:
-    """`got` (statistics of `case` from any backend) within the tolerance rule of float64."""
-    problem = prepare(case.q, case.k, **_prepare_kwargs(case.kwargs))
-    ref = reference_stats(problem, torch.float64)
-    base = reference_stats(problem, case.q.dtype)  # the plain same-dtype computation
-    for name in FLOAT_STATS:
-        g, r, b = getattr(got, name), ref[name], base[name]
-        if r is None:
-            assert g is None, name
-            continue
-        assert g.shape == r.shape and g.dtype == torch.float32, name
-        g, b = g.double(), b.double()
-        assert torch.equal(g.isnan(), r.isnan()), f"{name}: NaN pattern differs"
-        err = (g - r).abs().nan_to_num(0.0)
-        bound = 2 * (b - r).abs().nan_to_num(0.0) + TOL + TOL * r.abs().nan_to_num(0.0)
-        worst = (err - bound).max() if err.numel() else 0.0
-        assert worst <= 0, f"{name}: error {err.max():.3g} exceeds the bound by {worst:.3g} ({case})"
-    _check_top1(got, ref, base, problem)
-
-
-def _check_top1(got: AttentionStats, ref: dict, base: dict, problem) -> None:
-    """top1 agrees with float64 except at near-ties, where both keys carry the max mass."""
-    assert got.top1.dtype == torch.int64
-    differ = got.top1 != ref["top1"]
-    if not differ.any():
-        return
-    assert (ref["top1"][differ] >= 0).all() and (got.top1[differ] >= 0).all(), "padding flags differ"
-    _, a64 = reference_probs(problem)
-    a64 = a64[:, :, problem.rows]
-    p_got = a64.gather(-1, got.top1.clamp(min=0)[..., None])[..., 0]
-    slack = TOL + 2 * (base["top1p"].double() - ref["top1p"]).abs().nan_to_num(0.0)
-    assert (ref["top1p"] - p_got <= slack)[differ].all(), "top1 differs away from a near-tie"
-
-
-def _prepare_kwargs(kwargs: dict) -> dict:
-    full = dict(
-        causal=True, softcap=None, sliding_window=None, sink_tokens=1, window=10, band=(10, 100),
-        segments=None, n_segments=None, key_padding_mask=None, query_rows=None, columns=True,
-        sink_logits=None, recent_windows=(),
-    )  # fmt: skip
-    full.update(kwargs)
-    return full
 
 
 # ---------------------------------------------------------------- torch backend vs reference
@@ -230,7 +164,7 @@ def test_sink_logits_match_hf_gpt_oss_eager_attention(sliding_window: int | None
     _, hf = eager_attention_forward(module, q, k, k, additive[None, None], scaling=0.25)  # [b, h, t, t]
 
     kw = dict(scale=0.25, sink_logits=sinks, sliding_window=sliding_window, sink_tokens=2, band=(1, 5))
-    problem = prepare(q, k, **_prepare_kwargs(kw))
+    problem = prepare(q, k, **prepare_kwargs(kw))
     torch.testing.assert_close(reference_probs(problem)[1], hf, rtol=0, atol=1e-12)
     scores = (q @ k.repeat_interleave(heads // kv, 1).transpose(-1, -2) * 0.25).masked_fill(~visible, -math.inf)
     lag = (i - j).double()
@@ -381,7 +315,7 @@ def test_row_masses_by_definition(name: str, backend: str) -> None:
     q, k = torch.randn(batch, heads, n_q, 16, generator=gen) * 2, torch.randn(batch, kv, t, 16, generator=gen)
     windows = (1, 4, 11, t + 5)
     got = attention_stats(q, k, scale=0.25, recent_windows=windows, backend=backend, **kwargs)
-    problem = prepare(q, k, **_prepare_kwargs(dict(scale=0.25, **kwargs)))
+    problem = prepare(q, k, **prepare_kwargs(dict(scale=0.25, **kwargs)))
     _, a = reference_probs(problem)  # [batch, head, query_pos, key_pos] float64
     n_sink = problem.sink_tokens
     for b in range(batch):
@@ -611,7 +545,7 @@ def test_interpreted_triton_every_tile_shape_of_the_search_spaces() -> None:
         recent_windows=(4, 65),
     )  # fmt: skip
     case = Case(q, k, kw)
-    problem = prepare(q, k, **_prepare_kwargs(kw))
+    problem = prepare(q, k, **prepare_kwargs(kw))
     tiles = sorted({(m, n) for m, n, _, _ in _ROW_SPACE + _COL_SPACE})
     assert len(tiles) >= 6
     for block_m, block_n in tiles:

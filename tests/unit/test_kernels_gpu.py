@@ -17,7 +17,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_kernels import Case, check_against_reference, compare_to_reference
+from kernel_cases import Case, check_against_reference, compare_to_reference
 
 from interp.kernels import attention_stats
 
@@ -109,14 +109,14 @@ def test_features_match_reference(name: str, dtype: torch.dtype) -> None:
 
 def test_every_config_matches_reference() -> None:
     """Each entry of both autotune search spaces, forced on both passes, fp16 and d_head 128."""
-    from test_kernels import _prepare_kwargs
+    from kernel_cases import prepare_kwargs
 
     from interp.kernels._problem import prepare
     from interp.kernels._triton import _COL_SPACE, _ROW_SPACE, triton_stats
     from interp.kernels.stats import _finalize
 
     case = _feature_case("sinks", torch.float16, t=1500)
-    problem = prepare(case.q, case.k, **_prepare_kwargs(case.kwargs))
+    problem = prepare(case.q, case.k, **prepare_kwargs(case.kwargs))
     for block_m, block_n, warps, stages in sorted(set(_ROW_SPACE + _COL_SPACE)):
         config = dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
         compare_to_reference(case, _finalize(problem, triton_stats(problem, config)))
