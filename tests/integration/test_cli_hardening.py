@@ -14,52 +14,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
-
-_DIST_ENV = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "SLURM_STEP_NUM_TASKS",
-)
+from helpers import clear_launch_env, save_tiny_llama
 
 
 @pytest.fixture(autouse=True)
 def _one_process(monkeypatch):
-    for name in _DIST_ENV:
-        monkeypatch.delenv(name, raising=False)
+    clear_launch_env(monkeypatch)
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A tiny random Llama (2 layers, 6 heads) with the embedded SmolLM2 tokenizer, as a HF folder."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from interp.models import _embedded_weights_dir
-
-    tok = AutoTokenizer.from_pretrained(_embedded_weights_dir())
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=48,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=512,
-        attn_implementation="sdpa",
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    path = tmp_path_factory.mktemp("tiny-cli")
-    LlamaForCausalLM(cfg).eval().save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-cli"))
 
 
 def cli(monkeypatch, *argv) -> int:
