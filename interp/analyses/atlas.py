@@ -225,7 +225,7 @@ def reduce_layer(
         recv: received attention [head, key_pos] (None: no concentration).
 
     Returns:
-        JSON-able: ``sums`` {metric: [head][bin]}, ``counts`` {metric: [head][bin]} (rows with
+        JSON-able: ``sums`` ``{metric: [head][bin]}``, ``counts`` ``{metric: [head][bin]}`` (rows with
         a finite value), ``concentration`` [head] or None.
     """
     index = torch.as_tensor(bins)

@@ -241,7 +241,8 @@ def hidden_sink_mass(
 
     Args:
         recv_mean: [batch, head, key_pos] column statistic of one layer (NaN at padded keys).
-        tau, min_queries: the sink set S (`interp.analyses.sinks.sink_members`).
+        tau: received-attention threshold of the sink set S (`interp.analyses.sinks.sink_members`).
+        min_queries: fewest queries that may see a key for it to join S (same function).
         include_first: count the first member of S too (ACT keeps it out: False).
 
     Returns:

@@ -236,7 +236,8 @@ def rows_in_window(targets: Int[Tensor, "batch pos n"], widths: Sequence[int], w
     ``length`` back and induction keys ``length - 1``).
 
     Args:
-        targets, widths: from `detector_targets` (-1 = empty slot).
+        targets: expected key per query row and slot, from `detector_targets` (-1 = empty slot).
+        widths: slots per detector kind, from `detector_targets`.
         window: W.
     """
     i = torch.arange(targets.shape[1], device=targets.device)[None, :, None]

@@ -525,8 +525,9 @@ def combine(
     """Assemble per-window records (from `scan_window`) and their tokens into a `SinkResult`.
 
     Args:
-        windows_tokens: per window, (token strings, special flags).
-        records: per window, the record of `interp.experiments.sinks.scan_window` (JSON-able:
+        windows_tokens (Sequence[tuple[list[str], list[bool]]]): per window, (token strings,
+            special flags).
+        records (Sequence[dict]): per window, the record of `interp.experiments.sinks.scan_window` (JSON-able:
             first_token_mass, alpha0, position_count, hits), in the same order.
         layer_windows: per layer of ``layers``, its sliding window (None: global); None: all global.
         first_is_bos: per window, whether its position 0 is the BOS token (None: not known).

@@ -196,9 +196,10 @@ def task_from_prompts(
 
     Args:
         tokenizer: the model's tokenizer.
-        clean, corrupt: one clean and one corrupted prompt per example.
-        correct, wrong: per example, the correct and the wrong answer (one token each, usually
-            with a leading space).
+        clean: one clean prompt per example.
+        corrupt: one corrupted prompt per example.
+        correct: per example, the correct answer (one token, usually with a leading space).
+        wrong: per example, the wrong answer (one token, usually with a leading space).
         task: a name for the task.
         order: optional per-example tag (e.g. "ABBA").
         roles: optional role name -> positions per example (e.g. IO, S1, S2 for IOI).

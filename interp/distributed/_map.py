@@ -41,7 +41,7 @@ def map_units(
         compute_many: instead of ``compute``, ``(keys, done)`` that computes this rank's
             unfinished keys together (e.g. batched over a shared prefix) and calls
             ``done(key, record)`` for each as soon as it is finished.
-        log: the run's main log (`open_log` or `interp.runs.SampleLog`), or None for no files.
+        log (SampleLog | None): the run's main log (`open_log` or `interp.runs.SampleLog`), or None for no files.
         settings: what every rank must agree on besides ``keys`` and ``log.settings``.
         what: name of the units in messages ("texts", "samples", ...).
         progress: progress bar on rank 0.

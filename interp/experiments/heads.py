@@ -57,8 +57,8 @@ def score_unit(lm: Model, ids: Int[Tensor, "batch pos"], config: HeadConfig, lay
     """One forward pass over ``ids``: per layer, the summed row scores of every detector and head.
 
     Returns:
-        A JSON-able record: ``sums`` [layer index][kind][head] (float64 sums over the batch and
-        the query rows) and ``rows`` [kind] (query rows with an expected key).
+        A JSON-able record: ``sums`` ``[layer index][kind][head]`` (float64 sums over the batch and
+        the query rows) and ``rows`` ``[kind]`` (query rows with an expected key).
     """
     from interp.hooks import stream_layers
     from interp.kernels import attention_stats

@@ -77,7 +77,8 @@ def score_ids(
     Args:
         prompt_ids: [1, P] prompt ids (chat template already applied if wanted).
         response_ids: [1, R] response ids, or None to generate ``config.max_new_tokens`` greedily.
-        prompt, response: texts stored in the result (the response is decoded from its ids when None).
+        prompt: the prompt's text, stored in the result.
+        response: the response's text, stored in the result (decoded from its ids when None).
 
     Raises:
         InterpError: an empty prompt or response, a one-token response, prompt + response longer

@@ -67,7 +67,7 @@ def document_mass(
 
 def score_sample(lm: Model, sample: QRSample, config: QRConfig, layers: Sequence[int]) -> dict:
     """One sample's record: ``mass`` (query) and ``null`` (null query; None without calibration),
-    each [layer index][head][doc]."""
+    each ``[layer index][head][doc]``."""
     n_docs = len(sample.documents)
     ids, seg, rows = build_prompt(lm.tokenizer, sample.documents, sample.query, bos=lm.bos_id)
     mass = document_mass(lm, ids, seg, rows, n_docs, layers, config.backend)

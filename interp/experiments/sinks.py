@@ -75,7 +75,7 @@ def prepare_windows(lm: Model, config: SinkConfig) -> list[Tensor]:
 def scan_window(lm: Model, ids: Tensor, config: SinkConfig, layers: Sequence[int]) -> dict:
     """Run one window through the model and reduce every analysed layer to sink statistics.
 
-    Returns a JSON-friendly record: first_token_mass and alpha0 ([layer][head] lists),
+    Returns a JSON-friendly record: first_token_mass and alpha0 (``[layer][head]`` lists),
     position_count ([length]: number of (layer, head) with alpha_j > eps), hits (list of
     [layer, head, position, alpha, hidden]).
     """

@@ -46,9 +46,14 @@ def attention_pattern(
     ``h // (head // kv_head)``.
 
     Args:
-        q, k: post-RoPE queries and (un-repeated) keys, as for `attention_stats`.
-        scale, causal, softcap, sliding_window, sink_logits, key_padding_mask: as for
-            `attention_stats` (``**lm.attention_kwargs(layer)``).
+        q: post-RoPE queries, as for `attention_stats`.
+        k: post-RoPE keys, not repeated over GQA groups, as for `attention_stats`.
+        scale: the softmax scale (``**lm.attention_kwargs(layer)`` gives this and the next four).
+        causal: mask keys after the query.
+        softcap: attention logit soft-cap (Gemma 2); None = none.
+        sliding_window: query i sees keys with i - sliding_window < j; None = all.
+        sink_logits: learned sink logit per query head (GPT-OSS); None = none.
+        key_padding_mask: True = real token (HF attention_mask), as for `attention_stats`.
         rows: only query rows ``[start, stop)`` (indices into q's query_pos); the largest
             temporary is then ``[batch, head, stop - start, key_pos]``.
         masked: NaN (instead of 0) where a key is not visible to the query (after it, outside

@@ -164,16 +164,16 @@ def head_pattern(
     """Attention pattern of one head from its q and k, computed in row chunks.
 
     Args:
-        q: [query_pos, d_head] post-RoPE queries of the head (torch or numpy; a leading batch or
+        q (Tensor | numpy.ndarray): [query_pos, d_head] post-RoPE queries of the head (torch or numpy; a leading batch or
             head axis of size 1 is dropped).
-        k: [key_pos, d_head] post-RoPE keys of the kv head it reads (``lm.arch.kv_map[h]``).
+        k (Tensor | numpy.ndarray): [key_pos, d_head] post-RoPE keys of the kv head it reads (``lm.arch.kv_map[h]``).
         scale: the model's softmax scale (``lm.arch.scale``).
         causal: mask keys after the query (j > i).
         window: sliding-window size (keys with i - j >= window are masked); None = full.
         softcap: attention logit soft-cap (Gemma 2); None = none.
         sink_logit: the head's learned sink logit (GPT-OSS), which joins the softmax
             normaliser without being a key; None = none.
-        key_mask: optional bool [key_pos], True = real token (left padding is False).
+        key_mask (Tensor | numpy.ndarray | None): optional bool [key_pos], True = real token (left padding is False).
         max_exact: longest sequence (max of query_pos, key_pos) shown exactly; above, pooled.
         blocks: about how many blocks per side when pooled.
         pool: "mean" (mean of A over the block's visible cells) or "max".
@@ -264,7 +264,8 @@ def pattern_figure(
         pattern: from :func:`head_pattern`.
         tokens: display string per key position (length ``pattern.n_key``).
         title: figure title (default names the layer/head and whether the view is exact).
-        layer, head: shown in the default title.
+        layer: shown in the default title.
+        head: shown in the default title.
         zmax: top of the colour scale (default: the largest value).
     """
     if len(tokens) != pattern.n_key:
@@ -323,11 +324,11 @@ def attention_view(
     """:func:`head_pattern` then :func:`pattern_figure`: one head's pattern with token hover.
 
     Args:
-        q: [query_pos, d_head] one head's post-RoPE queries.
-        k: [key_pos, d_head] the keys of the kv head it reads.
+        q (Tensor | numpy.ndarray): [query_pos, d_head] one head's post-RoPE queries.
+        k (Tensor | numpy.ndarray): [key_pos, d_head] the keys of the kv head it reads.
         tokens: display string per key position.
         scale: the model's softmax scale.
-        pattern_kw: passed to :func:`head_pattern` (causal, window, softcap, sink_logit, key_mask,
+        **pattern_kw (Any): passed to :func:`head_pattern` (causal, window, softcap, sink_logit, key_mask,
             max_exact, blocks, pool, chunk_size); ``pattern_kwargs(lm.attention_kwargs(layer), head)``
             gives the model's own settings.
     """

@@ -26,7 +26,7 @@ def head_grid(
     """Heatmap of a [layer, head] array with 'layer L head H: value' hover.
 
     Args:
-        values: array-like [n_layers, n_heads] (NaN cells are left blank).
+        values (ArrayLike): [n_layers, n_heads] (NaN cells are left blank).
         hover: optional extra hover text per cell, same shape.
     """
     z = np.asarray(values, dtype=float)
@@ -125,7 +125,7 @@ def position_grid(
     """Heatmap of a [row, pos] array (e.g. patching score per layer and position) with token hover.
 
     Args:
-        values: array-like [n_rows, n_pos] (NaN cells are left blank).
+        values (ArrayLike): [n_rows, n_pos] (NaN cells are left blank).
         rows: label per row (e.g. "layer 3", "L3 H2").
         tokens: display string per position; shown as the x tick labels ("pos 'tok'").
         zmid: centre of a diverging colour scale (e.g. 0 for patching scores); None = auto.

@@ -38,7 +38,7 @@ def save_figure(fig, path: str | os.PathLike, *, png: bool = False, include_plot
     """Write ``fig`` to ``path`` as one HTML file with plotly.js embedded (no network needed).
 
     Args:
-        fig: a plotly Figure.
+        fig (plotly.graph_objects.Figure): the figure.
         path: the .html file to write.
         png: also write ``path.with_suffix('.png')`` when the figure is static (see
             :func:`is_static`) and an image backend (kaleido) works; skipped silently otherwise:

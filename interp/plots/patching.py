@@ -133,7 +133,8 @@ def overlap_figure(overlap: CircuitOverlap, scores_a: np.ndarray, scores_b: np.n
 
     Args:
         overlap: a `CircuitOverlap`.
-        scores_a, scores_b: the two [layer, head] score grids (for hover text).
+        scores_a: circuit A's [layer, head] score grid (for hover text).
+        scores_b: circuit B's [layer, head] score grid.
     """
     shape = scores_a.shape
     code = np.zeros(shape)

@@ -30,7 +30,8 @@ def logit_diff(
 
     Args:
         logits: [batch, pos, vocab] (or [batch, vocab] at the answer position).
-        correct, wrong: LongTensor [batch] answer tokens.
+        correct: LongTensor [batch] correct answer tokens.
+        wrong: LongTensor [batch] wrong answer tokens.
 
     Returns:
         [batch] logit(correct) - logit(wrong).

@@ -85,9 +85,11 @@ def first_difference(clean: Tensor, corrupt: Tensor, head: int, pos: int, has_he
     ones in some prompt; ``n_pos`` when it copies only equal values (a no-op).
 
     Args:
-        clean, corrupt: one layer's site, position on axis -2 ([batch, (kv_)head, pos, d_head]
-            or [batch, pos, d_model]).
-        head, pos: the patch (-1 = all).
+        clean: one layer's site on the clean run, position on axis -2 ([batch, (kv_)head, pos,
+            d_head] or [batch, pos, d_model]).
+        corrupt: the same site on the corrupted run (same shape).
+        head: the patch's head (-1 = all).
+        pos: the patch's position (-1 = all).
         has_head: the site has a head axis.
     """
     n_pos = clean.shape[-2]
@@ -121,7 +123,8 @@ def plan_passes(
     Args:
         pos: each patch's first changed position (`first_difference`).
         per_pass: most patches per pass.
-        n, n_pos: prompts and tokens per prompt.
+        n: number of prompts.
+        n_pos: tokens per prompt.
         reuse: passes start at their first changed position.
         layer: each patch's layer, when passes start at their lowest layer.
     """
@@ -197,7 +200,8 @@ def attribution_estimates(
 
     Args:
         index: (layer, head, pos) per patch (-1 = all).
-        clean, corrupt: layer -> the site's clean and corrupted values (same shapes).
+        clean: layer -> the site's values on the clean run.
+        corrupt: layer -> the site's values on the corrupted run (same shapes).
         grads: layer -> dM/da on the corrupted run (None: the metric does not depend on it).
         has_head: the site has a head axis.
     """

@@ -85,7 +85,8 @@ def couple_anchors(
     t-k .. t-1 (within the response).
 
     Args:
-        anchor, preplan: [resp] bool masks.
+        anchor: [resp] bool mask of anchor tokens.
+        preplan: [resp] bool mask of preplan tokens.
         waad: [resp] WAAD per token.
         tau_waad: WAAD cut.
         k: how many tokens before the anchor to search.

@@ -54,7 +54,8 @@ def path_patching(
 
     Args:
         lm: the model.
-        clean, corrupt: LongTensor [batch, pos].
+        clean: LongTensor [batch, pos] clean prompts.
+        corrupt: LongTensor [batch, pos] corrupted prompts.
         senders: LongTensor [n_senders, 2] of (layer, head) query heads.
         receivers: (layer, head) pairs; head is a query head for "q" and a kv head for "k"/"v".
         receiver_input: "q", "k" or "v".

@@ -67,11 +67,18 @@ def patch_task(
     Args:
         lm: the model.
         batch: the task.
-        target, method, by_pos, layers, batch_rows, compare: see `PatchConfig`.
+        target: what is patched (see `PatchConfig`).
+        method: activation or attribution patching (see `PatchConfig`).
+        by_pos: patch each position separately (see `PatchConfig`).
+        layers: the layers patched (see `PatchConfig`).
+        batch_rows: rows (copies x prompts) per forward pass (see `PatchConfig`).
+        compare: with attribution, also run activation patching (see `PatchConfig`).
         metric: a name of `METRICS` or a callable ``logits [batch, 1, vocab] -> [batch]`` (the
             logits at the answer position; one value per prompt).
         progress: show a progress bar over patches.
-        done, on_pass: resume and store activation patches (see `activation_patching`).
+        done: values of patches finished by an earlier run, to resume (see `activation_patching`).
+        on_pass: called after each forward pass with its patches and values, to store them
+            (see `activation_patching`).
         store: the run's `Store` (progress bar, the passes' map over the ranks).
 
     Returns:

@@ -121,7 +121,8 @@ def activation_patching(
 
     Args:
         lm: the model (HF or TL backend).
-        clean, corrupt: LongTensor [batch, pos], same shape.
+        clean: LongTensor [batch, pos] clean prompts.
+        corrupt: LongTensor [batch, pos] corrupted prompts, same shape.
         site: canonical site: z, q, k, v (head sites; k/v index kv heads), resid_pre,
             attn_out or mlp_out.
         index: LongTensor [n_patches, 3] of (layer, head, pos); head -1 = all heads (and must

@@ -110,7 +110,8 @@ def teacher_traces(
     `teacher_trace` on each sample (same rows, same q and k up to rounding).
 
     Args:
-        batch_size, chunk_size: see `interp.hooks.prefix.tree_rows`.
+        batch_size: sequences per forward pass (see `interp.hooks.prefix.tree_rows`).
+        chunk_size: query rows per kernel chunk (see `interp.hooks.prefix.tree_rows`).
         on_trace: optional ``on_trace(index, trace)`` called as soon as a sample's trace is
             complete (samples finish in tree order, not input order).
     """
