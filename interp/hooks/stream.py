@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator, Optional
 from jaxtyping import Float, Integer
 from torch import Tensor
 
-from interp.errors import InterpError
+from interp.errors import InterpError, add_note
 from interp.hooks.capture import capture, check_layers
 from interp.protocols import Model
 
@@ -140,8 +140,9 @@ def streaming(
             seen.stopped = True
         except BaseException as err:
             fired = [layer for layer in chosen if seen.fired[layer]]
-            err.add_note(
-                f"raised while streaming layers {_span(chosen)}; layers that had fired: {_span(fired) if fired else 'none'}"
+            add_note(
+                err,
+                f"raised while streaming layers {_span(chosen)}; layers that had fired: {_span(fired) if fired else 'none'}",
             )
             raise
     seen.check()
