@@ -5,6 +5,7 @@ view of `sites`: post-RoPE q, k, v, per-head output z and the residual stream, p
 `stream` hands each layer's q and k to a callback as the layer runs (`stream_layers`,
 `streaming`): the one way runners reduce attention layer by layer. `prefix` computes each
 shared token prefix of many sequences once, with a reused KV cache (`prefix_tree`, `tree_rows`).
+`values` gives each key's ||v_j|| and ||W_O^h v_j|| (`value_norms`, `Capture.value_norms`).
 """
 
 from interp.hooks.adapters import SUPPORTED_MODEL_TYPES, HFAdapter, TLAdapter, adapter_for
@@ -26,6 +27,7 @@ from interp.hooks.edits import (
 from interp.hooks.prefix import PrefixNode, RowStats, SequenceRows, prefix_tree, tree_cost, tree_rows
 from interp.hooks.sites import HEAD_SITES, KV_SITES, SITES
 from interp.hooks.stream import LayerCallback, Streamed, stream_layers, streaming
+from interp.hooks.values import ValueNorms, value_norms
 
 __all__ = [
     "SITES",
@@ -60,4 +62,6 @@ __all__ = [
     "SequenceRows",
     "RowStats",
     "tree_rows",
+    "ValueNorms",
+    "value_norms",
 ]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from interp.errors import InterpError
-from interp.hooks.families import LayerAttention, _get, _HFLayout, read_layer_attention
+from interp.hooks.families import (
+    LayerAttention,
+    _get,
+    _HFLayout,
+    head_output_weights,
+    output_projection,
+    read_layer_attention,
+)
 from interp.hooks.sites import SITES, Listener, _Handle, run_listeners
 from interp.protocols import Model
 
@@ -48,6 +55,13 @@ class TLAdapter:
         attn = getattr(list(_get(lm.hf_model, self.layout.layers))[layer], self.layout.attn)
         sinks = getattr(attn, "sinks", None)
         return sinks.detach().float() if isinstance(sinks, torch.Tensor) else None
+
+    def head_output_weights(self, lm: Model, layer: int) -> torch.Tensor:
+        """W_O per head of ``layer``, [head, d_head, d_model], read from the HF module the bridge wraps
+        (the bridge replaces o_proj by a wrapper that keeps it as ``original_component``)."""
+        proj = output_projection(lm.hf_model, self.layout, layer)
+        proj = getattr(proj, "original_component", None) or proj
+        return head_output_weights(proj, layer, lm.arch.n_heads, lm.arch.d_head)
 
     def install(self, lm: Model) -> None:
         """Pick the bridge's hook points; models without rotary embeddings (GPT-2) have no

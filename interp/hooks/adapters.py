@@ -36,6 +36,8 @@ from interp.hooks.families import (  # noqa: F401  (re-exported)
     LayerAttention,
     _get,
     _HFLayout,
+    head_output_weights,
+    output_projection,
     read_layer_attention,
 )
 from interp.hooks.sites import SITES, Listener, _Handle, run_listeners
@@ -215,6 +217,11 @@ class HFAdapter:
         """The layer's learned sink logits [head] (float32, detached), or None."""
         sinks = getattr(self.attention(lm, layer), "sinks", None)
         return sinks.detach().float() if isinstance(sinks, torch.Tensor) else None
+
+    def head_output_weights(self, lm: Model, layer: int) -> torch.Tensor:
+        """W_O per head of ``layer``, [head, d_head, d_model] (see `head_output_weights`)."""
+        proj = output_projection(lm.hf_model, self.layout, layer)
+        return head_output_weights(proj, layer, lm.arch.n_heads, lm.arch.d_head)
 
     def install(self, lm: Model) -> None:
         """Give each attention module its listener registry and settings; the config is untouched.

@@ -18,8 +18,9 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
-from interp.errors import InterpError
+from interp.errors import InterpError, add_note
 from interp.hooks.sites import SITES
+from interp.hooks.values import ValueNorms, value_norms
 from interp.protocols import Model
 
 __all__ = ["Capture", "capture", "check_layers"]
@@ -50,9 +51,10 @@ class Capture:
     step when generating with a KV cache).
     """
 
-    def __init__(self, layers: Sequence[int], keep: Sequence[str]):
+    def __init__(self, layers: Sequence[int], keep: Sequence[str], lm: Optional[Model] = None):
         self.layers = list(layers)
         self.keep = tuple(keep)
+        self.lm = lm  # the captured model (value_norms reads its output projection)
         self._store: dict[tuple[str, int], list[torch.Tensor]] = {}
         self.fired: set[tuple[str, int]] = set()
 
@@ -77,6 +79,17 @@ class Capture:
 
     def __contains__(self, key: tuple[str, int]) -> bool:
         return key in self._store
+
+    def value_norms(self, layer: int) -> ValueNorms:
+        """||v_j|| [batch, kv_head, pos] and ||W_O^h v_j|| [batch, head, pos] of ``layer``'s latest
+        pass, from the captured v and the layer's own output projection (`interp.hooks.value_norms`).
+
+        Raises:
+            InterpError: v was not kept, the layer not captured, or no model is known.
+        """
+        if self.lm is None:
+            raise InterpError("this capture does not know its model: use interp.hooks.capture(lm, ...)")
+        return value_norms(self.lm, layer, self["v", layer])
 
     def clear(self) -> None:
         """Drop stored tensors (keeps the capture attached)."""
@@ -112,7 +125,7 @@ def capture(
     if unknown:
         raise InterpError(f"unknown site(s) {unknown}: use any of {', '.join(SITES)}")
     chosen = check_layers(lm, layers)
-    cap = Capture(chosen, keep)
+    cap = Capture(chosen, keep, lm)
     handles = []
     try:
         for layer in chosen:
@@ -127,7 +140,7 @@ def capture(
         # The block's own error propagates unchanged; what had not fired by then is a note on it.
         missing = _missing(cap, chosen, keep, on_layer)
         if cap.fired and missing:
-            err.add_note(f"raised inside a capture; hooks that had not fired yet: {_listed(missing)}")
+            add_note(err, f"raised inside a capture; hooks that had not fired yet: {_listed(missing)}")
         raise
     finally:
         for h in handles:

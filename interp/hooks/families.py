@@ -14,7 +14,15 @@ import torch
 
 from interp.errors import InterpError
 
-__all__ = ["ArchInfo", "LayerAttention", "SUPPORTED_MODEL_TYPES", "UNSUPPORTED_MODEL_TYPES", "read_layer_attention"]
+__all__ = [
+    "ArchInfo",
+    "LayerAttention",
+    "SUPPORTED_MODEL_TYPES",
+    "UNSUPPORTED_MODEL_TYPES",
+    "head_output_weights",
+    "output_projection",
+    "read_layer_attention",
+]
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,41 @@ def _get(obj: Any, dotted: str) -> Any:
 
 def _text_config(config: Any) -> Any:
     return getattr(config, "text_config", None) or config
+
+
+def output_projection(model: Any, layout: _HFLayout, layer: int) -> Any:
+    """The attention output projection module (o_proj, dense, c_proj) of ``layer``."""
+    return getattr(getattr(list(_get(model, layout.layers))[layer], layout.attn), layout.o_proj)
+
+
+def head_output_weights(proj: Any, layer: int, n_heads: int, d_head: int) -> torch.Tensor:
+    """W_O of every head of ``layer`` from its output projection ``proj``: [head, d_head, d_model],
+    detached, in the weights' dtype.
+
+    Head h adds ``z_h @ W_O[h]`` to the attention block's output, z_h its [pos, d_head] slice of
+    the o_proj input (head-major, as the ``z`` site reads it). An o_proj bias is added once per
+    position, not per head or key, so it is no part of W_O. ``nn.Linear`` keeps [d_model, in]
+    (transposed here); GPT-2's ``Conv1D`` keeps [in, d_model].
+
+    Raises:
+        InterpError: an output projection of another kind, or one whose input is not n_heads x d_head.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(proj, Conv1D):
+        weight = proj.weight
+    elif isinstance(proj, torch.nn.Linear):
+        weight = proj.weight.T
+    else:
+        raise InterpError(
+            f"layer {layer}'s output projection is a {type(proj).__name__}, not a Linear or Conv1D: "
+            "interp cannot read its per-head weights"
+        )
+    if weight.shape[0] != n_heads * d_head:
+        raise InterpError(
+            f"layer {layer}'s output projection takes {weight.shape[0]} inputs, not {n_heads} heads x {d_head}"
+        )
+    return weight.detach().reshape(n_heads, d_head, weight.shape[1])
 
 
 def read_layer_attention(model: Any, layout: _HFLayout) -> tuple[LayerAttention, ...]:
