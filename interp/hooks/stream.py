@@ -36,10 +36,11 @@ from interp.protocols import Model
 
 __all__ = ["LayerCallback", "Streamed", "streaming", "stream_layers"]
 
-LayerCallback = Callable[[int, Tensor, Tensor], None]
+LayerCallback = Callable[..., None]
 """``on_layer(layer, q, k)``: q [batch, head, query_pos, d_head] and k [batch, kv_head, key_pos,
 d_head], post-RoPE, as the layer's attention sees them (detached; k holds cached keys too on a
-pass over a KV cache). Called once per requested layer per forward pass, in layer order."""
+pass over a KV cache). Called once per requested layer per forward pass, in layer order. With
+``values=True`` it is ``on_layer(layer, q, k, v)``, v [batch, kv_head, key_pos, d_head]."""
 
 
 class _StopForward(Exception):
@@ -102,7 +103,12 @@ def _span(layers: list[int]) -> str:
 
 @contextmanager
 def streaming(
-    lm: Model, layers: Optional[Iterable[int]], on_layer: LayerCallback, *, stop_early: bool = False
+    lm: Model,
+    layers: Optional[Iterable[int]],
+    on_layer: LayerCallback,
+    *,
+    stop_early: bool = False,
+    values: bool = False,
 ) -> Iterator[Streamed]:
     """Hand every requested layer's q and k to ``on_layer`` for each forward pass run in the block.
 
@@ -113,6 +119,8 @@ def streaming(
             k [batch, kv_head, key_pos, d_head] (see `LayerCallback`).
         stop_early: end the block's forward pass right after the last requested layer (the
             statements after that pass in the block are skipped; run one pass only).
+        values: call ``on_layer(layer, q, k, v)`` with v [batch, kv_head, key_pos, d_head] too
+            (for value-weighted statistics, `interp.hooks.value_norms`).
 
     Yields:
         A `Streamed` record, filled as the passes run.
@@ -128,7 +136,10 @@ def streaming(
     last = chosen[-1]
 
     def hook(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
-        on_layer(layer, q, k)
+        if values:
+            on_layer(layer, q, k, v)
+        else:
+            on_layer(layer, q, k)
         seen.fired[layer] += 1
         if stop_early and layer == last:
             raise _StopForward
@@ -156,6 +167,7 @@ def stream_layers(
     *,
     attention_mask: Optional[Integer[Tensor, "batch pos"]] = None,
     full: bool = False,
+    values: bool = False,
 ) -> Optional[Float[Tensor, "batch pos vocab"]]:
     """One forward pass over ``input_ids``, calling ``on_layer(layer, q, k)`` for each requested layer.
 
@@ -170,6 +182,7 @@ def stream_layers(
             post-RoPE (see `LayerCallback`).
         attention_mask: [batch, pos] HF attention mask (1 = real token), or None.
         full: run the whole pass and return its logits [batch, pos, vocab].
+        values: hand v [batch, kv_head, pos, d_head] to ``on_layer`` too: ``on_layer(layer, q, k, v)``.
 
     Returns:
         The logits with ``full``, else None.
@@ -185,6 +198,6 @@ def stream_layers(
     ids = input_ids.to(device)
     mask = attention_mask.to(device) if attention_mask is not None else None
     logits = None
-    with streaming(lm, layers, on_layer, stop_early=not full):
+    with streaming(lm, layers, on_layer, stop_early=not full, values=values):
         logits = lm.forward(ids, mask)
     return logits if full else None

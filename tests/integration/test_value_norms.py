@@ -103,3 +103,17 @@ def test_value_norms_refuse_values_of_another_shape():
         lm.forward(_ids())
     with pytest.raises(InterpError, match="site 'v' was not kept"):
         cap.value_norms(0)
+
+
+def test_streaming_hands_the_captured_values_to_the_callback():
+    from interp.hooks import stream_layers
+
+    lm = wrap_model(build("llama"), None, name="llama")
+    ids = _ids()
+    with capture(lm, keep=("v",)) as cap:
+        lm.forward(ids)
+    got = {}
+    stream_layers(lm, ids, [0, 2], lambda layer, q, k, v: got.setdefault(layer, v), values=True)
+    assert sorted(got) == [0, 2]
+    for layer in (0, 2):
+        assert torch.equal(got[layer], cap["v", layer])
