@@ -18,6 +18,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.kernels._layout import to_bhtd
 from interp.kernels._problem import prepare
 from interp.kernels._reference import reference_probs
 
@@ -25,8 +26,8 @@ __all__ = ["attention_pattern"]
 
 
 def attention_pattern(
-    q: Float[Tensor, "batch head query_pos d_head"],
-    k: Float[Tensor, "batch kv_head key_pos d_head"],
+    q: Float[Tensor, "batch _ _ d_head"],
+    k: Float[Tensor, "batch _ _ d_head"],
     *,
     scale: float,
     causal: bool = True,
@@ -37,6 +38,7 @@ def attention_pattern(
     rows: Optional[tuple[int, int]] = None,
     masked: bool = False,
     dtype: torch.dtype = torch.float64,
+    layout: str = "bhtd",
 ) -> Float[Tensor, "batch head rows key_pos"]:
     """Attention probabilities of every head, ``A_ij = exp(s_ij) / sum_{j' visible} exp(s_ij')``.
 
@@ -59,6 +61,8 @@ def attention_pattern(
         masked: NaN (instead of 0) where a key is not visible to the query (after it, outside
             the window, padding).
         dtype: the precision A is computed in (float64, the reference's, by default).
+        layout: the axis order of q and k, as for `attention_stats`: "bhtd" (default) or
+            "bthd" (TransformerLens's [batch, pos, head, d_head]). A is [batch, head, ...] either way.
 
     Returns:
         A ``[batch, head, rows, key_pos]`` in ``dtype``; 0 (NaN with ``masked``) on keys a query
@@ -67,6 +71,7 @@ def attention_pattern(
     Raises:
         InterpError: anything `attention_stats` refuses, or ``rows`` outside ``0..query_pos``.
     """
+    q, k = to_bhtd(q, k, layout)
     settings = dict(scale=scale, causal=causal, softcap=softcap, sliding_window=sliding_window, sink_logits=sink_logits)
     stats_only = dict(
         sink_tokens=0, window=1, band=(0, 0), segments=None, n_segments=None, query_rows=None, columns=False

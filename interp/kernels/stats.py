@@ -29,6 +29,7 @@ from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.kernels._layout import to_bhtd
 from interp.kernels._problem import BACKENDS, Problem, RawStats, column_counts, prepare
 from interp.kernels._reference import reference_stats
 from interp.kernels._torch import torch_stats
@@ -143,8 +144,8 @@ class AttentionStats:
 
 
 def attention_stats(
-    q: Float[Tensor, "batch head query_pos d_head"],
-    k: Float[Tensor, "batch kv_head key_pos d_head"],
+    q: Float[Tensor, "batch _ _ d_head"],
+    k: Float[Tensor, "batch _ _ d_head"],
     *,
     scale: float,
     causal: bool = True,
@@ -163,6 +164,7 @@ def attention_stats(
     sink_logits: Float[Tensor, " head"] | None = None,
     targets: Int[Tensor, "batch n_rows *n_targets"] | None = None,
     recent_windows: Sequence[int] = (),
+    layout: str = "bhtd",
 ) -> AttentionStats:
     """Row and column attention statistics of one layer (definitions: docs/METRICS.md).
 
@@ -200,6 +202,9 @@ def attention_stats(
             n_targets], -1 = none): adds `target` (A_{i,t}) and `target_score` (s_{i,t}).
         recent_windows: the w of `recent` (mass on the last w positions) and `distant` (mass
             beyond them, sink tokens excluded), distinct ints >= 1; empty: both None.
+        layout: the axis order of q and k: "bhtd" (default) [batch, head, pos, d_head], or
+            "bthd" [batch, pos, head, d_head] (TransformerLens's hook_q/hook_k). A shape that
+            cannot be the given layout is refused (`interp.kernels._layout`).
 
     Returns:
         AttentionStats; float32 (float64 for the reference backend).
@@ -207,6 +212,7 @@ def attention_stats(
     Raises:
         InterpError: on any invalid input, or a backend that cannot run here.
     """
+    q, k = to_bhtd(q, k, layout)
     problem = prepare(
         q,
         k,
