@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+from interp.datasets._files import read_user_text
 from interp.digest import digest
 from interp.errors import InterpError
 
@@ -64,9 +65,8 @@ def read_samples(path: str | Path) -> tuple[QRSample, ...]:
         InterpError: a missing file, no samples, or a bad line.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InterpError(f'samples file {p} not found: pass a JSONL file of {{"query", "documents", "gold"}} lines')
-    lines = [(n, ln) for n, ln in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if ln.strip()]
+    raw = read_user_text(p, "samples file", 'a UTF-8 JSONL file of {"query", "documents", "gold"} lines')
+    lines = [(n, ln) for n, ln in enumerate(raw.splitlines(), 1) if ln.strip()]
     return _parse(lines, str(p))
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.datasets._files import read_user_text
 from interp.digest import digest
 from interp.errors import InterpError
 
@@ -62,12 +63,9 @@ def read_questions(path: str | Path) -> tuple[Question, ...]:
         InterpError: a missing or empty file, or a bad line (named by its line number).
     """
     p = Path(path)
-    if not p.is_file():
-        raise InterpError(
-            f'questions file {p} not found: pass a JSONL file of {{"question", "options", "answer"}} lines'
-        )
+    raw = read_user_text(p, "questions file", 'a UTF-8 JSONL file of {"question", "options", "answer"} lines')
     out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{p} line {n}"

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
+from interp.datasets._files import read_user_text
 from interp.digest import digest
 from interp.errors import InterpError
 
@@ -41,12 +42,7 @@ def read_texts(path: str | Path) -> tuple[str, ...]:
         InterpError: missing, unreadable or empty file.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InterpError(f"texts file {p} not found: pass a UTF-8 text file (texts separated by lines '---')")
-    try:
-        raw = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InterpError(f"cannot read texts file {p} ({err}): pass a UTF-8 text file") from err
+    raw = read_user_text(p, "texts file", "a UTF-8 text file (texts separated by lines '---')")
     texts = split_texts(raw)
     if not texts:
         raise InterpError(f"texts file {p} is empty: put at least one text in it (texts separated by lines '---')")

@@ -45,3 +45,73 @@ def test_no_module_calls_err_add_note_directly():
         if re.search(r"\w\.add_note\(", line)
     ]
     assert calls == []
+
+
+# --------------------------------------------------------------------------------------------
+# The one --heads parser
+# --------------------------------------------------------------------------------------------
+
+
+def test_parse_heads_refuses_a_head_named_twice():
+    from interp.experiments.flags import parse_heads
+
+    with pytest.raises(InterpError, match=r"--heads names head 1\.1 twice"):
+        parse_heads("1.1,1.1")  # was ((1, 1), (1, 1)): calibrated twice, "2 heads" masked
+    with pytest.raises(InterpError, match=r"names head 3\.0 twice"):
+        parse_heads("3.0, 2.1,3.0")
+    assert parse_heads("1.1,1.2,2.1") == ((1, 1), (1, 2), (2, 1))
+
+
+def test_parse_heads_empty_message_fits_a_command_that_needs_heads():
+    from interp.experiments.flags import parse_heads
+
+    with pytest.raises(InterpError) as err:
+        parse_heads("", optional=False)  # `interp attention --heads ""` was told to omit a required flag
+    assert "omit" not in str(err.value) and "needs at least one head" in str(err.value)
+    with pytest.raises(InterpError, match="or omit it"):
+        parse_heads(" , ")
+
+
+# --------------------------------------------------------------------------------------------
+# Data files: a folder, bytes that are not UTF-8, an unreadable file
+# --------------------------------------------------------------------------------------------
+
+_READERS = [
+    ("interp.datasets.texts", "read_texts", "texts file"),
+    ("interp.datasets.documents", "read_samples", "samples file"),
+    ("interp.datasets.questions", "read_questions", "questions file"),
+]
+
+
+@pytest.mark.parametrize(("module", "reader", "what"), _READERS)
+def test_a_data_file_that_is_not_utf8_is_one_error(tmp_path, module, reader, what):
+    import importlib
+
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"query": "caf\xe9"}\n')  # samples/questions raised UnicodeDecodeError
+    with pytest.raises(InterpError, match=rf"{what} .* is not UTF-8 text \(byte 14"):
+        getattr(importlib.import_module(module), reader)(bad)
+
+
+@pytest.mark.parametrize(("module", "reader", "what"), _READERS)
+def test_a_folder_given_as_a_data_file_is_called_a_folder(tmp_path, module, reader, what):
+    import importlib
+
+    with pytest.raises(InterpError, match=rf"{what} .* is a folder: pass a UTF-8"):  # was "not found"
+        getattr(importlib.import_module(module), reader)(tmp_path)
+
+
+@pytest.mark.parametrize(("module", "reader", "what"), _READERS)
+def test_an_unreadable_data_file_is_one_error(tmp_path, monkeypatch, module, reader, what):
+    import errno
+    import importlib
+
+    locked = tmp_path / "locked.jsonl"
+    locked.write_text("{}\n")
+
+    def denied(self, *args, **kwargs):  # chmod 0 does not stop root, so the read itself is refused
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(InterpError, match=rf"cannot read {what} .*Permission denied"):
+        getattr(importlib.import_module(module), reader)(locked)
