@@ -137,13 +137,13 @@ def main(argv=None) -> int:
         with _Clock() as ours_t, torch.no_grad():
             ours = activation_patching(
                 hf, batch.clean, batch.corrupt, site, index, metric, batch_rows=args.batch_rows, progress=False
-            )
+            ).values
         serial_t = None
         if args.ours_serial:
             with _Clock() as serial_t, torch.no_grad():
                 serial = activation_patching(
                     hf, batch.clean, batch.corrupt, site, index, metric, batch_rows=batch.n, progress=False
-                )
+                ).values
             assert float((serial - ours).abs().max()) <= args.tol
         columns = {"layer": index[:, 0], "head": index[:, 1], "pos": index[:, 2]}
         index_df = pd.DataFrame({c: columns[c].numpy() for c in cols})

@@ -94,7 +94,7 @@ def _slow_patch(lm, b, site, layer, head, pos):
 def test_batched_patching_equals_slow_loop(lm64, batch, target, by_pos):
     site, index, *_ = target_index(lm64.arch, target, batch.n_pos, by_pos=by_pos, layers=[0, 2])
     # 5 copies of the 3 prompts per pass: several passes and a partial last one
-    got = activation_patching(lm64, batch.clean, batch.corrupt, site, index, _ld(batch), batch_rows=15, progress=False)
+    got = activation_patching(lm64, batch.clean, batch.corrupt, site, index, _ld(batch), batch_rows=15, progress=False).values
     pick = torch.linspace(0, len(index) - 1, 4).long()  # a spread of patches, checked one forward each
     for i in pick.tolist():
         layer, head, pos = index[i].tolist()
@@ -121,7 +121,7 @@ def test_every_patch_equals_slow_loop_with_skips_and_prefix_reuse(lm64, target, 
     corrupt[:, [5, 18, 30]] = torch.randint(0, 97, (2, 3), generator=g)
     b = TaskBatch.from_tokens(clean, corrupt, [3, 8], [11, 40])
     site, index, *_ = target_index(lm64.arch, target, b.n_pos, by_pos=by_pos, layers=[1])
-    got = activation_patching(lm64, b.clean, b.corrupt, site, index, _ld(b), batch_rows=24, progress=False)
+    got = activation_patching(lm64, b.clean, b.corrupt, site, index, _ld(b), batch_rows=24, progress=False).values
     with capture(lm64, layers=[1], keep=(site,)) as cap:
         lm64.forward(b.clean)
     clean_act = cap[site, 1]
@@ -408,8 +408,8 @@ def test_cli_writes_and_compares_runs(saved_tiny, tmp_path, monkeypatch, capsys)
         == 0
     )
     df = pd.read_csv(a / "patch.csv")
-    assert list(df.columns[:5]) == ["layer", "head", "pos", "pos_label", "score"]
-    assert len(df) == 2 * 6 and df["pos"].isna().all()  # 2 layers x 6 heads, all positions
+    assert list(df.columns) == ["layer", "head", "position", "pos_label", "score", "normalised"]
+    assert len(df) == 2 * 6 and df["position"].isna().all()  # 2 layers x 6 heads, all positions
     info = json.loads((a / "run.json").read_text())
     base = info["result"]["baseline"]
     assert {"clean_accuracy", "clean_logit_diff", "corrupt_logit_diff"} <= set(base)
@@ -418,7 +418,7 @@ def test_cli_writes_and_compares_runs(saved_tiny, tmp_path, monkeypatch, capsys)
     assert attr["method"] == "attribution"
     _assert_recorded_correlation(b, attr["correlation_attribution_activation"])
     resid = pd.read_csv(r / "patch.csv")
-    assert resid["head"].isna().all() and set(resid["layer"]) == {1} and resid["pos"].notna().all()
+    assert resid["head"].isna().all() and set(resid["layer"]) == {1} and resid["position"].notna().all()
     capsys.readouterr()
     # the model backend is the launch option: the TL bridge patches to the same values as HF
     tl_out = tmp_path / "ioi-tl"
@@ -526,9 +526,9 @@ def test_cli_pairs_equal_one_forward_per_patch_and_resume(saved_tiny, tmp_path, 
     record["values"] = [1234.5] * len(record["values"])
     log.write_text(head + "\n" + json.dumps(record) + "\n")
     assert _cli(monkeypatch, *argv) == 0
-    resumed = pd.read_csv(out / "patch.csv").set_index(["layer", "pos"])["score"]
+    resumed = pd.read_csv(out / "patch.csv").set_index(["layer", "position"])["score"]
     marked = {(p[0], p[2]) for p in record["patches"]}
-    original = df.set_index(["layer", "pos"])["score"]
+    original = df.set_index(["layer", "position"])["score"]
     assert all(resumed[k] == 1234.5 for k in marked)
     others = [k for k in original.index if k not in marked]
     assert resumed[others].to_numpy() == pytest.approx(original[others].to_numpy(), abs=1e-6)
@@ -631,7 +631,7 @@ def test_patching_on_windowed_models_equals_slow_loop(family, target):
     corrupt[:, [4, 15]] = torch.randint(0, 101, (2, 2), generator=g)
     b = TaskBatch.from_tokens(clean, corrupt, [3, 8], [11, 40])
     site, index, *_ = target_index(lm.arch, target, b.n_pos, by_pos=True, layers=[1])
-    got = activation_patching(lm, b.clean, b.corrupt, site, index, _ld(b), batch_rows=8, progress=False)
+    got = activation_patching(lm, b.clean, b.corrupt, site, index, _ld(b), batch_rows=8, progress=False).values
     pick = [i for i, (_, _, pos) in enumerate(index.tolist()) if pos in (4, 15, 20)]
     assert pick
     for i in pick:

@@ -122,7 +122,7 @@ def test_dataframe_round_trip_with_empty_head_and_pos():
     resid = _result(rng.normal(size=(3, 4)), ("layer", "pos"), pos_labels=("a", "b", "c", "d"))
     resid.scores[1] = np.nan  # a layer not patched
     df = resid.to_dataframe()
-    assert list(df.columns) == ["layer", "head", "pos", "pos_label", "score"]
+    assert list(df.columns) == ["layer", "head", "position", "pos_label", "score", "normalised"]
     assert len(df) == 8 and df["head"].isna().all() and list(df["pos_label"][:4]) == ["a", "b", "c", "d"]
     text = df.to_csv(index=False)
     assert text.splitlines()[1].startswith("0,,0,a,")  # empty head cell in patch.csv
@@ -130,7 +130,7 @@ def test_dataframe_round_trip_with_empty_head_and_pos():
     np.testing.assert_allclose(back.scores, resid.scores)
     assert back.baseline == resid.baseline and back.axes == resid.axes
     heads = _result(rng.normal(size=(2, 3)), ("layer", "head"))
-    assert heads.to_dataframe()["pos"].isna().all()
+    assert heads.to_dataframe()["position"].isna().all()
     with pytest.raises(InterpError, match="do not match"):
         PatchResult.from_dataframe(heads.to_dataframe(), {**heads.meta(), "shape": [1, 1]})
 

@@ -21,6 +21,10 @@ contribution only along the path into chosen receivers' q, k or v. **Attribution
 (a_clean - a_corrupt) . dM/da (`attribution_estimates`). **Circuits**: the top heads by |score|;
 the overlap of two tasks' circuits (Merullo et al. 2023).
 
+Results are labelled like the model: a sweep over token batches returns a `PatchTable` and a
+task's run a `PatchResult`, both with ``to_dataframe()`` (``layer``, ``head``, ``position``,
+``score``, ``normalised``), ``to_grid()`` ([layer, head] or [layer, head, position]) and ``top(k)``.
+
 This package is pure: the config (`PatchConfig`), metrics over logits, the pass plan, results
 and circuits. The runner that drives the model (the sweeps, `patch_task`, `run`) is
 `interp.experiments.patching`; the tasks (IOI, Colored Objects, your prompt pairs) come from
@@ -44,6 +48,7 @@ from interp.analyses.patching.plan import (
     target_index,
 )
 from interp.analyses.patching.results import Baseline, PatchResult, baseline_of, dense_scores
+from interp.analyses.patching.table import PatchTable, normalise
 
 __all__ = [
     "TARGETS",
@@ -61,6 +66,8 @@ __all__ = [
     "attribution_estimates",
     "Baseline",
     "PatchResult",
+    "PatchTable",
+    "normalise",
     "baseline_of",
     "dense_scores",
     "head_scores",

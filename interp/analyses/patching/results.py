@@ -13,6 +13,7 @@ from torch import Tensor
 
 from interp.analyses.checks import Check, as_records, at_least
 from interp.analyses.patching.metrics import logit_diff
+from interp.analyses.patching.table import normalise
 from interp.analyses.ranking import rank_heads
 from interp.errors import InterpError
 
@@ -64,6 +65,8 @@ class PatchResult:
         checks: whether the model does the task (`baseline_checks`); the scores mean nothing when
             one fails (the runner fills them from the config's thresholds).
         prompts: the task's clean prompts (the runner fills them; e.g. to draw a head on one).
+        metric_clean, metric_corrupt: the metric of the unpatched clean and corrupted runs (mean
+            over prompts): the `normalised` scores' end points.
     """
 
     task: str
@@ -81,13 +84,37 @@ class PatchResult:
     position_map: Optional[PatchResult] = field(default=None, repr=False)
     checks: tuple[Check, ...] = ()
     prompts: tuple[str, ...] = field(default=(), repr=False)
+    metric_clean: Optional[float] = None
+    metric_corrupt: Optional[float] = None
 
     @property
     def n_layers(self) -> int:
         return int(self.scores.shape[0])
 
+    @property
+    def normalised(self) -> np.ndarray:
+        """``scores`` as (score - corrupt) / (clean - corrupt) of the metric (docs/METRICS.md#circuit-patching):
+        0 where a patch does nothing, 1 where it restores the clean run. Attribution scores are
+        already differences from the corrupted run. NaN when the clean and corrupted metric are
+        unknown (an old run folder) or equal."""
+        if self.metric_clean is None or self.metric_corrupt is None:
+            return np.full_like(self.scores, np.nan, dtype=np.float64)
+        effect = self.method == "attribution"
+        return normalise(self.scores, self.metric_clean, self.metric_corrupt, effect=effect)
+
+    def to_grid(self, normalised: bool = False) -> np.ndarray:
+        """The scores shaped like the model: [layer, head] (head targets), [layer, head, position]
+        (by position), [layer, position] (residual targets); NaN where nothing was patched (k and
+        v count kv heads).
+
+        Args:
+            normalised: the `normalised` scores instead of the metric.
+        """
+        return (self.normalised if normalised else self.scores).astype(np.float64, copy=True)
+
     def to_dataframe(self) -> pd.DataFrame:
-        """Long table: layer, head, pos, pos_label, score (head/pos <NA> where they do not apply)."""
+        """Long table, one row per patch: layer, head, position, pos_label, score, normalised
+        (head and position <NA> where they do not apply)."""
         grid = np.indices(self.scores.shape).reshape(len(self.axes), -1).T
         values = self.scores.reshape(-1)
         keep = np.isfinite(values)
@@ -97,7 +124,7 @@ class PatchResult:
             {
                 "layer": cols["layer"],
                 "head": pd.array(cols["head"] if "head" in cols else [None] * n, dtype="Int64"),
-                "pos": pd.array(cols["pos"] if "pos" in cols else [None] * n, dtype="Int64"),
+                "position": pd.array(cols["pos"] if "pos" in cols else [None] * n, dtype="Int64"),
             }
         )
         if "pos" in cols and self.pos_labels:
@@ -105,7 +132,16 @@ class PatchResult:
         else:
             df["pos_label"] = ""
         df["score"] = values[keep]
+        df["normalised"] = self.normalised.reshape(-1)[keep]
         return df
+
+    def top(self, k: int = 10, *, by: str = "score") -> pd.DataFrame:
+        """The ``k`` rows of `to_dataframe` with the largest |``by``| (``"score"`` or ``"normalised"``)."""
+        if by not in ("normalised", "score"):
+            raise InterpError(f"top(by={by!r}): use 'score' or 'normalised'")
+        df = self.to_dataframe()
+        order = df[by].abs().sort_values(ascending=False, na_position="last").index
+        return df.loc[order].head(k).reset_index(drop=True)
 
     def summary(self) -> dict:
         """Headline numbers for run.json: the task, its baseline, the top 10 heads (head targets)
@@ -135,6 +171,8 @@ class PatchResult:
             "correlation_attribution_activation": self.correlation,
             "baseline": self.baseline.summary() if self.baseline else None,
             "checks": as_records(self.checks),
+            "metric_clean": self.metric_clean,
+            "metric_corrupt": self.metric_corrupt,
         }
 
     @classmethod
@@ -143,7 +181,8 @@ class PatchResult:
         try:
             axes = tuple(meta["axes"])
             scores = np.full(tuple(meta["shape"]), np.nan)
-            idx = tuple(df[a].astype(int).to_numpy() for a in axes)
+            column = {"pos": "position" if "position" in df.columns else "pos"}  # "pos": older run folders
+            idx = tuple(df[column.get(a, a)].astype(int).to_numpy() for a in axes)
             scores[idx] = df["score"].astype(float).to_numpy()
         except (KeyError, IndexError, ValueError, TypeError) as err:
             raise InterpError(
@@ -164,6 +203,8 @@ class PatchResult:
             correlation=meta.get("correlation_attribution_activation"),
             head_axis=meta.get("head_axis"),
             checks=tuple(Check.from_dict(c) for c in meta.get("checks") or ()),
+            metric_clean=meta.get("metric_clean"),
+            metric_corrupt=meta.get("metric_corrupt"),
         )
 
 

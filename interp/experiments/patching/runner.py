@@ -91,12 +91,13 @@ def patch_task(
     check_pair(batch.clean, batch.corrupt)
     base, clean_logits, corrupt_logits = task_baseline(lm, batch)
     fn, metric_name = resolve_metric(metric, batch, clean_logits, corrupt_logits)
-    evaluate_metric(fn, clean_logits, batch.n)  # a bad metric fails here, before the sweep
+    m_clean = float(evaluate_metric(fn, clean_logits, batch.n).double().mean())  # a bad metric fails here
     m_corrupt = float(evaluate_metric(fn, corrupt_logits, batch.n).double().mean())
     del clean_logits, corrupt_logits
     common = dict(
         task=batch.task, target=target, metric=metric_name, axes=axes, baseline=base,
         pos_labels=batch.pos_labels if "pos" in axes else (), model=lm.name, head_axis=head_axis,
+        metric_clean=m_clean, metric_corrupt=m_corrupt,
     )  # fmt: skip
     act_result = None
     if method == "activation" or compare:
@@ -104,10 +105,10 @@ def patch_task(
             lm, batch.clean, batch.corrupt, site, index, fn, batch_rows=batch_rows, progress=progress,
             done=done, on_pass=on_pass, store=store,
         )  # fmt: skip
-        act_result = PatchResult(method="activation", scores=dense_scores(index, values, axes, shape), **common)
+        act_result = PatchResult(method="activation", scores=dense_scores(index, values.values, axes, shape), **common)
         if method == "activation":
             return act_result
-    estimate = attribution_patching(lm, batch.clean, batch.corrupt, site, index, fn)
+    estimate = attribution_patching(lm, batch.clean, batch.corrupt, site, index, fn).values
     if act_result is None:
         return PatchResult(method="attribution", scores=dense_scores(index, estimate, axes, shape), **common)
     # compare the estimate with the activation effect M(patched) - M(corrupt)

@@ -37,6 +37,7 @@ from interp.analyses.patching.plan import (
     swap,
 )
 from interp.analyses.patching.results import Baseline, baseline_of
+from interp.analyses.patching.table import PatchTable
 from interp.datasets.tasks import TaskBatch
 from interp.errors import InterpError
 from interp.experiments._base import Store
@@ -116,7 +117,7 @@ def activation_patching(
     done: Optional[Mapping[Patch, float]] = None,
     on_pass: Optional[OnPass] = None,
     store: Optional[Store] = None,
-) -> Float[Tensor, " patch"]:
+) -> PatchTable:
     """Patch clean activations into the corrupted run, many patches per forward pass.
 
     Args:
@@ -140,9 +141,11 @@ def activation_patching(
             (default: a store that keeps nothing).
 
     Returns:
-        [n_patches] the metric after each patch, averaged over prompts. Launched on several
-        ranks, each runs its share of the passes (those of a one-process run) and every rank
-        returns every value.
+        A `PatchTable`: per patch the metric averaged over prompts (``.values`` [n_patches]) and
+        its normalised score, labelled by layer, head and position (``.to_dataframe()``,
+        ``.to_grid()`` [layer, head] or [layer, head, position], ``.top(k)``). Launched on
+        several ranks, each runs its share of the passes (those of a one-process run) and every
+        rank returns every value.
 
     Raises:
         InterpError: mismatched clean/corrupted shapes, a head given for a residual site, or a
@@ -158,8 +161,10 @@ def activation_patching(
     clean, corrupt = clean.to(lm.device), corrupt.to(lm.device)
     layers = sorted(set(index[:, 0].tolist()))
     with capture(lm, layers=layers, keep=(site,)) as cap:
-        answer_logits(lm, clean)
+        clean_logits = answer_logits(lm, clean)
     clean_act = {layer: cap[site, layer] for layer in layers}
+    clean_value = float(evaluate_metric(metric, clean_logits, n).double().mean())
+    del clean_logits
     # One corrupted pass gives (a) the site's corrupted values, hence each patch's first position
     # where the values it copies differ from the corrupted ones in some prompt (a patch with none
     # is a no-op); (b) where the model reuses prefixes, every layer's keys and values, so a pass
@@ -232,7 +237,13 @@ def activation_patching(
         bar.close()
     for key, values in got.items():
         out[todo[passes[int(key.removeprefix("pass-"))]]] = torch.tensor(values, dtype=torch.float64)
-    return out
+    return PatchTable(site, index, out, clean_value, float(unpatched), _grid_shape(lm, site, n_pos))
+
+
+def _grid_shape(lm: Model, site: str, n_pos: int) -> tuple[int, int, int]:
+    """(layers, heads, positions) of a sweep's table: kv heads for k and v, no heads for residual sites."""
+    heads = {"q": lm.arch.n_heads, "z": lm.arch.n_heads, "k": lm.arch.n_kv_heads, "v": lm.arch.n_kv_heads}
+    return (lm.arch.n_layers, heads.get(site, 0), n_pos)
 
 
 def attribution_patching(
@@ -242,7 +253,7 @@ def attribution_patching(
     site: str,
     index: Int[Tensor, "patch 3"],
     metric: Metric,
-) -> Float[Tensor, " patch"]:
+) -> PatchTable:
     """First-order estimate of every patch in ``index`` from one forward and one backward pass.
 
     For a patch of entries a (a head, a position, or both) the estimate of
@@ -253,7 +264,8 @@ def attribution_patching(
     Args: as `activation_patching`.
 
     Returns:
-        [n_patches] attribution estimates.
+        A `PatchTable` of the estimates (``.values`` [n_patches], ``effect=True``: differences
+        from the corrupted run, so ``normalised`` divides them by metric(clean) - metric(corrupted)).
     """
     check_pair(clean, corrupt)
     index = torch.as_tensor(index, dtype=torch.long).reshape(-1, 3).cpu()
@@ -261,8 +273,10 @@ def attribution_patching(
     clean, corrupt = clean.to(lm.device), corrupt.to(lm.device)
     layers = sorted(set(index[:, 0].tolist()))
     with capture(lm, layers=layers, keep=(site,)) as cap:
-        answer_logits(lm, clean)
+        clean_logits = answer_logits(lm, clean)
     clean_act = {layer: cap[site, layer] for layer in layers}
+    clean_value = float(evaluate_metric(metric, clean_logits, n).double().mean())
+    del clean_logits
     corrupt_act: dict[int, Tensor] = {}
     deltas: dict[int, Tensor] = {}
 
@@ -278,4 +292,6 @@ def attribution_patching(
         logits = answer_logits(lm, corrupt, grad=True)
     value = evaluate_metric(metric, logits, n).mean()
     grads = torch.autograd.grad(value, [deltas[layer] for layer in layers], allow_unused=True)
-    return attribution_estimates(index, clean_act, corrupt_act, dict(zip(layers, grads)), site in HEAD_SITES)
+    estimates = attribution_estimates(index, clean_act, corrupt_act, dict(zip(layers, grads)), site in HEAD_SITES)
+    shape = _grid_shape(lm, site, clean.shape[1])
+    return PatchTable(site, index, estimates.double(), clean_value, float(value.detach()), shape, effect=True)
