@@ -115,3 +115,13 @@ def test_an_unreadable_data_file_is_one_error(tmp_path, monkeypatch, module, rea
     monkeypatch.setattr(Path, "read_text", denied)
     with pytest.raises(InterpError, match=rf"cannot read {what} .*Permission denied"):
         getattr(importlib.import_module(module), reader)(locked)
+
+
+def test_retrieval_config_refuses_a_negative_or_repeated_seed_before_any_model():
+    from interp.analyses.retrieval import RetrievalConfig
+
+    with pytest.raises(InterpError, match=r"seeds must be ints from 0 to 2\*\*32-1"):
+        RetrievalConfig(seeds=(-1,))  # was accepted; numpy refused it after the model had loaded
+    with pytest.raises(InterpError, match="seeds repeat a value"):
+        RetrievalConfig(seeds=(1, 1))  # two identical draws: a zero spread the masking check rests on
+    assert RetrievalConfig(seeds=(0, 7)).seeds == (0, 7)

@@ -108,6 +108,12 @@ class RetrievalConfig(Config):
             raise InterpError(f"masking_sigmas must be >= 0, got {self.masking_sigmas!r}")
         if self.mask and not self.seeds:
             raise InterpError("seeds is empty: give at least one seed for the random-K masking (or mask=False)")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**32 for x in self.seeds):
+            raise InterpError(f"seeds must be ints from 0 to 2**32-1 (--seed 0), got {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise InterpError(
+                f"seeds repeat a value ({self.seeds!r}): a repeated draw adds no spread; give each seed once"
+            )
         for name in ("mask_top", "mask_random"):
             k = getattr(self, name)
             if k is not None and not (isinstance(k, int) and k >= 1):
