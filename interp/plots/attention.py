@@ -37,7 +37,18 @@ import torch
 
 from interp.errors import InterpError
 
-__all__ = ["HeadPattern", "head_pattern", "pattern_figure", "attention_view", "token_label", "pattern_kwargs"]
+__all__ = [
+    "HeadPattern",
+    "head_pattern",
+    "pattern_figure",
+    "attention_view",
+    "norm_view",
+    "token_label",
+    "tick_text",
+    "token_ticks",
+    "MAX_TICKS",
+    "pattern_kwargs",
+]
 
 
 def pattern_kwargs(attention: dict, head: int) -> dict:
@@ -129,11 +140,13 @@ def _chunk_attention(
     softcap: Optional[float],
     key_mask: Optional[torch.Tensor],
     sink_logit: Optional[float] = None,
+    key_weight: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, visible) for query rows [start, stop): both [rows, key_pos]; A is 0 where not visible.
 
     A is the kernel's own softmax (`interp.kernels.attention_pattern`: scale, soft-cap, window,
-    padding and sink logit as `attention_stats` applies them), in float64.
+    padding and sink logit as `attention_stats` applies them), in float64. With ``key_weight``
+    w [key_pos] it is the norm-weighted pattern a_ij w_j / sum_j' a_ij' w_j' instead.
     """
     from interp.kernels import attention_pattern
 
@@ -143,7 +156,11 @@ def _chunk_attention(
         key_padding_mask=None if key_mask is None else key_mask[None], rows=(start, stop), masked=True,
     )[0, 0]  # fmt: skip
     visible = ~torch.isnan(a)
-    return a.nan_to_num(0.0), visible
+    a = a.nan_to_num(0.0)
+    if key_weight is not None:
+        a = a * key_weight.to(a.dtype)
+        a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    return a, visible
 
 
 def head_pattern(
@@ -156,6 +173,7 @@ def head_pattern(
     softcap: Optional[float] = None,
     sink_logit: Optional[float] = None,
     key_mask=None,
+    key_weight=None,
     max_exact: int = MAX_EXACT,
     blocks: int = 256,
     pool: str = "mean",
@@ -174,6 +192,9 @@ def head_pattern(
         sink_logit: the head's learned sink logit (GPT-OSS), which joins the softmax
             normaliser without being a key; None = none.
         key_mask (Tensor | numpy.ndarray | None): optional bool [key_pos], True = real token (left padding is False).
+        key_weight (Tensor | numpy.ndarray | None): optional [key_pos] weight per key, e.g. ||W_O^h v_j||
+            (`interp.hooks.value_norms`): the pattern is then a_ij w_j normalised per row, the share
+            of what key j adds to the head's output (Kobayashi et al. 2020).
         max_exact: longest sequence (max of query_pos, key_pos) shown exactly; above, pooled.
         blocks: about how many blocks per side when pooled.
         pool: "mean" (mean of A over the block's visible cells) or "max".
@@ -204,7 +225,16 @@ def head_pattern(
         mask = mask.reshape(-1).to(torch.bool)
         if mask.shape[0] != n_key:
             raise InterpError(f"key_mask has {mask.shape[0]} entries but k has {n_key} keys")
+    weight = None
+    if key_weight is not None:
+        weight = key_weight.detach().cpu() if isinstance(key_weight, torch.Tensor) else torch.as_tensor(key_weight)
+        weight = weight.reshape(-1).double()
+        if weight.shape[0] != n_key or not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
+            raise InterpError(
+                f"key_weight must hold one finite weight >= 0 per key ({n_key}), got shape {tuple(weight.shape)}"
+            )
     kw = dict(scale=float(scale), causal=causal, window=window, softcap=softcap, key_mask=mask, sink_logit=sink_logit)
+    kw["key_weight"] = weight
 
     if max(n_query, n_key) <= max_exact:
         out = np.empty((n_query, n_key), dtype=np.float32)
@@ -242,6 +272,29 @@ def head_pattern(
     return HeadPattern(values=values.float().numpy(), block=block, n_query=n_query, n_key=n_key, pool=pool)
 
 
+MAX_TICKS = 60  # token tick labels per axis; past this every n-th token is labelled
+
+
+def tick_text(token: str) -> str:
+    """A token as a tick label: its text (whitespace-only tokens and newlines shown escaped),
+    safe in plotly's pseudo-HTML."""
+    shown = token.replace("\n", "\\n") if token.strip() else repr(token)
+    return html.escape(shown, quote=False)
+
+
+def token_ticks(categories: Sequence[str], texts: Sequence[str], limit: int = MAX_TICKS) -> dict:
+    """Axis settings that label a categorical heatmap axis with ``texts``, every
+    ceil(n / ``limit``)-th one when there are more than ``limit`` (the hover keeps every token)."""
+    step = max(1, -(-len(categories) // limit))
+    keep = range(0, len(categories), step)
+    return {
+        "tickmode": "array",
+        "tickvals": [categories[i] for i in keep],
+        "ticktext": [texts[i] for i in keep],
+        "showticklabels": True,
+    }
+
+
 def _span_label(start: int, stop: int, tokens: Sequence[str]) -> str:
     first = html.escape(repr(tokens[start]), quote=False)
     last = html.escape(repr(tokens[stop - 1]), quote=False)
@@ -260,6 +313,10 @@ def pattern_figure(
 ) -> go.Figure:
     """Heatmap of a :class:`HeadPattern` with query and key tokens in the hover.
 
+    The axes are labelled with the tokens (every n-th past `MAX_TICKS` tokens); the masked cells
+    (keys after the query, outside the window) are NaN and drawn blank, with no grid lines over
+    them, so the figure can go into a paper as it is (`interp.plots.export.save_images`).
+
     Args:
         pattern: from :func:`head_pattern`.
         tokens: display string per key position (length ``pattern.n_key``).
@@ -274,11 +331,15 @@ def pattern_figure(
     if pattern.exact:
         ys = [token_label(pattern.query_offset + r, tokens[pattern.query_offset + r]) for r in range(nb_q)]
         xs = [token_label(c, tokens[c]) for c in range(nb_k)]
+        y_text = [tick_text(tokens[pattern.query_offset + r]) for r in range(nb_q)]
+        x_text = [tick_text(tokens[c]) for c in range(nb_k)]
         what = "attention"
         how = f"exact, {pattern.n_key} tokens"
     else:
         ys = [_span_label(*pattern.row_span(r), tokens) for r in range(nb_q)]
         xs = [_span_label(*pattern.col_span(c), tokens) for c in range(nb_k)]
+        y_text = [tick_text(tokens[pattern.row_span(r)[0]]) + "…" for r in range(nb_q)]
+        x_text = [tick_text(tokens[pattern.col_span(c)[0]]) + "…" for c in range(nb_k)]
         what = f"{pattern.pool} attention"
         how = f"{pattern.pool} over {pattern.block}x{pattern.block}-token blocks, {pattern.n_key} tokens"
     name = " ".join(
@@ -301,10 +362,12 @@ def pattern_figure(
             hoverongaps=False,
         )
     )
+    bare = {"type": "category", "showgrid": False, "zeroline": False, "showline": False}  # nothing over masked cells
     fig.update_layout(
         title=title,
-        xaxis={"title": "key", "type": "category", "showticklabels": nb_k <= 64, "constrain": "domain"},
-        yaxis={"title": "query", "type": "category", "autorange": "reversed", "showticklabels": nb_q <= 64},
+        xaxis={"title": "key", **bare, **token_ticks(xs, x_text), "tickangle": -90, "constrain": "domain"},
+        yaxis={"title": "query", **bare, **token_ticks(ys, y_text), "autorange": "reversed"},
+        plot_bgcolor="white",
         height=max(450, min(900, 12 * nb_q + 160)),
     )
     return fig
@@ -334,3 +397,57 @@ def attention_view(
     """
     pattern = head_pattern(q, k, scale=scale, **pattern_kw)
     return pattern_figure(pattern, tokens, title=title, layer=layer, head=head)
+
+
+def norm_view(
+    q,
+    k,
+    key_weight,
+    tokens: Sequence[str],
+    *,
+    scale: float,
+    layer: Optional[int] = None,
+    head: Optional[int] = None,
+    **pattern_kw,
+) -> go.Figure:
+    """One head's plain pattern (left) beside its norm-weighted pattern (right), one figure.
+
+    The right panel is a_ij w_j / sum_j' a_ij' w_j' with w_j = ``key_weight`` (||W_O^h v_j||,
+    `interp.hooks.value_norms`): each key's share of what the head writes at query i, rather than
+    of its attention (Kobayashi et al. 2020). A sink that takes attention but adds little fades
+    on the right.
+
+    Args:
+        q (Tensor | numpy.ndarray): [query_pos, d_head] one head's post-RoPE queries.
+        k (Tensor | numpy.ndarray): [key_pos, d_head] the keys of the kv head it reads.
+        key_weight (Tensor | numpy.ndarray): [key_pos] the head's ||W_O^h v_j||.
+        tokens: display string per key position.
+        scale: the model's softmax scale.
+        layer: shown in the titles.
+        head: shown in the titles.
+        **pattern_kw (Any): passed to :func:`head_pattern` for both panels.
+    """
+    from plotly.subplots import make_subplots
+
+    plain = pattern_figure(head_pattern(q, k, scale=scale, **pattern_kw), tokens, layer=layer, head=head, zmax=1.0)
+    normed = head_pattern(q, k, scale=scale, key_weight=key_weight, **pattern_kw)
+    weighted = pattern_figure(normed, tokens, layer=layer, head=head, zmax=1.0)
+    fig = make_subplots(
+        rows=1, cols=2, horizontal_spacing=0.1,
+        subplot_titles=("attention a_ij", "norm-weighted a_ij ||W_O v_j|| (row-normalised)"),
+    )  # fmt: skip
+    for col, (part, x) in enumerate(((plain, 0.44), (weighted, 1.0)), start=1):
+        trace = part.data[0]
+        trace.update(colorbar={"title": {"text": "share"}, "x": x, "len": 0.9})
+        if col == 2:
+            trace.update(hovertemplate=trace.hovertemplate.replace("attention:", "norm-weighted:"))
+        fig.add_trace(trace, row=1, col=col)
+        fig.update_xaxes(part.layout.xaxis, row=1, col=col)
+        fig.update_yaxes(part.layout.yaxis, row=1, col=col)
+    fig.update_layout(
+        title=plain.layout.title.text.replace("attention pattern", "attention vs norm-weighted pattern"),
+        plot_bgcolor="white",
+        height=plain.layout.height,
+        width=2 * plain.layout.height + 200,
+    )
+    return fig

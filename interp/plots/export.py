@@ -1,7 +1,11 @@
-"""Export of figures: self-contained HTML (works offline), PNG where an image backend exists.
+"""Export of figures: self-contained HTML (works offline), and PNG, SVG and PDF for papers.
 
 `save_figure` writes one figure as one HTML file with plotly.js inside (or pointing at a shared
-copy, for folders of many figures). `page_html` is the one writer of pages holding many figures
+copy, for folders of many figures). `save_images` writes pictures of figures in any of
+`IMAGE_FORMATS` through plotly's own static export (kaleido, which drives a headless Chromium:
+kaleido 1.x finds it through choreographer or the ``BROWSER_PATH`` variable, which `find_browser`
+sets from a Chromium on the ``PATH``); it raises `InterpError` with the reason when it cannot,
+while `save_png`/`save_pngs` are the best-effort PNGs of the report (nothing written, no error). `page_html` is the one writer of pages holding many figures
 (the report's index, patch.html, preplan.html): sections of HTML and figures, with plotly.js
 inlined once, so a whole report is a single file that opens with no network; `save_page` writes
 one to a file.
@@ -16,10 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from interp.errors import InterpError
 from interp.runs import atomic_write_text
 
 __all__ = [
+    "IMAGE_FORMATS",
     "save_figure",
+    "save_images",
+    "parse_image_formats",
+    "find_browser",
+    "image_backend_problem",
     "save_png",
     "save_pngs",
     "save_plotlyjs",
@@ -32,9 +42,18 @@ __all__ = [
 ]
 
 _CONFIG = {"displaylogo": False, "responsive": True}
+IMAGE_FORMATS = ("png", "svg", "pdf")  # what --image accepts: plotly's static formats for papers
+_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
-def save_figure(fig, path: str | os.PathLike, *, png: bool = False, include_plotlyjs: Union[bool, str] = True) -> Path:
+def save_figure(
+    fig,
+    path: str | os.PathLike,
+    *,
+    png: bool = False,
+    images: Sequence[str] = (),
+    include_plotlyjs: Union[bool, str] = True,
+) -> Path:
     """Write ``fig`` to ``path`` as one HTML file with plotly.js embedded (no network needed).
 
     Args:
@@ -43,6 +62,8 @@ def save_figure(fig, path: str | os.PathLike, *, png: bool = False, include_plot
         png: also write ``path.with_suffix('.png')`` when the figure is static (see
             :func:`is_static`) and an image backend (kaleido) works; skipped silently otherwise:
             the HTML is the primary output.
+        images: formats of `IMAGE_FORMATS` to write beside the HTML (``path.with_suffix('.svg')``,
+            ...), through `save_images`: an `InterpError` when they cannot be written.
         include_plotlyjs: True embeds plotly.js (self-contained); a relative path ending in
             ".js" references a shared copy instead (see :func:`save_plotlyjs`), for folders of
             many figures.
@@ -52,7 +73,86 @@ def save_figure(fig, path: str | os.PathLike, *, png: bool = False, include_plot
     atomic_write_text(path, html_text)
     if png:
         save_png(fig, path.with_suffix(".png"))
+    if images:
+        save_images([(fig, path)], images)
     return path
+
+
+def parse_image_formats(text: Optional[str], flag: str = "--image") -> tuple[str, ...]:
+    """``"png,svg,pdf"`` -> ("png", "svg", "pdf"); None, "" or "none" -> () (HTML only).
+
+    Raises:
+        InterpError: a format outside `IMAGE_FORMATS`.
+    """
+    if text is None or text.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(dict.fromkeys(x.strip().lower().lstrip(".") for x in text.split(",") if x.strip()))
+    bad = [n for n in names if n not in IMAGE_FORMATS]
+    if bad:
+        raise InterpError(f"{flag} {text!r}: use formats from {', '.join(IMAGE_FORMATS)}, comma-separated (or none)")
+    return names
+
+
+def find_browser() -> Optional[str]:
+    """The Chromium kaleido will drive: ``BROWSER_PATH`` when set, else the first of chromium,
+    chromium-browser, google-chrome, chrome on the ``PATH`` (then set as ``BROWSER_PATH``, where
+    kaleido 1.x looks first), else None."""
+    import shutil
+
+    given = os.environ.get("BROWSER_PATH")
+    if given:
+        return given if Path(given).is_file() else None
+    for name in _BROWSERS:
+        found = shutil.which(name)
+        if found:
+            os.environ["BROWSER_PATH"] = found
+            return found
+    return None
+
+
+def image_backend_problem() -> Optional[str]:
+    """Why figures cannot be written as images here (kaleido missing, no Chromium), or None."""
+    if not image_backend_available():
+        return "kaleido is not installed (pip install kaleido; make install includes it)"
+    if find_browser() is None:
+        return (
+            "no Chromium found for kaleido: install one (sh scripts/ensure_chromium.sh installs Debian's) "
+            "or set BROWSER_PATH to a Chrome or Chromium binary"
+        )
+    return None
+
+
+def save_images(pairs: Sequence[tuple], formats: Sequence[str], *, scale: float = 2.0) -> list[Path]:
+    """Pictures of figures: for each (Figure, path) and format, ``path.with_suffix('.' + format)``,
+    in one kaleido session (its browser starts once). Figures that are not static (animations,
+    sliders, menus: see `is_static`) have no picture and are skipped.
+
+    Args:
+        pairs: (Figure, path) pairs; the path's suffix is replaced by each format's.
+        formats: names from `IMAGE_FORMATS`.
+        scale: pixels per layout pixel of PNGs (2: sharp on paper and on high-DPI screens).
+
+    Returns:
+        The files written.
+
+    Raises:
+        InterpError: an unknown format, no image backend (`image_backend_problem`), or kaleido failing.
+    """
+    formats = parse_image_formats(",".join(formats)) if formats else ()
+    todo = [(fig, Path(path).with_suffix(f".{fmt}")) for fig, path in pairs if is_static(fig) for fmt in formats]
+    if not todo:
+        return []
+    problem = image_backend_problem()
+    if problem is not None:
+        raise InterpError(f"cannot write {', '.join(formats)} images: {problem}")
+    import plotly.io as pio
+
+    try:
+        pio.write_images([f for f, _ in todo], [str(p) for _, p in todo], scale=scale)
+    except Exception as err:  # kaleido's own errors: one line with the reason
+        reason = " ".join(str(err).split())[:300]
+        raise InterpError(f"kaleido could not write the images ({type(err).__name__}: {reason})") from err
+    return [p for _, p in todo]
 
 
 def save_plotlyjs(path: str | os.PathLike) -> Path:
@@ -88,7 +188,7 @@ def save_png(fig, path: str | os.PathLike, *, scale: float = 2.0) -> Optional[Pa
 
 
 def save_pngs(pairs: Sequence[tuple], *, scale: float = 2.0) -> list[Path]:
-    """PNGs of many figures in one image-backend session (kaleido starts its browser once).
+    """Best-effort PNGs of many figures in one session (`save_images` without its errors).
 
     Args:
         pairs: (Figure, path) pairs; figures that are not static are skipped.
@@ -102,6 +202,7 @@ def save_pngs(pairs: Sequence[tuple], *, scale: float = 2.0) -> list[Path]:
     import plotly.io as pio
 
     try:
+        find_browser()
         pio.write_images([f for f, _ in todo], [str(p) for _, p in todo], scale=scale)
     except Exception:  # kaleido present but unable to run: the HTML is the deliverable
         return []
