@@ -9,7 +9,14 @@
 - `retrieval`, `sinks`, `patching`, `preplan`: each analysis's figures (import the submodule).
 """
 
-from interp.plots.attention import HeadPattern, attention_view, head_pattern, pattern_figure, pattern_kwargs
+from interp.plots.attention import (
+    HeadPattern,
+    attention_view,
+    head_pattern,
+    norm_view,
+    pattern_figure,
+    pattern_kwargs,
+)
 from interp.plots.common import head_grid, position_grid, token_trace
 from interp.plots.export import (
     IMAGE_FORMATS,
@@ -44,5 +51,6 @@ __all__ = [
     "head_pattern",
     "pattern_figure",
     "attention_view",
+    "norm_view",
     "pattern_kwargs",
 ]
