@@ -8,9 +8,9 @@ dropped, so memory holds one layer's q and k at a time, never every layer's.
 Two ways in, one mechanism:
 
 - `stream_layers(lm, input_ids, layers, on_layer)`: one forward pass. Unless the logits are
-  asked for (``full=True``) the pass stops right after the last requested layer (a private
-  exception raised from that layer's hook, caught here): the later layers, MLPs and the
-  [batch, pos, vocab] logits (1.6 GB at 8k tokens for SmolLM2) are never computed.
+  asked for (``full=True``) the pass stops right after the last requested layer (capture's
+  early stop, the one mechanism: a private exception raised from that layer's hook): the later
+  layers, MLPs and the [batch, pos, vocab] logits (1.6 GB at 8k tokens for SmolLM2) are never computed.
 - ``with streaming(lm, layers, on_layer): ...``: any number of forward passes in the block
   (a greedy decode loop, a walk over cached prefixes, a pass under `interp.hooks.intervene`);
   with ``stop_early=True`` the block's one pass stops after the last requested layer.
@@ -31,7 +31,7 @@ from jaxtyping import Float, Integer
 from torch import Tensor
 
 from interp.errors import InterpError, add_note
-from interp.hooks.capture import capture, check_layers
+from interp.hooks.capture import _StopForward, capture, check_layers
 from interp.protocols import Model
 
 __all__ = ["LayerCallback", "Streamed", "streaming", "stream_layers"]
@@ -41,10 +41,6 @@ LayerCallback = Callable[..., None]
 d_head], post-RoPE, as the layer's attention sees them (detached; k holds cached keys too on a
 pass over a KV cache). Called once per requested layer per forward pass, in layer order. With
 ``values=True`` it is ``on_layer(layer, q, k, v)``, v [batch, kv_head, key_pos, d_head]."""
-
-
-class _StopForward(Exception):
-    """Raised from the last requested layer's hook to end the forward pass there."""
 
 
 @dataclass
@@ -144,11 +140,12 @@ def streaming(
         if stop_early and layer == last:
             raise _StopForward
 
-    with capture(lm, layers=chosen, keep=(), on_layer=hook):
+    # the early stop is capture's: _StopForward raised here ends the pass, and capture catches it
+    with capture(lm, layers=chosen, keep=(), on_layer=hook) as cap:
         try:
             yield seen
         except _StopForward:
-            seen.stopped = True
+            raise
         except BaseException as err:
             fired = [layer for layer in chosen if seen.fired[layer]]
             add_note(
@@ -156,6 +153,7 @@ def streaming(
                 f"raised while streaming layers {_span(chosen)}; layers that had fired: {_span(fired) if fired else 'none'}",
             )
             raise
+    seen.stopped = cap.stopped
     seen.check()
 
 
