@@ -93,41 +93,17 @@ def _launch(
 ) -> None:
     """Mechanistic interpretability of attention. Launch options come before the command:
     `torchrun --nproc-per-node 2 -m interp --device-map auto score sinks ...`."""
-    from interp.distributed import configure, parse_max_memory
-    from interp.experiments import set_strict
+    from typer.main import get_current_context  # the click context typer runs this invocation in
 
-    set_strict(strict)
-    if device_map is not None:
-        _check_device_map(device_map)
-    if dtype is not None and dtype not in ("float32", "bfloat16", "float16"):
-        raise InterpError(f"unknown --dtype {dtype!r}: use float32, bfloat16 or float16")
-    configure(
-        engine=engine,
-        workers=workers,
-        device_map=device_map,
-        max_memory=parse_max_memory(max_memory),
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-        model_backend=model_backend,
-        prepend_bos=prepend_bos,
+    from interp.distributed import Launch, LoadOptions, parse_max_memory
+
+    load = LoadOptions(
+        dtype=dtype, attn_implementation=attn_implementation, backend=model_backend, prepend_bos=prepend_bos
     )
-
-
-_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's placement strategies
-
-
-def _check_device_map(device_map: str) -> None:
-    """``--device-map`` is one of accelerate's strategies or one device (cpu, cuda:0, ...)."""
-    import torch
-
-    if device_map in _DEVICE_MAPS:
-        return
-    try:
-        torch.device(device_map)
-    except (RuntimeError, ValueError):
-        raise InterpError(
-            f"unknown --device-map {device_map!r}: use {', '.join(_DEVICE_MAPS)}, or one device such as cpu or cuda:0"
-        ) from None
+    get_current_context().obj = Launch(  # the command reads it from its context (`interp.experiments.flags.launch`)
+        engine=engine, workers=workers, device_map=device_map, max_memory=parse_max_memory(max_memory),
+        strict=strict, load=load,
+    )  # fmt: skip
 
 
 _GROUPS = {"app": app, "score": score, "calibrate": calibrate, "patch": patch}
@@ -136,10 +112,11 @@ _COMMAND_MODULES = ("demo", "patching", "report")
 
 def _register_experiments() -> None:
     from interp.experiments import registry
+    from interp.experiments.options import with_common_options
 
-    for exp in registry().values():
+    for exp in registry().values():  # each with the options every command shares (--progress, --image, --quick)
         group, name = exp.command
-        _GROUPS[group].command(name)(exp.cli)
+        _GROUPS[group].command(name)(with_common_options(exp.cli, exp.command))
 
 
 _register_experiments()
@@ -165,8 +142,6 @@ def main() -> None:
     """Console entry point: run the app, turning InterpError into a clear message and exit code 2
     (exit code 3: a check of a finding failed under ``--strict``)."""
     from interp.analyses.checks import ChecksFailed
-    from interp.distributed import configure
-    from interp.experiments import set_strict
     from interp.runs import forget_folders, interrupted_note
 
     try:
@@ -189,9 +164,7 @@ def main() -> None:
             typer.secho(f"error: {_usage_line(err)}", fg=typer.colors.RED, err=True)
         sys.exit(getattr(err, "exit_code", 2))
     finally:
-        configure()  # launch options last for one command, also when main() runs in-process
         forget_folders()
-        set_strict(False)
 
 
 if __name__ == "__main__":

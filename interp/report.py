@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from interp.analyses.checks import Check, ChecksFailed, as_records, check_all, failed
+from interp.analyses.checks import Check, ChecksFailed, as_records, blocking, check_all, failed, untested
+from interp.distributed import Launch
 from interp.errors import InterpError
 from interp.protocols import Model
 
@@ -129,8 +130,8 @@ class StageReport:
 
     @property
     def trusted(self) -> bool:
-        """Whether every check of the finding passed."""
-        return not failed(self.checks)
+        """Whether every check of the finding passed (none failed, none left untested)."""
+        return not blocking(self.checks)
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class Report:
                     "n_tables": len(s.tables),
                     "n_figures": len(s.figures),
                     "checks_failed": ", ".join(c.name for c in failed(s.checks)),
+                    "checks_not_tested": ", ".join(c.name for c in untested(s.checks)),
                     "summary": s.summary,
                 }
                 for s in self.stages
@@ -293,21 +295,28 @@ td.check-failed { padding: 3px 10px; } td.check-ok { color: #1a7f37; }
 
 def _checks_cell(stage: StageReport) -> str:
     """The overview's checks column: "passed (n)", "failed: names", or "none" for a stage without checks."""
-    bad = failed(stage.checks)
-    if bad:
-        return f'<td class="check-failed"><b>failed</b>: {_esc(", ".join(c.name for c in bad))}</td>'
+    bad, open_ = failed(stage.checks), untested(stage.checks)
+    if bad or open_:
+        parts = [f"<b>failed</b>: {_esc(', '.join(c.name for c in bad))}"] if bad else []
+        parts += [f"<b>not tested</b>: {_esc(', '.join(c.name for c in open_))}"] if open_ else []
+        return f'<td class="check-failed">{"; ".join(parts)}</td>'
     return f'<td class="check-ok">passed ({len(stage.checks)})</td>' if stage.checks else "<td>none</td>"
 
 
 def _banner(stage: StageReport) -> str:
-    """The red banner above a section whose finding failed a check: each failed check with its numbers."""
-    bad = failed(stage.checks)
-    if not bad:
+    """The red banner above a section whose finding failed a check or left one untested: each
+    such check with its numbers, or why the run could not decide it."""
+    bad, open_ = failed(stage.checks), untested(stage.checks)
+    if not bad and not open_:
         return ""
-    items = "".join(f"<li>{_esc(c.short())}: {_esc(c.detail)}</li>" for c in bad)
+    items = "".join(f"<li>{_esc(c.short())}: {_esc(c.detail)}</li>" for c in (*bad, *open_))
+    said = " and ".join(
+        part for part in (f"{len(bad)} failed" if bad else "", f"{len(open_)} could not be tested" if open_ else "")
+        if part
+    )  # fmt: skip
     return (
         '<div class="check-failed" role="alert"><b>Do not trust this finding.</b> '
-        f"{len(bad)} of its {len(stage.checks)} checks failed:<ul>{items}</ul></div>"
+        f"Of its {len(stage.checks)} checks, {said}:<ul>{items}</ul></div>"
     )
 
 
@@ -353,7 +362,7 @@ def _write_index(
 # --------------------------------------------------------------------------------------------
 
 
-def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict) -> _Output:
+def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict, launch: Launch = Launch()) -> _Output:
     """One registry experiment as a report stage: its config may use the results of earlier stages."""
     from interp.experiments import Store, finding
 
@@ -362,7 +371,7 @@ def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict) -> _Ou
         earlier = {name: result for name, result in ctx["results"].items() if name in takes}
         cfg = exp.report.config(config.quick, earlier)
         ctx["configs"][exp.name] = cfg
-    result = exp.run(lm, cfg, Store())
+    result = exp.run(lm, cfg, Store(engine=launch.engine, workers=launch.workers))
     ctx["results"][exp.name] = result
     text = finding(exp, result)  # led by a warning when a check failed
     shown = exp.report  # what the report shows of it (`InReport`)
@@ -375,7 +384,9 @@ def _run_experiment(exp, lm: Model, config: ReportConfig, cfg, ctx: dict) -> _Ou
     )  # fmt: skip
 
 
-def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, console=None) -> Report:
+def run_report(
+    lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, console=None, launch: Launch = Launch()
+) -> Report:
     """Run every chosen analysis on ``lm`` and write the report under ``out_dir``.
 
     Args:
@@ -383,6 +394,8 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
         out_dir: the report folder (created; must be writable). ``index.html`` is the page.
         config: `ReportConfig` (small default sizes).
         console: a rich Console for progress (default: a new one on stderr).
+        launch: the launch options (`interp.distributed.Launch`): the engine of every stage's
+            units of work, and ``strict``.
 
     Returns:
         A `Report`.
@@ -391,7 +404,7 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
         InterpError: an output folder that is a file or not writable, a model without a hook
             adapter or tokenizer, or bad stage settings (all before any long work); any stage's
             failure fails the run and ``index.html`` is not written.
-        ChecksFailed: under ``--strict``, after everything is written, when a stage's check failed.
+        ChecksFailed: with ``launch.strict``, after everything is written, when a stage's check failed.
     """
     from rich.console import Console
 
@@ -404,12 +417,14 @@ def run_report(lm: Model, out_dir, config: ReportConfig = ReportConfig(), *, con
     configs = stage_configs(config)
     store = Store(out, progress=False)  # the report's folder, locked for the run: run.json goes through it
     try:
-        return _run_stages(lm, store, config, configs, console or Console(stderr=True), started)
+        return _run_stages(lm, store, config, configs, console or Console(stderr=True), started, launch)
     finally:
         store.close()
 
 
-def _run_stages(lm: Model, store: Any, config: ReportConfig, configs: dict, console: Any, started: float) -> Report:
+def _run_stages(
+    lm: Model, store: Any, config: ReportConfig, configs: dict, console: Any, started: float, launch: Launch
+) -> Report:
     """`run_report` once everything is checked: each stage, then run.json and index.html in ``store``'s folder."""
     from interp.distributed import world
     from interp.plots.export import save_plotlyjs
@@ -432,7 +447,7 @@ def _run_stages(lm: Model, store: Any, config: ReportConfig, configs: dict, cons
         console.rule(f"[bold]{i}/{n} {title}")
         t0 = time.time()
         try:
-            output = _run_experiment(exps[name], lm, config, configs.get(name), ctx)
+            output = _run_experiment(exps[name], lm, config, configs.get(name), ctx, launch)
         except Exception as err:
             console.print(f"[red]x {title} failed after {time.time() - t0:.0f} s; no index.html written[/]")
             if isinstance(err, InterpError):
@@ -455,29 +470,33 @@ def _run_stages(lm: Model, store: Any, config: ReportConfig, configs: dict, cons
     untrusted = [s for s in reports if not s.trusted]
     if untrusted:
         console.print(
-            "[bold red]checks failed[/] in "
-            + ", ".join(f"{s.name} ({', '.join(c.name for c in failed(s.checks))})" for s in untrusted)
+            "[bold red]checks failed or not tested[/] in "
+            + ", ".join(f"{s.name} ({', '.join(c.name for c in blocking(s.checks))})" for s in untrusted)
         )
-    from interp.experiments import strict
-
-    if untrusted and strict():
-        raise ChecksFailed(f"report of {lm.name}", [c for s in untrusted for c in failed(s.checks)])
+    if untrusted and launch.strict:
+        raise ChecksFailed(f"report of {lm.name}", [c for s in untrusted for c in blocking(s.checks)])
     return Report(out_dir=out, index=index, model=lm.name, stages=tuple(reports), seconds=round(seconds, 2))
 
 
 def report(
-    model: Optional[str] = None, out_dir="out/report", config: ReportConfig = ReportConfig(), *, console=None
+    model: Optional[str] = None,
+    out_dir="out/report",
+    config: ReportConfig = ReportConfig(),
+    *,
+    console=None,
+    launch: Launch = Launch(),
 ) -> Report:
-    """Load ``model`` (None = the embedded SmolLM2) and `run_report` it into ``out_dir``.
+    """Load ``model`` (None = the embedded SmolLM2) as ``launch`` says (dtype, attention
+    implementation, device map, ...) and `run_report` it into ``out_dir``.
 
     The output folder, the model's adapter (from its config, before loading weights) and the
     settings are checked first.
     """
-    from interp.distributed import rank_model as load_model  # honours --dtype, --attn-implementation, --device-map
+    from interp.distributed import rank_model
     from interp.runs import prepare_out_dir
 
     prepare_out_dir(out_dir)
     check_model_supported(model)
     stage_configs(config)
-    lm = load_model(model)
-    return run_report(lm, out_dir, config, console=console)
+    lm = rank_model(model, launch)
+    return run_report(lm, out_dir, config, console=console, launch=launch)

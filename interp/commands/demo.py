@@ -25,11 +25,11 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from interp.distributed import rank_model as load_model  # honours --dtype, --attn-implementation, --device-map
+    from interp.distributed import rank_model
     from interp.hooks import capture
 
     console = Console()
-    lm = load_model(model)
+    lm = rank_model(model, flags.launch())  # --dtype, --attn-implementation, --device-map, ...
     a = lm.arch
     console.print(
         f"[bold]{lm.name}[/] ({lm.backend}): {a.n_layers} layers, {a.n_heads} query heads, {a.n_kv_heads} kv heads, "

@@ -30,11 +30,12 @@ def report(
     """Run every analysis at small sizes on MODEL (each experiment with a report setting); write OUT/index.html."""
     from rich.console import Console
 
+    from interp.experiments.flags import launch
     from interp.report import ReportConfig
     from interp.report import report as run
 
     console = Console(stderr=True)
-    result = run(model, out, ReportConfig(quick=quick, png=not no_png), console=console)
+    result = run(model, out, ReportConfig(quick=quick, png=not no_png), console=console, launch=launch())
     typer.echo(str(result.index))
 
 

@@ -14,24 +14,22 @@ batches of task items, patch chunks) followed by a cheap aggregate. This module 
   the same complete ``{key: record}``, so the aggregate that follows is the one of a single
   process, and a later one-process run with the same folder resumes everything.
 - `open_log` opens a run's main log on every rank (rank 0 alone touches the file).
-- ``engine="ray"`` (`use_engine`) maps the same units over Ray actors that hold one model each
-  (``pip install 'interp[ray]'``), with the same log and resume files.
+- ``engine="ray"`` (`map_units`'s ``engine``, the CLI's ``--engine ray``) maps the same units over
+  Ray actors that hold one model each (``pip install 'interp[ray]'``), with the same log and resume files.
+- `Launch` and `LoadOptions` are the launch options as frozen values, built by the CLI from its
+  flags and passed down (`rank_model` loads and places a rank's model by them).
 
 Failures are collective: an `InterpError` on any rank (bad settings, a part from another run,
 more ranks than units) is raised on every rank, before any result is written.
 """
 
-from interp.distributed._launch import (  # noqa: F401  (_LOADING etc.: the launch state, for tests)
-    _ENGINE,
-    _LOADING,
-    _PLACEMENT,
-    configure,
-    current_engine,
+from interp.distributed._launch import (
+    Launch,
+    LoadOptions,
     parse_max_memory,
     rank_device,
     rank_max_memory,
     rank_model,
-    use_engine,
 )
 from interp.distributed._logs import lock_run_folder, log_add, open_log, open_parted_log, part_path
 from interp.distributed._map import finished, map_units
@@ -49,9 +47,8 @@ __all__ = [
     "barrier",
     "settings_digest",
     "part_path",
-    "use_engine",
-    "current_engine",
-    "configure",
+    "Launch",
+    "LoadOptions",
     "rank_model",
     "rank_device",
     "rank_max_memory",

@@ -1,97 +1,117 @@
-"""Launch options: the engine, and how each rank loads and places its model (see `interp.distributed`)."""
+"""Launch options: the engine, and how each rank loads and places its model (see `interp.distributed`).
+
+Launch options are two frozen values the CLI builds from its flags and passes down, never module
+state: `Launch` (how the work runs: engine, workers, device placement, ``--strict``) holds a
+`LoadOptions` (how every model of the command is loaded: dtype, attention implementation, model
+backend, BOS). ``execute``, the report and `rank_model` take them as arguments; a notebook passes
+its own or uses the defaults.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from interp.distributed._world import World, world
 from interp.errors import InterpError
 
-# --------------------------------------------------------------------------------------------
-# Engines
-# --------------------------------------------------------------------------------------------
+__all__ = ["Launch", "LoadOptions", "rank_model", "rank_device", "parse_max_memory", "rank_max_memory"]
 
-_ENGINE: dict[str, Any] = {"name": "ranks", "workers": None}
-
-
-@contextlib.contextmanager
-def use_engine(name: str = "ranks", workers: Optional[int] = None) -> Iterator[None]:
-    """Choose how `map_units` runs inside the block: ``"ranks"`` (the launcher's processes; one
-    process when not launched) or ``"ray"`` (Ray actors, ``workers`` of them, one model each)."""
-    if name not in ("ranks", "ray"):
-        raise InterpError(f"unknown engine {name!r}: use 'ranks' (torchrun/accelerate/srun processes) or 'ray'")
-    if workers is not None and workers < 1:
-        raise InterpError(f"--workers must be at least 1; got {workers}")
-    if name == "ray":
-        from interp.distributed import _ray  # noqa: F401  (fails early, with the install hint, when ray is missing)
-    old = dict(_ENGINE)
-    _ENGINE.update(name=name, workers=workers)
-    try:
-        yield
-    finally:
-        _ENGINE.clear()
-        _ENGINE.update(old)
+ENGINES = ("ranks", "ray")  # the launcher's processes (one when not launched), or Ray actors
+DTYPES = ("float32", "bfloat16", "float16")
+MODEL_BACKENDS = ("hf", "tl")  # hooks on the HF module, or a TransformerLens bridge over it
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's placement strategies
 
 
-def current_engine() -> tuple[str, Optional[int]]:
-    return _ENGINE["name"], _ENGINE["workers"]
+@dataclass(frozen=True)
+class LoadOptions:
+    """How every model a command loads is loaded (``--dtype``, ``--attn-implementation``,
+    ``--model-backend``, ``--prepend-bos/--no-prepend-bos``); None leaves `interp.load_model`'s default.
 
+    Raises:
+        InterpError: an unknown dtype or model backend.
+    """
 
-_PLACEMENT: dict[str, Any] = {"device_map": None, "max_memory": None}
-_LOADING: dict[str, Any] = {}  # dtype / attn_implementation for every model a command loads
+    dtype: Optional[str] = None  # float32 (default), bfloat16 or float16
+    attn_implementation: Optional[str] = None  # sdpa, eager, ... (default: sdpa where the family has it)
+    backend: Optional[str] = None  # hf (default) or tl
+    prepend_bos: Optional[bool] = None  # default: as the model's tokenizer does
 
-
-def configure(
-    engine: str = "ranks",
-    workers: Optional[int] = None,
-    device_map: Optional[str] = None,
-    max_memory: Optional[dict] = None,
-    dtype: Optional[str] = None,
-    attn_implementation: Optional[str] = None,
-    model_backend: Optional[str] = None,
-    prepend_bos: Optional[bool] = None,
-) -> None:
-    """Process-wide launch options (what the CLI's ``--engine/--workers/--device-map/--max-memory``
-    set): the engine `map_units` uses and how `rank_model` places and loads each rank's model
-    (``--dtype``, ``--attn-implementation``, ``--model-backend``, ``--prepend-bos/--no-prepend-bos``)."""
-    if engine not in ("ranks", "ray"):
-        raise InterpError(f"unknown --engine {engine!r}: use 'ranks' (torchrun/accelerate/srun processes) or 'ray'")
-    if workers is not None and workers < 1:
-        raise InterpError(f"--workers must be at least 1; got {workers}")
-    if workers is not None and engine != "ray":
-        raise InterpError("--workers is for --engine ray; with the launcher's ranks use torchrun --nproc-per-node N")
-    if max_memory is not None and device_map is None:
-        raise InterpError("--max-memory needs --device-map (e.g. --device-map auto)")
-    if engine == "ray":
-        from interp.distributed import _ray  # noqa: F401  (fails early, with the install hint, when ray is missing)
-    _ENGINE.update(name=engine, workers=workers)
-    _PLACEMENT.update(device_map=device_map, max_memory=max_memory)
-    _LOADING.clear()
-    if dtype is not None:
-        _LOADING["dtype"] = dtype
-    if attn_implementation is not None:
-        _LOADING["attn_implementation"] = attn_implementation
-    if model_backend is not None:
-        if model_backend not in ("hf", "tl"):
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise InterpError(f"unknown --dtype {self.dtype!r}: use float32, bfloat16 or float16")
+        if self.backend is not None and self.backend not in MODEL_BACKENDS:
             raise InterpError(
-                f"unknown --model-backend {model_backend!r}: use hf (the HF module) or tl (a TransformerLens bridge over it)"
+                f"unknown --model-backend {self.backend!r}: use hf (the HF module) or tl (a TransformerLens bridge over it)"
             )
-        _LOADING["backend"] = model_backend
-    if prepend_bos is not None:
-        _LOADING["prepend_bos"] = bool(prepend_bos)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The options that are set, as keyword arguments of `interp.load_model`."""
+        return {k: v for k, v in vars(self).items() if v is not None}
 
 
-def rank_model(name: Optional[str] = None, **kwargs):
-    """`interp.load_model` placed for this rank: on ``cuda:LOCAL_RANK`` when CUDA is present
-    (else CPU), or spread over the rank's share of the GPUs with ``--device-map``."""
+@dataclass(frozen=True)
+class Launch:
+    """How one command runs: the engine `map_units` uses, how `rank_model` places each rank's
+    model, whether a failed check is an error, and the `LoadOptions` of every model it loads.
+
+    Raises:
+        InterpError: an unknown engine or device map, ``workers`` without Ray or below 1,
+            ``max_memory`` without ``device_map``.
+    """
+
+    engine: str = "ranks"  # "ranks" (torchrun/accelerate/srun processes) or "ray" (Ray actors)
+    workers: Optional[int] = None  # with engine "ray": number of actors (default: one per CPU or GPU)
+    device_map: Optional[str] = None  # spread each rank's model over its devices (accelerate), e.g. "auto"
+    max_memory: Optional[dict] = None  # with device_map: cap per device, {0: "20GiB", "cpu": "60GiB"}
+    strict: bool = False  # a failed check of a finding is an error (exit code 3)
+    load: LoadOptions = field(default_factory=LoadOptions)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise InterpError(
+                f"unknown --engine {self.engine!r}: use 'ranks' (torchrun/accelerate/srun processes) or 'ray'"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise InterpError(f"--workers must be at least 1; got {self.workers}")
+        if self.workers is not None and self.engine != "ray":
+            raise InterpError(
+                "--workers is for --engine ray; with the launcher's ranks use torchrun --nproc-per-node N"
+            )
+        if self.max_memory is not None and self.device_map is None:
+            raise InterpError("--max-memory needs --device-map (e.g. --device-map auto)")
+        if self.device_map is not None:
+            _check_device_map(self.device_map)
+        if self.engine == "ray":
+            from interp.distributed import _ray  # noqa: F401  (fails early, with the install hint, when ray is missing)
+
+
+def _check_device_map(device_map: str) -> None:
+    """``--device-map`` is one of accelerate's strategies or one device (cpu, cuda:0, ...)."""
+    import torch
+
+    if device_map in DEVICE_MAPS:
+        return
+    try:
+        torch.device(device_map)
+    except (RuntimeError, ValueError):
+        raise InterpError(
+            f"unknown --device-map {device_map!r}: use {', '.join(DEVICE_MAPS)}, or one device such as cpu or cuda:0"
+        ) from None
+
+
+def rank_model(name: Optional[str] = None, launch: Launch = Launch(), **kwargs):
+    """`interp.load_model` with ``launch``'s `LoadOptions`, placed for this rank: on
+    ``cuda:LOCAL_RANK`` when CUDA is present (else CPU), or spread over the rank's share of the
+    GPUs with ``launch.device_map``. ``kwargs`` override the load options."""
     from interp.models import load_model
 
     w = world()
-    device_map, max_memory = _PLACEMENT["device_map"], _PLACEMENT["max_memory"]
-    kwargs = {**_LOADING, **kwargs}
-    if device_map is not None:
-        return load_model(name, device_map=device_map, max_memory=rank_max_memory(max_memory, w), **kwargs)
+    kwargs = {**launch.load.kwargs(), **kwargs}
+    if launch.device_map is not None:
+        return load_model(
+            name, device_map=launch.device_map, max_memory=rank_max_memory(launch.max_memory, w), **kwargs
+        )
     return load_model(name, device=rank_device(w), **kwargs)
 
 

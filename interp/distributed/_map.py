@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from interp.distributed._launch import current_engine
 from interp.distributed._logs import _parts_of, _read_part, log_add, part_path
 from interp.distributed._world import _check_same, _collective, _gather, world
 from interp.errors import InterpError
@@ -26,6 +25,8 @@ def map_units(
     progress: bool = True,
     idle_ok: bool = False,
     contiguous: bool = False,
+    engine: str = "ranks",
+    workers: Optional[int] = None,
 ) -> dict[str, Any]:
     """``{key: compute(key)}`` for every key, sharded over the ranks, resumable through ``log``.
 
@@ -48,6 +49,9 @@ def map_units(
         idle_ok: allow more ranks than keys (surplus ranks wait); otherwise that is an error.
         contiguous: give each rank one block of consecutive keys instead of every size-th key
             (for drivers that batch neighbouring units, e.g. over a shared prefix).
+        engine: ``"ranks"`` (the launcher's processes; one process when not launched) or
+            ``"ray"`` (Ray actors, ``workers`` of them, one model each): `Launch.engine`.
+        workers: with ``engine="ray"``, the number of actors (default: one per CPU or GPU).
 
     Returns:
         ``{key: record}`` for every key, in ``keys`` order, on every rank.
@@ -66,7 +70,6 @@ def map_units(
     if len(set(keys)) != len(keys):
         dupes = sorted({k for k in keys if keys.count(k) > 1})[:3]
         raise InterpError(f"duplicate {what} ids {dupes}: give every unit a distinct id")
-    engine, workers = current_engine()
     w = world()
     stamp = [settings, log.settings if log is not None else None]
     with _collective(w):

@@ -16,9 +16,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from interp.experiments._base import Experiment, InReport, Store, execute, finding, report_sizes, set_strict, strict
+from interp.experiments._base import Experiment, InReport, Store, execute, finding, report_sizes
 
-__all__ = ["Experiment", "InReport", "Store", "execute", "registry", "report_sizes", "finding", "set_strict", "strict"]
+__all__ = ["Experiment", "InReport", "Store", "execute", "registry", "report_sizes", "finding"]
 
 _NOT_EXPERIMENTS = frozenset({"flags"})
 

@@ -19,9 +19,11 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Mapping, Optional, Sequence, TypeVar
+
+from interp.distributed import Launch
 
 __all__ = [
     "Experiment",
@@ -30,22 +32,8 @@ __all__ = [
     "execute",
     "report_sizes",
     "finding",
-    "set_strict",
-    "strict",
     "enforce_checks",
 ]
-
-_STRICT = {"on": False}  # the CLI's --strict launch option: a failed check is an error (exit code 3)
-
-
-def set_strict(on: bool) -> None:
-    """Make a failed check of a finding an error (`interp.analyses.checks.ChecksFailed`), or not."""
-    _STRICT["on"] = bool(on)
-
-
-def strict() -> bool:
-    """Whether a failed check is an error (``--strict``)."""
-    return _STRICT["on"]
 
 
 def finding(experiment: Experiment, result: Any) -> str:
@@ -55,12 +43,12 @@ def finding(experiment: Experiment, result: Any) -> str:
     return warning(check_all(result)) + experiment.describe(result)
 
 
-def enforce_checks(what: str, result: Any) -> None:
-    """Under ``--strict``, raise `ChecksFailed` when a check of ``result`` failed (after its outputs are written)."""
-    from interp.analyses.checks import ChecksFailed, check_all, failed
+def enforce_checks(what: str, result: Any, strict: bool) -> None:
+    """With ``strict`` (``--strict``), raise `ChecksFailed` when a check of ``result`` failed (after its outputs are written)."""
+    from interp.analyses.checks import ChecksFailed, blocking, check_all
 
-    bad = failed(check_all(result))
-    if bad and strict():
+    bad = blocking(check_all(result))  # a check the run could not decide is no pass either
+    if bad and strict:
         raise ChecksFailed(what, bad)
 
 
@@ -77,8 +65,16 @@ class Store:
         fresh: ignore finished work in the folder's logs and start over.
         plotlyjs: how figure pages get plotly.js: True embeds it (pages open offline), a path
             such as ``"../plotly.min.js"`` references one shared copy (the report).
-        png: also write PNGs of static figures where an image backend (kaleido) works.
+        png: also write PNGs of static figures where an image backend (kaleido) works (best
+            effort: nothing and no error where none does; the report's default).
+        images: formats (png, svg, pdf) written beside each static figure's HTML
+            (`interp.plots.export.save_images`: an `InterpError` where they cannot be written).
         progress: show the progress bars of units of work (rank 0 only).
+        command: the command that owns the folder (``"score sinks"``): recorded in run.json and
+            in every log's stamp; a folder holding another command's output is refused
+            (`interp.runs.claim_folder`). None: not checked (notebooks, the report's stages).
+        engine: how `map` runs its units: ``"ranks"`` or ``"ray"`` (`interp.distributed.Launch.engine`).
+        workers: with ``engine="ray"``, the number of actors.
 
     A folder is locked for this run (`interp.runs.lock_folder`, taken by rank 0 for all ranks)
     until `close`; temporary files a killed run left there are removed. A command refused
@@ -95,26 +91,36 @@ class Store:
         fresh: bool = False,
         plotlyjs: bool | str = True,
         png: bool = False,
+        images: Sequence[str] = (),
         progress: bool = True,
+        engine: str = "ranks",
+        workers: Optional[int] = None,
+        command: Optional[str] = None,
     ) -> None:
         from interp.runs import prepare_out_dir
 
         self._created = folder is not None and not Path(folder).exists()
         self.folder: Optional[Path] = prepare_out_dir(folder) if folder is not None else None
         self._lock: Any = None
+        self._opened = time.time()
+        self.command = command
         self.launch: dict[str, Any] = {}  # the settings of the model that change numbers (`bind`)
         if self.folder is not None:
             self._take_folder()
         self.fresh = fresh
         self.plotlyjs = plotlyjs
         self.png = png
+        self.images = tuple(images)
         self.progress = progress
+        self.engine = engine
+        self.workers = workers
         self.notes: dict[str, Any] = {}
         self.written: list[str] = []
         self._logs: dict[str, Any] = {}
 
     def _take_folder(self) -> None:
         from interp.distributed import lock_run_folder
+        from interp.runs import claim_folder
 
         try:
             lock = lock_run_folder(self.folder)
@@ -123,11 +129,21 @@ class Store:
             raise
         if lock is not None:  # released by close, or when a notebook's store is collected
             self._lock = weakref.finalize(self, lock.release)
+        try:
+            if self.command is not None:
+                claim_folder(self.folder, self.command)  # under the lock: no other run writes meanwhile
+        except BaseException:
+            self.close(failed=True)
+            raise
 
     def close(self, failed: bool = False) -> None:
         """Release the folder's lock; after a ``failed`` run, remove the folder if this store
         created it and nothing was kept there."""
         if self._lock is not None:
+            if failed and self.folder is not None and getattr(self, "_logs", None):  # this run opened a log
+                from interp.runs import add_part_time
+
+                add_part_time(self.folder, time.time() - self._opened)  # kept work: its time counts on resume
             self._lock()  # a finalizer runs once
             self._lock = None
         if failed and self._created and self.folder is not None:
@@ -167,6 +183,8 @@ class Store:
 
             opener = open_parted_log if parted else open_log
             stamp = {**settings, "launch": self.launch} if self.launch else dict(settings)
+            if self.command is not None:
+                stamp["command"] = self.command
             self._logs[name] = opener(self.folder / name, stamp, fresh=self.fresh)
         return self._logs[name]
 
@@ -192,7 +210,9 @@ class Store:
         kwargs.setdefault("progress", self.progress)
         opened = self.log(settings, log) if log is not None else None
         stamp = dict(settings) if settings is not None else None
-        return map_units(keys, compute, log=opened, settings=stamp, what=what, **kwargs)
+        return map_units(
+            keys, compute, log=opened, settings=stamp, what=what, engine=self.engine, workers=self.workers, **kwargs
+        )
 
     def cached(
         self, key: str, compute: Callable[[], dict], *, settings: Mapping[str, Any], log: str = "samples.jsonl"
@@ -236,16 +256,28 @@ class Store:
             self.written.append(f"{name}.csv")
 
     def write_figures(self, figures: Mapping[str, Any]) -> None:
-        """``name``.html for each figure (and PNGs of the static ones when ``png``)."""
+        """``name``.html for each figure (and pictures of the static ones: ``images``, ``png``)."""
         if self.folder is None:
             return
-        from interp.plots.export import save_figure, save_pngs
+        from interp.plots.export import save_figure
 
         for name, fig in figures.items():
             save_figure(fig, self.folder / f"{name}.html", include_plotlyjs=self.plotlyjs)
             self.written.append(f"{name}.html")
-        if self.png:
-            save_pngs([(fig, self.folder / f"{name}.png") for name, fig in figures.items()])
+        self.write_images(figures)
+
+    def write_images(self, figures: Mapping[str, Any]) -> None:
+        """Pictures of the static ``figures``: each format of ``images`` (errors raised), and
+        best-effort PNGs with ``png``."""
+        if self.folder is None:
+            return
+        from interp.plots.export import save_images, save_pngs
+
+        pairs = [(fig, self.folder / f"{name}.html") for name, fig in figures.items()]
+        written = save_images(pairs, self.images) if self.images else []
+        if self.png and "png" not in self.images:
+            written += save_pngs([(fig, path.with_suffix(".png")) for fig, path in pairs])
+        self.written.extend(p.name for p in written)
 
     def write_pages(self, pages: Mapping[str, str]) -> None:
         """``name``.html from whole HTML pages (several figures on one page, coloured text), atomically."""
@@ -274,15 +306,33 @@ class Store:
             self.write_table(name, df)
         self.write_figures(experiment.figures(result))
         self.write_pages(experiment.pages(result))
+        if experiment.images is not None:  # the figures of its pages, as pictures
+            self.write_images(experiment.images(result))
         info = run_info(
             lm, settings={**config.settings(), **self.notes, "model": lm.name}, started=started, ranks=world().size
         )
         info["launch"] = {**info.get("launch", {}), **self.launch}
+        info["command"] = self.command
+        _sum_times(self, info)
         info["summary"] = experiment.summary(result)
         info["checks"] = as_records(check_all(result))
         info.update(experiment.record(result))
         self.write_json("run", info)
         return info
+
+
+def _sum_times(store: Store, info: dict) -> None:
+    """run.json's ``wall_seconds``: this invocation plus the earlier ones that kept work in the
+    folder (a resumed run's total); ``parts`` counts them (1: run in one go)."""
+    from interp.runs import add_part_time, part_times
+
+    if store.folder is None or "wall_seconds" not in info:
+        return
+    earlier = part_times(store.folder, forget=store.fresh)
+    info["wall_seconds_this_part"] = info["wall_seconds"]
+    info["wall_seconds"] = round(info["wall_seconds"] + sum(earlier), 2)
+    info["parts"] = len(earlier) + 1
+    add_part_time(store.folder, info["wall_seconds_this_part"])
 
 
 def _summary(result: Any) -> dict:
@@ -354,6 +404,10 @@ class Experiment(Generic[C, R]):
         pages: result -> {name: whole HTML page}, written as ``name.html`` by the command (default none).
         record: result -> more run.json fields, e.g. what a later command reads back (default none).
         check: config -> None, checks that need no model (a task file), run before loading one.
+        quick: the config fields ``--quick`` sets: the small sizes the report runs it at
+            (`interp.experiments.options.apply_quick`).
+        images: result -> {name: Figure} written as pictures with ``--image`` beside ``figures``:
+            the figures of its ``pages`` (default none).
         report: how it appears in the one-command report (`InReport`: its config there, order,
             the stages it needs, its tables, figures and HTML); None: not in the report.
     """
@@ -372,6 +426,14 @@ class Experiment(Generic[C, R]):
     record: Callable[[R], dict] = _nothing
     check: Callable[[Any], None] = _no_check
     report: Optional[InReport] = None
+    quick: Mapping[str, Any] = field(default_factory=dict)
+    images: Optional[Callable[[R], dict[str, Any]]] = None
+
+
+def command_words(experiment: Experiment) -> str:
+    """The command as typed after ``interp``: ``"score sinks"``, ``"attention"``."""
+    group, name = experiment.command
+    return name if group == "app" else f"{group} {name}"
 
 
 def execute(
@@ -382,7 +444,8 @@ def execute(
     out: str | os.PathLike,
     fresh: bool = False,
     notes: Optional[Mapping[str, Any]] = None,
-    progress: bool = True,
+    progress: Optional[bool] = None,
+    launch: Launch = Launch(),
 ) -> Any:
     """What every command does: check, open the store, load the model, run, write, print.
 
@@ -390,7 +453,15 @@ def execute(
     checked before the model loads. Launched on several ranks, every rank runs its share and
     rank 0 writes the merged result. The result's checks (`interp.analyses.checks`) go into
     run.json; a failed one leads the printed finding with a warning and, under ``--strict``
-    (`set_strict`), raises `ChecksFailed` once everything is written.
+    (``launch.strict``), raises `ChecksFailed` once everything is written.
+
+    The options every command shares (`interp.experiments.options.shared`: ``--progress``,
+    ``--image``, ``--quick``) are read from the command's context.
+
+    Args:
+        progress: show progress bars (default: ``--progress/--no-progress``).
+        launch: the launch options (`interp.distributed.Launch`: engine, placement, ``--strict``,
+            how the model loads), as the CLI built them from its flags.
 
     Returns:
         The experiment's result (on every rank).
@@ -398,24 +469,32 @@ def execute(
     from rich.console import Console
 
     from interp.distributed import rank_model, world
+    from interp.experiments.options import apply_quick, shared
 
     started = time.time()
+    options = shared()
+    if options.quick:
+        config = apply_quick(config, dict(experiment.quick), options.given)
     experiment.check(config)
-    store = Store(out, fresh=fresh, progress=progress)
+    progress = options.progress if progress is None else progress
+    store = Store(
+        out, fresh=fresh, progress=progress, images=options.images, engine=launch.engine, workers=launch.workers,
+        command=command_words(experiment),
+    )  # fmt: skip
     try:
         store.note(**(notes or {}))
-        lm = rank_model(model)
+        lm = rank_model(model, launch)
         store.bind(lm, config)
         result = experiment.run(lm, config, store)
         if world().main:
             info = store.save(experiment, result, lm, config, started)
             console = Console(stderr=True)
-            trusted = all(c["passed"] for c in info["checks"])
+            trusted = all(c["outcome"] == "passed" for c in info["checks"])
             console.print(f"[bold]{lm.name}[/]: {finding(experiment, result)}", style=None if trusted else "red")
             console.print(f"wrote {', '.join(store.written)} to {store.folder} ({info['wall_seconds']} s)")
     except BaseException:
         store.close(failed=True)
         raise
     store.close()
-    enforce_checks(f"{' '.join(experiment.command)} on {lm.name}", result)
+    enforce_checks(f"{' '.join(experiment.command)} on {lm.name}", result, launch.strict)
     return result

@@ -367,7 +367,15 @@ def cli(
         policy_file=str(policy) if policy is not None else None,
         backend=flags.check_backend(backend),
     )  # fmt: skip
-    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"texts_file": str(texts) if texts else None})
+    execute(
+        EXPERIMENT,
+        config,
+        launch=flags.launch(),
+        model=model,
+        out=out,
+        fresh=fresh,
+        notes={"texts_file": str(texts) if texts else None},
+    )
 
 
 # The report's small sizes: 2 windows of 512 tokens, one held out (quick: 256 tokens, no needles).
@@ -406,4 +414,5 @@ EXPERIMENT = Experiment(
     pages=pages,
     record=record,
     report=InReport(report_sizes(AtlasConfig, _REPORT_SIZES), order=80),
+    quick=_REPORT_SIZES[True],
 )

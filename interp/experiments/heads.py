@@ -180,7 +180,15 @@ def cli(
         texts=read_texts(texts) if texts is not None else None, layers=flags.parse_layers(layers),
         backend=flags.check_backend(backend),
     )  # fmt: skip
-    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"texts_file": str(texts) if texts else None})
+    execute(
+        EXPERIMENT,
+        config,
+        launch=flags.launch(),
+        model=model,
+        out=out,
+        fresh=fresh,
+        notes={"texts_file": str(texts) if texts else None},
+    )
 
 
 # The head analyses take seconds each at these sizes (one thread of the 2-core machine).
@@ -199,4 +207,5 @@ EXPERIMENT = Experiment(
     describe=describe,
     cli=cli,
     report=InReport(report_sizes(HeadConfig, _REPORT_SIZES), order=50, figures=report_figures),
+    quick=_REPORT_SIZES[True],
 )

@@ -139,7 +139,13 @@ def cli(
     else:
         config = InfluenceConfig(heads=flags.parse_heads(heads), texts=text_set, max_tokens=max_tokens)
     execute(
-        EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"heads_source": heads, "texts_file": str(texts)}
+        EXPERIMENT,
+        config,
+        launch=flags.launch(),
+        model=model,
+        out=out,
+        fresh=fresh,
+        notes={"heads_source": heads, "texts_file": str(texts)},
     )
 
 
@@ -178,4 +184,5 @@ EXPERIMENT = Experiment(
     describe=describe,
     cli=cli,
     report=InReport(report_config, order=80, uses=("retrieval", "heads"), figures=report_figures),
+    quick={"max_texts": _REPORT_SIZES[True]["n_texts"], "max_tokens": _REPORT_SIZES[True]["max_tokens"]},
 )

@@ -307,7 +307,7 @@ def cli(
         anchor_quantile=anchor_quantile, tau_waad=tau_waad, max_new_tokens=max_new_tokens, chat=not no_chat,
         backend=flags.check_backend(backend),
     )  # fmt: skip
-    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh)
+    execute(EXPERIMENT, config, launch=flags.launch(), model=model, out=out, fresh=fresh)
 
 
 _REPORT_SIZES = {False: {"max_new_tokens": 96}, True: {"max_new_tokens": 24}}
@@ -330,4 +330,6 @@ EXPERIMENT = Experiment(
     describe=describe,
     cli=cli,
     report=InReport(report_config, order=30, figures=report_figures, html=report_html, css=_REPORT_CSS),
+    quick=_REPORT_SIZES[True],
+    images=report_figures,
 )

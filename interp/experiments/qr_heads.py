@@ -152,7 +152,13 @@ def cli(
         calibrate=not no_calibrate, top=top, layers=flags.parse_layers(layers), backend=flags.check_backend(backend),
     )  # fmt: skip
     execute(
-        EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"samples_file": str(samples) if samples else None}
+        EXPERIMENT,
+        config,
+        launch=flags.launch(),
+        model=model,
+        out=out,
+        fresh=fresh,
+        notes={"samples_file": str(samples) if samples else None},
     )
 
 
@@ -171,4 +177,5 @@ EXPERIMENT = Experiment(
     describe=describe,
     cli=cli,
     report=InReport(report_sizes(QRConfig, _REPORT_SIZES), order=70, figures=report_figures),
+    quick=_REPORT_SIZES[True],
 )

@@ -176,7 +176,15 @@ def cli(
         questions=qs, max_questions=max_questions, anchor=anchor, top=top, layers=flags.parse_layers(layers),
         backend=flags.check_backend(backend),
     )  # fmt: skip
-    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"questions_source": questions})
+    execute(
+        EXPERIMENT,
+        config,
+        launch=flags.launch(),
+        model=model,
+        out=out,
+        fresh=fresh,
+        notes={"questions_source": questions},
+    )
 
 
 # The report's sizes: the first 20 shipped questions (quick: 4).
@@ -194,4 +202,5 @@ EXPERIMENT = Experiment(
     describe=describe,
     cli=cli,
     report=InReport(report_sizes(SelectCopyConfig, _REPORT_SIZES), order=60, figures=report_figures),
+    quick=_REPORT_SIZES[True],
 )

@@ -75,36 +75,41 @@ def prepare_windows(lm: Model, config: SinkConfig) -> list[Tensor]:
 def scan_window(lm: Model, ids: Tensor, config: SinkConfig, layers: Sequence[int]) -> dict:
     """Run one window through the model and reduce every analysed layer to sink statistics.
 
-    Returns a JSON-friendly record: first_token_mass and alpha0 (``[layer][head]`` lists),
-    position_count ([length]: number of (layer, head) with alpha_j > eps), hits (list of
-    [layer, head, position, alpha, hidden]).
+    Each layer's statistics are computed twice from the same q and k: plain, and weighted by
+    key_weight = ||W_O^h v_j|| (`interp.hooks.value_norms`; the kernel's ``w_sink``).
+
+    Returns a JSON-friendly record: first_token_mass, weighted_first_token_mass and alpha0
+    ([layer][head] lists), position_count ([length]: number of (layer, head) with alpha_j > eps),
+    hits (list of [layer, head, position, alpha, hidden]).
     """
     import numpy as np
 
-    from interp.hooks import stream_layers
+    from interp.hooks import stream_layers, value_norms
     from interp.kernels import attention_stats
 
     n_layers, n_heads, length = len(layers), lm.arch.n_heads, ids.shape[1]
     index = {layer: i for i, layer in enumerate(layers)}
-    ftm = np.full((n_layers, n_heads), np.nan)
-    a0 = np.full((n_layers, n_heads), np.nan)
+    ftm, wftm, a0 = (np.full((n_layers, n_heads), np.nan) for _ in range(3))
     pos_count = np.zeros(length, dtype=np.int64)
     hits: list[list] = []
 
-    def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
+    def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
         kwargs = lm.attention_kwargs(layer)
-        st = attention_stats(q, k, **kwargs, sink_tokens=config.sink_tokens, columns=True, backend=config.backend)
-        i = index[layer]
-        ftm[i], a0[i], count, layer_hits = reduce_layer(
-            st.sink[0], st.recv_mean[0], layer, config, kwargs["sliding_window"]
+        weight = value_norms(lm, layer, v).output
+        st = attention_stats(
+            q, k, **kwargs, sink_tokens=config.sink_tokens, columns=True, key_weight=weight, backend=config.backend
         )
-        pos_count[:] += count
-        hits.extend(layer_hits)
+        i = index[layer]
+        rec = reduce_layer(st.sink[0], st.recv_mean[0], layer, config, kwargs["sliding_window"], w_sink=st.w_sink[0])
+        ftm[i], wftm[i], a0[i] = rec["first_token_mass"], rec["weighted_first_token_mass"], rec["alpha0"]
+        pos_count[:] += rec["count"]
+        hits.extend(rec["hits"])
 
-    stream_layers(lm, ids, layers, on_layer)  # stops after the last analysed layer
+    stream_layers(lm, ids, layers, on_layer, values=True)  # stops after the last analysed layer
     return {
         "length": int(length),
         "first_token_mass": ftm.tolist(),
+        "weighted_first_token_mass": wftm.tolist(),
         "alpha0": a0.tolist(),
         "position_count": pos_count.tolist(),
         "hits": hits,
@@ -176,6 +181,23 @@ def describe(result: SinkResult) -> str:
         f"{s['mean_first_token_mass']:.2f}, highest in layer {int(top['layer'])} head {int(top['head'])} "
         f"({top['first_token_mass']:.2f}). {s['n_hidden_sinks']} hidden sinks (recv_mean > {cfg.tau}, Yu et al. 2024)"
         + (f", mostly {', '.join(types)} tokens." if types else ".")
+        + _noop_sentence(result)
+    )
+
+
+def _noop_sentence(result: SinkResult) -> str:
+    """How many first-token sinks are no-ops, or '' without value weighting."""
+    if not result.value_weighted:
+        return ""
+    s = result.summary()
+    heads = s["sink_heads"]
+    share = s["noop_share_pct"]
+    return (
+        f" Weighted by ||W_O^h v_j|| (Kobayashi et al. 2020), {share:.0f}% of the first-token sinks are no-ops "
+        f"(value-weighted first-token mass < {result.config.noop_ratio} x the attention mass); by their means over "
+        f"texts {heads['no-op']} sink heads are no-ops and {heads['active']} active."
+        if share == share
+        else " No first-token sink to weight by values."
     )
 
 
@@ -199,6 +221,7 @@ def report_figures(result: SinkResult) -> dict[str, Any]:
 
     return {
         "first_token_mass": sp.first_token_mass_grid(result),
+        **({"value_weighted_sinks": sp.value_weighted_sinks(result)} if result.value_weighted else {}),
         "layer_sink_rates": sp.layer_sink_rates(result),
         "hidden_sink_types": sp.hidden_sink_types(result),
     }
@@ -222,17 +245,29 @@ def cli(
     min_queries: int = typer.Option(
         16, "--min-queries", help="Keys seen by fewer queries are not sinks (1 = paper exactly)."
     ),
+    noop_ratio: float = typer.Option(
+        0.5, "--noop-ratio", help="A sink is a no-op when its value-weighted first-token mass is below this x its mass."
+    ),
     layers: Optional[str] = flags.layers_option(),
     backend: str = flags.backend_option(),
     fresh: bool = flags.fresh_option(),
 ) -> None:
-    """First-token and hidden attention sinks of every head over a text set; writes heads.csv,
+    """First-token and hidden attention sinks of every head, each first-token sink active or no-op by
+    its value-weighted mass, over a text set; writes heads.csv,
     sinks.csv, layers.csv, token_types.csv, run.json and sinks.html into OUT."""
     config = SinkConfig(
         texts=read_texts(texts) if texts is not None else None, length=length, pack=pack, max_texts=max_texts,
-        eps=eps, tau=tau, min_queries=min_queries, layers=flags.parse_layers(layers), backend=flags.check_backend(backend),
+        eps=eps, tau=tau, min_queries=min_queries, noop_ratio=noop_ratio, layers=flags.parse_layers(layers), backend=flags.check_backend(backend),
     )  # fmt: skip
-    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, notes={"texts_file": str(texts) if texts else None})
+    execute(
+        EXPERIMENT,
+        config,
+        launch=flags.launch(),
+        model=model,
+        out=out,
+        fresh=fresh,
+        notes={"texts_file": str(texts) if texts else None},
+    )
 
 
 # The report's small sizes: 6 texts of 256 tokens (quick: 2 of 128).
@@ -250,4 +285,5 @@ EXPERIMENT = Experiment(
     describe=describe,
     cli=cli,
     report=InReport(report_sizes(SinkConfig, _REPORT_SIZES), order=20, figures=report_figures),
+    quick=_REPORT_SIZES[True],
 )

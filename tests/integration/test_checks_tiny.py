@@ -13,7 +13,8 @@ from families import SEQ, VOCAB, build
 
 from interp.analyses.checks import Check, ChecksFailed, above
 from interp.analyses.sinks import SinkConfig
-from interp.experiments import Experiment, execute, set_strict
+from interp.distributed import Launch
+from interp.experiments import Experiment, execute
 from interp.experiments.sinks import scan_window
 from interp.models import wrap_model
 
@@ -69,7 +70,7 @@ _TOY = Experiment(
 def test_execute_records_checks_warns_and_fails_under_strict(tiny_lm, tmp_path, monkeypatch, capsys):
     import interp.distributed as distributed
 
-    monkeypatch.setattr(distributed, "rank_model", lambda name=None, **kw: tiny_lm)
+    monkeypatch.setattr(distributed, "rank_model", lambda name=None, launch=None, **kw: tiny_lm)
     execute(_TOY, _ToyConfig(True), model=None, out=tmp_path / "ok")
     info = json.loads((tmp_path / "ok" / "run.json").read_text())
     assert info["checks"] == [
@@ -79,12 +80,8 @@ def test_execute_records_checks_warns_and_fails_under_strict(tiny_lm, tmp_path, 
 
     execute(_TOY, _ToyConfig(False), model=None, out=tmp_path / "bad")  # not strict: a warning, no error
     assert "WARNING, do not trust this finding: clean_accuracy = 0" in capsys.readouterr().err.replace("\n", " ")
-    set_strict(True)
-    try:
-        with pytest.raises(ChecksFailed, match="score toy-checks"):
-            execute(_TOY, _ToyConfig(False), model=None, out=tmp_path / "strict", fresh=True)
-    finally:
-        set_strict(False)
+    with pytest.raises(ChecksFailed, match="score toy-checks"):
+        execute(_TOY, _ToyConfig(False), model=None, out=tmp_path / "strict", fresh=True, launch=Launch(strict=True))
     info = json.loads((tmp_path / "strict" / "run.json").read_text())  # written before the error
     assert info["checks"][0]["passed"] is False
 

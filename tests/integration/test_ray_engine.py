@@ -92,7 +92,7 @@ def test_ray_engine_equals_one_process_and_resumes(local_ray, tiny_model, tmp_pa
 
 
 def test_ray_map_python_api_and_errors(local_ray):
-    from interp.distributed import map_units, use_engine
+    from interp.distributed import map_units
     from interp.errors import InterpError
 
     def square(key):
@@ -100,7 +100,7 @@ def test_ray_map_python_api_and_errors(local_ray):
             raise InterpError("unit bad is bad: fix it")
         return int(key) ** 2
 
-    with use_engine("ray", workers=2):
-        assert map_units([str(i) for i in range(6)], square, progress=False) == {str(i): i * i for i in range(6)}
-        with pytest.raises(InterpError, match="unit bad is bad"):
-            map_units(["1", "bad"], square, progress=False)
+    ray = {"engine": "ray", "workers": 2, "progress": False}
+    assert map_units([str(i) for i in range(6)], square, **ray) == {str(i): i * i for i in range(6)}
+    with pytest.raises(InterpError, match="unit bad is bad"):
+        map_units(["1", "bad"], square, **ray)

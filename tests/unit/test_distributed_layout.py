@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from interp.distributed import World, configure, parse_max_memory, rank_device, rank_max_memory, world
+from interp.distributed import Launch, World, parse_max_memory, rank_device, rank_max_memory, world
 from interp.errors import InterpError
 
 _DIST_ENV = (
@@ -27,7 +27,6 @@ def _clean_env(monkeypatch):
     for name in _DIST_ENV:
         monkeypatch.delenv(name, raising=False)
     yield
-    configure()
 
 
 def test_no_launcher_is_one_process():
@@ -97,11 +96,37 @@ def test_parse_max_memory():
 
 def test_launch_option_errors():
     with pytest.raises(InterpError, match="needs --device-map"):
-        configure(max_memory={0: "1GiB"})
+        Launch(max_memory={0: "1GiB"})
     with pytest.raises(InterpError, match="unknown --engine"):
-        configure(engine="dask")
+        Launch(engine="dask")
     with pytest.raises(InterpError, match="--workers is for --engine ray"):
-        configure(workers=2)
+        Launch(workers=2)
+    with pytest.raises(InterpError, match="unknown --device-map"):
+        Launch(device_map="everywhere")
+
+
+def test_cli_hands_its_launch_options_to_the_command_and_keeps_none(monkeypatch):
+    """The flags before the command word become one frozen `Launch` that reaches the model
+    loading; the next command in the same process starts from the defaults (no module state)."""
+    import sys
+
+    import interp.distributed
+    from interp.cli import main
+    from interp.distributed import LoadOptions
+
+    seen = []
+
+    def rank_model(name=None, launch=Launch(), **kwargs):
+        seen.append(launch)
+        raise InterpError("stop before loading")
+
+    monkeypatch.setattr(interp.distributed, "rank_model", rank_model)
+    for argv in (["--dtype", "bfloat16", "--no-prepend-bos", "--strict", "info"], ["info"]):
+        monkeypatch.setattr(sys, "argv", ["interp", *argv])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        assert exit_.value.code == 2
+    assert seen == [Launch(strict=True, load=LoadOptions(dtype="bfloat16", prepend_bos=False)), Launch()]
 
 
 def test_cli_passes_device_map_to_from_pretrained(monkeypatch, tmp_path, capsys):

@@ -121,16 +121,14 @@ def test_public_api_is_type_checked_under_pytest():
 
 
 def test_model_backend_is_a_launch_option_with_a_clear_error():
-    from interp.distributed import _LOADING, configure
+    from interp.distributed import Launch, LoadOptions
 
-    try:
-        configure(model_backend="tl")
-        assert _LOADING["backend"] == "tl"
-        with pytest.raises(InterpError, match="--model-backend"):
-            configure(model_backend="xx")
-    finally:
-        configure()
-    assert "backend" not in _LOADING
+    assert LoadOptions(backend="tl").kwargs() == {"backend": "tl"}  # what rank_model hands load_model
+    assert LoadOptions().kwargs() == {} and Launch().load == LoadOptions()
+    with pytest.raises(InterpError, match="--model-backend"):
+        LoadOptions(backend="xx")
+    with pytest.raises(InterpError, match="--dtype"):
+        LoadOptions(dtype="float8")
 
 
 def test_report_hands_a_stage_only_the_results_it_names():

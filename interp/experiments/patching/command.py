@@ -212,7 +212,7 @@ def patch_ioi(
     """Patch the IOI task (Wang et al. 2022): writes patch.csv, run.json and patch.html into OUT."""
     config = _config("ioi", n=n, seed=seed, target=target, method=method, metric=metric, by_pos=by_pos,
                      layers=layers, batch_rows=batch_rows, compare=compare)  # fmt: skip
-    execute(IOI, config, model=model, out=out, fresh=fresh)
+    execute(IOI, config, launch=flags.launch(), model=model, out=out, fresh=fresh)
 
 
 def patch_colored_objects(
@@ -232,7 +232,7 @@ def patch_colored_objects(
     """Patch the Colored Objects task (Merullo et al. 2023): writes patch.csv, run.json and patch.html into OUT."""
     config = _config("colored-objects", n=n, seed=seed, target=target, method=method, metric=metric, by_pos=by_pos,
                      layers=layers, batch_rows=batch_rows, compare=compare)  # fmt: skip
-    execute(COLORED_OBJECTS, config, model=model, out=out, fresh=fresh)
+    execute(COLORED_OBJECTS, config, launch=flags.launch(), model=model, out=out, fresh=fresh)
 
 
 def patch_pairs(
@@ -256,7 +256,7 @@ def patch_pairs(
     n = len(read_pairs(file)[0])  # a malformed pairs file fails before the model loads
     config = _config("pairs", pairs=file, n=n, seed=0, target=target, method=method, metric=metric, by_pos=by_pos,
                      layers=layers, batch_rows=batch_rows, compare=compare)  # fmt: skip
-    execute(PAIRS, config, model=model, out=out, fresh=fresh)
+    execute(PAIRS, config, launch=flags.launch(), model=model, out=out, fresh=fresh)
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,6 +281,8 @@ _COMMON = dict(
     record=record,
     describe=describe,
     check=check,
+    quick={k: v for k, v in _REPORT_SIZES[True].items() if k != "task"},  # --quick: the report's sizes, its own task
+    images=figures,
 )  # the command writes one patch.html page; the report draws report_figures
 IOI = Experiment(
     name="patching", title="IOI circuit patching", command=("patch", "ioi"), cli=patch_ioi,

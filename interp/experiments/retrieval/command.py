@@ -180,7 +180,7 @@ def cli(
         mask=mask, mask_top=mask_top, mask_random=mask_random, seeds=tuple(seed) if seed else defaults.seeds,
         backend=flags.check_backend(backend), share_prefix=share_prefix, batch_size=batch_size,
     )  # fmt: skip
-    execute(EXPERIMENT, config, model=model, out=out, fresh=fresh, progress=progress)
+    execute(EXPERIMENT, config, launch=flags.launch(), model=model, out=out, fresh=fresh, progress=progress)
 
 
 # Small sizes for the report: {quick: kwargs}.
@@ -206,4 +206,5 @@ EXPERIMENT = Experiment(
     report=InReport(
         report_sizes(RetrievalConfig, _REPORT_SIZES), order=10, tables=report_tables, figures=report_figures
     ),
+    quick=_REPORT_SIZES[True],
 )
