@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from interp._runmeta import add_part_time, checkout_commit, claim_folder, folder_command, part_times, strict_json
 from interp.errors import InterpError
 from interp.protocols import Model
 
@@ -43,6 +44,12 @@ __all__ = [
     "forget_folders",
     "model_settings",
     "run_info",
+    "claim_folder",
+    "folder_command",
+    "add_part_time",
+    "part_times",
+    "strict_json",
+    "write_error",
 ]
 
 _TMP_SUFFIX = ".interp-tmp"  # every temporary file of atomic_write_text ends so; clean_stale_temps finds them
@@ -79,19 +86,34 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     removed by `clean_stale_temps` when the next run locks the folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a quota, a folder made read-only mid-run: the old file stays whole
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, err) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_error(path: Path, err: OSError) -> InterpError:
+    """The one-line error of a failed write (a full disk above all): what was kept, what to do."""
+    why = err.strerror or str(err)
+    return InterpError(
+        f"cannot write {path} ({why}): free space or choose another --out; the files already written, and "
+        "every finished unit in the folder's resume logs, are kept: re-run the same command to resume"
+    )
 
 
 def _umask() -> int:
@@ -101,7 +123,16 @@ def _umask() -> int:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Write ``obj`` as strict JSON (RFC 8259: no NaN or Infinity), atomically.
+
+    A non-finite float becomes null; the top-level object then lists each such place under
+    ``"nulls"`` (``{"summary.rate": "NaN: not measurable on this run"}``), so a reader knows
+    why. ``json.dumps(allow_nan=False)`` guards that nothing non-finite slips through.
+    """
+    clean, nulls = strict_json(obj)
+    if nulls and isinstance(clean, dict):
+        clean = {**clean, "nulls": {**(clean.get("nulls") or {}), **nulls}}
+    return atomic_write_text(path, json.dumps(clean, indent=2, default=str, allow_nan=False) + "\n")
 
 
 def atomic_write_csv(path: str | os.PathLike, df) -> Path:
@@ -333,21 +364,39 @@ class SampleLog:
         line = json.dumps(rec) + "\n"
         if self._mode == "write":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.write(json.dumps({"settings": self.settings}) + "\n" + line)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with open(self.path, "wb", buffering=0) as f:
+                    data = memoryview((json.dumps({"settings": self.settings}) + "\n" + line).encode("utf-8"))
+                    while data:
+                        data = data[f.write(data) :]
+                    os.fsync(f.fileno())
+            except OSError as err:  # a full disk: a log of no whole record is no log
+                self.path.unlink(missing_ok=True)
+                raise write_error(self.path, err) from None
         else:
-            with open(self.path, "r+b") as f:
-                if self._mode == "repair":
-                    f.truncate(self._keep)  # the torn tail goes before anything is appended
-                    line = ("\n" if self._close_line else "") + line
-                f.seek(0, os.SEEK_END)
-                f.write(line.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
+            self._append(line)
         self._mode = "append"
         self.records[sample_id] = rec
+
+    def _append(self, line: str) -> None:
+        """Append one whole line, or nothing: a write that fails part-way (a full disk) is cut
+        back to where the file ended, so no torn line is left for the next run to skip."""
+        with open(self.path, "r+b", buffering=0) as f:  # unbuffered: no data left to flush at close
+            if self._mode == "repair":
+                f.truncate(self._keep)  # the torn tail goes before anything is appended
+                line = ("\n" if self._close_line else "") + line
+            end = f.seek(0, os.SEEK_END)
+            data = memoryview(line.encode("utf-8"))
+            try:
+                while data:
+                    data = data[f.write(data) :]
+                os.fsync(f.fileno())
+            except OSError as err:
+                try:
+                    f.truncate(end)
+                except OSError:
+                    pass  # the next run drops a torn last line (read_log) all the same
+                raise write_error(self.path, err) from None
 
     def __iter__(self) -> Iterable[dict]:
         return iter(self.records.values())
@@ -422,13 +471,16 @@ def model_settings(lm: Model, kernel_backend: Optional[str] = None) -> dict[str,
 
     Returns:
         ``{"dtype", "attn_implementation", "model_backend", "device", "device_map",
-        "prepend_bos"}`` (and ``"kernel_backend"`` when given); ``device_map`` lists the devices
-        a device map spread the model over (None: one device).
+        "prepend_bos", "weights"}`` (and ``"kernel_backend"`` when given); ``device_map`` lists
+        the devices a device map spread the model over (None: one device); ``weights`` is the
+        content hash of the weights (`interp._identity.weights_identity`).
 
     Raises:
         InterpError: ``kernel_backend`` is "triton" and Triton cannot run on the model's device.
     """
     import torch
+
+    from interp._identity import weights_identity
 
     hf = getattr(lm, "hf_model", None)
     placed = getattr(hf, "hf_device_map", None)  # set when loaded with a device_map
@@ -439,6 +491,7 @@ def model_settings(lm: Model, kernel_backend: Optional[str] = None) -> dict[str,
         "device": lm.device.type,
         "device_map": sorted({str(d) for d in placed.values()}) if placed else None,
         "prepend_bos": bool(lm.prepends_bos),
+        "weights": weights_identity(lm),  # content, not name: a replaced file is another model
     }
     if kernel_backend is not None:
         from interp.kernels.stats import triton_unavailable
@@ -465,6 +518,7 @@ def run_info(
 
     info: dict[str, Any] = {
         "interp": interp.__version__,
+        "interp_commit": checkout_commit(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "numpy": numpy.__version__,

@@ -16,9 +16,17 @@ conditions its finding rests on and checks them on its result, with the numbers:
 A `Check` compares one value with one threshold. Thresholds come from the papers where they give
 one; otherwise they are defaults in the analysis's config, with a comment.
 
+A check has three outcomes (`Check.outcome`): **passed**, **failed**, or **not tested**: the
+run had too few seeds, samples or texts to decide (a spread from one seed is zero, so "above 2
+standard deviations" would be met by construction; a check over an empty set says nothing).
+A check that cannot fail is never reported as passed: it is `not_tested`, with the reason.
+"not tested" is shown as such in run.json, the CLI line and the report; ``--strict`` treats it
+as a failure (`blocking`).
+
 This module is pure: the `Check` type, its constructors (`at_least`, `above`, `at_most`,
-`holds`), the chance levels of guessing heads (`chance_level`), and the text helpers
-(`failed`, `warning`, `as_records`). `ChecksFailed` is the error of ``--strict``.
+`holds`, `not_tested`), the chance levels of guessing heads (`chance_level`), and the text
+helpers (`failed`, `untested`, `blocking`, `warning`, `as_records`). `ChecksFailed` is the error
+of ``--strict``.
 """
 
 from __future__ import annotations
@@ -39,8 +47,11 @@ __all__ = [
     "above",
     "at_most",
     "holds",
+    "not_tested",
     "chance_level",
     "failed",
+    "untested",
+    "blocking",
     "warning",
     "as_records",
     "check_all",
@@ -55,9 +66,11 @@ class Check:
         name: short snake_case name, e.g. ``"clean_accuracy"`` (stable: scripts read it).
         value: the measured number (NaN when it could not be measured: that fails).
         threshold: the number it is compared with.
-        passed: whether the finding may rest on it.
+        passed: whether the finding may rest on it (False when not tested).
         detail: one plain sentence: what is compared, and what a failure means for the finding.
         op: how ``value`` must compare with ``threshold`` to pass: ">=", ">" or "<=".
+        untested: why the run could not decide the check ("" when it was tested): too few
+            seeds, samples or texts for the comparison to mean anything.
     """
 
     name: str
@@ -66,35 +79,53 @@ class Check:
     passed: bool
     detail: str
     op: str = ">="
+    untested: str = ""
+
+    @property
+    def outcome(self) -> str:
+        """``"passed"``, ``"failed"`` or ``"not tested"``."""
+        if self.untested:
+            return "not tested"
+        return "passed" if self.passed else "failed"
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly (run.json): name, value, threshold, passed, detail (NaN as None)."""
-        return {
+        """JSON-friendly (run.json): name, outcome, value, threshold, passed, detail (NaN as
+        None), and ``why_not_tested`` for a check the run could not decide."""
+        record = {
             "name": self.name,
+            "outcome": self.outcome,
             "value": _plain(self.value),
             "threshold": _plain(self.threshold),
             "passed": bool(self.passed),
             "detail": self.detail,
             "op": self.op,
         }
+        if self.untested:
+            record["why_not_tested"] = self.untested
+        return record
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Check:
         """The inverse of `as_dict` (a run.json's record; None values are NaN)."""
         nan = float("nan")
         value, threshold = record.get("value"), record.get("threshold")
+        untested = str(record.get("why_not_tested") or ("not tested" if record.get("outcome") == "not tested" else ""))
         return cls(
             str(record["name"]), nan if value is None else float(value), nan if threshold is None else float(threshold),
-            bool(record["passed"]), str(record.get("detail", "")), str(record.get("op", ">=")),
+            bool(record["passed"]) and not untested, str(record.get("detail", "")), str(record.get("op", ">=")),
+            untested,
         )  # fmt: skip
 
     def short(self) -> str:
-        """``name = value (needs >= threshold)`` for one-line messages."""
+        """``name = value (needs >= threshold)`` for one-line messages; ``name not tested (why)``."""
+        if self.untested:
+            return f"{self.name} not tested ({self.untested})"
         return f"{self.name} = {_fmt(self.value)} (needs {self.op} {_fmt(self.threshold)})"
 
 
 class ChecksFailed(InterpError):
-    """A check of the finding failed and the run was launched with ``--strict`` (CLI exit code 3).
+    """A check of the finding failed, or could not be tested, and the run was launched with
+    ``--strict`` (CLI exit code 3).
 
     Raised after the run's outputs are written, so the failed result can still be read.
     """
@@ -102,7 +133,13 @@ class ChecksFailed(InterpError):
     def __init__(self, what: str, checks: Sequence[Check]) -> None:
         self.checks = tuple(checks)
         bad = "; ".join(c.short() for c in self.checks)
-        super().__init__(f"{what}: {len(self.checks)} check(s) failed under --strict: {bad}")
+        n_failed = sum(1 for c in self.checks if not c.untested)
+        n_untested = len(self.checks) - n_failed
+        counts = " and ".join(
+            part for part in (f"{n_failed} check(s) failed" if n_failed else "",
+                              f"{n_untested} not tested" if n_untested else "") if part
+        )  # fmt: skip
+        super().__init__(f"{what}: {counts} under --strict: {bad}")
 
 
 def _plain(x: float) -> float | None:
@@ -143,6 +180,15 @@ def holds(name: str, condition: bool, detail: str) -> Check:
     return Check(name, 1.0 if condition else 0.0, 1.0, bool(condition), detail)
 
 
+def not_tested(check: Check, why: str) -> Check:
+    """``check`` reported as not tested: the run had too little to decide it (``why``, e.g.
+    "one seed: no spread to compare with; give --seed twice or more"). Its value and threshold
+    stay for the record; it never counts as passed."""
+    if not why:
+        raise ValueError("not_tested needs the reason the check could not be decided")
+    return Check(check.name, check.value, check.threshold, False, check.detail, check.op, why)
+
+
 def chance_level(
     p: float | Sequence[float] | np.ndarray, n_heads: int = 1, quantile: float = 0.95, n_sim: int = 4000, seed: int = 0
 ) -> float:
@@ -173,19 +219,34 @@ def chance_level(
 
 
 def failed(checks: Iterable[Check]) -> tuple[Check, ...]:
-    """The checks that did not pass."""
+    """The checks that were tested and did not pass."""
+    return tuple(c for c in checks if not c.passed and not c.untested)
+
+
+def untested(checks: Iterable[Check]) -> tuple[Check, ...]:
+    """The checks the run could not decide (too few seeds, samples or texts)."""
+    return tuple(c for c in checks if c.untested)
+
+
+def blocking(checks: Iterable[Check]) -> tuple[Check, ...]:
+    """What ``--strict`` refuses: the failed checks and the untested ones."""
     return tuple(c for c in checks if not c.passed)
 
 
 def warning(checks: Iterable[Check]) -> str:
-    """The warning a finding starts with when a check fails ("" when all pass).
+    """The warning a finding starts with when a check fails or was not tested ("" when all pass).
 
-    E.g. ``"WARNING, do not trust this finding: clean_accuracy = 0 (needs >= 0.8). "``
+    E.g. ``"WARNING, do not trust this finding: clean_accuracy = 0 (needs >= 0.8). "``, or
+    ``"NOT TESTED: masking_top_below_random not tested (one seed: ...). "``.
     """
-    bad = failed(checks)
-    if not bad:
-        return ""
-    return "WARNING, do not trust this finding: " + "; ".join(c.short() for c in bad) + ". "
+    checks = tuple(checks)
+    bad, open_ = failed(checks), untested(checks)
+    text = ""
+    if bad:
+        text += "WARNING, do not trust this finding: " + "; ".join(c.short() for c in bad) + ". "
+    if open_:
+        text += "NOT TESTED: " + "; ".join(c.short() for c in open_) + ". "
+    return text
 
 
 def as_records(checks: Iterable[Check]) -> list[dict[str, Any]]:

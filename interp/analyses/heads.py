@@ -37,7 +37,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyses._config import Config
-from interp.analyses.checks import Check, as_records, at_least
+from interp.analyses.checks import Check, as_records, at_least, not_tested
 from interp.analyses.ranking import rank_heads
 from interp.errors import InterpError
 
@@ -292,18 +292,20 @@ class HeadResult:
             seen = self.window_rows.get(w)
             if seen is None:
                 continue
-            with np.errstate(invalid="ignore", divide="ignore"):
-                share = np.where(self.n_rows > 0, seen / np.maximum(self.n_rows, 1), 1.0)
+            counted = self.n_rows > 0  # a detector with no row that has an expected key says nothing here
+            share = np.where(counted, seen / np.maximum(self.n_rows, 1), np.inf)
             s, k = np.unravel_index(np.argmin(share), share.shape)
             layers = [l for l, lw in zip(self.layers, self.windows) if lw == w]
-            out.append(
-                at_least(
-                    f"expected_keys_in_window_{w}", float(share[s, k]), self.config.min_rows_in_window,
-                    f"share of the {self.sources[s]}/{self.kinds[k]} rows with an expected key within the window of "
-                    f"{w} tokens (layers {', '.join(map(str, layers))}); rows whose keys lie further back score 0 there "
-                    "whatever the head does",
-                )
+            check = at_least(
+                f"expected_keys_in_window_{w}", float(share[s, k]) if counted.any() else float("nan"),
+                self.config.min_rows_in_window,
+                f"share of the {self.sources[s]}/{self.kinds[k]} rows with an expected key within the window of "
+                f"{w} tokens (layers {', '.join(map(str, layers))}); rows whose keys lie further back score 0 there "
+                "whatever the head does",
             )  # fmt: skip
+            if not counted.any():  # an empty set passed before (its share was set to 1)
+                check = not_tested(check, "no row of any source or detector has an expected key: give longer texts")
+            out.append(check)
         return tuple(out)
 
     def grid(self, kind: str, source: Optional[str] = None) -> np.ndarray:

@@ -30,7 +30,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyses._config import Config
-from interp.analyses.checks import Check, above, as_records, holds
+from interp.analyses.checks import Check, above, as_records, holds, not_tested
 from interp.errors import InterpError
 
 __all__ = ["InfluenceConfig", "InfluenceResult", "influence", "text_loss", "text_label", "heads_to_mask", "combine"]
@@ -152,13 +152,12 @@ class InfluenceResult:
         ranks noise. Heads from a retrieval run that failed its checks are not retrieval heads.
         """
         ai = self.influence
-        out = [
-            above(
-                "masking_raises_loss", float(ai.mean()) if ai.size else float("nan"), 0.0,
-                f"mean AI over {ai.size} texts with {len(self.heads)} {self.config.heads_name} made uniform; at or "
-                "below 0 masking them does not hurt the model, so they are not heads these texts rely on",
-            )
-        ]  # fmt: skip
+        raises = above(
+            "masking_raises_loss", float(ai.mean()) if ai.size else float("nan"), 0.0,
+            f"mean AI over {ai.size} texts with {len(self.heads)} {self.config.heads_name} made uniform; at or "
+            "below 0 masking them does not hurt the model, so they are not heads these texts rely on",
+        )  # fmt: skip
+        out = [raises if ai.size else not_tested(raises, "no text was scored: give texts with at least two tokens")]
         if self.config.heads_checked is not None:
             out.append(
                 holds(

@@ -34,7 +34,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.analyses._config import Config
-from interp.analyses.checks import Check, above, as_records, chance_level
+from interp.analyses.checks import Check, above, as_records, chance_level, not_tested
 from interp.analyses.ranking import rank_heads
 from interp.datasets.documents import QRSample
 from interp.errors import InterpError
@@ -169,15 +169,15 @@ class QRResult:
         best = float(self.accuracy.max()) if self.n_samples else float("nan")
         level = chance_level(chance, n, self.config.chance_quantile) if chance else float("nan")
         mean_chance = float(np.mean(chance)) if chance else float("nan")
-        return (
-            above(
-                "best_head_above_chance", best, level,
-                f"accuracy of the most accurate of {n} heads at picking the gold document of {self.n_samples} samples "
-                f"(chance {mean_chance:.2f} per sample) against the {self.config.chance_quantile:.0%} quantile of the "
-                f"best of {n} heads guessing at random"
-                + (f"; with {self.n_samples} samples even a head right on all of them cannot beat it: add samples" if level >= 1 else ""),
-            ),
+        check = above(
+            "best_head_above_chance", best, level,
+            f"accuracy of the most accurate of {n} heads at picking the gold document of {self.n_samples} samples "
+            f"(chance {mean_chance:.2f} per sample) against the {self.config.chance_quantile:.0%} quantile of the "
+            f"best of {n} heads guessing at random",
         )  # fmt: skip
+        if not level < 1:  # no sample, or so few that even a head right on all of them cannot beat guessing
+            check = not_tested(check, f"{self.n_samples} sample(s): too few to beat guessing; add samples")
+        return (check,)
 
     def top(self, n: int = 5) -> list[tuple[int, int, float]]:
         """The n heads with the highest QR score: [(layer, head, score)] (`rank_heads`)."""

@@ -31,7 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyses._config import Config
-from interp.analyses.checks import Check, above, as_records, chance_level
+from interp.analyses.checks import Check, above, as_records, chance_level, not_tested
 from interp.analyses.ranking import rank_heads
 from interp.datasets.questions import Question
 from interp.errors import InterpError
@@ -168,15 +168,15 @@ class SelectCopyResult:
             if self.n_questions
             else float("nan")
         )
-        return (
-            above(
-                "best_head_above_chance", best, level,
-                f"best QK accuracy of {n} heads on {self.n_questions} questions of {self.n_options} options (chance "
-                f"{1 / max(self.n_options, 1):.2f}; the model itself: {self.model_accuracy:.2f}) against the "
-                f"{self.config.chance_quantile:.0%} quantile of the best of {n} heads guessing at random"
-                + (f"; with {self.n_questions} questions even a head right on all of them cannot beat it: add questions" if level >= 1 else ""),
-            ),
+        check = above(
+            "best_head_above_chance", best, level,
+            f"best QK accuracy of {n} heads on {self.n_questions} questions of {self.n_options} options (chance "
+            f"{1 / max(self.n_options, 1):.2f}; the model itself: {self.model_accuracy:.2f}) against the "
+            f"{self.config.chance_quantile:.0%} quantile of the best of {n} heads guessing at random",
         )  # fmt: skip
+        if not level < 1:  # no question, or so few that even a head right on all of them cannot beat guessing
+            check = not_tested(check, f"{self.n_questions} question(s): too few to beat guessing; add questions")
+        return (check,)
 
     def top(self, n: int = 5, by: str = "qk") -> list[tuple[int, int, float]]:
         """Best heads [(layer, head, accuracy)] by QK-score ("qk") or attention ("attn") accuracy."""

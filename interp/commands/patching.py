@@ -31,14 +31,24 @@ def load_run(folder: Path) -> PatchResult:
         raise InterpError(
             f"{folder} has no patch.csv and run.json: pass a folder written by `interp patch ioi` or `colored-objects`"
         )
+    redo = "re-run `interp patch` into that folder"
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
-        result_meta = info["result"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise InterpError(
-            f"{meta} is not the run.json of a patching run: re-run `interp patch` into that folder"
-        ) from err
-    return PatchResult.from_dataframe(pd.read_csv(csv), result_meta)
+    except (ValueError, OSError) as err:  # not JSON, not UTF-8 (UnicodeDecodeError), unreadable
+        raise InterpError(f"{meta} cannot be read as JSON ({_cause(err)}): {redo}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("result"), dict):
+        raise InterpError(f"{meta} is not the run.json of a patching run (no result layout in it): {redo}")
+    try:
+        table = pd.read_csv(csv)
+        return PatchResult.from_dataframe(table, info["result"])
+    except (ValueError, KeyError, TypeError, IndexError, OSError) as err:  # empty or damaged patch.csv
+        raise InterpError(f"{csv} is not the patch.csv of a patching run ({_cause(err)}): {redo}") from None
+
+
+def _cause(err: BaseException) -> str:
+    """An exception in a few words for a one-line message."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:120]}" if text else type(err).__name__
 
 
 def patch_overlap(
@@ -61,23 +71,29 @@ def patch_overlap(
     if a.model and b.model and a.model != b.model:
         raise InterpError(f"the runs are of different models ({a.model} vs {b.model}): compare runs of one model")
     ov = circuit_overlap(a, b, top=top)
-    console = Console()
-    console.print(
-        f"top-{top} circuits of {a.task} ({run_a}) and {b.task} ({run_b}): {len(ov.shared)} shared heads, "
-        f"share {ov.share:.0%}, Jaccard {ov.jaccard:.2f}"
-    )
-    console.print("shared: " + (", ".join(f"L{layer}H{head}" for layer, head in ov.shared) or "none"))
-    if out is not None:  # written through a Store, as every command's files
-        store = Store(out, progress=False)
-        store.write_table("overlap", ov.to_dataframe())
-        store.write_json("overlap", {
-            "run_a": str(run_a), "run_b": str(run_b), "task_a": ov.task_a, "task_b": ov.task_b, "top": top,
-            "share": ov.share, "jaccard": ov.jaccard, "shared": [list(h) for h in ov.shared],
-            "heads_a": [list(h) for h in ov.heads_a], "heads_b": [list(h) for h in ov.heads_b],
-        })  # fmt: skip
-        store.write_figures({"overlap": overlap_figure(ov, head_scores(a), head_scores(b))})
+    store = Store(out, progress=False, command="patch overlap") if out is not None else None  # refused before printing
+    try:
+        console = Console()
+        console.print(
+            f"top-{top} circuits of {a.task} ({run_a}) and {b.task} ({run_b}): {len(ov.shared)} shared heads, "
+            f"share {ov.share:.0%}, Jaccard {ov.jaccard:.2f}"
+        )
+        console.print("shared: " + (", ".join(f"L{layer}H{head}" for layer, head in ov.shared) or "none"))
+        if store is not None:  # written through a Store, as every command's files
+            store.write_table("overlap", ov.to_dataframe())
+            store.write_json("overlap", {
+                "run_a": str(run_a), "run_b": str(run_b), "task_a": ov.task_a, "task_b": ov.task_b, "top": top,
+                "share": ov.share, "jaccard": ov.jaccard, "shared": [list(h) for h in ov.shared],
+                "heads_a": [list(h) for h in ov.heads_a], "heads_b": [list(h) for h in ov.heads_b],
+            })  # fmt: skip
+            store.write_figures({"overlap": overlap_figure(ov, head_scores(a), head_scores(b))})
+            console.print(f"wrote {', '.join(store.written)} to {store.folder}")
+    except BaseException:
+        if store is not None:
+            store.close(failed=True)
+        raise
+    if store is not None:
         store.close()
-        console.print(f"wrote {', '.join(store.written)} to {store.folder}")
 
 
 def register(groups) -> None:

@@ -125,3 +125,120 @@ def test_retrieval_config_refuses_a_negative_or_repeated_seed_before_any_model()
     with pytest.raises(InterpError, match="seeds repeat a value"):
         RetrievalConfig(seeds=(1, 1))  # two identical draws: a zero spread the masking check rests on
     assert RetrievalConfig(seeds=(0, 7)).seeds == (0, 7)
+
+
+# --------------------------------------------------------------------------------------------
+# Checks with three outcomes: passed, failed, not tested
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_check_has_three_outcomes_and_run_json_says_which():
+    from interp.analyses.checks import Check, at_least, blocking, failed, not_tested, untested, warning
+
+    ok = at_least("n", 5, 3, "enough")
+    bad = at_least("m", 1, 3, "too few")
+    open_ = not_tested(at_least("spread", 0.4, 0.0, "gap vs spread"), "one seed: no spread")
+    assert [c.outcome for c in (ok, bad, open_)] == ["passed", "failed", "not tested"]
+    assert not open_.passed  # never counted as a pass (it was: "above 2 x 0.000" with one seed)
+    assert failed([ok, bad, open_]) == (bad,) and untested([ok, bad, open_]) == (open_,)
+    assert blocking([ok, bad, open_]) == (bad, open_)  # what --strict refuses
+    record = open_.as_dict()
+    assert record["outcome"] == "not tested" and record["why_not_tested"] == "one seed: no spread"
+    assert Check.from_dict(record) == open_ and Check.from_dict(ok.as_dict()).outcome == "passed"
+    text = warning([ok, open_])
+    assert text.startswith("NOT TESTED: spread not tested (one seed: no spread)") and "do not trust" not in text
+
+
+def test_strict_refuses_a_check_that_was_not_tested():
+    from interp.analyses.checks import ChecksFailed, at_least, not_tested
+    from interp.experiments._base import enforce_checks
+
+    class Result:
+        checks = (at_least("n", 5, 3, ""), not_tested(at_least("spread", 1, 0, ""), "one seed"))
+
+    enforce_checks("toy", Result(), False)  # without --strict: shown, not an error
+    with pytest.raises(ChecksFailed, match=r"toy: 1 not tested under --strict: spread not tested \(one seed\)"):
+        enforce_checks("toy", Result(), True)
+
+
+def _retrieval_with_seeds(randoms):
+    import numpy as np
+
+    from interp.analyses.retrieval import MaskingResult, RetrievalConfig, RetrievalResult
+    from interp.analyses.retrieval.results import SampleRecord, aggregate
+
+    cfg = RetrievalConfig(lengths=(64,), depths=(0.5,), seeds=tuple(range(len(randoms))))
+    recalls = [1.0, 1.0, 1.0]
+    per = np.random.default_rng(0).random((3, 2, 3))
+    scores, n = aggregate(per, [True] * 3)
+    rows = tuple(SampleRecord(f"s{i}", 64, 0.5, "n", 60, 0.5, r, True, 1, "a", 0.1) for i, r in enumerate(recalls))
+    masking = MaskingResult(
+        1, 1, ((0, 1),), tuple(((1, s),) for s in range(len(randoms))), tuple(range(len(randoms))), 1.0, 0.2,
+        tuple(randoms),
+    )  # fmt: skip
+    return RetrievalResult(scores, per, rows, n, masking, cfg, "m", {})
+
+
+def test_retrieval_masking_check_with_one_seed_is_not_tested():
+    (_, one) = _retrieval_with_seeds([0.9]).checks
+    assert one.name == "masking_top_below_random" and one.outcome == "not tested"  # was "passed" (0.7 > 2 x 0.000)
+    assert "1 seed" in one.untested and "--seed" in one.untested
+    (_, two) = _retrieval_with_seeds([0.9, 0.95]).checks
+    assert two.outcome == "passed"  # 0.725 > 2 x sd(0.9, 0.95) = 0.0707
+
+
+def test_head_window_check_over_no_row_is_not_tested():
+    import numpy as np
+
+    from interp.analyses.heads import HeadConfig, HeadResult
+
+    def result(n_rows, seen):
+        return HeadResult(
+            HeadConfig(), "m", (0, 1), 2, ("random",), ("previous_token", "induction"), np.zeros((1, 2, 2, 2)),
+            np.array([n_rows]), (4, None), {4: np.array([seen])},
+        )  # fmt: skip
+
+    (empty,) = result([0, 0], [0, 0]).checks
+    assert empty.outcome == "not tested"  # its share was set to 1.0: an empty set passed
+    (half,) = result([10, 0], [5, 0]).checks
+    assert half.outcome == "failed" and half.value == 0.5  # the empty detector no longer hides behind a 1.0
+
+
+@pytest.mark.parametrize("kind", ["select_copy", "qr_heads"])
+def test_chance_check_with_too_few_items_to_beat_guessing_is_not_tested(kind):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if kind == "select_copy":
+        from interp.analyses.select_copy import SelectCopyConfig, combine
+        from interp.datasets.questions import Question
+
+        qs = [Question(f"q{i}", "p", 4, int(rng.integers(4))) for i in range(2)]
+        recs = []
+        for q in qs:
+            qk = rng.normal(size=(2, 3, 4))
+            qk[1, 2, q.answer] = 10.0  # a head right on every question
+            recs.append({"qk": qk.tolist(), "attn": qk.tolist(), "choice": 0})
+        result = combine(SelectCopyConfig(questions=tuple(qs)), "m", [0, 1], 3, qs, recs)
+    else:
+        from interp.analyses.qr_heads import QRConfig, combine
+        from interp.datasets.documents import QRSample
+
+        samples = [QRSample("s0", "q", ("a", "b", "c"), 1)]
+        mass = rng.random((2, 2, 3))
+        mass[0, 1, 1] = 5.0
+        recs = [{"mass": mass.tolist(), "null": np.zeros((2, 2, 3)).tolist()}]
+        result = combine(QRConfig(samples=tuple(samples)), "m", [0, 1], 2, samples, recs)
+    (check,) = result.checks
+    assert check.outcome == "not tested" and check.value == 1.0  # was "failed": a perfect head cannot beat it
+
+
+def test_influence_check_over_no_text_is_not_tested():
+    import numpy as np
+
+    from interp.analyses.influence import InfluenceConfig, InfluenceResult
+
+    none = np.zeros(0)
+    result = InfluenceResult(InfluenceConfig(heads=((0, 0),)), "m", ((0, 0),), (), none, none, none)
+    (check,) = result.checks
+    assert check.outcome == "not tested"  # was "failed" on a NaN mean: nothing was measured

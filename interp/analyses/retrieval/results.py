@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
-from interp.analyses.checks import Check, above, as_records, at_least
+from interp.analyses.checks import Check, above, as_records, at_least, not_tested
 from interp.analyses.ranking import rank_heads
 from interp.analyses.retrieval.config import Head, RetrievalConfig
 from interp.datasets.needles import NeedleSample
@@ -169,7 +169,8 @@ class RetrievalResult:
           gives no retrieval heads to find.
         - ``masking_top_below_random`` (when the causal check ran): recall with K random heads
           masked (mean over seeds) minus recall with the top-K masked, above ``masking_sigmas``
-          standard deviations of the random-K recall across seeds.
+          standard deviations of the random-K recall across seeds; not tested with one seed (no
+          spread: any positive gap would pass).
         """
         recall = float(np.mean([s.recall for s in self.samples])) if self.samples else float("nan")
         out = [
@@ -183,14 +184,18 @@ class RetrievalResult:
         m = self.masking
         if m is not None:
             gap = m.recall_random_mean - m.recall_top
-            out.append(
-                above(
-                    "masking_top_below_random", gap, self.config.masking_sigmas * m.recall_random_std,
-                    f"recall with {m.k_random} random heads masked ({m.recall_random_mean:.2f}, mean of {len(m.seeds)} "
-                    f"seeds) minus recall with the top {m.k_top} masked ({m.recall_top:.2f}), against "
-                    f"{self.config.masking_sigmas:g} x the seeds' standard deviation ({m.recall_random_std:.3f})",
-                )
+            check = above(
+                "masking_top_below_random", gap, self.config.masking_sigmas * m.recall_random_std,
+                f"recall with {m.k_random} random heads masked ({m.recall_random_mean:.2f}, mean of {len(m.seeds)} "
+                f"seeds) minus recall with the top {m.k_top} masked ({m.recall_top:.2f}), against "
+                f"{self.config.masking_sigmas:g} x the seeds' standard deviation ({m.recall_random_std:.3f})",
             )  # fmt: skip
+            if len(m.seeds) < 2:  # one draw has no spread: "above 2 x 0" would pass by construction
+                check = not_tested(
+                    check,
+                    f"{len(m.seeds)} seed: no spread of random-K recall to compare with; give --seed twice or more",
+                )
+            out.append(check)
         return tuple(out)
 
     @property
