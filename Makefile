@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.interp-installed
 OUT ?= out/report
 
-.PHONY: install demo test test-fast lint docs bench clean
+.PHONY: install demo test test-fast lint notebooks docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,19 +22,25 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/interp report --out $(OUT)
 
-# lint and format checks, the docs (strict: a broken link or a docstring warning fails), then pytest
+# lint and format checks, the notebooks executed once (tests/acceptance/test_notebooks.py checks their
+# outputs), the docs (strict, never -q: any warning, a broken link or a docstring's, fails), then pytest
 test: $(STAMP)
 	sh scripts/ensure_chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
+	$(BIN)/python scripts/build_notebooks.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-docs: $(STAMP)
+# notebooks/*.py (jupytext) executed into docs/notebooks/*.ipynb; only those changed since their last run
+notebooks: $(STAMP)
+	$(BIN)/python scripts/build_notebooks.py
+
+docs: notebooks
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test-fast: $(STAMP)
@@ -44,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/attn_stats.py --quick
 
 clean:
-	rm -rf $(VENV) out site .pytest_cache
+	rm -rf $(VENV) out site .pytest_cache docs/notebooks

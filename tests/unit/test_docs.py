@@ -22,10 +22,11 @@ MD_LINK = re.compile(r"\]\(([^)\s]+\.md)(#[\w-]+)?\)")
 
 
 def sources(root: Path) -> list[Path]:
-    """The files whose citations are checked: code, tests, benchmarks, scripts, README, docs, Makefile."""
-    files = [root / "README.md", root / "Makefile", root / "mkdocs.yml", root / "notebooks" / "_build.py"]
+    """The files whose citations are checked: code, notebooks, tests, benchmarks, scripts, README, docs, Makefile."""
+    files = [root / "README.md", root / "Makefile", root / "mkdocs.yml"]
     for folder, pattern in (
         ("interp", "*.py"),
+        ("notebooks", "*.py"),
         ("tests", "*.py"),
         ("benchmarks", "*.py"),
         ("scripts", "*"),
@@ -117,3 +118,124 @@ def test_the_checker_finds_a_missing_file_and_a_missing_section(tmp_path: Path) 
 )
 def test_slug_is_the_anchor_mkdocs_writes(heading: str, expected: str) -> None:
     assert slug(heading) == expected  # e.g. mkdocs renders "# `interp.kernels`" with id="interpkernels"
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def notebook_cells(path: Path) -> list[tuple[str, str]]:
+    """(kind, text) of each cell of a jupytext percent file: kind "markdown" or "code"."""
+    cells, kind, lines = [], None, []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# %%"):
+            if kind is not None:
+                cells.append((kind, "\n".join(lines).strip()))
+            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
+        else:
+            lines.append(
+                line[2:]
+                if kind == "markdown" and line.startswith("# ")
+                else line.rstrip("#")
+                if kind == "markdown"
+                else line
+            )
+    if kind is not None:
+        cells.append((kind, "\n".join(lines).strip()))
+    return cells
+
+
+def test_every_notebook_is_in_the_docs_nav() -> None:
+    """mkdocs.yml renders every notebook (executed into docs/notebooks/) and names no other."""
+    nav = set(re.findall(r"notebooks/(\d\d_\w+)\.ipynb", (ROOT / "mkdocs.yml").read_text(encoding="utf-8")))
+    assert nav == {p.stem for p in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_a_tutorial(path: Path) -> None:
+    """A title first, text between the code (at least one markdown cell per two code cells), and a
+    last cell that points to the next notebook by its file name."""
+    cells = notebook_cells(path)
+    assert cells and cells[0][0] == "markdown" and cells[0][1].startswith("# "), f"{path.name}: no title cell"
+    n_md = sum(kind == "markdown" for kind, _ in cells)
+    assert n_md >= 4 and 2 * n_md >= len(cells) - n_md, (
+        f"{path.name}: {n_md} markdown cells for {len(cells) - n_md} code"
+    )
+    later = NOTEBOOKS[NOTEBOOKS.index(path) + 1 :]
+    if later:
+        assert cells[-1][0] == "markdown" and f"notebooks/{later[0].name}" in cells[-1][1], (
+            f"{path.name}: the last cell should point to notebooks/{later[0].name}"
+        )
+
+
+def test_notebook_cells_are_read_as_jupytext_does(tmp_path: Path) -> None:
+    """The cell reader above agrees with jupytext on a small percent file."""
+    jupytext = pytest.importorskip("jupytext")
+    nb = tmp_path / "01_x.py"
+    nb.write_text("# %% [markdown]\n# # Title\n#\n# Text.\n\n# %%\nx = 1\nx\n", encoding="utf-8")
+    theirs = [(c.cell_type, c.source.strip()) for c in jupytext.read(nb, fmt="py:percent").cells]
+    assert notebook_cells(nb) == theirs == [("markdown", "# Title\n\nText."), ("code", "x = 1\nx")]
+
+
+# the modules the API pages render (docs/api/*.md): the package itself, models, errors, and these
+# subpackages with every public submodule; mkdocstrings' filters skip names starting with "_"
+API_PACKAGES = ("kernels", "hooks", "analyses", "experiments", "datasets", "plots", "distributed")
+
+
+def docstring_warnings(root: Path, package: str = "interp") -> list[str]:
+    """The warnings griffe gives while parsing the Google-style docstrings the API pages render
+    (the ones `mkdocs build --strict` fails on), as 'path:line: message'."""
+    import logging
+
+    griffe = pytest.importorskip("griffe")
+    found: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(record.getMessage())
+
+    logger = logging.getLogger("griffe")
+    handler, level = Collect(level=logging.WARNING), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        loaded = griffe.load(package, search_paths=[str(root)], docstring_parser="google", resolve_aliases=False)
+
+        def parse(obj, rendered: bool) -> None:
+            if rendered and obj.docstring is not None:
+                obj.docstring.parsed  # noqa: B018 (parsing is what warns)
+            for name, member in obj.members.items():
+                if member.is_alias or name.startswith("_"):
+                    continue
+                if member.is_module:
+                    inside = member.path.split(".")[1] in API_PACKAGES or member.path in (
+                        "interp.models",
+                        "interp.errors",
+                    )
+                    parse(member, inside)
+                else:
+                    parse(member, rendered)
+
+        parse(loaded, True)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return found
+
+
+def test_api_docstrings_parse_without_warnings() -> None:
+    """What `mkdocs build --strict` would fail on, found in seconds: e.g. 'clean, corrupt: ...' under
+    Args (one entry must name one parameter) or an untyped parameter with no type in its entry."""
+    assert docstring_warnings(ROOT) == []
+
+
+def test_docstring_check_finds_a_bad_entry(tmp_path: Path) -> None:
+    """The check can fail: two parameters in one Args entry are reported."""
+    (tmp_path / "fakepkg" / "kernels").mkdir(parents=True)
+    (tmp_path / "fakepkg" / "__init__.py").write_text('"""Pkg."""\n', encoding="utf-8")
+    (tmp_path / "fakepkg" / "kernels" / "__init__.py").write_text(
+        '"""Kernels."""\n\n\ndef f(a: int, b: int) -> int:\n    """Add.\n\n    Args:\n        a, b: numbers.\n    """\n'
+        "    return a + b\n",
+        encoding="utf-8",
+    )
+    warnings = docstring_warnings(tmp_path, "fakepkg")
+    assert any("'a, b' does not appear in the function signature" in w for w in warnings), warnings
