@@ -1,46 +1,47 @@
-"""`interp atlas`: every head's use of a long context, a KV-cache head policy, and its causal check.
+"""`interp atlas`: every head's use of a long context, a KV-cache head policy, and the selectors compared causally.
 
 The runner packs the texts into windows of ``--length`` tokens, runs one forward pass per window
 and reduces each layer's q and k with `interp.kernels.attention_stats` as the layer runs
 (`interp.hooks.stream_layers`: O(T) memory, never the [T, T] matrix);
 `interp.analyses.atlas` bins the row statistics by query position and turns them into kinds
-and a policy. The causal check then windows heads with `interp.hooks.window_attention` on
-held-out windows: the policy's heads, as many random heads (``--seeds``) and the heads with the
-most distant mass, for each budget, measuring the loss change and needle recall
-(`interp.experiments.retrieval.traces.needle_recall`). Windows and conditions are units of work:
-shared over ranks, resumed from ``samples.jsonl`` and ``causal.jsonl``.
+and a policy over KV heads. Each selector's measurements (`interp.experiments._atlas_policy`)
+rank the KV heads, and the causal check (`interp.experiments._atlas_causal`) windows each
+selector's KV heads per budget on held-out windows and needle prompts. Windows, measurements
+and conditions are units of work: shared over ranks, resumed from ``samples.jsonl``,
+``selectors.jsonl`` and ``causal.jsonl``. Everything that can be refused (budgets, a policy file)
+is refused before any model work.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 import typer
 from torch import Tensor
 
 from interp.analyses.atlas import (
+    SELECTORS,
     AtlasConfig,
     AtlasResult,
     combine,
-    kv_saved,
+    decision_units,
     parse_ints,
+    parse_names,
     position_bins,
     reduce_layer,
-    select_heads,
-    with_causal,
+    with_scores,
 )
 from interp.datasets.texts import default_texts, read_texts, texts_digest
 from interp.errors import InterpError
 from interp.experiments import flags
+from interp.experiments._atlas_causal import causal_check, conditions, n_windowed
+from interp.experiments._atlas_policy import check_policy_file, measure, policy_units, write_duo_attention
 from interp.experiments._base import Experiment, InReport, Store, execute, report_sizes
 from interp.models import Model
 
-__all__ = ["EXPERIMENT", "prepare_windows", "scan_text", "window_loss", "run", "read_policy"]
+__all__ = ["EXPERIMENT", "prepare_windows", "scan_text", "run", "read_policy"]
 
 
 def _corpus(config: AtlasConfig) -> tuple[str, ...]:
@@ -121,114 +122,47 @@ def scan_text(lm: Model, ids: Tensor, config: AtlasConfig, layers: Sequence[int]
     return {"tokens": int(ids.shape[1]), "layers": [out[layer] for layer in layers]}
 
 
-def window_loss(lm: Model, ids: Tensor, n: int, edits: Sequence = ()) -> float:
-    """Mean next-token NLL (nats) of the last ``n`` tokens of ``ids`` [1, pos] with ``edits`` applied."""
-    from interp.hooks import intervene
-
-    n = min(n, int(ids.shape[1]) - 1)
-    with intervene(lm, list(edits)), torch.no_grad():
-        logits = lm.logits_tail(ids, n + 1)[0, :-1].float()
-    return float(torch.nn.functional.cross_entropy(logits, ids[0, -n:].to(logits.device)))
-
-
-def _needle_samples(lm: Model, config: AtlasConfig) -> tuple[list, Any]:
-    """Needle samples at ``length`` tokens (middle depth), at most ``needles`` of them."""
-    if config.needles == 0:
-        return [], None
-    from interp.analyses.retrieval import RetrievalConfig
-    from interp.experiments.retrieval.runner import prepare_samples
-
-    rconfig = RetrievalConfig(lengths=(config.length,), depths=(0.5,), mask=False)
-    samples, _ = prepare_samples(lm, rconfig)
-    return samples[: config.needles], rconfig
-
-
-def _conditions(result: AtlasResult, policy: dict) -> list[dict]:
-    """The causal check's conditions: policy.json's heads, then per budget the policy's, the most distant and random heads."""
-    cfg = result.config
-    distant = result.full()[f"distant_{cfg.policy_window}"]
-    n_total = distant.size
-    index = {layer: i for i, layer in enumerate(result.layers)}
-    exact = [(index[layer], h) for layer, h in policy["windowed"]]
-    out = [{"condition": "policy.json", "seed": 0, "budget": len(exact) / n_total, "heads": exact}]
-    for b in cfg.budgets:
-        n = int(round(b * n_total))
-        out.append({"condition": "policy", "seed": 0, "budget": b, "heads": select_heads(distant, n, "policy")})
-        out.append({"condition": "distant", "seed": 0, "budget": b, "heads": select_heads(distant, n, "distant")})
-        out += [
-            {"condition": "random", "seed": s, "budget": b, "heads": select_heads(distant, n, "random", s)}
-            for s in range(cfg.seeds)
-        ]
-    return out
-
-
-def causal_check(lm: Model, result: AtlasResult, held: Sequence[Tensor], store: Store) -> AtlasResult:
-    """Window each condition's heads on the held-out windows: loss change and needle recall."""
-    from interp.experiments.retrieval.traces import needle_recall
-    from interp.hooks import window_attention
-
-    cfg = result.config
-    policy = result.policy()
-    if cfg.policy_file is not None:
-        policy = read_policy(cfg.policy_file, lm)
-        if (policy.get("window"), policy.get("sinks")) != (cfg.policy_window, cfg.sinks):
+def _check_budgets(config: AtlasConfig, n_units: int) -> None:
+    """Every budget windows at least one of the ``n_units`` decision units (else one clear error)."""
+    for b in config.budgets:
+        if n_windowed(b, n_units) < 1:
             raise InterpError(
-                f"the policy {cfg.policy_file} keeps {policy.get('sinks')} sinks and a window of {policy.get('window')}, "
-                f"this run {cfg.sinks} and {cfg.policy_window}: pass --sinks {policy.get('sinks')} --window {policy.get('window')}"
+                f"budget {b} windows no KV head: the model has {n_units} KV heads it does not already window, so a "
+                f"budget needs at least {1 / n_units:.3g} (--budgets)"
             )
-    samples, rconfig = _needle_samples(lm, cfg)
-    conditions = _conditions(result, policy)
 
-    def measure(heads: Sequence[tuple[int, int]]) -> dict:
-        edits = [window_attention(result.layers[i], h, cfg.policy_window, cfg.sinks) for i, h in heads]
-        loss = float(np.mean([window_loss(lm, ids, cfg.loss_tokens, edits) for ids in held]))
-        recall = float(np.mean([needle_recall(lm, s, rconfig, edits)[0] for s in samples])) if samples else float("nan")
-        return {"loss": loss, "recall": None if math.isnan(recall) else recall}
 
-    units = {"base": []} | {f"{c['condition']}-{c['budget']:.4f}-{c['seed']}": c["heads"] for c in conditions}
-    settings = {**cfg.settings(), **store.notes, "model": lm.name, "policy": policy}
-    done = store.map(
-        list(units), lambda key: measure(units[key]), settings=settings, what="atlas: causal check", log="causal.jsonl"
-    )
-    base = done["base"]
-    rows = []
-    for c, key in zip(conditions, list(units)[1:]):
-        rec = done[key]
-        saved = kv_saved(
-            c["heads"],
-            len(result.layers),
-            result.kv_map,
-            cfg.length,
-            cfg.policy_window,
-            cfg.sinks,
-            result.layer_windows,
-        )
-        rows.append({
-            "condition": c["condition"], "seed": c["seed"], "budget": round(c["budget"], 4), "n_heads": len(c["heads"]),
-            "kv_saved": round(saved, 6), "delta_loss": rec["loss"] - base["loss"],
-            "recall": float("nan") if rec["recall"] is None else rec["recall"],
-        })  # fmt: skip
-    base_recall = float("nan") if base["recall"] is None else base["recall"]
-    return with_causal(result, rows, base["loss"], base_recall)
+def _preflight(lm: Model, config: AtlasConfig, layers: Sequence[int]) -> Optional[list[tuple[int, int]]]:
+    """Everything that can be refused before any work: layers, budgets, the policy file. Returns the
+    policy file's windowed units (None without one)."""
+    if config.causal_texts and len(layers) != lm.arch.n_layers:
+        raise InterpError("the causal check windows heads of every layer: drop --layers or pass --causal-texts 0")
+    windows = [lm.attention_kwargs(layer)["sliding_window"] for layer in layers]
+    n_units = len(decision_units(len(layers), lm.arch.n_kv_heads, windows, config.length))
+    if config.causal_texts and n_units == 0:
+        raise InterpError("the model windows every layer below --length: there is no KV head left to decide")
+    if config.causal_texts:
+        _check_budgets(config, n_units)
+    if config.policy_file is None:
+        return None
+    if not config.causal_texts:
+        raise InterpError("--policy is what the causal check windows: pass --causal-texts 1 or more")
+    return policy_units(config.policy_file, lm, config, layers)
 
 
 def run(lm: Model, config: AtlasConfig = AtlasConfig(), store: Optional[Store] = None) -> AtlasResult:
-    """The head atlas of ``lm``: profiles, kinds, the policy and (with held-out texts) its causal check.
+    """The head atlas of ``lm``: profiles, kinds, the KV-head policy and (with held-out texts) the selectors' causal check.
 
     Raises:
         InterpError: bad texts or lengths (see `prepare_windows`), layers out of range, a causal
-            check on a subset of layers.
+            check on a subset of layers, a budget that windows no KV head, a bad policy file
+            (all before any model work).
     """
     from interp.hooks import check_layers
 
     store = store or Store()
     layers = check_layers(lm, config.layers)
-    if config.causal_texts and len(layers) != lm.arch.n_layers:
-        raise InterpError("the causal check windows heads of every layer: drop --layers or pass --causal-texts 0")
-    if config.policy_file is not None:
-        read_policy(config.policy_file, lm)  # another model's policy: refused before any work
-        if not config.causal_texts:
-            raise InterpError("--policy is what the causal check windows: pass --causal-texts 1 or more")
+    from_file = _preflight(lm, config, layers)
     profiled, held = prepare_windows(lm, config)
     store.note(texts_sha256=texts_digest(config.texts))
     settings = {**config.settings(), **store.notes, "model": lm.name}
@@ -241,38 +175,43 @@ def run(lm: Model, config: AtlasConfig = AtlasConfig(), store: Optional[Store] =
         [lm.attention_kwargs(layer)["sliding_window"] for layer in layers], [done[key] for key in by_key],
     )  # fmt: skip
     if held:
-        result = causal_check(lm, result, held, store)
+        measured = measure(lm, result, profiled[0], store)
+        scores = {
+            name: {seed: SELECTORS[name].score(measured, result.kv_map, seed)
+                   for seed in (range(config.seeds) if SELECTORS[name].seeded else (0,))}
+            for name in config.selectors
+        }  # fmt: skip
+        result = with_scores(result, {name: by_seed[0] for name, by_seed in scores.items()})
+        result = causal_check(lm, result, held, store, conditions(result, scores, from_file))
     from interp.distributed import world
 
     if world().main:
         store.write_json("policy", result.policy())
+        write_duo_attention(store, result)
     return result
 
 
-def read_policy(path: str | Path, lm: Model) -> dict:
-    """A policy.json written by `interp atlas`, checked against ``lm``.
+def read_policy(path: str | Path, lm: Model, config: Optional[AtlasConfig] = None) -> list[tuple[int, int]]:
+    """The KV heads (layer, kv head) that a policy.json or full_attention_heads.tsv (with config.json) windows on ``lm``.
+
+    Args:
+        config: the run the policy must fit (its sinks and window); None: the file's own.
 
     Raises:
-        InterpError: unreadable, or written for another model (name, layers or heads differ).
+        InterpError: unreadable, another model's, a wrong shape or values outside [0, 1], a JSON
+            list, no ``windowed``, no sinks / window, or sinks / window other than ``config``'s.
     """
-    try:
-        policy = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InterpError(f"cannot read the policy file {path}: {err}") from None
-    if (
-        policy.get("model") != lm.name
-        or policy.get("n_layers") != lm.arch.n_layers
-        or policy.get("n_heads") != lm.arch.n_heads
-    ):
-        raise InterpError(
-            f"the policy {path} was written for {policy.get('model')} ({policy.get('n_layers')} layers x "
-            f"{policy.get('n_heads')} heads), not {lm.name} ({lm.arch.n_layers} x {lm.arch.n_heads}): run interp atlas on this model"
-        )
-    return policy
+    if config is None:
+        got = check_policy_file(str(path))
+        if not isinstance(got["window"], int) or not isinstance(got["sinks"], int):
+            raise InterpError(f"the policy {path} names no window and sinks: write it with interp atlas")
+        config = AtlasConfig(length=lm.arch.n_ctx, windows=(got["window"],), sinks=got["sinks"], causal_texts=0)
+    layers = list(range(lm.arch.n_layers))
+    return [(layers[i], g) for i, g in policy_units(str(path), lm, config, layers)]
 
 
 def describe(result: AtlasResult) -> str:
-    """The finding: the kinds, the policy's savings and, with the causal check, the share of heads that can be windowed."""
+    """The finding: the kinds, the policy's KV saving and, with the causal check, each selector's best saving."""
     s = result.summary()
     kinds = ", ".join(f"{n} {k}" for k, n in s["kinds"].items())
     cfg = result.config
@@ -280,33 +219,35 @@ def describe(result: AtlasResult) -> str:
         f"Over {s['n_texts']} texts of {cfg.length} tokens, the {len(result.layers) * result.n_heads} heads are {kinds} "
         f"(at the full length; sink mass >= {cfg.sink_min}, previous-token mass >= {cfg.prev_min}, distant mass beyond "
         f"{cfg.sinks} sinks and {cfg.policy_window} tokens <= {cfg.distant_max}). The policy windows "
-        f"{s['windowed_heads']} heads, saving {s['kv_saved']:.1%} of the KV cache at {cfg.length} tokens."
+        f"{s['windowed_kv_heads']} of the {s['kv_units']} KV heads the model does not window, saving "
+        f"{s['kv_saved']:.1%} of the KV cache at {cfg.length} tokens."
     )
     if result.causal:
-        share = result.windowable_share()
+        best = ", ".join(f"{k} {v:.0%}" for k, v in s["best_kv_saved"].items())
         text += (
-            f" Causal check on held-out text: up to {share:.0%} of the heads (the least distant mass first) can be "
-            f"windowed with a loss change under {cfg.loss_tolerance} nats/token"
+            f" Causal check on held-out text ({s['n_key_tokens']} key tokens of {s['n_loss_tokens']}): the largest KV "
+            f"saving with key-token loss change <= {cfg.loss_tolerance} nats/token and needle recall >= "
+            f"{cfg.recall_min:.0%} of the unedited model's, per selector: {best}."
         )
-        rand = [r for r in result.causal if r["condition"] == "random"]
-        pol = [r for r in result.causal if r["condition"] == "policy"]
-        if rand and pol:
-            text += f" (mean change {np.mean([r['delta_loss'] for r in pol]):+.3f} vs {np.mean([r['delta_loss'] for r in rand]):+.3f} for random heads)"
-        text += "."
     return text
 
 
 def tables(result: AtlasResult) -> dict[str, Any]:
-    out = {"heads": result.to_dataframe(), "profiles": result.profiles_dataframe()}
+    out = {
+        "heads": result.to_dataframe(),
+        "profiles": result.profiles_dataframe(),
+        "kv_heads": result.kv_heads_dataframe(),
+    }
     if result.causal:
         out["causal"] = result.causal_dataframe()
+        out["frontier"] = result.frontier_dataframe()
     return out
 
 
 def figures(result: AtlasResult) -> dict[str, Any]:
-    from interp.plots.atlas import causal_figure
+    from interp.plots.atlas import causal_figure, frontier_figure
 
-    return {"causal": causal_figure(result)} if result.causal else {}
+    return {"causal": causal_figure(result), "frontier": frontier_figure(result)} if result.causal else {}
 
 
 def pages(result: AtlasResult) -> dict[str, str]:
@@ -318,6 +259,12 @@ def pages(result: AtlasResult) -> dict[str, str]:
 def record(result: AtlasResult) -> dict:
     """policy.json's content also in run.json (``policy``)."""
     return {"policy": result.policy()}
+
+
+def check(config: AtlasConfig) -> None:
+    """What needs no model: a policy file that cannot be read, is not numbers in [0, 1], a JSON list, no ``windowed``."""
+    if config.policy_file is not None:
+        check_policy_file(config.policy_file)
 
 
 def cli(
@@ -341,21 +288,33 @@ def cli(
         0.05, "--distant-max", help="A head with at most this distant mass may be windowed."
     ),
     causal_texts: int = typer.Option(1, "--causal-texts", help="Windows held out for the causal check (0: none)."),
-    budgets: str = typer.Option("0.25,0.5,0.75", "--budgets", help="Shares of heads windowed in the causal sweep."),
-    seeds: int = typer.Option(3, "--seeds", help="Random head sets per budget."),
-    needles: int = typer.Option(2, "--needles", help="Needle samples for recall at --length (0: none)."),
+    selectors: str = typer.Option(
+        "profile,razor,random", "--selectors", help=f"How the causal check ranks KV heads: {', '.join(SELECTORS)}."
+    ),
+    budgets: str = typer.Option(
+        "0.25,0.5,0.75", "--budgets", help="Shares of the KV heads the model does not window, windowed per selector."
+    ),
+    seeds: int = typer.Option(3, "--seeds", help="Draws of the random selector per budget."),
+    needles: int = typer.Option(
+        1, "--needles", help="Needles for recall at --length, each at depths 0.25/0.5/0.75 (0: none)."
+    ),
+    key_context: Optional[int] = typer.Option(
+        None, "--key-context", help="K of the key tokens (LongPPL's short context; default min(4096, --length / 2))."
+    ),
     policy: Optional[Path] = typer.Option(
         None,
         "--policy",
-        help="A policy.json of an earlier interp atlas on this model: the causal check windows its heads (default: this run's policy).",
+        help="A policy.json, or a DuoAttention full_attention_heads.tsv with its config.json beside it: the causal check adds its KV heads as selector policy-file.",
     ),
     layers: Optional[str] = flags.layers_option(),
     backend: str = flags.backend_option(),
     out: Path = flags.out_option("runs/atlas"),
     fresh: bool = flags.fresh_option(),
 ) -> None:
-    """Every head's use of a long context (the head atlas) and a KV-cache head policy checked
-    causally; writes heads.csv, profiles.csv, policy.json, causal.csv, atlas.html, causal.html and run.json into OUT."""
+    """Every head's use of a long context (the head atlas) and a KV-cache head policy, with the
+    selectors compared causally; writes heads.csv, kv_heads.csv, profiles.csv, policy.json,
+    full_attention_heads.tsv + config.json (DuoAttention), causal.csv, frontier.csv, atlas.html,
+    causal.html, frontier.html and run.json into OUT."""
     try:
         shares = tuple(float(x) for x in budgets.split(",") if x.strip())
     except ValueError:
@@ -363,7 +322,8 @@ def cli(
     config = AtlasConfig(
         texts=read_texts(texts) if texts is not None else None, length=length, max_texts=max_texts, sinks=sinks,
         windows=parse_ints(windows, "--windows"), window=window, n_bins=bins, distant_max=distant_max,
-        causal_texts=causal_texts, budgets=shares, seeds=seeds, needles=needles, layers=flags.parse_layers(layers),
+        causal_texts=causal_texts, selectors=parse_names(selectors), budgets=shares, seeds=seeds, needles=needles,
+        key_context=key_context, layers=flags.parse_layers(layers),
         policy_file=str(policy) if policy is not None else None,
         backend=flags.check_backend(backend),
     )  # fmt: skip
@@ -388,6 +348,7 @@ _REPORT_SIZES = {
         "seeds": 1,
         "needles": 0,
         "loss_tokens": 256,
+        "key_context": 128,
     },
     True: {
         "length": 256,
@@ -397,6 +358,7 @@ _REPORT_SIZES = {
         "seeds": 1,
         "needles": 0,
         "loss_tokens": 128,
+        "key_context": 64,
     },
 }
 
@@ -413,6 +375,7 @@ EXPERIMENT = Experiment(
     cli=cli,
     pages=pages,
     record=record,
+    check=check,
     report=InReport(report_sizes(AtlasConfig, _REPORT_SIZES), order=80),
     quick=_REPORT_SIZES[True],
 )

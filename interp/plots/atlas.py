@@ -1,4 +1,4 @@
-"""Figures of the head atlas (`interp.analyses.atlas`): the interactive page and the causal curve.
+"""Figures of the head atlas (`interp.analyses.atlas`): the interactive page, the causal points and the selectors' frontiers.
 
 `atlas_page` is one self-contained HTML page (plotly.js inlined): a layers x heads grid coloured
 by any metric at the full length (a menu), and, on clicking a head, that head's profiles against
@@ -17,7 +17,7 @@ import numpy as np
 
 from interp.analyses.atlas import AtlasResult
 
-__all__ = ["atlas_page", "causal_figure"]
+__all__ = ["atlas_page", "causal_figure", "frontier_figure"]
 
 _SCALE = ("entropy", "dist", "waad")  # metrics that are not masses (right axis)
 
@@ -51,7 +51,7 @@ def atlas_page(result: AtlasResult) -> str:
     intro = (
         f"{result.n_texts} texts; kinds: "
         + ", ".join(f"{k} {v}" for k, v in result.summary()["kinds"].items())
-        + f". The policy (window {policy['window']}, {policy['sinks']} sinks) windows {len(policy['windowed'])} heads "
+        + f". The policy (window {policy['window']}, {policy['sinks']} sinks) windows {len(policy['windowed'])} KV heads "
         f"and saves {policy['kv_saved']:.1%} of the KV cache. Colour: the metric at the full length (the last "
         "position bin); click a head for its profiles against query position."
     )
@@ -95,24 +95,49 @@ document.getElementById('grid').on('plotly_click', ev => {{
 
 
 def causal_figure(result: AtlasResult) -> Any:
-    """KV cache saved against loss change (nats/token) per condition and budget (the causal check)."""
+    """KV cache saved against the all-token loss change (nats/token), one point per condition, coloured by selector."""
     import plotly.graph_objects as go
 
     df = result.causal_dataframe()
     fig = go.Figure()
-    for condition, part in df.groupby("condition", sort=False):
+    for selector, part in df.groupby("selector", sort=False):
         fig.add_trace(go.Scatter(
-            x=part["kv_saved"], y=part["delta_loss"], mode="markers" if condition in ("random", "policy.json") else "lines+markers",
-            name=str(condition), text=[f"budget {b:.0%}, {n} heads, seed {s}, recall {r:.2f}" for b, n, s, r in
-                                       zip(part["budget"], part["n_heads"], part["seed"], part["recall"])],
+            x=part["kv_saved"], y=part["delta_loss"], mode="markers", name=str(selector),
+            text=[f"budget {b:.0%}, {n} KV heads, seed {s}, key-token change {k:+.3f}, recall {r:.2f}" for b, n, s, k, r in
+                  zip(part["budget"], part["n_kv_heads"], part["seed"], part["delta_key_loss"], part["recall"])],
         ))  # fmt: skip
     fig.add_hline(
         y=result.config.loss_tolerance, line_dash="dot", annotation_text=f"{result.config.loss_tolerance} nats/token"
     )
     fig.update_layout(
-        title=f"Windowing heads of {result.model} (window {result.config.policy_window}, {result.config.sinks} sinks): "
-        "KV cache saved against loss change",
+        title=f"Windowing KV heads of {result.model} (window {result.config.policy_window}, {result.config.sinks} sinks): "
+        "KV cache saved against the loss change over all tokens",
         xaxis_title=f"KV cache saved at {result.config.length} tokens",
-        yaxis_title="loss change (nats/token)",
+        yaxis_title="loss change, all tokens (nats/token)",
+    )
+    return fig
+
+
+def frontier_figure(result: AtlasResult) -> Any:
+    """Each selector's frontier: KV cache saved against the key-token loss change (mean over seeds, 95% interval)."""
+    import plotly.graph_objects as go
+
+    df = result.frontier_dataframe()
+    fig = go.Figure()
+    for selector, part in df.groupby("selector", sort=False):
+        part = part.sort_values("kv_saved")
+        fig.add_trace(go.Scatter(
+            x=part["kv_saved"], y=part["delta_key_loss"], mode="lines+markers", name=str(selector),
+            error_y={"type": "data", "symmetric": False, "array": (part["delta_key_loss_hi"] - part["delta_key_loss"]).fillna(0),
+                     "arrayminus": (part["delta_key_loss"] - part["delta_key_loss_lo"]).fillna(0)},
+            text=[f"budget {b:.0%}, recall {r:.2f}" for b, r in zip(part["budget"], part["recall"])],
+        ))  # fmt: skip
+    cfg = result.config
+    fig.add_hline(y=cfg.loss_tolerance, line_dash="dot", annotation_text=f"{cfg.loss_tolerance} nats/token")
+    fig.update_layout(
+        title=f"Selectors' frontiers on {result.model} at {cfg.length} tokens: KV cache saved against the loss change "
+        f"on key tokens (LongPPL, K = {cfg.key_window})",
+        xaxis_title=f"KV cache saved at {cfg.length} tokens",
+        yaxis_title="key-token loss change (nats/token)",
     )
     return fig

@@ -1,0 +1,125 @@
+"""The causal check's numbers: key tokens (LongPPL), loss changes and needle recall with 95% intervals, frontiers.
+
+Key tokens (Fang et al. 2025, "What is Wrong with Perplexity for Long-context Language
+Modeling?", LongPPL): a scored token is key when its loss with only a short context (the last K
+to K + 1023 tokens, K = 4096 in the paper) exceeds its loss with the full context by more than
+alpha = 2 nats, and its full-context loss is below -beta = 2 nats (`key_tokens`). The key-token
+loss change of a condition is the mean, over the key tokens of the held-out windows, of its
+per-token loss minus the unedited model's.
+
+Intervals are 95% Student-t intervals over the independent items of a (selector, budget): the
+held-out windows x seeds for losses (one window and one seed: over its key tokens), the needle
+prompts x seeds for recall (`interval`). A selector's frontier is its (KV saved, key-token loss
+change) points over the budgets; its best budget is the largest KV saving whose key-token loss
+change is at most the tolerance and whose recall is at least ``recall_min`` of the unedited
+model's (`frontier`, `best_savings`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["key_tokens", "interval", "condition_row", "frontier", "best_savings"]
+
+# two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30 (beyond: the normal 1.96)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)  # fmt: skip
+
+
+def key_tokens(full: np.ndarray, short: np.ndarray, margin: float = 2.0, max_loss: float = 2.0) -> np.ndarray:
+    """Boolean mask of the key tokens: short-context loss - full-context loss > margin and full-context loss < max_loss.
+
+    Args:
+        full: per-token loss (nats) with the full context.
+        short: the same tokens' loss with only the short context.
+    """
+    full, short = np.asarray(full, dtype=np.float64), np.asarray(short, dtype=np.float64)
+    return (short - full > margin) & (full < max_loss)
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, lo, hi): the 95% Student-t interval of the mean of independent ``values`` (NaN bounds below 2 values)."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return (float("nan"),) * 3
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, float("nan"), float("nan")
+    t = _T975[v.size - 2] if v.size - 1 <= len(_T975) else 1.96
+    half = t * float(v.std(ddof=1)) / math.sqrt(v.size)
+    return mean, mean - half, mean + half
+
+
+def _loss_items(
+    runs: Sequence[Mapping[str, Any]], base: Mapping[str, Any], masks: Sequence[np.ndarray]
+) -> tuple[list, list]:
+    """Per (seed, text) mean loss changes over all tokens and over the key tokens; with a single
+    item, the key tokens' own per-token changes stand in for the items (an interval over tokens)."""
+    every, key, key_tokens_only = [], [], []
+    for run in runs:
+        for t, (nll, base_nll) in enumerate(zip(run["nll"], base["nll"])):
+            diff = np.asarray(nll) - np.asarray(base_nll)
+            every.append(float(diff.mean()))
+            key.append(float(diff[masks[t]].mean()) if masks[t].any() else float("nan"))
+            key_tokens_only.extend(diff[masks[t]].tolist())
+    if len(key) == 1:
+        return every, key_tokens_only
+    return every, key
+
+
+def condition_row(
+    selector: str,
+    budget: float,
+    runs: Sequence[Mapping[str, Any]],
+    base: Mapping[str, Any],
+    masks: Sequence[np.ndarray],
+) -> dict[str, Any]:
+    """One (selector, budget): loss changes (all and key tokens) and recall, each with its 95% interval.
+
+    Args:
+        runs: one record per seed: ``{"nll": [per held-out window: per-token loss], "recall": [per needle prompt]}``.
+        base: the unedited model's record (same shape).
+        masks: per held-out window, the key-token mask (`key_tokens`).
+    """
+    every, key = _loss_items(runs, base, masks)
+    recall = [r for run in runs for r in run["recall"]]
+    d, d_lo, d_hi = interval(every)
+    _, k_lo, k_hi = interval(key)
+    # the key-token change is the mean over key tokens of every window and seed (not of the per-token items)
+    key_all = [float((np.asarray(r["nll"][t]) - np.asarray(base["nll"][t]))[masks[t]].mean())
+               for r in runs for t in range(len(masks)) if masks[t].any()]  # fmt: skip
+    k_mean = float(np.mean(key_all)) if key_all else float("nan")
+    r, r_lo, r_hi = interval(recall)
+    return {
+        "selector": selector, "budget": budget, "n_runs": len(runs),
+        "delta_loss": d, "delta_loss_lo": d_lo, "delta_loss_hi": d_hi,
+        "delta_key_loss": k_mean, "delta_key_loss_lo": k_lo, "delta_key_loss_hi": k_hi,
+        "recall": r, "recall_lo": r_lo, "recall_hi": r_hi,
+    }  # fmt: skip
+
+
+def frontier(causal: pd.DataFrame, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """frontier.csv: one row per (selector, budget), its mean KV saving beside `condition_row`'s numbers."""
+    saved = causal.groupby(["selector", "budget"], sort=False)["kv_saved"].mean()
+    out = pd.DataFrame(list(rows))
+    if out.empty:
+        return out
+    out.insert(2, "kv_saved", [float(saved.get((s, b), float("nan"))) for s, b in zip(out["selector"], out["budget"])])
+    return out
+
+
+def best_savings(front: pd.DataFrame, tolerance: float, recall_min: float, base_recall: float) -> dict[str, float]:
+    """Per selector, the largest KV saving with key-token loss change <= ``tolerance`` and recall >=
+    ``recall_min`` x the unedited recall (0.0 when no budget qualifies; recall ignored without needles)."""
+    out: dict[str, float] = {}
+    for selector, part in front.groupby("selector", sort=False):
+        ok = part["delta_key_loss"].fillna(math.inf) <= tolerance
+        if math.isfinite(base_recall):
+            ok &= part["recall"] >= recall_min * base_recall
+        out[str(selector)] = float(part.loc[ok, "kv_saved"].max()) if ok.any() else 0.0
+    return out
