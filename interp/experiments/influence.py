@@ -27,18 +27,7 @@ from interp.experiments import flags
 from interp.experiments._base import Experiment, InReport, Store, execute
 from interp.models import Model
 
-__all__ = ["EXPERIMENT", "check_heads", "losses", "run"]
-
-
-def check_heads(lm: Model, heads: Sequence[tuple[int, int]]) -> None:
-    """Raise `InterpError` for a head the model does not have."""
-    a = lm.arch
-    for layer, head in heads:
-        if not (0 <= layer < a.n_layers and 0 <= head < a.n_heads):
-            raise InterpError(
-                f"head {layer}.{head} out of range: {lm.name} has {a.n_layers} layers (0-{a.n_layers - 1}) and "
-                f"{a.n_heads} heads per layer (0-{a.n_heads - 1}); was heads.csv written for another model?"
-            )
+__all__ = ["EXPERIMENT", "losses", "run"]
 
 
 def losses(
@@ -65,7 +54,7 @@ def run(lm: Model, config: InfluenceConfig = InfluenceConfig(), store: Optional[
     """
     store = store or Store()
     heads = heads_to_mask(config, lm.arch.n_layers, lm.arch.n_heads)
-    check_heads(lm, heads)
+    lm.arch.check_heads(heads, hint=f" ({lm.name}); was heads.csv written for another model?")
     texts = default_texts() if config.texts is None else config.texts
     texts = texts[: config.max_texts] if config.max_texts else texts
     by_key: dict[str, Tensor] = {}

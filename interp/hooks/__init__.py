@@ -13,6 +13,7 @@ shared token prefix of many sequences once, with a reused KV cache (`prefix_tree
 from interp.hooks.adapters import SUPPORTED_MODEL_TYPES, HFAdapter, TLAdapter, adapter_for
 from interp.hooks.capture import Cache, Capture, capture, check_layers
 from interp.hooks.edits import (
+    ComputedKeyBias,
     Edit,
     KeyBias,
     WindowAttention,
@@ -51,6 +52,7 @@ __all__ = [
     "stream_layers",
     "Edit",
     "KeyBias",
+    "ComputedKeyBias",
     "intervene",
     "ablate_head",
     "scale_head",

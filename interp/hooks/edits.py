@@ -2,7 +2,8 @@
 
 Every intervention is an :class:`Edit`: a (site, layer, fn) triple where ``fn`` maps the site's
 canonical tensor to its replacement. The named helpers below (ablation, scaling, patching,
-uniform attention, key bias) are thin constructors of edits; ``intervene`` attaches a list of
+uniform attention, key bias) are thin constructors of edits; a `ComputedKeyBias` computes its
+keys and bias from the live q and k of its head at every forward pass; ``intervene`` attaches a list of
 them for the duration of a ``with`` block and removes them on exit, also when the body raises.
 Edits compose in list order.
 """
@@ -22,6 +23,7 @@ from interp.protocols import Model
 __all__ = [
     "Edit",
     "KeyBias",
+    "ComputedKeyBias",
     "intervene",
     "ablate_head",
     "scale_head",
@@ -80,6 +82,32 @@ class KeyBias:
 
 
 @dataclass(frozen=True)
+class ComputedKeyBias:
+    """A `KeyBias` on query head ``head`` of ``layer`` whose keys and per-row bias are computed at
+    every forward pass from the head's live q and k (after RoPE), e.g. ACT's sink set and bias
+    (`interp.analyses.calibration.ACTRule`). Edits of earlier layers in the same pass are seen.
+
+    Attributes:
+        layer, head: the query head.
+        rule: ``(q, k) -> (keys, bias)`` with q [batch, 1, query_pos, d_head] of the head and k
+            [batch, 1, key_pos, d_head] of its kv head, both float32; keys [batch, key_pos] bool,
+            bias [batch, query_pos] (or a float).
+    """
+
+    layer: int
+    head: int
+    rule: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Union[float, torch.Tensor]]]
+
+    def columns(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The extra q and k columns of the `KeyBias` the rule gives for this pass."""
+        group = q.shape[1] // k.shape[1]
+        qh = q[:, self.head : self.head + 1].float()
+        kh = k[:, self.head // group : self.head // group + 1].float()
+        keys, bias = self.rule(qh, kh)
+        return KeyBias(self.layer, self.head, keys, bias).columns(q, k, scale)
+
+
+@dataclass(frozen=True)
 class WindowAttention:
     """Restrict query head ``head`` of ``layer`` to its first ``sinks`` real keys and its last
     ``window`` keys (StreamingLLM, Xiao et al. 2024, for one head), within the model's own mask.
@@ -111,14 +139,14 @@ def _check(lm: Model, layer: int, head: Optional[int], site: str) -> None:
 
 
 @contextmanager
-def intervene(lm: Model, edits: Sequence[Union[Edit, KeyBias, WindowAttention]]) -> Iterator[None]:
+def intervene(lm: Model, edits: Sequence[Union[Edit, KeyBias, ComputedKeyBias, WindowAttention]]) -> Iterator[None]:
     """Apply ``edits`` to every forward pass inside the block; remove them on exit.
 
     Raises:
         InterpError: a layer, head or site out of range (before anything is attached).
     """
     for e in edits:
-        if isinstance(e, (KeyBias, WindowAttention)):
+        if isinstance(e, (KeyBias, ComputedKeyBias, WindowAttention)):
             _check(lm, e.layer, e.head, "q")
         elif isinstance(e, Edit):
             _check(lm, e.layer, e.head, e.site)
@@ -127,7 +155,7 @@ def intervene(lm: Model, edits: Sequence[Union[Edit, KeyBias, WindowAttention]])
     handles = []
     try:
         for e in edits:
-            if isinstance(e, KeyBias):
+            if isinstance(e, (KeyBias, ComputedKeyBias)):
                 handles.append(lm.adapter.attach_key_bias(lm, e.layer, e.columns))
             elif isinstance(e, WindowAttention):
                 handles.append(lm.adapter.attach_window(lm, e.layer, e.head, e.window, e.sinks))

@@ -20,9 +20,25 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "UNSUPPORTED_MODEL_TYPES",
     "head_output_weights",
+    "head_pairs",
     "output_projection",
     "read_layer_attention",
 ]
+
+
+def head_pairs(heads: Sequence[Any]) -> tuple[tuple[int, int], ...]:
+    """``heads`` as (layer, head) int pairs, or an error naming the malformed one (whether the
+    heads exist is `ArchInfo.check_heads`: it knows the model)."""
+    out = []
+    for spec in heads:
+        try:
+            layer, head = (int(x) for x in spec)
+        except (TypeError, ValueError) as err:
+            raise InterpError(
+                f"head spec {spec!r} is not a (layer, head) pair: write heads as LAYER.HEAD, e.g. 12.3"
+            ) from err
+        out.append((layer, head))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -248,6 +264,18 @@ class ArchInfo:
                 f"head {head} out of range: the model has {self.n_heads} query heads per layer (0-{self.n_heads - 1})"
             )
         return head
+
+    def check_heads(self, heads: Sequence[Any], hint: str = "") -> tuple[tuple[int, int], ...]:
+        """``heads`` as (layer, head) int pairs (`head_pairs`), each a head of this model, or an
+        error naming the first one out of range (``hint`` ends the message, e.g. where they came from)."""
+        out = head_pairs(heads)
+        for layer, head in out:
+            if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
+                raise InterpError(
+                    f"head {layer}.{head} out of range: the model has {self.n_layers} layers (0-{self.n_layers - 1}) "
+                    f"and {self.n_heads} heads per layer (0-{self.n_heads - 1}){hint}"
+                )
+        return out
 
     @classmethod
     def from_config(cls, config: Any, attention: Sequence[LayerAttention] = ()) -> ArchInfo:

@@ -180,3 +180,30 @@ def test_bad_specs_raise(tiny_lm):
         act_edits(lm, [(0, 0)], beta=1.5)
     with pytest.raises(InterpError, match="LAYER.HEAD"):  # a user's process: no test-time type checker
         unchecked(act_edits)(lm, [(0,)])
+
+
+def test_computed_key_bias_sees_the_heads_live_q_and_k(tiny_lm):
+    """`ComputedKeyBias`, the generic edit ACT is built on: the rule gets the head's q and its kv
+    head's k (float32, post-RoPE, as captured) and its keys and bias act like a fixed `KeyBias`."""
+    from interp.hooks import ComputedKeyBias, key_bias
+
+    lm = tiny_lm
+    layer, head = 1, lm.arch.n_heads - 1  # the last query head reads the last kv head
+    ids, mask = _batch()
+    q, k, _, _ = _run(lm, ids, mask, layer)
+    seen, keys = [], torch.zeros(2, T, dtype=torch.bool)
+    keys[:, PAD + 1] = True
+
+    def rule(qh, kh):
+        seen.append((qh, kh))
+        return keys, torch.full((2, T), 1.5)
+
+    _, _, _, z1 = _run(lm, ids, mask, layer, [ComputedKeyBias(layer, head, rule)])
+    _, _, _, z2 = _run(lm, ids, mask, layer, [key_bias(layer, head, keys, 1.5)])
+    (qh, kh), group = seen[0], lm.arch.n_heads // lm.arch.n_kv_heads
+    assert qh.dtype == kh.dtype == torch.float32 and qh.shape[1] == kh.shape[1] == 1
+    assert torch.allclose(qh[:, 0].double(), q[:, head], atol=1e-6)
+    assert torch.allclose(kh[:, 0].double(), k[:, head // group], atol=1e-6)
+    real = _real_rows(mask)
+    assert torch.allclose(z1[:, head][real], z2[:, head][real], atol=1e-6)
+    assert torch.allclose(z1[:, :, PAD:], z2[:, :, PAD:], atol=1e-6)
