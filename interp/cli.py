@@ -7,6 +7,7 @@ printed as one clear line with exit code 2 (bad input), never a traceback.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from typing import Optional
 
@@ -138,12 +139,33 @@ def _usage_line(err: typer.TyperException) -> str:
     return f"{message} (see: {ctx.command_path} --help)" if ctx is not None else message
 
 
+_SIGTERM = {"received": False}  # set by `_terminate`: the interrupt main() sees came from SIGTERM
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (``kill``, a scheduler's time limit) stops a run as Ctrl-C does: finished work is kept."""
+    _SIGTERM["received"] = True
+    raise KeyboardInterrupt
+
+
+def _on_sigterm() -> object:
+    """Route SIGTERM to `_terminate` for this command; returns the handler to restore (None: not
+    installed, e.g. outside the main thread)."""
+    try:
+        return signal.signal(signal.SIGTERM, _terminate)
+    except (ValueError, OSError):  # not the main thread, or a platform without SIGTERM handlers
+        return None
+
+
 def main() -> None:
     """Console entry point: run the app, turning InterpError into a clear message and exit code 2
-    (exit code 3: a check of a finding failed under ``--strict``)."""
+    (exit code 3: a check of a finding failed under ``--strict``; 130: Ctrl-C; 143: SIGTERM, which
+    stops a run as Ctrl-C does and says what was kept)."""
     from interp.analyses.checks import ChecksFailed
     from interp.runs import forget_folders, interrupted_note
 
+    _SIGTERM["received"] = False
+    previous = _on_sigterm()
     try:
         code = app(standalone_mode=False)  # typer turns Ctrl-C into exit code 130 and returns it here
         if code == 130:
@@ -157,6 +179,9 @@ def main() -> None:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
+        if _SIGTERM["received"]:
+            typer.secho(f"terminated (SIGTERM): {interrupted_note()}", err=True)
+            sys.exit(143)
         typer.secho(interrupted_note(), err=True)
         sys.exit(130)
     except typer.TyperException as err:  # usage errors (unknown command, a value of the wrong type): one line too
@@ -164,6 +189,8 @@ def main() -> None:
             typer.secho(f"error: {_usage_line(err)}", fg=typer.colors.RED, err=True)
         sys.exit(getattr(err, "exit_code", 2))
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         forget_folders()
 
 

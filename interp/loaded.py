@@ -327,7 +327,18 @@ class LoadedModel:
         if getattr(self.tokenizer, "chat_template", None) is None:
             return user
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from jinja2 import TemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except (TemplateError, ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as err:
+            # jinja2's sandbox refuses unsafe attribute access (SecurityError, a TemplateError); a template
+            # can also raise on purpose (raise_exception) or fail on the messages
+            raise InterpError(
+                f"the chat template of model '{self.name}' failed ({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
+                "nothing was run with it: fix chat_template.jinja (or tokenizer_config.json's chat_template) in the "
+                "model folder, or remove it to use plain prompts"
+            ) from None
 
     def tokens(self, text: str) -> list[int]:
         """Token ids of ``text`` as a piece of a longer sequence: no BOS, no special tokens added

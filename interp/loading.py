@@ -15,6 +15,8 @@ take about a second.
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +53,11 @@ def _load_hf(
     try:
         config = AutoConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, attn_implementation=attn_implementation or _default_attention(config), **extra
-        )
+        with warnings.catch_warnings():  # torch's note on a pickle's protocol, printed before it refuses one
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, attn_implementation=attn_implementation or _default_attention(config), **extra
+            )
     except ValueError as err:
         if "attn_implementation" in str(err):
             raise InterpError(
@@ -62,6 +66,12 @@ def _load_hf(
         raise _load_error(source, display, err) from err
     except (OSError, KeyError) as err:
         raise _load_error(source, display, err) from err
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met a pickle that would run code
+        raise InterpError(
+            f"refused to load model '{display}': its pickled weights (pytorch_model.bin) hold more than tensors, "
+            "and unpickling them could run code, so torch's safe loader stopped; nothing was run. "
+            "Use the model's safetensors weights, or re-save it from a source you trust"
+        ) from None
     if not getattr(config, "is_decoder", True) and config.model_type in ("bert", "t5"):
         raise InterpError(f"'{display}' is not a causal LM")
     if device_map is None:
@@ -74,9 +84,12 @@ def _load_hf(
 
 def _load_error(source: str | Path, display: str, err: Exception) -> InterpError:
     """The missing-weights error, with the fix spelled out."""
+    path = Path(str(source))
     hint = (
-        f"the folder {source} is not a complete HuggingFace model (config.json, tokenizer and weights)"
-        if Path(str(source)).exists()
+        f"{source} is a file, not a model: pass a HuggingFace model folder, a .gguf file or a hub id"
+        if path.is_file()
+        else f"the folder {source} is not a complete HuggingFace model (config.json, tokenizer and weights)"
+        if path.exists()
         else f"'{display}' is not a local folder and could not be fetched from the HuggingFace hub "
         "(no network, a typo, or a gated model). On a machine with network run "
         f"`huggingface-cli download {display} --local-dir DIR` and pass --model DIR, "

@@ -109,3 +109,64 @@ def records(path: Path) -> dict:
     """The records of a resume log (after its settings line), by id."""
     lines = path.read_text().splitlines()[1:]
     return {json.loads(ln)["id"]: json.loads(ln) for ln in lines}
+
+
+# tiny GGUF files (tests/integration/test_gguf.py, test_cli_hardening_content.py)
+_D, _LAYERS, _HEADS, _KV, _FF = 32, 2, 4, 2, 64
+GGUF_LAYERS, GGUF_HEADS, GGUF_KV = _LAYERS, _HEADS, _KV  # the tiny GGUF's shape, for tests that check it
+_MERGES = ["Ġ t", "h e", "Ġt he", "i n", "a n", "Ġ a", "e r", "o n"]
+
+
+def write_gguf(path: Path, arch: str = "llama", *, tensors: bool = True, seed: int = 0) -> Path:
+    """A tiny GGUF: a random 2-layer GQA Llama (float32) with a byte-level BPE tokenizer."""
+    import gguf
+    import numpy as np
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    tokens = list(bytes_to_unicode().values()) + [m.replace(" ", "") for m in _MERGES] + ["<s>", "</s>"]
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_context_length(128)
+    w.add_embedding_length(_D)
+    w.add_block_count(_LAYERS)
+    w.add_feed_forward_length(_FF)
+    w.add_head_count(_HEADS)
+    w.add_head_count_kv(_KV)
+    w.add_rope_dimension_count(_D // _HEADS)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_vocab_size(len(tokens))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * (len(tokens) - 2) + [3, 3])
+    w.add_token_merges(_MERGES)
+    w.add_bos_token_id(len(tokens) - 2)
+    w.add_eos_token_id(len(tokens) - 1)
+    if tensors:
+        rng = np.random.default_rng(seed)
+
+        def rand(*shape):
+            return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+        kv = _D * _KV // _HEADS
+        w.add_tensor("token_embd.weight", rand(len(tokens), _D))
+        w.add_tensor("output_norm.weight", np.ones(_D, np.float32))
+        w.add_tensor("output.weight", rand(len(tokens), _D))
+        for i in range(_LAYERS):
+            for name, shape in [
+                ("attn_q", (_D, _D)),
+                ("attn_k", (kv, _D)),
+                ("attn_v", (kv, _D)),
+                ("attn_output", (_D, _D)),
+                ("ffn_gate", (_FF, _D)),
+                ("ffn_up", (_FF, _D)),
+                ("ffn_down", (_D, _FF)),
+            ]:
+                w.add_tensor(f"blk.{i}.{name}.weight", rand(*shape))
+            w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(_D, np.float32))
+            w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(_D, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
