@@ -242,3 +242,65 @@ def test_influence_check_over_no_text_is_not_tested():
     result = InfluenceResult(InfluenceConfig(heads=((0, 0),)), "m", ((0, 0),), (), none, none, none)
     (check,) = result.checks
     assert check.outcome == "not tested"  # was "failed" on a NaN mean: nothing was measured
+
+
+# --------------------------------------------------------------------------------------------
+# run.json fit for a paper: strict JSON, summed timings, the code's version
+# --------------------------------------------------------------------------------------------
+
+
+def _strict_loads(text: str):
+    import json
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_run_json_is_strict_json_with_the_reason_for_each_null(tmp_path):
+    import numpy as np
+
+    from interp.runs import atomic_write_json
+
+    path = atomic_write_json(
+        tmp_path / "run.json",
+        {"summary": {"rate": float("nan"), "ratio": np.float64(np.inf), "ok": 0.5}, "per_layer": [1.0, -float("inf")]},
+    )
+    data = _strict_loads(path.read_text())  # json.dumps wrote NaN and Infinity before: not JSON (RFC 8259)
+    assert data["summary"] == {"rate": None, "ratio": None, "ok": 0.5} and data["per_layer"] == [1.0, None]
+    assert data["nulls"]["summary.rate"].startswith("NaN") and data["nulls"]["per_layer[1]"].startswith("-Infinity")
+    assert "summary.ok" not in data["nulls"]
+
+
+def test_wall_seconds_sum_the_resumed_parts_and_fresh_starts_over(tmp_path):
+    from interp.experiments import Store
+    from interp.experiments._base import _sum_times
+    from interp.runs import add_part_time
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    add_part_time(folder, 30.0)  # two interrupted parts kept work here
+    add_part_time(folder, 12.5)
+    store = Store(folder, progress=False)
+    info = {"wall_seconds": 7.5}
+    _sum_times(store, info)
+    store.close()
+    assert info == {"wall_seconds": 50.0, "wall_seconds_this_part": 7.5, "parts": 3}  # was 7.5: the last part only
+    fresh = Store(folder, fresh=True, progress=False)
+    info = {"wall_seconds": 4.0}
+    _sum_times(fresh, info)
+    fresh.close()
+    assert info["wall_seconds"] == 4.0 and info["parts"] == 1
+
+
+def test_run_info_records_the_package_version_and_checkout_commit():
+    import subprocess
+
+    from interp.runs import run_info
+
+    info = run_info()
+    assert info["interp"] == interp.__version__
+    root = Path(interp.__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert info["interp_commit"].split("+")[0] == head  # this test runs from a checkout
