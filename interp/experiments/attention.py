@@ -101,7 +101,8 @@ def head_summary(
     """What one head does on one text, from its kernel statistics.
 
     Args:
-        entropy, sink: per query row (nats; mass on the first real token); padded rows NaN.
+        entropy: per query row, in nats; padded rows NaN.
+        sink: per query row, the mass on the first real token; padded rows NaN.
         recv: per key, the attention it receives summed over the queries.
         tokens: the text's tokens.
         k: how many top keys.

@@ -32,7 +32,8 @@ def normalise(score: np.ndarray | float, clean: float, corrupt: float, *, effect
     Args:
         score: metric values after patching (or, with ``effect``, estimates of
             metric(patched) - metric(corrupted), as attribution patching gives).
-        clean, corrupt: the metric of the clean and of the corrupted run, averaged over prompts.
+        clean: the metric of the clean run, averaged over prompts.
+        corrupt: the metric of the corrupted run, averaged over prompts.
         effect: ``score`` is already a difference from the corrupted run.
 
     Returns:
