@@ -33,9 +33,10 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from interp.analyses._config import Config
 from interp.analyses.checks import Check, above, as_records, chance_level, not_tested
 from interp.analyses.ranking import rank_heads
+from interp.analyses.stats import mean_spread, proportion_spread, spread_columns
+from interp.config import Config
 from interp.datasets.documents import QRSample
 from interp.errors import InterpError
 
@@ -184,16 +185,21 @@ class QRResult:
         return rank_heads(self.scores, n, layers=self.layers)
 
     def to_dataframe(self) -> pd.DataFrame:
-        """heads.csv: layer, head, qr_score, accuracy, raw_gold_mass."""
+        """heads.csv: layer, head, qr_score, accuracy, raw_gold_mass, each followed by its spread
+        over samples (``_sd``, ``_ci_low``, ``_ci_high``: Student-t's 95% interval of the mean,
+        Wilson's for the accuracy; NaN with one sample)."""
         li, hi = np.meshgrid(np.arange(len(self.layers)), np.arange(self.n_heads), indexing="ij")
-        li, hi = li.ravel(), hi.ravel()
+        cells = (li.ravel(), hi.ravel())
         return pd.DataFrame(
             {
-                "layer": np.asarray(self.layers)[li],
-                "head": hi,
-                "qr_score": self.scores[li, hi],
-                "accuracy": self.accuracy[li, hi],
-                "raw_gold_mass": self.raw_gold.mean(0)[li, hi],
+                "layer": np.asarray(self.layers)[cells[0]],
+                "head": cells[1],
+                "qr_score": self.scores[cells],
+                **spread_columns("qr_score", mean_spread(self.gold_score), cells),
+                "accuracy": self.accuracy[cells],
+                **spread_columns("accuracy", proportion_spread(self.correct), cells),
+                "raw_gold_mass": self.raw_gold.mean(0)[cells],
+                **spread_columns("raw_gold_mass", mean_spread(self.raw_gold), cells),
             }
         )
 

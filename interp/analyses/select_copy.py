@@ -30,9 +30,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.analyses._config import Config
 from interp.analyses.checks import Check, above, as_records, chance_level, not_tested
 from interp.analyses.ranking import rank_heads
+from interp.analyses.stats import mean_spread, proportion_spread, spread_columns
+from interp.config import Config
 from interp.datasets.questions import Question
 from interp.errors import InterpError
 
@@ -183,16 +184,21 @@ class SelectCopyResult:
         return rank_heads(self.qk_accuracy if by == "qk" else self.attn_accuracy, n, layers=self.layers)
 
     def to_dataframe(self) -> pd.DataFrame:
-        """heads.csv: layer, head, qk_accuracy, attn_accuracy, mean_qk_margin."""
+        """heads.csv: layer, head, qk_accuracy, attn_accuracy, mean_qk_margin, each followed by its
+        spread over questions (``_sd``, ``_ci_low``, ``_ci_high``: Wilson's 95% interval for the
+        accuracies, Student-t's for the margin; NaN with one question)."""
         li, hi = np.meshgrid(np.arange(len(self.layers)), np.arange(self.n_heads), indexing="ij")
-        li, hi = li.ravel(), hi.ravel()
+        cells = (li.ravel(), hi.ravel())
         return pd.DataFrame(
             {
-                "layer": np.asarray(self.layers)[li],
-                "head": hi,
-                "qk_accuracy": self.qk_accuracy[li, hi],
-                "attn_accuracy": self.attn_accuracy[li, hi],
-                "mean_qk_margin": self.qk_margin.mean(0)[li, hi],
+                "layer": np.asarray(self.layers)[cells[0]],
+                "head": cells[1],
+                "qk_accuracy": self.qk_accuracy[cells],
+                **spread_columns("qk_accuracy", proportion_spread(self.qk_correct), cells),
+                "attn_accuracy": self.attn_accuracy[cells],
+                **spread_columns("attn_accuracy", proportion_spread(self.attn_correct), cells),
+                "mean_qk_margin": self.qk_margin.mean(0)[cells],
+                **spread_columns("mean_qk_margin", mean_spread(self.qk_margin), cells),
             }
         )
 

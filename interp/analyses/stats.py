@@ -6,6 +6,9 @@
 - `mcnemar_exact`: the exact two-sided McNemar test of paired correctness (a binomial test on the
   discordant pairs).
 - `t_interval`: the Student-t interval of the mean of independent values.
+- `mean_spread`: per cell of a [sample, ...] array, the SD over samples and the Student-t 95%
+  interval of the mean (a heads.csv's spread of each per-head mean); `proportion_spread`: the
+  same for 0/1 outcomes (an accuracy), with the Wilson interval.
 
 Each function takes plain numbers or arrays and returns plain floats, so an analysis can report
 them in its tables and its checks can read them.
@@ -21,7 +24,15 @@ import numpy as np
 
 from interp.errors import InterpError
 
-__all__ = ["wilson_interval", "paired_bootstrap_diff", "mcnemar_exact", "t_interval"]
+__all__ = [
+    "wilson_interval",
+    "paired_bootstrap_diff",
+    "mcnemar_exact",
+    "t_interval",
+    "mean_spread",
+    "proportion_spread",
+    "spread_columns",
+]
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -92,3 +103,45 @@ def t_interval(values: Sequence[Optional[float]]) -> tuple[float, float, float]:
     t = _T975[v.size - 2] if v.size - 1 <= len(_T975) else 1.96
     half = t * float(v.std(ddof=1)) / math.sqrt(v.size)
     return mean, mean - half, mean + half
+
+
+def mean_spread(per_sample: np.ndarray) -> dict[str, np.ndarray]:
+    """The spread of a mean over samples, cell by cell: ``per_sample[n, ...]`` -> arrays ``[...]``.
+
+    Returns:
+        ``{"mean", "sd", "ci_low", "ci_high"}``: the mean over the first axis, the sample
+        standard deviation (ddof 1) and the 95% Student-t interval of the mean (t with n - 1
+        degrees of freedom, 1.96 past the table). With fewer than 2 samples the SD and the
+        interval are NaN: one sample has no spread to report (never 0).
+    """
+    x = np.asarray(per_sample, dtype=np.float64)
+    n = x.shape[0]
+    mean = x.mean(axis=0) if n else np.full(x.shape[1:], np.nan)
+    if n < 2:
+        nan = np.full(x.shape[1:], np.nan)
+        return {"mean": mean, "sd": nan, "ci_low": nan, "ci_high": nan.copy()}
+    sd = x.std(axis=0, ddof=1)
+    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
+    half = t * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def proportion_spread(correct: np.ndarray) -> dict[str, np.ndarray]:
+    """`mean_spread` for 0/1 outcomes ``correct[n, ...]`` (an accuracy per cell): the interval is
+    Wilson's (`wilson_interval`, which stays inside [0, 1] and is not empty at 0 or 1 correct)."""
+    x = np.asarray(correct, dtype=np.float64)
+    out = mean_spread(x)
+    n = x.shape[0]
+    if n < 2:
+        return out
+    z = statistics.NormalDist().inv_cdf(0.975)
+    p = out["mean"]
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return {**out, "ci_low": np.maximum(0.0, centre - half), "ci_high": np.minimum(1.0, centre + half)}
+
+
+def spread_columns(name: str, spread: dict[str, np.ndarray], cells: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+    """heads.csv columns ``name_sd``, ``name_ci_low``, ``name_ci_high`` of ``spread`` (`mean_spread`) at ``cells``."""
+    return {f"{name}_{key}": spread[key][cells] for key in ("sd", "ci_low", "ci_high")}

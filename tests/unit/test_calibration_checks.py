@@ -68,7 +68,8 @@ def test_heldout_disjoint_from_the_calibration_split():
     assert "heldout_disjoint" not in _names(_result(shared=0))
     (check,) = [c for c in _result(shared=3).checks if c.name == "heldout_disjoint"]
     assert not check.passed and check.value == 3 and check.op == "<="
-    assert "heldout_disjoint" in _names(_result(shared=None))  # not measured: not trusted
+    (unmeasured,) = [c for c in _result(shared=None).checks if c.name == "heldout_disjoint"]
+    assert not unmeasured.passed and unmeasured.outcome == "not tested"  # not measured: not trusted, not tested
 
 
 def test_base_model_above_chance():
@@ -83,7 +84,8 @@ def test_base_model_above_chance():
     assert check.threshold == pytest.approx(_binomial_quantile(40, 0.25, 0.95), abs=1 / 40)
     # above chance (25%) but within what guessing reaches by luck on 40 items (~37.5%)
     assert "base_above_chance" in _names(_result(n=40, correct=13, n_choices=4))
-    assert "base_above_chance" in _names(_result(n_choices=None))  # chance not known: not trusted
+    (unknown,) = [c for c in _result(n_choices=None).checks if c.name == "base_above_chance"]
+    assert not unknown.passed and unknown.outcome == "not tested"  # chance not known: not trusted, not tested
 
 
 def test_act_heads_carry_hidden_sink_mass_above_tau():

@@ -304,3 +304,102 @@ def test_run_info_records_the_package_version_and_checkout_commit():
     root = Path(interp.__file__).resolve().parent.parent
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert info["interp_commit"].split("+")[0] == head  # this test runs from a checkout
+
+
+# --------------------------------------------------------------------------------------------
+# heads.csv: the spread of each per-head mean over samples
+# --------------------------------------------------------------------------------------------
+
+
+def test_mean_spread_matches_a_float64_computation_cell_by_cell():
+    import math
+    import statistics
+
+    import numpy as np
+
+    from interp.analyses.stats import mean_spread, proportion_spread, wilson_interval
+
+    rng = np.random.default_rng(7)
+    for n in (2, 5, 37):  # 37: past the t table (1.96)
+        x = rng.normal(size=(n, 3, 4))
+        got = mean_spread(x)
+        t = 1.96 if n - 1 > 30 else {1: 12.706, 4: 2.776}[n - 1]
+        for cell in [(0, 0), (2, 3), (1, 2)]:
+            values = [float(v) for v in x[(slice(None), *cell)]]
+            sd = statistics.stdev(values)
+            mean = math.fsum(values) / n
+            assert got["sd"][cell] == pytest.approx(sd, rel=1e-12)
+            assert got["ci_low"][cell] == pytest.approx(mean - t * sd / math.sqrt(n), rel=1e-12)
+            assert got["ci_high"][cell] == pytest.approx(mean + t * sd / math.sqrt(n), rel=1e-12)
+    one = mean_spread(rng.normal(size=(1, 2, 2)))
+    assert np.isnan(one["sd"]).all() and np.isnan(one["ci_low"]).all()  # one sample: no spread, not 0
+    correct = rng.random((23, 2, 3)) < 0.7
+    acc = proportion_spread(correct)
+    k = int(correct[:, 1, 2].sum())
+    assert (acc["ci_low"][1, 2], acc["ci_high"][1, 2]) == pytest.approx(wilson_interval(k, 23), rel=1e-12)
+
+
+def test_select_copy_and_qr_heads_tables_carry_each_means_spread():
+    import numpy as np
+
+    from interp.analyses.qr_heads import QRConfig
+    from interp.analyses.qr_heads import combine as qr_combine
+    from interp.analyses.select_copy import SelectCopyConfig
+    from interp.analyses.select_copy import combine as sc_combine
+    from interp.analyses.stats import mean_spread
+    from interp.datasets.documents import QRSample
+    from interp.datasets.questions import Question
+
+    rng = np.random.default_rng(3)
+    qs = [Question(f"q{i}", "p", 4, int(rng.integers(4))) for i in range(9)]
+    recs = [
+        {"qk": rng.normal(size=(2, 3, 4)).tolist(), "attn": rng.normal(size=(2, 3, 4)).tolist(), "choice": 0}
+        for _ in qs
+    ]
+    sc = sc_combine(SelectCopyConfig(questions=tuple(qs)), "m", [0, 1], 3, qs, recs)
+    table = sc.to_dataframe()
+    for name in ("qk_accuracy", "attn_accuracy", "mean_qk_margin"):
+        assert {f"{name}_sd", f"{name}_ci_low", f"{name}_ci_high"} <= set(table.columns)  # were absent
+    row = table[(table["layer"] == 1) & (table["head"] == 2)].iloc[0]
+    assert row.mean_qk_margin_sd == pytest.approx(float(np.std(sc.qk_margin[:, 1, 2], ddof=1)), rel=1e-12)
+    assert row.qk_accuracy_ci_low <= row.qk_accuracy <= row.qk_accuracy_ci_high
+
+    samples = [QRSample(f"s{i}", "q", ("a", "b", "c"), int(rng.integers(3))) for i in range(6)]
+    recs = [{"mass": rng.random((2, 2, 3)).tolist(), "null": rng.random((2, 2, 3)).tolist()} for _ in samples]
+    qr = qr_combine(QRConfig(samples=tuple(samples)), "m", [0, 1], 2, samples, recs)
+    table = qr.to_dataframe()
+    row = table[(table["layer"] == 0) & (table["head"] == 1)].iloc[0]
+    expect = mean_spread(qr.gold_score)
+    assert row.qr_score_ci_high == pytest.approx(float(expect["ci_high"][0, 1]))
+    assert row.qr_score_sd == pytest.approx(float(np.std(qr.gold_score[:, 0, 1], ddof=1)), rel=1e-12)
+
+
+def test_retrieval_heads_table_spreads_over_counted_samples_only():
+    import numpy as np
+
+    result = _retrieval_with_seeds([0.9, 0.95])
+    table = result.to_dataframe()
+    per = np.asarray(result.sample_scores)[:, 1, 2]  # all three samples count in this result
+    row = table[(table["layer"] == 1) & (table["head"] == 2)].iloc[0]
+    assert row.score_sd == pytest.approx(float(np.std(per, ddof=1)), rel=1e-12)
+    assert row.score_ci_low < row.score < row.score_ci_high
+
+
+def test_calibration_checks_without_a_measured_overlap_or_items_are_not_tested():
+    import numpy as np
+
+    from interp.analyses.calibration import CalibrationConfig, CalibrationResult
+
+    def result(n, shared):
+        before = np.arange(n) < n // 2
+        return CalibrationResult(
+            config=CalibrationConfig(method="zerotune"), model="toy", task="toy", heads=(), gamma=2.0,
+            search=(), calib_before=0.5, calib_after=0.5, item_ids=tuple(map(str, range(n))), before=before,
+            after=before.copy(), logp_before=np.full(n, -0.7), logp_after=np.full(n, -0.6), n_choices=2,
+            heldout_in_calibration=shared, head_sink_mass=(),
+        )  # fmt: skip
+
+    checks = {c.name: c for c in result(40, None).checks}
+    assert checks["heldout_disjoint"].outcome == "not tested"  # was "failed" on a NaN nobody measured
+    few = {c.name: c for c in result(3, 0).checks}  # 3 two-choice items: the 95% quantile of guessing is 1
+    assert few["base_above_chance"].outcome == "not tested" and few["heldout_items"].outcome == "failed"

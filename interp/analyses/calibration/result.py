@@ -9,10 +9,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from interp.analyses._config import Config
 from interp.analyses.calibration.act import Head, check_beta, check_gamma, head_pairs
-from interp.analyses.checks import Check, above, as_records, at_least, at_most, chance_level
+from interp.analyses.checks import Check, above, as_records, at_least, at_most, chance_level, not_tested
 from interp.analyses.stats import mcnemar_exact, paired_bootstrap_diff, wilson_interval
+from interp.config import Config
 from interp.errors import InterpError
 
 __all__ = ["CalibrationConfig", "CalibrationResult", "CHECK_SETTINGS", "Head"]
@@ -202,6 +202,10 @@ class CalibrationResult:
                 + "): at chance there is nothing to calibrate and a change is noise",
             ),
         ]
+        if self.heldout_in_calibration is None:  # a NaN "failed" here said nothing about the splits
+            out[1] = not_tested(out[1], "the overlap of the held-out and calibration prompts was not measured")
+        if not level < 1:  # no item, or so few that even all right cannot beat guessing
+            out[2] = not_tested(out[2], f"{n} held-out item(s): too few to beat guessing; add items")
         if cfg.method == "act" and self.heads:
             measured = len(self.head_sink_mass) == len(self.heads)
             weakest = int(np.argmin(self.head_sink_mass)) if measured else 0

@@ -18,6 +18,7 @@ from jaxtyping import Float
 from interp.analyses.checks import Check, above, as_records, at_least, not_tested
 from interp.analyses.ranking import rank_heads
 from interp.analyses.retrieval.config import Head, RetrievalConfig
+from interp.analyses.stats import mean_spread
 from interp.datasets.needles import NeedleSample
 from interp.errors import InterpError
 
@@ -214,8 +215,12 @@ class RetrievalResult:
         return [(layer, head) for layer, head, value in self.top(k) if value > score]
 
     def to_dataframe(self) -> pd.DataFrame:
-        """heads.csv: layer, head, score, n_samples, retrieval (score > threshold), rank."""
+        """heads.csv: layer, head, score, its spread over the counted samples (``score_sd``,
+        ``score_ci_low``, ``score_ci_high``: Student-t's 95% interval of the mean; NaN below two
+        counted samples), n_samples, retrieval (score > threshold), rank."""
         n_layers, n_heads = self.scores.shape
+        counted = np.asarray([s.counted for s in self.samples], dtype=bool)
+        spread = mean_spread(np.asarray(self.sample_scores, dtype=np.float64)[counted].reshape(-1, n_layers * n_heads))
         layer, head = np.divmod(np.arange(n_layers * n_heads), n_heads)
         flat = self.scores.ravel()
         rank = np.full(flat.size, -1)
@@ -227,6 +232,7 @@ class RetrievalResult:
                 "layer": layer,
                 "head": head,
                 "score": flat,
+                **{f"score_{key}": spread[key] for key in ("sd", "ci_low", "ci_high")},
                 "n_samples": self.n_samples,
                 "retrieval": flat > self.config.threshold,
                 "rank": rank,
