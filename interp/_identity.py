@@ -127,7 +127,9 @@ def _read_cache() -> dict[str, Any]:
 
 
 def _write_cache(cache: dict[str, Any]) -> None:
-    """Replace the digest cache atomically; a cache that cannot be written only costs a re-hash."""
+    """Replace the digest cache atomically, without the files that are gone (a test's temporary
+    models); a cache that cannot be written only costs a re-hash."""
+    cache = {key: value for key, value in cache.items() if os.path.exists(key)}
     path = _cache_path()
     tmp = None
     try:
