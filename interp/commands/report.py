@@ -25,17 +25,30 @@ def report(
     quick: bool = typer.Option(
         False, "--quick", help="Smallest sizes: a first look in about a minute (noisier numbers)."
     ),
-    no_png: bool = typer.Option(False, "--no-png", help="Do not write PNGs of static figures (HTML only)."),
+    image: Optional[str] = typer.Option(
+        None,
+        "--image",
+        help="Write each static figure in these formats beside its HTML, e.g. png,svg,pdf, or none "
+        "(default: PNG where an image backend works).",
+    ),
+    no_png: bool = typer.Option(False, "--no-png", hidden=True, help="Same as --image none."),
 ) -> None:
     """Run every analysis at small sizes on MODEL (each experiment with a report setting); write OUT/index.html."""
     from rich.console import Console
 
+    from interp.errors import InterpError
     from interp.experiments.flags import launch
+    from interp.plots.export import image_backend_problem, parse_image_formats
     from interp.report import ReportConfig
     from interp.report import report as run
 
+    images = parse_image_formats(image)
+    problem = image_backend_problem() if images else None
+    if problem is not None:
+        raise InterpError(f"--image {','.join(images)}: {problem}")
+    config = ReportConfig(quick=quick, png=image is None and not no_png, images=images)
     console = Console(stderr=True)
-    result = run(model, out, ReportConfig(quick=quick, png=not no_png), console=console, launch=launch())
+    result = run(model, out, config, console=console, launch=launch())
     typer.echo(str(result.index))
 
 

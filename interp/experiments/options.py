@@ -28,6 +28,9 @@ import typer
 
 __all__ = ["COMMON", "Shared", "shared", "takes_quick", "with_common_options", "apply_quick"]
 
+# typer hands a command its context for a parameter of click's Context class; it passes that
+# class itself (typer.Context's base), so the parameter is annotated with it.
+_CONTEXT = typer.Context.__mro__[1]
 COMMON = ("--model", "--out", "--fresh", "--progress", "--image")  # every analysis command has these
 
 
@@ -96,7 +99,7 @@ def with_common_options(cli: Callable[..., Any], command: tuple[str, str]) -> Ca
     names = {p.name for p in added}
 
     @functools.wraps(cli)
-    def command_fn(*args: Any, interp_ctx: typer.Context, **kwargs: Any) -> Any:
+    def command_fn(*args: Any, interp_ctx: Any, **kwargs: Any) -> Any:
         images = parse_image_formats(kwargs.pop("image", None) if "image" in names else None)
         if images:
             problem = image_backend_problem()
@@ -114,7 +117,7 @@ def with_common_options(cli: Callable[..., Any], command: tuple[str, str]) -> Ca
         finally:
             _SHARED.reset(token)
 
-    context = inspect.Parameter("interp_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+    context = inspect.Parameter("interp_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=_CONTEXT)
     params = list(own.parameters.values()) + added + [context]
     command_fn.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
     command_fn.__annotations__ = {p.name: p.annotation for p in params}

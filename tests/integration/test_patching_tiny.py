@@ -94,7 +94,9 @@ def _slow_patch(lm, b, site, layer, head, pos):
 def test_batched_patching_equals_slow_loop(lm64, batch, target, by_pos):
     site, index, *_ = target_index(lm64.arch, target, batch.n_pos, by_pos=by_pos, layers=[0, 2])
     # 5 copies of the 3 prompts per pass: several passes and a partial last one
-    got = activation_patching(lm64, batch.clean, batch.corrupt, site, index, _ld(batch), batch_rows=15, progress=False).values
+    got = activation_patching(
+        lm64, batch.clean, batch.corrupt, site, index, _ld(batch), batch_rows=15, progress=False
+    ).values
     pick = torch.linspace(0, len(index) - 1, 4).long()  # a spread of patches, checked one forward each
     for i in pick.tolist():
         layer, head, pos = index[i].tolist()
@@ -166,7 +168,7 @@ def test_attribution_equals_directional_derivative(lm64, batch):
     base, clean_logits, corrupt_logits = task_baseline(lm64, batch)
     metric = make_metric("score", batch, clean_logits, corrupt_logits)
     site, index, *_ = target_index(lm64.arch, "head_out", batch.n_pos, by_pos=False, layers=[1])
-    est = attribution_patching(lm64, batch.clean, batch.corrupt, site, index, metric)
+    est = attribution_patching(lm64, batch.clean, batch.corrupt, site, index, metric).values
     with capture(lm64, layers=[1], keep=("z",)) as cap:
         lm64.forward(batch.clean)
     z_clean = cap["z", 1]
@@ -325,7 +327,7 @@ def test_matches_transformer_lens_patching(saved_tiny):
         assert ours_tl.scores == pytest.approx(ours_hf.scores, abs=1e-4), target
         df = ours_hf.to_dataframe()
         pick = df.iloc[torch.linspace(0, len(df) - 1, 8).long().tolist()]
-        index_df = pd.DataFrame({c: pick[c].astype(int).to_numpy() for c in cols})
+        index_df = pd.DataFrame({c: pick["position" if c == "pos" else c].astype(int).to_numpy() for c in cols})
         theirs = tlp.generic_activation_patch(
             bridge, b.corrupt, clean_cache, tl_metric, setter, act_name, index_df=index_df
         )
@@ -344,7 +346,7 @@ def _assert_recorded_correlation(out, recorded: float) -> None:
     import pandas as pd
 
     attr, act = pd.read_csv(out / "patch.csv"), pd.read_csv(out / "patch_activation.csv")
-    keys = ["layer", "head", "pos"]
+    keys = ["layer", "head", "position"]
     assert attr[keys].equals(act[keys])  # the same cells, in the same order
     x, y = attr["score"].to_numpy(), act["score"].to_numpy()
     ok = np.isfinite(x) & np.isfinite(y)
