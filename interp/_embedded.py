@@ -34,6 +34,7 @@ from interp.errors import InterpError
 __all__ = [
     "EMBEDDED_MODELS",
     "EMBEDDED_NAME",
+    "is_embedded",
     "EmbeddedModel",
     "GgufPart",
     "cache_dir",
@@ -141,6 +142,13 @@ EMBEDDED_NAME = DEFAULT_MODEL.name
 _BY_ALIAS = {alias: m for m in EMBEDDED_MODELS for alias in (m.aliases + (m.name.lower(),))}
 # Names meaning "an embedded model" (None and "" mean the default one).
 _EMBEDDED_ALIASES = {None, "", *_BY_ALIAS}
+
+
+def is_embedded(name: str | None) -> bool:
+    """Whether ``name`` means an embedded model (None and "" mean the default one)."""
+    return (name if name is None else str(name).strip().lower()) in _EMBEDDED_ALIASES
+
+
 # The default model's names, kept for callers of the single-model API.
 _CACHE_SUBDIR = DEFAULT_MODEL.cache_subdir
 _GGUF_FILE = DEFAULT_MODEL.gguf_name

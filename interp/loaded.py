@@ -15,6 +15,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.hooks.families import ArchInfo
+from interp.protocols import Adapter
 
 __all__ = ["LoadedModel"]
 
@@ -40,7 +41,7 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     arch: ArchInfo
-    adapter: Any
+    adapter: Adapter
     backend: str
     name: str
     hf_model: Any = field(repr=False, default=None)

@@ -17,6 +17,7 @@ from interp._embedded import (  # noqa: F401  (re-exported: tests and the report
     _resolve,
     cache_dir,
     embedded_model_dir,
+    is_embedded,
 )
 from interp.hooks.families import ArchInfo, LayerAttention  # noqa: F401  (re-exported)
 from interp.loaded import LoadedModel, _resolve_bos, _tokenizer_adds_bos  # noqa: F401  (re-exported)
@@ -32,4 +33,5 @@ __all__ = [
     "embedded_model_dir",
     "cache_dir",
     "EMBEDDED_NAME",
+    "is_embedded",
 ]

@@ -1,8 +1,10 @@
-"""The typed surface of a model, apart from how it is loaded (no imports of interp's own).
+"""The typed surface of a model and of its hook adapter, apart from how they are built (no imports
+of interp's own at run time).
 
 `Model` is what experiment runners and hooks take as ``lm``; `interp.models.LoadedModel`
-implements it. It lives here, not in `interp.models`, so that `interp.hooks` (which
-`interp.models` imports) can name it without an import cycle.
+implements it. `Adapter` is what `interp.hooks` asks of the model's hook adapter
+(`interp.hooks.HFAdapter`, `interp.hooks.TLAdapter` declare it). They live here, not in
+`interp.models` or `interp.hooks`, so that either can name them without an import cycle.
 """
 
 from __future__ import annotations
@@ -12,9 +14,60 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_che
 import torch
 
 if TYPE_CHECKING:
-    from interp.hooks.families import ArchInfo
+    from interp.hooks.families import ArchInfo, LayerAttention
 
-__all__ = ["Model"]
+__all__ = ["Model", "Adapter", "Handle"]
+
+
+@runtime_checkable
+class Handle(Protocol):
+    """What attaching a hook returns: ``remove()`` takes it off again."""
+
+    def remove(self) -> None: ...
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """A model family's hook adapter: everything `interp.hooks` and `LoadedModel` ask of the
+    model's internals (`interp.hooks.adapters`; docs/FAMILIES.md says how to add one).
+
+    Attributes:
+        backend: "hf" (hooks on the HF module) or "tl" (a TransformerLens bridge).
+    """
+
+    backend: str
+
+    def layer_attention(self, model: Any) -> tuple[LayerAttention, ...]:
+        """Per-layer softmax settings (scale, window, soft-cap) read from the model's modules."""
+        ...
+
+    def sink_logits(self, lm: Model, layer: int) -> torch.Tensor | None:
+        """The layer's learned sink logits [head] (float32), or None."""
+        ...
+
+    def head_output_weights(self, lm: Model, layer: int) -> torch.Tensor:
+        """W_O per head of ``layer``: [head, d_head, d_model]."""
+        ...
+
+    def install(self, lm: Model) -> None:
+        """Prepare the model for hooks (called once when it is loaded)."""
+        ...
+
+    def forward(self, lm: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Any:
+        """One forward pass of the model's own code."""
+        ...
+
+    def attach(self, lm: Model, site: str, layer: int, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Handle:
+        """Call ``fn`` on the canonical tensor of ``site`` at ``layer`` (its return replaces it)."""
+        ...
+
+    def attach_key_bias(self, lm: Model, layer: int, fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Handle:
+        """Add ``fn(q, k, scale)``'s extra q and k columns to ``layer``'s attention (a key bias)."""
+        ...
+
+    def attach_window(self, lm: Model, layer: int, head: int, window: int, sinks: int) -> Handle:
+        """Restrict one query head to its first ``sinks`` keys and its last ``window`` keys."""
+        ...
 
 
 @runtime_checkable
@@ -31,7 +84,7 @@ class Model(Protocol):
     backend: str
     tokenizer: Any
     prepend_bos: bool | None  # the BOS setting (None: as the tokenizer does); prepends_bos is the effect
-    adapter: Any  # the hook adapter: for interp.hooks only
+    adapter: Adapter  # the hook adapter: for interp.hooks only
     hf_model: Any  # the HF module: for interp.hooks and LoadedModel only
 
     @property

@@ -75,6 +75,8 @@ class ReportConfig:
         configs: stage name -> the analysis config that stage runs with (e.g.
             ``{"sinks": SinkConfig(length=512)}``); a stage not named runs at the report's sizes.
         png: also write PNGs of static figures when an image backend (kaleido) works.
+        images: formats (png, svg, pdf) of every static figure, written beside its HTML
+            (`interp.plots.export.save_images`; an error where they cannot be written).
     """
 
     quick: bool = False  # smallest sizes (tests, a first look)
@@ -83,6 +85,7 @@ class ReportConfig:
         default_factory=dict
     )  # stage name -> its analysis config; missing = report default
     png: bool = True  # PNGs of static figures where an image backend exists
+    images: tuple[str, ...] = ()  # --image: these formats of every static figure, or an error
 
     def __post_init__(self) -> None:
         stages = tuple(self.stages)
@@ -211,9 +214,9 @@ def check_model_supported(name: Optional[str]) -> None:
     `interp.models.load_model`, which explains how to get the model.
     """
     from interp.hooks.adapters import adapter_for
-    from interp.models import _EMBEDDED_ALIASES
+    from interp.models import is_embedded
 
-    if name is None or str(name).strip().lower() in _EMBEDDED_ALIASES:
+    if is_embedded(name):
         return
     try:
         from transformers import AutoConfig
@@ -267,12 +270,14 @@ def figures_for(stage: str, result) -> list:
 _HOW_TO_READ = "Figures are interactive: hover for values, drag to zoom, double-click to reset."
 
 
-def _write_stage(out_dir: Path, name: str, title: str, output: _Output, seconds: float, png: bool) -> StageReport:
+def _write_stage(
+    out_dir: Path, name: str, title: str, output: _Output, seconds: float, png: bool, images: tuple[str, ...] = ()
+) -> StageReport:
     """The stage's tables, figures (sharing the report's plotly.js; PNGs of the static ones where an
     image backend works) and JSON, through the `Store` of ``out_dir/name``."""
     from interp.experiments import Store
 
-    store = Store(out_dir / name, plotlyjs="../plotly.min.js", png=png, progress=False)
+    store = Store(out_dir / name, plotlyjs="../plotly.min.js", png=png, images=images, progress=False)
     for tname, df in output.tables.items():
         store.write_table(tname, df)
     store.write_figures(dict(output.figures))
@@ -455,7 +460,7 @@ def _run_stages(
             raise
         seconds = time.time() - t0
         outputs[name] = output
-        reports.append(_write_stage(out, name, title, output, seconds, config.png))
+        reports.append(_write_stage(out, name, title, output, seconds, config.png, config.images))
         console.print(f"[green]done[/] in {seconds:.0f} s: {output.summary}")
     seconds = time.time() - started
     settings = {name: c.settings() for name, c in configs.items()}

@@ -6,7 +6,7 @@ and ``summary()``. Heads are ranked by one rule everywhere (`rank_heads`). No mo
 files, no progress bars: the runner that drives the model is `interp.experiments.<name>`.
 """
 
-from interp.analyses._config import Config
 from interp.analyses.ranking import rank_heads
+from interp.config import Config
 
 __all__ = ["Config", "rank_heads"]

@@ -36,9 +36,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.analyses._config import Config
 from interp.analyses.checks import Check, as_records, at_least, not_tested
 from interp.analyses.ranking import rank_heads
+from interp.config import Config
 from interp.errors import InterpError
 
 __all__ = [

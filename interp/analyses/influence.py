@@ -29,8 +29,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.analyses._config import Config
 from interp.analyses.checks import Check, above, as_records, holds, not_tested
+from interp.config import Config
 from interp.errors import InterpError
 
 __all__ = ["InfluenceConfig", "InfluenceResult", "influence", "text_loss", "text_label", "heads_to_mask", "combine"]

@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from interp.analyses import Config
+from interp.config import Config
 from interp.datasets.task_batch import TaskBatch, position_of, single_token, task_from_prompts, token_ids, word_pool
 from interp.errors import InterpError
 

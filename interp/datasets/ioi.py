@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from interp.analyses import Config
+from interp.config import Config
 from interp.datasets.task_batch import TaskBatch, position_of, single_token, task_from_prompts, token_ids, word_pool
 from interp.errors import InterpError
 

@@ -14,7 +14,7 @@ from interp.hooks.families import (
     read_layer_attention,
 )
 from interp.hooks.sites import SITES, Listener, _Handle, run_listeners
-from interp.protocols import Model
+from interp.protocols import Adapter, Model
 
 __all__ = ["TLAdapter"]
 
@@ -36,7 +36,7 @@ _TL_HOOKS = {
 }
 
 
-class TLAdapter:
+class TLAdapter(Adapter):
     """Hooks for a transformer-lens ``TransformerBridge`` (which runs eager attention).
 
     The per-layer softmax settings and sink logits are read from the HF modules the bridge

@@ -41,7 +41,7 @@ from interp.hooks.families import (  # noqa: F401  (re-exported)
     read_layer_attention,
 )
 from interp.hooks.sites import SITES, Listener, _Handle, run_listeners
-from interp.protocols import Model
+from interp.protocols import Adapter, Model
 
 __all__ = [
     "adapter_for",
@@ -193,7 +193,7 @@ def _route(name: str, base: str, on: bool) -> None:
 _SUPPORTED_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
 
 
-class HFAdapter:
+class HFAdapter(Adapter):
     """Hooks for a HuggingFace causal LM (see module docstring)."""
 
     backend = "hf"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from interp.analyses._config import Config
+from interp.config import Config
 from interp.errors import InterpError
 
 __all__ = ["AtlasConfig", "parse_ints", "parse_names", "LONGPPL_CONTEXT", "LONGPPL_STEP"]

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from interp.analyses.patching.config import TARGETS
 from interp.errors import InterpError
-from interp.models import ArchInfo
+from interp.hooks.families import ArchInfo
 
 __all__ = [
     "HEAD_SITES",

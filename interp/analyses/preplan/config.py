@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from interp.analyses._config import Config
+from interp.config import Config
 from interp.datasets.prompts import Prompt
 from interp.errors import InterpError
 from interp.kernels import BACKENDS

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from interp.analyses._config import Config
+from interp.config import Config
 from interp.errors import InterpError
 
 __all__ = ["RetrievalConfig", "default_k", "Head", "Condition"]

@@ -1,4 +1,4 @@
-"""The one configuration convention of every analysis.
+"""The one configuration convention of every analysis (and of the datasets' generator configs).
 
 An analysis config is a frozen dataclass that subclasses `Config`. It is validated when it is
 built (``__post_init__`` calls `Config.validate`), so a config that exists is a valid one, and it
