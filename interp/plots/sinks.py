@@ -1,8 +1,10 @@
 """Figures of attention sinks and calibrations, drawn from `SinkResult` / `CalibrationResult`.
 
 `sinks_figure` is the page of `interp score sinks` (sinks.html): a layer x head heatmap of
-first-token mass, the sink rate per layer (global and windowed layers in their own colours), and which token types become hidden sinks (their
-share of hidden sinks next to their share of tokens). `calibration_figure` shows held-out
+first-token mass, the sink rate per layer (global and windowed layers in their own colours), which
+token types become hidden sinks (their share of hidden sinks next to their share of tokens), and,
+for a value-weighted run, every head's first-token attention mass against its value-weighted
+first-token mass (`value_weighted_sinks`: active and no-op sinks apart). `calibration_figure` shows held-out
 accuracy before and after a calibration with its interval.
 """
 
@@ -13,7 +15,16 @@ from plotly.subplots import make_subplots
 
 from interp.plots.common import head_grid
 
-__all__ = ["first_token_mass_grid", "hidden_sink_types", "layer_sink_rates", "sinks_figure", "calibration_figure"]
+__all__ = [
+    "first_token_mass_grid",
+    "hidden_sink_types",
+    "layer_sink_rates",
+    "value_weighted_sinks",
+    "sinks_figure",
+    "calibration_figure",
+]
+
+_KIND_COLOURS = {"active": "#d62728", "no-op": "#1f77b4", "none": "#b0b0b0"}
 
 
 def first_token_mass_grid(result) -> go.Figure:
@@ -82,28 +93,71 @@ def layer_sink_rates(result) -> go.Figure:
     return fig
 
 
-def sinks_figure(result) -> go.Figure:
-    """One page: first-token mass heatmap, sink rate per layer, hidden-sink token types."""
-    grid, rates, types = first_token_mass_grid(result), layer_sink_rates(result), hidden_sink_types(result)
-    n_layers = len(result.layers)
-    fig = make_subplots(
-        rows=3,
-        cols=1,
-        row_heights=[0.55, 0.2, 0.25],
-        vertical_spacing=0.08,
-        subplot_titles=(
-            f"First-token mass per head ({result.model}, {result.n_texts} texts x {result.position_count.shape[0]} tokens)",
-            rates.layout.title.text,
-            "Which tokens become hidden sinks (share of hidden sinks vs share of tokens)",
-        ),
+def value_weighted_sinks(result) -> go.Figure:
+    """Scatter, one point per head (means over texts): first-token attention mass (x) against the
+    value-weighted first-token mass (y, attention weighted by ||W_O^h v_j||), coloured by
+    active / no-op / not a sink, with the lines y = x and y = noop_ratio x (below it: no-op)."""
+    heads = result.to_dataframe()
+    ratio = result.config.noop_ratio
+    fig = go.Figure()
+    for kind, part in heads.groupby("sink_kind", sort=False):
+        fig.add_trace(
+            go.Scatter(
+                x=part["first_token_mass"], y=part["weighted_first_token_mass"], mode="markers", name=f"{kind} sink"
+                if kind != "none" else "not a sink", marker={"color": _KIND_COLOURS.get(str(kind)), "size": 7},
+                customdata=part[["layer", "head", "alpha0", "value_ratio"]].to_numpy(),
+                hovertemplate="layer %{customdata[0]} head %{customdata[1]}<br>first-token mass %{x:.3f}<br>"
+                "value-weighted %{y:.3f} (ratio %{customdata[3]:.2f})<br>alpha_0 %{customdata[2]:.3f}<extra></extra>",
+            )
+        )  # fmt: skip
+    for slope, name, dash in ((1.0, "equal shares", "dot"), (ratio, f"no-op below {ratio} x", "dash")):
+        fig.add_trace(
+            go.Scatter(x=[0, 1], y=[0, slope], mode="lines", name=name, line={"dash": dash, "color": "#555"},
+                       hoverinfo="skip")
+        )  # fmt: skip
+    shares = result.noop_shares()
+    share = shares.pop("all")
+    by_kind = "; ".join(f"{k} {v:.0f}%" for k, v in shares.items()) if len(shares) > 1 else ""
+    fig.update_layout(
+        title=f"First-token sinks weighted by ||W_O v||: {share:.0f}% are no-ops"
+        + (f" ({by_kind})" if by_kind else ""),
+        xaxis_title="first-token attention mass",
+        yaxis_title="value-weighted first-token mass",
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1],
     )
+    return fig
+
+
+def sinks_figure(result) -> go.Figure:
+    """One page: first-token mass heatmap, sink rate per layer, hidden-sink token types and, for a
+    value-weighted run, active and no-op sinks (`value_weighted_sinks`)."""
+    grid, rates, types = first_token_mass_grid(result), layer_sink_rates(result), hidden_sink_types(result)
+    values = value_weighted_sinks(result) if result.value_weighted else None
+    n_layers = len(result.layers)
+    titles = [
+        f"First-token mass per head ({result.model}, {result.n_texts} texts x {result.position_count.shape[0]} tokens)",
+        rates.layout.title.text,
+        "Which tokens become hidden sinks (share of hidden sinks vs share of tokens)",
+    ]
+    heights = [0.55, 0.2, 0.25]
+    if values is not None:
+        titles.append(values.layout.title.text)
+        heights = [0.4, 0.15, 0.17, 0.28]
+    fig = make_subplots(rows=len(titles), cols=1, row_heights=heights, vertical_spacing=0.06, subplot_titles=titles)
     heat = grid.data[0]
-    heat.update(colorbar={"title": {"text": "mass"}, "len": 0.5, "y": 0.75})
+    top = (0.5, 0.75) if values is None else (0.35, 0.82)  # colour bar beside the heatmap's row
+    heat.update(colorbar={"title": {"text": "mass"}, "len": top[0], "y": top[1]})
     fig.add_trace(heat, row=1, col=1)
     for tr in rates.data:
         fig.add_trace(tr, row=2, col=1)
     for tr in types.data:
         fig.add_trace(tr, row=3, col=1)
+    if values is not None:
+        for tr in values.data:
+            fig.add_trace(tr, row=4, col=1)
+        fig.update_xaxes(title_text="first-token attention mass", range=[0, 1], row=4, col=1)
+        fig.update_yaxes(title_text="value-weighted", range=[0, 1], row=4, col=1)
     fig.update_yaxes(
         autorange="reversed",
         title_text="layer",
@@ -117,7 +171,10 @@ def sinks_figure(result) -> go.Figure:
     fig.update_yaxes(title_text="%", range=[0, 100], row=2, col=1)
     fig.update_yaxes(tickformat=".0%", row=3, col=1)
     fig.update_layout(
-        height=max(900, 22 * n_layers + 650), barmode="group", showlegend=True, legend={"orientation": "h", "y": -0.05}
+        height=max(900, 22 * n_layers + 650) + (400 if values is not None else 0),
+        barmode="group",
+        showlegend=True,
+        legend={"orientation": "h", "y": -0.05},
     )
     return fig
 

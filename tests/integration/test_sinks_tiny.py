@@ -16,7 +16,7 @@ def test_scan_window_matches_float64(tiny_lm):
     lm = tiny_lm
     t = 20
     ids = torch.randint(0, 97, (1, t), generator=torch.Generator().manual_seed(3))
-    with capture(lm, keep=("q", "k")) as cap:
+    with capture(lm, keep=("q", "k", "v")) as cap:
         lm.forward(ids)
     config = SinkConfig(length=t, min_queries=3, tau=0.1, eps=0.15)
     layers = list(range(lm.arch.n_layers))
@@ -31,6 +31,15 @@ def test_scan_window_matches_float64(tiny_lm):
         ftm = a[:, 1:, 0].mean(-1)
         rm = a.sum(1) / torch.arange(t, 0, -1, dtype=torch.float64)
         assert np.allclose(rec["first_token_mass"][layer], ftm.numpy(), atol=1e-5)
+        # Value-weighted: u_ij = a_ij ||W_O^h v_j||, W_O^h = head h's columns of o_proj.weight.
+        o_proj = lm.adapter.attention(lm, layer).o_proj.weight.detach().double()
+        v = cap["v", layer][0].double().repeat_interleave(group, 0)  # [head, T, d_head]
+        d = v.shape[-1]
+        w = torch.stack([(v[h] @ o_proj[:, h * d : (h + 1) * d].T).norm(dim=-1) for h in range(lm.arch.n_heads)])
+        u = a * w[:, None, :]
+        weighted = (u[..., 0] / u.sum(-1))[:, 1:].mean(-1)
+        assert np.allclose(rec["weighted_first_token_mass"][layer], weighted.numpy(), atol=1e-5)
+        assert not np.allclose(weighted.numpy(), ftm.numpy(), atol=1e-3)  # the weighting matters
         assert np.allclose(rec["alpha0"][layer], rm[:, 0].numpy(), atol=1e-5)
         expected_count += (rm > 0.15).sum(0).numpy()
         # Yu et al.: S = {j : recv_mean_j > tau, seen by >= min_queries (3) queries}; the first

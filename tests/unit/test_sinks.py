@@ -15,6 +15,7 @@ from interp.analyses.sinks import (
     combine,
     first_token_mass,
     hidden_sinks,
+    noop_sinks,
     reduce_layer,
     sink_members,
     sink_rate,
@@ -235,15 +236,22 @@ def test_reduce_layer_matches_dense_attention():
     k[:, :, 0] *= 4.0  # a strong first key, so sinks exist
     st = attention_stats(q, k, scale=d**-0.5, columns=True, backend="reference")
     config = SinkConfig(length=t, eps=0.2, tau=0.1, min_queries=4)
-    ftm, a0, count, hits = reduce_layer(st.sink[0], st.recv_mean[0], 7, config)
+    w = torch.rand(h, t, generator=g, dtype=torch.float64) + 0.1  # a key weight per head, e.g. ||W_O^h v_j||
+    w[:, 0] = 0.05  # a small first value: the sink moves little
     a = torch.softmax(
         (q[0] @ k[0].transpose(-1, -2) * d**-0.5).masked_fill(
             ~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf")
         ),
         -1,
     )
+    aw = a * w[:, None, :]
+    w_sink = aw[..., 0] / aw.sum(-1)  # the kernel's w_sink with key_weight w, computed densely
+    rec = reduce_layer(st.sink[0], st.recv_mean[0], 7, config, w_sink=w_sink)
+    ftm, a0, count, hits = rec["first_token_mass"], rec["alpha0"], rec["count"], rec["hits"]
     rm = a.sum(1) / torch.arange(t, 0, -1, dtype=torch.float64)
     assert np.allclose(ftm, a[:, 1:, 0].mean(-1).numpy(), atol=1e-9)
+    assert np.allclose(rec["weighted_first_token_mass"], w_sink[:, 1:].mean(-1).numpy(), atol=1e-12)
+    assert (rec["weighted_first_token_mass"] < ftm).all()  # the small first value shrinks the sink's share
     assert np.allclose(a0, rm[:, 0].numpy(), atol=1e-9)
     assert count.tolist() == (rm > 0.2).sum(0).tolist()
     expected = []
@@ -251,3 +259,74 @@ def test_reduce_layer_matches_dense_attention():
         members = [j for j in range(t) if rm[head, j] > 0.1 and t - j >= 4]
         expected += [(7, head, j, j != members[0]) for j in members]
     assert [(l, hh, j, hid) for l, hh, j, _, hid in hits] == expected and expected
+
+
+def test_noop_sinks_split_sinks_by_their_value_weighted_share():
+    """A sink (alpha_0 > eps) is a no-op when its value-weighted first-token mass is under
+    ratio x its attention mass; a non-sink is neither, whatever its values."""
+    alpha0 = np.array([0.8, 0.8, 0.8, 0.1, np.nan])
+    mass = np.array([0.7, 0.7, 0.7, 0.05, 0.5])
+    weighted = np.array([0.1, 0.34, 0.36, 0.0, 0.1])
+    sink, noop = noop_sinks(alpha0, mass, weighted, eps=0.3, ratio=0.5)
+    assert sink.tolist() == [True, True, True, False, False]
+    assert noop.tolist() == [True, True, False, False, False]  # 0.34 / 0.7 < 0.5 <= 0.36 / 0.7
+
+
+def test_result_counts_noop_sinks_per_layer_kind_and_head():
+    """noop_shares: percent of (text, layer, head) sinks that are no-ops, overall and per layer
+    kind; heads.csv gets the value columns and each head's kind from its text means."""
+    from interp.analyses.sinks import combine
+
+    config = SinkConfig(length=64, eps=0.3, noop_ratio=0.5)
+    # 2 texts, 2 layers (global, windowed), 2 heads.
+    alpha0 = [[[0.9, 0.1], [0.6, 0.7]], [[0.9, 0.1], [0.6, 0.2]]]
+    mass = [[[0.8, 0.05], [0.5, 0.6]], [[0.8, 0.05], [0.5, 0.1]]]
+    weighted = [[[0.1, 0.05], [0.45, 0.1]], [[0.2, 0.05], [0.4, 0.1]]]
+    records = [
+        {"first_token_mass": m, "alpha0": a, "weighted_first_token_mass": w, "position_count": [0] * 64, "hits": []}
+        for a, m, w in zip(alpha0, mass, weighted)
+    ]
+    tokens = [(["x"] * 64, [False] * 64)] * 2
+    result = combine("m", config, [0, 1], 2, tokens, records, layer_windows=[None, 32])
+    # sinks: text 0: (0,0) (1,0) (1,1); text 1: (0,0) (1,0). no-ops: (0,0) twice, (1,1) in text 0.
+    shares = result.noop_shares()
+    assert shares["all"] == pytest.approx(100 * 3 / 5)
+    assert shares["global"] == pytest.approx(100.0) and shares["windowed W=32"] == pytest.approx(100 / 3)
+    heads = result.to_dataframe().set_index(["layer", "head"])
+    assert heads.loc[(0, 0), "sink_kind"] == "no-op" and heads.loc[(1, 0), "sink_kind"] == "active"
+    assert heads.loc[(0, 1), "sink_kind"] == "none"
+    assert heads.loc[(1, 1), "sink_kind"] == "no-op"  # means: alpha_0 0.45 > 0.3, 0.1 / 0.35 < 0.5
+    assert heads.loc[(0, 0), "value_ratio"] == pytest.approx(0.15 / 0.8)
+    assert result.summary()["noop_share_pct"] == pytest.approx(60.0)
+    assert result.layer_sink_rates()["noop_share_pct"].tolist() == pytest.approx([100.0, 100 / 3])
+    # A resume log from before value weighting: no value columns, no no-ops, no error.
+    old = combine(
+        "m",
+        config,
+        [0, 1],
+        2,
+        tokens,
+        [{k: v for k, v in r.items() if k != "weighted_first_token_mass"} for r in records],
+    )
+    assert not old.value_weighted and "sink_kind" not in old.to_dataframe()
+    assert "noop_share_pct" not in old.summary()
+
+
+def test_value_weighted_figure_draws_both_masses_and_the_noop_line():
+    from interp.analyses.sinks import combine
+    from interp.plots.sinks import sinks_figure, value_weighted_sinks
+
+    config = SinkConfig(length=8, noop_ratio=0.4)
+    rec = {
+        "first_token_mass": [[0.8, 0.1]], "alpha0": [[0.9, 0.1]], "weighted_first_token_mass": [[0.2, 0.1]],
+        "position_count": [0] * 8, "hits": [],
+    }  # fmt: skip
+    result = combine("m", config, [0], 2, [(["x"] * 8, [False] * 8)], [rec])
+    fig = value_weighted_sinks(result)
+    points = {tr.name: (list(tr.x), list(tr.y)) for tr in fig.data if tr.mode == "markers"}
+    assert points == {"no-op sink": ([0.8], [0.2]), "not a sink": ([0.1], [0.1])}
+    line = next(tr for tr in fig.data if tr.name.startswith("no-op below"))
+    assert list(line.y) == [0, 0.4]
+    assert "100% are no-ops" in fig.layout.title.text
+    page = sinks_figure(result)
+    assert any(tr.name == "no-op sink" for tr in page.data)
