@@ -74,24 +74,23 @@ head_grid(sink.numpy(), title="mass on the first token, per head", colorbar="sin
 # %% [markdown]
 # **Reading the grid.** Each cell is one head (layer down, head across). Most heads of a trained
 # model park a large share of their attention on the first token even though it carries no
-# special meaning: an *attention sink* (Xiao et al. 2024). The first two layers are the
-# exception: their heads still attend to content. A head that sinks little is one worth looking
-# at: its attention goes somewhere specific.
+# special meaning: an *attention sink* (Xiao et al. 2024). A few layers are the exception (the
+# first three and, on this model, layers 10-11): their heads still attend to content. A head
+# that sinks little is one worth looking at: its attention goes somewhere specific.
 #
 # Caveat: this is one short repetitive text. Sink mass depends on the text and grows with its
 # length; notebook 02 (attention sinks) measures it over many texts.
 #
 # ## One head's attention pattern
 # A sentence said twice: a head that copies from context attends, on the second copy, to the
-# token *after* the first occurrence of the current token (an induction head). Hover a cell for
-# the query and key tokens. `attention_view` takes q, k and the token strings, never the model;
+# token *after* the first occurrence of the current token (an induction head). Here is one such
+# head; hover a cell for the query and key tokens. `attention_view` takes q, k and the token strings, never the model;
 # it is exact up to 1024 tokens and block-pooled above.
 
 # %%
 from interp.plots import attention_view, pattern_kwargs
 
-layer = 3
-head = int(sink[layer].argmin())  # the head of layer 3 that sinks least
+layer, head = 18, 6  # an induction head of this model (notebooks 01 and 05 find it)
 text = "The violet lighthouse keeper counted forty-seven copper gulls at dawn. " * 2
 ids = lm.encode(text)
 with capture(lm, layers=[layer], keep=("q", "k")) as cap:
@@ -104,10 +103,11 @@ attention_view(
 )
 
 # %% [markdown]
-# Each row is a query token and sums to 1 over the keys it can see (the causal triangle). A
-# bright first column is the sink; a bright diagonal just below the main one is a
-# previous-token head; a stripe parallel to the diagonal starting at the second copy is
-# induction, and is what retrieval heads build on.
+# Each row is a query token and sums to 1 over the keys it can see (the causal triangle). On
+# the second copy this head's attention leaves the first column (the sink) for a stripe
+# parallel to the diagonal, one token right of the earlier occurrence: induction, the copying
+# that retrieval heads build on. A bright diagonal just below the main one would be a
+# previous-token head instead.
 #
 # ## Save a figure
 # `save_figure` writes one HTML file with plotly.js inside: it opens with no network. The whole

@@ -34,9 +34,9 @@ result.to_dataframe().sort_values("rank").query("rank > 0").head(10)
 # recalled the needle). The strongest heads sit in the upper-middle layers (around 17 to 24 of
 # 30), as Wu et al. report for larger models, and they are few: a few percent of the 270 heads.
 #
-# **Caveats.** Three samples of one length and depth give a coarse score (steps of 1/3 per
-# answer token); a head that scores 1.0 here may not hold at other depths. Whether the finding
-# can be trusted is written down by the result itself, its *checks*:
+# **Caveats.** Three samples of one length and depth give a coarse score; a head that scores
+# 1.0 here may not hold at other depths or lengths. Whether the finding can be trusted is
+# written down by the result itself, its *checks* (docs/METRICS.md#checks-can-i-trust-this-finding):
 
 # %%
 import pandas as pd

@@ -24,9 +24,12 @@ print(f"sink rate at position 0: {result.sink_rate:.1f}% of (text, layer, head)"
 result.to_dataframe().head()
 
 # %% [markdown]
-# About half of all (text, layer, head) triples are sinks: on 32 texts of 256 tokens the
-# embedded model gives 56% (docs/RESULTS.md). A sink is not a bug in one head: it is how the
-# softmax, which must sum to 1, says "nothing to read here". The rate per layer shows where:
+# Most (text, layer, head) triples are sinks here; the rate depends on the texts and their
+# length (on 32 texts of 256 tokens the embedded model gives 56%, docs/RESULTS.md). A sink is not
+# a bug in one head: it is how the softmax, which must sum to 1, says "nothing to read here".
+# The value-weighted columns (`weighted_first_token_mass`, `value_ratio`, `noop_rate_pct`) ask
+# whether that attention also writes anything: a sink whose value vector is small is a no-op
+# (docs/METRICS.md#value-weighted-sinks). The rate per layer shows where the sinks are:
 
 # %%
 result.layer_sink_rates().head(12)
@@ -37,9 +40,11 @@ from interp.plots.sinks import first_token_mass_grid, layer_sink_rates
 layer_sink_rates(result)
 
 # %% [markdown]
-# **Reading the per-layer rates.** The first layers (0-2) have no sinks: their heads still mix
-# nearby content. From about layer 12 on, most heads sink. A layer where nearly every head
-# sinks is a layer that changes the residual stream little through attention.
+# **Reading the per-layer rates.** Layers 0-2, and on this model layers 10-11, have no sinks:
+# their heads mix content. Elsewhere most heads sink; how many depends on the length (at these
+# 128 tokens layers 3-9 sink almost everywhere, on 256-token texts docs/RESULTS.md finds 13-25%
+# there and 61-100% from layer 12 on). A layer where nearly every head sinks changes the
+# residual stream little through attention.
 #
 # The grid shows the mean first-token mass of each head:
 

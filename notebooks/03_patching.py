@@ -66,12 +66,13 @@ resid = run(lm, PatchConfig(task="ioi", n=2, target="resid_pre", by_pos=True, me
 patch_figure(resid)
 
 # %% [markdown]
-# **Reading the map.** In the early layers the answer lives at the name tokens of the prompt
-# (patching the residual there restores it); in the late layers it has moved to the last
-# position, where the prediction is made. The layer where it moves is where the heads above
-# read it. Attribution is a linear estimate: it is cheap, and close to activation patching for
-# small changes, but can miss saturated or nonlinear effects; check the heads it finds with
-# activation patching (`PatchConfig(method="attribution", compare=True)` reports both).
+# **Reading the map.** Up to the low twenties the strongest cells sit at the name tokens (the
+# second name `N2` and the repeated subject `S2`): that is where the information that decides
+# the answer is held. From about layer 23-24 it sits at the last position, where the prediction
+# is made: the layers of the heads above, which move it there. Attribution is a linear
+# estimate: cheap, and close to activation patching for small changes, but it can overshoot
+# (values above 1) or miss saturated effects; check what it finds with activation patching
+# (`PatchConfig(method="attribution", compare=True)` reports both and their correlation).
 #
 # Your own prompt pairs: `interp patch pairs FILE.jsonl` or
 # `interp.datasets.tasks.task_from_prompts` and the same runner.

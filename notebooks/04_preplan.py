@@ -27,12 +27,14 @@ print(result.response)
 result.summary()
 
 # %% [markdown]
-# **Reading the summary.** `n_preplan` and `n_anchor` count the tokens of each kind among the
-# response tokens (each is the top 40% of its score by default, so both are about 40% of the
-# response: the counts say more about the threshold than about the model). What carries
-# information is *which* tokens they are, and whether an anchor is *locally dominated*: its
-# WAAD is low and a preplan token sits just before it, the coupling Li et al. use to credit
-# tokens during training.
+# **Reading the summary.** The 135M model's arithmetic is not right (it sets out to divide);
+# the rhythm below is about how it attends while writing, not about whether the answer is
+# correct. `local_heads` and `global_heads` are the heads the two scores average over (short
+# spans in layer 10, long ones in layers 15-20). `n_preplan` and `n_anchor` count the tokens of
+# each kind; each is a top share of its score (40% by default), so the counts say more about the
+# threshold than about the model. What carries information is *which* tokens they are, and
+# whether an anchor is *locally dominated*: its WAAD is low and a preplan token sits just before
+# it, the coupling Li et al. use to credit tokens during training.
 #
 # The per-token table has every score:
 

@@ -20,12 +20,14 @@ import hashlib
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import plotly
 from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +35,10 @@ SOURCES = ROOT / "notebooks"
 OUT = ROOT / "docs" / "notebooks"
 KERNEL = "interp-notebooks"
 TIMEOUT = 600  # seconds per cell: the slowest cell takes well under a minute on 2 CPU cores
-# plotly's figures as their JSON and as HTML that loads plotly.js once per page (the docs render the HTML)
-RENDERER = "plotly_mimetype+notebook_connected"
+# the kernel's environment, under the caller's own settings: plotly's figures as their JSON and as HTML that
+# loads plotly.js from its CDN (rewritten below to a local copy for the docs); no progress bars (noise)
+KERNEL_ENV = {"PLOTLY_RENDERER": "plotly_mimetype+notebook_connected", "TQDM_DISABLE": "1"}
+PLOTLY_JS = "plotly.min.js"  # plotly's own copy, written next to the executed notebooks for the docs
 
 
 class NotebookFailed(RuntimeError):
@@ -109,13 +113,15 @@ def execute(source: Path, target: Path, package: str, workdir: Path) -> tuple[fl
     client = NotebookClient(
         nb, kernel_name=KERNEL, timeout=TIMEOUT, allow_errors=False, resources={"metadata": {"path": str(workdir)}}
     )
-    client.execute()  # raises CellExecutionError (the cell, its traceback) on the first failing cell
+    client.execute(
+        env=KERNEL_ENV | dict(os.environ)
+    )  # raises CellExecutionError (the cell, its traceback) on the first failing cell
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the kernel has exited and been waited for
     cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.outputs = [o for o in map(_without_progress, cell.outputs) if o is not None]
+            cell.outputs = [_local_plotly(o) for o in map(_without_progress, cell.outputs) if o is not None]
     nb.metadata["interp_build"] = {**stamp(source, package), "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1)}
     nbformat.validate(nb)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -131,11 +137,11 @@ def build(names: list[str] | None = None, out: Path = OUT, force: bool = False, 
     Returns:
         The executed notebooks' paths, in order.
     """
-    os.environ.setdefault("PLOTLY_RENDERER", RENDERER)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars are not output worth rendering
     package = package_hash()
     todo = sources(names)
     stale = [s for s in todo if force or not up_to_date(s, out / f"{s.stem}.ipynb", package)]
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(plotly.__file__).parent / "package_data" / PLOTLY_JS, out / PLOTLY_JS)
     total, total_cpu, failed = 0.0, 0.0, []
     if stale:
         with tempfile.TemporaryDirectory(prefix="interp-nb-") as tmp:
@@ -179,6 +185,24 @@ def _without_progress(output):
     if not lines:
         return None
     output.text = "\n".join(lines) + "\n"
+    return output
+
+
+# plotly.js from the CDN, as the kernel's renderer writes it: the docs load plotly's own copy instead
+_CDN = re.compile(
+    r'(?:src="https://cdn\.plot\.ly/plotly-[\d.]+\.min\.js"(?: integrity="[^"]*")?(?: crossorigin="anonymous")?)'
+    r'|(?:import "https://cdn\.plot\.ly/plotly-[\d.]+\.min(?:\.js)?")'
+)
+
+
+def _local_plotly(output):
+    """``output`` with plotly.js loaded from ``../plotly.min.js`` (next to the rendered pages), not the CDN,
+    so the docs' figures draw with no network."""
+    html = output.get("data", {}).get("text/html")
+    if isinstance(html, str) and "cdn.plot.ly" in html:
+        output.data["text/html"] = _CDN.sub(
+            lambda m: f'import "../{PLOTLY_JS}"' if m.group(0).startswith("import") else f'src="../{PLOTLY_JS}"', html
+        )
     return output
 
 

@@ -84,7 +84,8 @@ def _sinks(text: str) -> None:
     (rate,) = _find(r"sink rate at position 0: (\d+\.\d)% of \(text, layer, head\)", text)
     assert 25.0 < float(rate) < 85.0  # regression guard; 56.0% on 32 texts x 256 tokens (docs/RESULTS.md)
     kinds = dict((k, int(v)) for k, v in re.findall(r"'([a-z-]+)': (\d+)", text))
-    assert kinds.get("sink", 0) > 0 and sum(kinds[k] for k in ("sink", "previous-token", "local", "global")) == 270
+    assert kinds.get("sink", 0) > 0  # regression guard: 68 of 270 at 512 tokens
+    assert sum(kinds.get(k, 0) for k in ("sink", "previous-token", "local", "global")) == 270  # every head has a kind
     (saved,) = _find(r"KV cache saved: (\d\.\d+)", text)
     assert 0.0 <= float(saved) < 1.0
     assert "enrichment" in text and "sink_rate_pct" in text
