@@ -16,9 +16,10 @@ raises `InterpError` on a bad file with the line to fix:
 - `head_lists`: ranked heads from an earlier run's heads.csv (AttentionInfluence).
 """
 
+from interp.datasets._files import read_user_text
 from interp.datasets.texts import TEXT_SEPARATOR, default_texts, read_texts, split_texts, texts_digest
 
-__all__ = ["TEXT_SEPARATOR", "default_texts", "read_texts", "split_texts", "texts_digest"]
+__all__ = ["TEXT_SEPARATOR", "default_texts", "read_texts", "read_user_text", "split_texts", "texts_digest"]
 
 from interp.datasets.haystack import Haystack, load_haystack
 from interp.datasets.needles import Needle, NeedleSample, PromptTemplate, build_samples, load_needles

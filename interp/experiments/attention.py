@@ -216,7 +216,7 @@ def cli(
     flags.not_together("--text", text is not None, "--text-file", text_file is not None, "give one text")
     parsed = flags.parse_heads(heads, optional=False) or ()
     if text_file is not None:
-        from interp.datasets._files import read_user_text
+        from interp.datasets import read_user_text
 
         text = read_user_text(text_file, "text file", "a UTF-8 text file").rstrip("\n")
     said = _said(text, repeats)
