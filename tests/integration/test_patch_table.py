@@ -128,4 +128,6 @@ def test_patch_task_result_grid_and_normalised_column(lm, pair):
     assert float(row["normalised"].iloc[0]) == pytest.approx((want - corrupt) / (clean - corrupt), abs=1e-6)
     back = PatchResult.from_dataframe(pd.read_csv(io.StringIO(df.to_csv(index=False))), result.meta())
     np.testing.assert_allclose(back.to_grid(normalised=True), result.to_grid(normalised=True), atol=1e-9)
-    assert result.top(1)["score"].abs().iloc[0] == pytest.approx(np.nanmax(np.abs(grid)))
+    assert result.top(1, by="score")["score"].abs().iloc[0] == pytest.approx(np.nanmax(np.abs(grid)))
+    effect = np.nanmax(np.abs((grid - corrupt) / (clean - corrupt)))  # the default ranks by the effect
+    assert result.top(1)["normalised"].abs().iloc[0] == pytest.approx(effect, abs=1e-6)

@@ -135,11 +135,13 @@ class PatchResult:
         df["normalised"] = self.normalised.reshape(-1)[keep]
         return df
 
-    def top(self, k: int = 10, *, by: str = "score") -> pd.DataFrame:
-        """The ``k`` rows of `to_dataframe` with the largest |``by``| (``"score"`` or ``"normalised"``)."""
-        if by not in ("normalised", "score"):
+    def top(self, k: int = 10, *, by: Optional[str] = None) -> pd.DataFrame:
+        """The ``k`` rows of `to_dataframe` with the largest |``by``|: ``"normalised"`` (the default
+        where it is known: the effect, whatever the metric) or ``"score"``."""
+        if by not in (None, "normalised", "score"):
             raise InterpError(f"top(by={by!r}): use 'score' or 'normalised'")
         df = self.to_dataframe()
+        by = by or ("normalised" if df["normalised"].notna().any() else "score")
         order = df[by].abs().sort_values(ascending=False, na_position="last").index
         return df.loc[order].head(k).reset_index(drop=True)
 
