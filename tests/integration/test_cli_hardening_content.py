@@ -177,14 +177,16 @@ def test_a_used_out_is_known_by_its_log_stamp_before_any_run_json(tmp_path):
     [
         ("calibrate", "act", "--heads", "1.1,1.1"),  # was calibrated twice: other numbers than --heads 1.1
         ("calibrate", "zerotune", "--heads", "1.1,1.1"),
-        ("score", "influence", "--heads", "1.1,1.1"),  # reported "2 heads"
+        ("score", "influence", "--heads", "1.1,1.1", "--texts", "{texts}"),  # reported "2 heads"
         ("score", "retrieval", "--seed", "-1"),  # failed after the model loaded, leaving a stamp
     ],
 )
 def test_bad_heads_and_seeds_are_refused_before_the_model_loads(monkeypatch, capsys, tmp_path, argv):
     no_model(monkeypatch)
     out = tmp_path / "o"
-    assert cli(monkeypatch, *argv, "--out", out) == 2
+    texts = tmp_path / "texts.txt"
+    texts.write_text("One text.\n---\nAnother text.\n")
+    assert cli(monkeypatch, *(str(texts) if a == "{texts}" else a for a in argv), "--out", out) == 2
     line = one_error_line(capsys.readouterr().err)
     assert ("twice" in line) if "--heads" in argv else ("seeds must be ints from 0" in line)
     assert not out.exists()
