@@ -116,7 +116,7 @@ def strict_json(obj: Any, where: str = "") -> tuple[Any, dict[str, str]]:
     if isinstance(obj, float) or type(obj).__name__ in ("float32", "float64", "float16"):
         x = float(obj)
         if math.isnan(x):
-            return None, {where: "NaN: not measurable on this run (e.g. nothing to average)"}
+            return None, {where: "NaN: no value here (not measured on this run, or not applicable to this entry)"}
         if math.isinf(x):
             return None, {where: f"{'-' if x < 0 else ''}Infinity: the value is unbounded (e.g. a division by zero)"}
         return x, nulls
