@@ -79,7 +79,7 @@ def scan_window(lm: Model, ids: Tensor, config: SinkConfig, layers: Sequence[int
     key_weight = ||W_O^h v_j|| (`interp.hooks.value_norms`; the kernel's ``w_sink``).
 
     Returns a JSON-friendly record: first_token_mass, weighted_first_token_mass and alpha0
-    ([layer][head] lists), position_count ([length]: number of (layer, head) with alpha_j > eps),
+    (``[layer][head]`` lists), position_count ([length]: number of (layer, head) with alpha_j > eps),
     hits (list of [layer, head, position, alpha, hidden]).
     """
     import numpy as np
