@@ -179,6 +179,8 @@ def test_notebook_cells_are_read_as_jupytext_does(tmp_path: Path) -> None:
 # the modules the API pages render (docs/api/*.md): the package itself, models, errors, and these
 # subpackages with every public submodule; mkdocstrings' filters skip names starting with "_"
 API_PACKAGES = ("kernels", "hooks", "analyses", "experiments", "datasets", "plots", "distributed")
+# Markdown's [text][id] with an identifier for id, which mkdocs-autorefs looks up: such text goes in a code span
+REFERENCE_LINK = re.compile(r"\[[^\]\n]+\]\[[A-Za-z_][\w.]*\]")
 
 
 def docstring_warnings(root: Path, package: str = "interp") -> list[str]:
@@ -203,14 +205,16 @@ def docstring_warnings(root: Path, package: str = "interp") -> list[str]:
         def parse(obj, rendered: bool) -> None:
             if rendered and obj.docstring is not None:
                 obj.docstring.parsed  # noqa: B018 (parsing is what warns)
+                prose = re.sub(r"``.*?``|`[^`\n]*`", "", obj.docstring.value, flags=re.S)  # code spans are not links
+                for link in REFERENCE_LINK.findall(prose):  # mkdocs-autorefs looks up [text][id] and warns
+                    found.append(
+                        f"{obj.docstring.parent.filepath}:{obj.docstring.lineno}: {link} reads as a reference link"
+                    )
             for name, member in obj.members.items():
                 if member.is_alias or name.startswith("_"):
                     continue
                 if member.is_module:
-                    inside = member.path.split(".")[1] in API_PACKAGES or member.path in (
-                        "interp.models",
-                        "interp.errors",
-                    )
+                    inside = member.path.split(".")[1] in API_PACKAGES or member.name in ("models", "errors")
                     parse(member, inside)
                 else:
                     parse(member, rendered)
@@ -229,13 +233,16 @@ def test_api_docstrings_parse_without_warnings() -> None:
 
 
 def test_docstring_check_finds_a_bad_entry(tmp_path: Path) -> None:
-    """The check can fail: two parameters in one Args entry are reported."""
+    """The check can fail: two parameters in one Args entry, and [a][b] outside a code span, are reported."""
     (tmp_path / "fakepkg" / "kernels").mkdir(parents=True)
     (tmp_path / "fakepkg" / "__init__.py").write_text('"""Pkg."""\n', encoding="utf-8")
     (tmp_path / "fakepkg" / "kernels" / "__init__.py").write_text(
         '"""Kernels."""\n\n\ndef f(a: int, b: int) -> int:\n    """Add.\n\n    Args:\n        a, b: numbers.\n    """\n'
-        "    return a + b\n",
+        '    return a + b\n\n\ndef g() -> list:\n    """Lists of [layer][head]; ``[a][b]`` is code."""\n    return []\n',
         encoding="utf-8",
     )
     warnings = docstring_warnings(tmp_path, "fakepkg")
     assert any("'a, b' does not appear in the function signature" in w for w in warnings), warnings
+    assert [w for w in warnings if "reference link" in w] == [
+        f"{tmp_path / 'fakepkg' / 'kernels' / '__init__.py'}:14: [layer][head] reads as a reference link"
+    ]
