@@ -420,7 +420,7 @@ def run_report(
     out = prepare_out_dir(out_dir)
     _check_lm(lm)
     configs = stage_configs(config)
-    store = Store(out, progress=False)  # the report's folder, locked for the run: run.json goes through it
+    store = Store(out, progress=False, command="report")  # the report's folder, locked and claimed for the run
     try:
         return _run_stages(lm, store, config, configs, console or Console(stderr=True), started, launch)
     finally:
@@ -466,6 +466,7 @@ def _run_stages(
     settings = {name: c.settings() for name, c in configs.items()}
     settings["report"] = {"quick": config.quick, "stages": list(config.stages)}
     info = run_info(lm, settings, started, ranks=world().size)
+    info["command"] = "report"  # a used --out belongs to one command (`interp.runs.claim_folder`)
     info["stages"] = [
         {"name": s.name, "seconds": s.seconds, "summary": s.summary, "checks": as_records(s.checks)} for s in reports
     ]
@@ -498,9 +499,9 @@ def report(
     settings are checked first.
     """
     from interp.distributed import rank_model
-    from interp.runs import prepare_out_dir
+    from interp.runs import claim_folder, prepare_out_dir
 
-    prepare_out_dir(out_dir)
+    claim_folder(prepare_out_dir(out_dir), "report")  # another command's folder is refused before the model loads
     check_model_supported(model)
     stage_configs(config)
     lm = rank_model(model, launch)

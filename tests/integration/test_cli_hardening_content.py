@@ -358,3 +358,13 @@ def test_sigterm_is_treated_as_ctrl_c_exit_143(monkeypatch, capsys, tmp_path):
     assert "terminated (SIGTERM)" in err and "nothing" in err
     assert not (tmp_path / "o").exists()
     assert signal.getsignal(signal.SIGTERM) == before  # main() restores the handler it replaced
+
+
+def test_the_report_claims_its_folder_too(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"command": "patch ioi"}))
+    no_model(monkeypatch)
+    assert cli(monkeypatch, "report", "--quick", "--out", out) == 2  # was accepted: run.json overwritten
+    assert "holds the output of `interp patch ioi`" in one_error_line(capsys.readouterr().err)
+    assert json.loads((out / "run.json").read_text()) == {"command": "patch ioi"}
