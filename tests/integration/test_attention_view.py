@@ -40,7 +40,7 @@ def test_viewer_draws_the_kernels_softmax(tiny_model):
         lm.forward(ids)
     want = attention_pattern(cap["q", 1], cap["k", 1], **lm.attention_kwargs(1), masked=True)[0, 4]
     np.testing.assert_allclose(z, want.to(torch.float32).numpy(), rtol=1e-6, atol=1e-7, equal_nan=True)
-    assert result.lines == ("a head: layer 1 head 4",)
+    assert result.lines[0].startswith("a head (layer 1 head 4): attends most to ")  # the finding names the head
 
 
 def _float64_pattern(tiny_model, text: str, layer: int, head: int):
