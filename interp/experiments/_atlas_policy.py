@@ -1,8 +1,8 @@
 """The atlas's model-side selector measurements and its policy files (read back, DuoAttention export).
 
 `MEASURES` gives each measurement a selector of `interp.analyses.atlas.SELECTORS` may need:
-``profile`` (the atlas's distant mass, free), ``heads`` (induction and duplicate-token scores on
-repeated random tokens, `interp.experiments.heads`), ``retrieval`` (Wu et al.'s scores,
+``profile`` (the atlas's distant mass, and its value-weighted twin for ``vnorm``: free), ``heads``
+(induction and duplicate-token scores on repeated random tokens, `interp.experiments.heads`), ``retrieval`` (Wu et al.'s scores,
 `interp.experiments.retrieval`), ``ablation`` (each KV head windowed alone on the first profiled
 window, from its layer on: `interp.hooks.start_at_layer`).
 
@@ -41,24 +41,32 @@ DUO_TSV = "full_attention_heads.tsv"
 
 
 def _profile(lm: Model, result: AtlasResult, calib: Tensor, store: Store) -> dict[str, np.ndarray]:
-    return {"profile": result.full()[f"distant_{result.config.policy_window}"]}
+    full = result.full()
+    return {
+        "profile": full[f"distant_{result.config.policy_window}"],
+        "vnorm": full[f"w_distant_{result.config.policy_window}"],
+    }
 
 
 def _heads(lm: Model, result: AtlasResult, calib: Tensor, store: Store) -> dict[str, np.ndarray]:
     from interp.analyses.heads import HeadConfig
-    from interp.experiments.heads import run
+    from interp.experiments import registry  # another experiment: through the registry, never imported
 
-    length = min(64, (lm.arch.n_ctx - 2) // 2)  # TransformerLens's detector: 2 copies of 64 random tokens (fit the context)
-    got = run(lm, HeadConfig(kinds=("duplicate", "induction"), length=length, backend=result.config.backend), Store())
+    length = min(
+        64, (lm.arch.n_ctx - 2) // 2
+    )  # TransformerLens's detector: 2 copies of 64 random tokens (fit the context)
+    got = registry()["heads"].run(
+        lm, HeadConfig(kinds=("duplicate", "induction"), length=length, backend=result.config.backend), Store()
+    )
     return {"induction": got.grid("induction"), "duplicate": got.grid("duplicate")}
 
 
 def _retrieval(lm: Model, result: AtlasResult, calib: Tensor, store: Store) -> dict[str, np.ndarray]:
     from interp.analyses.retrieval import RetrievalConfig
-    from interp.experiments.retrieval.runner import run
+    from interp.experiments import registry  # another experiment: through the registry, never imported
 
     length = min(result.config.length, 2048)  # Wu et al. score at every length; 2k keeps the scoring to minutes on CPU
-    got = run(
+    got = registry()["retrieval"].run(
         lm,
         RetrievalConfig(lengths=(length,), depths=(0.1, 0.5, 0.9), mask=False, backend=result.config.backend),
         Store(),

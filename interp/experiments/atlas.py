@@ -23,6 +23,7 @@ from torch import Tensor
 
 from interp.analyses.atlas import (
     SELECTORS,
+    WEIGHTED_ROW_METRICS,
     AtlasConfig,
     AtlasResult,
     combine,
@@ -95,7 +96,7 @@ def scan_text(lm: Model, ids: Tensor, config: AtlasConfig, layers: Sequence[int]
     Returns:
         JSON-able ``{"tokens": n, "layers": [reduce_layer record per layer]}``.
     """
-    from interp.hooks import stream_layers
+    from interp.hooks import stream_layers, value_norms
     from interp.kernels import attention_stats
 
     bins = position_bins(config.length, config.n_bins)
@@ -103,22 +104,24 @@ def scan_text(lm: Model, ids: Tensor, config: AtlasConfig, layers: Sequence[int]
     windows = config.kernel_windows
     out: dict[int, dict] = {}
 
-    def on_layer(layer: int, q: Tensor, k: Tensor) -> None:
+    def on_layer(layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
         st = attention_stats(
             q, k, **lm.attention_kwargs(layer), sink_tokens=config.sinks, recent_windows=windows, columns=True,
-            backend=config.backend,
+            key_weight=value_norms(lm, layer, v).output, backend=config.backend,
         )  # fmt: skip
         assert st.recent is not None and st.distant is not None and st.recv is not None
         rows = {
-            name: getattr(st, name)[0] for name in ("first", "sink", "entropy", "dist", "waad", "top1p", "self_mass")
+            name: getattr(st, name)[0]
+            for name in ("first", "sink", "entropy", "dist", "waad", "top1p", "self_mass", *WEIGHTED_ROW_METRICS)
         }
         rows["prev"] = st.recent[0, :, :, windows.index(2)] - st.self_mass[0]
         for w in config.windows:
-            rows[f"recent_{w}"] = st.recent[0, :, :, windows.index(w)]
-            rows[f"distant_{w}"] = st.distant[0, :, :, windows.index(w)]
+            for prefix in ("", "w_"):  # attention, and attention weighted by ||W_O^h v_j||
+                rows[f"{prefix}recent_{w}"] = getattr(st, f"{prefix}recent")[0, :, :, windows.index(w)]
+                rows[f"{prefix}distant_{w}"] = getattr(st, f"{prefix}distant")[0, :, :, windows.index(w)]
         out[layer] = reduce_layer(rows, bins, n_bins, st.recv[0])
 
-    stream_layers(lm, ids, layers, on_layer)
+    stream_layers(lm, ids, layers, on_layer, values=True)
     return {"tokens": int(ids.shape[1]), "layers": [out[layer] for layer in layers]}
 
 

@@ -79,13 +79,16 @@ def test_kv_heads_score_the_max_of_their_query_heads_and_the_lowest_are_windowed
 
 def test_every_selector_gives_a_kv_head_grid_and_random_is_seeded():
     m = {"profile": np.random.default_rng(0).random((3, 4)), "induction": np.zeros((3, 4)), "duplicate": np.eye(3, 4),
-         "retrieval": np.ones((3, 4)), "ablation": np.arange(6.0).reshape(3, 2)}  # fmt: skip
+         "retrieval": np.ones((3, 4)), "ablation": np.arange(6.0).reshape(3, 2),
+         "vnorm": np.arange(12.0).reshape(3, 4)}  # fmt: skip
     for sel in SELECTORS.values():
         assert sel.score(m, [0, 0, 1, 1], 0).shape == (3, 2), sel.name
     rand = SELECTORS["random"]
     assert np.array_equal(rand.score(m, [0, 0, 1, 1], 1), rand.score(m, [0, 0, 1, 1], 1))
     assert not np.array_equal(rand.score(m, [0, 0, 1, 1], 1), rand.score(m, [0, 0, 1, 1], 2))
     assert SELECTORS["razor"].score(m, [0, 0, 1, 1], 0).tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
+    # vnorm: the value-weighted distant mass, max over each KV head's query heads
+    assert SELECTORS["vnorm"].score(m, [0, 0, 1, 1], 0).tolist() == [[1.0, 3.0], [5.0, 7.0], [9.0, 11.0]]
 
 
 def test_decision_units_skip_the_layers_the_model_windows():

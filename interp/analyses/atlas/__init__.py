@@ -26,7 +26,15 @@ from interp.analyses.atlas.policy import (
     windowed_from_duo,
     windowed_from_json,
 )
-from interp.analyses.atlas.profiles import KINDS, classify, concentration, metric_names, position_bins, reduce_layer
+from interp.analyses.atlas.profiles import (
+    KINDS,
+    WEIGHTED_ROW_METRICS,
+    classify,
+    concentration,
+    metric_names,
+    position_bins,
+    reduce_layer,
+)
 from interp.analyses.atlas.result import AtlasResult, combine, with_causal, with_scores
 
 __all__ = [
@@ -50,6 +58,7 @@ __all__ = [
     "key_tokens",
     "kv_saved",
     "metric_names",
+    "WEIGHTED_ROW_METRICS",
     "parse_ints",
     "parse_names",
     "position_bins",

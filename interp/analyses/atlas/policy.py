@@ -77,12 +77,15 @@ SELECTORS: dict[str, Selector] = {
         Selector("profile", ("profile",), lambda m, kv, s: group_max(m["profile"], kv),
                  source="the atlas: distant mass beyond the sinks and the policy window, max over the group"),
         Selector("razor", ("heads",), lambda m, kv, s: group_max(np.maximum(m["induction"], m["duplicate"]), kv),
-                 source="RazorAttention (Tang et al. 2024): induction and echo (duplicate-token) scores on "
+                 source="RazorAttention (Tang et al. 2025): induction and echo (duplicate-token) scores on "
                         "repeated random tokens, max over the group"),
         Selector("retrieval", ("retrieval",), lambda m, kv, s: group_max(m["retrieval"], kv),
                  source="retrieval scores (Wu et al. 2024) from interp score retrieval's machinery, max over the group"),
         Selector("ablation", ("ablation",), lambda m, kv, s: m["ablation"],
                  source="each KV head windowed alone on a calibration window: its own loss change"),
+        Selector("vnorm", ("profile",), lambda m, kv, s: group_max(m["vnorm"], kv),
+                 source="the atlas's value-weighted distant mass (attention x ||W_O^h v_j||, Kobayashi et al. "
+                        "2020; kvpress's ExpectedAttention scales by value norms), max over the group"),
         Selector("random", ("profile",), _random, seeded=True, source="uniform random order, one per seed"),
     )
 }  # fmt: skip

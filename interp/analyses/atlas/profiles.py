@@ -7,6 +7,12 @@ previous-token mass a_{i,i-1}, recent mass within W tokens and distant mass beyo
 the last W tokens for each W of ``windows``; per head, the concentration of received attention
 (share of all attention received that goes to the top 1% of keys). From the statistics at the
 full length (the last position bin) each head gets a ``kind`` (`classify`).
+
+Value-weighted profiles (issue 31): the same masses with attention weighted by what each key
+moves, u_ij = a_ij ||W_O^h v_j|| (the kernel's ``key_weight``, `interp.hooks.value_norms`):
+``w_first``, ``w_sink``, ``w_self_mass``, ``w_recent_<W>``, ``w_distant_<W>``, each a share of
+sum_j u_ij (docs/METRICS.md#value-weighted-sinks). ``w_distant`` at the policy window scores
+the ``vnorm`` selector (`interp.analyses.atlas.policy.SELECTORS`).
 """
 
 from __future__ import annotations
@@ -21,17 +27,30 @@ from torch import Tensor
 
 from interp.analyses.atlas.config import AtlasConfig
 
-__all__ = ["KINDS", "metric_names", "position_bins", "concentration", "reduce_layer", "classify"]
+__all__ = [
+    "KINDS",
+    "WEIGHTED_ROW_METRICS",
+    "metric_names",
+    "position_bins",
+    "concentration",
+    "reduce_layer",
+    "classify",
+]
 
 KINDS = ("sink", "previous-token", "local", "global")
 """Head kinds, in the order they are tested (docs/METRICS.md#head-atlas)."""
 
 _ROW_METRICS = ("first", "sink", "entropy", "dist", "waad", "top1p", "self_mass", "prev")
+WEIGHTED_ROW_METRICS = ("w_first", "w_sink", "w_self_mass")
+"""Value-weighted row metrics (the kernel's statistics of the same name, key_weight = ||W_O^h v_j||)."""
 
 
 def metric_names(windows: Sequence[int]) -> tuple[str, ...]:
-    """The profile metrics, in order: the row metrics, then recent_<w> and distant_<w> per window."""
-    return _ROW_METRICS + tuple(f"recent_{w}" for w in windows) + tuple(f"distant_{w}" for w in windows)
+    """The profile metrics, in order: the row metrics, recent_<w> and distant_<w> per window, then
+    the value-weighted ones (w_first, w_sink, w_self_mass, w_recent_<w>, w_distant_<w>)."""
+    plain = _ROW_METRICS + tuple(f"recent_{w}" for w in windows) + tuple(f"distant_{w}" for w in windows)
+    weighted = tuple(f"w_recent_{w}" for w in windows) + tuple(f"w_distant_{w}" for w in windows)
+    return plain + WEIGHTED_ROW_METRICS + weighted
 
 
 def position_bins(length: int, n_bins: int) -> np.ndarray:

@@ -251,6 +251,8 @@ def combine(
     for rec in records:
         for i, layer_rec in enumerate(rec["layers"]):
             for m, name in enumerate(metrics):
+                if name not in layer_rec["sums"]:  # a resume log from before value weighting: NaN profile
+                    continue
                 sums[i, :, m] += np.asarray(layer_rec["sums"][name])
                 counts[i, :, m] += np.asarray(layer_rec["counts"][name])
             conc[i] += np.asarray(layer_rec["concentration"])
