@@ -151,7 +151,8 @@ def run(lm: Model, config: ViewConfig, store: Any = None) -> AttentionViews:
         tokens = lm.token_strings(ids[0])
         q, k = cap["q", layer][0, head], cap["k", layer][0, lm.arch.kv_map[head]]
         fig = attention_view(q, k, tokens, **pattern_kwargs(lm.attention_kwargs(layer), head), layer=layer, head=head)
-        fig.update_layout(title=f"{caption}: {fig.layout.title.text}")
+        named = caption.lower() == f"layer {layer} head {head}"  # the figure's own title names the head
+        fig.update_layout(title=fig.layout.title.text.capitalize() if named else f"{caption}: {fig.layout.title.text}")
         figures[f"{label}_L{layer}H{head}"] = fig
         stats = attention_stats(cap["q", layer], cap["k", layer], **lm.attention_kwargs(layer), columns=True)
         summary = head_summary(stats.entropy[0, head], stats.sink[0, head], stats.recv[0, head], tokens)
