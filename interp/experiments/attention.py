@@ -6,7 +6,10 @@ the kernel's own softmax (`interp.kernels.attention_pattern`, through `interp.pl
 drawn with the query and key tokens in the hover and as tick labels. The finding says, per head,
 which keys it attends to most (mean attention over the queries), its mean entropy and its sink
 mass (the kernel's statistics, `interp.kernels.attention_stats`, with the layer's own settings).
-A text you give is drawn as it is; ``--repeats N`` says it N times. In the report the views are built from the
+A text you give is drawn as it is; ``--repeats N`` says it N times. With ``--weighting norm``
+each head is drawn twice side by side: a_ij, and the norm-weighted a_ij ||W_O^h v_j|| normalised
+per row (Kobayashi et al. 2020; v captured too, `interp.hooks.value_norms`): what each key adds
+to the head's output rather than the attention it gets. In the report the views are built from the
 results of the stages this one `needs`: the top retrieval head on a sentence said twice (a head
 that copies from context attends, on the second copy, to the token after the current token's
 first occurrence: a stripe parallel to the diagonal) and the top patching head on a clean prompt
@@ -38,6 +41,7 @@ __all__ = ["ViewConfig", "AttentionViews", "REPEAT_TEXT", "head_summary", "run",
 REPEAT_TEXT = "The violet lighthouse keeper Marguerite counted forty-seven copper gulls over the Baltic shore at dawn. "
 
 View = tuple[str, int, int, str, str]  # (label, layer, head, text, caption)
+WEIGHTINGS = ("attention", "norm")  # how --weighting draws a head
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,16 @@ class ViewConfig(Config):
     Attributes:
         views: (label, layer, head, text, caption) per figure; the figure is named
             ``<label>_L<layer>H<head>`` and titled by its caption.
+        weighting: "attention" (a_ij) or "norm" (a_ij beside a_ij ||W_O^h v_j|| normalised per row).
     """
 
     views: tuple[View, ...] = ()  # no default view: a view names a head and a text
+    weighting: str = "attention"  # "norm": the norm-weighted pattern beside the plain one
 
     def validate(self) -> None:
         """Raise `InterpError` on an empty or malformed view (model-free checks)."""
+        if self.weighting not in WEIGHTINGS:
+            raise InterpError(f"unknown weighting {self.weighting!r}: use {' or '.join(WEIGHTINGS)}")
         if not self.views:
             raise InterpError("no views: give at least one (label, layer, head, text, caption)")
         for view in self.views:
@@ -138,7 +146,7 @@ def run(lm: Model, config: ViewConfig, store: Any = None) -> AttentionViews:
     """
     from interp.hooks import capture
     from interp.kernels import attention_stats
-    from interp.plots.attention import attention_view, pattern_kwargs
+    from interp.plots.attention import attention_view, norm_view, pattern_kwargs
 
     for _, layer, head, _, _ in config.views:  # every view checked before any is drawn
         lm.arch.check_layer(layer)
@@ -146,11 +154,16 @@ def run(lm: Model, config: ViewConfig, store: Any = None) -> AttentionViews:
     figures, lines, heads = {}, [], []
     for label, layer, head, text, caption in config.views:
         ids = lm.encode(text)
-        with capture(lm, layers=[layer], keep=("q", "k")) as cap:
+        norm = config.weighting == "norm"
+        with capture(lm, layers=[layer], keep=("q", "k", "v") if norm else ("q", "k")) as cap:
             lm.forward(ids)
         tokens = lm.token_strings(ids[0])
         q, k = cap["q", layer][0, head], cap["k", layer][0, lm.arch.kv_map[head]]
-        fig = attention_view(q, k, tokens, **pattern_kwargs(lm.attention_kwargs(layer), head), layer=layer, head=head)
+        settings = {**pattern_kwargs(lm.attention_kwargs(layer), head), "layer": layer, "head": head}
+        if norm:
+            fig = norm_view(q, k, cap.value_norms(layer).output[0, head], tokens, **settings)
+        else:
+            fig = attention_view(q, k, tokens, **settings)
         named = caption.lower() == f"layer {layer} head {head}"  # the figure's own title names the head
         fig.update_layout(title=fig.layout.title.text.capitalize() if named else f"{caption}: {fig.layout.title.text}")
         figures[f"{label}_L{layer}H{head}"] = fig
@@ -207,6 +220,9 @@ def cli(
     repeats: Optional[int] = typer.Option(
         None, "--repeats", min=1, help="Say the text N times (your text: once unless given; copying shows from 2)."
     ),
+    weighting: str = typer.Option(
+        "attention", "--weighting", help="attention: a_ij; norm: a_ij beside a_ij ||W_O^h v_j|| normalised per row."
+    ),
     model: Optional[str] = flags.model_option(),
     out: Path = flags.out_option("runs/attention"),
     fresh: bool = flags.fresh_option(),
@@ -223,7 +239,15 @@ def cli(
     said = _said(text, repeats)
     views = tuple(("head", int(layer), int(head), said, f"Layer {layer} head {head}") for layer, head in parsed)
     notes = {"text_file": str(text_file) if text_file else None, "repeats": repeats}
-    execute(EXPERIMENT, ViewConfig(views=views), launch=flags.launch(), model=model, out=out, fresh=fresh, notes=notes)
+    execute(
+        EXPERIMENT,
+        ViewConfig(views=views, weighting=weighting),
+        launch=flags.launch(),
+        model=model,
+        out=out,
+        fresh=fresh,
+        notes=notes,
+    )
 
 
 def _said(text: Optional[str], repeats: Optional[int]) -> str:
