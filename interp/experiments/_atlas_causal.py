@@ -8,7 +8,7 @@ pass also gives each loss token's short-context loss (LongPPL's last K..5K/4 - 1
 the key tokens.
 
 What does not change between conditions is computed once: the needle prompts of one needle share
-their haystack prefix (`interp.experiments.retrieval.traces.teacher_answers` walks the prefix
+their haystack prefix (`interp.experiments._needles.teacher_answers` walks the prefix
 tree with a reused KV cache), and the held-out windows' residual stream entering the first edited
 layer comes from the unedited pass (`interp.hooks.start_at_layer`: the layers below it are
 skipped). Conditions that window the same KV heads are measured once. Every condition is a unit
@@ -113,7 +113,7 @@ def _needles(lm: Model, result: AtlasResult) -> list:
     if cfg.needles == 0:
         return []
     from interp.analyses.retrieval import RetrievalConfig
-    from interp.experiments.retrieval.runner import prepare_samples
+    from interp.experiments._needles import prepare_samples
 
     samples, _ = prepare_samples(lm, RetrievalConfig(lengths=(cfg.length,), depths=DEPTHS, mask=False))
     ids = list(dict.fromkeys(s.needle_id for s in samples))[: cfg.needles]
@@ -122,7 +122,7 @@ def _needles(lm: Model, result: AtlasResult) -> list:
 
 def _recall(lm: Model, samples: Sequence, edits: Sequence) -> list[float]:
     """Greedy (teacher-forced) needle recall of each sample with ``edits``; shared prefixes once."""
-    from interp.experiments.retrieval.traces import answer_recall, needle_recall, teacher_answers
+    from interp.experiments._needles import answer_recall, needle_recall, teacher_answers
 
     if not samples:
         return []

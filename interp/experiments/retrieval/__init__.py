@@ -1,10 +1,13 @@
 """`interp score retrieval`: retrieval heads by needle-in-a-haystack (Wu et al. 2024).
 
-- `runner`: `prepare_samples` (the needle grid with the model's tokenizer) and `run` (trace,
+- `runner`: `run` (trace,
   score and combine every sample, then the causal masking check; resumable, over ranks).
 - `traces`: the model side of one sample or a grid: `teacher_trace(s)`, `decode_trace(s)` (the
-  scored rows and their top-1 keys, from the kernel), `greedy_answer` (Wu et al.'s loop),
-  `needle_recall` / `teacher_answers` / `decode_answers` (answers under edits, no kernel).
+  scored rows and their top-1 keys, from the kernel), `decode_answers` (answers under edits,
+  no kernel).
+- `interp.experiments._needles` (shared with the head atlas): `prepare_samples` (the needle grid
+  with the model's tokenizer), `greedy_answer` (Wu et al.'s loop), `needle_recall` /
+  `teacher_answers` (answers under edits, no kernel), re-exported here.
 - `command`: ``interp score retrieval``, its tables, figures and the report's stage (`EXPERIMENT`).
 
 The pure half (config, scoring, the grid's result, the masking check) is
@@ -17,16 +20,13 @@ The pure half (config, scoring, the grid's result, the masking check) is
 """
 
 from interp.analyses.retrieval import RetrievalConfig
+from interp.experiments._needles import answer_recall, greedy_answer, needle_recall, prepare_samples, teacher_answers
 from interp.experiments.retrieval.command import EXPERIMENT, describe
-from interp.experiments.retrieval.runner import prepare_samples, run
+from interp.experiments.retrieval.runner import run
 from interp.experiments.retrieval.traces import (
-    answer_recall,
     decode_answers,
     decode_trace,
     decode_traces,
-    greedy_answer,
-    needle_recall,
-    teacher_answers,
     teacher_trace,
     teacher_traces,
 )

@@ -13,7 +13,7 @@ resumed from ``samples.jsonl`` and ``masking-<hash>.jsonl``.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Callable, Optional, Sequence
 
 from interp.analyses.retrieval import (
@@ -24,71 +24,20 @@ from interp.analyses.retrieval import (
     masking_result,
     sample_record,
 )
-from interp.datasets.haystack import Haystack, load_haystack
-from interp.datasets.needles import NeedleSample, PromptTemplate, build_samples, load_needles
+from interp.datasets.needles import NeedleSample
 from interp.digest import digest
-from interp.errors import InterpError
 from interp.experiments._base import Store
+from interp.experiments._needles import answer_recall, needle_recall, prepare_samples, teacher_answers
 from interp.experiments.retrieval.traces import (
-    answer_recall,
     decode_answers,
     decode_trace,
     decode_traces,
-    needle_recall,
-    teacher_answers,
     teacher_trace,
     teacher_traces,
 )
 from interp.models import Model
 
-__all__ = ["prepare_samples", "run"]
-
-
-def prepare_samples(lm: Model, config: RetrievalConfig) -> tuple[list[NeedleSample], dict]:
-    """Build every sample of the grid with the model's tokenizer (no forward pass yet).
-
-    Returns:
-        (samples, provenance): provenance names the needles, haystack and template used and
-        hashes them (these decide whether finished samples of an earlier run can be reused).
-
-    Raises:
-        InterpError: any bad input (see `interp.datasets.needles.build_sample`), before any
-            model work or file write happens.
-    """
-    if lm.tokenizer is None:
-        raise InterpError("the model has no tokenizer: retrieval scoring builds text prompts, so it needs one")
-    needles = load_needles(config.needles)
-    sentences, hay_name = load_haystack(config.haystack)
-
-    def encode_many(texts: list[str]) -> list[list[int]]:
-        return lm.tokenizer(texts, add_special_tokens=False).input_ids
-
-    haystack = Haystack.tokenize(sentences, encode_many, hay_name)
-    template = PromptTemplate.from_chat(lm.chat_prompt)  # plain prompt when there is no chat template
-    samples = build_samples(
-        lambda text: encode_many([text])[0],
-        template,
-        haystack,
-        needles,
-        config.lengths,
-        config.depths,
-        n_ctx=lm.arch.n_ctx,
-        response=config.response,
-        bos=lm.bos_id,  # BOS once, at position 0 (the haystack and needle pieces carry none)
-    )
-    provenance = {
-        "model": lm.name,
-        "mode": config.mode,
-        "response": config.response if config.mode == "teacher" else None,
-        "max_new_tokens": config.max_new_tokens if config.mode == "decode" else None,
-        "needles": config.needles or "interp/data/needles.jsonl",
-        "needles_sha256": digest([asdict(n) for n in needles]),
-        "haystack": hay_name,
-        "haystack_sha256": haystack.digest(),
-        "haystack_tokens": haystack.n_tokens,
-        "chat_template": template.chat,
-    }
-    return samples, provenance
+__all__ = ["run"]
 
 
 def _shares_prefix(lm: Model, config: RetrievalConfig) -> bool:
