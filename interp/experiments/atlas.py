@@ -28,8 +28,6 @@ from interp.analyses.atlas import (
     AtlasResult,
     combine,
     decision_units,
-    parse_ints,
-    parse_names,
     position_bins,
     reduce_layer,
     with_scores,
@@ -318,14 +316,10 @@ def cli(
     selectors compared causally; writes heads.csv, kv_heads.csv, profiles.csv, policy.json,
     full_attention_heads.tsv + config.json (DuoAttention), causal.csv, frontier.csv, atlas.html,
     causal.html, frontier.html and run.json into OUT."""
-    try:
-        shares = tuple(float(x) for x in budgets.split(",") if x.strip())
-    except ValueError:
-        raise InterpError(f"--budgets takes comma-separated shares such as 0.25,0.5, got {budgets!r}") from None
     config = AtlasConfig(
         texts=read_texts(texts) if texts is not None else None, length=length, max_texts=max_texts, sinks=sinks,
-        windows=parse_ints(windows, "--windows"), window=window, n_bins=bins, distant_max=distant_max,
-        causal_texts=causal_texts, selectors=parse_names(selectors), budgets=shares, seeds=seeds, needles=needles,
+        windows=flags.parse_ints(windows, "--windows"), window=window, n_bins=bins, distant_max=distant_max,
+        causal_texts=causal_texts, selectors=flags.parse_names(selectors, "--selectors", tuple(SELECTORS)), budgets=flags.parse_floats(budgets, "--budgets"), seeds=seeds, needles=needles,
         key_context=key_context, layers=flags.parse_layers(layers),
         policy_file=str(policy) if policy is not None else None,
         backend=flags.check_backend(backend),

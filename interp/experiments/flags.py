@@ -124,13 +124,20 @@ def parse_heads(
 
 
 def parse_ints(text: Optional[str], flag: str) -> Optional[tuple[int, ...]]:
-    """``"1024,2048"`` -> (1024, 2048); None stays None."""
+    """``"1024,2048"`` -> (1024, 2048); None stays None.
+
+    Raises:
+        InterpError: a part that is no int, or nothing at all.
+    """
     if text is None:
         return None
     try:
-        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+        values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError as err:
         raise InterpError(f"{flag} must be comma-separated ints like 10,15,20; got {text!r}") from err
+    if not values:
+        raise InterpError(f"{flag} is empty: give at least one integer, e.g. 10,15,20")
+    return values
 
 
 def parse_floats(text: Optional[str], flag: str) -> Optional[tuple[float, ...]]:

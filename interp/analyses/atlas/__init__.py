@@ -13,7 +13,7 @@ Pure: the runner (`interp.experiments.atlas`) drives the model.
 """
 
 from interp.analyses.atlas.causal import best_savings, condition_row, frontier, interval, key_tokens
-from interp.analyses.atlas.config import LONGPPL_CONTEXT, LONGPPL_STEP, AtlasConfig, parse_ints, parse_names
+from interp.analyses.atlas.config import LONGPPL_CONTEXT, LONGPPL_STEP, AtlasConfig
 from interp.analyses.atlas.policy import (
     SELECTORS,
     Selector,
@@ -59,8 +59,6 @@ __all__ = [
     "kv_saved",
     "metric_names",
     "WEIGHTED_ROW_METRICS",
-    "parse_ints",
-    "parse_names",
     "position_bins",
     "query_heads",
     "reduce_layer",

@@ -1,4 +1,4 @@
-"""What the head atlas measures (`AtlasConfig`) and the flag parsers its command shares."""
+"""What the head atlas measures (`AtlasConfig`)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,11 @@ from typing import Optional
 from interp.config import Config
 from interp.errors import InterpError
 
-__all__ = ["AtlasConfig", "parse_ints", "parse_names", "LONGPPL_CONTEXT", "LONGPPL_STEP"]
+__all__ = ["AtlasConfig", "LONGPPL_CONTEXT", "LONGPPL_STEP"]
 
 _PREV_WINDOW = 2  # recent mass within 2 positions = a_ii + a_{i,i-1}: previous-token mass = recent_2 - self_mass
 LONGPPL_CONTEXT = 4096  # LongPPL (Fang et al. 2025): the short context of the long-short difference (trunc_len)
 LONGPPL_STEP = 1024  # LongPPL: tokens scored per short window (sliding_window), K / 4
-
-
-def parse_ints(text: str, flag: str) -> tuple[int, ...]:
-    """``"64,256,1024"`` -> (64, 256, 1024); a bad list is one `InterpError` naming ``flag``."""
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise InterpError(f"{flag} takes comma-separated integers such as 64,256,1024, got {text!r}") from None
-    if not values:
-        raise InterpError(f"{flag} is empty: give at least one integer")
-    return values
-
-
-def parse_names(text: str) -> tuple[str, ...]:
-    """``"profile, razor"`` -> ("profile", "razor") (checked against the selectors by `AtlasConfig`)."""
-    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 @dataclass(frozen=True)
