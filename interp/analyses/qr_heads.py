@@ -34,7 +34,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.analyses.checks import Check, above, as_records, chance_level, not_tested
-from interp.analyses.ranking import rank_heads
+from interp.analyses.ranking import grid_cells, rank_heads
 from interp.analyses.stats import mean_spread, proportion_spread, spread_columns
 from interp.config import Config
 from interp.datasets.documents import QRSample
@@ -188,8 +188,7 @@ class QRResult:
         """heads.csv: layer, head, qr_score, accuracy, raw_gold_mass, each followed by its spread
         over samples (``_sd``, ``_ci_low``, ``_ci_high``: Student-t's 95% interval of the mean,
         Wilson's for the accuracy; NaN with one sample)."""
-        li, hi = np.meshgrid(np.arange(len(self.layers)), np.arange(self.n_heads), indexing="ij")
-        cells = (li.ravel(), hi.ravel())
+        cells = grid_cells(len(self.layers), self.n_heads)
         return pd.DataFrame(
             {
                 "layer": np.asarray(self.layers)[cells[0]],

@@ -4,6 +4,7 @@ A head score grid is ``[layer, head]`` (retrieval score, detector score, QR scor
 effect, hidden-sink mass, ...). `rank_heads` orders its heads best first with one policy
 everywhere: a NaN score means the head was not measured (no sample counted it, it was not
 patched) and is never ranked; ties keep (layer, head) order, so a ranking is reproducible.
+`grid_cells` lists the cells of such a grid (or of any n-D grid) in that order, for the tables.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from torch import Tensor
 
 from interp.errors import InterpError
 
-__all__ = ["rank_heads"]
+__all__ = ["rank_heads", "grid_cells"]
 
 RankedHead = tuple[int, int, float]  # (layer, head, score)
+
+
+def grid_cells(*sizes: int) -> tuple[np.ndarray, ...]:
+    """The index of every cell of a grid of shape ``sizes`` along each axis, in row-major order:
+    ``grid_cells(n_layers, n_heads)`` -> (layer index, head) [n_layers * n_heads] each, the rows of
+    a heads table (``grid[cells]`` reads the grid in the same order)."""
+    return tuple(np.indices(sizes).reshape(len(sizes), -1))
 
 
 def rank_heads(

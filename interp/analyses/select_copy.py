@@ -31,7 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analyses.checks import Check, above, as_records, chance_level, not_tested
-from interp.analyses.ranking import rank_heads
+from interp.analyses.ranking import grid_cells, rank_heads
 from interp.analyses.stats import mean_spread, proportion_spread, spread_columns
 from interp.config import Config
 from interp.datasets.questions import Question
@@ -187,8 +187,7 @@ class SelectCopyResult:
         """heads.csv: layer, head, qk_accuracy, attn_accuracy, mean_qk_margin, each followed by its
         spread over questions (``_sd``, ``_ci_low``, ``_ci_high``: Wilson's 95% interval for the
         accuracies, Student-t's for the margin; NaN with one question)."""
-        li, hi = np.meshgrid(np.arange(len(self.layers)), np.arange(self.n_heads), indexing="ij")
-        cells = (li.ravel(), hi.ravel())
+        cells = grid_cells(len(self.layers), self.n_heads)
         return pd.DataFrame(
             {
                 "layer": np.asarray(self.layers)[cells[0]],

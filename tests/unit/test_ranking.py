@@ -52,3 +52,14 @@ def test_analyses_rank_through_it():
     )
     # regression guard of the old policy's difference: NaN was ranked last as -inf, now left out
     assert result.top("induction", 5) == [(6, 0, 0.7), (6, 1, 0.7), (4, 0, 0.1)]
+
+
+def test_grid_cells_list_a_grid_in_row_major_order():
+    """The rows of every heads table: (layer, head) pairs in the order ``grid.ravel()`` reads them."""
+    from interp.analyses.ranking import grid_cells
+
+    li, hi = grid_cells(2, 3)
+    assert li.tolist() == [0, 0, 0, 1, 1, 1] and hi.tolist() == [0, 1, 2, 0, 1, 2]
+    grid = np.random.default_rng(0).random((2, 3, 4))
+    cells = grid_cells(*grid.shape)
+    assert np.array_equal(grid[cells], grid.ravel())

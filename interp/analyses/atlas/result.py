@@ -20,6 +20,7 @@ from interp.analyses.atlas.config import AtlasConfig
 from interp.analyses.atlas.policy import decision_units, duo_attention_heads, kv_saved, query_heads
 from interp.analyses.atlas.profiles import KINDS, classify, metric_names, position_bins
 from interp.analyses.checks import Check, as_records, at_least, at_most, holds
+from interp.analyses.ranking import grid_cells
 from interp.errors import InterpError
 
 __all__ = ["AtlasResult", "combine", "with_causal", "with_scores"]
@@ -158,13 +159,11 @@ class AtlasResult:
     def profiles_dataframe(self) -> pd.DataFrame:
         """profiles.csv: layer, head, bin, pos_lo, pos_hi, metric, value (long format)."""
         n_layers, n_heads, n_metrics, n_bins = self.profiles.shape
-        li, hi, mi, bi = np.meshgrid(
-            np.arange(n_layers), np.arange(n_heads), np.arange(n_metrics), np.arange(n_bins), indexing="ij"
-        )
+        li, hi, mi, bi = grid_cells(n_layers, n_heads, n_metrics, n_bins)
         return pd.DataFrame({
-            "layer": np.asarray(self.layers)[li.reshape(-1)], "head": hi.reshape(-1), "bin": bi.reshape(-1),
-            "pos_lo": self.bins[bi.reshape(-1), 0], "pos_hi": self.bins[bi.reshape(-1), 1],
-            "metric": np.asarray(self.metrics)[mi.reshape(-1)], "value": self.profiles.reshape(-1),
+            "layer": np.asarray(self.layers)[li], "head": hi, "bin": bi,
+            "pos_lo": self.bins[bi, 0], "pos_hi": self.bins[bi, 1],
+            "metric": np.asarray(self.metrics)[mi], "value": self.profiles.reshape(-1),
         })  # fmt: skip
 
     def causal_dataframe(self) -> pd.DataFrame:

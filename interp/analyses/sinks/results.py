@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from interp.analyses.checks import Check, as_records, at_least, holds
+from interp.analyses.ranking import grid_cells
 from interp.analyses.sinks.config import SinkConfig
 from interp.analyses.sinks.measures import TOKEN_TYPES, noop_sinks, sink_rate, value_ratio
 
@@ -216,8 +217,7 @@ class SinkResult:
         for (_text, layer, head, _), a in zip(hidden, self.hit_alpha[self.hit_hidden]):
             counts[index[int(layer)], head] += 1
             mass[index[int(layer)], head] += a
-        li, hi = np.meshgrid(np.arange(n_layers), np.arange(self.n_heads), indexing="ij")
-        li, hi = li.ravel(), hi.ravel()
+        li, hi = grid_cells(n_layers, self.n_heads)
         columns = {
             "layer": np.asarray(self.layers)[li],
             "head": hi,
