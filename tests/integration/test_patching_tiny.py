@@ -514,8 +514,8 @@ def test_cli_pairs_equal_one_forward_per_patch_and_resume(saved_tiny, tmp_path, 
     )
     assert len(df) == 2 * b.n_pos and df["head"].isna().all()  # 2 layers x every position
     for row in df.itertuples():
-        want = _slow_patch(hf, b, "resid_pre", int(row.layer), -1, int(row.pos))
-        assert row.score == pytest.approx(want, abs=1e-4), (row.layer, row.pos)
+        want = _slow_patch(hf, b, "resid_pre", int(row.layer), -1, int(row.position))
+        assert row.score == pytest.approx(want, abs=1e-4), (row.layer, row.position)
     info = json.loads((out / "run.json").read_text())
     assert info["summary"]["task"] == "names" and info["result"]["baseline"]["n"] == 3
     assert info["settings"]["pairs"] == str(pairs) and (out / "patch.html").stat().st_size > 10_000
