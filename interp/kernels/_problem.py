@@ -2,9 +2,10 @@
 
 `prepare` turns the user's arguments into a `Problem` (every check that can fail happens
 here, with an `InterpError` that says what to do), so the backends can assume clean input.
-The streaming backends return `RawStats`: row statistics for the requested rows and the
-column *sums*; `finalize` (in `stats.py`) divides the sums by the query counts computed here
-and writes NaN where a statistic is undefined. The float64 reference computes everything
+The streaming backends return `RawStats`, a dict keyed by the statistics table
+(`_table.py`): row statistics for the requested rows and the column *sums*; `finalize` (in
+`stats.py`) divides the sums by the query counts computed here and writes each statistic's
+fill value where it is undefined. The float64 reference computes everything
 itself, as an independent check of that bookkeeping.
 
 Index conventions used everywhere in `interp.kernels`:
@@ -54,6 +55,9 @@ class Problem:
     targets: Tensor | None = None
     targets_2d: bool = False  # the user passed [batch, n_rows]: return [batch, head, n_rows]
     recent_windows: tuple[int, ...] = ()  # w of recent / distant, distinct ints >= 1
+    # [batch, head, key_pos] float64 non-negative weight w_j of each key for each query head
+    # (kv-head weights already repeated over their group), or None: no w_* statistics
+    key_weight: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -101,31 +105,14 @@ class Problem:
         return ok
 
 
-@dataclass(frozen=True)
-class RawStats:
-    """What a streaming backend returns; `finalize` turns it into `AttentionStats`.
+RawStats = dict[str, Tensor]
+"""What a streaming backend returns; `finalize` (stats.py) turns it into `AttentionStats`.
 
-    Row statistics are [batch, head, n_rows] for `Problem.rows` (values of padded rows are
-    ignored); column sums are [batch, head, key_pos] sums of A_ij over real queries, all
-    queries for `recv_sum`, the band queries for `band_sum` (None when columns=False).
-    """
-
-    lse: Tensor
-    top1: Tensor
-    top1p: Tensor
-    entropy: Tensor
-    sink: Tensor
-    dist: Tensor
-    waad: Tensor
-    seg: Tensor | None  # [batch, head, n_rows, n_segments]
-    recv_sum: Tensor | None
-    band_sum: Tensor | None
-    target_mass: Tensor | None = None  # [batch, head, n_rows, n_targets] A_{i, target}
-    target_score: Tensor | None = None  # [batch, head, n_rows, n_targets] s_{i, target}
-    first: Tensor | None = None  # [batch, head, n_rows] A_{i, first real token}
-    self_mass: Tensor | None = None  # [batch, head, n_rows] A_{i, a_i}
-    recent: Tensor | None = None  # [batch, head, n_rows, n_windows] mass on 0 <= a_i - j < w
-    distant: Tensor | None = None  # [batch, head, n_rows, n_windows] mass on a_i - j >= w, past the sink tokens
+Keys are the `Stat.source` names of `_table.STATS` that the problem asks for (`_table.raw_names`),
+no more, no less. Row-like values are [batch, head, n_rows, ...] for `Problem.rows` (values of
+padded rows are ignored); column values are [batch, head, key_pos] *sums* over the real queries
+(the finaliser divides the ones whose reduction is a mean).
+"""
 
 
 def column_counts(problem: Problem) -> tuple[Tensor, Tensor]:
@@ -179,6 +166,7 @@ def prepare(
     columns: bool,
     targets: Tensor | None = None,
     recent_windows: Sequence[int] = (),
+    key_weight: Tensor | None = None,
 ) -> Problem:
     """Check every argument of `attention_stats` and normalise it. Raises InterpError."""
     _check_qk(q, k)
@@ -203,6 +191,7 @@ def prepare(
     windows = _recent_windows(recent_windows)
 
     sinks = _sink_logits(sink_logits, heads, device)
+    weights = _key_weight(key_weight, batch, heads, k.shape[1], key_pos, device)
     key_real = _key_real(key_padding_mask, batch, key_pos, device)
     has_real = key_real.any(1)
     first_real = torch.where(has_real, key_real.to(torch.int8).argmax(1), key_pos).to(torch.int64)
@@ -230,6 +219,7 @@ def prepare(
         targets=tgt,
         targets_2d=targets is not None and targets.ndim == 2,
         recent_windows=windows,
+        key_weight=weights,
     )
 
 
@@ -292,6 +282,31 @@ def _sink_logits(sink_logits: Tensor | None, heads: int, device: torch.device) -
     if not bool(torch.isfinite(sink_logits).all()):
         raise InterpError("sink_logits contains NaN or inf: pass finite logits, or sink_logits=None for no sink")
     return sink_logits.detach().to(device=device, dtype=torch.float64)
+
+
+def _key_weight(
+    weight: Tensor | None, batch: int, heads: int, kv_heads: int, key_pos: int, device: torch.device
+) -> Tensor | None:
+    """[batch, head, key_pos] float64 on `device` (kv-head weights repeated over their group), or None."""
+    if weight is None:
+        return None
+    shapes = {(batch, kv_heads, key_pos), (batch, heads, key_pos)}
+    if not isinstance(weight, Tensor) or tuple(weight.shape) not in shapes:
+        got = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise InterpError(
+            f"key_weight must be a tensor [batch, kv_head or head, key_pos] = ({batch}, {kv_heads} or {heads}, "
+            f"{key_pos}), one weight per key (e.g. ||v_j|| per kv head, ||W_O^h v_j|| per head), got {got}"
+        )
+    if not weight.is_floating_point():
+        raise InterpError(f"key_weight must be a floating tensor, got {weight.dtype}")
+    weight = weight.detach().to(device=device, dtype=torch.float64)
+    if not bool(torch.isfinite(weight).all()):
+        raise InterpError("key_weight contains NaN or inf: pass finite weights (norms of the value vectors)")
+    if bool((weight < 0).any()):
+        raise InterpError(
+            f"key_weight must be non-negative (a norm such as ||v_j||), got a minimum of {float(weight.min()):.4g}"
+        )
+    return weight.repeat_interleave(heads // weight.shape[1], dim=1)  # head h reads kv head h // group
 
 
 def _key_real(mask: Tensor | None, batch: int, key_pos: int, device: torch.device) -> Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from interp.kernels._problem import Problem
+from interp.kernels._table import STATS
 
 __all__ = ["reference_probs", "reference_stats"]
 
@@ -58,37 +59,32 @@ def reference_stats(problem: Problem, dtype: torch.dtype = torch.float64) -> dic
         "top1": top1,
         "top1p": top1p,
         "entropy": torch.special.entr(ar).sum(-1),  # -sum A log A over keys (not the sink), 0 log 0 = 0
-        "sink": (ar * sink_keys[:, None, None, :]).sum(-1),
         "dist": (ar * lagr).sum(-1),
         "waad": (ar * lagr.clamp(max=problem.window)).sum(-1),
         "seg": None,
-        "first": (ar * (j == problem.first_real[:, None])[:, None, None, :]).sum(-1),  # the first real token
-        "self_mass": (ar * (lagr == 0)).sum(-1),  # the query's own key
-        "recent": None,
-        "distant": None,
+        **_key_sums(problem, ar, lagr, sink_keys),
     }
-    if problem.recent_windows:
-        ws = torch.tensor(problem.recent_windows, dtype=dtype, device=s.device)[:, None, None]  # [n_win, 1, 1]
-        recent = (lagr >= 0) & (lagr < ws)  # [n_win, n_rows, key_pos]
-        distant = (lagr >= ws)[None] & ~sink_keys[:, None, None, :]  # [batch, n_win, n_rows, key_pos]
-        out["recent"] = torch.einsum("bhik,wik->bhiw", ar, recent.to(dtype))
-        out["distant"] = torch.einsum("bhik,bwik->bhiw", ar, distant.to(dtype))
+    # value-weighted shares: the same sums over u_ij = A_ij w_j / sum_j' A_ij' w_j' (0 / 0 = NaN)
+    u = None
+    out |= {f"w_{name}": None for name in ("sink", "first", "self_mass", "recent", "distant")}
+    if problem.key_weight is not None:
+        u = a * problem.key_weight.to(dtype)[:, :, None, :]
+        u = u / u.sum(-1, keepdim=True)
+        out |= {f"w_{name}": x for name, x in _key_sums(problem, u[:, :, rows], lagr, sink_keys).items()}
     if problem.segments is not None:
         onehot = torch.nn.functional.one_hot(problem.segments + 1, problem.n_segments + 1)[..., 1:]
         out["seg"] = torch.einsum("bhik,bkc->bhic", ar, onehot.to(dtype))
     row_real = problem.query_real()[:, rows][:, None, :]
-    for name in ("lse", "top1p", "entropy", "sink", "dist", "waad", "first", "self_mass"):
-        out[name] = out[name].masked_fill(~row_real, float("nan"))
-    out["top1"] = out["top1"].masked_fill(~row_real, -1)
-    for name in ("seg", "recent", "distant"):
-        if out[name] is not None:
-            out[name] = out[name].masked_fill(~row_real[..., None], float("nan"))
+    for stat in STATS:  # each row-like statistic's fill value on padded query rows
+        if stat.shape in ("row", "segment", "window") and out[stat.name] is not None:
+            pad = ~row_real if stat.shape == "row" else ~row_real[..., None]
+            out[stat.name] = out[stat.name].masked_fill(pad, stat.fill)
 
     out.update(target=None, target_score=None)
     if problem.targets is not None:
         out["target"], out["target_score"] = _target(problem, ar, row_real, dtype)
 
-    out.update(recv=None, recv_mean=None, band=None)
+    out.update(recv=None, recv_mean=None, band=None, w_recv=None)
     if problem.columns:
         # the real queries that may see key j: the masks of `_visible` without the key's own
         # padding (a padded key's column is NaN anyway), derived again from the lags
@@ -105,6 +101,27 @@ def reference_stats(problem: Problem, dtype: torch.dtype = torch.float64) -> dic
         out["recv"] = recv.masked_fill(key_pad, float("nan"))
         out["recv_mean"] = (recv / sees.sum(1)[:, None].to(dtype)).masked_fill(key_pad, float("nan"))
         out["band"] = (band_sum / in_band.sum(1)[:, None].to(dtype)).masked_fill(key_pad, float("nan"))
+        if u is not None:  # rows with no weighted mass (padded, or every visible w_j = 0) add nothing
+            out["w_recv"] = u.nan_to_num(0.0).sum(dim=-2).masked_fill(key_pad, float("nan"))
+    return out
+
+
+def _key_sums(problem: Problem, ar: Tensor, lagr: Tensor, sink_keys: Tensor) -> dict[str, Tensor | None]:
+    """sink, first, self_mass, recent and distant: sums of ar [batch, head, n_rows, key_pos] over key sets."""
+    j = torch.arange(problem.key_pos, device=ar.device)[None, :]
+    out: dict[str, Tensor | None] = {
+        "sink": (ar * sink_keys[:, None, None, :]).sum(-1),
+        "first": (ar * (j == problem.first_real[:, None])[:, None, None, :]).sum(-1),  # the first real token
+        "self_mass": (ar * (lagr == 0)).sum(-1),  # the query's own key
+        "recent": None,
+        "distant": None,
+    }
+    if problem.recent_windows:
+        ws = torch.tensor(problem.recent_windows, dtype=ar.dtype, device=ar.device)[:, None, None]  # [n_win, 1, 1]
+        recent = (lagr >= 0) & (lagr < ws)  # [n_win, n_rows, key_pos]
+        distant = (lagr >= ws)[None] & ~sink_keys[:, None, None, :]  # [batch, n_win, n_rows, key_pos]
+        out["recent"] = torch.einsum("bhik,wik->bhiw", ar, recent.to(ar.dtype))
+        out["distant"] = torch.einsum("bhik,bwik->bhiw", ar, distant.to(ar.dtype))
     return out
 
 

@@ -8,7 +8,7 @@ the un-repeated keys [kv_head, key_pos, d_head]), so grouped-query attention nev
 Memory is O(heads * c * key_pos) for the score tile; c is chosen so that the tile stays
 around `TILE_BYTES`, which keeps it close to the CPU's last-level cache.
 
-Inside a chunk (s = scores, p = softmax; only keys that some row of the chunk can see are
+Inside a chunk (`tile_stats` in `_torch_tile.py`; s = scores, p = softmax; only keys that some row of the chunk can see are
 computed, so a causal chunk of rows ending at key index a only touches keys 0..a):
 - lse and top1 come from the row max m and its argmax: lse = m - log(max p);
 - learned sink logits sigma (GPT-OSS) add exp(sigma) to each row's normaliser: the softmax
@@ -30,6 +30,8 @@ computed, so a causal chunk of rows ending at key index a only touches keys 0..a
   more than the band of width w + c (the sink keys are the first few tile columns); without
   a causal mask the keys after the query (a band above the diagonal) come off mu and sink;
 - recv adds (real-row indicator) @ p, band adds the band-masked p, both over rows;
+- with per-key weights w_j the same key sums run over p w_j, and each value-weighted share is
+  one of them over sum_j p_ij w_j; w_recv adds p w_j / sum_j' p w_j' over real rows;
 - target keys (A_{i, target[i]}) need only the final lse: after the chunks, one dot product
   per (row, target) gives s_it and A_it = exp(s_it - lse_i) (`_problem.target_stats`).
 fp16/bf16 inputs are upcast (q per chunk, k once per batch element); everything accumulates
@@ -38,7 +40,6 @@ in float32 (float64 input: float64), column sums in float64.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,105 +48,19 @@ import torch
 from torch import Tensor
 
 from interp.kernels._problem import Problem, RawStats, target_stats
+from interp.kernels._table import STATS, Stat, present
+from interp.kernels._torch_tile import TileStats, tile_stats
 
-__all__ = ["torch_stats", "tile_stats", "TILE_BYTES"]
+__all__ = ["torch_stats", "tile_stats", "TileStats", "TILE_BYTES"]
 
 TILE_BYTES = 16 * 2**20  # bytes of one [heads, c, keys] score tile; s and p make two of them
 WINDOW_CHUNK_MIN = 64  # fewest rows per chunk of a sliding-window layer (fewer: per-chunk overhead dominates)
-_MASKED = -1e30  # finite "minus infinity": p = 0 there and p * s stays 0 (never NaN)
-
-
-def tile_stats(
-    qc: Tensor,
-    kt: Tensor,
-    softcap: float | None,
-    vis: Tensor,
-    vis_start: int,
-    v: Tensor,
-    waad_w: Tensor,
-    waad_start: int,
-    band_w: Tensor | None,
-    band_start: int,
-    row_w: Tensor | None,
-    sink: Tensor | None = None,
-    self_col: Tensor | None = None,
-    first_col: int = -1,
-    masks: list[Tensor] | None = None,
-    mask_starts: list[int] | None = None,
-) -> tuple[Tensor | None, ...]:
-    """Statistics of one chunk of complete rows (the hot loop; `torch.compile`-able).
-
-    Args:
-        qc: [kv_head, group * c, d_head] scaled queries of the chunk, compute dtype.
-        kt: [kv_head, d_head, n_keys] keys of the chunk's key range, transposed.
-        softcap: None, or the cap of s = cap * tanh(s / cap).
-        vis: [c, n_vis] bool visibility of the only tile columns where some row of the
-            chunk cannot see the key, starting at column `vis_start`.
-        v: [2 + n_segments, n_keys] the columns of the row matmul's V (see module doc).
-        waad_w: [c, n_w] weights max(W - (a_i - j), 0) of tile columns from `waad_start`.
-        band_w: [c, n_b] 0/1 band membership of real rows for tile columns from `band_start`
-            (None: no column statistics or an empty band).
-        row_w: [c] 1.0 for real query rows, 0.0 for padded rows (None: no column stats).
-        sink: [kv_head, group * c] the sink logit of each row's head, compute dtype (None:
-            no sink).
-        self_col: [c] int64 tile column of each row's own key (clamped into the tile).
-        first_col: tile column of the first real token, -1 when it is not in the tile.
-        masks: [c, n_m] weights of tile columns from `mask_starts[m]`; one row sum each
-            (the bands of recent / distant).
-        mask_starts: the first tile column of each mask.
-
-    Returns:
-        top1 (tile column), top1p, lse, entropy, all [kv, g*c]; p @ v [kv, g*c, 2 + C];
-        waad's band sum [kv, g*c]; recv [kv, g, n_keys] and band [kv, g, n_b] or None; the
-        row mass sum_j p_ij [kv, g*c] (None without a sink: it is 1); first [kv, g*c] (0
-        when first_col = -1); self_mass [kv, g*c] (None without self_col); the masked sums
-        [kv, g*c, n_masks] (None without masks).
-    """
-    kv, gc, _ = qc.shape
-    c = vis.shape[0]
-    s = torch.bmm(qc, kt)  # [kv, g*c, n_keys]
-    if softcap is not None:
-        s = torch.tanh(s / softcap) * softcap
-    if vis.shape[1]:
-        s4 = s.view(kv, gc // c, c, -1)
-        s4[..., vis_start : vis_start + vis.shape[1]].masked_fill_(~vis, _MASKED)
-    m, top1 = s.max(dim=-1)  # ties: the first maximal index, as torch.argmax
-    p = torch.softmax(s, dim=-1)
-    top1p = p.gather(-1, top1[..., None])[..., 0]  # = exp(m - lse) = 1 / sum_j exp(s_j - m)
-    lse = m - torch.log(top1p)
-    mass = None
-    if sink is not None:  # the sink takes exp(sigma) of the normaliser: rescale every p
-        lse_keys, lse = lse, torch.logaddexp(lse, sink)
-        mass = torch.exp(lse_keys - lse)  # sum_j p_ij: what the sink leaves to the keys
-        p = p * mass[..., None]
-        top1p = top1p * mass
-    p_dot_s = torch.matmul(p[..., None, :], s[..., :, None])[..., 0, 0]
-    entropy = lse - p_dot_s if mass is None else mass * lse - p_dot_s  # -sum_j p log p, p = exp(s - lse)
-    flat = p.view(-1, p.shape[-1])
-    rowdot = torch.stack([torch.mv(flat, col) for col in v], dim=-1).view(kv, gc, -1)  # gemv beats a narrow gemm
-    p4 = p.view(kv, gc // c, c, -1)
-    waad_part = (p4[..., waad_start : waad_start + waad_w.shape[1]] * waad_w).sum(-1).view(kv, gc)
-    recv = band = None
-    if row_w is not None:
-        recv = torch.matmul(row_w, p4)  # sum over real rows: [kv, g, n_keys]
-        if band_w is not None:
-            band = (p4[..., band_start : band_start + band_w.shape[1]] * band_w).sum(-2)
-    first = p[..., first_col] if first_col >= 0 else torch.zeros_like(lse)
-    self_mass = masked = None
-    if self_col is not None:
-        self_mass = p4.gather(-1, self_col.view(1, 1, c, 1).expand(kv, gc // c, c, 1)).view(kv, gc)
-    if masks:
-        assert mask_starts is not None
-        masked = torch.stack(
-            [(p4[..., m0 : m0 + m.shape[1]] * m).sum(-1).view(kv, gc) for m, m0 in zip(masks, mask_starts)], -1
-        )
-    return top1, top1p, lse, entropy, rowdot, waad_part, recv, band, mass, first, self_mass, masked
 
 
 def torch_stats(
     problem: Problem,
     chunk_size: int | None = None,
-    tile_fn: Callable[..., tuple[Tensor | None, ...]] = tile_stats,
+    tile_fn: Callable[..., TileStats] = tile_stats,
 ) -> RawStats:
     """Streaming statistics of `problem`; see the module docstring for the algorithm.
 
@@ -173,11 +88,9 @@ def torch_stats(
                 acc.add(chunk, slice(start, stop), tile_fn(**inputs), band_start=inputs["band_start"])
             start = stop
     raw = acc.result()
-    if pb.targets is None:
-        return raw
-    # target keys: one dot product per (row, target) against the rows' final lse
-    mass, score = target_stats(pb, raw.lse.nan_to_num(0.0))
-    return dataclasses.replace(raw, target_mass=mass, target_score=score)
+    if pb.targets is not None:  # target keys: one dot product per (row, target) against the rows' final lse
+        raw["target"], raw["target_score"] = target_stats(pb, raw["lse"].nan_to_num(0.0))
+    return raw
 
 
 @dataclass(frozen=True)
@@ -235,10 +148,13 @@ def _tile_inputs(pb: Problem, ch: _Chunk, holes: bool, qb: Tensor, kb: Tensor, c
     self_col = (ch.a[:, 0] - ch.k0).clamp(0, n_keys - 1)  # padded rows may sit left of the tile
     first_col = 0 if ch.k0 == ch.first_real else -1  # k0 > first_real: a window hides the first token
     masks, mask_starts = _window_masks(pb, ch, j, cdtype)
+    key_weight = None
+    if pb.key_weight is not None:  # [kv, g, 1, n_keys]: each head's weights, beside its rows
+        key_weight = pb.key_weight[ch.b, :, ch.k0 : ch.k1].to(cdtype).view(pb.kv_heads, pb.group, 1, -1)
     return dict(
         qc=qc, kt=kt, softcap=pb.softcap, vis=vis, vis_start=vis_start, v=v, waad_w=waad_w,
         waad_start=waad_start, band_w=band_w, band_start=band_start, row_w=row_w, sink=sink,
-        self_col=self_col, first_col=first_col, masks=masks, mask_starts=mask_starts,
+        self_col=self_col, first_col=first_col, masks=masks, mask_starts=mask_starts, key_weight=key_weight,
     )  # fmt: skip
 
 
@@ -273,64 +189,76 @@ def _window_masks(pb: Problem, ch: _Chunk, j: Tensor, cdtype: torch.dtype) -> tu
 class _Accumulator:
     """Output buffers: row statistics by chunk, column sums added up over chunks."""
 
-    def __init__(self, pb: Problem, n_rows: int) -> None:
+    def __init__(self, pb: Problem, n_rows: int, table: tuple[Stat, ...] = STATS) -> None:
         self.pb = pb
         dev = pb.q.device
-        shape = (pb.batch, pb.heads, n_rows)
-        names = ("lse", "top1p", "entropy", "sink", "dist", "waad", "first", "self_mass")
-        self.rows = {n: torch.full(shape, float("nan"), device=dev) for n in names}
-        self.rows["top1"] = torch.full(shape, -1, dtype=torch.int64, device=dev)
-        self.seg = torch.full((*shape, pb.n_segments), float("nan"), device=dev) if pb.segments is not None else None
-        n_win = len(pb.recent_windows)
-        self.recent = torch.full((*shape, n_win), float("nan"), device=dev) if n_win else None
-        self.distant = torch.full((*shape, n_win), float("nan"), device=dev) if n_win else None
-        self.recv = self.band = None
-        if pb.columns:
-            self.recv = torch.zeros(pb.batch, pb.heads, pb.key_pos, dtype=torch.float64, device=dev)
-            self.band = torch.zeros_like(self.recv)
+        extra = {"row": (), "segment": (pb.n_segments,), "window": (len(pb.recent_windows),)}
+        # one buffer per row-like statistic of the table, holding its fill value until a chunk writes it
+        self.rows = {
+            s.name: torch.full((pb.batch, pb.heads, n_rows, *extra[s.shape]), s.fill, dtype=s.dtype, device=dev)
+            for s in table
+            if s.shape in extra and present(s, pb)
+        }
+        sums = {s.source for s in table if s.shape == "column" and present(s, pb)}  # recv, band, w_recv
+        self.cols = {
+            name: torch.zeros(pb.batch, pb.heads, pb.key_pos, dtype=torch.float64, device=dev) for name in sums
+        }
 
-    def add(self, ch: _Chunk, rows: slice, out: tuple[Tensor | None, ...], band_start: int) -> None:
-        top1, top1p, lse, ent, rowdot, waad_part, recv, band, mass, first, self_mass, masked = out
+    def add(self, ch: _Chunk, rows: slice, out: TileStats, band_start: int) -> None:
         heads, c, b, window = self.pb.heads, ch.idx.numel(), ch.b, self.pb.window
 
         def put(x: Tensor) -> Tensor:  # [kv, g*c, ...] -> [head, c, ...]
             return x.reshape(heads, c, *x.shape[2:])
 
-        r = self.rows
-        r["top1"][b, :, rows] = put(top1) + ch.k0
-        r["top1p"][b, :, rows] = put(top1p).float()
-        r["lse"][b, :, rows] = put(lse).float()
-        r["entropy"][b, :, rows] = put(ent).float()
-        mu = 1.0 if mass is None else put(mass)  # the keys' share of the row (the sink has the rest)
-        r["dist"][b, :, rows] = (put(rowdot[..., 0]) + mu * (ch.a[:, 0] - ch.a_min)).float()
-        r["sink"][b, :, rows] = put(rowdot[..., 1]).float()
-        r["waad"][b, :, rows] = (mu * window - put(waad_part)).float()
-        if self.seg is not None:
-            self.seg[b, :, rows] = put(rowdot[..., 2:]).float()
-        r["first"][b, :, rows] = put(first).float()
-        r["self_mass"][b, :, rows] = put(self_mass).float()
-        if self.recent is not None and self.distant is not None:
-            n = self.recent.shape[-1]
-            sums = put(masked)  # [head, c, n_masks], see _window_masks
-            recent, recent_sink = sums[..., :n], sums[..., n : 2 * n]
-            # the non-sink keys at or before the query: mu - sink, less the keys after it
-            # when there is no causal mask
-            past = mu - put(rowdot[..., 1])
-            if not self.pb.causal:
-                past = past - (sums[..., 2 * n] - sums[..., 2 * n + 1])
-            self.recent[b, :, rows] = recent.float()
-            self.distant[b, :, rows] = (past[..., None] - (recent - recent_sink)).float()
-        if self.recv is not None:
-            self.recv[b, :, ch.k0 : ch.k1] += recv.reshape(heads, -1)
-        if self.band is not None and band is not None:
+        mu = 1.0 if out.mass is None else put(out.mass)  # the keys' share of the row (the sink has the rest)
+        value = {
+            "lse": put(out.lse),
+            "top1": put(out.top1) + ch.k0,
+            "top1p": put(out.top1p),
+            "entropy": put(out.entropy),
+            "sink": put(out.rowdot[..., 1]),
+            "dist": put(out.rowdot[..., 0]) + mu * (ch.a[:, 0] - ch.a_min),
+            "waad": mu * window - put(out.waad_part),
+            "first": put(out.first),
+            "self_mass": put(out.self_mass),
+        }
+        if "seg" in self.rows:
+            value["seg"] = put(out.rowdot[..., 2:])
+        if "recent" in self.rows:
+            value["recent"], value["distant"] = self._windows(mu, put(out.rowdot[..., 1]), put(out.masked))
+        if out.w_total is not None:  # shares of sum_j p_ij w_j (0 / 0 = NaN on rows without weighted mass)
+            total, w_sink = put(out.w_total), put(out.w_sink)
+            value |= {"w_sink": w_sink / total, "w_first": put(out.w_first) / total}
+            value["w_self_mass"] = put(out.w_self_mass) / total
+            if "w_recent" in self.rows:
+                recent, distant = self._windows(total, w_sink, put(out.w_masked))
+                value |= {"w_recent": recent / total[..., None], "w_distant": distant / total[..., None]}
+        for name, buf in self.rows.items():
+            buf[b, :, rows] = value[name].to(buf.dtype)
+        if out.recv is not None:
+            self.cols["recv"][b, :, ch.k0 : ch.k1] += out.recv.reshape(heads, -1)
+        if out.band is not None:
             b0 = ch.k0 + band_start
-            self.band[b, :, b0 : b0 + band.shape[-1]] += band.reshape(heads, -1)
+            self.cols["band"][b, :, b0 : b0 + out.band.shape[-1]] += out.band.reshape(heads, -1)
+        if out.w_recv is not None:
+            self.cols["w_recv"][b, :, ch.k0 : ch.k1] += out.w_recv.reshape(heads, -1)
+
+    def _windows(self, mu: Tensor | float, sink: Tensor, sums: Tensor) -> tuple[Tensor, Tensor]:
+        """(recent, distant) [head, c, n_windows] from the masked row sums (see _window_masks)."""
+        n = len(self.pb.recent_windows)
+        recent, recent_sink = sums[..., :n], sums[..., n : 2 * n]
+        # the non-sink keys at or before the query: mu - sink, less the keys after it
+        # when there is no causal mask
+        past = mu - sink
+        if not self.pb.causal:
+            past = past - (sums[..., 2 * n] - sums[..., 2 * n + 1])
+        return recent, past[..., None] - (recent - recent_sink)
 
     def result(self) -> RawStats:
-        rows = {**self.rows, "seg": self.seg, "recent": self.recent, "distant": self.distant}
+        rows = self.rows
         if self.pb.columns:  # we streamed over all rows; keep the requested ones
-            rows = {name: t[:, :, self.pb.rows] if t is not None else None for name, t in rows.items()}
-        return RawStats(recv_sum=self.recv, band_sum=self.band, **rows)
+            rows = {name: t[:, :, self.pb.rows] for name, t in rows.items()}
+        return {**rows, **self.cols}
 
 
 def _auto_chunk(pb: Problem, rows: list[int], start: int, cdtype: torch.dtype) -> int:

@@ -3,7 +3,10 @@
 `attention_stats(q, k, ...)` reduces post-RoPE queries and keys of one layer to the row and
 column statistics of docs/METRICS.md (lse, top-1, entropy, sink mass, attention distance, WAAD,
 segment mass, mass on the first token, on the query itself, on the last w positions and beyond
-them; received attention and its band mean). Three backends compute the same thing:
+them; received attention and its band mean; with per-key weights such as ||v_j||, the
+value-weighted shares of Kobayashi et al. 2020). Each statistic is one row of the table in
+`_table.py`, which `AttentionStats`, `to_dataframe` and `_finalize` iterate. Three backends
+compute the same thing:
 
 - ``"torch"``: row-chunked streaming in plain torch, memory O(chunk x key_pos) per head
   (`_torch.py`); the CPU default.
@@ -12,8 +15,9 @@ them; received attention and its band mean). Three backends compute the same thi
   and length bucket; INTERP_TRITON_AUTOTUNE=0 launches one fixed config instead.
 - ``"reference"``: the dense float64 definition (`_reference.py`), for tests.
 
-The streaming backends return sums; `_finalize` divides the column sums by the number of
-real queries they average over and writes NaN where a statistic is undefined.
+The streaming backends return sums; `_finalize` divides the column sums whose reduction is a
+mean by the number of real queries they average over and writes each statistic's fill value
+where it is undefined.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import make_dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -32,115 +37,76 @@ from interp.errors import InterpError
 from interp.kernels._layout import to_bhtd
 from interp.kernels._problem import BACKENDS, Problem, RawStats, column_counts, prepare
 from interp.kernels._reference import reference_stats
+from interp.kernels._table import STATS, Stat, present, raw_names
 from interp.kernels._torch import torch_stats
 
 __all__ = ["AttentionStats", "attention_stats"]
 
-_ROW_STATS = ("lse", "top1", "top1p", "entropy", "sink", "dist", "waad", "first", "self_mass")
-_COLUMN_STATS = ("recv", "recv_mean", "band")
+_AttentionStatsFields = make_dataclass(
+    "_AttentionStatsFields",
+    [("query_rows", Tensor), *((stat.name, Tensor | None, None) for stat in STATS), ("recent_windows", tuple, ())],
+    frozen=True,
+)
 
 
-@dataclass(frozen=True)
-class AttentionStats:
+class AttentionStats(_AttentionStatsFields):
     """Statistics of one layer's attention, per batch element and query head.
 
-    Row statistics are [batch, head, n_rows], one value per requested query row (float32,
-    float64 from the reference backend); padded query rows hold NaN (top1: -1):
-
-    - lse: log sum_j exp(s_ij), natural log; with sink logits, log(exp(sigma_h) + sum_j exp(s_ij)),
-      the normaliser of the softmax including the sink.
-    - top1: key index (into key_pos, padding included) of max_j A_ij; ties: smallest j.
-    - top1p: max_j A_ij.
-    - entropy: -sum_j A_ij log A_ij over the keys, in nats (with sink logits the sink is not a
-      key: its mass is left out of the sum, so the row's A sums to less than 1).
-    - sink: mass on the first `sink_tokens` real tokens.
-    - dist: sum_j A_ij (i - j), mean attention distance in positions.
-    - waad: sum_j A_ij min(i - j, W), windowed average attention distance (Li et al. 2025).
-    - seg: [batch, head, n_rows, n_segments] mass on each labelled key segment, or None.
-    - query_rows: [n_rows] key index of each row (key_pos - query_pos + the row of q).
-    - first: mass on the first real token (position 0 after padding: BOS when the tokenizer
-      adds one), whatever `sink_tokens` is; 0 where a sliding window hides it.
-    - self_mass: A_ii, the mass on the query's own key.
-    - recent: [batch, head, n_rows, n_windows] mass on the keys with 0 <= i - j < w, for each
-      w of `recent_windows` (the last w positions, the query included); None without windows.
-    - distant: [batch, head, n_rows, n_windows] mass on the keys with i - j >= w that are not
-      among the first `sink_tokens` real tokens; None without windows. With sink_tokens = 0
-      (and a causal mask) recent + distant is the row's mass; otherwise the sink tokens
-      more than w - 1 positions back hold the rest. Profiles of heads (issue 22) read these with entropy,
-      dist, waad, top1p, sink and the column recv.
-
-    Column statistics are [batch, head, key_pos] over all query rows of q (None when
-    columns=False); padded keys hold NaN:
-
-    - recv: sum_i A_ij, attention received by key j.
-    - recv_mean: recv / (number of real queries that may see j: i >= j when causal, and
-      i - j < sliding_window in a sliding-window layer); alpha_j of Gu et al. 2024, the mean
-      over the queries that can attend to j. NaN when no real query may see j.
-    - band: mean of A_ij over the real queries with lo <= i - j <= hi that may also see j
-      (so lo is raised to 0 when causal and hi lowered to sliding_window - 1 in a
-      sliding-window layer; i up to the last query row of q; with query_pos < key_pos only
-      the rows present in q count); FAI of Li et al. 2025 with (lo, hi) = (10, 100). NaN
-      when no such query exists.
-
-    Target-key statistics (None unless `targets` was given), [batch, head, n_rows] for targets
-    [batch, n_rows], [batch, head, n_rows, n_targets] for targets [batch, n_rows, n_targets]:
-
-    - target: A_{i, t}, the mass of row i on its expected key t = targets[b, r] (0 when the row
-      may not see t); the head-detector score of TransformerLens's `head_detector` per row.
-    - target_score: s_{i, t}, the scaled (and soft-capped) logit of that key, unmasked; the
-      QK-score of Tulchinskii et al. 2024 up to the positive factor `scale`.
-      Both are NaN where the target is -1 and on padded query rows.
+    One field per row of the statistics table (`interp.kernels._table.STATS`), listed below
+    with its shape, plus `query_rows` ([n_rows] key index of each row: key_pos - query_pos +
+    the row of q) and `recent_windows` (the w of each per-window column). A statistic the call
+    did not ask for is None (seg without segments, per-window ones without recent_windows,
+    column ones with columns=False, target ones without targets). float32 (top1 int64) from
+    the streaming backends, float64 from the reference. Padded query rows hold NaN (top1: -1),
+    padded keys NaN in the column statistics. Full definitions: docs/METRICS.md.
     """
 
-    lse: Tensor
-    top1: Tensor
-    top1p: Tensor
-    entropy: Tensor
-    sink: Tensor
-    dist: Tensor
-    waad: Tensor
-    seg: Tensor | None
-    query_rows: Tensor
-    recv: Tensor | None
-    recv_mean: Tensor | None
-    band: Tensor | None
-    target: Tensor | None = None
-    target_score: Tensor | None = None
-    first: Tensor | None = None
-    self_mass: Tensor | None = None
-    recent: Tensor | None = None
-    distant: Tensor | None = None
-    recent_windows: tuple[int, ...] = ()  # the w of each recent / distant column
+    table: ClassVar[tuple[Stat, ...]] = STATS  # the statistics its fields hold, iterated by every method
 
     def to_dataframe(self, which: str = "rows") -> pd.DataFrame:
         """Long format: one line per (batch, head, row) with a column per statistic.
 
         Args:
-            which: "rows" (columns batch, head, row, lse, ..., seg_0, ..., recent_<w>, ...,
-                distant_<w>, ...; row is the key index of the query) or "columns" (batch,
-                head, key, recv, recv_mean, band).
+            which: "rows" (columns batch, head, row, then each row statistic in table order,
+                per-segment ones as seg_<c> and per-window ones as recent_<w>, ...; row is
+                the key index of the query) or "columns" (batch, head, key, recv, recv_mean,
+                band, ...).
         """
-        if which == "rows":
-            stats = {name: getattr(self, name) for name in _ROW_STATS if getattr(self, name) is not None}
-            if self.seg is not None:
-                stats |= {f"seg_{c}": self.seg[..., c] for c in range(self.seg.shape[-1])}
-            for name in ("recent", "distant"):
-                per_window = getattr(self, name)
-                if per_window is not None:
-                    stats |= {f"{name}_{w}": per_window[..., c] for c, w in enumerate(self.recent_windows)}
-            index, positions = "row", self.query_rows
-        elif which == "columns":
-            if self.recv is None:
-                raise InterpError("no column statistics: call attention_stats(..., columns=True)")
-            stats = {name: getattr(self, name) for name in _COLUMN_STATS}
-            index, positions = "key", torch.arange(self.recv.shape[-1])
-        else:
+        if which not in ("rows", "columns"):
             raise InterpError(f"which must be 'rows' or 'columns', got {which!r}")
+        if which == "columns" and self.recv is None:
+            raise InterpError("no column statistics: call attention_stats(..., columns=True)")
+        stats: dict[str, Tensor] = {}
+        for stat in self.table:
+            value = getattr(self, stat.name)
+            if value is None or (stat.shape == "column") != (which == "columns") or stat.shape == "target":
+                continue
+            if stat.shape == "segment":
+                stats |= {f"{stat.name}_{c}": value[..., c] for c in range(value.shape[-1])}
+            elif stat.shape == "window":
+                stats |= {f"{stat.name}_{w}": value[..., c] for c, w in enumerate(self.recent_windows)}
+            else:
+                stats[stat.name] = value
+        index, positions = ("row", self.query_rows) if which == "rows" else ("key", torch.arange(self.recv.shape[-1]))
         batch, heads, n = self.lse.shape[0], self.lse.shape[1], positions.numel()
         grid = torch.cartesian_prod(torch.arange(batch), torch.arange(heads), torch.arange(n))
         frame = {"batch": grid[:, 0].numpy(), "head": grid[:, 1].numpy(), index: positions.cpu()[grid[:, 2]].numpy()}
         frame |= {name: t.detach().cpu().reshape(-1).numpy() for name, t in stats.items()}
         return pd.DataFrame(frame)
+
+
+_SHAPE_DOC = {
+    "row": "[batch, head, n_rows]",
+    "segment": "[batch, head, n_rows, n_segments]",
+    "window": "[batch, head, n_rows, n_windows]",
+    "column": "[batch, head, key_pos]",
+    "target": "[batch, head, n_rows] or [batch, head, n_rows, n_targets], as targets",
+}
+AttentionStats.__doc__ = (
+    (AttentionStats.__doc__ or "")
+    + "\n    Statistics:\n\n"
+    + "\n".join(f"    - {stat.name} {_SHAPE_DOC[stat.shape]}: {stat.doc}." for stat in STATS)
+)
 
 
 def attention_stats(
@@ -165,6 +131,7 @@ def attention_stats(
     targets: Int[Tensor, "batch n_rows *n_targets"] | None = None,
     recent_windows: Sequence[int] = (),
     layout: str = "bhtd",
+    key_weight: Float[Tensor, "batch _ _"] | None = None,
 ) -> AttentionStats:
     """Row and column attention statistics of one layer (definitions: docs/METRICS.md).
 
@@ -205,6 +172,13 @@ def attention_stats(
         layout: the axis order of q and k: "bhtd" (default) [batch, head, pos, d_head], or
             "bthd" [batch, pos, head, d_head] (TransformerLens's hook_q/hook_k). A shape that
             cannot be the given layout is refused (`interp.kernels._layout`).
+        key_weight: [batch, kv_head or head, key_pos] non-negative weight w_j of each key,
+            e.g. ||v_j|| (per kv head, shared by its query heads) or ||W_O^h v_j|| (per head;
+            Kobayashi et al. 2020): adds the value-weighted shares w_first, w_sink,
+            w_self_mass, w_recent, w_distant (row shares of sum_j A_ij w_j) and w_recv (column
+            sums of A_ij w_j / sum_j' A_ij' w_j'). Always this axis order, whatever `layout`.
+            A sink logit is not a key and carries no value: it has no weight, so the shares
+            do not depend on it. NaN on rows whose visible keys all have weight 0.
 
     Returns:
         AttentionStats; float32 (float64 for the reference backend).
@@ -231,6 +205,7 @@ def attention_stats(
         columns=columns,
         targets=targets,
         recent_windows=recent_windows,
+        key_weight=key_weight,
     )
     if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise InterpError(f"chunk_size must be None or an int >= 1, got {chunk_size!r}")
@@ -267,38 +242,28 @@ def triton_unavailable(q: Tensor) -> str | None:
     )
 
 
-def _finalize(problem: Problem, raw: RawStats) -> AttentionStats:
-    """Turn a backend's row stats and column sums into AttentionStats (float32)."""
-    row_real = problem.query_real()[:, problem.rows][:, None, :]  # [batch, 1, n_rows]
-    nan = float("nan")
-    rows = {name: getattr(raw, name).float().masked_fill(~row_real, nan) for name in _ROW_STATS if name != "top1"}
-    rows["top1"] = raw.top1.masked_fill(~row_real, -1)
-    per_window = {}  # seg [.., n_segments], recent and distant [.., n_windows]: NaN on padded rows
-    for name in ("seg", "recent", "distant"):
-        value = getattr(raw, name)
-        per_window[name] = value.float().masked_fill(~row_real[..., None], nan) if value is not None else None
-    cols: dict[str, Tensor | None] = dict.fromkeys(_COLUMN_STATS)
-    if problem.columns:
-        assert raw.recv_sum is not None and raw.band_sum is not None
-        recv_count, band_count = column_counts(problem)
-        key_pad = ~problem.key_real[:, None, :]
-        cols["recv"] = raw.recv_sum.float().masked_fill(key_pad, nan)
-        cols["recv_mean"] = (raw.recv_sum / recv_count[:, None]).float().masked_fill(key_pad, nan)
-        cols["band"] = (raw.band_sum / band_count[:, None]).float().masked_fill(key_pad, nan)
-    target = target_score = None
-    if problem.targets is not None:
-        assert raw.target_mass is not None and raw.target_score is not None
-        row_pad = ~row_real[..., None]
-        target = raw.target_mass.float().masked_fill(row_pad, nan)
-        target_score = raw.target_score.float().masked_fill(row_pad, nan)
-        if problem.targets_2d:
-            target, target_score = target[..., 0], target_score[..., 0]
-    return AttentionStats(
-        query_rows=problem.offset + problem.rows,
-        **rows,
-        **per_window,
-        **cols,
-        target=target,
-        target_score=target_score,
-        recent_windows=problem.recent_windows,
-    )
+def _finalize(problem: Problem, raw: RawStats, cls: type[AttentionStats] = AttentionStats) -> AttentionStats:
+    """Turn a backend's raw outputs into `cls` (AttentionStats), one row of `cls.table` at a time (float32).
+
+    Row values are kept as they are, column sums divided by their query counts where the
+    reduction is a mean; each statistic gets its fill value on padded rows (padded keys).
+    """
+    want = raw_names(problem, table=cls.table)
+    assert set(raw) == set(want), f"backend returned {sorted(raw)}, the table asks for {sorted(want)}"
+    pad_row = ~problem.query_real()[:, problem.rows][:, None, :]  # [batch, 1, n_rows]
+    pad_key = ~problem.key_real[:, None, :]  # [batch, 1, key_pos]
+    counts = dict(zip(("mean", "band mean"), column_counts(problem))) if problem.columns else {}
+    values: dict[str, Tensor | None] = {}
+    for stat in cls.table:
+        if not present(stat, problem):
+            values[stat.name] = None
+            continue
+        value = raw[stat.source]
+        if stat.reduction in counts:
+            value = value / counts[stat.reduction][:, None]
+        pad = pad_key if stat.shape == "column" else pad_row.view(*pad_row.shape, *[1] * (value.ndim - 3))
+        value = value.to(stat.dtype).masked_fill(pad, stat.fill)
+        if stat.shape == "target" and problem.targets_2d:
+            value = value[..., 0]
+        values[stat.name] = value
+    return cls(query_rows=problem.offset + problem.rows, recent_windows=problem.recent_windows, **values)

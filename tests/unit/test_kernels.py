@@ -71,6 +71,12 @@ def cases(draw, max_t: int = 96, max_heads: int = 16, dtype: torch.dtype = torch
         kwargs["sink_logits"] = torch.randn(kv * ratio, generator=gen) * draw(st.sampled_from([1.0, 4.0]))
     if draw(st.booleans()):  # windows of recent / distant, below and beyond T
         kwargs["recent_windows"] = tuple(draw(st.lists(st.integers(1, t + 3), min_size=1, max_size=3, unique=True)))
+    if draw(st.booleans()):  # per-key weights (||v_j|| per kv head, ||W_O^h v_j|| per head), some exactly 0
+        n_w = draw(st.sampled_from([kv, kv * ratio]))
+        w = torch.randn(batch, n_w, t, generator=gen).abs() * draw(st.sampled_from([0.1, 1.0, 10.0]))
+        if draw(st.booleans()):
+            w = w * (torch.rand(batch, n_w, t, generator=gen) > 0.3)  # a value vector of norm 0
+        kwargs["key_weight"] = w
     return Case(q, k, kwargs)
 
 
@@ -113,10 +119,13 @@ OPTIONS = [
     dict(softcap=3.0, band=(0, 30)),
     dict(sink_logits=torch.tensor([-1.0, 2.5, 6.0]), sliding_window=12, softcap=4.0, key_padding_mask=torch.arange(70)[None] >= 9, recent_windows=(3, 64)),
     dict(sink_logits=torch.tensor([0.5, -3.0, 3.0]), causal=False, key_padding_mask=(torch.arange(70)[None] % 5) != 1, recent_windows=(7,)),
+    dict(key_weight=torch.linspace(0, 3, 70).view(1, 1, 70) ** 2, sink_logits=torch.tensor([-1.0, 2.5, 6.0]), sliding_window=12, key_padding_mask=torch.arange(70)[None] >= 9, recent_windows=(3, 64), sink_tokens=3),
+    dict(key_weight=torch.rand(1, 3, 70, generator=torch.Generator().manual_seed(5)) * (torch.arange(70) % 4 != 0), causal=False, query_rows=torch.tensor([0, 7, 44]), recent_windows=(7,), sink_tokens=2),
 ]  # fmt: skip
 OPTION_IDS = [
     "kv-cache-rows-window-softcap", "bidirectional-rows-only", "bidirectional-padded", "mask-with-holes",
     "sliding-window", "softcap", "sinks-window-softcap-padded", "sinks-bidirectional-holes",
+    "kv-weights-sinks-window-padded", "head-weights-with-zeros-bidirectional-rows",
 ]  # fmt: skip
 
 
@@ -381,6 +390,9 @@ def test_left_padding_is_invisible(backend: str) -> None:
     padded = attention_stats(qp, kp, segments=segp, n_segments=2, key_padding_mask=mask.long(), **kw)
     for name in (*FLOAT_STATS, "top1"):
         a, b = getattr(plain, name), getattr(padded, name)
+        if a is None:  # not asked for (target-key statistics)
+            assert b is None, name
+            continue
         shifted = a + (pad if name == "top1" else 0)  # top1 is a key index: shifted by the padding
         torch.testing.assert_close(b[:, :, pad:], shifted, rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
         if name == "top1":
@@ -534,7 +546,8 @@ def test_interpreted_triton_every_tile_shape_of_the_search_spaces() -> None:
     T = 150 (no tile divides it), 130 queries (KV-cache offset), GQA 2, left padding,
     segments, sinks, window and soft-cap: the tile-edge masks of every shape get exercised.
     """
-    from interp.kernels._triton import _COL_SPACE, _ROW_SPACE, triton_stats
+    from interp.kernels._triton import triton_stats
+    from interp.kernels._triton_tune import _COL_SPACE, _ROW_SPACE
     from interp.kernels.stats import _finalize
 
     gen = torch.Generator().manual_seed(18)

@@ -34,7 +34,7 @@ def _why_not() -> str | None:
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 
 H100_SHARED_BYTES = 227 * 1024  # opt-in shared memory per block on sm_90
-ALL_FEATURES = dict(CAUSAL=True, SOFTCAP=True, SLIDING=True)
+ALL_FEATURES = dict(CAUSAL=True, SOFTCAP=True, SLIDING=True, HAS_WEIGHT=True)
 ROW_FEATURES = dict(HAS_SEG=True, HAS_SINK=True, SEG_PAD=16, N_WIN=3, WIN_PAD=4)
 
 
@@ -44,7 +44,7 @@ def _signature(fn, dtype: str, constexprs: dict) -> dict:
         "Q": dtype,
         "K": dtype,
         "KeyReal": "i8",
-        "Seg": "i32",
+        "Labels": "i32",
         "Rows": "i32",
         "FirstReal": "i32",
         "Top1": "i32",
@@ -75,7 +75,7 @@ def _compile(fn, dtype: str, config: tuple[int, int, int, int], head_dim: int, *
 
 
 def _fixed() -> tuple[int, int, int, int]:
-    from interp.kernels._triton import _FIXED_CONFIG as c
+    from interp.kernels._triton_tune import _FIXED_CONFIG as c
 
     return c["BLOCK_M"], c["BLOCK_N"], c["num_warps"], c["num_stages"]
 
@@ -97,15 +97,18 @@ def test_both_passes_compile_for_sm90_with_every_feature(dtype: str) -> None:
 @pytest.mark.parametrize("which", ["row", "column"])
 def test_every_autotune_config_compiles_for_sm90(which: str) -> None:
     """Every entry of the search space, bf16 (GPT-OSS's dtype), d_head 64 and 128, within shared memory."""
-    from interp.kernels import _triton
+    from interp.kernels import _triton, _triton_tune
 
     fn, space = (
-        (_triton._row_pass, _triton._ROW_SPACE) if which == "row" else (_triton._column_pass, _triton._COL_SPACE)
+        (_triton._row_pass, _triton_tune._ROW_SPACE)
+        if which == "row"
+        else (_triton._column_pass, _triton_tune._COL_SPACE)
     )
     flags = dict(
         CAUSAL=True,
         SOFTCAP=False,
         SLIDING=False,
+        HAS_WEIGHT=False,
         **(dict(HAS_SEG=False, HAS_SINK=True, SEG_PAD=16, N_WIN=2, WIN_PAD=2) if which == "row" else {}),
     )
     assert len(space) == len(set(space)) >= 4
@@ -118,21 +121,22 @@ def test_every_autotune_config_compiles_for_sm90(which: str) -> None:
 def test_autotune_key_buckets_and_pruning(monkeypatch: pytest.MonkeyPatch) -> None:
     """T maps to 4 buckets (one tuning each); tiles larger than the problem are pruned; the env switch works."""
     from interp.kernels import _triton
+    from interp.kernels import _triton_tune as tune
 
-    assert [_triton._t_bucket(n) for n in (1, 1024, 1025, 4096, 16384, 16385, 131072)] == [
+    assert [tune._t_bucket(n) for n in (1, 1024, 1025, 4096, 16384, 16385, 131072)] == [
         1024, 1024, 4096, 4096, 16384, 2**30, 2**30,
     ]  # fmt: skip
-    assert all(b % 16 == 0 and b < 2**31 for b in _triton._T_BUCKETS)  # one i32 specialisation for all
+    assert all(b % 16 == 0 and b < 2**31 for b in tune._T_BUCKETS)  # one i32 specialisation for all
 
     def tiles(configs):
         return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in configs}
 
-    small = _triton._prune(_triton._ROW_CONFIGS, {"n_rows": 40, "n_keys": 40})
+    small = tune._prune(tune._ROW_CONFIGS, {"n_rows": 40, "n_keys": 40})
     assert tiles(small) == {(64, 64), (64, 32)}
-    assert _triton._prune(_triton._ROW_CONFIGS, {"n_rows": 5000, "n_keys": 5000}) == _triton._ROW_CONFIGS
-    narrow = _triton._prune(_triton._COL_CONFIGS, {"n_queries": 3000, "n_keys": 50})
+    assert tune._prune(tune._ROW_CONFIGS, {"n_rows": 5000, "n_keys": 5000}) == tune._ROW_CONFIGS
+    narrow = tune._prune(tune._COL_CONFIGS, {"n_queries": 3000, "n_keys": 50})
     assert tiles(narrow) == {(64, 64), (32, 64), (128, 64)}
-    assert _triton._prune(_triton._COL_CONFIGS, {"n_queries": 8, "n_keys": 8})  # never empty
+    assert tune._prune(tune._COL_CONFIGS, {"n_queries": 8, "n_keys": 8})  # never empty
 
     monkeypatch.setenv("INTERP_TRITON_AUTOTUNE", "0")
     assert not _triton.autotune_enabled() and _triton._launchers(None)[2]["BLOCK_M"] == 64

@@ -143,6 +143,30 @@ def test_sink_logits_values(sinks, match: str) -> None:
         call_unchecked(sink_logits=sinks)
 
 
+@pytest.mark.parametrize(
+    ("weight", "match"),
+    [
+        (torch.ones(2, 3, 6), r"key_weight must be a tensor \[batch, kv_head or head, key_pos\] = \(2, 2 or 4, 6\)"),
+        (torch.ones(2, 4, 5), r"key_weight must be a tensor \[batch, kv_head or head, key_pos\]"),
+        (torch.ones(6), r"key_weight must be a tensor"),
+        ([[1.0] * 6] * 2, r"key_weight must be a tensor"),
+        (torch.ones(2, 2, 6, dtype=torch.long), "key_weight must be a floating tensor"),
+        (
+            torch.ones(2, 2, 6).index_put_((torch.tensor([1]),), torch.tensor(float("nan"))),
+            "key_weight contains NaN or inf",
+        ),
+        (
+            torch.ones(2, 4, 6).index_put_((torch.tensor([0]),), torch.tensor(float("inf"))),
+            "key_weight contains NaN or inf",
+        ),
+        (torch.ones(2, 2, 6) - torch.eye(6)[:2] * 1.5, "key_weight must be non-negative .* minimum of -0.5"),
+    ],
+)
+def test_key_weight(weight, match: str) -> None:
+    with shape_error(match):  # the jaxtyping hook would reject some before our check
+        call_unchecked(key_weight=weight)
+
+
 def test_sink_logits_of_any_float_dtype_agree() -> None:
     """GPT-OSS keeps `sinks` in bf16: the logits are upcast exactly, not rounded to q's dtype."""
     sinks = torch.tensor([0.5, -1.25, 2.0, 3.5], dtype=torch.bfloat16)

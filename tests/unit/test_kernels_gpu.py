@@ -69,6 +69,8 @@ def gpu_cases(draw, dtype: torch.dtype) -> Case:
         kwargs["sink_logits"] = torch.randn(kv * group, generator=gen) * 3
     if draw(st.booleans()):
         kwargs["recent_windows"] = tuple(draw(st.lists(st.integers(1, t + 10), min_size=1, max_size=4, unique=True)))
+    if draw(st.booleans()):  # per-key weights, per kv head or per head
+        kwargs["key_weight"] = torch.rand(batch, draw(st.sampled_from([kv, kv * group])), t, generator=gen) * 4
     return _cuda(Case(q, k, kwargs))
 
 
@@ -77,9 +79,10 @@ FEATURES = {
     "sliding-window": dict(sliding_window=300, recent_windows=(1, 64, 299, 1000)),
     "softcap": dict(softcap=20.0),
     "sinks": dict(sink_logits=torch.tensor([-2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 9.0])),
+    "weights": dict(key_weight="per-head", sink_logits=torch.linspace(-1.0, 5.0, 8), recent_windows=(16, 500)),
     "all": dict(
         key_padding_mask="left", sliding_window=128, softcap=30.0, segments=True,
-        sink_logits=torch.linspace(-1.0, 5.0, 8), recent_windows=(8, 100),
+        sink_logits=torch.linspace(-1.0, 5.0, 8), recent_windows=(8, 100), key_weight="per-kv-head",
     ),
 }  # fmt: skip
 
@@ -97,6 +100,9 @@ def _feature_case(name: str, dtype: torch.dtype, t: int = 2500, d: int = 128) ->
         kwargs["key_padding_mask"] = (pos >= torch.tensor([[0], [777]])) & (pos % 11 != 5)
     if kwargs.pop("segments", False):
         kwargs["segments"] = torch.randint(-1, 3, (2, t), generator=gen)
+    if "key_weight" in kwargs:  # ||v_j||-like weights, some keys of norm 0
+        w = torch.rand(2, 8 if kwargs["key_weight"] == "per-head" else 2, t, generator=gen) * 3
+        kwargs["key_weight"] = w * (torch.rand(w.shape, generator=gen) > 0.1)
     return _cuda(Case(q, k, kwargs))
 
 
@@ -112,7 +118,8 @@ def test_every_config_matches_reference() -> None:
     from kernel_cases import prepare_kwargs
 
     from interp.kernels._problem import prepare
-    from interp.kernels._triton import _COL_SPACE, _ROW_SPACE, triton_stats
+    from interp.kernels._triton import triton_stats
+    from interp.kernels._triton_tune import _COL_SPACE, _ROW_SPACE
     from interp.kernels.stats import _finalize
 
     case = _feature_case("sinks", torch.float16, t=1500)
