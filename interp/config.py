@@ -34,6 +34,12 @@ class Config:
     def validate(self) -> None:
         """Raise `interp.errors.InterpError` on a setting outside its range (model-free checks only)."""
 
+    def normalise(self, **values: Any) -> None:
+        """Set fields of this frozen config to their normal form while it validates itself
+        (``self.normalise(layers=tuple(self.layers))``): the one place a config's fields change."""
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
     def settings(self) -> dict[str, Any]:
         """JSON-friendly settings: every field, tuples as lists, other objects as strings."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from interp.analyses.checks import Check, ChecksFailed, as_records, blocking, check_all, failed, untested
+from interp.config import Config
 from interp.distributed import Launch
 from interp.errors import InterpError
 from interp.protocols import Model
@@ -64,7 +65,7 @@ STAGES = tuple(_experiments())  # in run order (the registry's report order)
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Config):
     """Settings of `run_report`. Each analysis config left as None gets the report's small default.
 
     Attributes:
@@ -87,7 +88,7 @@ class ReportConfig:
     png: bool = True  # PNGs of static figures where an image backend exists
     images: tuple[str, ...] = ()  # --image: these formats of every static figure, or an error
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         stages = tuple(self.stages)
         unknown = [s for s in stages if s not in STAGES]
         if unknown or not stages:
@@ -103,7 +104,7 @@ class ReportConfig:
             if not set(needs) <= set(stages):
                 both = "both stages" if len(needs) == 2 else "those stages"
                 raise InterpError(f"the {name} stage takes the results of {' and '.join(needs)}: include {both}")
-        object.__setattr__(self, "stages", tuple(s for s in STAGES if s in stages))
+        self.normalise(stages=tuple(s for s in STAGES if s in stages))
         unknown = [s for s in self.configs if s not in STAGES]
         if unknown:
             raise InterpError(f"configs for unknown stages {unknown}: name stages from {', '.join(STAGES)}")

@@ -102,15 +102,15 @@ class HeadConfig(Config):
 
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
-        object.__setattr__(self, "kinds", parse_kinds(self.kinds))
+        self.normalise(kinds=parse_kinds(self.kinds))
         if not 0.0 <= self.min_rows_in_window <= 1.0:
             raise InterpError(f"min_rows_in_window must lie in [0, 1], got {self.min_rows_in_window!r}")
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
+            self.normalise(layers=tuple(self.layers))
         if isinstance(self.texts, str):
             raise InterpError("texts must be a sequence of strings: wrap a single text as (text,)")
         if self.texts is not None:
-            object.__setattr__(self, "texts", tuple(self.texts))
+            self.normalise(texts=tuple(self.texts))
             if not self.texts or not all(t.strip() for t in self.texts):
                 raise InterpError(
                     "texts is empty or holds an empty text: give at least one non-blank text, or texts=None"

@@ -67,13 +67,13 @@ class InfluenceConfig(Config):
         """Raise `InterpError` on settings outside their range."""
         if self.heads is not None:
             heads = tuple((int(l), int(h)) for l, h in self.heads)
-            object.__setattr__(self, "heads", heads)
+            self.normalise(heads=heads)
             if not heads:
                 raise InterpError("no heads to mask: pass at least one (layer, head), or heads=None")
         if isinstance(self.texts, str):
             raise InterpError("texts must be a sequence of strings: wrap a single text as (text,)")
         if self.texts is not None:
-            object.__setattr__(self, "texts", tuple(self.texts))
+            self.normalise(texts=tuple(self.texts))
             if not self.texts:
                 raise InterpError("no texts given: pass at least one text to rank")
             for n, text in enumerate(self.texts):

@@ -73,11 +73,11 @@ class QRConfig(Config):
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
+            self.normalise(layers=tuple(self.layers))
         if not 0.0 < self.chance_quantile < 1.0:
             raise InterpError(f"chance_quantile must lie in (0, 1), got {self.chance_quantile!r}")
         if self.samples is not None:
-            object.__setattr__(self, "samples", tuple(self.samples))
+            self.normalise(samples=tuple(self.samples))
             if not self.samples:
                 raise InterpError("no samples given: pass at least one, or samples=None for the shipped detection set")
         if self.max_samples is not None and not (isinstance(self.max_samples, int) and self.max_samples >= 1):

@@ -68,11 +68,11 @@ class SelectCopyConfig(Config):
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
+            self.normalise(layers=tuple(self.layers))
         if not 0.0 < self.chance_quantile < 1.0:
             raise InterpError(f"chance_quantile must lie in (0, 1), got {self.chance_quantile!r}")
         if self.questions is not None:
-            object.__setattr__(self, "questions", tuple(self.questions))
+            self.normalise(questions=tuple(self.questions))
         if self.anchor not in ("newline", "label"):
             raise InterpError(f"anchor must be 'newline' or 'label', got {self.anchor!r}")
         if self.questions is not None and not self.questions:

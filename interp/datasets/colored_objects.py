@@ -64,7 +64,7 @@ class ColoredObjectsConfig(Config):
             if isinstance(value, str):
                 raise InterpError(f"{name} must be a sequence of strings: wrap a single one as ({value!r},)")
             if value is not None:
-                object.__setattr__(self, name, tuple(value))
+                self.normalise(**{name: tuple(value)})
 
 
 def _item_list(pairs: Sequence[tuple[str, str]]) -> str:

@@ -70,7 +70,7 @@ class IOIConfig(Config):
             if isinstance(value, str):
                 raise InterpError(f"{name} must be a sequence of strings: wrap a single one as ({value!r},)")
             if value is not None:
-                object.__setattr__(self, name, tuple(value))
+                self.normalise(**{name: tuple(value)})
         if self.templates is not None:
             if not self.templates:
                 raise InterpError("no IOI templates given: pass at least one template with {N1}, {N2} and {S}")

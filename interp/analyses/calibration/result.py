@@ -83,7 +83,7 @@ class CalibrationConfig(Config):
             raise InterpError(f"min_queries must be an int >= 1, got {self.min_queries!r} (1 = no tail guard)")
         if self.gamma is not None:
             check_gamma(self.gamma)
-        object.__setattr__(self, "gammas", tuple(self.gammas))
+        self.normalise(gammas=tuple(self.gammas))
         if not self.gammas and self.gamma is None and self.method == "zerotune":
             raise InterpError("no gammas to search: give a grid (e.g. 0.5,2) or a fixed gamma")
         for g in self.gammas:
@@ -101,7 +101,7 @@ class CalibrationConfig(Config):
         if self.heads is not None:
             if not self.heads:
                 raise InterpError("heads is empty: give at least one LAYER.HEAD, or omit it to search")
-            object.__setattr__(self, "heads", head_pairs(self.heads))
+            self.normalise(heads=head_pairs(self.heads))
 
 
 @dataclass(frozen=True)

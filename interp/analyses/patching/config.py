@@ -72,9 +72,9 @@ class PatchConfig(Config):
     def validate(self) -> None:
         """Raise `InterpError` on a bad setting (before any model work)."""
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+            self.normalise(layers=tuple(int(x) for x in self.layers))
         if self.pairs is not None:
-            object.__setattr__(self, "pairs", str(self.pairs))
+            self.normalise(pairs=str(self.pairs))
         if self.task not in TASK_NAMES:
             raise InterpError(f"unknown task '{self.task}': use one of ioi, colored-objects, pairs")
         if self.task == "pairs" and self.pairs is None:

@@ -81,7 +81,7 @@ class PreplanConfig(Config):
             raise InterpError(f"band lo={lo} > hi={hi}: FAI averages queries s+lo..s+hi, pass lo <= hi (e.g. 10, 100)")
         if lo < 0:
             raise InterpError(f"band lo={lo} < 0: queries before a key cannot attend to it; pass lo >= 0 (e.g. 10)")
-        object.__setattr__(self, "band", (lo, hi))
+        self.normalise(band=(lo, hi))
         for name, least in (("window", 1), ("n_default_layers", 1), ("coupling_k", 1), ("max_new_tokens", 1)):
             v = getattr(self, name)
             if not _is_int(v) or v < least:
@@ -98,7 +98,7 @@ class PreplanConfig(Config):
                 raise InterpError(
                     f"layers must be a non-empty list of ints (or None for the default), got {self.layers!r}"
                 )
-            object.__setattr__(self, "layers", tuple(sorted(set(int(x) for x in layers))))
+            self.normalise(layers=tuple(sorted(set(int(x) for x in layers))))
         if self.backend not in BACKENDS:
             raise InterpError(f"unknown kernel backend '{self.backend}': use one of {', '.join(BACKENDS)}")
         if self.prompts is not None:
@@ -114,7 +114,7 @@ class PreplanConfig(Config):
                     )
             if len({p.id for p in prompts}) != len(prompts):
                 raise InterpError("two prompts share an id: give every prompt a distinct id")
-            object.__setattr__(self, "prompts", prompts)
+            self.normalise(prompts=prompts)
 
     def settings(self) -> dict:
         """JSON-friendly settings without the prompts (a run stores their digest beside them)."""

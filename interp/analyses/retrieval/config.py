@@ -83,7 +83,7 @@ class RetrievalConfig(Config):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)):
                 raise InterpError(f"{name} must be a sequence, got the string {value!r}")
-            object.__setattr__(self, name, tuple(value))
+            self.normalise(**{name: tuple(value)})
         if not self.lengths or not all(isinstance(x, int) and x > 0 for x in self.lengths):
             raise InterpError(f"lengths must be positive token counts, got {self.lengths!r}")
         if not self.depths or not all(0.0 <= float(d) <= 1.0 for d in self.depths):

@@ -49,9 +49,9 @@ class SinkConfig(Config):
     def validate(self) -> None:
         """Raise `InterpError` on settings outside their range."""
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
+            self.normalise(layers=tuple(self.layers))
         if self.texts is not None and not isinstance(self.texts, str):
-            object.__setattr__(self, "texts", tuple(self.texts))
+            self.normalise(texts=tuple(self.texts))
         if isinstance(self.texts, str):
             raise InterpError("texts must be a sequence of strings: wrap a single text as (text,)")
         if not 0.0 < self.eps < 1.0:
