@@ -96,12 +96,6 @@ def figures(result: InfluenceResult) -> dict[str, Any]:
     return {"influence": influence_figure(result)}
 
 
-def report_figures(result: InfluenceResult) -> dict[str, Any]:
-    from interp.plots.heads import influence_figure
-
-    return {"attention_influence": influence_figure(result)}
-
-
 def cli(
     heads: str = typer.Option(
         ..., "--heads", help="A retrieval run's heads.csv (top --k by score), or LAYER.HEAD pairs like 18.6,23.2."
@@ -172,6 +166,6 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=InReport(report_config, order=80, uses=("retrieval", "heads"), figures=report_figures),
+    report=InReport(report_config, order=80, uses=("retrieval", "heads")),
     quick={"max_texts": _REPORT_SIZES[True]["n_texts"], "max_tokens": _REPORT_SIZES[True]["max_tokens"]},
 )

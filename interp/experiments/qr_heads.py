@@ -126,12 +126,6 @@ def figures(result: QRResult) -> dict[str, Any]:
     return {"qr_heads": qr_heads_figure(result)}
 
 
-def report_figures(result: QRResult) -> dict[str, Any]:
-    from interp.plots.heads import qr_heads_figure
-
-    return {"qr_scores": qr_heads_figure(result)}
-
-
 def cli(
     samples: Optional[Path] = typer.Option(
         None, "--samples", help="JSONL of {query, documents, gold} lines (default: the shipped detection set)."
@@ -176,6 +170,6 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=InReport(report_sizes(QRConfig, _REPORT_SIZES), order=70, figures=report_figures),
+    report=InReport(report_sizes(QRConfig, _REPORT_SIZES), order=70),
     quick=_REPORT_SIZES[True],
 )

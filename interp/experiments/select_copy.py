@@ -145,12 +145,6 @@ def figures(result: SelectCopyResult) -> dict[str, Any]:
     return {"select_copy": select_copy_figure(result)}
 
 
-def report_figures(result: SelectCopyResult) -> dict[str, Any]:
-    from interp.plots.heads import select_copy_figure
-
-    return {"select_copy_accuracy": select_copy_figure(result)}
-
-
 def cli(
     questions: str = typer.Option(
         "mcq", "--questions", help="Shipped task 'mcq', or a JSONL file of {question, options, answer} lines."
@@ -201,6 +195,6 @@ EXPERIMENT = Experiment(
     figures=figures,
     describe=describe,
     cli=cli,
-    report=InReport(report_sizes(SelectCopyConfig, _REPORT_SIZES), order=60, figures=report_figures),
+    report=InReport(report_sizes(SelectCopyConfig, _REPORT_SIZES), order=60),
     quick=_REPORT_SIZES[True],
 )
