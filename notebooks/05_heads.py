@@ -55,16 +55,17 @@ from interp.analyses.select_copy import SelectCopyConfig
 from interp.experiments import select_copy
 from interp.plots.heads import select_copy_figure
 
-sc = select_copy.run(lm, SelectCopyConfig(max_questions=8))  # None = all 60 shipped questions
+sc = select_copy.run(lm, SelectCopyConfig(max_questions=6))  # None = all 60 shipped questions
 print(sc.summary(3))
 select_copy_figure(sc)
 
 # %% [markdown]
 # **Caveat: chance.** With 4 options chance is 0.25, but the *best* of 270 heads guessing at
 # random does much better than 0.25 on a handful of questions: `chance_best` in the summary is
-# that bar. A head must clear it, not 0.25, before it counts; on 8 questions none can be told
-# apart from luck (on all 60, docs/RESULTS.md finds none either: this 135M model has no
-# select-and-copy heads that stand out).
+# that bar. A head must clear it, not 0.25, before it counts. On 6 questions none can be told
+# apart from luck, and the result's check says so: "not tested", too few questions to decide.
+# `model_accuracy` is the model's own answer, no better than chance here. On all 60 questions
+# docs/RESULTS.md finds no such head either: this 135M model has none that stand out.
 #
 # ## Query-focused retrieval heads (QRHead)
 # Several documents and a question; the score is the question's attention mass on the document
@@ -76,13 +77,14 @@ from interp.analyses.qr_heads import QRConfig
 from interp.experiments import qr_heads
 from interp.plots.heads import qr_heads_figure
 
-qr = qr_heads.run(lm, QRConfig(max_samples=4))  # None = the 16 shipped samples
+qr = qr_heads.run(lm, QRConfig(max_samples=3))  # None = the 16 shipped samples
 qr.to_dataframe().sort_values("qr_score", ascending=False).head()
 
 # %% [markdown]
 # The top QR heads overlap the induction and retrieval heads of layers 17-18: reading the right
 # document and copying from it are done by the same few heads. `accuracy` is how often the head
-# alone picks the gold document; with 4 samples it moves in steps of 0.25.
+# alone picks the gold document; with 3 samples it moves in steps of 1/3, and its interval
+# (`accuracy_ci_low`, `accuracy_ci_high`) is wide.
 
 # %%
 qr_heads_figure(qr)
@@ -108,7 +110,8 @@ ai.to_dataframe()
 
 # %% [markdown]
 # **Reading AI.** A positive AI means the text needs those heads: its loss rises without them.
-# The sign and size depend on the text: a repeated sentence is exactly what induction heads
+# Here both values are small (about 1%): four heads of 270 matter little to these short texts,
+# and the sign and size depend on the text: a repeated sentence is exactly what induction heads
 # predict, yet other heads can take over when a few are removed, so do not read one text's AI as
 # a property of the heads. AttentionInfluence ranks *texts* (for data selection), not heads.
 

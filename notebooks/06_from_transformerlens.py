@@ -218,8 +218,8 @@ rows = pd.DataFrame({"layer": index[:, 0].numpy(), "head": index[:, 1].numpy()})
 with torch.no_grad():
     _, clean_cache = bridge.run_with_cache(pair.clean)
     start = time.perf_counter()
-    theirs = tl_patching.get_act_patch_attn_head_out_all_pos(
-        bridge, pair.corrupt, clean_cache, lambda logits: metric(logits).mean(), index_df=rows
+    theirs = tl_patching.get_act_patch_attn_head_out_all_pos(  # index_df replaces its (layer, head) axes
+        bridge, pair.corrupt, clean_cache, lambda logits: metric(logits).mean(), index_axis_names=None, index_df=rows
     )  # [90], in the order of rows
 tl_s = time.perf_counter() - start
 grid = table.to_grid()  # [layer, head]; NaN in the layers not patched
