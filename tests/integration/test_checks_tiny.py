@@ -74,7 +74,15 @@ def test_execute_records_checks_warns_and_fails_under_strict(tiny_lm, tmp_path, 
     execute(_TOY, _ToyConfig(True), model=None, out=tmp_path / "ok")
     info = json.loads((tmp_path / "ok" / "run.json").read_text())
     assert info["checks"] == [
-        {"name": "clean_accuracy", "value": 1.0, "threshold": 0.5, "passed": True, "detail": "toy", "op": ">"}
+        {
+            "name": "clean_accuracy",
+            "outcome": "passed",
+            "value": 1.0,
+            "threshold": 0.5,
+            "passed": True,
+            "detail": "toy",
+            "op": ">",
+        }
     ]
     assert "WARNING" not in capsys.readouterr().err
 
