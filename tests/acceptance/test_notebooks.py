@@ -111,9 +111,9 @@ def _preplan(text: str) -> None:
 def _heads(text: str) -> None:
     layer, head, score = _find(r"induction: L(\d+)H(\d+) (\d\.\d+)", text)
     assert 15 <= int(layer) <= 20 and float(score) > 0.5  # regression guard: L18H6 0.89 (docs/RESULTS.md)
-    (prev,) = _find(r"previous-token: L\d+H\d+ (\d\.\d+)", text)
+    (prev,) = _find(r"previous: L\d+H\d+ (\d\.\d+)", text)
     assert float(prev) > 0.5
-    assert "qr_score" in text and re.search(r"\bai\b", text)
+    assert "qr_score" in text and "influence" in text  # the QRHead and AttentionInfluence tables
 
 
 def _from_tl(text: str) -> None:
