@@ -403,3 +403,17 @@ def test_calibration_checks_without_a_measured_overlap_or_items_are_not_tested()
     assert checks["heldout_disjoint"].outcome == "not tested"  # was "failed" on a NaN nobody measured
     few = {c.name: c for c in result(3, 0).checks}  # 3 two-choice items: the 95% quantile of guessing is 1
     assert few["base_above_chance"].outcome == "not tested" and few["heldout_items"].outcome == "failed"
+
+
+def test_sinks_reports_no_bos_check_for_a_model_without_bos():
+    from interp.analyses.sinks import SinkConfig, combine
+
+    toks = [([" a", " b", " c"], [False] * 3)] * 2
+    rec = {"first_token_mass": [[0.9, 0.1], [0.5, 0.2]], "alpha0": [[0.92, 0.4], [0.6, 0.05]],
+           "position_count": [2, 0, 0], "hits": []}  # fmt: skip
+    cfg = SinkConfig(texts=("a", "b"), length=3, min_queries=2)
+    result = combine("toy", cfg, [0, 1], 2, toks, [rec, rec], first_is_bos=[False, False], model_bos=False)
+    # was holds("position_0_is_bos", True): a check that passed by construction
+    assert [c.name for c in result.checks] == []
+    with_bos = combine("toy", cfg, [0, 1], 2, toks, [rec, rec], first_is_bos=[False, True], model_bos=True)
+    assert [(c.name, c.outcome) for c in with_bos.checks] == [("position_0_is_bos", "failed")]

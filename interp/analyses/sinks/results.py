@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from interp.analyses.checks import Check, as_records, at_least, holds
+from interp.analyses.checks import Check, as_records, at_least
 from interp.analyses.ranking import grid_cells
 from interp.analyses.sinks.config import SinkConfig
 from interp.analyses.sinks.measures import TOKEN_TYPES, noop_sinks, sink_rate, value_ratio
@@ -93,7 +93,8 @@ class SinkResult:
     def checks(self) -> tuple[Check, ...]:
         """Whether "the first token" is the sink the papers mean, and measurable in every layer.
 
-        - ``position_0_is_bos`` (when the model prepends BOS): every window must start with BOS;
+        - ``position_0_is_bos`` (only when the model prepends BOS: a check that could not fail is
+          not reported): every window must start with BOS;
           the first-token sink of a model trained with BOS forms on BOS, so on a window whose
           position 0 is an ordinary token its sink rate can read 0% and mean nothing.
         - ``rows_seeing_position_0`` (when a layer has a window shorter than the text): the
@@ -103,20 +104,12 @@ class SinkResult:
         out = []
         if self.model_bos is not None and len(self.first_is_bos) == self.n_texts:
             share = float(np.mean(self.first_is_bos)) if self.first_is_bos else float("nan")
-            if self.model_bos:
-                out.append(
+            if self.model_bos:  # without BOS, position 0 is the text's first token as the model sees text:
+                out.append(  # nothing to check, so no check (it held by construction before)
                     at_least(
                         "position_0_is_bos", share, 1.0,
                         f"share of the {self.n_texts} windows whose position 0 is the BOS token the model prepends to "
                         "every text; where it is not, the first-token sink is measured on an ordinary token",
-                    )
-                )  # fmt: skip
-            else:
-                out.append(
-                    holds(
-                        "position_0_is_bos", True,
-                        f"the model prepends no BOS: position 0 is the text's first token, as the model sees text "
-                        f"(BOS at position 0 in {share:.0%} of windows)",
                     )
                 )  # fmt: skip
         windowed = [w for w in self.layer_windows() if w is not None and w < self.length]
