@@ -414,10 +414,11 @@ def _preplan_run(windows, n_prompt=20, n_resp=30):
 
 
 def test_preplan_checks_the_windows_of_the_chosen_layers():
-    # global layers, or windows longer than the 50-token text: spans and FAI mean what the paper means
-    for windows in ((None, None), (None, 4096)):
-        run = _preplan_run(windows)
-        assert [(c.name, c.passed) for c in run.checks] == [("windowed_layers_shorter_than_text", True)]
+    # windows longer than the 50-token text: spans and FAI mean what the paper means
+    run = _preplan_run((None, 4096))
+    assert [(c.name, c.passed) for c in run.checks] == [("windowed_layers_shorter_than_text", True)]
+    # only global layers: nothing to check, so no check (issue 30: it passed by construction)
+    assert _preplan_run((None, None)).checks == ()
     # a 40-token window in a 50-token text caps spans; FAI's band (10, 100) reaches past it
     run = _preplan_run((None, 40))
     assert [c.name for c in failed(run.checks)] == ["windowed_layers_shorter_than_text", "band_within_window"]

@@ -166,7 +166,8 @@ class PreplanRun:
     def checks(self) -> tuple[Check, ...]:
         """Whether dist, waad and band mean in the chosen layers what the paper means.
 
-        - ``windowed_layers_shorter_than_text``: chosen layers whose sliding window is shorter
+        - ``windowed_layers_shorter_than_text`` (when a chosen layer has a window): chosen layers
+          whose sliding window is shorter
           than the longest prompt + response, at most 0. In such a layer a head's span (mean
           dist) is capped by the window, so "local" and "global" heads partly sort layers by
           their window rather than heads by their behaviour.
@@ -177,6 +178,8 @@ class PreplanRun:
             return ()
         layers = self.results[0].layers
         windows = self.windows if len(self.windows) == len(layers) else (None,) * len(layers)
+        if all(w is None for w in windows):  # only global layers: a check that could not fail is not reported
+            return ()
         longest = max(r.n_prompt + len(r.tokens) for r in self.results)
         short = [(l, w) for l, w in zip(layers, windows) if w is not None and w < longest]
         out = [
