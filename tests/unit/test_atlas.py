@@ -20,7 +20,6 @@ from interp.analyses.atlas import (
     decision_units,
     duo_attention_heads,
     group_max,
-    interval,
     key_tokens,
     kv_saved,
     position_bins,
@@ -28,6 +27,7 @@ from interp.analyses.atlas import (
     windowed_from_duo,
     windowed_from_json,
 )
+from interp.analyses.stats import t_interval
 from interp.errors import InterpError
 
 
@@ -146,11 +146,12 @@ def test_key_tokens_follow_longppl():
 
 
 def test_interval_is_the_student_t_interval():
+    """`interp.analyses.stats.t_interval`, the atlas's intervals: None and NaN values left out."""
     v = np.random.default_rng(3).normal(size=7)
-    mean, lo, hi = interval(v.tolist())
+    mean, lo, hi = t_interval(v.tolist() + [None, float("nan")])
     half = 2.447 * v.std(ddof=1) / math.sqrt(7)  # t_{0.975, 6}
     assert np.isclose(mean, v.mean()) and np.isclose(lo, v.mean() - half) and np.isclose(hi, v.mean() + half)
-    assert math.isnan(interval([1.0])[1]) and math.isnan(interval([])[0])
+    assert math.isnan(t_interval([1.0])[1]) and math.isnan(t_interval([])[0])
 
 
 def test_condition_rows_pool_seeds_and_the_best_saving_needs_loss_and_recall():

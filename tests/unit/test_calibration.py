@@ -272,14 +272,3 @@ def test_choice_file_errors_name_the_line_and_digest(tmp_path):
     good.write_text(json.dumps(header) + "\n" + json.dumps({"id": "a", "text": "x", "answer": "no"}) + "\n")
     a, b = load_task(str(good)), load_task(str(good))
     assert choices_digest(a) == choices_digest(b) != choices_digest(load_task("sentiment"))
-
-
-def test_t_interval_against_scipy_free_definition():
-    """`interp.analyses.stats.t_interval`: mean +- t_{0.975, n-1} s / sqrt(n), NaN bounds below 2 values."""
-    from interp.analyses.stats import t_interval
-
-    x = np.random.default_rng(3).normal(size=7)
-    mean, lo, hi = t_interval(list(x) + [None, float("nan")])
-    half = 2.447 * x.std(ddof=1) / np.sqrt(7)  # t_{0.975, 6}
-    assert (mean, lo, hi) == pytest.approx((x.mean(), x.mean() - half, x.mean() + half))
-    assert np.isnan(t_interval([1.0])[1]) and all(np.isnan(t_interval([])))

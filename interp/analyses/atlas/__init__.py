@@ -12,7 +12,7 @@ needle recall, 95% intervals, each selector's frontier. `interp.analyses.atlas.r
 Pure: the runner (`interp.experiments.atlas`) drives the model.
 """
 
-from interp.analyses.atlas.causal import best_savings, condition_row, frontier, interval, key_tokens
+from interp.analyses.atlas.causal import best_savings, condition_row, frontier, key_tokens
 from interp.analyses.atlas.config import LONGPPL_CONTEXT, LONGPPL_STEP, AtlasConfig
 from interp.analyses.atlas.policy import (
     SELECTORS,
@@ -54,7 +54,6 @@ __all__ = [
     "duo_attention_heads",
     "frontier",
     "group_max",
-    "interval",
     "key_tokens",
     "kv_saved",
     "metric_names",

@@ -9,7 +9,7 @@ per-token loss minus the unedited model's.
 
 Intervals are 95% Student-t intervals over the independent items of a (selector, budget): the
 held-out windows x seeds for losses (one window and one seed: over its key tokens), the needle
-prompts x seeds for recall (`interval`). A selector's frontier is its (KV saved, key-token loss
+prompts x seeds for recall (`interp.analyses.stats.t_interval`). A selector's frontier is its (KV saved, key-token loss
 change) points over the budgets; its best budget is the largest KV saving whose key-token loss
 change is at most the tolerance and whose recall is at least ``recall_min`` of the unedited
 model's (`frontier`, `best_savings`).
@@ -23,12 +23,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["key_tokens", "interval", "condition_row", "frontier", "best_savings"]
+from interp.analyses.stats import t_interval
 
-# two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30 (beyond: the normal 1.96)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)  # fmt: skip
+__all__ = ["key_tokens", "condition_row", "frontier", "best_savings"]
 
 
 def key_tokens(full: np.ndarray, short: np.ndarray, margin: float = 2.0, max_loss: float = 2.0) -> np.ndarray:
@@ -40,19 +37,6 @@ def key_tokens(full: np.ndarray, short: np.ndarray, margin: float = 2.0, max_los
     """
     full, short = np.asarray(full, dtype=np.float64), np.asarray(short, dtype=np.float64)
     return (short - full > margin) & (full < max_loss)
-
-
-def interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, lo, hi): the 95% Student-t interval of the mean of independent ``values`` (NaN bounds below 2 values)."""
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return (float("nan"),) * 3
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, float("nan"), float("nan")
-    t = _T975[v.size - 2] if v.size - 1 <= len(_T975) else 1.96
-    half = t * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return mean, mean - half, mean + half
 
 
 def _loss_items(
@@ -88,13 +72,13 @@ def condition_row(
     """
     every, key = _loss_items(runs, base, masks)
     recall = [r for run in runs for r in run["recall"]]
-    d, d_lo, d_hi = interval(every)
-    _, k_lo, k_hi = interval(key)
+    d, d_lo, d_hi = t_interval(every)
+    _, k_lo, k_hi = t_interval(key)
     # the key-token change is the mean over key tokens of every window and seed (not of the per-token items)
     key_all = [float((np.asarray(r["nll"][t]) - np.asarray(base["nll"][t]))[masks[t]].mean())
                for r in runs for t in range(len(masks)) if masks[t].any()]  # fmt: skip
     k_mean = float(np.mean(key_all)) if key_all else float("nan")
-    r, r_lo, r_hi = interval(recall)
+    r, r_lo, r_hi = t_interval(recall)
     return {
         "selector": selector, "budget": budget, "n_runs": len(runs),
         "delta_loss": d, "delta_loss_lo": d_lo, "delta_loss_hi": d_hi,
