@@ -95,7 +95,9 @@ def test_execute_records_checks_warns_and_fails_under_strict(tiny_lm, tmp_path, 
 
 
 def test_report_marks_a_failed_check_with_a_banner_and_an_overview_column(tiny_lm, tmp_path):
-    from interp.report import ReportConfig, StageReport, _Output, _write_index
+    from interp.report import ReportConfig, StageReport
+    from interp.report.config import _Output
+    from interp.report.page import write_index
 
     ok = StageReport(
         "sinks", "Attention sinks", "Sinks found.", 1.0, (), (), (above("position_0_is_bos", 1.0, 0.5, "x"),)
@@ -105,7 +107,7 @@ def test_report_marks_a_failed_check_with_a_banner_and_an_overview_column(tiny_l
         (above("clean_accuracy", 0.0, 0.8, "share of clean prompts right"), above("other", 1.0, 0.5, "y")),
     )  # fmt: skip
     outputs = {s.name: _Output(summary=s.summary, summary_html=f"<p>{s.summary}</p>") for s in (ok, bad)}
-    page = _write_index(tmp_path, tiny_lm, ReportConfig(), [ok, bad], outputs, 1.0).read_text()
+    page = write_index(tmp_path, tiny_lm, ReportConfig(), [ok, bad], outputs, 1.0).read_text()
     assert "<th>checks</th>" in page
     assert '<td class="check-ok">passed (1)</td>' in page
     assert '<td class="check-failed"><b>failed</b>: clean_accuracy</td>' in page

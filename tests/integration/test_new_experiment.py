@@ -92,7 +92,7 @@ def test_two_new_files_make_a_registered_experiment(tmp_path, tiny_lm, monkeypat
     monkeypatch.setattr(experiments, "__path__", [*experiments.__path__, str(pkg)])
     reg = registry()
     assert "toy" in reg and reg["toy"].command == ("score", "toy")
-    from interp.report import _experiments
+    from interp.report.config import _experiments
 
     stages = _experiments()  # the report's stages, in report order
     names = list(stages)

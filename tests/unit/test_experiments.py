@@ -135,7 +135,8 @@ def test_report_hands_a_stage_only_the_results_it_names():
     from typecheck import unchecked
 
     from interp.experiments import Experiment, InReport
-    from interp.report import ReportConfig, _run_experiment
+    from interp.report import ReportConfig
+    from interp.report.run import _run_experiment
 
     seen = {}
 
