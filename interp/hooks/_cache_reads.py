@@ -41,6 +41,16 @@ TL_NAMES = {
     "hook_mlp_out": ("mlp_out", False),
 }
 _NAME = re.compile(r"blocks\.(\d+)\.(.+)")
+_LISTED = {"q": "attn.hook_rot_q", "k": "attn.hook_rot_k", "v": "attn.hook_v", "z": "attn.hook_z"} | {
+    site: f"hook_{site}" for site in ("resid_pre", "resid_post", "attn_out", "mlp_out")
+}
+
+
+def _span(layers: list[int]) -> str:
+    """``0-29`` for a run of layers, else the list."""
+    if layers and layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 2:
+        return f"{layers[0]}-{layers[-1]}"
+    return str(layers)
 
 
 def _rotary(lm: Any) -> bool:
@@ -59,6 +69,28 @@ class CacheReads:
     layers: list[int]
     keep: tuple[str, ...]
     attention_mask: Optional[Tensor]
+
+    def keys(self) -> list[str]:
+        """TransformerLens names of what the cache holds (``hook_rot_q``/``hook_rot_k`` for interp's
+        post-RoPE q/k; ``hook_pattern`` where q and k were kept). Tuple keys work too: ``(site, layer)``."""
+        store = self._store  # type: ignore[attr-defined]
+        names = []
+        for layer in self.layers:
+            names += [f"blocks.{layer}.{_LISTED[s]}" for s in self.keep if s in _LISTED and (s, layer) in store]
+            if ("q", layer) in store and ("k", layer) in store:
+                names.append(f"blocks.{layer}.attn.hook_pattern")
+        return names
+
+    def _check_captured(self, layer: int, what: str) -> None:
+        """Raise unless ``layer`` was captured (out of the model's range: the model's own message)."""
+        if layer in self.layers:
+            return
+        if self.lm is not None:
+            self.lm.arch.check_layer(layer)
+        raise InterpError(
+            f"{what}layer {layer} was not captured (captured: {_span(self.layers)}): pass layers=[..., {layer}] "
+            "to run_with_cache (or capture)"
+        )
 
     def _model(self) -> Any:
         if self.lm is None:
@@ -104,8 +136,7 @@ class CacheReads:
         return mask.to(torch.bool)
 
     def _qk(self, layer: int, what: str) -> tuple[Tensor, Tensor]:
-        if layer not in self.layers:
-            raise InterpError(f"{what} of layer {layer}: that layer was not captured (captured: {self.layers})")
+        self._check_captured(layer, f"{what}: ")
         missing = [s for s in ("q", "k") if s not in self.keep]
         if missing:
             raise InterpError(

@@ -107,11 +107,10 @@ class Cache(CacheReads):
     def all(self, site: str, layer: int) -> list[torch.Tensor]:
         if site not in self.keep:
             raise InterpError(
-                f"site '{site}' was not captured (this cache has {', '.join(self.keep) or 'none'}): pass "
+                f"site '{site}' was not kept (this cache has {', '.join(self.keep) or 'none'}): pass "
                 f"sites=(..., '{site}') to run_with_cache (keep= for capture)"
             )
-        if layer not in self.layers:
-            raise InterpError(f"layer {layer} was not captured: captured layers are {self.layers}")
+        self._check_captured(layer, "")
         got = self._store.get((site, layer))
         if not got:
             raise InterpError(f"nothing captured for {site} of layer {layer}: run a forward pass inside the capture")

@@ -97,6 +97,15 @@ def test_tl_names_answer_in_tl_layout_and_tuple_keys_in_ours():
     assert torch.equal(cache["blocks.0.hook_resid_pre"], cache["resid_pre", 0])
     assert torch.equal(cache["blocks.0.hook_mlp_out"], cache["mlp_out", 0])
     assert "blocks.1.attn.hook_pattern" in cache and "blocks.1.hook_resid_post" not in cache
+    assert cache.keys()[:6] == [
+        "blocks.0.attn.hook_rot_q",
+        "blocks.0.attn.hook_rot_k",
+        "blocks.0.attn.hook_v",
+        "blocks.0.attn.hook_z",
+        "blocks.0.hook_resid_pre",
+        "blocks.0.hook_mlp_out",
+    ]
+    assert cache.keys()[6] == "blocks.0.attn.hook_pattern" and all(torch.is_tensor(cache[n]) for n in cache.keys())
     with pytest.raises(InterpError, match="before RoPE.*hook_rot_q"):
         cache["blocks.1.attn.hook_q"]  # TL's hook_q is pre-RoPE: never silently the rotated q
     with pytest.raises(InterpError, match="unknown cache key"):
@@ -144,6 +153,8 @@ def test_stop_at_layer_ends_the_pass_for_every_site(backend, tmp_path, monkeypat
         assert torch.equal(cap[site, 0], full[site, 0])
     with pytest.raises(InterpError, match="layer 2 was not captured"):
         early["z", 2]
+    with pytest.raises(InterpError, match=r"layer 3 out of range: the model has 3 layers"):
+        early["z", 3]
 
 
 def test_capture_remembers_the_forward_mask():
@@ -204,8 +215,11 @@ BAD = {
         lambda lm, c: lm.run_with_cache(_ids(), layers=[2], stop_at_layer=2),
         "layer 2 never runs with stop_at_layer=2",
     ),
-    "pattern of a layer not captured": (lambda lm, c: c.pattern(2), "layer 2: that layer was not captured"),
-    "site not captured": (lambda lm, c: c["mlp_out", 0], "site 'mlp_out' was not captured"),
+    "pattern of a layer not captured": (
+        lambda lm, c: c.pattern(2),
+        r"pattern: layer 2 was not captured \(captured: \[0, 1\]\)",
+    ),
+    "site not captured": (lambda lm, c: c["mlp_out", 0], "site 'mlp_out' was not kept"),
     "pattern without q and k": (
         lambda lm, c: lm.run_with_cache(_ids(), sites=("z",))[1].pattern(0),
         "needs q and k of layer 0",
