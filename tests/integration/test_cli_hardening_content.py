@@ -333,7 +333,7 @@ def test_a_full_disk_mid_append_leaves_no_torn_line(monkeypatch, tmp_path):
             return HalfWrites(path, "r+")
         return real_open(path, mode, buffering, **kwargs)
 
-    monkeypatch.setattr(runs, "open", opener, raising=False)
+    monkeypatch.setattr(sys.modules[runs.SampleLog.__module__], "open", opener, raising=False)  # where the log writes
     with pytest.raises(InterpError, match="No space left on device"):
         log.add("u1", {"x": 2.0})
     monkeypatch.undo()

@@ -275,7 +275,7 @@ def test_run_json_is_strict_json_with_the_reason_for_each_null(tmp_path):
 
 def test_wall_seconds_sum_the_resumed_parts_and_fresh_starts_over(tmp_path):
     from interp.experiments import Store
-    from interp.experiments._base import _sum_times
+    from interp.experiments._store import _sum_times
     from interp.runs import add_part_time
 
     folder = tmp_path / "run"

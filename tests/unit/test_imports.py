@@ -16,7 +16,7 @@ one above; imports under ``if TYPE_CHECKING:`` are annotations and do not count)
 1. ``kernels``, ``hooks``, ``datasets``: statistics, instrumentation, inputs.
 2. ``analyses``: pure functions over statistics; never a model, a run folder or a launcher.
 3. ``models`` and its loading (``loading``, ``loaded``, ``_embedded``, ``_gguf``, ``_bridge``,
-   ``_identity``), ``runs`` (``_runmeta``): weights into memory, run folders and their stamps.
+   ``_identity``), ``runs`` (``_runmeta``, ``_runlog``): weights into memory, run folders, resume logs.
 4. ``distributed``: ranks, logs, the launch options (`rank_model` loads a rank's model).
 5. ``plots``: figures from results (and the atomic writes of ``runs``).
 6. ``experiments``: each analysis joined to a model. One experiment (``interp.experiments.<name>``)
@@ -181,7 +181,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "protocols", "config", "digest"),
     ("kernels", "hooks", "datasets"),
     ("analyses",),
-    ("models", "loading", "loaded", "_embedded", "_gguf", "_bridge", "_identity", "runs", "_runmeta"),
+    ("models", "loading", "loaded", "_embedded", "_gguf", "_bridge", "_identity", "runs", "_runmeta", "_runlog"),
     ("distributed",),
     ("plots",),
     ("experiments",),
