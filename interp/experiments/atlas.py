@@ -224,7 +224,7 @@ def describe(result: AtlasResult) -> str:
         f"{s['kv_saved']:.1%} of the KV cache at {cfg.length} tokens."
     )
     if result.causal:
-        best = ", ".join(f"{k} {v:.0%}" for k, v in s["best_kv_saved"].items())
+        best = ", ".join(f"{k} {'n/a' if v is None else f'{v:.0%}'}" for k, v in s["best_kv_saved"].items())
         text += (
             f" Causal check on held-out text ({s['n_key_tokens']} key tokens of {s['n_loss_tokens']}): the largest KV "
             f"saving with key-token loss change <= {cfg.loss_tolerance} nats/token and needle recall >= "

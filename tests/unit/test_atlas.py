@@ -167,6 +167,8 @@ def test_condition_rows_pool_seeds_and_the_best_saving_needs_loss_and_recall():
                           "delta_key_loss": [0.01, 0.04, 0.2, 0.06], "recall": [1.0, 0.9, 1.0, 1.0]})  # fmt: skip
     assert best_savings(front, 0.05, 0.95, 1.0) == {"a": 0.2, "b": 0.0}  # a at 0.4 loses recall
     assert best_savings(front, 0.05, 0.95, float("nan")) == {"a": 0.4, "b": 0.0}  # no needles: loss alone
+    none = front.assign(delta_key_loss=float("nan"))
+    assert all(math.isnan(v) for v in best_savings(none, 0.05, 0.95, 1.0).values())  # no key tokens: undecided, not 0
 
 
 @pytest.mark.parametrize(

@@ -99,9 +99,13 @@ def frontier(causal: pd.DataFrame, rows: Sequence[Mapping[str, Any]]) -> pd.Data
 
 def best_savings(front: pd.DataFrame, tolerance: float, recall_min: float, base_recall: float) -> dict[str, float]:
     """Per selector, the largest KV saving with key-token loss change <= ``tolerance`` and recall >=
-    ``recall_min`` x the unedited recall (0.0 when no budget qualifies; recall ignored without needles)."""
+    ``recall_min`` x the unedited recall (0.0 when no budget qualifies, NaN without key tokens; recall
+    ignored without needles)."""
     out: dict[str, float] = {}
     for selector, part in front.groupby("selector", sort=False):
+        if not np.isfinite(part["delta_key_loss"]).any():  # no key tokens: nothing to judge by
+            out[str(selector)] = float("nan")
+            continue
         ok = part["delta_key_loss"].fillna(math.inf) <= tolerance
         if math.isfinite(base_recall):
             ok &= part["recall"] >= recall_min * base_recall
