@@ -189,10 +189,7 @@ def activation_patching(
     per_pass = max(1, (batch_rows or default_rows(lm.vocab_size, lm.arch.d_model, n, n_pos)) // n)
     out = torch.full((len(index),), float(unpatched), dtype=torch.float64)
     if done:
-        finished = torch.tensor([tuple(row) in done for row in index.tolist()], dtype=torch.bool)
-        for i in torch.nonzero(finished & ~noop).flatten().tolist():
-            out[i] = float(done[tuple(index[i].tolist())])
-        noop = noop | finished
+        noop = noop | _resume(out, index, noop, done)
     todo = torch.nonzero(~noop).flatten()
     bar = store.bar(total=len(index), desc=f"patching {site}", unit="patch", show=progress)
     bar.update(len(index) - len(todo))
@@ -208,13 +205,7 @@ def activation_patching(
             start = int(first[which].min()) if kv is not None else 0
             # k and v span every key position (cached ones included); other sites only the new ones
             offset = 0 if site in ("k", "v") else start
-            edits = []
-            for layer in sorted({row[0] for row in chunk}):
-                rows = [(j, la, h, p - offset if p >= 0 else p) for j, (la, h, p) in enumerate(chunk) if la == layer]
-                act = clean_act[layer][..., offset:, :] if has_head else clean_act[layer][:, offset:]
-                source = act.repeat(c, *([1] * (act.dim() - 1)))
-                mask = patch_mask(rows, tuple(source.shape), n, has_head).to(act.device)
-                edits.append(Edit(site, layer, swap(mask, source)))
+            edits = _patch_edits(site, chunk, clean_act, offset, n, has_head)
             past = _prefix_cache(lm, kv, start, c) if start > 0 else None
             low = min(row[0] for row in chunk)
             with contextlib.ExitStack() as stack:
@@ -238,6 +229,29 @@ def activation_patching(
     for key, values in got.items():
         out[todo[passes[int(key.removeprefix("pass-"))]]] = torch.tensor(values, dtype=torch.float64)
     return PatchTable(site, index, out, clean_value, float(unpatched), _grid_shape(lm, site, n_pos))
+
+
+def _resume(out: Tensor, index: Tensor, noop: Tensor, done: Mapping[Patch, float]) -> Tensor:
+    """Fill ``out`` with the values an earlier run finished; returns which patches those are."""
+    finished = torch.tensor([tuple(row) in done for row in index.tolist()], dtype=torch.bool)
+    for i in torch.nonzero(finished & ~noop).flatten().tolist():
+        out[i] = float(done[tuple(index[i].tolist())])
+    return finished
+
+
+def _patch_edits(
+    site: str, chunk: list, clean_act: Mapping[int, Tensor], offset: int, n: int, has_head: bool
+) -> list[Edit]:
+    """The edits of one pass: copy i of the ``n`` prompts gets patch ``chunk[i]`` (layer, head, pos),
+    the clean activations from position ``offset`` on (the positions the pass recomputes)."""
+    edits = []
+    for layer in sorted({row[0] for row in chunk}):
+        rows = [(j, la, h, p - offset if p >= 0 else p) for j, (la, h, p) in enumerate(chunk) if la == layer]
+        act = clean_act[layer][..., offset:, :] if has_head else clean_act[layer][:, offset:]
+        source = act.repeat(len(chunk), *([1] * (act.dim() - 1)))
+        mask = patch_mask(rows, tuple(source.shape), n, has_head).to(act.device)
+        edits.append(Edit(site, layer, swap(mask, source)))
+    return edits
 
 
 def _grid_shape(lm: Model, site: str, n_pos: int) -> tuple[int, int, int]:
