@@ -8,7 +8,7 @@ loss change of a condition is the mean, over the key tokens of the held-out wind
 per-token loss minus the unedited model's.
 
 Intervals are 95% Student-t intervals over the independent items of a (selector, budget): the
-held-out windows x seeds for losses (one window and one seed: over its key tokens), the needle
+held-out windows x seeds for losses (one window and one seed: over its tokens, all or key), the needle
 prompts x seeds for recall (`interp.analyses.stats.t_interval`). A selector's frontier is its (KV saved, key-token loss
 change) points over the budgets; its best budget is the largest KV saving whose key-token loss
 change is at most the tolerance and whose recall is at least ``recall_min`` of the unedited
@@ -42,17 +42,18 @@ def key_tokens(full: np.ndarray, short: np.ndarray, margin: float = 2.0, max_los
 def _loss_items(
     runs: Sequence[Mapping[str, Any]], base: Mapping[str, Any], masks: Sequence[np.ndarray]
 ) -> tuple[list, list]:
-    """Per (seed, text) mean loss changes over all tokens and over the key tokens; with a single
-    item, the key tokens' own per-token changes stand in for the items (an interval over tokens)."""
-    every, key, key_tokens_only = [], [], []
+    """Per (seed, window) mean loss changes over all tokens and over the key tokens; with a single
+    item, that window's per-token changes stand in for the items (an interval over tokens)."""
+    every, key, every_tokens, key_tokens_only = [], [], [], []
     for run in runs:
         for t, (nll, base_nll) in enumerate(zip(run["nll"], base["nll"])):
             diff = np.asarray(nll) - np.asarray(base_nll)
             every.append(float(diff.mean()))
             key.append(float(diff[masks[t]].mean()) if masks[t].any() else float("nan"))
+            every_tokens.extend(diff.tolist())
             key_tokens_only.extend(diff[masks[t]].tolist())
     if len(key) == 1:
-        return every, key_tokens_only
+        return every_tokens, key_tokens_only
     return every, key
 
 
