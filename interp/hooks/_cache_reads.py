@@ -16,7 +16,7 @@ of them can be forgotten by the caller:
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from jaxtyping import Float
@@ -81,6 +81,25 @@ class CacheReads:
                 names.append(f"blocks.{layer}.attn.hook_pattern")
         return names
 
+    def __iter__(self) -> Iterator[str]:
+        """The names of `keys`, as iterating a TransformerLens ActivationCache gives."""
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def items(self) -> Iterator[tuple[str, Tensor]]:
+        """(name, tensor) for each of `keys`, in TransformerLens's layout; patterns computed as reached."""
+        return ((name, self[name]) for name in self.keys())  # type: ignore[index]
+
+    def __repr__(self) -> str:
+        ids = getattr(self, "input_ids", None)
+        shape = f"batch {ids.shape[0]} x {ids.shape[1]} positions" if ids is not None else "no input ids"
+        padded = ", padded" if self.attention_mask is not None else ""
+        return (
+            f"Cache(layers {_span(self.layers)}, sites {', '.join(self.keep)}: {shape}{padded}; {len(self)} TL names)"
+        )
+
     def _check_captured(self, layer: int, what: str) -> None:
         """Raise unless ``layer`` was captured (out of the model's range: the model's own message)."""
         if layer in self.layers:
@@ -103,7 +122,8 @@ class CacheReads:
         if found is None or found.group(2) not in TL_NAMES:
             raise InterpError(
                 f"unknown cache key {name!r}: use cache[site, layer] (sites {', '.join(self.keep)}) or a "
-                "TransformerLens name blocks.L.attn.hook_{q,k,v,z,rot_q,rot_k,pattern} / blocks.L.hook_resid_pre"
+                "TransformerLens name blocks.L.attn.hook_{q,k,v,z,rot_q,rot_k,pattern} / "
+                "blocks.L.hook_{resid_pre,resid_post,attn_out,mlp_out}"
             )
         layer = int(found.group(1))
         site, swap = TL_NAMES[found.group(2)]

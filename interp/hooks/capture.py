@@ -36,10 +36,12 @@ from interp.protocols import Model
 __all__ = ["Cache", "Capture", "capture", "check_layers"]
 
 
-def check_layers(lm: Model, layers: Optional[Iterable[int]]) -> list[int]:
-    """Validated, sorted layer list (all layers when None)."""
+def check_layers(lm: Model, layers: Optional[Iterable[int] | int]) -> list[int]:
+    """Validated, sorted layer list (all layers when None; one int is that one layer)."""
     if layers is None:
         return list(range(lm.arch.n_layers))
+    if isinstance(layers, int) and not isinstance(layers, bool):
+        layers = [layers]
     out = sorted({lm.arch.check_layer(int(layer)) for layer in layers})
     if not out:
         raise InterpError("no layers chosen: pass at least one layer (or None for all)")
@@ -144,7 +146,7 @@ class Cache(CacheReads):
 @contextmanager
 def capture(
     lm: Model,
-    layers: Optional[Iterable[int]] = None,
+    layers: Optional[Iterable[int] | int] = None,
     keep: Sequence[str] = ("q", "k", "v", "z", "resid_pre", "resid_post", "attn_out", "mlp_out"),
     on_layer: Optional[Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]] = None,
     stop_at_layer: Optional[int] = None,
@@ -153,7 +155,7 @@ def capture(
 
     Args:
         lm: a `interp.models.LoadedModel`.
-        layers: layers to capture (None = all). Out-of-range layers raise `InterpError`.
+        layers: layers to capture (None = all; an int is one layer). Out-of-range layers raise `InterpError`.
         keep: sites to store (see `interp.hooks.sites`).
         on_layer: optional ``on_layer(layer, q, k, v)`` called as each layer's attention runs
             (q [batch, head, pos, d_head]; k, v [batch, kv_head, key_pos, d_head]). q, k, v are
@@ -207,7 +209,7 @@ def capture(
         )
 
 
-def _chosen_layers(lm: Model, layers: Optional[Iterable[int]], stop_at_layer: Optional[int]) -> list[int]:
+def _chosen_layers(lm: Model, layers: Optional[Iterable[int] | int], stop_at_layer: Optional[int]) -> list[int]:
     """The layers to capture, checked against ``stop_at_layer`` (before anything is attached)."""
     if stop_at_layer is None:
         return check_layers(lm, layers)

@@ -64,10 +64,18 @@ def _inputs(lm: Model, text_or_ids: Any, attention_mask: Optional[Tensor]) -> tu
     return ids.to(lm.device), attention_mask
 
 
+def _sites(sites: tuple[str, ...]) -> tuple[str, ...]:
+    """The sites to capture: "pattern" (TransformerLens's hook_pattern) stands for the q and k it is read from."""
+    out: list[str] = []
+    for site in sites:
+        out += [s for s in (("q", "k") if site == "pattern" else (site,)) if s not in out]
+    return tuple(out)
+
+
 def run_with_cache(
     lm: Model,
     text_or_ids: Any,
-    layers: Optional[Iterable[int]] = None,
+    layers: Optional[Iterable[int] | int] = None,
     sites: Sequence[str] = DEFAULT_SITES,
     stop_at_layer: Optional[int] = None,
     attention_mask: Optional[Tensor] = None,
@@ -79,8 +87,9 @@ def run_with_cache(
         text_or_ids: a string (encoded by `LoadedModel.encode`, BOS as the model expects), a
             list of strings (left-padded by `LoadedModel.encode_batch`, whose mask is used),
             or token ids [pos] or [batch, pos] (used as given: no BOS added).
-        layers: layers to capture (None = all, or all that run before ``stop_at_layer``).
-        sites: sites to capture (`interp.hooks.SITES`); ``cache.pattern`` needs q and k.
+        layers: layers to capture, or one layer (None = all, or all that run before ``stop_at_layer``).
+        sites: sites to capture (`interp.hooks.SITES`); ``cache.pattern`` needs q and k
+            (``"pattern"`` stands for both).
         stop_at_layer: run only layers 0..stop_at_layer-1 (1..n_layers) and return no logits.
         attention_mask: [batch, pos] HF mask (1 = real token) for padded token ids.
 
@@ -97,7 +106,7 @@ def run_with_cache(
         >>> cache.pattern(5, head=1)[0]  # [query, key]
     """
     ids, mask = _inputs(lm, text_or_ids, attention_mask)
-    sites = (sites,) if isinstance(sites, str) else tuple(sites)
+    sites = _sites((sites,) if isinstance(sites, str) else tuple(sites))
     logits = None
     with capture(lm, layers, keep=sites, stop_at_layer=stop_at_layer) as cache:
         logits = lm.forward(ids, mask)

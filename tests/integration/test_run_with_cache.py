@@ -278,3 +278,27 @@ def test_load_model_and_wrap_model_take_objects(tmp_path, monkeypatch):
         wrap_model(torch.nn.Linear(2, 2))
     with pytest.raises(InterpError, match="cannot wrap a Linear"):
         load_model(torch.nn.Linear(2, 2))
+
+
+def test_the_cache_reads_like_a_mapping_of_tl_names():
+    """TransformerLens habits: len, iteration, items() and a repr that says what the cache holds
+    (iterating used to reach __getitem__(0) and fail with 'cache keys are (site, layer)')."""
+    lm = wrap_model(build("llama"), None, name="llama")
+    ids, mask = _left_pad(_ids(), [0, 5])
+    _, cache = lm.run_with_cache(ids, layers=[0, 2], sites=("q", "k", "z"), attention_mask=mask)
+    names = ["blocks.0.attn.hook_rot_q", "blocks.0.attn.hook_rot_k", "blocks.0.attn.hook_z"]
+    names += ["blocks.0.attn.hook_pattern"] + [n.replace(".0.", ".2.") for n in names + ["blocks.0.attn.hook_pattern"]]
+    assert list(cache) == names and len(cache) == 8
+    items = dict(cache.items())
+    assert list(items) == names and torch.equal(items["blocks.2.attn.hook_z"], cache["z", 2].transpose(1, 2))
+    assert torch.equal(items["blocks.0.attn.hook_pattern"], cache.pattern(0))
+    assert repr(cache) == "Cache(layers [0, 2], sites q, k, z: batch 2 x 17 positions, padded; 8 TL names)"
+
+
+def test_run_with_cache_takes_one_layer_as_an_int_and_pattern_as_a_site():
+    lm = wrap_model(build("llama"), None, name="llama")
+    _, cache = lm.run_with_cache(_ids(), layers=1, sites=("pattern",))  # was: TypeError 'int' is not iterable
+    assert cache.layers == [1] and cache.keep == ("q", "k")
+    assert cache.pattern(1).shape == (2, 6, 17, 17)
+    with pytest.raises(InterpError, match="layer 3 out of range"):
+        lm.run_with_cache(_ids(), layers=3)
