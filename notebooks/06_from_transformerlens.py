@@ -183,8 +183,9 @@ for kind, tl_name in (("previous", "previous_token_head"), ("induction", "induct
 # patched layer and unembeds the answer position only. Same prompt pair, same metric (the
 # logit difference of the right and the wrong name).
 #
-# To keep this notebook fast on a CPU, both sweep the heads of the last 10 layers (90 patches;
-# TransformerLens takes the same `index_df` of (layer, head) rows). Without `index_df` its
+# To keep this notebook fast on a CPU, both sweep the heads of layers 22-25, where notebook 03
+# found the name movers (36 patches; TransformerLens takes the same `index_df` of (layer, head)
+# rows). Without `index_df` its
 # function sweeps all 270 heads; on this model that took 38 s against our 1.8 s when it was
 # measured for issue 27, and `benchmarks/patching.py` measures it side by side.
 
@@ -208,19 +209,19 @@ def metric(logits):
 
 import pandas as pd
 
-layers = range(20, 30)
+layers = range(22, 26)
 site, index, *_ = target_index(lm.arch, "head_out", pair.n_pos, by_pos=False, layers=layers)
 start = time.perf_counter()
 with torch.no_grad():
     table = activation_patching(lm, pair.clean, pair.corrupt, site, index, metric, progress=False)
 ours_s = time.perf_counter() - start
-rows = pd.DataFrame({"layer": index[:, 0].numpy(), "head": index[:, 1].numpy()})  # the same 90 (layer, head)
+rows = pd.DataFrame({"layer": index[:, 0].numpy(), "head": index[:, 1].numpy()})  # the same 36 (layer, head)
 with torch.no_grad():
     _, clean_cache = bridge.run_with_cache(pair.clean)
     start = time.perf_counter()
     theirs = tl_patching.get_act_patch_attn_head_out_all_pos(  # index_df replaces its (layer, head) axes
         bridge, pair.corrupt, clean_cache, lambda logits: metric(logits).mean(), index_axis_names=None, index_df=rows
-    )  # [90], in the order of rows
+    )  # [36], in the order of rows
 tl_s = time.perf_counter() - start
 grid = table.to_grid()  # [layer, head]; NaN in the layers not patched
 ours_flat = torch.as_tensor(grid[index[:, 0].numpy(), index[:, 1].numpy()])
@@ -228,7 +229,7 @@ print(f"patching sweep: max |ours - TL| {float((ours_flat - theirs.double()).abs
 print(f"{len(table)} head patches: ours {ours_s:.1f} s, TransformerLens {tl_s:.1f} s ({tl_s / ours_s:.1f}x)")
 
 # %% [markdown]
-# The two sweeps agree to float32 rounding. TransformerLens runs one forward pass per patch (90
+# The two sweeps agree to float32 rounding. TransformerLens runs one forward pass per patch (36
 # here); ours batches them, so its time grows more slowly with the number of heads. The ratio
 # depends on the machine and its load; `benchmarks/patching.py` measures it side by side on
 # more prompts (benchmarks/RESULTS.md). `to_grid()` gives the `[layer, head]` array
@@ -245,8 +246,8 @@ head_grid(
 )
 
 # %% [markdown]
-# **Reading the grid.** Layers 0-19 are blank (not patched). Most heads leave the corrupted
-# logit difference where it was; the few that move it (in layers 23-24 and 29) are the name movers and negative name movers that
+# **Reading the grid.** Only layers 22-25 were patched (the rest is blank). Most heads leave the
+# corrupted logit difference where it was; the few that move it (in layers 23-24) are the name movers and negative name movers that
 # notebook 03 found with more prompts. With one prompt pair this is a sketch, not a circuit:
 # use `interp patch ioi --n 16` for that.
 #

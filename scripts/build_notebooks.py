@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 
 import plotly
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "notebooks"
 OUT = ROOT / "docs" / "notebooks"
 KERNEL = "interp-notebooks"
-TIMEOUT = 600  # seconds per cell: the slowest cell takes well under a minute on 2 CPU cores
+TIMEOUT = 1800  # seconds per cell: the slowest takes under a minute on 2 idle cores, 10 on a loaded machine
 # the kernel's environment, under the caller's own settings: plotly's figures as their JSON and as HTML that
 # loads plotly.js from its CDN (rewritten below to a local copy for the docs); no progress bars (noise)
 KERNEL_ENV = {"PLOTLY_RENDERER": "plotly_mimetype+notebook_connected", "TQDM_DISABLE": "1"}
@@ -151,7 +151,7 @@ def build(names: list[str] | None = None, out: Path = OUT, force: bool = False, 
                 for source in stale:
                     try:
                         seconds, cpu = execute(source, out / f"{source.stem}.ipynb", package, Path(tmp))
-                    except CellExecutionError as err:
+                    except (CellExecutionError, CellTimeoutError) as err:
                         failed.append(source.stem)
                         echo(f"{source.stem}: FAILED\n{_tail(str(err))}")
                         continue
