@@ -267,8 +267,8 @@ def test_bad_input_is_one_clear_error(tmp_path):
     [
         (("--length", "256", "--windows", "64,256"), {}, "below --length 256"),
         (("--sinks", "-1"), {}, "--sinks must be >= 0"),
-        (("--windows", "64,x"), {}, "--windows takes comma-separated integers"),
-        (("--selectors", "profile,duo"), {}, "unknown or repeated selector"),
+        (("--windows", "64,x"), {}, "--windows must be comma-separated ints"),
+        (("--selectors", "profile,duo"), {}, "--selectors takes names from profile"),
         (("--budgets", "0.5,1.5"), {}, "beyond the KV heads"),
         (("--policy", "{p}/p.json"), {"p.json": "[[0, 1]]"}, "JSON list"),
         (("--policy", "{p}/p.json"), {"p.json": '{"full": []}'}, "no 'windowed' list"),
