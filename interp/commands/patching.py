@@ -58,6 +58,12 @@ def patch_overlap(
     out: Optional[Path] = typer.Option(
         None, "--out", parser=parse_out, help="Optional folder for overlap.csv, overlap.json and overlap.html."
     ),
+    image: Optional[str] = typer.Option(
+        None,
+        "--image",
+        help="Also write the figure as PNG, SVG and/or PDF beside its HTML in --out, e.g. --image png,svg,pdf "
+        "(default: HTML only).",
+    ),
 ) -> None:
     """Overlap of two runs' circuits (Merullo et al. 2023): the share of top-K heads found in both."""
     from rich.console import Console
@@ -65,13 +71,22 @@ def patch_overlap(
     from interp.analyses.patching import circuit_overlap, head_scores
     from interp.errors import InterpError
     from interp.experiments import Store
+    from interp.plots.export import image_backend_problem, parse_image_formats
     from interp.plots.patching import overlap_figure
 
+    images = parse_image_formats(image)
+    if images and out is None:
+        raise InterpError(f"--image {','.join(images)} writes beside the figure's HTML: give --out DIR too")
+    problem = image_backend_problem() if images else None
+    if problem is not None:
+        raise InterpError(f"--image {','.join(images)}: {problem}")
     a, b = load_run(run_a), load_run(run_b)
     if a.model and b.model and a.model != b.model:
         raise InterpError(f"the runs are of different models ({a.model} vs {b.model}): compare runs of one model")
     ov = circuit_overlap(a, b, top=top)
-    store = Store(out, progress=False, command="patch overlap") if out is not None else None  # refused before printing
+    store = (
+        Store(out, progress=False, images=images, command="patch overlap") if out is not None else None
+    )  # refused before printing
     try:
         console = Console()
         console.print(

@@ -4,10 +4,11 @@ an independent construction, and our patching = transformer-lens's own on a Tran
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from interp.analyses.patching import logit_diff, make_metric, target_index
+from interp.analyses.patching import PatchTable, logit_diff, make_metric, target_index
 from interp.datasets.tasks import TaskBatch
 from interp.experiments.patching import (
     activation_patching,
@@ -262,7 +263,19 @@ def test_path_patching_matches_independent_construction(lm64, batch, freeze_mlps
             with intervene(lm64, [Edit("q", 2, recv)]):
                 want = float(metric(lm64.forward(batch.corrupt)).mean())
             assert not torch.allclose(q_new, q_corrupt)  # the sender reaches the receivers
-        assert got[i].item() == pytest.approx(want, abs=1e-7), (sl, sh)
+        assert got.values[i].item() == pytest.approx(want, abs=1e-7), (sl, sh)
+        assert got.to_grid()[sl, sh] == pytest.approx(want, abs=1e-7), (sl, sh)
+    # the same table type as activation_patching: labelled like the model, with both runs' metric
+    assert isinstance(got, PatchTable) and got.site == "path:q"
+    assert got.clean == pytest.approx(float(metric(lm64.forward(batch.clean)).mean()), abs=1e-7)
+    assert got.corrupt == pytest.approx(float(metric(lm64.forward(batch.corrupt)).mean()), abs=1e-7)
+    grid = got.to_grid()
+    assert grid.shape == (lm64.arch.n_layers, lm64.arch.n_heads)
+    assert int(np.isfinite(grid).sum()) == len(senders)  # NaN where no head was sent from
+    df = got.to_dataframe()
+    assert list(df.columns) == ["layer", "head", "score", "normalised"]
+    want_norm = (df["score"] - got.corrupt) / (got.clean - got.corrupt)
+    assert df["normalised"].to_numpy() == pytest.approx(want_norm.to_numpy(), abs=1e-12)
 
 
 def test_metric_must_return_one_value_per_prompt(lm64, batch):

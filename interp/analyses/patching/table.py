@@ -1,7 +1,7 @@
 """`PatchTable`: what a patching sweep over token batches returns, labelled like the model.
 
-A sweep (`interp.experiments.patching.activation_patching`, `attribution_patching`) runs a list
-of patches, each ``(layer, head, pos)`` with -1 meaning "all heads" or "all positions". The
+A sweep (`interp.experiments.patching.activation_patching`, `attribution_patching`,
+`path_patching`) runs a list of patches, each ``(layer, head, pos)`` with -1 meaning "all heads" or "all positions". The
 table keeps that list beside the metric each patch gave and the metric of the clean and the
 corrupted runs, so every patch also has its normalised score (docs/METRICS.md#circuit-patching):
 0 when the patch changes nothing, 1 when it restores the clean run.
@@ -53,7 +53,8 @@ class PatchTable:
 
     Attributes:
         site: the patched site: z, q, k, v (head sites; k and v count kv heads), resid_pre,
-            attn_out or mlp_out.
+            attn_out or mlp_out; ``path:q``, ``path:k`` or ``path:v`` for path patching (the
+            senders' z, along the path into the receivers' q, k or v).
         index: [patch, 3] (layer, head, pos) of each patch, -1 = all heads / all positions.
         values: [patch] the metric after each patch averaged over prompts (activation
             patching), or the first-order estimate of metric(patched) - metric(corrupted)

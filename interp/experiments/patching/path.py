@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import Callable, Optional, Sequence, Union
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 
 from interp.analyses.patching.metrics import Metric, evaluate_metric
 from interp.analyses.patching.plan import default_rows, patch_mask
 from interp.analyses.patching.results import PatchResult, dense_scores
+from interp.analyses.patching.table import PatchTable
 from interp.datasets.tasks import TaskBatch
 from interp.errors import InterpError
 from interp.experiments._base import Store
@@ -43,7 +44,7 @@ def path_patching(
     batch_rows: Optional[int] = None,
     progress: bool = True,
     store: Optional[Store] = None,
-) -> Float[Tensor, " sender"]:
+) -> PatchTable:
     """Path patching sender head -> receivers' q, k or v (Wang et al. 2022), batched over senders.
 
     Run 1 (corrupted input): every head's z is frozen at its corrupted value except the sender's,
@@ -66,11 +67,16 @@ def path_patching(
         store: the run's `Store` (default: one that keeps nothing).
 
     Returns:
-        [n_senders] metric after each sender's path patch, averaged over prompts. A sender at or
-        above every receiver's layer has no path: its value is the unpatched corrupted metric.
+        A `PatchTable` as `activation_patching` returns (site ``"path:q"``, ``"path:k"`` or
+        ``"path:v"``; one patch (layer, head, -1) per sender): ``.values`` [n_senders] the metric
+        after each sender's path patch, averaged over prompts, beside the clean and corrupted
+        runs' metric, so ``.normalised``, ``.to_dataframe()`` and ``.to_grid()`` [layer, head]
+        (NaN for heads not sent from) read as for any sweep. A sender at or above every
+        receiver's layer has no path: its value is the unpatched corrupted metric.
 
     Raises:
-        InterpError: bad receiver input, heads or layers out of range, no receivers.
+        InterpError: bad receiver input, heads or layers out of range, no receivers, or a
+            metric that does not return one scalar per prompt.
     """
     check_pair(clean, corrupt)
     if receiver_input not in ("q", "k", "v"):
@@ -99,15 +105,13 @@ def path_patching(
         raise InterpError("receivers in layer 0 read only the embeddings: no head can send to them")
     keep = ("z", "mlp_out") if freeze_mlps else ("z",)
     with capture(lm, layers=frozen_layers, keep=keep) as cap:
-        answer_logits(lm, corrupt)
+        corrupt_value = float(evaluate_metric(metric, answer_logits(lm, corrupt), n).double().mean())
     corrupt_z = {layer: cap["z", layer] for layer in frozen_layers}
     corrupt_mlp = {layer: cap["mlp_out", layer] for layer in frozen_layers} if freeze_mlps else {}
     sender_layers = sorted({s for s in senders[:, 0].tolist() if s < top})
-    clean_z = {}
-    if sender_layers:
-        with capture(lm, layers=sender_layers, keep=("z",)) as cap:
-            answer_logits(lm, clean)
-        clean_z = {layer: cap["z", layer] for layer in sender_layers}
+    with capture(lm, layers=sender_layers or [0], keep=("z",)) as cap:
+        clean_value = float(evaluate_metric(metric, answer_logits(lm, clean), n).double().mean())
+    clean_z = {layer: cap["z", layer] for layer in sender_layers}
     per_pass = max(1, (batch_rows or default_rows(lm.vocab_size, lm.arch.d_model, n, n_pos)) // n)
     out = torch.empty(len(senders), dtype=torch.float64)
     bar = (store or Store()).bar(
@@ -141,7 +145,9 @@ def path_patching(
             bar.update(c)
     finally:
         bar.close()
-    return out
+    index = torch.cat([senders, torch.full((len(senders), 1), -1, dtype=torch.long)], dim=1)
+    shape = (lm.arch.n_layers, lm.arch.n_heads, n_pos)
+    return PatchTable(f"path:{receiver_input}", index, out, clean_value, corrupt_value, shape)
 
 
 def _constant(value: Tensor) -> Callable[[Tensor], Tensor]:
@@ -184,7 +190,7 @@ def path_patch_task(
         top = max(int(layer) for layer, _ in receivers) if receivers else 0
         senders = [(layer, h) for layer in range(top) for h in range(lm.arch.n_heads)]
     index = torch.tensor([(int(a), int(b)) for a, b in senders], dtype=torch.long).reshape(-1, 2)
-    values = path_patching(
+    table = path_patching(
         lm,
         batch.clean,
         batch.corrupt,
@@ -197,7 +203,6 @@ def path_patch_task(
         progress=progress,
         store=store,
     )
-    full = torch.cat([index, torch.full((len(index), 1), -1)], dim=1)
     shape = (lm.arch.n_layers, lm.arch.n_heads)
     return PatchResult(
         task=batch.task,
@@ -205,7 +210,7 @@ def path_patch_task(
         method="path",
         metric=metric_name,
         axes=("layer", "head"),
-        scores=dense_scores(full, values, ("layer", "head"), shape),
+        scores=dense_scores(table.index, table.values, ("layer", "head"), shape),
         baseline=base,
         model=lm.name,
         head_axis="head",
