@@ -33,6 +33,7 @@ __all__ = [
     "save_png",
     "save_pngs",
     "save_plotlyjs",
+    "fit_title",
     "figure_div",
     "is_static",
     "image_backend_available",
@@ -42,6 +43,11 @@ __all__ = [
 ]
 
 _CONFIG = {"displaylogo": False, "responsive": True}
+# A picture has a fixed width (plotly's default layout: 700 x 500 px), so a long title is cut at the
+# right edge where the HTML (as wide as the window) shows it whole. Glyphs of plotly's default
+# sans-serif average about 0.45 of the font size; 0.5 leaves a margin.
+_IMAGE_SIZE = (700, 500)
+_GLYPH = 0.5
 IMAGE_FORMATS = ("png", "svg", "pdf")  # what --image accepts: plotly's static formats for papers
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -148,7 +154,8 @@ def save_images(pairs: Sequence[tuple], formats: Sequence[str], *, scale: float 
     import plotly.io as pio
 
     try:
-        pio.write_images([f for f, _ in todo], [str(p) for _, p in todo], scale=scale)
+        figs = [fit_title(f) for f, _ in todo]
+        pio.write_images(figs, [str(p) for _, p in todo], scale=scale, **_sizes(figs))
     except Exception as err:  # kaleido's own errors: one line with the reason
         reason = " ".join(str(err).split())[:300]
         raise InterpError(f"kaleido could not write the images ({type(err).__name__}: {reason})") from err
@@ -181,7 +188,7 @@ def save_png(fig, path: str | os.PathLike, *, scale: float = 2.0) -> Optional[Pa
         return None
     path = Path(path)
     try:
-        fig.write_image(str(path), scale=scale)
+        fit_title(fig).write_image(str(path), scale=scale)
     except Exception:  # kaleido present but unable to run (e.g. no browser for kaleido>=1)
         return None
     return path if path.is_file() else None
@@ -203,10 +210,58 @@ def save_pngs(pairs: Sequence[tuple], *, scale: float = 2.0) -> list[Path]:
 
     try:
         find_browser()
-        pio.write_images([f for f, _ in todo], [str(p) for _, p in todo], scale=scale)
+        figs = [fit_title(f) for f, _ in todo]
+        pio.write_images(figs, [str(p) for _, p in todo], scale=scale, **_sizes(figs))
     except Exception:  # kaleido present but unable to run: the HTML is the deliverable
         return []
     return [p for _, p in todo if p.is_file()]
+
+
+def fit_title(fig):
+    """A copy of ``fig`` whose title fits its picture's width: wrapped at spaces onto as many
+    lines as it needs (``<br>``), with the top margin and the height grown by the added lines so
+    the plot keeps its size. A title that fits already, or none, leaves ``fig`` as it is.
+
+    Args:
+        fig (plotly.graph_objects.Figure): the figure (not changed).
+
+    Returns:
+        plotly.graph_objects.Figure: ``fig`` itself, or the copy with the wrapped title.
+    """
+    import textwrap
+
+    import plotly.graph_objects as go
+
+    layout = fig.layout
+    text = layout.title.text
+    if not text:
+        return fig
+    size = layout.title.font.size or 1.4 * (layout.font.size or 12)  # plotly's title: 1.4 x the font
+    width = layout.width or _IMAGE_SIZE[0]
+    x = layout.title.x if layout.title.x is not None and layout.title.xref != "paper" else 0.05
+    chars = max(20, int((width * (1 - x) - 20) / (_GLYPH * size)))
+    parts = re.split(r"<br\s*/?>", text)
+    lines = [line for part in parts for line in (textwrap.wrap(part, chars, break_on_hyphens=False) or [""])]
+    if len(lines) == len(parts):
+        return fig
+    out = go.Figure(fig)
+    extra = int((len(lines) - len(parts)) * 1.3 * size)
+    top = layout.margin.t if layout.margin.t is not None else 100  # plotly's default top margin
+    out.update_layout(
+        title_text="<br>".join(lines),
+        margin_t=top + extra,
+        height=(layout.height or _IMAGE_SIZE[1]) + extra,
+    )
+    return out
+
+
+def _sizes(figs: Sequence) -> dict[str, list[int]]:
+    """Each figure's own layout size (plotly's default where it has none): ``pio.write_images``,
+    unlike ``write_image``, draws every figure at the default size unless told."""
+    return {
+        "width": [f.layout.width or _IMAGE_SIZE[0] for f in figs],
+        "height": [f.layout.height or _IMAGE_SIZE[1] for f in figs],
+    }
 
 
 def figure_div(fig, div_id: str) -> str:

@@ -76,3 +76,44 @@ def test_save_images_without_a_backend_is_one_clear_error(tmp_path, monkeypatch)
     with pytest.raises(InterpError, match="no Chromium found"):
         save_images([(head_grid(np.ones((2, 2)), title="t"), tmp_path / "g.html")], ("png",))
     assert list(tmp_path.iterdir()) == []
+
+
+LONG_TITLE = (
+    "ioi: attribution patching of head_out (layer x head); clean accuracy 100%, LD clean 3.21 / corrupt -1.05; "
+    "r(attribution, activation) = 0.87"
+)
+
+
+def test_a_long_title_is_wrapped_to_the_picture_width_and_a_short_one_kept():
+    from interp.plots.export import fit_title
+
+    fig = head_grid(np.zeros((30, 9)), title=LONG_TITLE, colorbar="score")
+    fitted = fit_title(fig)
+    lines = fitted.layout.title.text.split("<br>")
+    assert len(lines) >= 2 and " ".join(lines) == LONG_TITLE  # wrapped at spaces, no word lost
+    size = 1.4 * 12  # plotly's title font at the default font size
+    assert max(len(line) for line in lines) * 0.5 * size <= 700 * 0.95  # each line fits the 700 px width
+    extra = fitted.layout.margin.t - 100
+    assert extra > 0 and fitted.layout.height - (fig.layout.height or 500) == extra  # the plot keeps its size
+    assert fig.layout.title.text == LONG_TITLE  # the figure itself (its HTML) is unchanged
+    short = head_grid(np.zeros((2, 2)), title="scores")
+    assert fit_title(short) is short
+
+
+def test_a_picture_has_its_figures_own_size_and_the_whole_title(tmp_path):
+    problem = image_backend_problem()
+    if problem is not None:
+        pytest.skip(f"no image backend here: {problem}")
+    from interp.plots.export import fit_title
+
+    fig = head_grid(np.random.default_rng(1).normal(size=(30, 9)), title=LONG_TITLE, colorbar="score")
+    fig.update_layout(height=660)
+    (written,) = save_images([(fig, tmp_path / "patch.html")], ("png",))
+    width, height = struct.unpack(">II", written.read_bytes()[16:24])
+    assert (width, height) == (2 * 700, 2 * fit_title(fig).layout.height)  # not plotly's 700 x 500 for every figure
+    save_images([(fig, tmp_path / "patch.html")], ("svg",))
+    root = ET.parse(tmp_path / "patch.svg").getroot()
+    title = [el for el in root.iter() if el.get("class") == "gtitle"]
+    assert len(title) == 1
+    lines = ["".join(t.itertext()) for t in title[0].iter() if t.tag.endswith("tspan") and t.get("class") == "line"]
+    assert " ".join(lines) == LONG_TITLE  # two or more lines, all of it drawn
