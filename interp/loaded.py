@@ -408,6 +408,7 @@ class LoadedModel:
         sites: Sequence[str] = ("q", "k", "v", "z", "resid_pre"),
         stop_at_layer: int | None = None,
         attention_mask: torch.Tensor | None = None,
+        names_filter: Any = None,
     ) -> tuple[torch.Tensor | None, Any]:
         """``(logits or None, cache)`` of one pass over a text, texts or token ids, as TransformerLens's
         ``run_with_cache``: `interp.hooks.run_with_cache` (see there for every argument). The
@@ -415,7 +416,7 @@ class LoadedModel:
         ``cache["blocks.5.attn.hook_pattern"]``, ``cache.pattern(5, 1)`` and ``cache.stats(5)``."""
         from interp.hooks.run import run_with_cache
 
-        return run_with_cache(self, text_or_ids, layers, sites, stop_at_layer, attention_mask)
+        return run_with_cache(self, text_or_ids, layers, sites, stop_at_layer, attention_mask, names_filter)
 
 
 def _tokenizer_adds_bos(tokenizer: Any) -> bool:

@@ -17,6 +17,7 @@
 # | `cache["blocks.5.attn.hook_z"]` `[batch, pos, head, d_head]` | the same name, or `cache["z", 5]` `[batch, head, pos, d_head]` |
 # | `cache["blocks.5.attn.hook_pattern"][0, 1]` | `cache.pattern(5, 1)[0]`, or the same name |
 # | `model.run_with_cache(text, stop_at_layer=6)` | `lm.run_with_cache(text, stop_at_layer=6)` |
+# | `model.run_with_cache(text, names_filter=lambda n: "pattern" in n)` | the same, or `layers=[5], sites=("pattern",)` |
 # | `detect_head(model, text, "induction_head")` | `interp score heads`, `interp.experiments.heads.run` |
 # | `patching.get_act_patch_attn_head_out_all_pos(...)` | `activation_patching(lm, clean, corrupt, "z", ...).to_grid()` |
 #

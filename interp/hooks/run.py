@@ -10,12 +10,13 @@ early (capture's own stop). The cache remembers the model and the padding mask, 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.hooks._cache_reads import TL_NAMES
 from interp.hooks.capture import Cache, capture
 from interp.protocols import Model
 
@@ -72,6 +73,32 @@ def _sites(sites: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+NamesFilter = Optional[str | Sequence[str] | Callable[[str], bool]]
+
+
+def _filtered(lm: Model, names_filter: Any) -> tuple[list[int], tuple[str, ...]]:
+    """(layers, sites) that cover the TransformerLens hook names ``names_filter`` picks."""
+    every = {
+        f"blocks.{layer}.{suffix}": (layer, site)
+        for layer in range(lm.arch.n_layers)
+        for suffix, (site, _) in TL_NAMES.items()
+    }
+    if callable(names_filter):
+        names = [name for name in every if names_filter(name)]
+    else:
+        names = [names_filter] if isinstance(names_filter, str) else list(names_filter)
+        unknown = [name for name in names if name not in every]
+        if unknown:
+            raise InterpError(
+                f"unknown hook name(s) {unknown[:4]} in names_filter: use blocks.L.attn.hook_{{q,k,v,z,rot_q,rot_k,"
+                f"pattern}} or blocks.L.hook_{{resid_pre,resid_post,attn_out,mlp_out}} with L in 0..{lm.arch.n_layers - 1}"
+            )
+    if not names:
+        raise InterpError("names_filter matches no hook name: it sees names such as blocks.5.attn.hook_z")
+    layers = sorted({every[name][0] for name in names})
+    return layers, _sites(tuple(every[name][1] for name in names))
+
+
 def run_with_cache(
     lm: Model,
     text_or_ids: Any,
@@ -79,6 +106,7 @@ def run_with_cache(
     sites: Sequence[str] = DEFAULT_SITES,
     stop_at_layer: Optional[int] = None,
     attention_mask: Optional[Tensor] = None,
+    names_filter: NamesFilter = None,
 ) -> tuple[Optional[Tensor], Cache]:
     """One forward pass that returns the logits and a `Cache` of the chosen sites.
 
@@ -92,6 +120,9 @@ def run_with_cache(
             (``"pattern"`` stands for both).
         stop_at_layer: run only layers 0..stop_at_layer-1 (1..n_layers) and return no logits.
         attention_mask: [batch, pos] HF mask (1 = real token) for padded token ids.
+        names_filter: instead of ``layers`` and ``sites``, TransformerLens's way: a hook name, a
+            list of names or a predicate over names (``blocks.5.attn.hook_pattern``); the layers
+            and sites they name are captured (every chosen site on every chosen layer).
 
     Returns:
         (logits [batch, pos, vocab], or None when ``stop_at_layer`` ended the pass; the
@@ -99,13 +130,17 @@ def run_with_cache(
         TransformerLens names (``cache["blocks.5.attn.hook_z"]``) [batch, pos, head, d_head].
 
     Raises:
-        InterpError: bad input, layers, sites or stop_at_layer, all before the forward pass.
+        InterpError: bad input, layers, sites, names_filter or stop_at_layer, all before the forward pass.
 
     Example:
         >>> logits, cache = lm.run_with_cache("The cat sat on the mat", stop_at_layer=6)
         >>> cache.pattern(5, head=1)[0]  # [query, key]
     """
     ids, mask = _inputs(lm, text_or_ids, attention_mask)
+    if names_filter is not None:
+        if layers is not None or tuple(sites) != DEFAULT_SITES:
+            raise InterpError("give names_filter or layers/sites, not both (names_filter picks both)")
+        layers, sites = _filtered(lm, names_filter)
     sites = _sites((sites,) if isinstance(sites, str) else tuple(sites))
     logits = None
     with capture(lm, layers, keep=sites, stop_at_layer=stop_at_layer) as cache:

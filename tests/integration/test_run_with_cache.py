@@ -302,3 +302,22 @@ def test_run_with_cache_takes_one_layer_as_an_int_and_pattern_as_a_site():
     assert cache.pattern(1).shape == (2, 6, 17, 17)
     with pytest.raises(InterpError, match="layer 3 out of range"):
         lm.run_with_cache(_ids(), layers=3)
+
+
+def test_names_filter_chooses_layers_and_sites_by_tl_names():
+    """TransformerLens's names_filter (a name, a list of names or a predicate over names) picks what
+    is captured; was: TypeError unexpected keyword argument 'names_filter'."""
+    lm = wrap_model(build("llama"), None, name="llama")
+    _, only = lm.run_with_cache(_ids(), names_filter=lambda name: name.endswith("hook_pattern"))
+    assert only.layers == [0, 1, 2] and only.keep == ("q", "k")
+    _, two = lm.run_with_cache(_ids(), names_filter=["blocks.2.attn.hook_z", "blocks.1.hook_resid_post"])
+    assert two.layers == [1, 2] and set(two.keep) == {"z", "resid_post"}
+    _, one = lm.run_with_cache(_ids(), names_filter="blocks.1.attn.hook_pattern")
+    _, full = lm.run_with_cache(_ids())
+    assert one.layers == [1] and torch.equal(one["blocks.1.attn.hook_pattern"], full.pattern(1))
+    with pytest.raises(InterpError, match="names_filter matches no hook name"):
+        lm.run_with_cache(_ids(), names_filter=lambda name: False)
+    with pytest.raises(InterpError, match=r"unknown hook name\(s\) \['blocks.9.attn.hook_z'\] in names_filter"):
+        lm.run_with_cache(_ids(), names_filter=["blocks.9.attn.hook_z"])
+    with pytest.raises(InterpError, match="names_filter or layers/sites"):
+        lm.run_with_cache(_ids(), layers=[1], names_filter="blocks.1.attn.hook_z")
