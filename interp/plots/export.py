@@ -226,7 +226,7 @@ def fit_title(fig):
         fig (plotly.graph_objects.Figure): the figure (not changed).
 
     Returns:
-        plotly.graph_objects.Figure: ``fig`` itself, or the copy with the wrapped title.
+        figure (plotly.graph_objects.Figure): ``fig`` itself, or the copy with the wrapped title.
     """
     import textwrap
 
