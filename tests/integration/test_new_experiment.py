@@ -10,11 +10,13 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 ANALYSIS = '''
 """A toy analysis: mean entropy of every head (pure)."""
 from dataclasses import dataclass
 import numpy as np
+import pytest
 import pandas as pd
 from interp.analyses import Config
 from interp.errors import InterpError
@@ -43,6 +45,7 @@ EXPERIMENT = '''
 """`interp score toy`: the toy analysis on a model."""
 from typing import Optional
 import numpy as np
+import pytest
 import torch
 import typer
 from interp.experiments import Experiment, InReport, Store, execute, flags
@@ -83,13 +86,28 @@ def _write(tmp_path):
     return pkg
 
 
-def test_two_new_files_make_a_registered_experiment(tmp_path, tiny_lm, monkeypatch):
+@pytest.fixture
+def toy_registered(tmp_path, monkeypatch):
+    """The toy experiment in the registry for one test, and nothing of it left after: the report's
+    `STAGES` is read from the registry when `interp.report.config` is first imported, so that
+    import happens before the toy joins (else every later `ReportConfig` lists a stage 'toy'
+    that the registry no longer has), and the toy's modules leave `sys.modules` afterwards."""
     import interp.experiments as experiments
-    from interp.experiments import Store, registry
+    import interp.report.config  # noqa: F401  (STAGES from the package's own registry)
 
     pkg = _write(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(experiments, "__path__", [*experiments.__path__, str(pkg)])
+    yield pkg
+    for name in ("interp.experiments.toy", "toy_analysis"):
+        sys.modules.pop(name, None)
+    vars(experiments).pop("toy", None)
+
+
+def test_two_new_files_make_a_registered_experiment(toy_registered, tmp_path, tiny_lm):
+    from interp.experiments import Store, registry
+    from interp.report.config import STAGES
+
     reg = registry()
     assert "toy" in reg and reg["toy"].command == ("score", "toy")
     from interp.report.config import _experiments
@@ -97,6 +115,7 @@ def test_two_new_files_make_a_registered_experiment(tmp_path, tiny_lm, monkeypat
     stages = _experiments()  # the report's stages, in report order
     names = list(stages)
     assert names.index("sinks") < names.index("toy") < names.index("attention") and stages["toy"].title == "Toy entropy"
+    assert "toy" not in STAGES  # the default report's stages stay the package's own
     out = tmp_path / "run"
     result = reg["toy"].run(tiny_lm, reg["toy"].config(length=6), Store(out))
     # the entropy of a causal row over i+1 keys is at most log(i+1): the mean over rows is below the mean bound
