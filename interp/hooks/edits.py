@@ -213,7 +213,13 @@ def patch_head(layer: int, head: int, value: torch.Tensor, site: str = "z", pos=
         v = value.to(x)
         if pos is not None and v.dim() == 3 and v.shape[1] != x.shape[1]:
             v = v[:, pos]
-        return v.expand_as(x).clone()
+        try:
+            return v.expand_as(x).clone()
+        except RuntimeError:
+            raise InterpError(
+                f"patch_head({layer}, {head}): value {tuple(value.shape)} is not head {head}'s {site} slice "
+                f"[batch, pos, d_head] {tuple(x.shape)} (or broadcastable to it): pass e.g. cap['{site}', {layer}][:, {head}]"
+            ) from None
 
     return _head_edit(site, layer, head, op, pos)
 

@@ -131,3 +131,46 @@ def test_patch_task_result_grid_and_normalised_column(lm, pair):
     assert result.top(1, by="score")["score"].abs().iloc[0] == pytest.approx(np.nanmax(np.abs(grid)))
     effect = np.nanmax(np.abs((grid - corrupt) / (clean - corrupt)))  # the default ranks by the effect
     assert result.top(1)["normalised"].abs().iloc[0] == pytest.approx(effect, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "site, row, match",
+    [
+        ("z", [1, 6, -1], r"head 6 out of range for site 'z' \(heads 0-5, or -1 for all\)"),
+        ("q", [1, 6, 0], r"head 6 out of range for site 'q' \(heads 0-5, or -1 for all\)"),
+        ("z", [1, 0, 9], r"position 9 out of range \(the prompts have 9 positions: 0-8, or -1 for all\)"),
+        ("z", [1, -2, 0], r"head -2 out of range"),
+    ],
+)
+def test_an_index_outside_the_model_or_prompts_is_one_line_before_any_pass(lm, pair, site, row, match):
+    """Was: IndexError from inside the sweep after the clean and corrupted passes."""
+    ran = []
+    handle = lm.hf_model.register_forward_hook(lambda *a: ran.append(1))
+    try:
+        with pytest.raises(InterpError, match=match):
+            activation_patching(lm, pair.clean, pair.corrupt, site, torch.tensor([row]), _ld(pair), progress=False)
+    finally:
+        handle.remove()
+    assert ran == []
+
+
+def test_patch_head_with_a_value_not_the_heads_slice_is_one_line(lm, pair):
+    with capture(lm, layers=[1], keep=("z",)) as cap:
+        lm.forward(pair.clean)
+    z = cap["z", 1]  # [batch, head, pos, d_head]: the whole site, not head 2's slice
+    with pytest.raises(InterpError, match=r"patch_head\(1, 2\): value \(3, 6, 9, 8\) is not head 2's z slice"):
+        with intervene(lm, [patch_head(1, 2, z)]):  # was: RuntimeError from expand inside the forward
+            lm.forward(pair.corrupt)
+    with pytest.raises(
+        InterpError, match=r"value \(3, 9, 5\) is not head 2's z slice \[batch, pos, d_head\] \(3, 9, 8\)"
+    ):
+        with intervene(lm, [patch_head(1, 2, z[:, 2, :, :5])]):
+            lm.forward(pair.corrupt)
+
+
+def test_top_refuses_a_negative_count(lm, pair):
+    site, index, *_ = target_index(lm.arch, "head_out", pair.n_pos, by_pos=False, layers=[2])
+    table = activation_patching(lm, pair.clean, pair.corrupt, site, index, _ld(pair), progress=False)
+    assert len(table.top(0)) == 0 and len(table.top(100)) == 6
+    with pytest.raises(InterpError, match="top k must be >= 0, got -1"):
+        table.top(-1)  # was: pandas head(-1), every row but the last

@@ -138,6 +138,8 @@ class PatchTable:
         """The ``k`` patches of largest |``by``| (``"normalised"`` or ``"score"``), largest first."""
         if by not in ("normalised", "score"):
             raise InterpError(f"top(by={by!r}): use 'normalised' or 'score'")
+        if k < 0:
+            raise InterpError(f"top k must be >= 0, got {k}")
         df = self.to_dataframe()
         order = df[by].abs().sort_values(ascending=False, na_position="last").index
         return df.loc[order].head(k).reset_index(drop=True)

@@ -104,6 +104,21 @@ def _prefix_cache(lm: Model, kv: dict[int, tuple[Tensor, Tensor]], start: int, c
     return cache
 
 
+def _check_index(lm: Model, site: str, index: Tensor, n_pos: int) -> None:
+    """Refuse a head or position outside the model or the prompts (layers: `capture` checks them)."""
+    heads, pos = index[:, 1], index[:, 2]
+    bad = heads[(heads < -1) | (heads >= lm.arch.n_heads)]
+    if len(bad):
+        raise InterpError(
+            f"head {int(bad[0])} out of range for site '{site}' (heads 0-{lm.arch.n_heads - 1}, or -1 for all)"
+        )
+    bad = pos[(pos < -1) | (pos >= n_pos)]
+    if len(bad):
+        raise InterpError(
+            f"position {int(bad[0])} out of range (the prompts have {n_pos} positions: 0-{n_pos - 1}, or -1 for all)"
+        )
+
+
 def activation_patching(
     lm: Model,
     clean: Int[Tensor, "batch pos"],
@@ -158,6 +173,7 @@ def activation_patching(
     if not has_head and bool((index[:, 1] >= 0).any()):
         raise InterpError(f"site '{site}' has no head axis: give head -1 for every patch")
     n, n_pos = clean.shape
+    _check_index(lm, site, index, n_pos)
     clean, corrupt = clean.to(lm.device), corrupt.to(lm.device)
     layers = sorted(set(index[:, 0].tolist()))
     with capture(lm, layers=layers, keep=(site,)) as cap:
