@@ -63,6 +63,7 @@ class _StopForward(Exception):
 class Cache(CacheReads):
     """What a capture recorded: ``cache[site, layer]`` is the tensor of the latest forward pass.
 
+    A negative layer in a tuple key counts from the model's last layer (``cache["z", -1]``).
     ``cache.all(site, layer)`` lists the tensors of every forward pass in order (one per decode
     step when generating with a KV cache). TransformerLens hook names are aliases that answer in
     TransformerLens's layout: ``cache["blocks.5.attn.hook_z"]`` is ``cache["z", 5].transpose(1, 2)``
@@ -102,6 +103,9 @@ class Cache(CacheReads):
             return self._named(key)
         if not (isinstance(key, tuple) and len(key) == 2):
             raise InterpError(f"cache keys are (site, layer) or a TransformerLens hook name, got {key!r}")
+        n = self.lm.arch.n_layers if self.lm is not None else 0
+        if isinstance(key[1], int) and -n <= key[1] < 0:  # from the last layer, as TransformerLens counts
+            key = (key[0], n + key[1])
         if key[0] == "pattern":
             return self.pattern(key[1])
         return self.all(*key)[-1]

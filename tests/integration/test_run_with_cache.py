@@ -321,3 +321,12 @@ def test_names_filter_chooses_layers_and_sites_by_tl_names():
         lm.run_with_cache(_ids(), names_filter=["blocks.9.attn.hook_z"])
     with pytest.raises(InterpError, match="names_filter or layers/sites"):
         lm.run_with_cache(_ids(), layers=[1], names_filter="blocks.1.attn.hook_z")
+
+
+def test_a_negative_layer_in_a_tuple_key_counts_from_the_last_layer():
+    """As TransformerLens's cache["z", -1]; was 'layer -1 out of range'."""
+    lm = wrap_model(build("llama"), None, name="llama")
+    _, cache = lm.run_with_cache(_ids(), sites=("q", "k", "z"))
+    assert torch.equal(cache["z", -1], cache["z", 2]) and torch.equal(cache["pattern", -3], cache.pattern(0))
+    with pytest.raises(InterpError, match="layer -4 out of range: the model has 3 layers"):
+        cache["z", -4]
