@@ -140,6 +140,9 @@ def test_patch_task_result_grid_and_normalised_column(lm, pair):
         ("q", [1, 6, 0], r"head 6 out of range for site 'q' \(heads 0-5, or -1 for all\)"),
         ("z", [1, 0, 9], r"position 9 out of range \(the prompts have 9 positions: 0-8, or -1 for all\)"),
         ("z", [1, -2, 0], r"head -2 out of range"),
+        # k and v index kv heads: head 2 of 2 kv heads was an IndexError inside the sweep
+        ("k", [1, 2, -1], r"head 2 out of range for site 'k' \(kv heads 0-1, or -1 for all\)"),
+        ("v", [1, 2, 0], r"head 2 out of range for site 'v' \(kv heads 0-1, or -1 for all\)"),
     ],
 )
 def test_an_index_outside_the_model_or_prompts_is_one_line_before_any_pass(lm, pair, site, row, match):

@@ -41,7 +41,7 @@ from interp.analyses.patching.table import PatchTable
 from interp.datasets.tasks import TaskBatch
 from interp.errors import InterpError
 from interp.experiments._base import Store
-from interp.hooks import Edit, capture, intervene, start_at_layer
+from interp.hooks import KV_SITES, Edit, capture, intervene, start_at_layer
 from interp.models import Model
 
 __all__ = [
@@ -107,11 +107,10 @@ def _prefix_cache(lm: Model, kv: dict[int, tuple[Tensor, Tensor]], start: int, c
 def _check_index(lm: Model, site: str, index: Tensor, n_pos: int) -> None:
     """Refuse a head or position outside the model or the prompts (layers: `capture` checks them)."""
     heads, pos = index[:, 1], index[:, 2]
-    bad = heads[(heads < -1) | (heads >= lm.arch.n_heads)]
+    n_heads, kind = (lm.arch.n_kv_heads, "kv heads") if site in KV_SITES else (lm.arch.n_heads, "heads")
+    bad = heads[(heads < -1) | (heads >= n_heads)]
     if len(bad):
-        raise InterpError(
-            f"head {int(bad[0])} out of range for site '{site}' (heads 0-{lm.arch.n_heads - 1}, or -1 for all)"
-        )
+        raise InterpError(f"head {int(bad[0])} out of range for site '{site}' ({kind} 0-{n_heads - 1}, or -1 for all)")
     bad = pos[(pos < -1) | (pos >= n_pos)]
     if len(bad):
         raise InterpError(
