@@ -26,7 +26,6 @@ sink logits) into this module's keywords, so the picture is the model's own soft
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -36,6 +35,7 @@ import plotly.graph_objects as go
 import torch
 
 from interp.errors import InterpError
+from interp.plots._tokens import MAX_TICKS, span_label, tick_text, token_label, token_ticks
 
 __all__ = [
     "HeadPattern",
@@ -109,11 +109,6 @@ class HeadPattern:
         """Key positions [start, stop) of displayed column ``c``."""
         start = c * self.block
         return start, min(start + self.block, self.n_key)
-
-
-def token_label(pos: int, token: str) -> str:
-    """'12 'the'' style label, safe to show in plotly's pseudo-HTML hover and tick text."""
-    return f"{pos} {html.escape(repr(token), quote=False)}"
 
 
 def _as_tensor(x, name: str, dims: int) -> torch.Tensor:
@@ -272,35 +267,6 @@ def head_pattern(
     return HeadPattern(values=values.float().numpy(), block=block, n_query=n_query, n_key=n_key, pool=pool)
 
 
-MAX_TICKS = 60  # token tick labels per axis; past this every n-th token is labelled
-
-
-def tick_text(token: str) -> str:
-    """A token as a tick label: its text (whitespace-only tokens and newlines shown escaped),
-    safe in plotly's pseudo-HTML."""
-    shown = token.replace("\n", "\\n") if token.strip() else repr(token)
-    return html.escape(shown, quote=False)
-
-
-def token_ticks(categories: Sequence[str], texts: Sequence[str], limit: int = MAX_TICKS) -> dict:
-    """Axis settings that label a categorical heatmap axis with ``texts``, every
-    ceil(n / ``limit``)-th one when there are more than ``limit`` (the hover keeps every token)."""
-    step = max(1, -(-len(categories) // limit))
-    keep = range(0, len(categories), step)
-    return {
-        "tickmode": "array",
-        "tickvals": [categories[i] for i in keep],
-        "ticktext": [texts[i] for i in keep],
-        "showticklabels": True,
-    }
-
-
-def _span_label(start: int, stop: int, tokens: Sequence[str]) -> str:
-    first = html.escape(repr(tokens[start]), quote=False)
-    last = html.escape(repr(tokens[stop - 1]), quote=False)
-    return f"{start}-{stop - 1} {first}…{last}" if stop - start > 1 else token_label(start, tokens[start])
-
-
 def pattern_figure(
     pattern: HeadPattern,
     tokens: Sequence[str],
@@ -336,8 +302,8 @@ def pattern_figure(
         what = "attention"
         how = f"exact, {pattern.n_key} tokens"
     else:
-        ys = [_span_label(*pattern.row_span(r), tokens) for r in range(nb_q)]
-        xs = [_span_label(*pattern.col_span(c), tokens) for c in range(nb_k)]
+        ys = [span_label(*pattern.row_span(r), tokens) for r in range(nb_q)]
+        xs = [span_label(*pattern.col_span(c), tokens) for c in range(nb_k)]
         y_text = [tick_text(tokens[pattern.row_span(r)[0]]) + "…" for r in range(nb_q)]
         x_text = [tick_text(tokens[pattern.col_span(c)[0]]) + "…" for c in range(nb_k)]
         what = f"{pattern.pool} attention"
