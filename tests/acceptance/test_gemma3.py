@@ -238,8 +238,8 @@ def _chance_best(n_items: int, n_options: int, n_heads: int) -> float:
 @pytest.mark.parametrize("name", ["select_copy", "qr_heads"])
 def test_head_rankings_on_few_items_are_flagged(gemma3, name):
     """The quick sizes (4 questions of 4 options; 2 samples of 4 documents) cannot beat 72 guessing
-    heads: the best guesser reaches 100% more often than 5% of the time, so the check must fail
-    and the finding must open with the warning."""
+    heads: the best guesser reaches 100% more often than 5% of the time, so the check cannot pass:
+    it is "not tested" (too few items to decide, issue 30) and the finding opens with that."""
     from interp.experiments import finding, registry
 
     exp = registry()[name]
@@ -248,7 +248,8 @@ def test_head_rankings_on_few_items_are_flagged(gemma3, name):
     assert _chance_best(n_items, n_options, 72) == 1.0
     check = _check(result, "best_head_above_chance")
     assert not check.passed
-    assert finding(exp, result).startswith("WARNING")
+    assert check.outcome == "not tested"
+    assert finding(exp, result).startswith("NOT TESTED: best_head_above_chance")
 
 
 def test_influence_of_global_heads_raises_the_loss(gemma3):
