@@ -170,3 +170,18 @@ def write_gguf(path: Path, arch: str = "llama", *, tensors: bool = True, seed: i
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def random_pair(vocab: int, n: int, n_pos: int, changed: list[int], seed: int, spread: int):
+    """A clean / corrupted token batch for patching tests: ``n`` random prompts of ``n_pos`` tokens,
+    the corrupted copy redrawn at the ``changed`` positions, a random correct answer per prompt and
+    a wrong one ``1..spread`` ids after it (mod ``vocab``), all from one seeded generator."""
+    from interp.datasets.tasks import TaskBatch
+
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, vocab, (n, n_pos), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, changed] = torch.randint(0, vocab, (n, len(changed)), generator=g)
+    correct = torch.randint(0, vocab, (n,), generator=g)
+    wrong = (correct + 1 + torch.randint(0, spread, (n,), generator=g)) % vocab
+    return TaskBatch.from_tokens(clean, corrupt, correct, wrong)

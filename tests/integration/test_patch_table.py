@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import random_pair
 
 from interp.analyses.patching import PatchResult, PatchTable, logit_diff, target_index
-from interp.datasets.tasks import TaskBatch
 from interp.errors import InterpError
 from interp.experiments.patching import activation_patching, attribution_patching, patch_task
 from interp.hooks import capture, intervene, patch_head
@@ -34,13 +34,7 @@ def lm():
 
 @pytest.fixture(scope="module")
 def pair():
-    g = torch.Generator().manual_seed(2)
-    clean = torch.randint(0, 89, (3, 9), generator=g)
-    corrupt = clean.clone()
-    corrupt[:, [2, 6]] = torch.randint(0, 89, (3, 2), generator=g)
-    correct = torch.randint(0, 89, (3,), generator=g)
-    wrong = (correct + 1 + torch.randint(0, 80, (3,), generator=g)) % 89
-    return TaskBatch.from_tokens(clean, corrupt, correct, wrong)
+    return random_pair(89, 3, 9, [2, 6], seed=2, spread=80)
 
 
 def _ld(b):

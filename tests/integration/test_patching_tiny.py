@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import random_pair
 
 from interp.analyses.patching import PatchTable, logit_diff, make_metric, target_index
 from interp.datasets.tasks import TaskBatch
@@ -56,13 +57,7 @@ def lm64(request):
 
 @pytest.fixture(scope="module")
 def batch():
-    g = torch.Generator().manual_seed(1)
-    clean = torch.randint(0, 97, (3, 7), generator=g)
-    corrupt = clean.clone()
-    corrupt[:, [1, 4]] = torch.randint(0, 97, (3, 2), generator=g)
-    correct = torch.randint(0, 97, (3,), generator=g)
-    wrong = (correct + 1 + torch.randint(0, 90, (3,), generator=g)) % 97
-    return TaskBatch.from_tokens(clean, corrupt, correct, wrong)
+    return random_pair(97, 3, 7, [1, 4], seed=1, spread=90)
 
 
 def _ld(b):
